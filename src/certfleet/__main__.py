@@ -1,0 +1,3 @@
+from certfleet.cli import run
+
+run()

@@ -1,0 +1,138 @@
+"""What a certificate is, as plain data: the JSON contract every command shares."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+__all__ = ["CertInfo", "describe", "fingerprint", "is_self_issued", "key_type", "san_names"]
+
+_CURVES = {"secp256r1": "p256", "secp384r1": "p384", "secp521r1": "p521"}
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """Lowercase hex SHA-256 of the DER: the one identity of a certificate everywhere in certfleet."""
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def key_type(key: PublicKeyTypes) -> str:
+    """``rsa:2048``, ``ec:p256``, ``ed25519``...: the same spelling as ``--key`` options take."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"rsa:{key.key_size}"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"ec:{_CURVES.get(key.curve.name, key.curve.name)}"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "ed25519"
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "ed448"
+    if isinstance(key, dsa.DSAPublicKey):
+        return f"dsa:{key.key_size}"
+    return "unknown"
+
+
+def san_names(cert: x509.Certificate) -> tuple[list[str], list[str]]:
+    """(DNS names, IP addresses) from the subjectAltName extension, in certificate order."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError):
+        return [], []
+    dns = [str(n) for n in san.get_values_for_type(x509.DNSName)]
+    ips = [str(ipaddress.ip_address(ip)) for ip in san.get_values_for_type(x509.IPAddress)]
+    return dns, ips
+
+
+def is_self_issued(cert: x509.Certificate) -> bool:
+    return cert.subject == cert.issuer
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+
+
+def _signature_algorithm(cert: x509.Certificate) -> str:
+    name = cert.signature_algorithm_oid._name
+    return name if name and name != "Unknown OID" else cert.signature_algorithm_oid.dotted_string
+
+
+def _rfc4514(name: x509.Name) -> str:
+    try:
+        return name.rfc4514_string()
+    except ValueError:  # undecodable attribute values in hostile certificates
+        return repr(name)
+
+
+@dataclass(frozen=True, slots=True)
+class CertInfo:
+    sha256: str
+    subject: str
+    issuer: str
+    serial: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    dns_names: tuple[str, ...]
+    ip_addresses: tuple[str, ...]
+    is_ca: bool
+    key_type: str
+    signature_algorithm: str
+    common_name: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sha256": self.sha256,
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "serial": self.serial,
+            "not_before": self.not_before.isoformat(),
+            "not_after": self.not_after.isoformat(),
+            "dns_names": list(self.dns_names),
+            "ip_addresses": list(self.ip_addresses),
+            "is_ca": self.is_ca,
+            "key_type": self.key_type,
+            "signature_algorithm": self.signature_algorithm,
+        }
+
+    def days_left(self, now: dt.datetime) -> int:
+        return (self.not_after - now).days
+
+
+def _common_name(cert: x509.Certificate) -> str | None:
+    try:
+        attrs = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    except ValueError:
+        return None
+    if not attrs:
+        return None
+    value = attrs[0].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def describe(cert: x509.Certificate) -> CertInfo:
+    dns, ips = san_names(cert)
+    try:
+        ktype = key_type(cert.public_key())
+    except (ValueError, TypeError):  # unsupported or broken key algorithm
+        ktype = "unknown"
+    return CertInfo(
+        sha256=fingerprint(cert),
+        subject=_rfc4514(cert.subject),
+        issuer=_rfc4514(cert.issuer),
+        serial=format(cert.serial_number, "x"),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        dns_names=tuple(dns),
+        ip_addresses=tuple(ips),
+        is_ca=_is_ca(cert),
+        key_type=ktype,
+        signature_algorithm=_signature_algorithm(cert),
+        common_name=_common_name(cert),
+    )

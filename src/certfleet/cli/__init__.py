@@ -1,0 +1,62 @@
+"""The ``certfleet`` command line: a thin face over the library.
+
+Commands live in one module per area (``_core``, ``_fleet``, ``_check``, ``_serve``) and register
+themselves on :data:`app`. :func:`main` maps every :class:`CertfleetError` to one printed line, a
+hint and the exit code of DESIGN.md; a traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+import typer
+
+from certfleet.cli._common import app, console_err, state
+from certfleet.errors import CertfleetError, ExitCode
+
+__all__ = ["app", "main"]
+
+
+def _register() -> None:
+    # imported for their side effect: each module adds its commands to ``app``
+    import importlib
+
+    for name in ("_core", "_fleet", "_check", "_serve"):
+        try:
+            importlib.import_module(f"certfleet.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"certfleet.cli.{name}":
+                raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _register()
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="certfleet", standalone_mode=False)
+    except CertfleetError as exc:
+        if state.debug:
+            raise
+        console_err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        if exc.hint:
+            console_err.print(f"[dim]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+        return int(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        console_err.print("aborted")
+        return int(ExitCode.BAD_INPUT)
+    except click.ClickException as exc:
+        exc.show()
+        return int(ExitCode.BAD_INPUT)
+    except KeyboardInterrupt:
+        console_err.print("interrupted")
+        return 130
+    return int(result) if isinstance(result, int) else 0
+
+
+def run() -> None:
+    sys.exit(main())

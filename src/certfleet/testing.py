@@ -1,0 +1,293 @@
+"""A throw-away PKI for tests, benchmarks and demos: roots, intermediates, leaves, CSR signing.
+
+Everything is made in memory at run time; nothing here is fit for production and every key it
+makes is plainly a test key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = ["TestCA", "TestLeaf", "make_key", "pem"]
+
+_RSA_CACHE: dict[int, list[rsa.RSAPrivateKey]] = {}
+
+
+def make_key(spec: str = "ec:p256") -> CertificateIssuerPrivateKeyTypes:
+    """``rsa:2048``, ``rsa:1024``, ``ec:p256``, ``ec:p384``, ``ec:p521``, ``ed25519``."""
+    kind, _, size = spec.partition(":")
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(size or 2048))
+    if kind == "ec":
+        curve = {"p256": ec.SECP256R1(), "p384": ec.SECP384R1(), "p521": ec.SECP521R1()}[size or "p256"]
+        return ec.generate_private_key(curve)
+    if kind == "ed25519":
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"unknown key spec {spec!r}")
+
+
+def pem(*items: x509.Certificate | x509.CertificateSigningRequest) -> bytes:
+    return b"".join(i.public_bytes(serialization.Encoding.PEM) for i in items)
+
+
+def _name(cn: str, org: str | None = "certfleet tests") -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if org:
+        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    return x509.Name(attrs)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def _sign_hash(key: CertificateIssuerPrivateKeyTypes, algorithm: hashes.HashAlgorithm | None) -> hashes.HashAlgorithm | None:
+    from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
+
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        return None
+    return algorithm or hashes.SHA256()
+
+
+@dataclass
+class TestLeaf:
+    cert: x509.Certificate
+    key: CertificateIssuerPrivateKeyTypes
+    chain: list[x509.Certificate]  # intermediates, leaf's issuer first; the root is not included
+
+    def key_pem(self, password: bytes | None = None) -> bytes:
+        enc: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+        )
+        return self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+
+    def cert_pem(self) -> bytes:
+        return pem(self.cert)
+
+    def chain_pem(self) -> bytes:
+        return pem(*self.chain)
+
+    def fullchain_pem(self) -> bytes:
+        return pem(self.cert, *self.chain)
+
+
+@dataclass
+class TestCA:
+    """A CA (root, or intermediate when ``parent`` is set) that issues what tests need."""
+
+    cert: x509.Certificate
+    key: CertificateIssuerPrivateKeyTypes
+    parent: TestCA | None = None
+    _serial: int = field(default=1000, repr=False)
+
+    @classmethod
+    def root(
+        cls,
+        cn: str = "certfleet Test Root",
+        *,
+        key: str = "ec:p256",
+        days: int = 3650,
+        not_before: dt.datetime | None = None,
+        hash_alg: hashes.HashAlgorithm | None = None,
+    ) -> TestCA:
+        pkey = make_key(key)
+        start = not_before or _now() - dt.timedelta(days=1)
+        name = _name(cn)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(pkey.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(_ca_key_usage(), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(pkey.public_key()), critical=False)
+            .sign(pkey, _sign_hash(pkey, hash_alg))
+        )
+        return cls(cert=cert, key=pkey)
+
+    @property
+    def chain(self) -> list[x509.Certificate]:
+        """This CA and its parents up to, not including, the root."""
+        out: list[x509.Certificate] = []
+        ca: TestCA | None = self
+        while ca is not None and ca.parent is not None:
+            out.append(ca.cert)
+            ca = ca.parent
+        return out
+
+    @property
+    def root_cert(self) -> x509.Certificate:
+        ca = self
+        while ca.parent is not None:
+            ca = ca.parent
+        return ca.cert
+
+    def _next_serial(self) -> int:
+        self._serial += 1
+        return (x509.random_serial_number() >> 32 << 32) | self._serial
+
+    def intermediate(
+        self,
+        cn: str = "certfleet Test Intermediate",
+        *,
+        key: str = "ec:p256",
+        days: int = 1825,
+        path_length: int | None = 0,
+        hash_alg: hashes.HashAlgorithm | None = None,
+        aia_url: str | None = None,
+        not_before: dt.datetime | None = None,
+    ) -> TestCA:
+        pkey = make_key(key)
+        start = not_before or _now() - dt.timedelta(days=1)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn))
+            .issuer_name(self.cert.subject)
+            .public_key(pkey.public_key())
+            .serial_number(self._next_serial())
+            .not_valid_before(start)
+            .not_valid_after(start + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+            .add_extension(_ca_key_usage(), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(pkey.public_key()), critical=False)
+            .add_extension(_aki(self.key), critical=False)
+        )
+        if aia_url:
+            builder = builder.add_extension(_aia(aia_url), critical=False)
+        cert = builder.sign(self.key, _sign_hash(self.key, hash_alg))
+        return TestCA(cert=cert, key=pkey, parent=self)
+
+    def cross_sign(self, other: TestCA, *, days: int = 1825) -> x509.Certificate:
+        """A certificate for ``other``'s subject and key, issued by this CA (a cross-sign)."""
+        start = _now() - dt.timedelta(days=1)
+        return (
+            x509.CertificateBuilder()
+            .subject_name(other.cert.subject)
+            .issuer_name(self.cert.subject)
+            .public_key(other.key.public_key())
+            .serial_number(self._next_serial())
+            .not_valid_before(start)
+            .not_valid_after(start + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(_ca_key_usage(), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(other.key.public_key()), critical=False)
+            .add_extension(_aki(self.key), critical=False)
+            .sign(self.key, _sign_hash(self.key, None))
+        )
+
+    def leaf(
+        self,
+        *names: str,
+        key: str = "ec:p256",
+        days: int = 90,
+        not_before: dt.datetime | None = None,
+        hash_alg: hashes.HashAlgorithm | None = None,
+        common_name: str | None = None,
+        san: bool = True,
+        server_auth: bool = True,
+        aia_url: str | None = None,
+        private_key: CertificateIssuerPrivateKeyTypes | None = None,
+    ) -> TestLeaf:
+        """A server certificate for ``names`` (DNS names or IP addresses)."""
+        pkey = private_key or make_key(key)
+        start = not_before or _now() - dt.timedelta(hours=1)
+        cn = common_name if common_name is not None else (names[0] if names else "leaf")
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn, org=None))
+            .issuer_name(self.cert.subject)
+            .public_key(pkey.public_key())
+            .serial_number(self._next_serial())
+            .not_valid_before(start)
+            .not_valid_after(start + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_aki(self.key), critical=False)
+        )
+        if san and names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(_general_names(names)), critical=False)
+        if server_auth:
+            builder = builder.add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+        else:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        if aia_url:
+            builder = builder.add_extension(_aia(aia_url), critical=False)
+        cert = builder.sign(self.key, _sign_hash(self.key, hash_alg))
+        return TestLeaf(cert=cert, key=pkey, chain=self.chain)
+
+    def sign_csr(
+        self, csr: x509.CertificateSigningRequest, *, days: int = 90, not_before: dt.datetime | None = None
+    ) -> x509.Certificate:
+        """Issue a server certificate for a CSR, as a CA would: subject and SANs from the request."""
+        start = not_before or _now() - dt.timedelta(hours=1)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(csr.subject)
+            .issuer_name(self.cert.subject)
+            .public_key(csr.public_key())  # type: ignore[arg-type]
+            .serial_number(self._next_serial())
+            .not_valid_before(start)
+            .not_valid_after(start + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_aki(self.key), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        )
+        try:
+            san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            builder = builder.add_extension(san, critical=False)
+        except x509.ExtensionNotFound:
+            pass
+        return builder.sign(self.key, _sign_hash(self.key, None))
+
+    def cert_pem(self) -> bytes:
+        return pem(self.cert)
+
+
+def _general_names(names: Sequence[str]) -> list[x509.GeneralName]:
+    out: list[x509.GeneralName] = []
+    for n in names:
+        try:
+            out.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            out.append(x509.DNSName(n))
+    return out
+
+
+def _ca_key_usage() -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _aki(issuer_key: CertificateIssuerPrivateKeyTypes) -> x509.AuthorityKeyIdentifier:
+    return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key())  # type: ignore[arg-type]
+
+
+def _aia(url: str) -> x509.AuthorityInformationAccess:
+    return x509.AuthorityInformationAccess(
+        [x509.AccessDescription(x509.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(url))]
+    )
