@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +43,7 @@ def san_names(cert: x509.Certificate) -> tuple[list[str], list[str]]:
     except (x509.ExtensionNotFound, ValueError):
         return [], []
     dns = [str(n) for n in san.get_values_for_type(x509.DNSName)]
-    ips = [str(ipaddress.ip_address(ip)) for ip in san.get_values_for_type(x509.IPAddress)]
+    ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
     return dns, ips
 
 

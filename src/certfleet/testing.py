@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 __all__ = ["TestCA", "TestLeaf", "make_key", "pem"]
 
@@ -52,12 +52,38 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
-def _sign_hash(key: CertificateIssuerPrivateKeyTypes, algorithm: hashes.HashAlgorithm | None) -> hashes.HashAlgorithm | None:
-    from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
+_WEAK_RSA_OIDS = {"sha1": "1.2.840.113549.1.1.5", "md5": "1.2.840.113549.1.1.4"}
+_SHA256_RSA = bytes.fromhex("06092a864886f70d01010b")  # DER of OID 1.2.840.113549.1.1.11
+
+
+def _sign(
+    builder: x509.CertificateBuilder,
+    key: CertificateIssuerPrivateKeyTypes,
+    algorithm: hashes.HashAlgorithm | None = None,
+) -> x509.Certificate:
+    """Sign ``builder``; SHA-1 and MD5 (refused by cryptography) are made by re-signing the TBS.
+
+    Tests need weakly signed certificates to prove that lint finds them. The RSA signature has the
+    same length whatever the hash, and the OIDs of sha256/sha1/md5WithRSAEncryption have the same
+    length, so the DER is patched in place.
+    """
+    from cryptography.hazmat.primitives.asymmetric import ed448, ed25519, padding
 
     if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
-        return None
-    return algorithm or hashes.SHA256()
+        return builder.sign(key, None)
+    if algorithm is None or algorithm.name not in _WEAK_RSA_OIDS:
+        return builder.sign(key, algorithm or hashes.SHA256())  # type: ignore[arg-type]
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("weak signature test certificates need an RSA issuer key")
+    cert = builder.sign(key, hashes.SHA256())
+    der = cert.public_bytes(serialization.Encoding.DER)
+    last = int(_WEAK_RSA_OIDS[algorithm.name].rsplit(".", 1)[1])
+    weak_oid = _SHA256_RSA[:-1] + bytes([last])
+    tbs = cert.tbs_certificate_bytes.replace(_SHA256_RSA, weak_oid)
+    signature = key.sign(tbs, padding.PKCS1v15(), algorithm)
+    patched = der.replace(cert.tbs_certificate_bytes, tbs).replace(_SHA256_RSA, weak_oid)
+    patched = patched.replace(cert.signature, signature)
+    return x509.load_der_x509_certificate(patched)
 
 
 @dataclass
@@ -104,7 +130,7 @@ class TestCA:
         pkey = make_key(key)
         start = not_before or _now() - dt.timedelta(days=1)
         name = _name(cn)
-        cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(name)
             .issuer_name(name)
@@ -115,8 +141,8 @@ class TestCA:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(_ca_key_usage(), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(pkey.public_key()), critical=False)
-            .sign(pkey, _sign_hash(pkey, hash_alg))
         )
+        cert = _sign(builder, pkey, hash_alg)
         return cls(cert=cert, key=pkey)
 
     @property
@@ -168,13 +194,13 @@ class TestCA:
         )
         if aia_url:
             builder = builder.add_extension(_aia(aia_url), critical=False)
-        cert = builder.sign(self.key, _sign_hash(self.key, hash_alg))
+        cert = _sign(builder, self.key, hash_alg)
         return TestCA(cert=cert, key=pkey, parent=self)
 
     def cross_sign(self, other: TestCA, *, days: int = 1825) -> x509.Certificate:
         """A certificate for ``other``'s subject and key, issued by this CA (a cross-sign)."""
         start = _now() - dt.timedelta(days=1)
-        return (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(other.cert.subject)
             .issuer_name(self.cert.subject)
@@ -186,8 +212,8 @@ class TestCA:
             .add_extension(_ca_key_usage(), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(other.key.public_key()), critical=False)
             .add_extension(_aki(self.key), critical=False)
-            .sign(self.key, _sign_hash(self.key, None))
         )
+        return _sign(builder, self.key)
 
     def leaf(
         self,
@@ -228,7 +254,7 @@ class TestCA:
             builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         if aia_url:
             builder = builder.add_extension(_aia(aia_url), critical=False)
-        cert = builder.sign(self.key, _sign_hash(self.key, hash_alg))
+        cert = _sign(builder, self.key, hash_alg)
         return TestLeaf(cert=cert, key=pkey, chain=self.chain)
 
     def sign_csr(
@@ -240,7 +266,7 @@ class TestCA:
             x509.CertificateBuilder()
             .subject_name(csr.subject)
             .issuer_name(self.cert.subject)
-            .public_key(csr.public_key())  # type: ignore[arg-type]
+            .public_key(csr.public_key())
             .serial_number(self._next_serial())
             .not_valid_before(start)
             .not_valid_after(start + dt.timedelta(days=days))
@@ -253,7 +279,7 @@ class TestCA:
             builder = builder.add_extension(san, critical=False)
         except x509.ExtensionNotFound:
             pass
-        return builder.sign(self.key, _sign_hash(self.key, None))
+        return _sign(builder, self.key)
 
     def cert_pem(self) -> bytes:
         return pem(self.cert)
@@ -284,10 +310,10 @@ def _ca_key_usage() -> x509.KeyUsage:
 
 
 def _aki(issuer_key: CertificateIssuerPrivateKeyTypes) -> x509.AuthorityKeyIdentifier:
-    return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key())  # type: ignore[arg-type]
+    return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key())
 
 
 def _aia(url: str) -> x509.AuthorityInformationAccess:
     return x509.AuthorityInformationAccess(
-        [x509.AccessDescription(x509.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(url))]
+        [x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(url))]
     )

@@ -28,7 +28,7 @@ __all__ = [
     "state",
 ]
 
-PASSWORD_ENV = "CERTFLEET_PASSWORD"
+PASSWORD_ENV = "CERTFLEET_PASSWORD"  # noqa: S105 (the name of a variable, not a password)
 # a file named on the command line is read whole; anything larger is not a certificate package
 MAX_INPUT_BYTES = 20 * 1024 * 1024
 
