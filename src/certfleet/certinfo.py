@@ -40,7 +40,7 @@ def san_names(cert: x509.Certificate) -> tuple[list[str], list[str]]:
     """(DNS names, IP addresses) from the subjectAltName extension, in certificate order."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (x509.ExtensionNotFound, ValueError):
+    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError, TypeError):  # hostile certificates
         return [], []
     dns = [str(n) for n in san.get_values_for_type(x509.DNSName)]
     ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
@@ -54,7 +54,7 @@ def is_self_issued(cert: x509.Certificate) -> bool:
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except (x509.ExtensionNotFound, ValueError):
+    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError, TypeError):
         return False
 
 

@@ -52,6 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return int(ExitCode.BAD_INPUT)
+    except typer.exceptions.TyperException as exc:
+        # typer >= 0.26 raises its own copy of click's usage errors, not click's
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            console_err.print(str(exc), highlight=False, markup=False)
+        return int(ExitCode.BAD_INPUT)
     except KeyboardInterrupt:
         console_err.print("interrupted")
         return 130

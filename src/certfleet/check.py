@@ -1,0 +1,508 @@
+"""Check endpoints as a strict client would: what each one serves, and whether a phone accepts it.
+
+Every endpoint is probed (:mod:`certfleet.probe`), then its chain *as served* is verified without
+fetching anything (a phone never fetches a missing intermediate) and linted. Thousands of
+endpoints run concurrently under a bound on connections in flight, a timeout per connection and
+an overall deadline; one failing endpoint is a result, never an exception that stops the rest.
+
+Fleets serve the same intermediates from every server, so parsed certificates are shared by
+their DER bytes, and endpoints that send the same intermediates share one verifier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+
+from certfleet.certinfo import CertInfo, describe
+from certfleet.errors import CertfleetError, InputError, LimitError
+from certfleet.lint import lint
+from certfleet.names import normalize_name
+from certfleet.probe import CertCache, ProbeResult, StartTLS, format_target, probe
+from certfleet.problems import Problem, ProblemCode, Severity, worst
+from certfleet.trust import TrustStore
+from certfleet.verify import Verifier
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_PORT",
+    "DEFAULT_TIMEOUT",
+    "MAX_TARGETS",
+    "CheckReport",
+    "EndpointReport",
+    "Target",
+    "check",
+    "parse_target",
+    "read_targets",
+    "run_check",
+    "unique",
+]
+
+DEFAULT_PORT = 443
+DEFAULT_CONCURRENCY = 200
+DEFAULT_TIMEOUT = 5.0
+MAX_TARGETS = 100_000  # a fleet is large; a list longer than this is a mistake
+_MAX_TARGET_CHARS = 1100  # a 253-octet name as U-labels, a port, a URL path we ignore
+_MAX_VERIFIERS = 10_000  # distinct sets of intermediates kept; a fleet has a handful
+# DNS look-ups run in threads; asyncio's default pool (cores + 4) would serialise a large fleet
+_RESOLVER_THREADS = 64
+
+# URL schemes a target may use: the port they imply, and how they reach TLS
+_SCHEMES: Mapping[str, tuple[int, StartTLS]] = {
+    "https": (443, StartTLS.NONE),
+    "smtp": (25, StartTLS.SMTP),
+    "submission": (587, StartTLS.SMTP),
+    "smtps": (465, StartTLS.NONE),
+    "imap": (143, StartTLS.IMAP),
+    "imaps": (993, StartTLS.NONE),
+    "ldaps": (636, StartTLS.NONE),
+    "sips": (5061, StartTLS.NONE),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One endpoint to check."""
+
+    host: str  # canonical DNS name (A-label) or IP address
+    port: int
+    name: str | None = None  # sent as SNI and expected in the certificate; None: the host itself
+    starttls: StartTLS | None = None  # None: chosen by port
+    label: str | None = None  # what the user calls it (a node's name)
+
+    def __str__(self) -> str:
+        return format_target(self.host, self.port)
+
+    @property
+    def host_is_ip(self) -> bool:
+        return _is_ip(self.host)
+
+    @property
+    def server_name(self) -> str | None:
+        """The SNI to send: the name given, else the host when it is a name."""
+        if self.name is not None:
+            return None if _is_ip(self.name) else self.name
+        return None if self.host_is_ip else self.host
+
+    @property
+    def expected_name(self) -> str:
+        """The name the certificate must cover: the name given, else the host (a name or an IP)."""
+        return self.name if self.name is not None else self.host
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _bad_target(text: str, why: str) -> InputError:
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    return InputError(
+        f"{shown!r} is not a target: {why}",
+        hint="write host, host:port, [v6-address]:port or https://host[:port]",
+    )
+
+
+def _port(text: str, value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise _bad_target(text, f"the port {value[:10]!r} is not a number from 1 to 65535")
+    return int(value)
+
+
+def _host(text: str, value: str) -> str:
+    if not value:
+        raise _bad_target(text, "the host is missing")
+    if "*" in value:
+        raise _bad_target(text, "a wildcard is a pattern, not a host to connect to")
+    try:
+        return normalize_name(value)
+    except CertfleetError as exc:
+        raise _bad_target(text, exc.message) from exc
+
+
+def parse_target(
+    text: str,
+    *,
+    name: str | None = None,
+    starttls: StartTLS | None = None,
+    default_port: int = DEFAULT_PORT,
+    label: str | None = None,
+) -> Target:
+    """``host``, ``host:port``, ``[v6]:port``, a bare IPv6 address, or a URL (``https://host:8443/``;
+    also ``smtp``, ``submission``, ``smtps``, ``imap``, ``imaps``, ``ldaps``, ``sips``)."""
+    raw = text.strip()
+    if len(raw) > _MAX_TARGET_CHARS:
+        raise LimitError(f"a target of {len(raw)} characters is not a host and port")
+    if not raw:
+        raise _bad_target(text, "it is empty")
+    port = default_port
+    mode = starttls
+    if "://" in raw:
+        try:
+            url = urlsplit(raw)
+            url_port = url.port
+        except ValueError as exc:
+            raise _bad_target(raw, str(exc)) from exc
+        scheme = url.scheme.lower()
+        if scheme not in _SCHEMES:
+            raise _bad_target(raw, f"certfleet checks {', '.join(_SCHEMES)} URLs, not {scheme}://")
+        if url.username is not None or url.password is not None:
+            raise _bad_target(raw, "a target carries no user name or password")
+        implied_port, implied_mode = _SCHEMES[scheme]
+        port = url_port or implied_port
+        mode = starttls if starttls is not None else implied_mode
+        host = url.hostname or ""
+    elif raw.startswith("["):
+        inside, bracket, rest = raw[1:].partition("]")
+        if not bracket or not _is_ip(inside) or ":" not in inside:
+            raise _bad_target(raw, "only an IPv6 address goes in brackets")
+        host = inside
+        if rest:
+            if not rest.startswith(":"):
+                raise _bad_target(raw, "write [v6-address]:port")
+            port = _port(raw, rest[1:])
+    elif raw.count(":") > 1:
+        # a bare IPv6 address; with a port it must be in brackets, or "::1:443" would be ambiguous
+        if not _is_ip(raw):
+            raise _bad_target(raw, "an IPv6 address with a port goes in brackets: [2001:db8::1]:443")
+        host = raw
+    else:
+        host, colon, port_text = raw.partition(":")
+        if colon:
+            port = _port(raw, port_text)
+    canonical = _host(raw, host)
+    expected = None
+    if name is not None:
+        try:
+            expected = normalize_name(name)
+        except CertfleetError as exc:
+            raise InputError(f"--name {name[:80]!r}: {exc.message}", hint=exc.hint) from exc
+        if expected.startswith("*."):
+            raise InputError(f"--name {name[:80]!r} is a wildcard", hint="give the name a client connects to")
+    return Target(host=canonical, port=port, name=expected, starttls=mode, label=label)
+
+
+def read_targets(
+    text: str,
+    *,
+    source: str = "<targets>",
+    name: str | None = None,
+    starttls: StartTLS | None = None,
+) -> list[Target]:
+    """One target a line, optionally followed by the name to check (``10.0.0.5:443 www.example.com``);
+    ``#`` starts a comment; blank lines are skipped."""
+    out: list[Target] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        body = line.split("#", 1)[0].strip()
+        if not body:
+            continue
+        if len(out) >= MAX_TARGETS:
+            raise LimitError(f"more than {MAX_TARGETS} targets", source=source, hint="split the list")
+        fields = body.split()
+        if len(fields) > 2:
+            raise InputError(
+                f"line {number}: expected a target and at most one name", source=source, hint="one target a line"
+            )
+        try:
+            out.append(parse_target(fields[0], name=fields[1] if len(fields) == 2 else name, starttls=starttls))
+        except CertfleetError as exc:
+            raise InputError(f"line {number}: {exc.message}", hint=exc.hint, source=source) from exc
+    return out
+
+
+# ------------------------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointReport:
+    """What one endpoint serves and what a strict client makes of it."""
+
+    target: Target
+    probe: ProbeResult
+    verified: bool  # the chain as served leads to a trusted root for the expected name, no fetching
+    name: str  # the name checked
+    chain: tuple[CertInfo, ...]  # as served, in the order sent
+    days_left: int | None  # of the leaf; negative once expired
+    problems: tuple[Problem, ...]
+
+    @property
+    def ok(self) -> bool:
+        """The handshake worked, the chain verifies, and nothing is an error."""
+        return self.probe.ok and self.verified and self.severity is not Severity.ERROR
+
+    @property
+    def severity(self) -> Severity | None:
+        return worst(self.problems)
+
+    def fails(self, fail_on: Severity = Severity.ERROR) -> bool:
+        """True when a problem is at least as severe as ``fail_on`` (or the endpoint is not ok)."""
+        if not self.ok:
+            return True
+        found = self.severity
+        return found is not None and found.rank >= fail_on.rank
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": str(self.target),
+            "node": self.target.label,
+            "host": self.target.host,
+            "port": self.target.port,
+            "name": self.name,
+            "server_name": self.probe.server_name,
+            "starttls": self.probe.starttls.value,
+            "ok": self.ok,
+            "verified": self.verified,
+            "tls_version": self.probe.tls_version,
+            "cipher": self.probe.cipher,
+            "days_left": self.days_left,
+            "not_after": self.chain[0].not_after.isoformat() if self.chain else None,
+            "chain": [info.to_dict() for info in self.chain],
+            "problems": [p.to_dict() for p in self.problems],
+            "elapsed": round(self.probe.elapsed, 4),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """Every endpoint, in the order given."""
+
+    endpoints: tuple[EndpointReport, ...]
+    checked_at: dt.datetime
+    elapsed: float  # seconds for the whole run
+    deadline_reached: bool = False
+
+    def failed(self, fail_on: Severity = Severity.ERROR) -> list[EndpointReport]:
+        return [e for e in self.endpoints if e.fails(fail_on)]
+
+    def counts(self) -> dict[str, int]:
+        """``ok`` (nothing to say), ``warning`` (works, with warnings), ``failing`` (a client refuses)."""
+        out = {"ok": 0, "warning": 0, "failing": 0}
+        for e in self.endpoints:
+            if not e.ok:
+                out["failing"] += 1
+            elif e.severity is Severity.WARNING:
+                out["warning"] += 1
+            else:
+                out["ok"] += 1
+        return out
+
+    def to_list(self) -> list[dict[str, Any]]:
+        """The ``--json`` form: a list with one object per endpoint."""
+        return [e.to_dict() for e in self.endpoints]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checked_at": self.checked_at.isoformat(),
+            "elapsed": round(self.elapsed, 3),
+            "deadline_reached": self.deadline_reached,
+            "counts": self.counts(),
+            "endpoints": self.to_list(),
+        }
+
+
+# --------------------------------------------------------------------------------- evaluation
+
+
+class _Evaluator:
+    """Turns probe results into reports, sharing parsed certificates, descriptions and verifiers."""
+
+    def __init__(self, trust: TrustStore, now: dt.datetime, expiring_days: int) -> None:
+        self.trust = trust
+        self.now = now
+        self.expiring_days = expiring_days
+        self.certs = CertCache()
+        self._infos: dict[int, CertInfo] = {}  # by id(): the cache hands out one object per DER
+        self._verifiers: dict[tuple[bytes, ...], Verifier] = {}
+
+    def _info(self, cert: x509.Certificate) -> CertInfo:
+        info = self._infos.get(id(cert))
+        if info is None:
+            info = describe(cert)
+            if len(self._infos) < 200_000:
+                self._infos[id(cert)] = info
+        return info
+
+    def _verifier(self, served: ProbeResult) -> Verifier:
+        # endpoints that send the same intermediates share one verifier (its trust store and
+        # policy are built once); the key is their DER, as sent
+        key = served.chain_der[1:]
+        verifier = self._verifiers.get(key)
+        if verifier is None:
+            verifier = Verifier(self.trust, served.chain[1:], at=self.now)
+            if len(self._verifiers) < _MAX_VERIFIERS:
+                self._verifiers[key] = verifier
+        return verifier
+
+    def failed(self, target: Target, served: ProbeResult) -> EndpointReport:
+        return EndpointReport(
+            target=target,
+            probe=served,
+            verified=False,
+            name=target.expected_name,
+            chain=tuple(self._info(c) for c in served.chain),
+            days_left=None,
+            problems=served.problems,
+        )
+
+    def evaluate(self, target: Target, served: ProbeResult) -> EndpointReport:
+        if not served.ok or not served.chain or len(served.chain) != len(served.chain_der):
+            return self.failed(target, served)
+        leaf = served.chain[0]
+        problems: list[Problem] = list(served.problems)
+        try:
+            verification = self._verifier(served).verify(leaf, target.expected_name)
+            found = [*verification.problems, *lint(served.chain, now=self.now, expiring_days=self.expiring_days,
+                                                  trust=self.trust)]  # fmt: skip
+        except (ValueError, TypeError, UnsupportedAlgorithm, CertfleetError) as exc:
+            # a certificate cryptography cannot work with: report it for this endpoint only
+            verification = None
+            found = [
+                Problem(
+                    ProblemCode.INVALID,
+                    Severity.ERROR,
+                    f"the served chain cannot be verified: {str(exc)[:200]}",
+                    "check the certificate files on the server",
+                )
+            ]
+        seen = {(p.code, p.subject) for p in problems}
+        for problem in found:
+            if (problem.code, problem.subject) not in seen:
+                seen.add((problem.code, problem.subject))
+                problems.append(problem)
+        return EndpointReport(
+            target=target,
+            probe=served,
+            verified=verification is not None and verification.valid,
+            name=target.expected_name,
+            chain=tuple(self._info(c) for c in served.chain),
+            days_left=(leaf.not_valid_after_utc - self.now).days,
+            problems=tuple(problems),
+        )
+
+
+def _deadline_result(target: Target, deadline: float) -> ProbeResult:
+    return ProbeResult(
+        target=str(target),
+        host=target.host,
+        port=target.port,
+        server_name=target.server_name,
+        ok=False,
+        problems=(
+            Problem(
+                ProblemCode.TIMEOUT,
+                Severity.ERROR,
+                f"not checked within the overall deadline of {deadline:g} s",
+                "raise --deadline or --concurrency, or lower --timeout",
+            ),
+        ),
+    )
+
+
+async def check(
+    targets: Sequence[Target],
+    *,
+    trust: TrustStore,
+    timeout: float = DEFAULT_TIMEOUT,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    deadline: float | None = None,
+    now: dt.datetime | None = None,
+    expiring_days: int = 30,
+    on_result: Callable[[EndpointReport], None] | None = None,
+) -> CheckReport:
+    """Probe and judge every target; at most ``concurrency`` connections are open at once.
+
+    ``timeout`` bounds each connection; ``deadline`` (seconds) bounds the whole run, and targets
+    not done by then are reported as ``timeout``. ``now`` is when certificates are judged (the
+    clock when None). ``on_result`` is called as each endpoint finishes (progress).
+    """
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    if timeout <= 0 or (deadline is not None and deadline <= 0):
+        raise ValueError("timeout and deadline must be positive")
+    at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    evaluator = _Evaluator(trust, at, expiring_days)
+    results: list[EndpointReport | None] = [None] * len(targets)
+    pending = iter(range(len(targets)))
+    started = time.monotonic()
+
+    async def worker() -> None:
+        # a shared iterator hands each worker the next target: no queue, no task per target
+        for index in pending:
+            target = targets[index]
+            served = await probe(
+                target.host,
+                target.port,
+                server_name=target.server_name,
+                timeout=timeout,
+                starttls=target.starttls,
+                certs=evaluator.certs,
+            )
+            report = evaluator.evaluate(target, served)
+            results[index] = report
+            if on_result is not None:
+                on_result(report)
+
+    workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(targets)))]
+    deadline_reached = False
+    try:
+        async with asyncio.timeout(deadline):
+            await asyncio.gather(*workers)
+    except TimeoutError:
+        deadline_reached = True
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    final: list[EndpointReport] = []
+    for index, report in enumerate(results):
+        if report is None:
+            target = targets[index]
+            report = evaluator.failed(target, _deadline_result(target, deadline or 0.0))
+            if on_result is not None:
+                on_result(report)
+        final.append(report)
+    return CheckReport(
+        endpoints=tuple(final),
+        checked_at=at,
+        elapsed=time.monotonic() - started,
+        deadline_reached=deadline_reached,
+    )
+
+
+def run_check(targets: Sequence[Target], **options: Any) -> CheckReport:
+    """:func:`check` from synchronous code, in an event loop of its own."""
+
+    async def main() -> CheckReport:
+        if any(not t.host_is_ip for t in targets):
+            asyncio.get_running_loop().set_default_executor(
+                ThreadPoolExecutor(max_workers=_RESOLVER_THREADS, thread_name_prefix="certfleet-dns")
+            )
+        return await check(targets, **options)
+
+    return asyncio.run(main())
+
+
+def unique(targets: Iterable[Target]) -> list[Target]:
+    """``targets`` without repeats (same host, port and name), in order."""
+    seen: set[tuple[str, int, str | None]] = set()
+    out: list[Target] = []
+    for target in targets:
+        key = (target.host, target.port, target.name)
+        if key not in seen:
+            seen.add(key)
+            out.append(target)
+    return out

@@ -1,0 +1,369 @@
+"""``certfleet check`` and ``certfleet watch``: what every endpoint serves, once or round after round."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from certfleet.cli._common import JsonOpt, app, console, console_err, read_inputs
+from certfleet.errors import ExitCode, InputError, StoreError
+from certfleet.probe import StartTLS
+from certfleet.problems import Severity
+
+if TYPE_CHECKING:
+    from certfleet.check import CheckReport, EndpointReport, Target
+    from certfleet.trust import TrustStore
+
+# the progress bar is worth drawing only when a run is long enough to wait for
+_PROGRESS_FROM = 20
+
+
+class FailOn(StrEnum):
+    WARNING = "warning"
+    ERROR = "error"
+
+
+TargetsArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="host, host:port (443), [v6-address]:port, or a URL (https, smtp, submission, smtps, imap, imaps, "
+        "ldaps, sips).",
+        show_default=False,
+    ),
+]
+FileOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--file", "-f", help="Read targets from FILE: one a line, optionally followed by the name; # comments."
+    ),
+]
+NodesOpt = Annotated[bool, typer.Option("--nodes", help="Check every node's probe endpoint from the store.")]
+LineageOpt = Annotated[str | None, typer.Option("--lineage", help="With --nodes: only the nodes of this lineage.")]
+NameOpt = Annotated[
+    str | None,
+    typer.Option("--name", help="Name sent as SNI and expected in the certificate (default: the host)."),
+]
+StartTLSOpt = Annotated[
+    StartTLS | None,
+    typer.Option(
+        "--starttls",
+        case_sensitive=False,
+        help="Upgrade with STARTTLS first (default: by port: 25/587 smtp, 143 imap).",
+    ),
+]
+TrustOpt = Annotated[list[Path] | None, typer.Option("--trust", help="Also trust the roots in FILE (repeatable).")]
+TrustOnlyOpt = Annotated[
+    list[Path] | None, typer.Option("--trust-only", help="Trust only the roots in FILE (repeatable).")
+]
+SystemTrustOpt = Annotated[
+    bool, typer.Option("--system-trust", "--system", help="Start from the system's roots instead of Mozilla's.")
+]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, max=600, help="Seconds for each connection.")]
+ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, max=10_000, help="Connections at once.")]
+ExpiringOpt = Annotated[
+    int, typer.Option("--expiring-days", min=0, max=3650, help="Warn when a certificate has fewer days left.")
+]
+
+
+def _targets(
+    *,
+    targets: list[str] | None,
+    files: list[Path] | None,
+    nodes: bool,
+    lineage: str | None,
+    name: str | None,
+    starttls: StartTLS | None,
+) -> list[Target]:
+    from certfleet.check import MAX_TARGETS, parse_target, read_targets, unique
+
+    found: list[Target] = [parse_target(t, name=name, starttls=starttls) for t in targets or []]
+    for source, data in read_inputs(files or []):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError("is not a text file of targets", source=source) from exc
+        found.extend(read_targets(text, source=source, name=name, starttls=starttls))
+    if nodes:
+        found.extend(_node_targets(lineage, starttls))
+    elif lineage is not None:
+        raise InputError("--lineage goes with --nodes", hint="add --nodes")
+    if not found:
+        raise InputError("nothing to check", hint="give targets, --file LIST or --nodes")
+    if len(found) > MAX_TARGETS:
+        raise InputError(f"more than {MAX_TARGETS} targets", hint="split the list")
+    return unique(found)
+
+
+def _node_targets(lineage: str | None, starttls: StartTLS | None) -> list[Target]:
+    from certfleet.check import parse_target
+    from certfleet.store import Store
+
+    with Store.open() as store:
+        specs = store.nodes(lineage)
+    out: list[Target] = []
+    skipped: list[str] = []
+    for spec in specs:
+        if not spec.probe:
+            skipped.append(spec.name)
+            continue
+        name = spec.names[0] if spec.names and not spec.names[0].startswith("*.") else None
+        out.append(parse_target(spec.probe, name=name, starttls=starttls, label=spec.name))
+    if skipped:
+        console_err.print(f"not checked (no probe endpoint): {', '.join(skipped)}", highlight=False)
+    if not out:
+        raise StoreError(
+            "no node in the store has a probe endpoint" if specs else "the store has no nodes",
+            hint="give each node a probe endpoint (host:port), or name targets on the command line",
+        )
+    return out
+
+
+def _trust(trust: list[Path] | None, trust_only: list[Path] | None, system: bool, nodes: bool) -> TrustStore:
+    from certfleet.trust import load_trust
+
+    store = load_trust(read_inputs(trust or []), read_inputs(trust_only or []), system=system)
+    if nodes and not trust_only:
+        # the roots the store was told to trust (a private CA) are what its nodes chain to
+        from certfleet.store import Store
+
+        with Store.open() as opened:
+            anchors = [a.cert for a in opened.trust_anchors()]
+        if anchors:
+            store = store.plus(anchors, source=f"{store.source} + the store's roots")
+    return store
+
+
+def _status(endpoint: EndpointReport, fail_on: Severity) -> str:
+    if not endpoint.ok:
+        return "[bold red]FAIL[/]"
+    if endpoint.severity is Severity.WARNING:
+        return "[bold red]warn[/]" if endpoint.fails(fail_on) else "[yellow]warn[/]"
+    return "[green]ok[/]"
+
+
+def _render(report: CheckReport, fail_on: Severity) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from certfleet.cli._render import days_left_text, problem_list
+
+    now = report.checked_at
+    table = Table(title=None, show_edge=False, pad_edge=False, header_style="bold")
+    table.add_column("target", overflow="fold")
+    table.add_column("result", no_wrap=True)
+    table.add_column("TLS", no_wrap=True)
+    table.add_column("chain", no_wrap=True)
+    table.add_column("expires", no_wrap=True)
+    table.add_column("problems", overflow="fold")
+    with_names = any(e.name != e.target.host for e in report.endpoints)
+    for endpoint in report.endpoints:
+        shown = str(endpoint.target)
+        if endpoint.target.label:
+            shown = f"{endpoint.target.label} ({shown})"
+        if with_names and endpoint.name != endpoint.target.host:
+            shown += f" {endpoint.name}"
+        chain = f"{len(endpoint.chain)} sent" if endpoint.chain else "-"
+        expires = days_left_text(endpoint.chain[0], now) if endpoint.chain else Text("-")
+        codes = ", ".join(dict.fromkeys(p.code.value for p in endpoint.problems)) or "-"
+        table.add_row(
+            shown,
+            _status(endpoint, fail_on),
+            (endpoint.probe.tls_version or "-").replace("TLSv", ""),
+            chain,
+            expires,
+            codes,
+        )
+    console.print(table)
+    for endpoint in report.endpoints:
+        if endpoint.problems and (not endpoint.ok or endpoint.severity is not None):
+            console.print(Text(f"\n{endpoint.target.label or endpoint.target}  ({endpoint.name})", style="bold"))
+            console.print(problem_list(endpoint.problems))
+    counts = report.counts()
+    failing = len(report.failed(fail_on))
+    line = (
+        f"\n{len(report.endpoints)} endpoints in {report.elapsed:.1f} s: {counts['ok']} ok, "
+        f"{counts['warning']} with warnings, {counts['failing']} failing"
+    )
+    if report.deadline_reached:
+        line += " (the overall deadline was reached)"
+    console.print(Text(line, style="bold red" if failing else "bold green"))
+
+
+def _progress(total: int, enabled: bool) -> tuple[Callable[[EndpointReport], None] | None, Callable[[], None]]:
+    """A Rich progress bar on stderr for long runs at a terminal; nothing otherwise."""
+    if not enabled or total < _PROGRESS_FROM or not console_err.is_terminal:
+        return None, lambda: None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("checking"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console_err,
+        transient=True,
+    )
+    task = progress.add_task("check", total=total)
+    progress.start()
+
+    def advance(_endpoint: EndpointReport) -> None:
+        progress.advance(task)
+
+    return advance, progress.stop
+
+
+@app.command("check")
+def check_command(  # noqa: PLR0917 (Typer turns each parameter into an option)
+    targets: TargetsArg = None,
+    file: FileOpt = None,
+    nodes: NodesOpt = False,
+    lineage: LineageOpt = None,
+    name: NameOpt = None,
+    starttls: StartTLSOpt = None,
+    trust: TrustOpt = None,
+    trust_only: TrustOnlyOpt = None,
+    system_trust: SystemTrustOpt = False,
+    timeout: TimeoutOpt = 5.0,
+    concurrency: ConcurrencyOpt = 200,
+    deadline: Annotated[
+        float | None, typer.Option("--deadline", min=0.1, help="Seconds for the whole run; the rest time out.")
+    ] = None,
+    expiring_days: ExpiringOpt = 30,
+    fail_on: Annotated[
+        FailOn, typer.Option("--fail-on", case_sensitive=False, help="Exit 1 on errors only, or on warnings too.")
+    ] = FailOn.ERROR,
+    as_json: JsonOpt = False,
+) -> int:
+    """Probe endpoints as a strict client would: the chain each one sends, and whether a phone accepts it.
+
+    Examples: certfleet check www.example.com  |  certfleet check -f fleet.txt --json  |
+    certfleet check smtp://mail.example.com  |  certfleet check 10.0.0.5:8443 --name www.example.com
+    """
+    from certfleet.check import run_check
+
+    found = _targets(targets=targets, files=file, nodes=nodes, lineage=lineage, name=name, starttls=starttls)
+    store = _trust(trust, trust_only, system_trust, nodes)
+    on_result, stop = _progress(len(found), enabled=True)
+    try:
+        report = run_check(
+            found,
+            trust=store,
+            timeout=timeout,
+            concurrency=concurrency,
+            deadline=deadline,
+            expiring_days=expiring_days,
+            on_result=on_result,
+        )
+    finally:
+        stop()
+    severity = Severity(fail_on.value)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_list(), indent=2) + "\n")
+    else:
+        _render(report, severity)
+    return int(ExitCode.PROBLEMS if report.failed(severity) else ExitCode.OK)
+
+
+def _round_line(report: CheckReport) -> str:
+    counts = report.counts()
+    when = report.checked_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (
+        f"{when}: {len(report.endpoints)} endpoints in {report.elapsed:.1f} s: {counts['ok']} ok, "
+        f"{counts['warning']} with warnings, {counts['failing']} failing"
+    )
+
+
+@app.command("watch")
+def watch_command(  # noqa: PLR0917 (Typer turns each parameter into an option)
+    targets: TargetsArg = None,
+    file: FileOpt = None,
+    nodes: NodesOpt = False,
+    lineage: LineageOpt = None,
+    name: NameOpt = None,
+    starttls: StartTLSOpt = None,
+    trust: TrustOpt = None,
+    trust_only: TrustOnlyOpt = None,
+    system_trust: SystemTrustOpt = False,
+    timeout: TimeoutOpt = 5.0,
+    concurrency: ConcurrencyOpt = 200,
+    expiring_days: ExpiringOpt = 30,
+    interval: Annotated[
+        float, typer.Option("--interval", min=1, max=86_400, help="Seconds from the start of one round to the next.")
+    ] = 300,
+    listen: Annotated[
+        str | None,
+        typer.Option("--listen", help="Serve /metrics on host:port (default 127.0.0.1:9109; port 0: any free one)."),
+    ] = None,
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once",
+            help="One round, then exit: print the metrics, or with --listen serve them until scraped once "
+            "(at most --interval seconds).",
+        ),
+    ] = False,
+    fail_on: Annotated[
+        FailOn, typer.Option("--fail-on", case_sensitive=False, help="With --once: exit 1 on errors, or warnings too.")
+    ] = FailOn.ERROR,
+) -> int:
+    """Check endpoints round after round and expose the results as Prometheus metrics.
+
+    Examples: certfleet watch --nodes  |  certfleet watch -f fleet.txt --interval 600 --listen 0.0.0.0:9109
+    """
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.process_collector import ProcessCollector
+
+    from certfleet.metrics import CheckMetrics, MetricsServer
+    from certfleet.watch import Watcher
+
+    # validate everything once before serving anything
+    first = _targets(targets=targets, files=file, nodes=nodes, lineage=lineage, name=name, starttls=starttls)
+    store = _trust(trust, trust_only, system_trust, nodes)
+
+    def current() -> Sequence[Target]:
+        # the store's nodes are read again each round, so new nodes are watched without a restart
+        return (
+            _targets(targets=targets, files=file, nodes=nodes, lineage=lineage, name=name, starttls=starttls)
+            if nodes
+            else first
+        )
+
+    registry = CollectorRegistry()
+    metrics = CheckMetrics(registry)
+    address = listen if listen is not None else (None if once else "127.0.0.1:9109")
+    server: MetricsServer | None = None
+    if address is not None:
+        ProcessCollector(registry=registry)
+        server = MetricsServer(address, registry, metrics)
+        console_err.print(f"serving metrics on {server.url}", highlight=False, soft_wrap=True)
+        sys.stderr.flush()
+    watcher = Watcher(
+        current,
+        store,
+        metrics,
+        interval=interval,
+        timeout=timeout,
+        concurrency=concurrency,
+        expiring_days=expiring_days,
+        on_round=lambda report: console_err.print(_round_line(report), highlight=False),
+        on_error=lambda exc: console_err.print(f"[bold red]round failed:[/] {exc}", highlight=False),
+    )
+    if not once:
+        asyncio.run(watcher.run())
+        return int(ExitCode.OK)
+    report = asyncio.run(watcher.round())
+    if server is None:
+        sys.stdout.write(generate_latest(registry).decode())
+    else:
+        server.served_report.wait(interval)
+        server.close()
+    failing = report.failed(Severity(fail_on.value))
+    return int(ExitCode.PROBLEMS if failing else ExitCode.OK)

@@ -1,0 +1,30 @@
+"""``certfleet serve``: the web console over HTTPS."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from certfleet.cli._common import app
+
+
+@app.command(rich_help_panel="Console")
+def serve(
+    bind: Annotated[str, typer.Option("--bind", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="HTTPS port.", min=1, max=65535)] = 8443,
+    lineage: Annotated[
+        str | None,
+        typer.Option("--lineage", help="Serve this lineage's active version by default (SNI picks among all)."),
+    ] = None,
+) -> None:
+    """Serve the web console and its API over HTTPS (TLS 1.2 and 1.3 only).
+
+    On a fresh machine it creates the store, a self-signed bootstrap certificate (its fingerprint
+    is printed) and a one-time link to create the administrator.
+
+    Example: certfleet serve --port 8443
+    """
+    from certfleet.console.server import ServeOptions, run
+
+    run(ServeOptions(bind=bind, port=port, lineage=lineage))

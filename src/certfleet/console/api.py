@@ -1,0 +1,269 @@
+"""``/api/v1``: everything the pages do, as JSON. Results are the library's own ``to_dict()``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from certfleet.certinfo import describe
+from certfleet.console import flows
+from certfleet.console.accounts import Actor
+from certfleet.console.app import API_PREFIX, authenticate
+from certfleet.console.clients import qr_svg
+from certfleet.console.service import Console
+
+__all__ = ["router"]
+
+router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authenticate)])
+ActorDep = Annotated[Actor, Depends(authenticate)]
+JSON = dict[str, Any]
+
+
+def _console(request: Request) -> Console:
+    console: Console = request.app.state.console
+    return console
+
+
+# -- models of what callers send ---------------------------------------------------------------------
+
+
+class NodeIn(BaseModel):
+    name: str = Field(max_length=64, examples=["main"])
+    names: list[str] = Field(max_length=100, examples=[["collab.example.com"]])
+    targets: list[str] = Field(max_length=20, description="KIND:PATH", examples=[["nginx:/etc/nginx/certfleet"]])
+    transport: str = Field("local", max_length=512)
+    test_cmd: str | None = Field(None, max_length=4000)
+    reload_cmd: str | None = Field(None, max_length=4000)
+    probe: str | None = Field(None, max_length=300, examples=["collab.example.com:443"])
+    lineages: list[str] = Field(default_factory=list, max_length=50)
+
+    def values(self, original: str) -> flows.NodeFormValues:
+        return flows.NodeFormValues(
+            self.name,
+            "\n".join(self.names),
+            "\n".join(self.targets),
+            self.transport,
+            self.test_cmd or "",
+            self.reload_cmd or "",
+            self.probe or "",
+            tuple(self.lineages),
+            "",
+            original,
+        )
+
+
+class TokenIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class ProfileIn(BaseModel):
+    name: str = Field(max_length=64)
+    hostname: str = Field(max_length=300, description="host[:port] the clients connect to")
+    template: str = Field(max_length=65536, description="settings with ${placeholders}")
+    content_type: str = Field("application/json", max_length=100)
+    link_hours: int = Field(72, ge=1, le=720)
+
+
+class ClientUserIn(BaseModel):
+    profile: str = Field(max_length=64)
+    username: str = Field(max_length=128)
+    display_name: str = Field("", max_length=200)
+    email: str = Field("", max_length=254)
+
+
+# -- who, what ------------------------------------------------------------------------------------------
+
+
+@router.get("/me", summary="The account behind this request")
+async def me(actor: ActorDep) -> JSON:
+    return actor.to_dict()
+
+
+@router.get("/lineages", summary="Every lineage with its active version, health and what each node serves")
+async def lineages(request: Request, refresh: bool = False) -> list[JSON]:
+    return [v.to_dict() for v in await _console(request).dashboard(refresh=refresh)]
+
+
+@router.get("/lineages/{name}", summary="One lineage, with its versions")
+async def lineage(request: Request, name: str, refresh: bool = False) -> JSON:
+    console = _console(request)
+    record = await asyncio.to_thread(console.store.lineage, name)
+    view = await console.lineage_view(record, refresh=refresh)
+    versions = await asyncio.to_thread(console.store.versions, name)
+    return {**view.to_dict(), "versions": [v.to_dict() for v in versions]}
+
+
+@router.get("/certificates/{sha256}", summary="A certificate known to the store, and its chain as verified")
+async def certificate(request: Request, sha256: str) -> JSON:
+    console = _console(request)
+    cert, chain, lineage_name = await asyncio.to_thread(console.find_certificate, sha256)
+    _, verification = await asyncio.to_thread(console.chain_picture, cert, chain)
+    return {
+        "certificate": describe(cert).to_dict(),
+        "lineage": lineage_name,
+        "pem": flows.pem_text(cert),
+        "verification": verification.to_dict(),
+    }
+
+
+# -- nodes ------------------------------------------------------------------------------------------------
+
+
+@router.get("/nodes", summary="Every node")
+async def nodes(request: Request) -> list[JSON]:
+    console = _console(request)
+    specs = await asyncio.to_thread(console.store.nodes)
+    out = []
+    for spec in specs:
+        member = await asyncio.to_thread(console.store.node_lineages, spec.name)
+        out.append({**spec.to_dict(), "lineages": member})
+    return out
+
+
+@router.get("/nodes/{name}", summary="One node")
+async def node(request: Request, name: str) -> JSON:
+    console = _console(request)
+    spec = await asyncio.to_thread(console.store.node, name)
+    return {**spec.to_dict(), "lineages": await asyncio.to_thread(console.store.node_lineages, name)}
+
+
+@router.post("/nodes", status_code=201, summary="Add a node")
+async def node_add(request: Request, body: NodeIn, actor: ActorDep) -> JSON:
+    console = _console(request)
+    spec = await asyncio.to_thread(flows.save_node, console, actor, body.values(""), "")
+    return {**spec.to_dict(), "lineages": await asyncio.to_thread(console.store.node_lineages, spec.name)}
+
+
+@router.put("/nodes/{name}", summary="Change a node (its name stays)")
+async def node_put(request: Request, name: str, body: NodeIn, actor: ActorDep) -> JSON:
+    console = _console(request)
+    await asyncio.to_thread(console.store.node, name)  # 400 when unknown
+    spec = await asyncio.to_thread(flows.save_node, console, actor, body.values(name), name)
+    return {**spec.to_dict(), "lineages": await asyncio.to_thread(console.store.node_lineages, spec.name)}
+
+
+@router.delete("/nodes/{name}", summary="Remove a node")
+async def node_delete(request: Request, name: str, actor: ActorDep) -> JSON:
+    console = _console(request)
+    await asyncio.to_thread(console.as_actor(actor).remove_node, name)
+    return {"removed": name}
+
+
+# -- history and audit --------------------------------------------------------------------------------------
+
+
+@router.get("/history", summary="Deployments, newest first")
+async def history(request: Request, lineage: str | None = None, limit: int = 50) -> list[JSON]:
+    console = _console(request)
+    return [d.to_dict() for d in await asyncio.to_thread(console.history, lineage, max(1, min(limit, 1000)))]
+
+
+@router.get("/lineages/{name}/versions", summary="Versions of a lineage, oldest first")
+async def versions(request: Request, name: str) -> list[JSON]:
+    console = _console(request)
+    return [v.to_dict() for v in await asyncio.to_thread(console.store.versions, name)]
+
+
+@router.get("/audit", summary="The audit trail, newest first")
+async def audit(request: Request, limit: int = 100) -> list[JSON]:
+    console = _console(request)
+    entries = await asyncio.to_thread(lambda: console.store.audit_log(limit=max(1, min(limit, 10_000))))
+    return [e.to_dict() for e in entries]
+
+
+# -- API tokens ----------------------------------------------------------------------------------------------
+
+
+@router.get("/tokens", summary="API tokens (never their values)")
+async def tokens(request: Request) -> list[JSON]:
+    return [t.to_dict() for t in await asyncio.to_thread(_console(request).accounts.api_tokens)]
+
+
+@router.post("/tokens", status_code=201, summary="A new API token: its value is in this response only")
+async def token_create(request: Request, body: TokenIn, actor: ActorDep) -> JSON:
+    console = _console(request)
+    token, info = await asyncio.to_thread(console.accounts.new_api_token, actor, body.name)
+    await asyncio.to_thread(console.audit, actor, "console.token-create", {"token": info.name, "id": info.id})
+    return {**info.to_dict(), "token": token}
+
+
+@router.delete("/tokens/{token_id}", summary="Revoke an API token")
+async def token_revoke(request: Request, token_id: int, actor: ActorDep) -> JSON:
+    console = _console(request)
+    name = await asyncio.to_thread(console.accounts.revoke_api_token, token_id)
+    await asyncio.to_thread(console.audit, actor, "console.token-revoke", {"token": name, "id": token_id})
+    return {"revoked": token_id}
+
+
+# -- client deployment -----------------------------------------------------------------------------------------
+
+
+@router.get("/client-profiles", summary="Client profiles")
+async def client_profiles(request: Request) -> list[JSON]:
+    return [p.to_dict() for p in await asyncio.to_thread(_console(request).clients.profiles)]
+
+
+@router.put("/client-profiles", summary="Create or change a client profile")
+async def client_profile_put(request: Request, body: ProfileIn, actor: ActorDep) -> JSON:
+    console = _console(request)
+    prof = await asyncio.to_thread(
+        lambda: console.clients.save_profile(
+            body.name,
+            hostname=body.hostname,
+            template=body.template,
+            content_type=body.content_type,
+            link_hours=body.link_hours,
+        )
+    )
+    await asyncio.to_thread(console.audit, actor, "client.profile-save", {"profile": prof.name, "hostname": prof.hostname})
+    return prof.to_dict()
+
+
+@router.get("/client-users", summary="Client users")
+async def client_users(request: Request) -> list[JSON]:
+    return [u.to_dict() for u in await asyncio.to_thread(_console(request).clients.users)]
+
+
+@router.post("/client-users", status_code=201, summary="Add a client user")
+async def client_user_add(request: Request, body: ClientUserIn, actor: ActorDep) -> JSON:
+    console = _console(request)
+    user = await asyncio.to_thread(
+        lambda: console.clients.add_user(
+            body.profile, body.username, display_name=body.display_name, email=body.email
+        )
+    )
+    await asyncio.to_thread(console.audit, actor, "client.user-add", {"user": user.username, "profile": user.profile})
+    return user.to_dict()
+
+
+@router.delete("/client-users/{user_id}", summary="Remove a client user and their links")
+async def client_user_remove(request: Request, user_id: int, actor: ActorDep) -> JSON:
+    console = _console(request)
+    name = await asyncio.to_thread(console.clients.remove_user, user_id)
+    await asyncio.to_thread(console.audit, actor, "client.user-remove", {"user": name})
+    return {"removed": user_id}
+
+
+@router.post(
+    "/client-users/{user_id}/links",
+    status_code=201,
+    summary="A one-time deployment link (URL and QR code as SVG): in this response only",
+)
+async def client_link(request: Request, user_id: int, actor: ActorDep) -> JSON:
+    console = _console(request)
+    link = await asyncio.to_thread(console.clients.new_link, user_id, created_by=actor.audit_name)
+    await asyncio.to_thread(
+        console.audit,
+        actor,
+        "client.link-create",
+        {"user": link.user, "profile": link.profile, "expires_at": link.expires_at.isoformat()},
+    )
+    return {**link.to_dict(), "qr_svg": qr_svg(link.url)}
+
+
+@router.get("/client-warnings", summary="Client hosts whose certificate a strict client would refuse")
+async def client_warnings(request: Request, refresh: bool = False) -> list[JSON]:
+    return [w.to_dict() for w in await _console(request).client_warnings(refresh=refresh)]

@@ -1,0 +1,508 @@
+"""The server-rendered pages. Plain HTML forms; every change goes through the library and is audited."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+
+from certfleet.certinfo import describe
+from certfleet.console import flows
+from certfleet.console.accounts import Actor, LoginRefused
+from certfleet.console.app import (
+    FORM_COOKIE,
+    SESSION_COOKIE,
+    authenticate,
+    client_address,
+    form_text,
+    read_form,
+    render,
+)
+from certfleet.console.clients import CLIENT_PATH, CONTENT_TYPES, PLACEHOLDERS, LinkRefused, qr_svg
+from certfleet.console.security import MIN_PASSWORD, same
+from certfleet.console.service import Console
+from certfleet.errors import CertfleetError, InputError
+
+__all__ = ["public", "router"]
+
+public = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(authenticate)])
+
+DEFAULT_TEMPLATE = """{
+  "server": "${host}",
+  "port": ${port},
+  "username": "${username}",
+  "display_name": "${display_name}",
+  "certificate_sha256": "${fingerprint}"
+}
+"""
+
+# messages shown after a change, by code: never text taken from the request
+DONE = {
+    "node-saved": "Node {} saved.",
+    "node-removed": "Node {} removed.",
+    "token-revoked": "Token {} revoked.",
+    "profile-saved": "Client profile {} saved.",
+    "user-added": "Client user {} added.",
+    "user-removed": "Client user {} removed.",
+    "imported": "Certificate imported into {} and made active.",
+    "activated": "Version activated for {}.",
+}
+
+
+def console_of(request: Request) -> Console:
+    console: Console = request.app.state.console
+    return console
+
+
+def actor_of(request: Request) -> Actor:
+    actor: Actor = request.state.actor
+    return actor
+
+
+def done_messages(request: Request) -> list[tuple[str, str]]:
+    code = request.query_params.get("done", "")
+    if code in DONE:
+        return [("good", DONE[code].format(request.query_params.get("name", "")[:80]))]
+    return []
+
+
+def redirect(path: str, done: str | None = None, name: str = "") -> RedirectResponse:
+    if done:
+        path = f"{path}?done={done}&name={quote(name[:80])}"
+    return RedirectResponse(path, status_code=303)
+
+
+def _form_cookie(response: Response, value: str) -> None:
+    response.set_cookie(FORM_COOKIE, value, httponly=True, secure=True, samesite="strict", path="/", max_age=3600)
+
+
+def _anonymous_form_ok(request: Request, sent: str) -> bool:
+    """Login and setup have no session yet: their token is a double-submitted cookie."""
+    cookie = request.cookies.get(FORM_COOKIE, "")
+    return bool(cookie) and bool(sent) and same(cookie, sent)
+
+
+# -- public pages ---------------------------------------------------------------------------------
+
+
+@public.get("/login", response_class=HTMLResponse)
+async def login_form(request: Request) -> Response:
+    console = console_of(request)
+    token = request.cookies.get(FORM_COOKIE) or secrets.token_urlsafe(32)
+    error = ""
+    if not await asyncio.to_thread(console.accounts.has_accounts):
+        error = "No account exists yet: open the setup link that `certfleet serve` printed."
+    response = render(request, "login.html", {"title": "Log in", "csrf": token, "error": error, "username": ""})
+    _form_cookie(response, token)
+    return response
+
+
+@public.post("/login")
+async def login(request: Request) -> Response:
+    console = console_of(request)
+    form = await read_form(request)
+    if not _anonymous_form_ok(request, form_text(form, "csrf_token", 200)):
+        return render(
+            request,
+            "login.html",
+            {"title": "Log in", "csrf": request.cookies.get(FORM_COOKIE, ""), "username": "",
+             "error": "The form expired: please log in again."},
+            status_code=403,
+        )  # fmt: skip
+    username = form_text(form, "username", 200)
+    address = client_address(request)
+    try:
+        token, session = await asyncio.to_thread(
+            console.accounts.login, username, form_text(form, "password", 2000), address=address
+        )
+    except LoginRefused as exc:
+        await asyncio.to_thread(
+            console.store.audit, "console.login-failed", {"account": username[:64], "address": address},
+            actor="console:-",
+        )  # fmt: skip
+        return render(
+            request,
+            "login.html",
+            {"title": "Log in", "csrf": request.cookies.get(FORM_COOKIE, ""), "error": str(exc), "username": username},
+            status_code=401,
+        )
+    await asyncio.to_thread(console.audit, session.actor, "console.login", {"address": address})
+    target = request.query_params.get("next", "/")
+    if not target.startswith("/") or target.startswith("//"):
+        target = "/"
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        httponly=True,
+        secure=True,
+        samesite="strict",
+        path="/",
+        max_age=int(console.settings.session_max.total_seconds()),
+    )
+    response.delete_cookie(FORM_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+    return response
+
+
+@public.get("/setup/{token}", response_class=HTMLResponse)
+async def setup_form(request: Request, token: str) -> Response:
+    console = console_of(request)
+    valid = await asyncio.to_thread(console.accounts.setup_token_valid, token)
+    form_token = request.cookies.get(FORM_COOKIE) or secrets.token_urlsafe(32)
+    response = render(
+        request,
+        "setup.html",
+        {"title": "Set up", "valid": valid, "csrf": form_token, "min_password": MIN_PASSWORD, "username": "admin"},
+        status_code=200 if valid else 410,
+    )
+    _form_cookie(response, form_token)
+    return response
+
+
+@public.post("/setup/{token}")
+async def setup(request: Request, token: str) -> Response:
+    console = console_of(request)
+    form = await read_form(request)
+    username = form_text(form, "username", 200)
+    ctx: dict[str, Any] = {
+        "title": "Set up",
+        "valid": True,
+        "csrf": request.cookies.get(FORM_COOKIE, ""),
+        "min_password": MIN_PASSWORD,
+        "username": username,
+    }
+    if not _anonymous_form_ok(request, form_text(form, "csrf_token", 200)):
+        return render(request, "setup.html", {**ctx, "error": "The form expired: please try again."}, status_code=403)
+    password = form_text(form, "password", 2000)
+    if password != form_text(form, "password2", 2000):
+        return render(request, "setup.html", {**ctx, "error": "The two passwords differ."}, status_code=400)
+    try:
+        name = await asyncio.to_thread(console.accounts.create_first_admin, token, username, password)
+    except LoginRefused:
+        return render(request, "setup.html", {**ctx, "valid": False}, status_code=410)
+    except InputError as exc:
+        return render(request, "setup.html", {**ctx, "error": str(exc)}, status_code=400)
+    await asyncio.to_thread(
+        console.store.audit, "console.account-create", {"account": name, "via": "setup link"}, actor=f"console:{name}"
+    )
+    return RedirectResponse("/login", status_code=303)
+
+
+@public.get(CLIENT_PATH + "{token}")
+async def client_fetch(request: Request, token: str) -> Response:
+    """A client fetches its configuration with its one-time link (no account: the link is the key)."""
+    console = console_of(request)
+    try:
+        ctype, body, user = await asyncio.to_thread(
+            console.clients.fetch,
+            token,
+            address=client_address(request),
+            fingerprint=console.served_fingerprint_for,
+        )
+    except LinkRefused as exc:
+        return PlainTextResponse(
+            f"{exc}\n{exc.hint or ''}\n", status_code=410, headers={"cache-control": "no-store"}
+        )
+    await asyncio.to_thread(
+        console.store.audit, "client.fetch", {"user": user, "address": client_address(request)}, actor="client"
+    )
+    return Response(
+        body,
+        media_type=ctype,
+        headers={"cache-control": "no-store", "pragma": "no-cache", "content-disposition": "inline"},
+    )
+
+
+# -- pages behind the login ------------------------------------------------------------------------
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    console = console_of(request)
+    await asyncio.to_thread(console.accounts.logout, request.cookies.get(SESSION_COOKIE, ""))
+    await asyncio.to_thread(console.audit, actor_of(request), "console.logout", {})
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/", response_class=HTMLResponse)
+async def dashboard(request: Request) -> Response:
+    console = console_of(request)
+    refresh = request.query_params.get("refresh") == "1"
+    views, warnings = await asyncio.gather(console.dashboard(refresh=refresh), console.client_warnings(refresh=refresh))
+    now = console.now()
+    timelines = {v.name: console.timeline(v.record.active, now) for v in views if v.record.active is not None}
+    bootstrap = console.tls is not None and any(s.label == "bootstrap" for s in console.tls.served)
+    return render(
+        request,
+        "dashboard.html",
+        {
+            "title": "Dashboard",
+            "here": "dashboard",
+            "views": views,
+            "timelines": timelines,
+            "warnings": warnings,
+            "bootstrap": bootstrap,
+            "messages": done_messages(request),
+        },
+    )
+
+
+@router.get("/certificates/{sha256}", response_class=HTMLResponse)
+async def certificate(request: Request, sha256: str) -> Response:
+    console = console_of(request)
+    cert, chain, lineage = await asyncio.to_thread(console.find_certificate, sha256)
+    picture, verification = await asyncio.to_thread(console.chain_picture, cert, chain)
+    info = describe(cert)
+    return render(
+        request,
+        "certificate.html",
+        {
+            "title": f"Certificate {info.common_name or info.sha256[:16]}",
+            "info": info,
+            "lineage": lineage,
+            "picture": picture,
+            "verification": verification,
+            "pem": flows.pem_text(cert),
+            "now": console.now(),
+        },
+    )
+
+
+@router.get("/certificates/{sha256}.pem")
+async def certificate_pem(request: Request, sha256: str) -> Response:
+    console = console_of(request)
+    cert, _, _ = await asyncio.to_thread(console.find_certificate, sha256)
+    return Response(
+        flows.pem_text(cert),
+        media_type="application/x-pem-file",
+        headers={"content-disposition": f'attachment; filename="{describe(cert).sha256[:16]}.pem"'},
+    )
+
+
+# -- nodes ------------------------------------------------------------------------------------------
+
+
+@router.get("/nodes", response_class=HTMLResponse)
+async def nodes(request: Request) -> Response:
+    console = console_of(request)
+    specs = await asyncio.to_thread(console.store.nodes)
+    memberships = {n.name: await asyncio.to_thread(console.store.node_lineages, n.name) for n in specs}
+    return render(
+        request,
+        "nodes.html",
+        {
+            "title": "Nodes",
+            "here": "nodes",
+            "nodes": specs,
+            "memberships": memberships,
+            "messages": done_messages(request),
+        },
+    )
+
+
+@router.get("/nodes/new", response_class=HTMLResponse)
+async def node_new(request: Request) -> Response:
+    console = console_of(request)
+    return render(request, "node_form.html", await flows.node_form_context(console, None))
+
+
+@router.get("/nodes/{name}/edit", response_class=HTMLResponse)
+async def node_edit(request: Request, name: str) -> Response:
+    console = console_of(request)
+    spec = await asyncio.to_thread(console.store.node, name)
+    return render(request, "node_form.html", await flows.node_form_context(console, spec))
+
+
+@router.post("/nodes")
+async def node_save(request: Request) -> Response:
+    console = console_of(request)
+    form = await read_form(request)
+    values = flows.node_form_values(form)
+    try:
+        spec = await asyncio.to_thread(flows.save_node, console, actor_of(request), values, form_text(form, "original"))
+    except CertfleetError as exc:
+        ctx = await flows.node_form_context(console, None, values=values)
+        ctx["messages"] = [("bad", f"{exc}" + (f" — {exc.hint}" if exc.hint else ""))]
+        return render(request, "node_form.html", ctx, status_code=400)
+    return redirect("/nodes", "node-saved", spec.name)
+
+
+@router.post("/nodes/{name}/remove")
+async def node_remove(request: Request, name: str) -> Response:
+    console = console_of(request)
+    await asyncio.to_thread(console.as_actor(actor_of(request)).remove_node, name)
+    return redirect("/nodes", "node-removed", name)
+
+
+# -- history and audit --------------------------------------------------------------------------------
+
+
+@router.get("/history", response_class=HTMLResponse)
+async def history(request: Request) -> Response:
+    console = console_of(request)
+    records = await asyncio.to_thread(console.store.lineages)
+    versions = {r.name: await asyncio.to_thread(console.store.versions, r.name) for r in records}
+    deployments = await asyncio.to_thread(console.history, None, 100)
+    return render(
+        request,
+        "history.html",
+        {"title": "History", "here": "history", "versions": versions, "deployments": deployments},
+    )
+
+
+@router.get("/audit", response_class=HTMLResponse)
+async def audit(request: Request) -> Response:
+    console = console_of(request)
+    entries = await asyncio.to_thread(lambda: console.store.audit_log(limit=500))
+    return render(request, "audit.html", {"title": "Audit", "here": "audit", "entries": entries})
+
+
+# -- API tokens ---------------------------------------------------------------------------------------
+
+
+@router.get("/tokens", response_class=HTMLResponse)
+async def tokens(request: Request) -> Response:
+    console = console_of(request)
+    items = await asyncio.to_thread(console.accounts.api_tokens)
+    return render(
+        request,
+        "tokens.html",
+        {"title": "API tokens", "here": "tokens", "tokens": items, "messages": done_messages(request)},
+    )
+
+
+@router.post("/tokens", response_class=HTMLResponse)
+async def token_create(request: Request) -> Response:
+    console = console_of(request)
+    actor = actor_of(request)
+    form = await read_form(request)
+    token, info = await asyncio.to_thread(console.accounts.new_api_token, actor, form_text(form, "name", 200))
+    await asyncio.to_thread(console.audit, actor, "console.token-create", {"token": info.name, "id": info.id})
+    items = await asyncio.to_thread(console.accounts.api_tokens)
+    # shown in this response only; never stored in clear, never in a redirect URL
+    return render(
+        request,
+        "tokens.html",
+        {"title": "API tokens", "here": "tokens", "tokens": items, "new_token": token, "new_token_name": info.name},
+    )
+
+
+@router.post("/tokens/{token_id}/revoke")
+async def token_revoke(request: Request, token_id: int) -> Response:
+    console = console_of(request)
+    name = await asyncio.to_thread(console.accounts.revoke_api_token, token_id)
+    await asyncio.to_thread(console.audit, actor_of(request), "console.token-revoke", {"token": name, "id": token_id})
+    return redirect("/tokens", "token-revoked", name)
+
+
+# -- client deployment --------------------------------------------------------------------------------
+
+
+async def _clients_context(request: Request) -> dict[str, Any]:
+    console = console_of(request)
+    profiles, users, warnings = await asyncio.gather(
+        asyncio.to_thread(console.clients.profiles),
+        asyncio.to_thread(console.clients.users),
+        console.client_warnings(),
+    )
+    return {
+        "title": "Clients",
+        "here": "clients",
+        "profiles": profiles,
+        "users": users,
+        "warnings": warnings,
+        "content_types": CONTENT_TYPES,
+        "placeholders": PLACEHOLDERS,
+        "default_template": DEFAULT_TEMPLATE,
+        "default_host": request.headers.get("host", "")[:300],
+        "messages": done_messages(request),
+    }
+
+
+@router.get("/clients", response_class=HTMLResponse)
+async def clients(request: Request) -> Response:
+    return render(request, "clients.html", await _clients_context(request))
+
+
+@router.post("/clients/profiles")
+async def client_profile_save(request: Request) -> Response:
+    console = console_of(request)
+    form = await read_form(request)
+    try:
+        hours = int(form_text(form, "link_hours", 10) or "72")
+    except ValueError:
+        hours = 0
+    try:
+        prof = await asyncio.to_thread(
+            lambda: console.clients.save_profile(
+                form_text(form, "name", 200),
+                hostname=form_text(form, "hostname", 400),
+                template=form_text(form, "template", 70_000),
+                content_type=form_text(form, "content_type", 200),
+                link_hours=hours,
+            )
+        )
+    except CertfleetError as exc:
+        ctx = await _clients_context(request)
+        ctx["messages"] = [("bad", f"{exc}" + (f" — {exc.hint}" if exc.hint else ""))]
+        return render(request, "clients.html", ctx, status_code=400)
+    await asyncio.to_thread(
+        console.audit, actor_of(request), "client.profile-save", {"profile": prof.name, "hostname": prof.hostname}
+    )
+    return redirect("/clients", "profile-saved", prof.name)
+
+
+@router.post("/clients/users")
+async def client_user_add(request: Request) -> Response:
+    console = console_of(request)
+    form = await read_form(request)
+    try:
+        user = await asyncio.to_thread(
+            lambda: console.clients.add_user(
+                form_text(form, "profile", 200),
+                form_text(form, "username", 200),
+                display_name=form_text(form, "display_name", 400),
+                email=form_text(form, "email", 400),
+            )
+        )
+    except CertfleetError as exc:
+        ctx = await _clients_context(request)
+        ctx["messages"] = [("bad", str(exc))]
+        return render(request, "clients.html", ctx, status_code=400)
+    await asyncio.to_thread(
+        console.audit, actor_of(request), "client.user-add", {"user": user.username, "profile": user.profile}
+    )
+    return redirect("/clients", "user-added", user.username)
+
+
+@router.post("/clients/users/{user_id}/remove")
+async def client_user_remove(request: Request, user_id: int) -> Response:
+    console = console_of(request)
+    name = await asyncio.to_thread(console.clients.remove_user, user_id)
+    await asyncio.to_thread(console.audit, actor_of(request), "client.user-remove", {"user": name})
+    return redirect("/clients", "user-removed", name)
+
+
+@router.post("/clients/users/{user_id}/link", response_class=HTMLResponse)
+async def client_link(request: Request, user_id: int) -> Response:
+    console = console_of(request)
+    actor = actor_of(request)
+    link = await asyncio.to_thread(console.clients.new_link, user_id, created_by=actor.audit_name)
+    await asyncio.to_thread(
+        console.audit,
+        actor,
+        "client.link-create",
+        {"user": link.user, "profile": link.profile, "expires_at": link.expires_at.isoformat()},
+    )
+    ctx = await _clients_context(request)
+    from markupsafe import Markup
+
+    ctx.update({"link": link, "qr": Markup(qr_svg(link.url))})  # noqa: S704 (segno's own SVG markup)
+    return render(request, "clients.html", ctx)

@@ -1,0 +1,206 @@
+"""``certfleet serve``: the console over HTTPS, with the store's certificates or a bootstrap one."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from sqlalchemy import select
+
+from certfleet.console.app import ConsoleSettings, create_app, store_sessions, utc_now
+from certfleet.console.tls import BOOTSTRAP_LABEL, ServedCertificate, TLSContexts, bootstrap_certificate
+from certfleet.errors import EnvError, InputError, StoreError
+from certfleet.store import Store
+from certfleet.store._models import LineageRow, VersionRow
+
+__all__ = ["BootstrapStore", "ServeOptions", "StoreCertificates", "colon_hex", "run", "setup_url"]
+
+log = logging.getLogger("certfleet.console")
+
+CONSOLE_FOLDER = "console"
+_BOOTSTRAP_AAD = b"certfleet/console-bootstrap/v1"
+# renew the bootstrap certificate this long before it runs out
+_BOOTSTRAP_MARGIN = dt.timedelta(days=14)
+
+
+def colon_hex(fp: str) -> str:
+    """``AB:CD:...``: how browsers show a SHA-256 fingerprint, for comparing by eye."""
+    return ":".join(fp[i : i + 2] for i in range(0, len(fp), 2)).upper()
+
+
+class BootstrapStore:
+    """The self-signed certificate served while no lineage has one. Its key is sealed with the
+    store's vault and kept 0600 in ``<home>/console/``."""
+
+    def __init__(self, store: Store, *, clock: Callable[[], dt.datetime] = utc_now) -> None:
+        self.store = store
+        self.clock = clock
+        self.folder = store.home / CONSOLE_FOLDER
+        self.created = False
+
+    def _paths(self) -> tuple[Path, Path]:
+        return self.folder / "bootstrap.crt", self.folder / "bootstrap.key.sealed"
+
+    def load_or_create(self) -> ServedCertificate:
+        cert_path, key_path = self._paths()
+        now = self.clock()
+        if cert_path.is_file() and key_path.is_file():
+            try:
+                cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+                der = self.store.vault().open(key_path.read_bytes(), _BOOTSTRAP_AAD)
+                key = serialization.load_der_private_key(der, password=None)
+            except (ValueError, OSError) as exc:
+                raise StoreError(
+                    f"cannot read the console's bootstrap certificate in {self.folder}: {exc}",
+                    hint="remove the bootstrap.* files there; a new one is made at the next start",
+                ) from exc
+            if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+                raise StoreError("the console's bootstrap key is of an unexpected kind")
+            if cert.not_valid_after_utc - _BOOTSTRAP_MARGIN > now:
+                return ServedCertificate(BOOTSTRAP_LABEL, key, cert, ())
+        new_key, new_cert = bootstrap_certificate(now=now)
+        der = new_key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        from certfleet.fsutil import atomic_write
+
+        self.folder.mkdir(mode=0o700, exist_ok=True)
+        atomic_write(key_path, self.store.vault().seal(der, _BOOTSTRAP_AAD), mode=0o600)
+        atomic_write(cert_path, new_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+        self.created = True
+        return ServedCertificate(BOOTSTRAP_LABEL, new_key, new_cert, ())
+
+
+class StoreCertificates:
+    """The certificates to serve: the active version of every lineage (``default`` first), or the
+    bootstrap certificate while none has one."""
+
+    def __init__(self, store: Store, *, default: str | None = None, bootstrap: BootstrapStore) -> None:
+        self.store = store
+        self.default = default
+        self.bootstrap = bootstrap
+        self._sessions = store_sessions(store)
+
+    def _active(self) -> list[tuple[str, str]]:
+        with self._sessions(write=False) as s:
+            rows = s.execute(
+                select(LineageRow.name, VersionRow.fingerprint)
+                .join(VersionRow, LineageRow.active_version_id == VersionRow.id)
+                .order_by(LineageRow.name)
+            ).all()
+        active = [(str(name), str(fp)) for name, fp in rows if fp]
+        if self.default is not None:
+            active.sort(key=lambda item: item[0] != self.default)
+        return active
+
+    def generation(self) -> str:
+        return ";".join(f"{name}={fp}" for name, fp in self._active()) or BOOTSTRAP_LABEL
+
+    def certificates(self) -> Sequence[ServedCertificate]:
+        out = []
+        for name, _ in self._active():
+            material = self.store.material(name)
+            out.append(ServedCertificate(name, material.key, material.leaf, material.chain))
+        return out or [self.bootstrap.load_or_create()]
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    bind: str = "127.0.0.1"
+    port: int = 8443
+    lineage: str | None = None
+    home: Path | None = None
+
+
+def _url_host(bind: str) -> str:
+    if bind in ("0.0.0.0", "::", ""):  # noqa: S104 (naming the wildcard address, not binding it)
+        return socket.gethostname() or "localhost"
+    return f"[{bind}]" if ":" in bind else bind
+
+
+def setup_url(bind: str, port: int, token: str) -> str:
+    return f"https://{_url_host(bind)}:{port}/setup/{token}"
+
+
+def _logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("certfleet", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    # uvicorn's own access log would write request paths, and deployment links carry their token
+    # in the path: the console logs requests itself, with those paths redacted
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def run(options: ServeOptions, *, out: TextIO = sys.stdout, settings: ConsoleSettings | None = None) -> None:
+    """Open (or create) the store, prepare TLS and the first account's setup link, and serve."""
+    import uvicorn
+
+    if not (1 <= options.port <= 65535):
+        raise InputError(f"port {options.port} is out of range")
+    _logging()
+    store = Store.init(options.home)
+    if options.lineage is not None:
+        store.lineage(options.lineage)  # refuses an unknown lineage with its hint
+    bootstrap = BootstrapStore(store)
+    source = StoreCertificates(store, default=options.lineage, bootstrap=bootstrap)
+    tls = TLSContexts(source)
+    app = create_app(store, settings=settings, tls=tls)
+    console = app.state.console
+
+    first = tls.served[0]
+    if first.label == BOOTSTRAP_LABEL:
+        said = "created" if bootstrap.created else "using"
+        print(f"{said} a self-signed bootstrap certificate for {', '.join(first.names())}", file=out)
+        print(f"  SHA-256 fingerprint: {colon_hex(first.fingerprint)}", file=out)
+        print("  (compare it with what the browser shows before you trust the page)", file=out)
+    else:
+        for served in tls.served:
+            print(f"serving lineage {served.label}: {', '.join(served.names())} ({served.fingerprint[:16]}…)", file=out)
+    if not console.accounts.has_accounts():
+        token = console.accounts.new_setup_token()
+        hours = console.settings.setup_ttl.total_seconds() / 3600
+        print("no account yet: create the administrator with this one-time link", file=out)
+        print(f"  (valid for {hours:g} hour, works once): {setup_url(options.bind, options.port, token)}", file=out)
+    print(f"certfleet console on https://{_url_host(options.bind)}:{options.port}/", file=out, flush=True)
+
+    config = uvicorn.Config(
+        app,
+        host=options.bind,
+        port=options.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
+    config.load()
+    # uvicorn builds its context from files; the console's context switches certificates by SNI
+    # and picks up a newly activated version without a restart
+    config.ssl = tls.context
+    server = uvicorn.Server(config)
+    try:
+        asyncio.run(server.serve())
+    except OSError as exc:
+        raise EnvError(
+            f"cannot listen on {options.bind}:{options.port}: {exc.strerror or exc}",
+            hint="choose another --port, or stop what uses it",
+        ) from exc
+    finally:
+        store.close()
+

@@ -1,0 +1,524 @@
+"""Deploy one key and chain to many nodes, atomically per node, and prove what each one serves.
+
+Per node, in order (each is a :class:`Step`)::
+
+    render → connect → upload → switch → test → reload → probe
+                                   └──── any failure: switch back, reload, report ────┘
+
+* **render** the files of every target (nothing leaves this process yet);
+* **upload** them into a new version folder on the node, complete or absent;
+* **switch** each target atomically (``live`` renamed over);
+* **test** the node's configuration (``nginx -t``). It runs after the switch on purpose: servers
+  read certificate files only when they start or reload, so the switch is invisible to them
+  until the reload, and the test is the one chance to see the new files refused before any
+  server loads them. On a first deploy it also finds the files it names;
+* **reload** the server;
+* **probe** its endpoint until it serves the deployed leaf and chain (a reload finishes after
+  the reload command returns), for up to ``probe_wait`` seconds.
+
+A failure after the switch switches every target back to the version before, reloads again if a
+reload had run, and reports the failed step with its output: outcome ``rolled-back``. A failure
+before it leaves the node untouched: ``failed``. Nodes run in parallel (at most
+``concurrency``), each with its own connection; one node's failure never touches another.
+
+Deploying again is safe and finishes an interrupted deploy: a node whose targets already point
+at this version and which serves it is only verified (``unchanged``); one whose targets point at
+it but which does not serve it yet (killed before the reload) is tested, reloaded and probed;
+half-written temporary folders are removed by the next upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol, TypeVar
+
+from cryptography.hazmat.primitives import serialization
+
+from certfleet.certinfo import fingerprint
+from certfleet.errors import CertfleetError, InputError
+from certfleet.fleet.spec import Material, NodeSpec
+from certfleet.fleet.targets import KEEP_VERSIONS, StepError, Target, TargetFile, Undo, make_target
+from certfleet.fleet.transports import CommandResult, Transport, open_transport
+from certfleet.probe import ProbeResult
+
+__all__ = [
+    "DeployOptions",
+    "DeployReport",
+    "NodeOutcome",
+    "Outcome",
+    "Prober",
+    "ProgressEvent",
+    "Step",
+    "deploy",
+    "parse_endpoint",
+]
+
+MAX_REPORT_OUTPUT = 16 * 1024
+
+T = TypeVar("T")
+
+
+class Step(StrEnum):
+    """The steps of a node's deploy, in the order they run (``verify`` replaces them all when the
+    node already serves the version; ``rollback`` is switching back after a failure)."""
+
+    RENDER = "render"
+    CONNECT = "connect"
+    VERIFY = "verify"
+    UPLOAD = "upload"
+    SWITCH = "switch"
+    TEST = "test"
+    RELOAD = "reload"
+    PROBE = "probe"
+    ROLLBACK = "rollback"
+
+
+class Outcome(StrEnum):
+    OK = "ok"  # deployed, and (with a probe) proven served
+    FAILED = "failed"  # failed before anything on the node changed, or could not be switched back
+    ROLLED_BACK = "rolled-back"  # failed after the switch; the node is back on the version before
+    UNCHANGED = "unchanged"  # the node already had and served this version
+    PLANNED = "planned"  # dry run: this node would be deployed
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOutcome:
+    """What happened on one node."""
+
+    node: str
+    outcome: Outcome
+    step: Step | None = None  # the step that failed
+    message: str = ""  # one line for a person
+    output: str = ""  # what the node said: a command's output, what the probe saw
+    served: str | None = None  # fingerprint of the leaf the node serves at the end, when probed
+    duration: float = 0.0  # seconds
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (Outcome.OK, Outcome.UNCHANGED, Outcome.PLANNED)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "outcome": self.outcome.value,
+            "step": self.step.value if self.step else None,
+            "message": self.message,
+            "output": self.output,
+            "served": self.served,
+            "duration": round(self.duration, 3),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeployReport:
+    """One version deployed to a set of nodes: an outcome per node, in the order given."""
+
+    fingerprint: str  # the deployed leaf
+    version_id: str
+    nodes: tuple[NodeOutcome, ...]
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(n.ok for n in self.nodes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "version_id": self.version_id,
+            "dry_run": self.dry_run,
+            "ok": self.ok,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "nodes": [n.to_dict() for n in self.nodes],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """A node starts ``step``, or (``step`` None) has finished with ``outcome``."""
+
+    node: str
+    step: Step | None
+    outcome: NodeOutcome | None = None
+
+
+class Prober(Protocol):
+    def __call__(self, host: str, port: int, *, server_name: str | None, timeout: float) -> Awaitable[ProbeResult]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeployOptions:
+    concurrency: int = 8  # nodes at once
+    command_timeout: float = 120.0  # each test and reload command
+    step_timeout: float = 300.0  # each file step (upload, switch) on a slow link
+    probe_wait: float = 15.0  # how long a reloaded node may take to serve the new chain
+    probe_timeout: float = 5.0  # one TLS handshake
+    keep: int = KEEP_VERSIONS  # version folders kept per target for rollback
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.keep < 2:
+            raise ValueError("concurrency must be at least 1 and keep at least 2")
+        if min(self.command_timeout, self.step_timeout, self.probe_timeout) <= 0 or self.probe_wait < 0:
+            raise ValueError("timeouts must be positive")
+
+
+def parse_endpoint(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` as (host, port)."""
+    text = value.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        ok = bool(sep and host)
+    else:
+        host, _, port_text = text.rpartition(":")
+        ok = bool(host) and ":" not in host
+    if not ok or not port_text.isdigit() or not 0 < int(port_text) < 65536 or len(text) > 300:
+        raise InputError(f"not a probe endpoint: {value!r}", hint="write host:port, or [v6 address]:port")
+    return host, int(port_text)
+
+
+def _server_name(node: NodeSpec) -> str | None:
+    """SNI for the probe: the node's first DNS name (an IP address is never sent as SNI)."""
+    for name in node.names:
+        if not name.replace(".", "").isdigit() and ":" not in name:
+            return name
+    return None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _tail(text: str) -> str:
+    return text if len(text) <= MAX_REPORT_OUTPUT else "..." + text[-MAX_REPORT_OUTPUT:]
+
+
+def _der_fp(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+class _Failed(Exception):
+    """A step failed: ``step``, a one-line message and the node's output."""
+
+    def __init__(self, step: Step, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.step = step
+        self.message = message
+        self.output = output
+
+
+@dataclass
+class _Served:
+    matches: bool
+    fingerprint: str | None
+    detail: str
+
+
+class _NodeDeploy:
+    """One node's deploy: everything that must not leak into another node's."""
+
+    def __init__(
+        self,
+        node: NodeSpec,
+        material: Material,
+        options: DeployOptions,
+        progress: Callable[[ProgressEvent], None] | None,
+        prober: Prober,
+    ) -> None:
+        self.node = node
+        self.material = material
+        self.options = options
+        self.progress = progress
+        self.prober = prober
+        self.expected = (
+            material.leaf.public_bytes(serialization.Encoding.DER),
+            *(c.public_bytes(serialization.Encoding.DER) for c in material.chain),
+        )
+        self.step = Step.RENDER
+        self.switched: list[tuple[Target, Undo | None]] = []
+        self.reloaded = False
+        self.notes: list[str] = []
+
+    def _enter(self, step: Step) -> None:
+        self.step = step
+        if self.progress is not None:
+            self.progress(ProgressEvent(self.node.name, step))
+
+    async def run(self) -> NodeOutcome:
+        started, clock = _now(), time.monotonic()
+        try:
+            outcome = await self._run()
+        except _Failed as exc:
+            outcome = NodeOutcome(self.node.name, Outcome.FAILED, exc.step, exc.message, _tail(exc.output))
+        outcome = NodeOutcome(
+            node=outcome.node,
+            outcome=outcome.outcome,
+            step=outcome.step,
+            message=outcome.message,
+            output=outcome.output,
+            served=outcome.served,
+            duration=time.monotonic() - clock,
+            started_at=started,
+            finished_at=_now(),
+        )
+        if self.progress is not None:
+            self.progress(ProgressEvent(self.node.name, None, outcome))
+        return outcome
+
+    async def _guard(self, step: Step, work: Awaitable[T], timeout: float) -> T:
+        """Run one step's work; any error becomes a :class:`_Failed` naming the step."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await work
+        except StepError as exc:
+            raise _Failed(step, str(exc), exc.output) from exc
+        except CertfleetError as exc:
+            raise _Failed(step, str(exc) + (f" ({exc.hint})" if exc.hint else "")) from exc
+        except TimeoutError as exc:
+            raise _Failed(step, f"{step.value} took longer than {timeout:g} s") from exc
+        except Exception as exc:  # one node's surprise must not stop the others
+            raise _Failed(step, f"{type(exc).__name__}: {exc}") from exc
+
+    def _render(self) -> list[tuple[Target, str, tuple[TargetFile, ...]]]:
+        if not self.node.targets:
+            raise InputError(f"node {self.node.name} has no target", hint="add one with --target KIND:PATH")
+        out = []
+        for spec in self.node.targets:
+            target = make_target(spec)
+            out.append((target, target.version_name(self.material), target.render(self.material)))
+        return out
+
+    async def _run(self) -> NodeOutcome:
+        self._enter(Step.RENDER)
+        rendered = await self._guard(Step.RENDER, asyncio.to_thread(self._render), self.options.step_timeout)
+        endpoint = None
+        if self.node.probe:
+            try:
+                endpoint = parse_endpoint(self.node.probe)
+            except InputError as exc:
+                raise _Failed(Step.RENDER, str(exc)) from exc
+        self._enter(Step.CONNECT)
+        try:
+            tx = open_transport(self.node.transport, self.node.options)
+        except CertfleetError as exc:
+            raise _Failed(Step.CONNECT, str(exc) + (f" ({exc.hint})" if exc.hint else "")) from exc
+        await self._guard(Step.CONNECT, tx.connect(), self.options.step_timeout)
+        try:
+            return await self._on_node(tx, rendered, endpoint)
+        finally:
+            await tx.close()
+
+    async def _on_node(
+        self,
+        tx: Transport,
+        rendered: list[tuple[Target, str, tuple[TargetFile, ...]]],
+        endpoint: tuple[str, int] | None,
+    ) -> NodeOutcome:
+        name = self.node.name
+        live = [await self._guard(Step.CONNECT, t.live_version(tx), self.options.step_timeout) for t, _, _ in rendered]
+        current = all(now == version for now, (_, version, _) in zip(live, rendered, strict=True))
+        if current and endpoint is not None:
+            self._enter(Step.VERIFY)
+            served = await self._probe(endpoint, wait=0.0)
+            if served.matches:
+                return NodeOutcome(
+                    name, Outcome.UNCHANGED, None, "already serves this version", served=served.fingerprint
+                )
+            self.notes.append(f"this version is in place but not served yet ({served.detail}); finishing the deploy")
+        if self.options.dry_run:
+            plan = [
+                f"{t.label}: {now or 'nothing'} -> {version}"
+                for (t, version, _), now in zip(rendered, live, strict=True)
+                if now != version
+            ]
+            message = "would deploy: " + "; ".join(plan) if plan else "would test, reload and probe"
+            return NodeOutcome(name, Outcome.PLANNED, None, message, "\n".join(self.notes))
+        try:
+            return await self._deploy(tx, rendered, live, endpoint)
+        except _Failed as failure:
+            return await self._roll_back(tx, failure, endpoint)
+
+    async def _deploy(
+        self,
+        tx: Transport,
+        rendered: list[tuple[Target, str, tuple[TargetFile, ...]]],
+        live: list[str | None],
+        endpoint: tuple[str, int] | None,
+    ) -> NodeOutcome:
+        opts = self.options
+        self._enter(Step.UPLOAD)
+        for (target, version, files), now in zip(rendered, live, strict=True):
+            if now != version:
+                await self._guard(Step.UPLOAD, target.upload(tx, version, files), opts.step_timeout)
+        self._enter(Step.SWITCH)
+        for (target, version, _), now in zip(rendered, live, strict=True):
+            if now == version:
+                undo = await self._guard(Step.SWITCH, target.fallback(tx, version), opts.step_timeout)
+            else:
+                undo = await self._guard(Step.SWITCH, target.switch(tx, version), opts.step_timeout)
+            self.switched.append((target, undo))
+        if self.node.test_cmd:
+            self._enter(Step.TEST)
+            await self._command(Step.TEST, tx, self.node.test_cmd, "the configuration test failed")
+        if self.node.reload_cmd:
+            self._enter(Step.RELOAD)
+            self.reloaded = True
+            await self._command(Step.RELOAD, tx, self.node.reload_cmd, "the reload failed")
+        served_fp = None
+        if endpoint is not None:
+            self._enter(Step.PROBE)
+            served = await self._probe(endpoint, wait=opts.probe_wait)
+            if not served.matches:
+                raise _Failed(Step.PROBE, served.detail)
+            served_fp = served.fingerprint
+        for target, _, _ in rendered:
+            try:
+                await asyncio.wait_for(target.prune(tx, opts.keep), opts.step_timeout)
+            except (CertfleetError, TimeoutError) as exc:  # old folders left behind harm nobody
+                self.notes.append(f"{target.label}: old versions not removed: {exc}")
+        message = "deployed and served" if served_fp else "deployed (no probe endpoint to prove it)"
+        return NodeOutcome(self.node.name, Outcome.OK, None, message, "\n".join(self.notes), served=served_fp)
+
+    async def _command(self, step: Step, tx: Transport, command: str, what: str) -> CommandResult:
+        result = await self._guard(
+            step, tx.run(command, timeout=self.options.command_timeout), self.options.command_timeout + 30
+        )
+        if not result.ok:
+            raise _Failed(step, f"{what}: {result.describe()}", result.output)
+        return result
+
+    async def _probe(self, endpoint: tuple[str, int], *, wait: float) -> _Served:
+        host, port = endpoint
+        deadline = time.monotonic() + wait
+        pause = 0.2
+        while True:
+            result = await self.prober(
+                host, port, server_name=_server_name(self.node), timeout=self.options.probe_timeout
+            )
+            served = self._compare(result)
+            if served.matches or time.monotonic() + pause > deadline:
+                return served
+            await asyncio.sleep(pause)
+            pause = min(pause * 1.5, 1.0)
+
+    def _compare(self, result: ProbeResult) -> _Served:
+        if not result.ok or not result.chain_der:
+            detail = "; ".join(p.message for p in result.problems) or "no certificate"
+            return _Served(False, None, f"the probe of {result.target} failed: {detail}")
+        sent = tuple(result.chain_der)
+        leaf = _der_fp(sent[0])
+        if sent == self.expected:
+            return _Served(True, leaf, f"{result.target} serves {leaf[:16]} and its chain")
+        want = fingerprint(self.material.leaf)
+        if leaf != want:
+            return _Served(
+                False, leaf, f"{result.target} still serves another certificate: {leaf[:16]} (deployed {want[:16]})"
+            )
+        return _Served(
+            False,
+            leaf,
+            f"{result.target} serves the deployed certificate with another chain: "
+            f"{len(sent)} certificate(s) sent, {len(self.expected)} deployed",
+        )
+
+    async def _roll_back(self, tx: Transport, failure: _Failed, endpoint: tuple[str, int] | None) -> NodeOutcome:
+        name = self.node.name
+        output = [failure.output] if failure.output else []
+        undone = [(t, u) for t, u in self.switched if u is not None]
+        if not undone:
+            if self.switched:
+                output.append("no earlier version on the node to switch back to")
+            return NodeOutcome(name, Outcome.FAILED, failure.step, failure.message, _tail("\n".join(output)))
+        self._enter(Step.ROLLBACK)
+        problems = []
+        for target, undo in reversed(undone):
+            try:
+                await asyncio.wait_for(target.switch_back(tx, undo), self.options.step_timeout)
+            except Exception as exc:
+                problems.append(f"{target.label}: cannot switch back: {exc}")
+        if self.reloaded and self.node.reload_cmd:
+            result = await tx.run(self.node.reload_cmd, timeout=self.options.command_timeout)
+            if not result.ok:
+                output.append(f"reload after switching back: {result.describe()}\n{result.output}")
+                # the same failing command as the step that failed: the server still runs the
+                # configuration it had; after any other step it may run the new files
+                if failure.step is not Step.RELOAD:
+                    problems.append("the server could not be reloaded with the version before")
+        served_fp = None
+        if endpoint is not None:
+            served_fp = await self._probe_after_rollback(endpoint)
+        if problems:
+            output.extend(problems)
+            message = f"{failure.message}; switching back failed"
+            return NodeOutcome(name, Outcome.FAILED, failure.step, message, _tail("\n".join(output)), served_fp)
+        message = f"{failure.message}; switched back to the version before"
+        return NodeOutcome(name, Outcome.ROLLED_BACK, failure.step, message, _tail("\n".join(output)), served_fp)
+
+    async def _probe_after_rollback(self, endpoint: tuple[str, int]) -> str | None:
+        """The leaf served once the node has let go of the deployed one (a reload takes a moment)."""
+        host, port = endpoint
+        want = fingerprint(self.material.leaf)
+        deadline = time.monotonic() + (self.options.probe_wait if self.reloaded else 0.0)
+        while True:
+            result = await self.prober(
+                host, port, server_name=_server_name(self.node), timeout=self.options.probe_timeout
+            )
+            served = _der_fp(result.chain_der[0]) if result.ok and result.chain_der else None
+            if served != want or time.monotonic() + 0.3 > deadline:
+                return served
+            await asyncio.sleep(0.3)
+
+
+async def _default_prober(host: str, port: int, *, server_name: str | None, timeout: float) -> ProbeResult:
+    from certfleet.probe import probe
+
+    return await probe(host, port, server_name=server_name, timeout=timeout)
+
+
+async def deploy(
+    material: Material,
+    nodes: Sequence[NodeSpec],
+    *,
+    options: DeployOptions | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    prober: Prober | None = None,
+) -> DeployReport:
+    """Deploy ``material`` to every node in parallel; never raises for a failing node.
+
+    ``progress`` is called as each node enters a step and when it finishes. ``prober`` replaces
+    :func:`certfleet.probe.probe` (the same signature).
+    """
+    opts = options or DeployOptions()
+    names = [n.name for n in nodes]
+    if len(set(names)) != len(names):
+        raise ValueError("node names must be unique")
+    started = _now()
+    limit = asyncio.Semaphore(opts.concurrency)
+
+    async def one(node: NodeSpec) -> NodeOutcome:
+        async with limit:
+            return await _NodeDeploy(node, material, opts, progress, prober or _default_prober).run()
+
+    outcomes = await asyncio.gather(*(one(n) for n in nodes))
+    return DeployReport(
+        fingerprint=fingerprint(material.leaf),
+        version_id=material.version_id,
+        nodes=tuple(outcomes),
+        started_at=started,
+        finished_at=_now(),
+        dry_run=opts.dry_run,
+    )

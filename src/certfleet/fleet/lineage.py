@@ -1,0 +1,563 @@
+"""One certificate for many nodes, by hand with any CA: nodes, request, import, export.
+
+These functions hold the logic the CLI and the console show. They take an open
+:class:`~certfleet.store.Store` and plain values, and return frozen results with ``to_dict()``.
+A refusal the user must read whole (names missing for a node, a chain that does not reach a
+trusted root) is reported in the result; a request that cannot go on at all raises.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from certfleet.aia import Fetcher
+from certfleet.certinfo import describe, fingerprint
+from certfleet.chain import ChainResult, build_chain
+from certfleet.csr import Subject, build_csr
+from certfleet.errors import InputError, OperationFailed
+from certfleet.fleet.spec import NodeSpec, TargetSpec
+from certfleet.formats import read_pool
+from certfleet.keys import generate_key, parse_key_spec, public_key_id
+from certfleet.names import DEFAULT_NAME_LIMIT, Coverage, NamePlan, check_wildcard, coverage, normalize_name, plan
+from certfleet.problems import Problem, ProblemCode, Severity
+from certfleet.store import (
+    AuditAction,
+    LineageRecord,
+    Store,
+    VersionRecord,
+    VersionState,
+    check_name,
+)
+from certfleet.trust import TrustStore
+
+__all__ = [
+    "ExportFormat",
+    "ExportResult",
+    "ImportResult",
+    "NodeCoverage",
+    "RequestResult",
+    "export_lineage",
+    "import_package",
+    "make_node",
+    "parse_target_spec",
+    "request",
+    "required_names",
+    "target_kinds",
+    "trust_for",
+]
+
+# the kinds the deploy engine registers; used until its registry can be imported
+_KNOWN_KINDS = ("apache", "command", "haproxy", "k8s-secret", "nginx", "pem", "pkcs12")
+_MAX_COMMAND = 4096
+
+
+# -- nodes -------------------------------------------------------------------------------------
+
+
+def target_kinds() -> tuple[str, ...]:
+    """The target kinds a node may name: the deploy engine's registry."""
+    try:
+        from certfleet.fleet import targets
+    except ImportError:
+        return _KNOWN_KINDS
+    return tuple(targets.target_kinds())
+
+
+def parse_target_spec(text: str) -> TargetSpec:
+    """``KIND:PATH``: ``nginx:/etc/nginx/tls``, ``command:/usr/local/bin/install-cert``."""
+    kind, colon, path = text.strip().partition(":")
+    if not colon or not path.strip():
+        raise InputError(
+            f"target {text[:80]!r} is not KIND:PATH",
+            hint=f"e.g. nginx:/etc/nginx/tls; kinds: {', '.join(target_kinds())}",
+        )
+    return _check_target(TargetSpec(kind.strip().lower(), path.strip()))
+
+
+def _check_target(target: TargetSpec) -> TargetSpec:
+    kinds = target_kinds()
+    if target.kind not in kinds:
+        raise InputError(f"unknown target kind {target.kind[:40]!r}", hint=f"use one of {', '.join(kinds)}")
+    _check_command("the target path", target.path)
+    if target.kind != "command" and not target.path.startswith("/"):
+        raise InputError(
+            f"target path {target.path[:80]!r} is not absolute",
+            hint="give the folder on the node as an absolute path, e.g. /etc/nginx/tls",
+        )
+    try:
+        from certfleet.fleet.targets import make_target
+    except ImportError:
+        return target
+    make_target(target)  # the target's own checks: its path, its options
+    return target
+
+
+def _check_command(what: str, value: str) -> None:
+    if len(value) > _MAX_COMMAND or any(c in value for c in "\x00\r\n"):
+        raise InputError(f"{what} is longer than {_MAX_COMMAND} characters or holds a line break")
+
+
+def _check_transport(text: str) -> str:
+    value = text.strip()
+    if value == "local":
+        return value
+    try:
+        url = urlsplit(value)
+        port = url.port
+    except ValueError as exc:
+        raise InputError(f"transport {value[:80]!r}: {exc}", hint="use local or ssh://user@host[:port]") from exc
+    if url.scheme != "ssh" or not url.hostname or url.path not in ("", "/") or url.query or url.fragment:
+        raise InputError(f"transport {value[:80]!r} is not local or ssh://user@host[:port]")
+    if url.password is not None:
+        raise InputError("a transport URL carries no password", hint="use an SSH key or the SSH agent")
+    normalize_name(url.hostname)
+    user = f"{url.username}@" if url.username else ""
+    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+    return f"ssh://{user}{host}" + (f":{port}" if port is not None else "")
+
+
+def _check_probe(text: str) -> str:
+    from certfleet.check import parse_target
+
+    target = parse_target(text)
+    return str(target)
+
+
+def make_node(
+    name: str,
+    names: Sequence[str],
+    targets: Sequence[str | TargetSpec],
+    *,
+    transport: str | None = None,
+    test_cmd: str | None = None,
+    reload_cmd: str | None = None,
+    probe: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> NodeSpec:
+    """A checked node: names normalized (A-labels, lowercase), targets known, transport and probe read."""
+    check_name("node", name)
+    normal: list[str] = []
+    for raw in names:
+        n = normalize_name(raw)
+        if n.startswith("*."):
+            check_wildcard(n)
+        if n not in normal:
+            normal.append(n)
+    if not normal:
+        raise InputError(f"node {name} has no names", hint="give each DNS name the node serves with --name")
+    specs = tuple(parse_target_spec(t) if isinstance(t, str) else _check_target(t) for t in targets)
+    if not specs:
+        raise InputError(f"node {name} has no targets", hint="give --target KIND:PATH, e.g. nginx:/etc/nginx/tls")
+    commands: dict[str, str | None] = {}
+    for what, value in (("test", test_cmd), ("reload", reload_cmd)):
+        value = value.strip() if value is not None else None
+        if value:
+            _check_command(f"the {what} command", value)
+        commands[what] = value or None
+    return NodeSpec(
+        name=name,
+        names=tuple(normal),
+        targets=specs,
+        transport=_check_transport(transport or "local"),
+        test_cmd=commands["test"],
+        reload_cmd=commands["reload"],
+        probe=_check_probe(probe) if probe else None,
+        options=dict(options or {}),
+    )
+
+
+def required_names(record: LineageRecord, nodes: Sequence[NodeSpec]) -> dict[str, tuple[str, ...]]:
+    """The names the lineage must cover, by who needs them: each node, and ``""`` for the
+    lineage's own extra names."""
+    out: dict[str, tuple[str, ...]] = {}
+    if record.names:
+        out[""] = tuple(record.names)
+    for node in nodes:
+        out[node.name] = node.names
+    return out
+
+
+def _union(by_node: dict[str, tuple[str, ...]]) -> list[str]:
+    return list(dict.fromkeys(n for names in by_node.values() for n in names))
+
+
+# -- request -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RequestResult:
+    lineage: str
+    version: VersionRecord
+    plan: NamePlan
+    key_spec: str
+    subject: str
+    nodes: tuple[str, ...]
+    csr_pem: bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lineage": self.lineage,
+            "version": self.version.number,
+            "key": self.key_spec,
+            "public_key_id": self.version.public_key_id,
+            "subject": self.subject,
+            "nodes": list(self.nodes),
+            "plan": self.plan.to_dict(),
+            "csr": self.csr_pem.decode("ascii"),
+        }
+
+
+def request(
+    store: Store,
+    lineage: str,
+    *,
+    nodes: Sequence[str] = (),
+    names: Sequence[str] = (),
+    key_spec: str | None = None,
+    subject: str | None = None,
+    limit: int = DEFAULT_NAME_LIMIT,
+    wildcards: bool = False,
+) -> RequestResult:
+    """Make a key inside the store and a CSR for every name the lineage needs.
+
+    ``nodes`` join the lineage, ``names`` are added to its own names, ``key_spec`` and
+    ``subject`` become its policy: the next renewal needs none of them again. The key never
+    leaves the store; the CSR is what goes to the CA.
+    """
+    check_name("lineage", lineage)
+    spec = parse_key_spec(key_spec) if key_spec is not None else None
+    parsed_subject = Subject.parse(subject) if subject is not None else None
+    extra = [normalize_name(n) for n in names]
+    for node in nodes:
+        store.node(node)  # a clear error for an unknown node before anything changes
+    current = next((r for r in store.lineages() if r.name == lineage), None)
+    merged = list(dict.fromkeys([*(current.names if current else ()), *extra])) if extra else None
+    record = store.put_lineage(
+        lineage,
+        key_spec=spec.value if spec is not None else None,
+        subject=str(parsed_subject) if parsed_subject is not None else None,
+        names=merged,
+        add_nodes=nodes,
+    )
+    by_node = required_names(record, store.nodes(lineage))
+    required = _union(by_node)
+    if not required:
+        raise InputError(
+            f"lineage {lineage} has no names to request",
+            hint="give the nodes with --node, or the names with --name",
+        )
+    names_plan = plan(required, limit=limit, wildcards=wildcards)
+    if not names_plan.fits:
+        raise InputError(
+            f"{names_plan.count} names are over the CA's limit of {limit}",
+            hint=names_plan.notes[-1] if names_plan.notes else "split the nodes over two lineages",
+        )
+    key = generate_key(record.key_spec)
+    the_subject = Subject.parse(record.subject) if record.subject else None
+    csr = build_csr(key, names_plan.entries, the_subject)
+    version = store.add_pending(lineage, key, csr, names_plan.entries)
+    return RequestResult(
+        lineage=lineage,
+        version=version,
+        plan=names_plan,
+        key_spec=record.key_spec,
+        subject=csr.subject.rfc4514_string(),
+        nodes=record.nodes,
+        csr_pem=csr.public_bytes(serialization.Encoding.PEM),
+    )
+
+
+# -- import ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCoverage:
+    node: str  # "" for the lineage's own names
+    coverage: Coverage
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"node": self.node or None, **self.coverage.to_dict()}
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """What ``import`` found. ``accepted``: stored as ``version`` and made active (unless it was a
+    preview); otherwise ``problems`` holds every reason for the refusal."""
+
+    lineage: str
+    accepted: bool
+    leaf_source: str
+    key_source: str  # "pending request (version 2)" or the file the key came in
+    chain: ChainResult
+    coverage: tuple[NodeCoverage, ...]
+    problems: tuple[Problem, ...]  # the errors that refuse the import
+    version: VersionRecord | None = None
+    already: bool = False  # the certificate was imported before; nothing new was stored
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lineage": self.lineage,
+            "accepted": self.accepted,
+            "already_imported": self.already,
+            "version": self.version.number if self.version is not None else None,
+            "leaf_source": self.leaf_source,
+            "key_source": self.key_source,
+            "chain": self.chain.to_dict(),
+            "coverage": [c.to_dict() for c in self.coverage],
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+def trust_for(store: Store) -> TrustStore:
+    """What imports trust: Mozilla's roots and the store's trust anchors."""
+    anchors = [a.cert for a in store.trust_anchors()]
+    mozilla = TrustStore.mozilla()
+    return mozilla.plus(anchors, source="mozilla + store anchors") if anchors else mozilla
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+
+
+def _short(pkid: str) -> str:
+    return f"sha256:{pkid[:16]}"
+
+
+def _no_match(
+    store: Store, lineage: str, leaves: Sequence[x509.Certificate], pending: Sequence[VersionRecord]
+) -> InputError:
+    """Say whose key the certificate is for, as precisely as the store knows."""
+    leaf = max(leaves, key=lambda c: c.not_valid_before_utc)
+    pkid = public_key_id(leaf.public_key())
+    elsewhere = [v for v in store.find_key(pkid) if v.lineage != lineage]
+    if elsewhere:
+        v = elsewhere[-1]
+        what = "pending request" if v.state is VersionState.PENDING else "version"
+        return InputError(
+            f"the certificate was issued for another key: it belongs to the {what} of lineage {v.lineage} "
+            f"(version {v.number}), not to lineage {lineage}",
+            hint=f"import it into {v.lineage}: `certfleet import {v.lineage} FILES...`",
+        )
+    waiting = ", ".join(f"version {v.number} ({v.key_spec}, {_short(v.public_key_id)})" for v in pending)
+    return InputError(
+        f"the certificate was issued for another key: it matches no pending request of lineage {lineage}",
+        hint=(
+            f"its key is {describe(leaf).key_type} {_short(pkid)}; "
+            + (
+                f"waiting for the CA: {waiting}; "
+                if waiting
+                else f"nothing is waiting: `certfleet request {lineage}`; "
+            )
+            + "import the certificate issued for that CSR, or a PFX that holds the certificate's key"
+        ),
+    )
+
+
+def import_package(
+    store: Store,
+    lineage: str,
+    inputs: Sequence[tuple[str, bytes]],
+    *,
+    now: dt.datetime,
+    passwords: Sequence[bytes] = (),
+    fetcher: Fetcher | None = None,
+    trust: TrustStore | None = None,
+    save: bool = True,
+) -> ImportResult:
+    """Read whatever the CA sent, match it to the lineage's key, fix the chain, check the names.
+
+    The certificate is the one whose key is a pending request of the lineage (or a key in the
+    package, as in a PFX; or an earlier version's key, when the CA issued again). The chain is
+    rebuilt in order from the package, the store's anchors and, with ``fetcher``, the CA's AIA
+    URLs. It must reach a trusted root and cover every name of every node of the lineage.
+    ``save=False`` checks without storing (a preview).
+    """
+    record = store.lineage(lineage)
+    pool = read_pool(inputs, passwords=passwords)
+    versions = store.versions(lineage)
+    pending = {v.public_key_id: v for v in versions if v.state is VersionState.PENDING}
+    earlier = {v.public_key_id: v for v in versions}
+    package_keys = {public_key_id(k.key.public_key()): k for k in pool.keys}
+    leaves = [pc for pc in pool.unique_certificates() if not _is_ca(pc.cert)]
+    if not leaves:
+        raise InputError(
+            "no server certificate among the inputs",
+            hint="give the certificate the CA issued, with its intermediates if you have them",
+        )
+
+    def rank(pkid: str) -> int | None:
+        if pkid in pending:
+            return 0
+        if pkid in package_keys:
+            return 1
+        return 2 if pkid in earlier else None
+
+    ranked = [(r, pc) for pc in leaves if (r := rank(public_key_id(pc.cert.public_key()))) is not None]
+    if not ranked:
+        raise _no_match(store, lineage, [pc.cert for pc in leaves], list(pending.values()))
+    best = min(r for r, _ in ranked)
+    chosen = max((pc for r, pc in ranked if r == best), key=lambda pc: pc.cert.not_valid_before_utc)
+    leaf = chosen.cert
+    pkid = public_key_id(leaf.public_key())
+    package_key = package_keys.get(pkid) if best == 1 else None
+    if best == 0:
+        key_source = f"pending request (version {pending[pkid].number})"
+    elif package_key is not None:
+        key_source = package_key.source
+    else:
+        key_source = f"the key of version {earlier[pkid].number}"
+
+    chain = build_chain(
+        pool,
+        trust or trust_for(store),
+        now=now,
+        fetcher=fetcher,
+        key=package_key.key if package_key is not None else leaf.public_key(),
+        key_source=key_source,
+    )
+    if fingerprint(chain.leaf) != fingerprint(leaf):
+        raise OperationFailed("the chain was built for another certificate than the one matched to the key")
+    problems = [p for p in chain.problems if p.severity is Severity.ERROR]
+    covered: list[NodeCoverage] = []
+    for node, needed in required_names(record, store.nodes(lineage)).items():
+        cov = coverage(leaf, needed)
+        covered.append(NodeCoverage(node, cov))
+        if cov.missing:
+            who = f"node {node}" if node else f"lineage {lineage}"
+            listing = ", ".join(m.name for m in cov.missing)
+            problems.append(
+                Problem(
+                    ProblemCode.NAME_MISMATCH,
+                    Severity.ERROR,
+                    f"names missing for {who}: {listing}",
+                    f"request a certificate that covers them: `certfleet request {lineage}` makes the CSR",
+                    node or lineage,
+                )
+            )
+    accepted = not problems
+    version: VersionRecord | None = None
+    fp = fingerprint(leaf)
+    already = any(v.fingerprint == fp for v in versions)
+    if accepted and save:
+        version = store.issue(
+            lineage,
+            leaf,
+            chain.chain[1:],
+            key=package_key.key if package_key is not None else None,
+        )
+    return ImportResult(
+        lineage=lineage,
+        accepted=accepted,
+        leaf_source=chosen.source,
+        key_source=key_source,
+        chain=chain,
+        coverage=tuple(covered),
+        problems=tuple(problems),
+        version=version,
+        already=already,
+    )
+
+
+# -- export ------------------------------------------------------------------------------------
+
+
+class ExportFormat(StrEnum):
+    PKCS12 = "pkcs12"  # one .pfx file
+    PEM = "pem"  # a folder: cert.pem, chain.pem, fullchain.pem, privkey.pem
+    APACHE = "apache"  # a folder: cert.pem, chain.pem, privkey.pem
+    NGINX = "nginx"  # a folder: fullchain.pem, privkey.pem
+    HAPROXY = "haproxy"  # a folder: combined.pem
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    lineage: str
+    version: int
+    format: ExportFormat
+    files: tuple[str, ...]
+    key_encrypted: bool
+    legacy: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lineage": self.lineage,
+            "version": self.version,
+            "format": self.format.value,
+            "files": list(self.files),
+            "key_encrypted": self.key_encrypted,
+            "legacy": self.legacy,
+        }
+
+
+def export_lineage(
+    store: Store,
+    lineage: str,
+    fmt: ExportFormat,
+    out: Path,
+    *,
+    password: bytes | None,
+    no_key_password: bool = False,
+    legacy: bool = False,
+    version: int | None = None,
+) -> ExportResult:
+    """Write the key and chain of a version (the active one by default) for a server certfleet
+    does not reach. The key is encrypted with ``password``; in the clear only when the caller
+    says so with ``no_key_password``. Every key file is 0600."""
+    from certfleet import export, fsutil
+
+    if password is not None and no_key_password:
+        raise InputError("give either a password or --no-key-password, not both")
+    if password is None and not no_key_password:
+        raise InputError(
+            "refusing to write the private key unencrypted",
+            hint="give --password to protect it, or --no-key-password if the file must hold it in the clear",
+        )
+    if legacy and fmt is not ExportFormat.PKCS12:
+        raise InputError("--legacy applies to the pkcs12 format only")
+    material = store.material(lineage, version)
+    number = version if version is not None else _active_number(store, lineage)
+    files: list[str] = []
+    if fmt is ExportFormat.PKCS12:
+        data = export.pkcs12(
+            material.key, material.leaf, material.chain, password=password, legacy=legacy, friendly_name=lineage
+        )
+        fsutil.write_private(out, data)
+        files.append(str(out))
+    else:
+        layout = export.LayoutKind(fmt.value)
+        written = export.layout_files(layout, material.key, material.leaf, material.chain, key_password=password)
+        folder = fsutil.ensure_private_dir(out)
+        private = export.private_files(layout)
+        for name, data in written.items():
+            fsutil.atomic_write(folder / name, data, mode=0o600 if name in private else 0o644)
+            files.append(str(folder / name))
+    store.audit(
+        AuditAction.EXPORT,
+        {
+            "lineage": lineage,
+            "version": number,
+            "format": fmt.value,
+            "files": files,
+            "key_encrypted": password is not None,
+        },
+    )
+    return ExportResult(lineage, number, fmt, tuple(files), key_encrypted=password is not None, legacy=legacy)
+
+
+def _active_number(store: Store, lineage: str) -> int:
+    active = store.lineage(lineage).active
+    if active is None:  # material() has refused already; kept for the type checker
+        raise InputError(f"lineage {lineage} has no certificate yet")
+    return active.number

@@ -1,0 +1,276 @@
+"""What each lineage's nodes really serve, and what happened to them: ``status`` and ``history``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from certfleet.certinfo import fingerprint
+from certfleet.fleet.spec import NodeSpec
+from certfleet.problems import Problem, ProblemCode, Severity
+from certfleet.store import DeploymentRecord, DeployOutcome, LineageRecord, Store, VersionRecord, VersionState
+
+__all__ = [
+    "EXPIRING_DAYS",
+    "HistoryReport",
+    "LineageStatus",
+    "NodeStatus",
+    "Serving",
+    "StatusReport",
+    "history",
+    "status",
+]
+
+EXPIRING_DAYS = 30
+_PROBE_CONCURRENCY = 16
+
+
+class Serving(StrEnum):
+    ACTIVE = "active"  # the node serves the lineage's active version
+    OLDER = "older"  # an earlier version of the lineage
+    OTHER = "other"  # a certificate the lineage never had
+    UNREACHABLE = "unreachable"  # the probe found no TLS endpoint
+    NOT_PROBED = "not-probed"  # the node names no probe endpoint, or probing was left out
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    node: str
+    probe: str | None
+    serving: Serving
+    served_fingerprint: str | None = None
+    served_version: int | None = None
+    last_outcome: DeployOutcome | None = None
+    last_version: int | None = None
+    last_failed_step: str | None = None
+    last_deployed_at: dt.datetime | None = None
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.serving in (Serving.ACTIVE, Serving.NOT_PROBED)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "probe": self.probe,
+            "serving": self.serving.value,
+            "served_fingerprint": self.served_fingerprint,
+            "served_version": self.served_version,
+            "last_deployment": None
+            if self.last_outcome is None
+            else {
+                "outcome": self.last_outcome.value,
+                "version": self.last_version,
+                "failed_step": self.last_failed_step,
+                "finished_at": self.last_deployed_at.isoformat() if self.last_deployed_at else None,
+            },
+            "ok": self.ok,
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LineageStatus:
+    name: str
+    active: VersionRecord | None
+    days_left: int | None
+    pending: int  # versions waiting for the CA
+    nodes: tuple[NodeStatus, ...]
+    problems: tuple[Problem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(n.ok for n in self.nodes) and not any(p.severity is Severity.ERROR for p in self.problems)
+
+    def to_dict(self) -> dict[str, Any]:
+        active = self.active
+        return {
+            "lineage": self.name,
+            "active": None
+            if active is None
+            else {
+                "version": active.number,
+                "fingerprint": active.fingerprint,
+                "names": list(active.names),
+                "not_after": active.not_after.isoformat() if active.not_after else None,
+                "days_left": self.days_left,
+            },
+            "pending": self.pending,
+            "nodes": [n.to_dict() for n in self.nodes],
+            "problems": [p.to_dict() for p in self.problems],
+            "ok": self.ok,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    checked_at: dt.datetime
+    probed: bool
+    lineages: tuple[LineageStatus, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(lin.ok for lin in self.lineages)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checked_at": self.checked_at.isoformat(),
+            "probed": self.probed,
+            "ok": self.ok,
+            "lineages": [lin.to_dict() for lin in self.lineages],
+        }
+
+
+async def _probe_all(nodes: Sequence[NodeSpec], timeout: float) -> dict[str, Any]:
+    from certfleet.check import parse_target
+    from certfleet.probe import probe
+
+    gate = asyncio.Semaphore(_PROBE_CONCURRENCY)
+
+    async def one(node: NodeSpec, endpoint: str) -> tuple[str, Any]:
+        target = parse_target(endpoint)
+        # SNI: the node's first name a client would ask for (a wildcard cannot be sent)
+        sni = next((n for n in node.names if not n.startswith("*.")), None)
+        async with gate:
+            return node.name, await probe(target.host, target.port, server_name=sni, timeout=timeout)
+
+    pairs = await asyncio.gather(*(one(n, n.probe) for n in nodes if n.probe))
+    return dict(pairs)
+
+
+def _expiry_problems(active: VersionRecord | None, now: dt.datetime) -> list[Problem]:
+    if active is None or active.not_after is None:
+        return []
+    days = (active.not_after - now).days
+    if active.not_after <= now:
+        return [
+            Problem(
+                ProblemCode.EXPIRED,
+                Severity.ERROR,
+                f"the active certificate expired on {active.not_after:%Y-%m-%d}",
+                f"renew: `certfleet request {active.lineage}`, then import and deploy",
+                active.fingerprint,
+            )
+        ]
+    if days < EXPIRING_DAYS:
+        return [
+            Problem(
+                ProblemCode.EXPIRING_SOON,
+                Severity.WARNING,
+                f"the active certificate expires in {days} days ({active.not_after:%Y-%m-%d})",
+                f"renew: `certfleet request {active.lineage}`, then import and deploy",
+                active.fingerprint,
+            )
+        ]
+    return []
+
+
+async def status(
+    store: Store,
+    *,
+    now: dt.datetime,
+    lineage: str | None = None,
+    probe: bool = True,
+    timeout: float = 5.0,
+) -> StatusReport:
+    """Per lineage: the active version and days left; per node: the last deployment and, probed
+    live, which version it really serves."""
+    records = [store.lineage(lineage)] if lineage is not None else store.lineages()
+    members = {r.name: store.nodes(r.name) for r in records}
+    unique = {n.name: n for nodes in members.values() for n in nodes}
+    probed = await _probe_all(list(unique.values()), timeout) if probe else {}
+    out: list[LineageStatus] = []
+    for record in records:
+        versions = store.versions(record.name)
+        by_fp = {v.fingerprint: v for v in versions if v.fingerprint}
+        active = record.active
+        last = store.last_results(record.name)
+        nodes: list[NodeStatus] = []
+        for node in members[record.name]:
+            dep_result = last.get(node.name)
+            dep: DeploymentRecord | None = dep_result[0] if dep_result else None
+            result = dep_result[1] if dep_result else None
+            serving, served_fp, served_version = Serving.NOT_PROBED, None, None
+            problems: tuple[Problem, ...] = ()
+            seen = probed.get(node.name)
+            if seen is not None:
+                problems = tuple(seen.problems)
+                if not seen.ok or not seen.chain:
+                    serving = Serving.UNREACHABLE
+                else:
+                    served_fp = fingerprint(seen.chain[0])
+                    match = by_fp.get(served_fp)
+                    served_version = match.number if match else None
+                    if active is not None and served_fp == active.fingerprint:
+                        serving = Serving.ACTIVE
+                    elif match is not None:
+                        serving = Serving.OLDER
+                    else:
+                        serving = Serving.OTHER
+                    if serving is not Serving.ACTIVE:
+                        problems += (_serving_problem(node, serving, served_version, active),)
+            nodes.append(
+                NodeStatus(
+                    node=node.name,
+                    probe=node.probe,
+                    serving=serving,
+                    served_fingerprint=served_fp,
+                    served_version=served_version,
+                    last_outcome=result.outcome if result else None,
+                    last_version=dep.version if dep else None,
+                    last_failed_step=result.failed_step if result else None,
+                    last_deployed_at=result.finished_at if result else None,
+                    problems=problems,
+                )
+            )
+        out.append(
+            LineageStatus(
+                name=record.name,
+                active=active,
+                days_left=active.days_left(now) if active is not None else None,
+                pending=sum(v.state is VersionState.PENDING for v in versions),
+                nodes=tuple(nodes),
+                problems=tuple(_expiry_problems(active, now)),
+            )
+        )
+    return StatusReport(checked_at=now, probed=probe, lineages=tuple(out))
+
+
+def _serving_problem(node: NodeSpec, serving: Serving, version: int | None, active: VersionRecord | None) -> Problem:
+    if serving is Serving.OLDER:
+        what = f"version {version}, not the active version {active.number if active else '-'}"
+    else:
+        what = "a certificate that is not one of this lineage's versions"
+    return Problem(
+        ProblemCode.SERVES_OTHER_CERTIFICATE,
+        Severity.ERROR,
+        f"{node.name} serves {what}",
+        "deploy the active version: `certfleet deploy LINEAGE`",
+        node.name,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryReport:
+    lineage: LineageRecord
+    versions: tuple[VersionRecord, ...]
+    deployments: tuple[DeploymentRecord, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lineage": self.lineage.name,
+            "active": self.lineage.active.number if self.lineage.active else None,
+            "versions": [v.to_dict() for v in self.versions],
+            "deployments": [d.to_dict() for d in self.deployments],
+        }
+
+
+def history(store: Store, lineage: str, *, limit: int = 50) -> HistoryReport:
+    """The versions of ``lineage`` (oldest first) and its deployments (newest first)."""
+    record = store.lineage(lineage)
+    return HistoryReport(record, tuple(store.versions(lineage)), tuple(store.deployments(lineage, limit=limit)))

@@ -1,0 +1,344 @@
+"""A node reached over SSH: SFTP for files, the same connection for commands.
+
+The server's host key must already be known: it is checked against ``known_hosts`` (the node's
+``known_hosts`` option, or ``~/.ssh/known_hosts``), and an unknown or changed key is refused,
+never learned. Authentication is by key: the node's ``identity`` option names a private key
+file, otherwise the SSH agent and the usual ``~/.ssh/id_*`` files are tried.
+
+Node options: ``known_hosts`` (path), ``identity`` (path), ``connect_timeout`` (seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import shlex
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from certfleet.errors import CertfleetError, EnvError, InputError, NetworkError
+from certfleet.fleet.transports._base import (
+    MAX_OUTPUT,
+    MAX_READ,
+    CommandResult,
+    Transport,
+    decode_output,
+    with_env,
+)
+
+__all__ = ["SshTransport", "parse_ssh_url"]
+
+DEFAULT_CONNECT_TIMEOUT = 15.0
+_OPTIONS = frozenset({"known_hosts", "identity", "connect_timeout"})
+
+
+def parse_ssh_url(url: str) -> tuple[str, str, int]:
+    """``ssh://user@host[:port]`` as (user, host, port); user defaults to the local user."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or 22
+    except ValueError as exc:
+        raise InputError(f"not an SSH address: {url!r} ({exc})", hint="write ssh://user@host[:port]") from exc
+    if parts.scheme != "ssh" or not parts.hostname:
+        raise InputError(f"not an SSH address: {url!r}", hint="write ssh://user@host[:port]")
+    if parts.password is not None:
+        raise InputError(
+            "a password in the SSH address is not accepted",
+            hint="authenticate with a key: the node's identity option, or the SSH agent",
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise InputError(f"unexpected path or query in SSH address {url!r}", hint="write ssh://user@host[:port]")
+    user = urllib.parse.unquote(parts.username) if parts.username else getpass.getuser()
+    return user, parts.hostname, port
+
+
+def _sftp_error(action: str, path: str, exc: asyncssh.SFTPError) -> EnvError:
+    return EnvError(
+        f"cannot {action} {path}: {exc.reason or type(exc).__name__}",
+        hint="check that the folder exists on the node and that the SSH user may write there",
+    )
+
+
+class SshTransport(Transport):
+    """Files and commands on a node reached with SSH."""
+
+    scheme = "ssh"
+
+    def __init__(self, url: str, options: Mapping[str, Any]) -> None:
+        super().__init__(url, options)
+        self.user, self.host, self.port = parse_ssh_url(url)
+        unknown = set(options) - _OPTIONS
+        if unknown:
+            raise InputError(
+                f"unknown SSH option(s): {', '.join(sorted(unknown))}",
+                hint=f"the SSH transport takes: {', '.join(sorted(_OPTIONS))}",
+            )
+        self._known_hosts = self._path_option("known_hosts")
+        self._identity = self._path_option("identity")
+        timeout = options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout <= 600:
+            raise InputError("connect_timeout must be a number of seconds between 0 and 600")
+        self._connect_timeout = float(timeout)
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._root: bool | None = None
+
+    def _path_option(self, name: str) -> str | None:
+        value = self.options.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value or "\0" in value:
+            raise InputError(f"the SSH option {name} must be a file path")
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise InputError(f"the SSH {name} file does not exist: {path}", source=self.url)
+        return str(path)
+
+    @property
+    def label(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ssh://{self.user}@{host}:{self.port}"
+
+    async def connect(self) -> None:
+        kwargs: dict[str, Any] = {
+            "username": self.user,
+            "connect_timeout": self._connect_timeout,
+            "login_timeout": self._connect_timeout,
+            # () is asyncssh's "~/.ssh/known_hosts": when that file is missing no host is known,
+            # so every host is refused. None, which would skip the check, is never passed.
+            "known_hosts": self._known_hosts if self._known_hosts is not None else (),
+        }
+        if self._identity is not None:
+            kwargs["client_keys"] = [self._identity]
+        try:
+            async with asyncio.timeout(self._connect_timeout * 2):
+                self._conn = await asyncssh.connect(self.host, self.port, **kwargs)
+                self._sftp = await self._conn.start_sftp_client()
+        except asyncssh.HostKeyNotVerifiable as exc:
+            await self.close()
+            where = self._known_hosts or "~/.ssh/known_hosts"
+            raise NetworkError(
+                f"refused: the host key of {self.host}:{self.port} is not in {where} ({exc.reason})",
+                hint=f"check the key with the server's administrator, then add it: ssh-keyscan -p {self.port} "
+                f"{self.host} >> {where}",
+                source=self.label,
+            ) from exc
+        except asyncssh.PermissionDenied as exc:
+            await self.close()
+            raise NetworkError(
+                f"SSH login as {self.user} was refused",
+                hint="name a key the server accepts with the node's identity option, or load it into the SSH agent",
+                source=self.label,
+            ) from exc
+        except (asyncssh.Error, OSError, TimeoutError) as exc:
+            await self.close()
+            raise NetworkError(
+                f"cannot connect: {_reason(exc)}",
+                hint="check that the node is up, that sshd listens on this port, and that no firewall is in the way",
+                source=self.label,
+            ) from exc
+        except (asyncssh.KeyImportError, ValueError) as exc:
+            await self.close()
+            raise InputError(f"cannot use the SSH key {self._identity}: {exc}", source=self.label) from exc
+
+    async def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.exit()
+            self._sftp = None
+        if self._conn is not None:
+            self._conn.close()
+            with contextlib.suppress(Exception):
+                await self._conn.wait_closed()
+            self._conn = None
+
+    @property
+    def sftp(self) -> asyncssh.SFTPClient:
+        if self._sftp is None:
+            raise RuntimeError("the transport is not connected; use `async with`")
+        return self._sftp
+
+    @property
+    def conn(self) -> asyncssh.SSHClientConnection:
+        if self._conn is None:
+            raise RuntimeError("the transport is not connected; use `async with`")
+        return self._conn
+
+    async def write_file(self, path: str, data: bytes, *, mode: int) -> None:
+        # EXCL: never write through a file or symlink left there; permissions are set at creation
+        pflags = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
+        try:
+            async with self.sftp.open(path, pflags, attrs=asyncssh.SFTPAttrs(permissions=mode), encoding=None) as fh:
+                await fh.write(data)
+                await fh.chmod(mode)  # the server's umask may have narrowed it; never wider than asked
+                with contextlib.suppress(asyncssh.SFTPOpUnsupported):
+                    await fh.fsync()  # fsync@openssh.com; older servers cannot, and we go on
+        except asyncssh.SFTPError as exc:
+            raise _sftp_error("write", path, exc) from exc
+
+    async def read_file(self, path: str, *, limit: int = MAX_READ) -> bytes | None:
+        try:
+            async with self.sftp.open(path, "rb") as fh:
+                data: bytes = await fh.read(limit + 1)
+        except asyncssh.SFTPNoSuchFile:
+            return None
+        except asyncssh.SFTPError as exc:
+            raise _sftp_error("read", path, exc) from exc
+        if len(data) > limit:
+            raise InputError(f"{path} is larger than {limit} bytes", hint="this is not a file certfleet wrote")
+        return data
+
+    async def mkdir(self, path: str, *, mode: int = 0o755, parents: bool = False) -> None:
+        attrs = asyncssh.SFTPAttrs(permissions=mode)
+        try:
+            if parents:
+                await self.sftp.makedirs(path, attrs=attrs, exist_ok=True)
+            else:
+                await self.sftp.mkdir(path, attrs=attrs)
+        except asyncssh.SFTPError as exc:
+            raise _sftp_error("create folder", path, exc) from exc
+
+    async def rename(self, src: str, dst: str) -> None:
+        try:
+            await self.sftp.posix_rename(src, dst)
+        except asyncssh.SFTPError as exc:
+            raise _sftp_error("rename", f"{src} to {dst}", exc) from exc
+
+    async def symlink(self, target: str, path: str) -> None:
+        try:
+            await self.sftp.symlink(target, path)
+        except asyncssh.SFTPError as exc:
+            raise _sftp_error("create symlink", path, exc) from exc
+
+    async def readlink(self, path: str) -> str | None:
+        try:
+            attrs = await self.sftp.lstat(path)
+            if attrs.type != asyncssh.FILEXFER_TYPE_SYMLINK:
+                return None
+            target: str = await self.sftp.readlink(path)
+            return target
+        except asyncssh.SFTPNoSuchFile:
+            return None
+        except asyncssh.SFTPError as exc:
+            raise _sftp_error("read symlink", path, exc) from exc
+
+    async def listdir(self, path: str) -> list[str]:
+        try:
+            names: Sequence[str] = await self.sftp.listdir(path)
+        except asyncssh.SFTPNoSuchFile:
+            return []
+        except asyncssh.SFTPError as exc:
+            raise _sftp_error("list", path, exc) from exc
+        return [n for n in names if n not in (".", "..")]
+
+    async def mtime(self, path: str) -> float | None:
+        try:
+            attrs = await self.sftp.lstat(path)
+        except asyncssh.SFTPNoSuchFile:
+            return None
+        except asyncssh.SFTPError as exc:
+            raise _sftp_error("stat", path, exc) from exc
+        return float(attrs.mtime) if attrs.mtime is not None else 0.0
+
+    async def touch(self, path: str) -> None:
+        now = time.time()
+        try:
+            await self.sftp.utime(path, (now, now))
+        except asyncssh.SFTPError as exc:
+            raise _sftp_error("touch", path, exc) from exc
+
+    async def remove(self, path: str) -> None:
+        try:
+            await self.sftp.remove(path)
+        except asyncssh.SFTPNoSuchFile:
+            return
+        except asyncssh.SFTPError as exc:
+            raise _sftp_error("remove", path, exc) from exc
+
+    async def remove_tree(self, path: str) -> None:
+        try:
+            attrs = await self.sftp.lstat(path)
+            if attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
+                await self.sftp.rmtree(path)
+            else:
+                await self.sftp.remove(path)
+        except asyncssh.SFTPNoSuchFile:
+            return
+        except asyncssh.SFTPError as exc:
+            raise _sftp_error("remove", path, exc) from exc
+
+    async def sync_dir(self, path: str) -> None:
+        # SFTP cannot fsync a folder; `sync` on the node would flush every disk, which is too much
+        # for each rename. The rename itself is atomic; durability follows the node's own flush.
+        return None
+
+    async def _check(self, command: str, what: str) -> str:
+        result = await self.run(command, timeout=self._connect_timeout)
+        if not result.ok:
+            raise EnvError(
+                f"cannot {what} on the node: {result.describe()}: {result.output.strip()[-300:]}",
+                source=self.label,
+            )
+        return result.output
+
+    async def is_root(self) -> bool:
+        if self._root is None:
+            self._root = (await self._check("id -u", "find the user id")).strip() == "0"
+        return self._root
+
+    async def chown(self, paths: Sequence[str], *, owner: str | None, group: str | None) -> None:
+        if (owner is None and group is None) or not paths:
+            return
+        spec = f"{owner or ''}:{group or ''}" if group else (owner or "")
+        await self._check(shlex.join(["chown", "-h", "--", spec, *paths]), f"change the owner to {spec}")
+
+    async def home(self) -> str:
+        try:
+            return str(await self.sftp.realpath("."))
+        except asyncssh.SFTPError as exc:
+            raise _sftp_error("find the home folder", ".", exc) from exc
+
+    async def run(self, command: str, *, timeout: float, env: Mapping[str, str] | None = None) -> CommandResult:
+        line = with_env(command, env)
+        chunks: list[bytes] = []
+        kept = 0
+        try:
+            async with asyncio.timeout(timeout):
+                async with self.conn.create_process(
+                    line, stdin=asyncssh.DEVNULL, stderr=asyncssh.STDOUT, encoding=None
+                ) as proc:
+                    try:
+                        while chunk := await proc.stdout.read(65536):
+                            chunks.append(chunk)
+                            kept += len(chunk)
+                            while kept - len(chunks[0]) >= MAX_OUTPUT:  # keep only the tail
+                                kept -= len(chunks.pop(0))
+                        result = await proc.wait()
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            proc.kill()
+                        raise
+        except TimeoutError:
+            return CommandResult(command, None, decode_output(b"".join(chunks)), timed_out=True)
+        except (asyncssh.Error, OSError) as exc:
+            return CommandResult(command, None, f"the SSH connection failed: {_reason(exc)}")
+        # asyncssh reports -1 (or None) when the command ended by a signal on the node
+        status = result.exit_status if result.exit_status is not None else -1
+        return CommandResult(command, status, decode_output(b"".join(chunks)))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, CertfleetError):
+        return exc.message
+    if isinstance(exc, asyncssh.Error):
+        return exc.reason or type(exc).__name__
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__

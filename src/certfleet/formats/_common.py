@@ -1,0 +1,33 @@
+"""Limits, messages and hints shared by the readers of every format."""
+
+from __future__ import annotations
+
+from cryptography import x509
+
+from certfleet.errors import FormatError
+
+MiB = 1024 * 1024
+# one input, as read from a file or standard input; a CA package is a few kilobytes
+MAX_INPUT_BYTES = 20 * MiB
+
+NOT_RECOGNIZED = "not a certificate, key, CSR, PKCS#7, PKCS#12 or zip"
+HINT_FORMATS = "certfleet reads PEM, DER, PKCS#7 (.p7b), PKCS#12 (.pfx/.p12) and zip files, by their content"
+HINT_DAMAGED = "the file is damaged or cut short; download or export it again"
+# what cryptography raises for a structure it cannot parse (a bad certificate version is its own type)
+UNPARSABLE = (ValueError, x509.InvalidVersion)
+HINT_PASSWORD = "give it with --password, --password-file or CERTFLEET_PASSWORD"  # noqa: S105 (a hint, not a password)
+
+
+class NothingUsable(FormatError):
+    """Bytes that hold nothing we use: none of our formats, or only kinds we ignore.
+
+    As opposed to one of our formats, but broken. A zip member that raises this is a README or an
+    invoice and is skipped; a file given on its own that raises it is an error like any other.
+    """
+
+    def __init__(self, message: str = NOT_RECOGNIZED, *, hint: str | None = HINT_FORMATS) -> None:
+        super().__init__(message, hint=hint)
+
+
+def damaged(what: str) -> FormatError:
+    return FormatError(f"{what}: damaged or cut short", hint=HINT_DAMAGED)

@@ -1,0 +1,120 @@
+"""The pool: every certificate, key and CSR found in the inputs, each with where it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+
+from certfleet.certinfo import describe, fingerprint, key_type
+
+__all__ = ["InputFormat", "Pool", "PoolCSR", "PoolCert", "PoolKey"]
+
+
+class InputFormat(StrEnum):
+    """The container an item was found in (a zip member reports its own container, not ``zip``)."""
+
+    PEM = "pem"
+    DER = "der"
+    PKCS7 = "pkcs7"
+    PKCS12 = "pkcs12"
+    ZIP = "zip"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolCert:
+    cert: x509.Certificate
+    source: str
+    format: InputFormat
+    friendly_name: str | None = None  # the PKCS#12 bag's friendlyName (a keytool alias, a Windows label)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **describe(self.cert).to_dict(),
+            "source": self.source,
+            "format": self.format.value,
+            "friendly_name": self.friendly_name,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PoolKey:
+    # repr=False: the key object must never reach a log line, even as an opaque repr
+    key: CertificateIssuerPrivateKeyTypes = field(repr=False)
+    source: str
+    format: InputFormat
+    encrypted: bool = False  # reading it needed a password
+
+    @property
+    def key_type(self) -> str:
+        return key_type(self.key.public_key())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "format": self.format.value,
+            "type": self.key_type,
+            "encrypted": self.encrypted,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PoolCSR:
+    csr: x509.CertificateSigningRequest
+    source: str
+    format: InputFormat
+
+    def to_dict(self) -> dict[str, Any]:
+        try:
+            subject = self.csr.subject.rfc4514_string()
+        except ValueError:  # undecodable attribute values
+            subject = repr(self.csr.subject)
+        try:
+            ktype = key_type(self.csr.public_key())
+        except (ValueError, TypeError):
+            ktype = "unknown"
+        return {"source": self.source, "format": self.format.value, "subject": subject, "key_type": ktype}
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """Everything read from one or more inputs, in input order (the order a bundle was served in)."""
+
+    certificates: tuple[PoolCert, ...] = ()
+    keys: tuple[PoolKey, ...] = ()
+    csrs: tuple[PoolCSR, ...] = ()
+    # zip members that held nothing usable (README.txt, an invoice PDF), by source
+    ignored: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.certificates or self.keys or self.csrs)
+
+    def merge(self, other: Pool) -> Pool:
+        return Pool(
+            certificates=self.certificates + other.certificates,
+            keys=self.keys + other.keys,
+            csrs=self.csrs + other.csrs,
+            ignored=self.ignored + other.ignored,
+        )
+
+    def unique_certificates(self) -> tuple[PoolCert, ...]:
+        """Each certificate once (by SHA-256 fingerprint), the first occurrence kept, in order."""
+        seen: set[str] = set()
+        out: list[PoolCert] = []
+        for item in self.certificates:
+            fp = fingerprint(item.cert)
+            if fp not in seen:
+                seen.add(fp)
+                out.append(item)
+        return tuple(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "certificates": [c.to_dict() for c in self.certificates],
+            "keys": [k.to_dict() for k in self.keys],
+            "csrs": [c.to_dict() for c in self.csrs],
+            "ignored": list(self.ignored),
+        }

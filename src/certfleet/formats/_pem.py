@@ -1,0 +1,108 @@
+"""PEM: any mix of blocks, in any order, with any text around them (openssl -text, Bag Attributes)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Sequence
+
+from cryptography import x509
+
+from certfleet.errors import FormatError
+from certfleet.formats import _pkcs7
+from certfleet.formats._common import HINT_DAMAGED, UNPARSABLE, NothingUsable, damaged
+from certfleet.formats._der import object_end
+from certfleet.formats._keys import load_key
+from certfleet.formats._model import InputFormat, Pool, PoolCert, PoolCSR, PoolKey
+
+BEGIN = b"-----BEGIN "
+_BEGIN_LINE = re.compile(rb"-----BEGIN ([A-Z0-9][A-Z0-9 #._/-]{0,63})-----")
+_WHITESPACE = b" \t\r\n\v\f"
+
+_CERTIFICATE = frozenset({b"CERTIFICATE", b"X509 CERTIFICATE"})
+_TRUSTED = b"TRUSTED CERTIFICATE"  # OpenSSL's certificate followed by its trust settings
+_KEYS = frozenset({b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY", b"DSA PRIVATE KEY"})
+_ENCRYPTED_KEY = b"ENCRYPTED PRIVATE KEY"
+_CSR = frozenset({b"CERTIFICATE REQUEST", b"NEW CERTIFICATE REQUEST"})
+_PKCS7 = frozenset({b"PKCS7", b"PKCS #7 SIGNED DATA", b"CMS"})
+_USED = _CERTIFICATE | _KEYS | _CSR | _PKCS7 | {_TRUSTED, _ENCRYPTED_KEY}
+
+
+def read_pem(source: str, data: bytes, passwords: Sequence[bytes]) -> Pool:
+    pool = Pool()
+    skipped: list[str] = []
+    number = 0
+    pos = 0
+    while match := _BEGIN_LINE.search(data, pos):
+        number += 1
+        label = match.group(1)
+        what = f"block {number} ({label.decode()})"
+        end_line = b"-----END " + label + b"-----"
+        stop = data.find(end_line, match.end())
+        following = data.find(BEGIN, match.end())
+        if stop < 0 or 0 <= following < stop:
+            raise FormatError(f"{what}: no END line; the file is cut short", hint=HINT_DAMAGED)
+        pos = stop + len(end_line)
+        if label not in _USED:
+            skipped.append(label.decode())
+            continue
+        pool = pool.merge(_block(label, data[match.end() : stop], what, source, passwords))
+    if not pool:
+        if skipped:
+            raise NothingUsable(
+                f"holds no certificate, key, CSR or PKCS#7, only {', '.join(dict.fromkeys(skipped))}", hint=None
+            )
+        raise NothingUsable()
+    return pool
+
+
+def _block(label: bytes, body: bytes, what: str, source: str, passwords: Sequence[bytes]) -> Pool:
+    headers, der = _decode(body, what)
+    if label in _CERTIFICATE or label == _TRUSTED:
+        if label == _TRUSTED:
+            der = der[: object_end(der) or len(der)]
+        try:
+            return Pool(certificates=(PoolCert(x509.load_der_x509_certificate(der), source, InputFormat.PEM),))
+        except UNPARSABLE as exc:
+            raise damaged(what) from exc
+    if label in _CSR:
+        try:
+            return Pool(csrs=(PoolCSR(x509.load_der_x509_csr(der), source, InputFormat.PEM),))
+        except UNPARSABLE as exc:
+            raise damaged(what) from exc
+    if label in _PKCS7:
+        return _pkcs7.read(der, source, what)
+    if any(h.replace(b" ", b"").upper() == b"PROC-TYPE:4,ENCRYPTED" for h in headers):
+        # traditional OpenSSL encryption lives in the headers, which only the PEM loader reads
+        key = load_key(_rebuild(label, headers, der), pem=True, encrypted=True, passwords=passwords, what=what)
+        return Pool(keys=(PoolKey(key, source, InputFormat.PEM, encrypted=True),))
+    encrypted = label == _ENCRYPTED_KEY
+    key = load_key(der, pem=False, encrypted=encrypted, passwords=passwords, what=what)
+    return Pool(keys=(PoolKey(key, source, InputFormat.PEM, encrypted=encrypted),))
+
+
+def _decode(body: bytes, what: str) -> tuple[list[bytes], bytes]:
+    """RFC 1421 headers ("Proc-Type: ...") and the decoded base64 of one block's body."""
+    lines = [line.strip() for line in body.splitlines()]
+    headers: list[bytes] = []
+    while lines and (not lines[0] or b":" in lines[0]):
+        if lines[0]:
+            headers.append(lines[0])
+        lines.pop(0)
+    text = b"".join(lines).translate(None, _WHITESPACE)
+    try:
+        der = base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise FormatError(f"{what}: broken base64", hint=HINT_DAMAGED) from exc
+    if not der:
+        raise FormatError(f"{what}: empty block", hint=HINT_DAMAGED)
+    return headers, der
+
+
+def _rebuild(label: bytes, headers: list[bytes], der: bytes) -> bytes:
+    text = base64.b64encode(der)
+    body = b"\n".join(text[i : i + 64] for i in range(0, len(text), 64))
+    return b"".join(
+        [b"-----BEGIN ", label, b"-----\n", b"\n".join(headers), b"\n\n", body, b"\n-----END ", label, b"-----\n"]
+    )

@@ -1,0 +1,50 @@
+"""PKCS#12 (.pfx/.p12): Windows, Java keytool and OpenSSL stores, modern (AES) and legacy (3DES, RC2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from certfleet.errors import FormatError, PasswordError
+from certfleet.formats._common import HINT_PASSWORD, UNPARSABLE, damaged
+from certfleet.formats._keys import signing_key
+from certfleet.formats._model import InputFormat, Pool, PoolCert, PoolKey
+
+_CANNOT_PARSE = "Could not deserialize"  # cryptography's wording when the structure itself is bad
+
+
+def read(der: bytes, source: str, passwords: Sequence[bytes]) -> Pool:
+    # no password and the empty password derive different keys (an absent BMPString vs. an empty
+    # one), and tools disagree on which "no password" means, so both are tried after the given ones
+    candidates: list[bytes | None] = list(dict.fromkeys([*passwords, None, b""]))
+    for password in candidates:
+        try:
+            loaded = pkcs12.load_pkcs12(der, password)
+        except UnsupportedAlgorithm as exc:
+            raise FormatError(
+                "PKCS#12: encrypted with a cipher certfleet cannot read",
+                hint="export it again with AES-256 or 3DES encryption",
+            ) from exc
+        except UNPARSABLE as exc:
+            if _CANNOT_PARSE in str(exc) or not isinstance(exc, ValueError):
+                raise damaged("PKCS#12") from exc
+            continue
+        bags = [b for b in (loaded.cert, *loaded.additional_certs) if b is not None]
+        certs = tuple(PoolCert(b.certificate, source, InputFormat.PKCS12, _friendly(b.friendly_name)) for b in bags)
+        keys = (
+            ()
+            if loaded.key is None
+            else (PoolKey(signing_key(loaded.key, "PKCS#12"), source, InputFormat.PKCS12, bool(password)),)
+        )
+        if not certs and not keys:
+            raise FormatError("PKCS#12: holds no certificate and no key")
+        return Pool(certificates=certs, keys=keys)
+    if passwords:
+        raise PasswordError("wrong password, or not a PKCS#12 file", hint=HINT_PASSWORD)
+    raise PasswordError("PKCS#12: a password is needed", hint=HINT_PASSWORD)
+
+
+def _friendly(name: bytes | None) -> str | None:
+    return None if name is None else name.decode("utf-8", "replace")

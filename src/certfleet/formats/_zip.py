@@ -1,0 +1,144 @@
+"""Zip packages, read in memory only and guarded: nothing inside a zip ever touches the disk.
+
+A zip is hostile until read: member count, inflated sizes (each and in total) and the compression
+ratio are bounded, and the ratio and sizes are checked on the bytes actually inflated, chunk by
+chunk, not only on what the headers claim.
+"""
+
+from __future__ import annotations
+
+import io
+import lzma
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from certfleet.errors import FormatError, LimitError
+from certfleet.formats._common import HINT_DAMAGED, MiB, NothingUsable, damaged
+from certfleet.formats._model import Pool
+
+MAX_MEMBERS = 1000
+MAX_MEMBER_BYTES = 10 * MiB
+MAX_TOTAL_BYTES = 50 * MiB
+MAX_RATIO = 200
+MAX_DEPTH = 1  # a zip inside the zip is read; a zip inside that one is refused
+# the ratio is judged once this much came out of one member: small members cannot be bombs, and a
+# short, repetitive PEM compresses far better than a whole one
+_RATIO_AFTER = 1 * MiB
+_CHUNK = 64 * 1024
+_JUNK_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+_HINT_UNSAFE = "a certificate package never needs this; ask the sender for a clean zip"
+_HINT_BOMB = "this is not a certificate package; unpack it yourself if you trust it"
+
+# (member source, member bytes, depth) -> what the member holds
+ReadMember = Callable[[str, bytes, int], Pool]
+
+
+@dataclass
+class Budget:
+    """Bytes inflated so far, shared by a zip and the zips inside it."""
+
+    inflated: int = 0
+
+
+def is_zip(data: bytes) -> bool:
+    return data[:4] in (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or an empty archive
+
+
+def read_zip(source: str, data: bytes, *, depth: int, budget: Budget, read_member: ReadMember) -> Pool:
+    if depth > MAX_DEPTH:
+        raise LimitError("a zip inside a zip inside a zip; only one level of nesting is read", hint=_HINT_BOMB)
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except NotImplementedError as exc:  # a zip format version newer than zipfile knows
+        raise FormatError("zip: a zip format certfleet cannot read", hint="unzip it and give the files inside") from exc
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+        raise damaged("zip") from exc
+    with archive:
+        members = _members(source, archive)
+        pool = Pool()
+        ignored: list[str] = []
+        for info in members:
+            member = f"{source}!{info.filename}"
+            content = _inflate(archive, info, member, budget)
+            try:
+                pool = pool.merge(read_member(member, content, depth + 1))
+            except NothingUsable:
+                ignored.append(member)  # a README, an invoice, an installation guide
+    if not pool:
+        raise NothingUsable("zip holds no certificate, key, CSR, PKCS#7 or PKCS#12")
+    return Pool(pool.certificates, pool.keys, pool.csrs, pool.ignored + tuple(ignored))
+
+
+def _members(source: str, archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    """The members worth reading, after refusing the whole archive if any member is unsafe."""
+    infos = archive.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise LimitError(f"zip has {len(infos):,} members; at most {MAX_MEMBERS:,} are read", hint=_HINT_BOMB)
+    for info in infos:
+        if _unsafe(info.filename):
+            raise FormatError(
+                "unsafe path in zip (absolute, or with '..'); the whole zip is refused",
+                hint=_HINT_UNSAFE,
+                source=f"{source}!{info.filename}",
+            )
+    wanted: list[zipfile.ZipInfo] = []
+    claimed = 0
+    for info in infos:
+        member = f"{source}!{info.filename}"
+        if info.is_dir() or _junk(info.filename):
+            continue
+        if info.flag_bits & 0x1:
+            raise FormatError(
+                "encrypted zip member; certfleet does not open password-protected zips",
+                hint="unzip it with its password and give certfleet the files inside",
+                source=member,
+            )
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise LimitError(_too_big(MAX_MEMBER_BYTES, "per member"), hint=_HINT_BOMB, source=member)
+        claimed += info.file_size
+        wanted.append(info)
+    if claimed > MAX_TOTAL_BYTES:
+        raise LimitError(_too_big(MAX_TOTAL_BYTES, "in all"), hint=_HINT_BOMB)
+    return wanted
+
+
+def _inflate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, member: str, budget: Budget) -> bytes:
+    out = bytearray()
+    compressed = max(info.compress_size, 1)
+    try:
+        with archive.open(info) as stream:
+            while chunk := stream.read(_CHUNK):
+                out += chunk
+                if len(out) > MAX_MEMBER_BYTES:
+                    raise LimitError(_too_big(MAX_MEMBER_BYTES, "per member"), hint=_HINT_BOMB, source=member)
+                if budget.inflated + len(out) > MAX_TOTAL_BYTES:
+                    raise LimitError(_too_big(MAX_TOTAL_BYTES, "in all"), hint=_HINT_BOMB, source=member)
+                if len(out) > _RATIO_AFTER and len(out) > MAX_RATIO * compressed:
+                    raise LimitError(
+                        f"compression ratio over {MAX_RATIO}:1; refused as a zip bomb", hint=_HINT_BOMB, source=member
+                    )
+    except NotImplementedError as exc:
+        raise FormatError("zip member uses a compression method certfleet cannot read", source=member) from exc
+    # zipfile reports a damaged member in many ways: bad CRC, a negative seek, a short read, ...
+    except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, RuntimeError, ValueError) as exc:
+        raise FormatError("zip member: damaged or cut short", hint=HINT_DAMAGED, source=member) from exc
+    budget.inflated += len(out)
+    return bytes(out)
+
+
+def _too_big(limit: int, scope: str) -> str:
+    return f"inflates to more than {limit // MiB} MiB {scope}; refused as a zip bomb"
+
+
+def _unsafe(name: str) -> bool:
+    path = name.replace("\\", "/")
+    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+        return True
+    return ".." in path.split("/")
+
+
+def _junk(name: str) -> bool:
+    parts = name.replace("\\", "/").split("/")
+    return "__MACOSX" in parts or parts[-1] in _JUNK_FILES or parts[-1].startswith("._")

@@ -1,0 +1,229 @@
+"""Prometheus metrics from the latest check: what ``certfleet watch`` (and the console) expose.
+
+The metrics are built at scrape time from the last :class:`~certfleet.check.CheckReport`, so an
+endpoint that leaves the list, or a problem that is fixed, disappears at once instead of lingering
+as a stale series. Names follow Prometheus conventions: base units (seconds), ``_timestamp_seconds``
+for points in time, ``_total`` for counters, ``_info`` for labels carried by a constant 1.
+
+    certfleet_endpoint_probe_success{target,name,node}            1 when the TLS handshake completed
+    certfleet_endpoint_chain_valid{target,name,node}              1 when a strict client accepts the chain
+    certfleet_endpoint_cert_expiry_timestamp_seconds{...}         the leaf's notAfter, Unix time
+    certfleet_endpoint_cert_expiry_seconds{...}                   seconds the leaf had left when checked
+    certfleet_endpoint_problems{target,name,node,code}            problems found, by code
+    certfleet_endpoint_probe_duration_seconds{...}                connection to chain in hand
+    certfleet_endpoint_tls_info{...,tls_version,cipher}           1
+    certfleet_check_duration_seconds                              the last round, all endpoints
+    certfleet_check_last_run_timestamp_seconds                    when the last round was judged
+    certfleet_check_endpoints{state}                              endpoints ok / warning / failing
+    certfleet_check_runs_total                                    rounds completed
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from certfleet.errors import EnvError, InputError
+
+if TYPE_CHECKING:
+    from certfleet.check import CheckReport, EndpointReport
+
+__all__ = ["CheckMetrics", "MetricsServer", "parse_listen"]
+
+_ENDPOINT_LABELS = ("target", "name", "node")
+
+
+def _labels(endpoint: EndpointReport) -> list[str]:
+    return [str(endpoint.target), endpoint.name, endpoint.target.label or ""]
+
+
+class CheckMetrics(Collector):
+    """A Prometheus collector over the latest check report; register it once, update it each round."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, namespace: str = "certfleet") -> None:
+        self._ns = namespace
+        self._lock = threading.Lock()
+        self._report: CheckReport | None = None
+        self._runs = 0
+        if registry is not None:
+            registry.register(self)
+
+    def update(self, report: CheckReport) -> None:
+        with self._lock:
+            self._report = report
+            self._runs += 1
+
+    def describe(self) -> list[Metric]:
+        return list(self._families(None, 0))
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            report, runs = self._report, self._runs
+        yield from self._families(report, runs)
+
+    @property
+    def has_report(self) -> bool:
+        with self._lock:
+            return self._report is not None
+
+    def _families(self, report: CheckReport | None, runs: int) -> Iterator[Metric]:
+        ns = self._ns
+        success = GaugeMetricFamily(
+            f"{ns}_endpoint_probe_success",
+            "1 when the TLS handshake with the endpoint completed.",
+            labels=_ENDPOINT_LABELS,
+        )
+        valid = GaugeMetricFamily(
+            f"{ns}_endpoint_chain_valid",
+            "1 when a strict client (no intermediate fetching) accepts the chain served for the name.",
+            labels=_ENDPOINT_LABELS,
+        )
+        expiry = GaugeMetricFamily(
+            f"{ns}_endpoint_cert_expiry_timestamp_seconds",
+            "When the served leaf certificate expires (notAfter), as Unix time.",
+            labels=_ENDPOINT_LABELS,
+        )
+        left = GaugeMetricFamily(
+            f"{ns}_endpoint_cert_expiry_seconds",
+            "Seconds the served leaf certificate had left when it was checked (negative once expired).",
+            labels=_ENDPOINT_LABELS,
+        )
+        problems = GaugeMetricFamily(
+            f"{ns}_endpoint_problems",
+            "Problems found at the endpoint, by problem code.",
+            labels=(*_ENDPOINT_LABELS, "code"),
+        )
+        duration = GaugeMetricFamily(
+            f"{ns}_endpoint_probe_duration_seconds",
+            "Time from connecting to having the certificate chain.",
+            labels=_ENDPOINT_LABELS,
+        )
+        tls = GaugeMetricFamily(
+            f"{ns}_endpoint_tls_info",
+            "The TLS version and cipher the endpoint negotiated.",
+            labels=(*_ENDPOINT_LABELS, "tls_version", "cipher"),
+        )
+        round_time = GaugeMetricFamily(f"{ns}_check_duration_seconds", "How long the last round of checks took.")
+        last_run = GaugeMetricFamily(
+            f"{ns}_check_last_run_timestamp_seconds", "When the last round of checks judged the certificates."
+        )
+        states = GaugeMetricFamily(
+            f"{ns}_check_endpoints", "Endpoints in the last round: ok, warning or failing.", labels=("state",)
+        )
+        rounds = CounterMetricFamily(f"{ns}_check_runs", "Rounds of checks completed.")
+        if report is not None:
+            at = report.checked_at.timestamp()
+            for endpoint in report.endpoints:
+                labels = _labels(endpoint)
+                success.add_metric(labels, 1.0 if endpoint.probe.ok else 0.0)
+                valid.add_metric(labels, 1.0 if endpoint.verified else 0.0)
+                duration.add_metric(labels, endpoint.probe.elapsed)
+                if endpoint.chain:
+                    not_after = endpoint.chain[0].not_after.timestamp()
+                    expiry.add_metric(labels, not_after)
+                    left.add_metric(labels, not_after - at)
+                if endpoint.probe.tls_version:
+                    tls.add_metric([*labels, endpoint.probe.tls_version, endpoint.probe.cipher or ""], 1.0)
+                for code, count in sorted(Counter(p.code.value for p in endpoint.problems).items()):
+                    problems.add_metric([*labels, code], float(count))
+            round_time.add_metric([], report.elapsed)
+            last_run.add_metric([], at)
+            for state, count in report.counts().items():
+                states.add_metric([state], float(count))
+        rounds.add_metric([], float(runs))
+        yield from (success, valid, expiry, left, problems, duration, tls, round_time, last_run, states, rounds)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` to listen on; port 0 lets the system choose."""
+    raw = text.strip()
+    if raw.startswith("["):
+        host, bracket, rest = raw[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        ok = bool(bracket and rest.startswith(":"))
+    else:
+        host, colon, port_text = raw.rpartition(":")
+        ok = bool(colon) and ":" not in host
+    if not ok or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise InputError(
+            f"{raw[:80]!r} is not an address to listen on",
+            hint="write host:port, e.g. 127.0.0.1:9109 or [::1]:9109",
+        )
+    return host, int(port_text)
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a scraper that hangs never keeps the process alive
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per scrape on stderr helps nobody
+
+
+class MetricsServer:
+    """``registry`` served over HTTP at ``/metrics`` from a daemon thread.
+
+    ``served_report`` is set once a response holding a check report has been sent in full (what
+    ``watch --once`` waits for before it exits).
+    """
+
+    def __init__(self, listen: str, registry: CollectorRegistry, metrics: CheckMetrics | None = None) -> None:
+        host, port = parse_listen(listen)
+        app = make_wsgi_app(registry)
+        self.served_report = threading.Event()
+
+        def serve(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            had_report = metrics is not None and metrics.has_report
+            body: list[bytes] = app(environ, start_response)
+            return _Closing(body, self.served_report.set if had_report else None)
+
+        try:
+            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+            server_class = type("_FamilyServer", (_Server,), {"address_family": family})
+            self._server: WSGIServer = make_server(
+                host, port, serve, server_class=server_class, handler_class=_QuietHandler
+            )
+        except OSError as exc:
+            raise EnvError(
+                f"cannot listen on {listen}: {exc.strerror or exc}",
+                hint="choose another address or port with --listen, or stop what is using this one",
+            ) from exc
+        self.host = host
+        self.port = int(self._server.server_port)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="certfleet-metrics", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+class _Closing:
+    """A WSGI body that says when the server has written all of it (WSGI calls ``close()`` then)."""
+
+    def __init__(self, body: list[bytes], done: Callable[[], None] | None) -> None:
+        self._body = body
+        self._done = done
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        if self._done is not None:
+            self._done()

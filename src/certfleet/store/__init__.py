@@ -1,0 +1,45 @@
+"""The certfleet store: lineages, versions, nodes, trust anchors, deployments and the audit trail.
+
+SQLite (or PostgreSQL) through SQLAlchemy, schema by Alembic migrations shipped in
+``migrations/``, private keys sealed with AES-GCM. Everything handed out is a frozen value.
+"""
+
+from certfleet.store._base import DEFAULT_KEY_SPEC, check_name, public_key_id
+from certfleet.store._engine import BUSY_ENV, HOME_ENV, URL_ENV, default_home
+from certfleet.store._models import Base
+from certfleet.store._records import (
+    AuditAction,
+    AuditEntry,
+    DeploymentRecord,
+    DeployOutcome,
+    LineageRecord,
+    NodeResult,
+    TrustAnchor,
+    VersionRecord,
+    VersionState,
+)
+from certfleet.store._store import Store
+from certfleet.store._vault import KEY_FILE, PASSPHRASE_ENV
+
+__all__ = [
+    "BUSY_ENV",
+    "DEFAULT_KEY_SPEC",
+    "HOME_ENV",
+    "KEY_FILE",
+    "PASSPHRASE_ENV",
+    "URL_ENV",
+    "AuditAction",
+    "AuditEntry",
+    "Base",
+    "DeployOutcome",
+    "DeploymentRecord",
+    "LineageRecord",
+    "NodeResult",
+    "Store",
+    "TrustAnchor",
+    "VersionRecord",
+    "VersionState",
+    "check_name",
+    "default_home",
+    "public_key_id",
+]

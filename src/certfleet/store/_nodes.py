@@ -1,0 +1,191 @@
+"""Nodes and lineages: who presents a certificate, and which certificate they present."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from certfleet.errors import InputError
+from certfleet.fleet.spec import NodeSpec
+from certfleet.store._base import (
+    MAX_COMMAND,
+    MAX_NAMES,
+    MAX_TARGETS,
+    StoreBase,
+    _check_text,
+    _now,
+    check_name,
+)
+from certfleet.store._models import (
+    LineageRow,
+    NodeRow,
+    TargetRow,
+)
+from certfleet.store._records import (
+    AuditAction,
+    LineageRecord,
+)
+
+__all__ = ["NodesMixin"]
+
+
+class NodesMixin(StoreBase):
+    @staticmethod
+    def _check_node(spec: NodeSpec) -> None:
+        check_name("node", spec.name)
+        if not spec.names:
+            raise InputError(f"node {spec.name} has no names", hint="give at least one --name")
+        if len(spec.names) > MAX_NAMES:
+            raise InputError(f"node {spec.name} has more than {MAX_NAMES} names")
+        if not spec.targets:
+            raise InputError(f"node {spec.name} has no targets", hint="give at least one --target KIND:PATH")
+        if len(spec.targets) > MAX_TARGETS:
+            raise InputError(f"node {spec.name} has more than {MAX_TARGETS} targets")
+        for n in spec.names:
+            _check_text("a name", n, 253)
+        for t in spec.targets:
+            _check_text("a target kind", t.kind, 32)
+            _check_text("a target path", t.path, MAX_COMMAND)
+        _check_text("the transport", spec.transport, 512)
+        _check_text("the test command", spec.test_cmd, MAX_COMMAND)
+        _check_text("the reload command", spec.reload_cmd, MAX_COMMAND)
+        _check_text("the probe", spec.probe, 300)
+
+    @staticmethod
+    def _fill_node(row: NodeRow, spec: NodeSpec) -> None:
+        row.names = list(spec.names)
+        row.transport = spec.transport
+        row.test_cmd = spec.test_cmd
+        row.reload_cmd = spec.reload_cmd
+        row.probe = spec.probe
+        row.options = dict(spec.options)
+        row.targets = [
+            TargetRow(position=i, kind=t.kind, path=t.path, options=dict(t.options)) for i, t in enumerate(spec.targets)
+        ]
+
+    def add_node(self, spec: NodeSpec, *, lineage: str | None = None) -> NodeSpec:
+        """Add a new node (refused when the name is taken), optionally as a member of ``lineage``
+        (created with the default key policy when new)."""
+        self._check_node(spec)
+        with self._db.session(write=True) as s:
+            if s.scalar(select(NodeRow.id).where(NodeRow.name == spec.name)) is not None:
+                raise InputError(
+                    f"node {spec.name} exists",
+                    hint="`certfleet node remove` it first, or change it with `certfleet apply`",
+                )
+            now = _now()
+            row = NodeRow(name=spec.name, created_at=now, updated_at=now)
+            self._fill_node(row, spec)
+            s.add(row)
+            self._audit(s, AuditAction.NODE_ADD, spec.to_dict())
+            if lineage is not None:
+                lin = self._lineage_row(s, lineage, create=True)
+                lin.nodes.append(row)
+                lin.updated_at = _now()
+                self._audit(s, AuditAction.LINEAGE_ATTACH, {"lineage": lineage, "node": spec.name})
+        return spec
+
+    def put_node(self, spec: NodeSpec) -> bool:
+        """Create or replace a node; True when anything changed."""
+        self._check_node(spec)
+        with self._db.session(write=True) as s:
+            row = s.scalar(select(NodeRow).where(NodeRow.name == spec.name).options(selectinload(NodeRow.targets)))
+            now = _now()
+            if row is None:
+                row = NodeRow(name=spec.name, created_at=now, updated_at=now)
+                self._fill_node(row, spec)
+                s.add(row)
+                self._audit(s, AuditAction.NODE_ADD, spec.to_dict())
+                return True
+            if self._spec(row) == spec:
+                return False
+            for t in list(row.targets):
+                s.delete(t)
+            s.flush()
+            self._fill_node(row, spec)
+            row.updated_at = now
+            self._audit(s, AuditAction.NODE_UPDATE, spec.to_dict())
+            return True
+
+    def node(self, name: str) -> NodeSpec:
+        with self._db.session(write=False) as s:
+            return self._spec(self._node_row(s, name))
+
+    def nodes(self, lineage: str | None = None) -> list[NodeSpec]:
+        """Every node sorted by name, or the members of ``lineage``."""
+        with self._db.session(write=False) as s:
+            if lineage is None:
+                rows = s.scalars(select(NodeRow).order_by(NodeRow.name).options(selectinload(NodeRow.targets)))
+                return [self._spec(r) for r in rows]
+            return [self._spec(r) for r in sorted(self._lineage_row(s, lineage).nodes, key=lambda n: n.name)]
+
+    def node_lineages(self, name: str) -> list[str]:
+        with self._db.session(write=False) as s:
+            return [lin.name for lin in self._node_row(s, name).lineages]
+
+    def remove_node(self, name: str) -> None:
+        with self._db.session(write=True) as s:
+            row = self._node_row(s, name)
+            lineages = [lin.name for lin in row.lineages]
+            s.delete(row)
+            self._audit(s, AuditAction.NODE_REMOVE, {"node": name, "lineages": lineages})
+
+    def lineage(self, name: str) -> LineageRecord:
+        with self._db.session(write=False) as s:
+            return self._lineage_record(self._lineage_row(s, name))
+
+    def lineages(self) -> list[LineageRecord]:
+        with self._db.session(write=False) as s:
+            return [self._lineage_record(r) for r in s.scalars(select(LineageRow).order_by(LineageRow.name))]
+
+    def put_lineage(
+        self,
+        name: str,
+        *,
+        key_spec: str | None = None,
+        subject: str | None = None,
+        names: Sequence[str] | None = None,
+        nodes: Sequence[str] | None = None,
+        add_nodes: Sequence[str] = (),
+    ) -> LineageRecord:
+        """Create the lineage or change it. Fields left ``None`` stay as they are; ``nodes`` sets
+        the members exactly, ``add_nodes`` adds members; ``subject=""`` clears the subject."""
+        _check_text("the subject", subject, 1024)
+        if names is not None:
+            if len(names) > MAX_NAMES:
+                raise InputError(f"lineage {name} has more than {MAX_NAMES} names")
+            for n in names:
+                _check_text("a name", n, 253)
+        with self._db.session(write=True) as s:
+            row = self._lineage_row(s, name, create=True)
+            before = self._lineage_record(row).to_dict()
+            if key_spec is not None:
+                row.key_spec = key_spec[:16]
+            if subject is not None:
+                row.subject = subject or None
+            if names is not None:
+                row.names = list(dict.fromkeys(names))
+            if nodes is not None:
+                row.nodes = [self._node_row(s, n) for n in dict.fromkeys(nodes)]
+            for n in add_nodes:
+                node = self._node_row(s, n)
+                if node not in row.nodes:
+                    row.nodes.append(node)
+            after = self._lineage_record(row)
+            changed = {k: v for k, v in after.to_dict().items() if k != "updated_at" and before.get(k) != v}
+            if changed:
+                row.updated_at = _now()
+                self._audit(s, AuditAction.LINEAGE_UPDATE, {"lineage": name, **changed})
+                after = self._lineage_record(row)
+            return after
+
+    def detach(self, lineage: str, node: str) -> None:
+        with self._db.session(write=True) as s:
+            row = self._lineage_row(s, lineage)
+            member = self._node_row(s, node)
+            if member in row.nodes:
+                row.nodes.remove(member)
+                row.updated_at = _now()
+                self._audit(s, AuditAction.LINEAGE_DETACH, {"lineage": lineage, "node": node})

@@ -1,0 +1,203 @@
+"""The store: one object that opens the database and offers a small API of frozen values."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from certfleet.errors import StoreError
+from certfleet.store._base import (
+    _bounded_output,
+    _check_text,
+    _now,
+)
+from certfleet.store._engine import DB_FILE, Database, busy_timeout, database_url, default_home
+from certfleet.store._models import (
+    DeploymentRow,
+    NodeResultRow,
+)
+from certfleet.store._nodes import NodesMixin
+from certfleet.store._records import (
+    AuditAction,
+    DeploymentRecord,
+    NodeResult,
+)
+from certfleet.store._versions import VersionsMixin
+
+__all__ = ["Store"]
+
+
+class Store(NodesMixin, VersionsMixin):
+    """The certfleet store. Open it with :meth:`init` or :meth:`open`; every method is one
+    short transaction and returns frozen values; every change is written to the audit trail."""
+
+    @staticmethod
+    def default_home() -> Path:
+        return default_home()
+
+    @classmethod
+    def init(cls, home: Path | None = None, *, actor: str | None = None) -> Store:
+        """Create the store (folder 0700, database, master key or passphrase salt) or, when it
+        exists, bring its schema up to date and open it; ``created`` tells which."""
+        home = (home or default_home()).expanduser()
+        try:
+            home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            home.chmod(0o700)
+        except OSError as exc:
+            raise StoreError(f"cannot create the certfleet home {home}: {exc.strerror}") from exc
+        url = database_url(home)
+        if url.startswith("sqlite") and url == f"sqlite:///{home / DB_FILE}":
+            # the database holds sealed keys and the passphrase salt: 0600 before SQLite opens it
+            fd = os.open(home / DB_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            os.close(fd)
+        db = Database(url, timeout=busy_timeout())
+        db.upgrade()
+        store = cls(home, db, actor=actor)
+        store.created = store._init_vault()
+        if store.created:
+            store.audit(AuditAction.INIT, {"home": str(home), "keys": store._setting("vault.mode") or ""})
+        return store
+
+    @classmethod
+    def open(cls, home: Path | None = None, *, actor: str | None = None) -> Store:
+        """Open an existing store; migrations newer than its schema are applied first."""
+        home = (home or default_home()).expanduser()
+        url = database_url(home)
+        if url == f"sqlite:///{home / DB_FILE}" and not (home / DB_FILE).is_file():
+            raise StoreError(f"no certfleet store in {home}", hint="run `certfleet init`")
+        db = Database(url, timeout=busy_timeout())
+        current = db.current()
+        if not current:
+            db.dispose()
+            raise StoreError(f"no certfleet store in {home}", hint="run `certfleet init`")
+        if current != db.heads():
+            db.upgrade()
+        store = cls(home, db, actor=actor)
+        if store._setting("vault.mode") is None:
+            raise StoreError(f"the certfleet store in {home} was never finished", hint="run `certfleet init`")
+        return store
+
+    def with_actor(self, actor: str) -> Store:
+        """The same store, recording changes in the name of ``actor`` (the console's account)."""
+        other = Store(self.home, self._db, actor=actor)
+        other._vault = self._vault
+        return other
+
+    def close(self) -> None:
+        self._db.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        return self._db.url
+
+    def schema_revision(self) -> set[str]:
+        return self._db.current()
+
+    def record_deployment(
+        self,
+        lineage: str,
+        version: int,
+        results: Iterable[NodeResult],
+        *,
+        started_at: dt.datetime | None = None,
+    ) -> int:
+        """Keep the outcome of deploying ``version`` of ``lineage``, one result per node; its id."""
+        results = list(results)
+        for r in results:
+            _check_text("a node name", r.node, 64)
+            _check_text("a failed step", r.failed_step, 32)
+        with self._db.session(write=True) as s:
+            lin = self._lineage_row(s, lineage)
+            ver = self._version_row(s, lin, version)
+            now = _now()
+            row = DeploymentRow(
+                lineage_id=lin.id,
+                version_id=ver.id,
+                actor=self.actor,
+                started_at=started_at or min((r.started_at for r in results), default=now),
+                finished_at=max((r.finished_at for r in results), default=now),
+                results=[
+                    NodeResultRow(
+                        node_name=r.node,
+                        outcome=r.outcome,
+                        failed_step=r.failed_step,
+                        output=_bounded_output(r.output),
+                        served_fingerprint=r.served_fingerprint,
+                        started_at=r.started_at,
+                        finished_at=r.finished_at,
+                    )
+                    for r in results
+                ],
+            )
+            s.add(row)
+            s.flush()
+            self._audit(
+                s,
+                AuditAction.DEPLOY,
+                {
+                    "lineage": lineage,
+                    "version": version,
+                    "deployment": row.id,
+                    "nodes": {r.node: r.outcome.value for r in results},
+                },
+            )
+            return row.id
+
+    def deployments(self, lineage: str | None = None, *, limit: int = 50) -> list[DeploymentRecord]:
+        """The newest ``limit`` deployments (of ``lineage``, or of all), newest first."""
+        with self._db.session(write=False) as s:
+            q = (
+                select(DeploymentRow)
+                .order_by(DeploymentRow.id.desc())
+                .limit(max(1, min(limit, 10_000)))
+                .options(
+                    selectinload(DeploymentRow.results),
+                    selectinload(DeploymentRow.lineage),
+                    selectinload(DeploymentRow.version),
+                )
+            )
+            if lineage is not None:
+                q = q.where(DeploymentRow.lineage_id == self._lineage_row(s, lineage).id)
+            return [
+                DeploymentRecord(
+                    id=d.id,
+                    lineage=d.lineage.name,
+                    version=d.version.number,
+                    fingerprint=d.version.fingerprint,
+                    actor=d.actor,
+                    started_at=d.started_at,
+                    finished_at=d.finished_at,
+                    results=tuple(
+                        NodeResult(
+                            node=r.node_name,
+                            outcome=r.outcome,
+                            started_at=r.started_at,
+                            finished_at=r.finished_at,
+                            failed_step=r.failed_step,
+                            output=r.output,
+                            served_fingerprint=r.served_fingerprint,
+                        )
+                        for r in d.results
+                    ),
+                )
+                for d in s.scalars(q)
+            ]
+
+    def last_results(self, lineage: str) -> dict[str, tuple[DeploymentRecord, NodeResult]]:
+        """For each node, its most recent result in a deployment of ``lineage``."""
+        out: dict[str, tuple[DeploymentRecord, NodeResult]] = {}
+        for dep in self.deployments(lineage, limit=500):
+            for r in dep.results:
+                out.setdefault(r.node, (dep, r))
+        return out

@@ -1,0 +1,615 @@
+"""Verification as a strict TLS client sees it: a phone, which never fetches a missing intermediate.
+
+cryptography's ``x509.verification`` (RFC 5280 plus the CA/B Forum profile) gives the verdict.
+When it refuses a chain, certfleet looks again, slowly, to say *why* in plain words; a valid
+chain never pays for that second look.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.verification import PolicyBuilder, Store, Subject, VerificationError
+
+from certfleet.aia import ca_issuers_urls
+from certfleet.certinfo import describe, fingerprint, san_names
+from certfleet.errors import CertfleetError, InputError
+from certfleet.names import coverage, covers, is_ip, is_wildcard, normalize_name
+from certfleet.problems import Problem, ProblemCode, Severity
+from certfleet.trust import TrustStore, is_self_signed, signed_by
+
+__all__ = [
+    "CertPath",
+    "PathEnd",
+    "Verification",
+    "Verifier",
+    "eku_problem",
+    "extension",
+    "find_paths",
+    "label",
+    "parse_name",
+    "validity_problem",
+    "verify_chain",
+]
+
+_E = TypeVar("_E", bound=x509.ExtensionType)
+
+MAX_DEPTH = 8
+_MIN_RSA_BITS = 2048  # certificates in a path, leaf and anchor included; real chains have 3 or 4
+_SEARCH_BUDGET = 512  # issuer look-ups per search, so hostile input cannot blow up
+_MAX_PATHS = 32
+
+
+@dataclass(frozen=True)
+class Verification:
+    valid: bool
+    # the validated path, leaf first, anchor included; when invalid, the best path found
+    chain: tuple[x509.Certificate, ...]
+    problems: tuple[Problem, ...]
+    name: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "valid": self.valid,
+            "name": self.name,
+            "chain": [describe(c).to_dict() for c in self.chain],
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+class PathEnd(StrEnum):
+    TRUSTED = "trusted"  # the last certificate is a trust anchor
+    UNTRUSTED_ROOT = "untrusted-root"  # the last certificate is self-signed and not an anchor
+    MISSING_ISSUER = "missing-issuer"  # no certificate at hand issued the last one
+    TOO_LONG = "too-long"  # the search stopped at MAX_DEPTH
+
+
+@dataclass(frozen=True)
+class CertPath:
+    certs: tuple[x509.Certificate, ...]  # leaf first; the anchor is included when the end is TRUSTED
+    end: PathEnd
+
+    @property
+    def trusted(self) -> bool:
+        return self.end is PathEnd.TRUSTED
+
+
+# --- words ------------------------------------------------------------------------------------
+
+
+def label(name: x509.Name) -> str:
+    """A short, quoted way to name a certificate in a message: its CN, else its whole subject."""
+    try:
+        cns = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+        text = str(cns[0].value) if cns else name.rfc4514_string()
+    except (ValueError, UnicodeError):
+        text = "an undecodable name"
+    text = text or "an empty name"
+    return f"'{text[:100]}'"
+
+
+def _days(n: int) -> str:
+    return "1 day" if n == 1 else f"{n} days"
+
+
+def validity_problem(cert: x509.Certificate, at: dt.datetime, *, prefix: str = "") -> Problem | None:
+    """``expired`` or ``not-yet-valid`` for ``cert`` at ``at``, worded "expired on 2024-06-01, 178 days ago"."""
+    not_after = cert.not_valid_after_utc
+    not_before = cert.not_valid_before_utc
+    if at > not_after:
+        ago = (at - not_after).days
+        when = _days(ago) + " ago" if ago else "less than a day ago"
+        return Problem(
+            ProblemCode.EXPIRED,
+            Severity.ERROR,
+            f"{prefix}expired on {not_after:%Y-%m-%d}, {when}",
+            "renew it, then deploy the new certificate",
+            fingerprint(cert),
+        )
+    if at < not_before:
+        ahead = (not_before - at).days
+        when = "in " + _days(ahead) if ahead else "in less than a day"
+        return Problem(
+            ProblemCode.NOT_YET_VALID,
+            Severity.ERROR,
+            f"{prefix}is not valid until {not_before:%Y-%m-%d}, {when}",
+            "check the clock of this machine, or wait until then",
+            fingerprint(cert),
+        )
+    return None
+
+
+# --- names ------------------------------------------------------------------------------------
+
+
+def parse_name(name: str) -> x509.DNSName | x509.IPAddress:
+    """A name to verify against: an IP address, or a DNS name in its ASCII (A-label) form."""
+    canonical = normalize_name(name)
+    if is_ip(canonical):
+        return x509.IPAddress(ipaddress.ip_address(canonical))
+    if is_wildcard(canonical):
+        raise InputError(f"{name[:80]!r} is a wildcard; a client connects to one name", hint="give a host name or IP")
+    return x509.DNSName(canonical)
+
+
+def _subject_of(leaf: x509.Certificate) -> tuple[str, x509.DNSName | x509.IPAddress] | None:
+    """The name to check when none is given: the leaf's first DNS name, else its first IP address."""
+    dns, ips = san_names(leaf)
+    for value in dns:
+        # a wildcard stands for any one label; check it as such a name
+        probe = "certfleet-check" + value[1:] if value.startswith("*.") else value
+        try:
+            return value, parse_name(probe)
+        except InputError:
+            continue
+    if ips:
+        return ips[0], x509.IPAddress(ipaddress.ip_address(ips[0]))
+    return None
+
+
+def _name_problem(leaf: x509.Certificate, name: str) -> Problem | None:
+    try:
+        missing = coverage(leaf, [name]).missing
+    except CertfleetError:  # a hostile certificate with thousands of names
+        return None
+    if not missing:
+        return None
+    return Problem(
+        ProblemCode.NAME_MISMATCH,
+        Severity.ERROR,
+        missing[0].reason,
+        "reissue the certificate with this name among its subjectAltNames",
+        fingerprint(leaf),
+    )
+
+
+def _no_san_problem(leaf: x509.Certificate) -> Problem:
+    return Problem(
+        ProblemCode.NO_SAN,
+        Severity.ERROR,
+        "the certificate names no DNS name or IP address (no subjectAltName); clients ignore the common name",
+        "reissue it with every name in the subjectAltName extension",
+        fingerprint(leaf),
+    )
+
+
+# --- paths ------------------------------------------------------------------------------------
+
+
+def _key_id(cert: x509.Certificate) -> tuple[bytes, bytes] | None:
+    try:
+        spki = cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    except (ValueError, TypeError):
+        return None
+    return cert.subject.public_bytes(), spki
+
+
+def extension(cert: x509.Certificate, kind: type[_E]) -> _E | None:
+    """The extension ``kind`` of ``cert``, or None when it is absent or does not parse.
+
+    Hostile certificates break extension parsing in many ways (duplicates, malformed name
+    constraints); for certfleet's explanations a broken extension is an absent one.
+    """
+    try:
+        return cert.extensions.get_extension_for_class(kind).value
+    except (x509.ExtensionNotFound, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, ValueError, TypeError):
+        return None
+
+
+def _aki(cert: x509.Certificate) -> bytes | None:
+    aki = extension(cert, x509.AuthorityKeyIdentifier)
+    return aki.key_identifier if aki is not None else None
+
+
+def _ski(cert: x509.Certificate) -> bytes | None:
+    ski = extension(cert, x509.SubjectKeyIdentifier)
+    return ski.digest if ski is not None else None
+
+
+def _valid_at(cert: x509.Certificate, at: dt.datetime | None) -> bool:
+    return at is None or cert.not_valid_before_utc <= at <= cert.not_valid_after_utc
+
+
+def find_paths(
+    leaf: x509.Certificate,
+    pool: Sequence[x509.Certificate],
+    trust: TrustStore,
+    *,
+    at: dt.datetime | None = None,
+    max_depth: int = MAX_DEPTH,
+) -> list[CertPath]:
+    """Every path up from ``leaf`` through ``pool`` towards ``trust``, best first (bounded search).
+
+    Issuers are proven by signature, not by name; AKI/SKI only orders the candidates. Best is a
+    path that ends at an anchor, then one whose certificates are all valid at ``at``, then the
+    shorter; among paths that end nowhere, the one that got furthest.
+    """
+    by_subject: dict[bytes, list[x509.Certificate]] = {}
+    seen_der: set[bytes] = set()
+    for cert in pool:
+        der = cert.public_bytes(serialization.Encoding.DER)
+        if der not in seen_der:
+            seen_der.add(der)
+            by_subject.setdefault(cert.subject.public_bytes(), []).append(cert)
+
+    budget = _SEARCH_BUDGET
+    signed: dict[tuple[int, int], bool] = {}
+    paths: list[CertPath] = []
+
+    def issuers(cert: x509.Certificate) -> list[tuple[x509.Certificate, bool]]:
+        nonlocal budget
+        budget -= 1
+        aki = _aki(cert)
+        found: list[tuple[x509.Certificate, bool]] = [(a, True) for a in trust.issuers_of(cert)]
+        for cand in by_subject.get(cert.issuer.public_bytes(), ()):
+            key = (id(cert), id(cand))
+            if key not in signed:
+                signed[key] = signed_by(cert, cand)
+            if signed[key]:
+                found.append((cand, trust.contains(cand)))
+        # anchors first, then a matching key identifier, then those valid now
+        found.sort(key=lambda item: (not item[1], aki is not None and _ski(item[0]) != aki, not _valid_at(item[0], at)))
+        return found
+
+    def walk(path: list[x509.Certificate], keys: set[tuple[bytes, bytes] | None]) -> None:
+        if len(paths) >= _MAX_PATHS:
+            return
+        cert = path[-1]
+        if trust.contains(cert):
+            paths.append(CertPath(tuple(path), PathEnd.TRUSTED))
+            return
+        if is_self_signed(cert):
+            paths.append(CertPath(tuple(path), PathEnd.UNTRUSTED_ROOT))
+            return
+        if len(path) >= max_depth or budget <= 0:
+            paths.append(CertPath(tuple(path), PathEnd.TOO_LONG))
+            return
+        next_steps = [(c, anchor) for c, anchor in issuers(cert) if _key_id(c) not in keys]
+        if not next_steps:
+            paths.append(CertPath(tuple(path), PathEnd.MISSING_ISSUER))
+            return
+        for issuer, is_anchor in next_steps:
+            if is_anchor:
+                paths.append(CertPath((*path, issuer), PathEnd.TRUSTED))
+            else:
+                walk([*path, issuer], keys | {_key_id(issuer)})
+            if len(paths) >= _MAX_PATHS:
+                return
+
+    walk([leaf], {_key_id(leaf)})
+    rank = {PathEnd.TRUSTED: 0, PathEnd.UNTRUSTED_ROOT: 1, PathEnd.MISSING_ISSUER: 2, PathEnd.TOO_LONG: 3}
+
+    def order(p: CertPath) -> tuple[int, bool, int]:
+        length = len(p.certs) if p.trusted else -len(p.certs)
+        return rank[p.end], not all(_valid_at(c, at) for c in p.certs), length
+
+    return sorted(paths, key=order)
+
+
+# --- verification -----------------------------------------------------------------------------
+
+
+def _eku_lacks_server_auth(cert: x509.Certificate) -> list[str] | None:
+    """The EKUs of ``cert`` when they exclude serverAuth (None when they allow it or are absent)."""
+    eku = extension(cert, x509.ExtendedKeyUsage)
+    if eku is None:
+        return None
+    oids = list(eku)
+    if ExtendedKeyUsageOID.SERVER_AUTH in oids or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in oids:
+        return None
+    return [o._name if o._name != "Unknown OID" else o.dotted_string for o in oids]
+
+
+def eku_problem(cert: x509.Certificate, *, prefix: str = "") -> Problem | None:
+    """``missing-server-auth`` when ``cert`` has an extended key usage without serverAuth."""
+    allowed = _eku_lacks_server_auth(cert)
+    if allowed is None:
+        return None
+    return Problem(
+        ProblemCode.MISSING_SERVER_AUTH,
+        Severity.ERROR,
+        f"{prefix}extended key usage lacks serverAuth (it allows: {', '.join(allowed) or 'nothing'})",
+        "reissue it as a TLS server certificate (extended key usage serverAuth)",
+        fingerprint(cert),
+    )
+
+
+_PATH_CODES = frozenset(
+    {ProblemCode.INCOMPLETE_CHAIN, ProblemCode.UNTRUSTED, ProblemCode.SELF_SIGNED, ProblemCode.INVALID}
+)
+# fragments of cryptography's refusals, and the codes of certfleet's findings that explain them
+_EXPLAINED_BY: tuple[tuple[str, frozenset[ProblemCode]], ...] = (
+    ("not valid at validation time", frozenset({ProblemCode.EXPIRED, ProblemCode.NOT_YET_VALID})),
+    ("subjectAltName", frozenset({ProblemCode.NAME_MISMATCH, ProblemCode.NO_SAN})),
+    ("EKU", frozenset({ProblemCode.MISSING_SERVER_AUTH})),
+    ("no interior errors", _PATH_CODES),
+    ("signature does not match", _PATH_CODES),
+)
+_PROCESSING = re.compile(r" \(encountered processing <Certificate\(subject=<Name\((.*?)\)>, \.\.\.\)>\)")
+
+
+def _explained(reason: str, problems: Sequence[Problem]) -> bool:
+    codes = {p.code for p in problems}
+    for fragment, codes_that_explain in _EXPLAINED_BY:
+        if fragment in reason:
+            return bool(codes & codes_that_explain)
+    return False
+
+
+def _plain(reason: str) -> str:
+    """cryptography's message without its prefix and Python reprs, bounded."""
+    text = reason.removeprefix("validation failed: ")
+    text = _PROCESSING.sub(lambda m: f" (at {m.group(1)[:100]})", text)
+    return text[:300]
+
+
+_PHONE_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
+
+
+def _phone_rules(leaf: x509.Certificate, subject: x509.DNSName | x509.IPAddress | None) -> list[Problem]:
+    """What phones refuse beyond cryptography's policy, checked on a leaf it accepted.
+
+    Apple's platforms (since iOS 13 and macOS 10.15) require serverAuth in an extended key usage
+    and RSA keys of at least 2048 bits in TLS server certificates; browsers and Apple refuse a
+    wildcard over a public suffix (``*.com``). Cheap checks first: this runs for every leaf.
+    """
+    problems: list[Problem] = []
+    eku = extension(leaf, x509.ExtendedKeyUsage)
+    lacking = eku_problem(leaf, prefix="the certificate's ") if eku is not None else None
+    if lacking is not None:
+        problems.append(lacking)
+    elif eku is None or ExtendedKeyUsageOID.SERVER_AUTH not in list(eku):
+        what = (
+            "has no extended key usage" if eku is None else "allows any extended key usage but not serverAuth by name"
+        )
+        problems.append(
+            Problem(
+                ProblemCode.MISSING_SERVER_AUTH,
+                Severity.ERROR,
+                f"the certificate {what}; iPhones and Macs refuse it for a server",
+                "have it reissued as a TLS server certificate (extended key usage serverAuth)",
+                fingerprint(leaf),
+            )
+        )
+    try:
+        key = leaf.public_key()
+    except (ValueError, TypeError):
+        key = None
+    weak = None
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < _MIN_RSA_BITS:
+            weak = f"is RSA {key.key_size} bits; phones require at least {_MIN_RSA_BITS}"
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in _PHONE_CURVES:
+            weak = f"is on the curve {key.curve.name}; phones accept P-256, P-384 and P-521"
+    else:
+        weak = "is of a kind (DSA, Ed25519, ...) that phones do not accept in a server certificate"
+    if weak is not None:
+        problems.append(
+            Problem(
+                ProblemCode.WEAK_KEY,
+                Severity.ERROR,
+                f"the certificate's key {weak}",
+                "make a new key (ec:p256 or rsa:2048) and have the certificate reissued",
+                fingerprint(leaf),
+            )
+        )
+    if isinstance(subject, x509.DNSName):
+        dns, _ = san_names(leaf)
+        if any(n.startswith("*.") for n in dns) and not any(covers(n, subject.value) for n in dns):
+            problem = _name_problem(leaf, subject.value)
+            if problem is not None:
+                problems.append(problem)
+    return problems
+
+
+class Verifier:
+    """Verifies many leaves against one trust store and one set of intermediates, built once."""
+
+    def __init__(
+        self,
+        trust: TrustStore,
+        untrusted: Sequence[x509.Certificate] = (),
+        *,
+        at: dt.datetime,
+        max_depth: int | None = None,
+    ) -> None:
+        if at.tzinfo is None:
+            raise ValueError("at must be timezone-aware")
+        self.trust = trust
+        self.at = at.astimezone(dt.UTC)
+        self.untrusted = list(untrusted)
+        self.max_depth = max_depth
+        self._builder: PolicyBuilder | None = None
+        if trust.certs:
+            builder = PolicyBuilder().store(Store(list(trust.certs))).time(self.at)
+            self._builder = builder.max_chain_depth(max_depth) if max_depth is not None else builder
+
+    def verify(self, leaf: x509.Certificate, name: str | None = None) -> Verification:
+        """Verify ``leaf`` for ``name`` (DNS or IP; None: the leaf's own first name)."""
+        subject: Subject
+        if name is not None:
+            subject = parse_name(name)
+            shown: str | None = str(subject.value)
+        else:
+            own = _subject_of(leaf)
+            if own is None:
+                return self._explain(leaf, None, None, None)
+            shown, subject = own
+        if self._builder is None:
+            return self._explain(leaf, subject, shown, None)
+        try:
+            chain = self._builder.build_server_verifier(subject).verify(leaf, self.untrusted)
+        except VerificationError as exc:
+            return self._explain(leaf, subject, shown, str(exc))
+        refusals = _phone_rules(leaf, subject)
+        return Verification(valid=not refusals, chain=tuple(chain), problems=tuple(refusals), name=shown)
+
+    def _explain(
+        self,
+        leaf: x509.Certificate,
+        subject: x509.DNSName | x509.IPAddress | None,
+        shown: str | None,
+        reason: str | None,
+    ) -> Verification:
+        """Why a strict client refuses ``leaf``: precise problems from certfleet's own checks.
+
+        ``reason`` is cryptography's message; it is reported as well unless those checks explain it.
+        """
+        problems: list[Problem] = []
+        path = self._best_path(leaf)
+
+        def add(problem: Problem | None) -> None:
+            if problem is not None and problem not in problems:
+                problems.append(problem)
+
+        add(validity_problem(leaf, self.at))
+        self_signed = is_self_signed(leaf) and not self.trust.contains(leaf)
+        if self_signed:
+            add(
+                Problem(
+                    ProblemCode.SELF_SIGNED,
+                    Severity.ERROR,
+                    "the certificate is self-signed: no client trusts it unless told to",
+                    "have a CA sign it, or give it to the clients (and to certfleet with --trust)",
+                    fingerprint(leaf),
+                )
+            )
+        if subject is None:
+            add(_no_san_problem(leaf))
+        else:
+            dns, ips = san_names(leaf)
+            add(_no_san_problem(leaf) if not dns and not ips else _name_problem(leaf, str(subject.value)))
+        for problem in _phone_rules(leaf, subject):
+            add(problem)
+
+        if not self_signed:
+            for problem in self._path_problems(path):
+                add(problem)
+        if (reason is not None and not _explained(reason, problems)) or not problems:
+            add(
+                Problem(
+                    ProblemCode.INVALID,
+                    Severity.ERROR,
+                    f"a strict client refuses this chain: {_plain(reason or 'no path to a trusted root')}",
+                    "check the chain with `certfleet chain`, or ask the CA",
+                    fingerprint(leaf),
+                )
+            )
+        return Verification(valid=False, chain=path.certs, problems=tuple(problems), name=shown)
+
+    def _best_path(self, leaf: x509.Certificate) -> CertPath:
+        # max_depth counts intermediates; a path also holds the leaf and the anchor
+        depth = self.max_depth + 2 if self.max_depth is not None else MAX_DEPTH
+        paths = find_paths(leaf, self.untrusted, self.trust, at=self.at, max_depth=min(depth, MAX_DEPTH))
+        return paths[0] if paths else CertPath((leaf,), PathEnd.MISSING_ISSUER)
+
+    def _path_problems(self, path: CertPath) -> list[Problem]:
+        problems: list[Problem] = []
+        last = path.certs[-1]
+        if path.end is PathEnd.MISSING_ISSUER:
+            named = bool(self.trust.named(last.issuer)) or any(c.subject == last.issuer for c in self.untrusted)
+            if named:
+                problems.append(
+                    Problem(
+                        ProblemCode.INVALID,
+                        Severity.ERROR,
+                        f"{label(last.subject)} names {label(last.issuer)} as its issuer, "
+                        "but no certificate of that name here signed it",
+                        "get the intermediate that matches this certificate from the CA",
+                        fingerprint(last),
+                    )
+                )
+            elif last is path.certs[0] or ca_issuers_urls(last):
+                # a leaf's issuer, or one the CA publishes: an intermediate left out of the bundle
+                what = "intermediate" if last is path.certs[0] else "certificate"
+                problems.append(
+                    Problem(
+                        ProblemCode.INCOMPLETE_CHAIN,
+                        Severity.ERROR,
+                        f"the {what} {label(last.issuer)} that issued {label(last.subject)} is missing; "
+                        "a phone will refuse this chain",
+                        "add the CA's intermediate bundle, or let `certfleet chain` fetch it",
+                        fingerprint(last),
+                    )
+                )
+            else:
+                problems.append(
+                    Problem(
+                        ProblemCode.UNTRUSTED,
+                        Severity.ERROR,
+                        f"the chain ends at {label(last.subject)}, issued by {label(last.issuer)}, "
+                        f"which is not among the trusted roots ({self.trust.source})",
+                        "if this is your own CA, give its root with --trust; else add the CA's intermediate bundle",
+                        fingerprint(last),
+                    )
+                )
+        elif path.end is PathEnd.UNTRUSTED_ROOT:
+            problems.append(
+                Problem(
+                    ProblemCode.UNTRUSTED,
+                    Severity.ERROR,
+                    f"the chain ends at the root {label(last.subject)}, which is not among the trusted roots "
+                    f"({self.trust.source})",
+                    "if this is your own CA, give its root with --trust (and install it on the clients)",
+                    fingerprint(last),
+                )
+            )
+        elif path.end is PathEnd.TOO_LONG:
+            problems.append(
+                Problem(
+                    ProblemCode.INVALID,
+                    Severity.ERROR,
+                    f"no path to a trusted root with at most {self.max_depth} intermediates"
+                    if self.max_depth is not None and len(path.certs) >= self.max_depth + 2
+                    else f"no path to a trusted root within {len(path.certs)} certificates",
+                    "check the chain with `certfleet chain`",
+                    fingerprint(path.certs[0]),
+                )
+            )
+        elif self.max_depth is not None and len(path.certs) - 2 > self.max_depth:
+            problems.append(
+                Problem(
+                    ProblemCode.INVALID,
+                    Severity.ERROR,
+                    f"the chain has {len(path.certs) - 2} intermediates, more than the {self.max_depth} allowed",
+                    "use a shorter chain",
+                    fingerprint(path.certs[0]),
+                )
+            )
+        for index, cert in enumerate(path.certs[1:], start=1):
+            anchor = path.trusted and index == len(path.certs) - 1
+            prefix = f"the {'root' if anchor else 'intermediate'} {label(cert.subject)} "
+            found = [validity_problem(cert, self.at, prefix=prefix)]
+            if not anchor:  # an anchor is trusted as a name and a key, whatever usages it lists
+                found.append(eku_problem(cert, prefix=prefix))
+            problems.extend(p for p in found if p is not None)
+        return problems
+
+
+def verify_chain(
+    leaf: x509.Certificate,
+    untrusted: Sequence[x509.Certificate],
+    trust: TrustStore,
+    *,
+    name: str | None = None,
+    at: dt.datetime,
+    max_depth: int | None = None,
+) -> Verification:
+    """Verify ``leaf`` with the ``untrusted`` intermediates against ``trust``, for ``name`` at ``at``.
+
+    Never fetches anything. ``name`` None checks the leaf's own first DNS name (or IP address).
+    """
+    return Verifier(trust, untrusted, at=at, max_depth=max_depth).verify(leaf, name)

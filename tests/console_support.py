@@ -1,0 +1,198 @@
+"""What the console tests share: an app over a fresh store with a clock the test turns, logging in,
+and ``certfleet serve`` as a real process on a free loopback port."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from certfleet.console.app import ConsoleSettings, create_app
+from certfleet.console.service import Console
+from certfleet.store import Store
+
+PASSWORD = "correct horse battery staple"
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class Clock:
+    """A clock the test moves by hand (sessions, links and backoff expire without waiting)."""
+
+    def __init__(self) -> None:
+        self.now = dt.datetime.now(dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += dt.timedelta(**delta)
+
+
+@dataclass
+class ConsoleEnv:
+    home: Path
+    store: Store
+    app: FastAPI
+    clock: Clock
+    client: TestClient
+    responses: list[bytes] = field(default_factory=list)
+
+    @property
+    def console(self) -> Console:
+        console: Console = self.app.state.console
+        return console
+
+    def new_client(self) -> TestClient:
+        return TestClient(self.app, base_url="https://testserver", follow_redirects=False)
+
+
+def make_env(home: Path, *, settings: ConsoleSettings | None = None) -> ConsoleEnv:
+    store = Store.init(home)
+    clock = Clock()
+    app = create_app(store, settings=settings or ConsoleSettings(probe_timeout=2.0), clock=clock)
+    client = TestClient(app, base_url="https://testserver", follow_redirects=False)
+    return ConsoleEnv(home, store, app, clock, client)
+
+
+def csrf_of(html: str) -> str:
+    found = _CSRF.search(html)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+def create_admin(env: ConsoleEnv, username: str = "admin", password: str = PASSWORD) -> None:
+    token = env.console.accounts.new_setup_token()
+    client = env.new_client()
+    page = client.get(f"/setup/{token}")
+    assert page.status_code == 200
+    r = client.post(
+        f"/setup/{token}",
+        data={"csrf_token": csrf_of(page.text), "username": username, "password": password, "password2": password},
+    )
+    assert r.status_code == 303, r.text
+
+
+def login(client: TestClient, username: str = "admin", password: str = PASSWORD) -> Any:
+    page = client.get("/login")
+    return client.post(
+        "/login", data={"csrf_token": csrf_of(page.text), "username": username, "password": password}
+    )
+
+
+def logged_in(env: ConsoleEnv) -> str:
+    """Log the env's client in as admin (creating the account first); returns the CSRF token."""
+    if not env.console.accounts.has_accounts():
+        create_admin(env)
+    r = login(env.client)
+    assert r.status_code == 303, r.text
+    return csrf_of(env.client.get("/tokens").text)
+
+
+# -- certfleet serve as a real process ----------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Served:
+    port: int
+    home: Path
+    proc: subprocess.Popen[bytes]
+    out_path: Path
+    err_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def out(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def err(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def setup_url(self) -> str | None:
+        found = re.search(r"(https://\S+/setup/\S+)", self.out())
+        return found.group(1) if found else None
+
+    def fingerprint(self) -> str | None:
+        found = re.search(r"SHA-256 fingerprint: ([0-9A-F:]+)", self.out())
+        return found.group(1).replace(":", "").lower() if found else None
+
+
+@contextmanager
+def serve(home: Path, *args: str, env: dict[str, str] | None = None, startup: float = 60.0) -> Iterator[Served]:
+    """Run ``certfleet serve`` on a free 127.0.0.1 port until the block ends."""
+    port = free_port()
+    out_path, err_path = home.parent / f"serve-{port}.out", home.parent / f"serve-{port}.err"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "certfleet", "serve", "--bind", "127.0.0.1", "--port", str(port), *args],
+            stdout=out,
+            stderr=err,
+            env={**os.environ, "CERTFLEET_HOME": str(home), "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+    served = Served(port, home, proc, out_path, err_path)
+    try:
+        deadline = time.monotonic() + startup
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"certfleet serve exited with {proc.returncode}:\n{served.out()}\n{served.err()}")
+            if "certfleet console on" in served.out() and _accepts(port):
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"certfleet serve did not start:\n{served.out()}\n{served.err()}")
+            time.sleep(0.1)
+        yield served
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def served_chain(port: int, server_name: str | None = None, **kw: Any) -> list[x509.Certificate]:
+    """The certificates the server sends (leaf first), with no verification at all."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    for k, v in kw.items():
+        setattr(ctx, k, v)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname=server_name) as tls,
+    ):
+        # CPython 3.11 has the chain as sent only on the private SSL object
+        ders = [c.public_bytes(ssl._ssl.ENCODING_DER) for c in tls._sslobj.get_unverified_chain()]  # type: ignore[attr-defined]
+    return [x509.load_der_x509_certificate(d) for d in ders]

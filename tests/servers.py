@@ -1,0 +1,347 @@
+"""Real servers for tests: nginx, Apache httpd, HAProxy and OpenSSH's sshd on loopback.
+
+Each server runs as the current user with its configuration, pid file and error log in a folder
+the test owns (``tmp_path``), listens on a port chosen free at run time, and is always stopped
+when its ``with`` block (or the fixture around it) ends. A TLS server names the certificate and
+key files it serves; certfleet's ``live/`` paths are the usual choice, so a deploy followed by
+``reload_cmd`` changes what the server presents.
+
+    with NginxServer(tmp_path / "nginx", cert=live / "fullchain.pem", key=live / "privkey.pem") as web:
+        ... web.port, web.reload_cmd, web.test_cmd, web.probe ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+__all__ = [
+    "ApacheServer",
+    "HAProxyServer",
+    "NginxServer",
+    "Server",
+    "SshServer",
+    "free_port",
+    "wait_for_port",
+]
+
+APACHE_MODULES = Path("/usr/lib/apache2/modules")
+START_TIMEOUT = 30.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the kernel's choice)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(
+    host: str, port: int, *, timeout: float = START_TIMEOUT, alive: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Return once ``host:port`` accepts connections; raise if it never does or ``alive`` exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if alive is not None and alive.poll() is not None:
+            raise RuntimeError(f"server exited with status {alive.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on {host}:{port} after {timeout:g} s") from None
+            time.sleep(0.05)
+
+
+def _sh(*argv: str | Path) -> str:
+    return shlex.join(str(a) for a in argv)
+
+
+class Server:
+    """One server process in ``workdir``; a context manager that always stops it."""
+
+    name = "server"
+
+    def __init__(self, workdir: Path, *, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.workdir = workdir
+        self.host = host
+        self.port = port or free_port(host)
+        self.proc: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log = workdir / f"{self.name}.log"
+
+    @property
+    def probe(self) -> str:
+        """``host:port`` as a node's probe endpoint."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        argv = self.command()
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(self.host, self.port, alive=self.proc)
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start: {exc}\n{self.errors()}") from None
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+        self.proc = None
+
+    def errors(self) -> str:
+        """What the server logged, for a failing test's message."""
+        parts = []
+        for path in sorted(self.workdir.glob("*.log")):
+            with contextlib.suppress(OSError):
+                parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}")
+        return "\n".join(parts)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class NginxServer(Server):
+    """nginx in the foreground (``daemon off``), one worker; reload with ``nginx -s reload``."""
+
+    name = "nginx"
+
+    def __init__(
+        self, workdir: Path, *, cert: Path, key: Path, port: int | None = None, host: str = "127.0.0.1"
+    ) -> None:
+        super().__init__(workdir, port=port, host=host)
+        self.conf = workdir / "nginx.conf"
+        self.error_log = workdir / "nginx-error.log"
+        listen = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        temp = "\n".join(
+            f"  {kind}_temp_path {workdir / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        self.conf.write_text(
+            f"""worker_processes 1;
+daemon off;
+pid {workdir / "nginx.pid"};
+error_log {self.error_log} warn;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+{temp}
+  server {{
+    listen {listen} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    return 200 "ok\\n";
+  }}
+}}
+"""
+        )
+
+    def _base(self) -> list[str]:
+        return ["nginx", "-p", str(self.workdir), "-c", str(self.conf), "-e", str(self.error_log)]
+
+    def command(self) -> list[str]:
+        return self._base()
+
+    @property
+    def reload_cmd(self) -> str:
+        return _sh(*self._base(), "-s", "reload")
+
+    @property
+    def test_cmd(self) -> str:
+        return _sh(*self._base(), "-t", "-q")
+
+
+class ApacheServer(Server):
+    """Apache httpd (Debian's ``apache2``) with mod_ssl, in the foreground; ``-k graceful`` reloads."""
+
+    name = "apache"
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        cert: Path,
+        key: Path,
+        chain: Path | None = None,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        super().__init__(workdir, port=port, host=host)
+        self.conf = workdir / "httpd.conf"
+        listen = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        modules = "\n".join(
+            f"LoadModule {name}_module {APACHE_MODULES / f'mod_{name}.so'}"
+            for name in ("mpm_event", "authz_core", "unixd", "socache_shmcb", "ssl")
+            if name != "unixd" or (APACHE_MODULES / "mod_unixd.so").exists()
+        )
+        chain_line = f"  SSLCertificateChainFile {chain}" if chain else ""
+        # as root, httpd's children drop to an unprivileged user; as anyone else they stay as is
+        user = "User nobody\nGroup nogroup" if os.geteuid() == 0 else ""
+        self.conf.write_text(
+            f"""ServerRoot {workdir}
+ServerName localhost
+Listen {listen}
+PidFile {workdir / "httpd.pid"}
+DefaultRuntimeDir {workdir}
+ErrorLog {workdir / "httpd-error.log"}
+LogLevel warn
+{modules}
+{user}
+ServerLimit 1
+StartServers 1
+ThreadsPerChild 8
+MinSpareThreads 1
+MaxSpareThreads 8
+MaxRequestWorkers 8
+DocumentRoot {workdir}
+SSLSessionCache none
+<VirtualHost {listen}>
+  SSLEngine on
+  SSLCertificateFile {cert}
+  SSLCertificateKeyFile {key}
+{chain_line}
+</VirtualHost>
+"""
+        )
+
+    def command(self) -> list[str]:
+        return ["apache2", "-f", str(self.conf), "-DFOREGROUND"]
+
+    @property
+    def reload_cmd(self) -> str:
+        return _sh("apache2", "-f", self.conf, "-k", "graceful")
+
+    @property
+    def test_cmd(self) -> str:
+        return _sh("apache2", "-f", self.conf, "-t")
+
+
+class HAProxyServer(Server):
+    """HAProxy in master-worker mode in the foreground; SIGUSR2 to the master reloads it."""
+
+    name = "haproxy"
+
+    def __init__(self, workdir: Path, *, combined: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+        super().__init__(workdir, port=port, host=host)
+        self.conf = workdir / "haproxy.cfg"
+        self.pidfile = workdir / "haproxy.pid"
+        bind = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        self.conf.write_text(
+            f"""global
+  log stderr format short local0 notice
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 10s
+  timeout server 10s
+frontend fe
+  bind {bind} ssl crt {combined}
+  http-request return status 200 content-type text/plain string ok
+"""
+        )
+
+    def command(self) -> list[str]:
+        return ["haproxy", "-W", "-f", str(self.conf), "-p", str(self.pidfile)]
+
+    @property
+    def reload_cmd(self) -> str:
+        return f"kill -USR2 $(cat {shlex.quote(str(self.pidfile))})"
+
+    @property
+    def test_cmd(self) -> str:
+        return _sh("haproxy", "-c", "-q", "-f", self.conf)
+
+    def stop(self) -> None:
+        # the master stops its workers on SIGTERM; SIGUSR1 would wait for connections to drain
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        super().stop()
+
+
+class SshServer(Server):
+    """OpenSSH's sshd on loopback: a generated host key, a generated user key, SFTP enabled.
+
+    ``url`` and ``options`` are what a node's transport needs; ``known_hosts`` lists this
+    server's host key (``unknown_hosts`` a file that does not).
+    """
+
+    name = "sshd"
+
+    def __init__(self, workdir: Path, *, port: int | None = None, host: str = "127.0.0.1") -> None:
+        super().__init__(workdir, port=port, host=host)
+        self.user = getpass.getuser()
+        self.host_key = workdir / "ssh_host_ed25519_key"
+        self.user_key = workdir / "id_ed25519"
+        self.authorized_keys = workdir / "authorized_keys"
+        self.known_hosts = workdir / "known_hosts"
+        self.unknown_hosts = workdir / "known_hosts_other"
+        self.conf = workdir / "sshd_config"
+        for path in (self.host_key, self.user_key, workdir / "other_host_key"):
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "certfleet-test", "-f", str(path)],
+                check=True,
+                capture_output=True,
+            )
+        shutil.copyfile(self.user_key.with_suffix(".pub"), self.authorized_keys)
+        hostport = f"[{host}]:{self.port}"
+        host_pub = self.host_key.with_suffix(".pub").read_text().split()
+        other_pub = (workdir / "other_host_key.pub").read_text().split()
+        self.known_hosts.write_text(f"{hostport} {host_pub[0]} {host_pub[1]}\n")
+        self.unknown_hosts.write_text(f"{hostport} {other_pub[0]} {other_pub[1]}\n")
+        sftp = "/usr/lib/openssh/sftp-server"
+        self.conf.write_text(
+            f"""ListenAddress {host}
+Port {self.port}
+HostKey {self.host_key}
+PidFile {workdir / "sshd.pid"}
+AuthorizedKeysFile {self.authorized_keys}
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+Subsystem sftp {sftp if Path(sftp).exists() else "internal-sftp"}
+LogLevel ERROR
+"""
+        )
+
+    def command(self) -> list[str]:
+        # sshd refuses to start without its privilege-separation folder
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        return ["/usr/sbin/sshd", "-D", "-e", "-f", str(self.conf)]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ssh://{self.user}@{host}:{self.port}"
+
+    @property
+    def options(self) -> dict[str, str]:
+        return {"known_hosts": str(self.known_hosts), "identity": str(self.user_key)}

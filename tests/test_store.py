@@ -1,0 +1,451 @@
+"""The store: opening, sealing keys, records, history, and what two processes at once do to it."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from certfleet.errors import InputError, StoreError
+from certfleet.fleet.spec import NodeSpec, TargetSpec
+from certfleet.store import (
+    KEY_FILE,
+    PASSPHRASE_ENV,
+    AuditAction,
+    DeployOutcome,
+    NodeResult,
+    Store,
+    VersionState,
+    default_home,
+    public_key_id,
+)
+from certfleet.testing import TestCA, make_key
+
+UTC = dt.UTC
+
+
+def _csr(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, *names: str) -> x509.CertificateSigningRequest:
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, names[0])]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _node(name: str, *names: str, path: str = "/srv/tls") -> NodeSpec:
+    return NodeSpec(name=name, names=names or (f"{name}.example.test",), targets=(TargetSpec("nginx", path),))
+
+
+def _pending(store: Store, lineage: str = "web", spec: str = "ec:p256") -> tuple[x509.CertificateSigningRequest, object]:
+    key = make_key(spec)
+    assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
+    csr = _csr(key, "www.example.test", "example.test")
+    store.add_pending(lineage, key, csr, ["www.example.test", "example.test"])
+    return csr, key
+
+
+@pytest.fixture
+def store(certfleet_home: Path) -> Store:
+    s = Store.init()
+    yield s  # type: ignore[misc]
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def ca() -> TestCA:
+    return TestCA.root("store test root").intermediate("store test intermediate")
+
+
+# -- opening ---------------------------------------------------------------------------------------
+
+
+def test_init_creates_private_home_and_is_idempotent(certfleet_home: Path) -> None:
+    first = Store.init()
+    assert first.created
+    first.add_node(_node("main"))
+    first.close()
+    second = Store.init()
+    assert not second.created
+    assert [n.name for n in second.nodes()] == ["main"]  # nothing lost by a second init
+    second.close()
+    assert stat.S_IMODE(certfleet_home.stat().st_mode) == 0o700
+    assert stat.S_IMODE((certfleet_home / KEY_FILE).stat().st_mode) == 0o600
+    assert stat.S_IMODE((certfleet_home / "certfleet.db").stat().st_mode) == 0o600
+    assert len((certfleet_home / KEY_FILE).read_bytes()) == 32
+    inits = [e for e in Store.open().audit_log() if e.action == AuditAction.INIT]
+    assert len(inits) == 1
+
+
+def test_open_without_store_says_run_init(certfleet_home: Path) -> None:
+    with pytest.raises(StoreError) as err:
+        Store.open()
+    assert err.value.hint == "run `certfleet init`"
+    assert err.value.exit_code == 3
+    assert not certfleet_home.exists()  # opening never creates
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"CERTFLEET_HOME": "/x/home"}, Path("/x/home")),
+        ({"XDG_DATA_HOME": "/x/data"}, Path("/x/data/certfleet")),
+        ({"XDG_DATA_HOME": "relative/data", "HOME": "/x/user"}, Path("/x/user/.local/share/certfleet")),
+        ({"HOME": "/x/user"}, Path("/x/user/.local/share/certfleet")),
+    ],
+)
+def test_default_home(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: Path) -> None:
+    for var in ("CERTFLEET_HOME", "XDG_DATA_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert default_home() == expected
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf", "99999"])
+def test_bad_busy_timeout_is_refused(store: Store, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("CERTFLEET_BUSY_TIMEOUT", value)
+    with pytest.raises(StoreError, match="CERTFLEET_BUSY_TIMEOUT"):
+        Store.open()
+
+
+def test_migrations_from_empty_to_head_match_the_models(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from certfleet.store import Base
+    from certfleet.store._engine import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'm.db'}", timeout=5)
+    assert db.current() == set()
+    db.upgrade("0001_initial")
+    assert db.current() == {"0001_initial"}
+    db.downgrade("base")
+    assert db.current() == set()
+    with db.engine.connect() as conn:
+        left = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert left == {"alembic_version"}
+    db.upgrade()
+    assert db.current() == db.heads()
+    # the fleet's own tables (later migrations, such as the console's, are checked by their owners)
+    mine = {"settings", "lineages", "versions", "nodes", "targets", "lineage_nodes", "trust_anchors"}
+    mine |= {"deployments", "deployment_results", "audit_log"}
+
+    def include(name: str | None, type_: str, parents: dict[str, str | None]) -> bool:
+        if type_ == "schema":
+            return True
+        return (name if type_ == "table" else parents.get("table_name")) in mine
+
+    with db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"include_name": include})
+        diff = compare_metadata(context, Base.metadata)
+    assert diff == []  # the models and the migrations describe the same schema
+    db.dispose()
+
+
+# -- sealing keys ----------------------------------------------------------------------------------
+
+
+def _secret_fragments(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> list[bytes]:
+    """Every form in which the key could leak: PEM body lines, PKCS#8 DER, the raw secret numbers."""
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    out = [line for line in pem.splitlines() if b"-----" not in line and len(line) >= 32]
+    out.append(der)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        out.append(key.private_numbers().private_value.to_bytes(32, "big"))
+    else:
+        n = key.private_numbers()
+        out += [n.d.to_bytes((n.d.bit_length() + 7) // 8, "big"), n.p.to_bytes((n.p.bit_length() + 7) // 8, "big")]
+    return out
+
+
+@pytest.mark.parametrize("spec", ["ec:p256", "rsa:2048"])
+def test_key_is_never_stored_in_clear(store: Store, certfleet_home: Path, ca: TestCA, spec: str) -> None:
+    csr, key = _pending(store, spec=spec)
+    assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
+    store.issue("web", ca.sign_csr(csr), ca.chain)
+    assert store.material("web").key.private_numbers() == key.private_numbers()  # type: ignore[union-attr]
+    fragments = _secret_fragments(key)
+
+    def files() -> bytes:
+        return b"".join(p.read_bytes() for p in certfleet_home.iterdir() if p.name.startswith("certfleet.db"))
+
+    while_open = files()
+    store.close()
+    after_close = files()
+    assert b"CERTIFICATE" in after_close  # the search can find what is there
+    for data in (while_open, after_close):
+        for fragment in fragments:
+            assert fragment not in data
+
+
+def test_wrong_master_key_is_refused(store: Store, certfleet_home: Path, ca: TestCA) -> None:
+    csr, _ = _pending(store)
+    store.issue("web", ca.sign_csr(csr), ca.chain)
+    store.close()
+    key_file = certfleet_home / KEY_FILE
+    key_file.chmod(0o600)
+    key_file.write_bytes(os.urandom(32))
+    reopened = Store.open()
+    assert reopened.lineage("web").active is not None  # records stay readable without the key
+    with pytest.raises(StoreError, match="cannot decrypt the keys: wrong master key or passphrase"):
+        reopened.material("web")
+    with pytest.raises(StoreError, match="wrong master key"):  # and nothing new is sealed under it
+        _pending(reopened)
+    reopened.close()
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [(0o644, "readable by others"), (None, "master key file is missing")],
+)
+def test_master_key_file_problems(store: Store, certfleet_home: Path, mode: int | None, message: str) -> None:
+    _pending(store)
+    store.close()
+    key_file = certfleet_home / KEY_FILE
+    if mode is None:
+        key_file.unlink()
+    else:
+        key_file.chmod(mode)
+    with pytest.raises(StoreError, match=message):
+        Store.open().pending_keys("web")
+
+
+def test_passphrase_store(certfleet_home: Path, monkeypatch: pytest.MonkeyPatch, ca: TestCA) -> None:
+    monkeypatch.setenv(PASSPHRASE_ENV, "correct horse battery staple")
+    store = Store.init()
+    assert not (certfleet_home / KEY_FILE).exists()
+    csr, key = _pending(store)
+    store.close()
+
+    monkeypatch.setenv(PASSPHRASE_ENV, "wrong")
+    with pytest.raises(StoreError, match="wrong master key or passphrase"):
+        Store.open().pending_keys("web")
+    monkeypatch.delenv(PASSPHRASE_ENV)
+    with pytest.raises(StoreError, match="CERTFLEET_PASSPHRASE is not set"):
+        Store.open().pending_keys("web")
+    monkeypatch.setenv(PASSPHRASE_ENV, "correct horse battery staple")
+    reopened = Store.open()
+    [(version, found)] = reopened.pending_keys("web")
+    assert found.private_numbers() == key.private_numbers()  # type: ignore[attr-defined]
+    assert version.csr == csr
+    reopened.close()
+
+
+def test_sealed_key_is_bound_to_its_record(store: Store, certfleet_home: Path) -> None:
+    _pending(store)
+    _pending(store)
+    store.close()
+    with sqlite3.connect(certfleet_home / "certfleet.db") as conn:
+        (sealed,) = conn.execute("SELECT key_sealed FROM versions WHERE number = 1").fetchone()
+        conn.execute("UPDATE versions SET key_sealed = ? WHERE number = 2", (sealed,))
+    reopened = Store.open()
+    with pytest.raises(StoreError, match="cannot decrypt"):
+        reopened.pending_keys("web")
+    reopened.close()
+
+
+def test_nothing_prints_a_key(store: Store, ca: TestCA) -> None:
+    csr, key = _pending(store)
+    store.issue("web", ca.sign_csr(csr), ca.chain)
+    material = store.material("web")
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    secret = str(key.private_numbers().private_value)
+    for text in (repr(store), repr(material), repr(store.vault()), repr(store.versions("web")), repr(store.lineages())):
+        assert secret not in text
+        assert "PRIVATE" not in text
+    assert "PRIVATE" not in str([v.to_dict() for v in store.versions("web")])
+    assert "PRIVATE" not in str([e.to_dict() for e in store.audit_log()])
+
+
+# -- records ---------------------------------------------------------------------------------------
+
+
+def test_nodes_lineages_and_membership(store: Store) -> None:
+    main = _node("main", "www.example.test", "example.test")
+    gw = NodeSpec(
+        name="gw1",
+        names=("gw.example.test",),
+        targets=(TargetSpec("haproxy", "/etc/haproxy/tls"), TargetSpec("pkcs12", "/srv/pfx", {"legacy": True})),
+        transport="ssh://deploy@gw.example.test:2222",
+        test_cmd="haproxy -c -f /etc/haproxy/haproxy.cfg",
+        reload_cmd="systemctl reload haproxy",
+        probe="gw.example.test:443",
+        options={"known_hosts": "/etc/ssh/known_hosts"},
+    )
+    store.add_node(main, lineage="web")
+    store.add_node(gw)
+    with pytest.raises(InputError, match="node main exists"):
+        store.add_node(main)
+    assert store.node("gw1") == gw
+    assert store.lineage("web").nodes == ("main",)
+    record = store.put_lineage("web", add_nodes=["gw1"], key_spec="ec:p384", names=["extra.example.test"])
+    assert record.nodes == ("gw1", "main")
+    assert record.key_spec == "ec:p384"
+    assert store.nodes("web") == [gw, main]
+    assert store.node_lineages("gw1") == ["web"]
+    assert store.put_node(gw) is False  # unchanged
+    moved = dataclasses.replace(gw, names=("gw.example.test", "gw2.example.test"))
+    assert store.put_node(moved) is True
+    assert store.node("gw1").names == ("gw.example.test", "gw2.example.test")
+    assert store.node("gw1").targets == gw.targets
+    store.detach("web", "main")
+    assert store.lineage("web").nodes == ("gw1",)
+    store.remove_node("gw1")
+    assert store.lineage("web").nodes == ()
+    assert [n.name for n in store.nodes()] == ["main"]
+    with pytest.raises(InputError, match="no node named"):
+        store.node("gw1")
+    actions = [e.action for e in reversed(store.audit_log())]
+    for expected in ("node.add", "lineage.create", "lineage.attach", "lineage.update", "node.update", "node.remove"):
+        assert expected in actions
+    assert {e.actor for e in store.audit_log()} == {store.actor}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        NodeSpec("../etc", ("a.example.test",), (TargetSpec("pem", "/x"),)),
+        NodeSpec("", ("a.example.test",), (TargetSpec("pem", "/x"),)),
+        NodeSpec("x" * 65, ("a.example.test",), (TargetSpec("pem", "/x"),)),
+        NodeSpec("ok", (), (TargetSpec("pem", "/x"),)),
+        NodeSpec("ok", ("a.example.test",), ()),
+        NodeSpec("ok", ("a.example.test",), (TargetSpec("pem", "/x"),), reload_cmd="x" * 5000),
+        NodeSpec("ok", ("a.example.test",), (TargetSpec("pem", "/x\x00y"),)),
+        NodeSpec("ok", tuple(f"n{i}.example.test" for i in range(201)), (TargetSpec("pem", "/x"),)),
+    ],
+)
+def test_bad_nodes_are_refused(store: Store, bad: NodeSpec) -> None:
+    with pytest.raises(InputError):
+        store.add_node(bad)
+    assert store.nodes() == []
+
+
+def test_versions_issue_activate_material(store: Store, ca: TestCA) -> None:
+    csr1, key1 = _pending(store)
+    assert [v.state for v in store.versions("web")] == [VersionState.PENDING]
+    with pytest.raises(InputError, match="no certificate yet"):
+        store.material("web")
+    cert1 = ca.sign_csr(csr1)
+    v1 = store.issue("web", cert1, ca.chain)
+    assert (v1.number, v1.state, v1.active) == (1, VersionState.ISSUED, True)
+    assert v1.fingerprint == cert1.fingerprint(hashes.SHA256()).hex()
+    assert v1.not_after == cert1.not_valid_after_utc
+    assert v1.not_after is not None and v1.not_after.tzinfo is UTC
+    again = store.issue("web", cert1, ca.chain)  # the same package imported twice
+    assert again.number == 1
+    assert len(store.versions("web")) == 1
+
+    csr2, key2 = _pending(store)
+    v2 = store.issue("web", ca.sign_csr(csr2), ca.chain)
+    assert v2.number == 2
+    m = store.material("web")
+    assert m.key.private_numbers() == key2.private_numbers()  # type: ignore[attr-defined, union-attr]
+    assert m.chain == tuple(ca.chain)
+    assert m.version_id == v2.fingerprint
+    store.activate("web", 1)
+    assert store.lineage("web").active is not None
+    assert store.lineage("web").active.number == 1  # type: ignore[union-attr]
+    assert store.material("web").key.private_numbers() == key1.private_numbers()  # type: ignore[attr-defined, union-attr]
+    assert store.material("web", 2).leaf == v2.leaf
+    assert [v.active for v in store.versions("web")] == [True, False]
+
+    reissued = ca.sign_csr(csr2)  # the CA issues again for the same request
+    v3 = store.issue("web", reissued, ca.chain)
+    assert v3.number == 3
+    assert v3.public_key_id == v2.public_key_id
+    assert store.material("web").key.private_numbers() == key2.private_numbers()  # type: ignore[attr-defined, union-attr]
+
+    _pending(store)
+    with pytest.raises(InputError, match="still waiting for its certificate"):
+        store.activate("web", 4)
+
+
+def test_issue_for_an_unknown_key(store: Store, ca: TestCA) -> None:
+    _pending(store)
+    stranger = ca.leaf("www.example.test")
+    with pytest.raises(InputError, match="issued for another key: it matches no pending request of lineage web"):
+        store.issue("web", stranger.cert, stranger.chain)
+    assert [v.state for v in store.versions("web")] == [VersionState.PENDING]
+    # with its key (as a PFX brings it) it becomes a version of its own
+    version = store.issue("web", stranger.cert, stranger.chain, key=stranger.key)
+    assert (version.number, version.state) == (2, VersionState.ISSUED)
+    assert store.find_key(public_key_id(stranger.key.public_key()))[0].number == 2
+
+
+def test_trust_anchors(store: Store) -> None:
+    roots = [TestCA.root(f"anchor {i}") for i in range(2)]
+    anchor, new = store.add_trust_anchor(roots[0].cert)
+    assert new
+    assert store.add_trust_anchor(roots[0].cert)[1] is False
+    store.add_trust_anchor(roots[1].cert)
+    assert [a.cert for a in store.trust_anchors()] == [r.cert for r in roots]
+    with pytest.raises(InputError, match="at least 8 hex digits"):
+        store.remove_trust_anchor("abc")
+    with pytest.raises(InputError, match="no trust anchor"):
+        store.remove_trust_anchor("0" * 64)
+    removed = store.remove_trust_anchor(anchor.fingerprint[:10].upper())
+    assert removed.fingerprint == anchor.fingerprint
+    assert [a.subject for a in store.trust_anchors()] == ["CN=anchor 1,O=certfleet tests"]
+
+
+def test_deployments_history(store: Store, ca: TestCA) -> None:
+    store.add_node(_node("main"), lineage="web")
+    csr, _ = _pending(store)
+    v = store.issue("web", ca.sign_csr(csr), ca.chain)
+    t0 = dt.datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    first = store.record_deployment(
+        "web",
+        v.number,
+        [
+            NodeResult("main", DeployOutcome.OK, t0, t0 + dt.timedelta(seconds=3), served_fingerprint=v.fingerprint),
+            NodeResult(
+                "gw1",
+                DeployOutcome.ROLLED_BACK,
+                t0,
+                t0 + dt.timedelta(seconds=5),
+                failed_step="test",
+                output="x" * 100_000 + "nginx: configuration test failed",
+            ),
+        ],
+    )
+    second = store.record_deployment("web", v.number, [NodeResult("gw1", DeployOutcome.OK, t0, t0)])
+    assert second > first
+    deps = store.deployments("web")
+    assert [d.id for d in deps] == [second, first]
+    assert deps[1].started_at == t0
+    assert deps[1].finished_at == t0 + dt.timedelta(seconds=5)
+    assert not deps[1].ok and deps[0].ok
+    gw = next(r for r in deps[1].results if r.node == "gw1")
+    assert gw.failed_step == "test"
+    assert gw.output.endswith("configuration test failed")
+    assert len(gw.output) <= 64 * 1024
+    last = store.last_results("web")
+    assert last["gw1"][1].outcome is DeployOutcome.OK
+    assert last["main"][1].served_fingerprint == v.fingerprint
+    assert deps[0].to_dict()["results"][0]["outcome"] == "ok"
+    assert store.audit_log(action="deploy")[0].detail["nodes"] == {"gw1": "ok"}
+
+
+def test_actor_and_aware_timestamps(store: Store) -> None:
+    console = store.with_actor("alice@console")
+    console.add_node(_node("main"))
+    console.audit("console.login", {"ip": "127.0.0.1"})
+    entries = store.audit_log(limit=2)
+    assert [e.actor for e in entries] == ["alice@console", "alice@console"]
+    assert [e.action for e in entries] == ["console.login", "node.add"]
+    assert all(e.at.tzinfo is UTC for e in entries)
+    assert store.lineages() == []
+    record = store.put_lineage("web", nodes=["main"], subject="O=Example,CN=www.example.test")
+    assert record.created_at.tzinfo is UTC
+    assert record.subject == "O=Example,CN=www.example.test"
+    assert store.put_lineage("web", subject="").subject is None
