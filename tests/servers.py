@@ -21,9 +21,12 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+import pytest
 
 __all__ = [
     "ApacheServer",
@@ -32,6 +35,7 @@ __all__ = [
     "Server",
     "SshServer",
     "free_port",
+    "sshd",
     "wait_for_port",
 ]
 
@@ -345,3 +349,10 @@ LogLevel ERROR
     @property
     def options(self) -> dict[str, str]:
         return {"known_hosts": str(self.known_hosts), "identity": str(self.user_key)}
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """An sshd on loopback for a test module (import this fixture into the module that uses it)."""
+    with SshServer(tmp_path_factory.mktemp("sshd")) as server:
+        yield server

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tlsservers import Faults, Nginx, free_port, planted_faults, run_nginx
 
 from certfleet.fleet.spec import NodeSpec, TargetSpec
+from tlsservers import Faults, Nginx, free_port, planted_faults, run_nginx
 
 pytestmark = pytest.mark.peer
 
@@ -133,9 +133,7 @@ def test_missing_trust_file_exits_2(cli: Any, tmp_path: Path) -> None:
     assert "missing.pem" in result.err
 
 
-def test_nodes_from_the_store(
-    cli: Any, nginx: Nginx, faults: Faults, certfleet_home: Path, roots: Path, tmp_path: Path
-) -> None:
+def test_nodes_from_the_store(cli: Any, nginx: Nginx, faults: Faults, certfleet_home: Path, tmp_path: Path) -> None:
     from certfleet.store import Store
     from certfleet.trust import TrustStore
 

@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+
+from certfleet.check import CheckReport, EndpointReport, Target, check, parse_target, run_check
+from certfleet.problems import ProblemCode, Severity
+from certfleet.testing import TestCA as CA
+from certfleet.trust import TrustStore
 from tlsservers import (
     Faults,
     Mode,
@@ -22,11 +27,6 @@ from tlsservers import (
     silent_port,
     write_pair,
 )
-
-from certfleet.check import CheckReport, EndpointReport, Target, check, parse_target, run_check
-from certfleet.problems import ProblemCode, Severity
-from certfleet.testing import TestCA as CA
-from certfleet.trust import TrustStore
 
 pytestmark = pytest.mark.peer
 

@@ -308,3 +308,15 @@ def test_x509_crl_blocks_are_ignored(pki: PKI, tmp_path: Path) -> None:
     pool = read_bytes("with-crl.pem", crl + pem(pki.inter.cert))
 
     assert [fingerprint(c.cert) for c in pool.certificates] == [fingerprint(pki.inter.cert)]
+
+
+def test_empty_pkcs7_block_beside_a_certificate(pki: PKI, tmp_path: Path) -> None:
+    empty = openssl("crl2pkcs7", "-nocrl", cwd=tmp_path)
+    assert b"BEGIN PKCS7" in empty
+
+    pool = read_bytes("mixed.pem", empty + pki.leaf.cert_pem())
+    assert [fingerprint(c.cert) for c in pool.certificates] == [fingerprint(pki.leaf.cert)]
+
+    with pytest.raises(FormatError) as caught:
+        read_bytes("empty.p7b", empty)
+    assert caught.value.message == "block 1 (PKCS7): holds no certificate"

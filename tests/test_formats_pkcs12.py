@@ -165,3 +165,18 @@ def test_truncated_pfx(rsa_leaf: testing.TestLeaf, tmp_path: Path) -> None:
 
     assert caught.value.message.startswith(f"PKCS#12: cut short ({len(cut):,} of ")
     assert caught.value.source == "micollab.pfx"
+
+
+@pytest.mark.filterwarnings("error")
+def test_ber_indefinite_length_pfx(rsa_leaf: testing.TestLeaf, tmp_path: Path) -> None:
+    # Windows and old Java write PKCS#12 in BER, with indefinite lengths; re-encode the outer one so
+    data = _export(rsa_leaf, tmp_path, "s3cret", "-legacy")
+    assert data[:2] == b"\x30\x82"
+    ber = b"\x30\x80" + data[4:] + b"\x00\x00"
+
+    pool = read_bytes("windows.pfx", ber, passwords=[b"s3cret"])
+
+    assert detect_format(ber) is InputFormat.PKCS12
+    expected = [fingerprint(rsa_leaf.cert), *map(fingerprint, rsa_leaf.chain)]
+    assert [fingerprint(c.cert) for c in pool.certificates] == expected
+    assert len(pool.keys) == 1

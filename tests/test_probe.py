@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,18 +14,19 @@ from certfleet.probe import CertCache, StartTLS, default_starttls, format_target
 from certfleet.problems import ProblemCode, Severity
 from certfleet.testing import TestCA as CA
 from certfleet.testing import pem
-from tlsservers import Mode, Nginx, Site, free_port, run_nginx, serve_tls, silent_port, write_pair
+from tlsservers import (
+    Mode,
+    Nginx,
+    Site,
+    free_port,
+    has_ipv6_loopback,
+    run_nginx,
+    serve_tls,
+    silent_port,
+    write_pair,
+)
 
 pytestmark = pytest.mark.peer
-
-
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def nginx(ca: CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
         Site("leaf-root-inter", pem(leaf.cert, root.cert, ca.cert), leaf.key_pem()),
         Site("tls12", leaf.fullchain_pem(), leaf.key_pem(), protocols="TLSv1.2"),
     ]
-    if _has_ipv6_loopback():
+    if has_ipv6_loopback():
         sites.append(Site("v6", leaf.fullchain_pem(), leaf.key_pem(), host="::1"))
     with run_nginx(tmp_path_factory.mktemp("nginx"), sites) as server:
         yield server

@@ -59,6 +59,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _free_ports(hosts: Sequence[str]) -> list[int]:
+    """One distinct free port per host: every socket is held until all are chosen, so the kernel
+    cannot hand out the same port twice (nginx would quietly share it between two server blocks)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for host in hosts:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = stack.enter_context(socket.socket(family, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
 def write_pair(folder: Path, stem: str, fullchain_pem: bytes, key_pem: bytes) -> tuple[Path, Path]:
     """Write ``stem.crt`` (the chain as it will be served) and ``stem.key`` (0600 from birth)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -191,9 +204,9 @@ def run_nginx(
     ports: dict[str, int] = {}
     hosts: dict[str, str] = {}
     blocks: list[str] = []
-    for site in sites:
+    chosen = _free_ports([site.host for site in sites])
+    for site, port in zip(sites, chosen, strict=True):
         cert, key = write_pair(folder / "sites", site.name, site.fullchain_pem, site.key_pem)
-        port = free_port(site.host)
         ports[site.name] = port
         hosts[site.name] = site.host
         listen = f"[{site.host}]:{port}" if ":" in site.host else f"{site.host}:{port}"

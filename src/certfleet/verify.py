@@ -48,6 +48,7 @@ MAX_DEPTH = 8
 _MIN_RSA_BITS = 2048  # certificates in a path, leaf and anchor included; real chains have 3 or 4
 _SEARCH_BUDGET = 512  # issuer look-ups per search, so hostile input cannot blow up
 _MAX_PATHS = 32
+_MAX_PROVEN = 4  # intermediates remembered per issuer name (a renewal or a cross-sign)
 
 
 @dataclass(frozen=True)
@@ -142,9 +143,8 @@ def parse_name(name: str) -> x509.DNSName | x509.IPAddress:
     return x509.DNSName(canonical)
 
 
-def _subject_of(leaf: x509.Certificate) -> tuple[str, x509.DNSName | x509.IPAddress] | None:
+def _subject_of(dns: Sequence[str], ips: Sequence[str]) -> tuple[str, x509.DNSName | x509.IPAddress] | None:
     """The name to check when none is given: the leaf's first DNS name, else its first IP address."""
-    dns, ips = san_names(leaf)
     for value in dns:
         # a wildcard stands for any one label; check it as such a name
         probe = "certfleet-check" + value[1:] if value.startswith("*.") else value
@@ -358,24 +358,25 @@ def _plain(reason: str) -> str:
 _PHONE_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 
 
-def _phone_rules(leaf: x509.Certificate, subject: x509.DNSName | x509.IPAddress | None) -> list[Problem]:
+def _phone_rules(
+    leaf: x509.Certificate, subject: x509.DNSName | x509.IPAddress | None, dns: Sequence[str] | None = None
+) -> list[Problem]:
     """What phones refuse beyond cryptography's policy, checked on a leaf it accepted.
 
     Apple's platforms (since iOS 13 and macOS 10.15) require serverAuth in an extended key usage
     and RSA keys of at least 2048 bits in TLS server certificates; browsers and Apple refuse a
-    wildcard over a public suffix (``*.com``). Cheap checks first: this runs for every leaf.
+    wildcard over a public suffix (``*.com``). This runs for every leaf, so the common case is cheap.
     """
     problems: list[Problem] = []
     eku = extension(leaf, x509.ExtendedKeyUsage)
-    lacking = eku_problem(leaf, prefix="the certificate's ") if eku is not None else None
-    if lacking is not None:
-        problems.append(lacking)
-    elif eku is None or ExtendedKeyUsageOID.SERVER_AUTH not in list(eku):
+    if eku is None or ExtendedKeyUsageOID.SERVER_AUTH not in eku:
+        lacking = eku_problem(leaf, prefix="the certificate's ") if eku is not None else None
         what = (
             "has no extended key usage" if eku is None else "allows any extended key usage but not serverAuth by name"
         )
         problems.append(
-            Problem(
+            lacking
+            or Problem(
                 ProblemCode.MISSING_SERVER_AUTH,
                 Severity.ERROR,
                 f"the certificate {what}; iPhones and Macs refuse it for a server",
@@ -407,7 +408,8 @@ def _phone_rules(leaf: x509.Certificate, subject: x509.DNSName | x509.IPAddress 
             )
         )
     if isinstance(subject, x509.DNSName):
-        dns, _ = san_names(leaf)
+        if dns is None:
+            dns, _ = san_names(leaf)
         if any(n.startswith("*.") for n in dns) and not any(covers(n, subject.value) for n in dns):
             problem = _name_problem(leaf, subject.value)
             if problem is not None:
@@ -433,6 +435,7 @@ class Verifier:
         self.untrusted = list(untrusted)
         self.max_depth = max_depth
         self._builder: PolicyBuilder | None = None
+        self._proven: dict[bytes, list[tuple[PolicyBuilder, tuple[x509.Certificate, ...]]]] = {}
         if trust.certs:
             builder = PolicyBuilder().store(Store(list(trust.certs))).time(self.at)
             self._builder = builder.max_chain_depth(max_depth) if max_depth is not None else builder
@@ -440,22 +443,51 @@ class Verifier:
     def verify(self, leaf: x509.Certificate, name: str | None = None) -> Verification:
         """Verify ``leaf`` for ``name`` (DNS or IP; None: the leaf's own first name)."""
         subject: Subject
+        dns: list[str] | None = None
         if name is not None:
             subject = parse_name(name)
             shown: str | None = str(subject.value)
         else:
-            own = _subject_of(leaf)
+            dns, ips = san_names(leaf)
+            own = _subject_of(dns, ips)
             if own is None:
                 return self._explain(leaf, None, None, None)
             shown, subject = own
         if self._builder is None:
             return self._explain(leaf, subject, shown, None)
-        try:
-            chain = self._builder.build_server_verifier(subject).verify(leaf, self.untrusted)
-        except VerificationError as exc:
-            return self._explain(leaf, subject, shown, str(exc))
-        refusals = _phone_rules(leaf, subject)
+        chain = self._shortcut(leaf, subject)
+        if chain is None:
+            try:
+                chain = self._builder.build_server_verifier(subject).verify(leaf, self.untrusted)
+            except VerificationError as exc:
+                return self._explain(leaf, subject, shown, str(exc))
+            self._remember(chain)
+        refusals = _phone_rules(leaf, subject, dns)
         return Verification(valid=not refusals, chain=tuple(chain), problems=tuple(refusals), name=shown)
+
+    # Leaves that share intermediates: once a full verification proves an intermediate up to an
+    # anchor (at this time, under this policy), the next leaf it issued needs only its own link,
+    # checked by a verifier that trusts that intermediate. Nothing above the intermediate can
+    # change the verdict on such a leaf unless it constrains names, or a depth limit applies; in
+    # those cases every leaf takes the full path.
+    def _shortcut(self, leaf: x509.Certificate, subject: Subject) -> list[x509.Certificate] | None:
+        for builder, upper in self._proven.get(leaf.issuer.public_bytes(), ()):
+            try:
+                builder.build_server_verifier(subject).verify(leaf, [])
+            except VerificationError:
+                continue
+            return [leaf, *upper]
+        return None
+
+    def _remember(self, chain: Sequence[x509.Certificate]) -> None:
+        if self.max_depth is not None or len(chain) < 3:
+            return
+        upper = tuple(chain[1:])
+        if any(extension(c, x509.NameConstraints) is not None for c in upper):
+            return
+        proven = self._proven.setdefault(upper[0].subject.public_bytes(), [])
+        if len(proven) < _MAX_PROVEN and all(other[0] != upper[0] for _, other in proven):
+            proven.append((PolicyBuilder().store(Store([upper[0]])).time(self.at), upper))
 
     def _explain(
         self,

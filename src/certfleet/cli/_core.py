@@ -138,6 +138,11 @@ def _first_line(file: Path) -> bytes:
     return lines[0] if lines else b""
 
 
+def _say(text: Any, style: str | None = None) -> None:
+    """One line of a report: never wrapped (paths stay whole), never read as markup (names are data)."""
+    console.print(text, style=style, soft_wrap=True, markup=False, highlight=False)
+
+
 def _dump(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
 
@@ -215,28 +220,28 @@ def _render_inspection(report: Inspection) -> None:
         )
     for i, entry in enumerate(data["keys"], start=1):
         console.print()
-        console.print(Text(f"key {i}: {entry['type']}", style="bold"))
-        console.print(f"  source    {entry['source']} ({entry['format']}{', encrypted' if entry['encrypted'] else ''})")
+        _say(Text(f"key {i}: {entry['type']}", style="bold"))
+        _say(f"  source    {entry['source']} ({entry['format']}{', encrypted' if entry['encrypted'] else ''})")
         if entry["certificates"]:
             for cert in entry["certificates"]:
-                console.print(f"  matches   certificate {cert['source']} sha256:{cert['sha256'][:16]}…")
+                _say(f"  matches   certificate {cert['source']} sha256:{cert['sha256'][:16]}…")
         if entry["csrs"]:
-            console.print(f"  matches   CSR {', '.join(entry['csrs'])}")
+            _say(f"  matches   CSR {', '.join(entry['csrs'])}")
         if not entry["certificates"] and not entry["csrs"]:
-            console.print(Text("  matches   nothing among these files", style="yellow"))
+            _say(Text("  matches   nothing among these files", style="yellow"))
     for i, entry in enumerate(data["csrs"], start=1):
         console.print()
-        console.print(Text(f"CSR {i}", style="bold"))
+        _say(Text(f"CSR {i}", style="bold"))
         names = ", ".join([*entry["dns_names"], *entry["ip_addresses"]]) or "(no subjectAltName)"
-        console.print(f"  subject   {entry['subject']}")
-        console.print(f"  names     {names}")
-        console.print(f"  key       {entry['key_type']}")
-        console.print(f"  signature {entry['signature_algorithm']}{'' if entry['signature_valid'] else ' (INVALID)'}")
-        console.print(f"  key file  {entry['key'] or 'not among these files'}")
-        console.print(f"  source    {entry['source']}")
+        _say(f"  subject   {entry['subject']}")
+        _say(f"  names     {names}")
+        _say(f"  key       {entry['key_type']}")
+        _say(f"  signature {entry['signature_algorithm']}{'' if entry['signature_valid'] else ' (INVALID)'}")
+        _say(f"  key file  {entry['key'] or 'not among these files'}")
+        _say(f"  source    {entry['source']}")
     if pool.ignored:
         console.print()
-        console.print(f"ignored (held nothing usable): {', '.join(pool.ignored)}")
+        _say(f"ignored (held nothing usable): {', '.join(pool.ignored)}")
     problems = match(pool).problems
     if problems:
         console.print()
@@ -300,7 +305,7 @@ class EachResult:
 _PEM_CERT = b"-----BEGIN CERTIFICATE-----"
 
 
-def _leaf_from(name: str, data: bytes) -> tuple[x509.Certificate, list[x509.Certificate]]:
+def _leaf_from(name: str, data: bytes, pw: Sequence[bytes]) -> tuple[x509.Certificate, list[x509.Certificate]]:
     """The leaf of one file (its first certificate) and any other certificates it holds."""
     from cryptography import x509
 
@@ -312,14 +317,14 @@ def _leaf_from(name: str, data: bytes) -> tuple[x509.Certificate, list[x509.Cert
             pass  # let the full reader say what is wrong with it
     from certfleet.formats import read_bytes
 
-    pool = read_bytes(name, data)
+    pool = read_bytes(name, data, passwords=pw)
     certs = [item.cert for item in pool.unique_certificates()]
     if not certs:
         raise InputError("holds no certificate", source=name, hint="give the leaf certificate files")
     return certs[0], certs[1:]
 
 
-def check_leaf_file(verifier: Verifier, path: str, name: str | None) -> EachResult:
+def check_leaf_file(verifier: Verifier, path: str, name: str | None, pw: Sequence[bytes] = ()) -> EachResult:
     """Read and verify one leaf file; an unreadable file is reported, not raised (a batch never aborts)."""
     from certfleet.certinfo import fingerprint
     from certfleet.verify import Verifier
@@ -329,7 +334,7 @@ def check_leaf_file(verifier: Verifier, path: str, name: str | None) -> EachResu
             data = fh.read(MAX_INPUT_BYTES + 1)
         if len(data) > MAX_INPUT_BYTES:
             raise InputError(f"larger than {MAX_INPUT_BYTES // (1024 * 1024)} MiB; not a certificate")
-        leaf, extra = _leaf_from(path, data)
+        leaf, extra = _leaf_from(path, data, pw)
         if extra:
             verifier = Verifier(verifier.trust, [*verifier.untrusted, *extra], at=verifier.at)
         result = verifier.verify(leaf, name)
@@ -338,7 +343,9 @@ def check_leaf_file(verifier: Verifier, path: str, name: str | None) -> EachResu
     except OSError as exc:
         return EachResult(path, False, name, None, error=f"cannot read: {exc.strerror}")
     except CertfleetError as exc:
-        return EachResult(path, False, name, None, error=exc.message)
+        # a zip member is named in full; the file itself is already in the record
+        where = f"{exc.source}: " if exc.source not in (None, path) else ""
+        return EachResult(path, False, name, None, error=where + exc.message)
     return EachResult(path, result.valid, result.name, fingerprint(leaf), result.problems)
 
 
@@ -358,12 +365,12 @@ class _Tally:
 _EACH: dict[str, Verifier] = {}
 
 
-def _check_chunk(paths: Sequence[str], name: str | None, as_json: bool) -> tuple[str, _Tally]:
+def _check_chunk(paths: Sequence[str], name: str | None, as_json: bool, pw: Sequence[bytes]) -> tuple[str, _Tally]:
     verifier = _EACH["verifier"]
     lines: list[str] = []
     tally = _Tally()
     for path in paths:
-        result = check_leaf_file(verifier, path, name)
+        result = check_leaf_file(verifier, path, name, pw)
         if result.error is not None:
             tally.errors.append(f"{path}: {result.error}")
         elif result.valid:
@@ -384,13 +391,15 @@ def _workers(count: int) -> int:
     return max(1, min(_MAX_WORKERS, cpus))
 
 
-def _verify_each(paths: list[str], verifier: Verifier, name: str | None, as_json: bool) -> ExitCode:
+def _verify_each(
+    paths: list[str], verifier: Verifier, name: str | None, as_json: bool, pw: Sequence[bytes]
+) -> ExitCode:
     _EACH["verifier"] = verifier
     workers = _workers(len(paths))
     tally = _Tally()
     out = sys.stdout
     if workers == 1:
-        text, part = _check_chunk(paths, name, as_json)
+        text, part = _check_chunk(paths, name, as_json, pw)
         out.write(text)
         tally.add(part)
     else:
@@ -401,8 +410,8 @@ def _verify_each(paths: list[str], verifier: Verifier, name: str | None, as_json
         share = -(-len(paths) // workers)
         chunks = [paths[i : i + share] for i in range(0, len(paths), share)]
         with multiprocessing.get_context("fork").Pool(len(chunks) - 1) as pool:
-            pending = [pool.apply_async(_check_chunk, (chunk, name, as_json)) for chunk in chunks[1:]]
-            text, part = _check_chunk(chunks[0], name, as_json)
+            pending = [pool.apply_async(_check_chunk, (chunk, name, as_json, pw)) for chunk in chunks[1:]]
+            text, part = _check_chunk(chunks[0], name, as_json, pw)
             out.write(text)
             tally.add(part)
             for job in pending:
@@ -485,7 +494,7 @@ def verify_cmd(
 
     if each:
         verifier = Verifier(store, intermediates, at=when)
-        _exit(_verify_each([str(f) for f in files], verifier, name, as_json))
+        _exit(_verify_each([str(f) for f in files], verifier, name, as_json, pw))
         return
     from certfleet.chain import build_chain
 
@@ -554,14 +563,14 @@ def _render_chain(result: ChainResult, written: Sequence[str] = ()) -> None:
     if result.key is not None:
         where = f" ({result.key.source})" if result.key.source else ""
         state = "matches the leaf" if result.key.matches_leaf else "does NOT match the leaf"
-        console.print(f"key{where}: {result.key.type}, {state}")
+        _say(f"key{where}: {result.key.type}, {state}")
     for cert in result.fetched:
-        console.print(f"fetched: {describe(cert).subject}")
+        _say(f"fetched: {describe(cert).subject}")
     for drop in result.dropped:
         where = f" ({drop.source})" if drop.source else ""
-        console.print(f"dropped: {describe(drop.cert).subject}{where}: {drop.reason}")
+        _say(f"dropped: {describe(drop.cert).subject}{where}: {drop.reason}")
     for path in written:
-        console.print(f"wrote {path}")
+        _say(f"wrote {path}")
     _render.print_problems(console, result.problems)
 
 
@@ -616,7 +625,7 @@ def chain_cmd(
     else:
         _render_chain(result, written)
         if out is not None and not written:
-            console.print(f"[bold red]not written:[/] {out} (the chain has errors; --force writes it anyway)")
+            _say(f"not written: {out} (the chain has errors; --force writes it anyway)", style="bold red")
     _exit(ExitCode.PROBLEMS if failed else ExitCode.OK)
 
 
@@ -646,9 +655,9 @@ def _render_conversion(report: Conversion) -> None:
 
     _render_chain(report.chain)
     console.print()
-    console.print(_render.verdict(True, f"wrote {report.to}", ""))
+    _say(_render.verdict(True, f"wrote {report.to}", ""))
     for path, private in report.written:
-        console.print(f"  {path}{'  (private key, mode 0600)' if private else ''}")
+        _say(f"  {path}{'  (private key, mode 0600)' if private else ''}")
 
 
 @app.command(
@@ -864,8 +873,8 @@ def key_cmd(
     result = _write_key(generate_key(spec), out, secret, force)
 
     def render(r: KeyWritten) -> None:
-        console.print(f"wrote {r.path}: {r.type} key, mode 0600{', encrypted' if r.encrypted else ''}")
-        console.print(f"public key id (sha256 of the SPKI): {r.public_key_id}")
+        _say(f"wrote {r.path}: {r.type} key, mode 0600{', encrypted' if r.encrypted else ''}")
+        _say(f"public key id (sha256 of the SPKI): {r.public_key_id}")
 
     emit(result, as_json, render)
 
@@ -901,9 +910,9 @@ def _render_plan(plan: Any) -> None:
     )
     for entry in plan.entries:
         covered = [n for n, by in plan.covered_by.items() if by == entry and n != entry]
-        console.print(f"  {entry}" + (f"  (covers {', '.join(covered)})" if covered else ""))
+        _say(f"  {entry}" + (f"  (covers {', '.join(covered)})" if covered else ""))
     for note in plan.notes:
-        console.print(f"  [dim]{note}[/]")
+        _say(f"  {note}", style="dim")
 
 
 @app.command(
@@ -970,7 +979,8 @@ def csr_cmd(
         private_key = generate_key(parse_key_spec(new_key))
     csr = build_csr(private_key, names, subj)
     info = describe_csr(csr)
-    names_plan = plan([*info.dns_names, *info.ip_addresses])
+    # the names exactly as requested, counted against the usual CA limit
+    names_plan = plan([*info.dns_names, *info.ip_addresses], wildcards=False)
     if new_key is not None and key_out is not None:
         key_report = _write_key(private_key, key_out, _secret(passphrase, passphrase_file, "passphrase"), False)
     from cryptography.hazmat.primitives import serialization
@@ -980,8 +990,8 @@ def csr_cmd(
 
     def render(r: CsrWritten) -> None:
         if r.key is not None:
-            console.print(f"wrote {r.key.path}: {r.key.type} key, mode 0600{', encrypted' if r.key.encrypted else ''}")
-        console.print(f"wrote {r.path}: CSR for {r.csr.subject} ({r.csr.key_type}, {r.csr.signature_algorithm})")
+            _say(f"wrote {r.key.path}: {r.key.type} key, mode 0600{', encrypted' if r.key.encrypted else ''}")
+        _say(f"wrote {r.path}: CSR for {r.csr.subject} ({r.csr.key_type}, {r.csr.signature_algorithm})")
         _render_plan(r.plan)
 
     emit(report, as_json, render)
@@ -1009,12 +1019,12 @@ def match_cmd(
     def render(r: MatchResult) -> None:
         from certfleet.cli import _render
 
-        console.print(_render.verdict(r.ok, "every key belongs to a certificate or CSR here", "a key matches nothing"))
+        _say(_render.verdict(r.ok, "every key belongs to a certificate or CSR here", "a key matches nothing"))
         for pair in r.pairs:
             what = "CA certificate" if pair.cert_is_ca else "certificate"
-            console.print(f"  {pair.key_source} ({pair.key_type}) ↔ {what} {pair.cert_source}: {pair.cert_subject}")
+            _say(f"  {pair.key_source} ({pair.key_type}) ↔ {what} {pair.cert_source}: {pair.cert_subject}")
         for c in r.csrs:
-            console.print(f"  {c.key_source} ↔ CSR {c.csr_source}: {c.csr_subject}")
+            _say(f"  {c.key_source} ↔ CSR {c.csr_source}: {c.csr_subject}")
         if r.problems:
             _render.print_problems(console, r.problems)
 
@@ -1085,11 +1095,11 @@ def names_cmd(
             from certfleet.cli import _render
 
             console.print()
-            console.print(_render.verdict(r.coverage.complete, f"{r.cert} covers every name", f"{r.cert} misses names"))
+            _say(_render.verdict(r.coverage.complete, f"{r.cert} covers every name", f"{r.cert} misses names"))
             for required, by in r.coverage.covered.items():
-                console.print(f"  ✓ {required}" + (f"  (by {by})" if by != required else ""))
+                _say(f"  ✓ {required}" + (f"  (by {by})" if by != required else ""))
             for missing in r.coverage.missing:
-                console.print(f"  [bold red]✗[/] {missing.reason}")
+                _say(f"  ✗ {missing.reason}", style="red")
 
     emit(report, as_json, render)
     _exit(ExitCode.OK if report.ok else ExitCode.PROBLEMS)

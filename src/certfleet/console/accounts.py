@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -94,7 +95,7 @@ class LoginRefused(InputError):
 
 class LoginThrottled(InputError):
     def __init__(self, wait: dt.timedelta) -> None:
-        seconds = max(int(wait.total_seconds()) + 1, 1)
+        seconds = max(math.ceil(wait.total_seconds()), 1)
         super().__init__(
             f"too many failed logins: try again in {seconds} s",
             hint="wait, then log in with the right password",

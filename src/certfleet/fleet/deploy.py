@@ -394,9 +394,9 @@ class _NodeDeploy:
         return NodeOutcome(self.node.name, Outcome.OK, None, message, "\n".join(self.notes), served=served_fp)
 
     async def _command(self, step: Step, tx: Transport, command: str, what: str) -> CommandResult:
-        result = await self._guard(
-            step, tx.run(command, timeout=self.options.command_timeout), self.options.command_timeout + 30
-        )
+        limit = self.options.command_timeout
+        # the transport itself ends the command at `limit`; the margin only catches a stuck link
+        result = await self._guard(step, tx.run(command, timeout=limit), limit + 30)
         if not result.ok:
             raise _Failed(step, f"{what}: {result.describe()}", result.output)
         return result

@@ -17,7 +17,7 @@ from certfleet.errors import FormatError
 from certfleet.formats import _pkcs7, _pkcs12
 from certfleet.formats._common import HINT_DAMAGED, UNPARSABLE, NothingUsable, damaged
 from certfleet.formats._keys import load_key
-from certfleet.formats._model import InputFormat, Pool, PoolCert, PoolCSR, PoolKey
+from certfleet.formats._model import InputFormat, Pool, PoolCert, PoolCSR, PoolKey, combine
 
 _SEQUENCE, _INTEGER, _OCTET_STRING, _OID, _CONTEXT_0 = 0x30, 0x02, 0x04, 0x06, 0xA0
 _SIGNED_DATA = bytes.fromhex("2a864886f70d010702")  # 1.2.840.113549.1.7.2
@@ -128,7 +128,7 @@ def object_end(data: bytes) -> int | None:
 
 def read_der(source: str, data: bytes, passwords: Sequence[bytes]) -> Pool:
     """Every DER object in ``data`` (usually one; a few tools concatenate certificates)."""
-    pool = Pool()
+    objects: list[Pool] = []
     pos = 0
     while pos < len(data):
         found = sniff(data, pos)
@@ -139,11 +139,11 @@ def read_der(source: str, data: bytes, passwords: Sequence[bytes]) -> Pool:
         if found.truncated:
             have = len(data) - pos
             raise FormatError(f"{found.kind.value}: cut short ({have:,} of {found.needed:,} bytes)", hint=HINT_DAMAGED)
-        pool = pool.merge(load(found.kind, data[pos : found.end], source, passwords))
+        objects.append(load(found.kind, data[pos : found.end], source, passwords))
         pos = found.end
         while pos < len(data) and data[pos] in _PADDING:
             pos += 1
-    return pool
+    return combine(objects)
 
 
 def load(kind: DerKind, der: bytes, source: str, passwords: Sequence[bytes]) -> Pool:

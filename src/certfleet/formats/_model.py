@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -11,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 
 from certfleet.certinfo import describe, fingerprint, key_type
 
-__all__ = ["InputFormat", "Pool", "PoolCSR", "PoolCert", "PoolKey"]
+__all__ = ["InputFormat", "Pool", "PoolCSR", "PoolCert", "PoolKey", "combine"]
 
 
 class InputFormat(StrEnum):
@@ -118,3 +119,16 @@ class Pool:
             "csrs": [c.to_dict() for c in self.csrs],
             "ignored": list(self.ignored),
         }
+
+
+def combine(pools: Iterable[Pool]) -> Pool:
+    """One pool from many, in order (``merge`` in a loop copies every tuple each time)."""
+    pools = list(pools)
+    if len(pools) == 1:
+        return pools[0]
+    return Pool(
+        certificates=tuple(c for p in pools for c in p.certificates),
+        keys=tuple(k for p in pools for k in p.keys),
+        csrs=tuple(c for p in pools for c in p.csrs),
+        ignored=tuple(i for p in pools for i in p.ignored),
+    )

@@ -14,7 +14,7 @@ from certfleet.formats import _pkcs7
 from certfleet.formats._common import HINT_DAMAGED, UNPARSABLE, NothingUsable, damaged
 from certfleet.formats._der import object_end
 from certfleet.formats._keys import load_key
-from certfleet.formats._model import InputFormat, Pool, PoolCert, PoolCSR, PoolKey
+from certfleet.formats._model import InputFormat, Pool, PoolCert, PoolCSR, PoolKey, combine
 
 BEGIN = b"-----BEGIN "
 _BEGIN_LINE = re.compile(rb"-----BEGIN ([A-Z0-9][A-Z0-9 #._/-]{0,63})-----")
@@ -30,8 +30,9 @@ _USED = _CERTIFICATE | _KEYS | _CSR | _PKCS7 | {_TRUSTED, _ENCRYPTED_KEY}
 
 
 def read_pem(source: str, data: bytes, passwords: Sequence[bytes]) -> Pool:
-    pool = Pool()
+    found: list[Pool] = []
     skipped: list[str] = []
+    empty: list[NothingUsable] = []  # blocks of a kind we use that hold nothing (a PKCS#7 without certificates)
     number = 0
     pos = 0
     while match := _BEGIN_LINE.search(data, pos):
@@ -47,8 +48,14 @@ def read_pem(source: str, data: bytes, passwords: Sequence[bytes]) -> Pool:
         if label not in _USED:
             skipped.append(label.decode())
             continue
-        pool = pool.merge(_block(label, data[match.end() : stop], what, source, passwords))
+        try:
+            found.append(_block(label, data[match.end() : stop], what, source, passwords))
+        except NothingUsable as exc:
+            empty.append(exc)
+    pool = combine(found)
     if not pool:
+        if empty:
+            raise empty[0]
         if skipped:
             raise NothingUsable(
                 f"holds no certificate, key, CSR or PKCS#7, only {', '.join(dict.fromkeys(skipped))}", hint=None
@@ -84,20 +91,25 @@ def _block(label: bytes, body: bytes, what: str, source: str, passwords: Sequenc
 
 def _decode(body: bytes, what: str) -> tuple[list[bytes], bytes]:
     """RFC 1421 headers ("Proc-Type: ...") and the decoded base64 of one block's body."""
+    if b":" not in body:  # the common case: no RFC 1421 headers
+        return [], _base64(body, what)
     lines = [line.strip() for line in body.splitlines()]
     headers: list[bytes] = []
     while lines and (not lines[0] or b":" in lines[0]):
         if lines[0]:
             headers.append(lines[0])
         lines.pop(0)
-    text = b"".join(lines).translate(None, _WHITESPACE)
+    return headers, _base64(b"".join(lines), what)
+
+
+def _base64(text: bytes, what: str) -> bytes:
     try:
-        der = base64.b64decode(text, validate=True)
+        der = binascii.a2b_base64(text.translate(None, _WHITESPACE), strict_mode=True)
     except binascii.Error as exc:
         raise FormatError(f"{what}: broken base64", hint=HINT_DAMAGED) from exc
     if not der:
         raise FormatError(f"{what}: empty block", hint=HINT_DAMAGED)
-    return headers, der
+    return der
 
 
 def _rebuild(label: bytes, headers: list[bytes], der: bytes) -> bytes:

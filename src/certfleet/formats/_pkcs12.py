@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -21,7 +22,11 @@ def read(der: bytes, source: str, passwords: Sequence[bytes]) -> Pool:
     candidates: list[bytes | None] = list(dict.fromkeys([*passwords, None, b""]))
     for password in candidates:
         try:
-            loaded = pkcs12.load_pkcs12(der, password)
+            with warnings.catch_warnings():
+                # stores from Windows and old Java are BER (indefinite lengths); cryptography reads
+                # them after a warning that is noise to the user
+                warnings.simplefilter("ignore", UserWarning)
+                loaded = pkcs12.load_pkcs12(der, password)
         except UnsupportedAlgorithm as exc:
             raise FormatError(
                 "PKCS#12: encrypted with a cipher certfleet cannot read",

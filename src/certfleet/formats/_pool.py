@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from certfleet.errors import CertfleetError, LimitError
 from certfleet.formats._common import MAX_INPUT_BYTES, MiB, NothingUsable
 from certfleet.formats._der import DerKind, read_der, sniff
-from certfleet.formats._model import InputFormat, Pool
+from certfleet.formats._model import InputFormat, Pool, combine
 from certfleet.formats._pem import BEGIN, read_pem
 from certfleet.formats._zip import Budget, is_zip, read_zip
 
@@ -29,10 +29,8 @@ def read_bytes(name: str, data: bytes, *, passwords: Sequence[bytes] = ()) -> Po
 def read_pool(inputs: Iterable[tuple[str, bytes]], *, passwords: Sequence[bytes] = ()) -> Pool:
     """One pool from many inputs ``(name, bytes)``, in the order given; each must hold something."""
     _check_passwords(passwords)
-    pool = Pool()
-    for name, data in inputs:
-        pool = pool.merge(_read(name, data, tuple(passwords), depth=0, budget=Budget()))
-    return pool
+    given = tuple(passwords)
+    return combine([_read(name, data, given, depth=0, budget=Budget()) for name, data in inputs])
 
 
 def detect_format(data: bytes) -> InputFormat | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from certfleet.errors import FormatError, LimitError
 from certfleet.formats._common import HINT_DAMAGED, MiB, NothingUsable, damaged
-from certfleet.formats._model import Pool
+from certfleet.formats._model import Pool, combine
 
 MAX_MEMBERS = 1000
 MAX_MEMBER_BYTES = 10 * MiB
@@ -57,18 +57,19 @@ def read_zip(source: str, data: bytes, *, depth: int, budget: Budget, read_membe
         raise damaged("zip") from exc
     with archive:
         members = _members(source, archive)
-        pool = Pool()
+        found: list[Pool] = []
         ignored: list[str] = []
         for info in members:
             member = f"{source}!{info.filename}"
             content = _inflate(archive, info, member, budget)
             try:
-                pool = pool.merge(read_member(member, content, depth + 1))
+                found.append(read_member(member, content, depth + 1))
             except NothingUsable:
                 ignored.append(member)  # a README, an invoice, an installation guide
+    pool = combine([*found, Pool(ignored=tuple(ignored))])
     if not pool:
         raise NothingUsable("zip holds no certificate, key, CSR, PKCS#7 or PKCS#12")
-    return Pool(pool.certificates, pool.keys, pool.csrs, pool.ignored + tuple(ignored))
+    return pool
 
 
 def _members(source: str, archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:

@@ -98,6 +98,11 @@ class Store(NodesMixin, VersionsMixin):
         self.close()
 
     @property
+    def key_protection(self) -> str:
+        """How private keys are sealed: ``keyfile`` (master.key) or ``passphrase``."""
+        return self._setting("vault.mode") or "keyfile"
+
+    @property
     def url(self) -> str:
         return self._db.url
 
