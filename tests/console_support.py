@@ -43,6 +43,19 @@ class Clock:
         self.now += dt.timedelta(**delta)
 
 
+class RecordingClient(TestClient):
+    """A test client that keeps every response body, to scan them all for key material."""
+
+    def __init__(self, *args: Any, bodies: list[bytes], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bodies = bodies
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        response = super().request(*args, **kwargs)
+        self.bodies.append(b"".join(f"{k}: {v}\n".encode() for k, v in response.headers.items()) + response.content)
+        return response
+
+
 @dataclass
 class ConsoleEnv:
     home: Path
@@ -58,15 +71,16 @@ class ConsoleEnv:
         return console
 
     def new_client(self) -> TestClient:
-        return TestClient(self.app, base_url="https://testserver", follow_redirects=False)
+        return RecordingClient(self.app, base_url="https://testserver", follow_redirects=False, bodies=self.responses)
 
 
 def make_env(home: Path, *, settings: ConsoleSettings | None = None) -> ConsoleEnv:
     store = Store.init(home)
     clock = Clock()
     app = create_app(store, settings=settings or ConsoleSettings(probe_timeout=2.0), clock=clock)
-    client = TestClient(app, base_url="https://testserver", follow_redirects=False)
-    return ConsoleEnv(home, store, app, clock, client)
+    bodies: list[bytes] = []
+    client = RecordingClient(app, base_url="https://testserver", follow_redirects=False, bodies=bodies)
+    return ConsoleEnv(home, store, app, clock, client, bodies)
 
 
 def csrf_of(html: str) -> str:
@@ -89,9 +103,7 @@ def create_admin(env: ConsoleEnv, username: str = "admin", password: str = PASSW
 
 def login(client: TestClient, username: str = "admin", password: str = PASSWORD) -> Any:
     page = client.get("/login")
-    return client.post(
-        "/login", data={"csrf_token": csrf_of(page.text), "username": username, "password": password}
-    )
+    return client.post("/login", data={"csrf_token": csrf_of(page.text), "username": username, "password": password})
 
 
 def logged_in(env: ConsoleEnv) -> str:
@@ -196,3 +208,116 @@ def served_chain(port: int, server_name: str | None = None, **kw: Any) -> list[x
         # CPython 3.11 has the chain as sent only on the private SSL object
         ders = [c.public_bytes(ssl._ssl.ENCODING_DER) for c in tls._sslobj.get_unverified_chain()]  # type: ignore[attr-defined]
     return [x509.load_der_x509_certificate(d) for d in ders]
+
+
+# -- the steps of the administrator's flow, through the pages ----------------------------------------
+
+
+def add_node(env: ConsoleEnv, csrf: str, name: str, names: list[str], targets: list[str], **fields: str) -> Any:
+    data = {
+        "csrf_token": csrf,
+        "name": name,
+        "names": "\n".join(names),
+        "targets": "\n".join(targets),
+        "transport": "local",
+        **fields,
+    }
+    return env.client.post("/nodes", data=data)
+
+
+def generate_csr(
+    env: ConsoleEnv, csrf: str, lineage: str, nodes: list[str], **fields: str
+) -> x509.CertificateSigningRequest:
+    import html
+
+    r = env.client.post(
+        "/csr",
+        data={"csrf_token": csrf, "lineage": lineage, "nodes": nodes, "key": "ec:p256", **fields},
+    )
+    assert r.status_code == 200, r.text
+    found = re.search(r'<pre id="csr-pem">(.*?)</pre>', r.text, re.S)
+    assert found
+    return x509.load_pem_x509_csr(html.unescape(found.group(1)).encode())
+
+
+def upload(env: ConsoleEnv, csrf: str, lineage: str, files: list[tuple[str, bytes]], password: str = "") -> Any:
+    return env.client.post(
+        "/import",
+        data={"csrf_token": csrf, "lineage": lineage, "password": password},
+        files=[("files", (name, data, "application/octet-stream")) for name, data in files],
+    )
+
+
+def confirm_link(html_text: str) -> str | None:
+    found = re.search(r'action="(/import/[^"/]+/confirm)"', html_text)
+    return found.group(1) if found else None
+
+
+def wait_job(env: ConsoleEnv, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = env.client.get(f"/api/v1/deploy/jobs/{job_id}").json()
+        if job["state"] != "running":
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the deploy did not finish: {job}")
+        time.sleep(0.05)
+
+
+# -- Chromium, trusting what the test says and nothing more ------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+
+
+def nss_home(folder: Path) -> Path:
+    """A HOME for Chromium with an empty NSS database (~/.pki/nssdb): the one place Chromium on
+    Linux reads locally added trust from. Returns the HOME."""
+    db = folder / ".pki" / "nssdb"
+    db.mkdir(parents=True)
+    subprocess.run(["certutil", "-d", f"sql:{db}", "-N", "--empty-password"], check=True, capture_output=True)
+    return folder
+
+
+def nss_trust(home: Path, nickname: str, cert_file: Path, *, peer: bool = False) -> None:
+    """Trust ``cert_file`` in that HOME: as a CA that issues server certificates (``C,,``), or, for
+    a self-signed server certificate checked by its fingerprint first, as that one peer (``P,,``)."""
+    db = home / ".pki" / "nssdb"
+    flags = "P,," if peer else "C,,"
+    subprocess.run(
+        ["certutil", "-d", f"sql:{db}", "-A", "-n", nickname, "-t", flags, "-i", str(cert_file)],
+        check=True,
+        capture_output=True,
+    )
+
+
+def key_needles(key: Any) -> list[bytes]:
+    """Every form a private key could leak in: PEM armour, its DER and base64, its secret numbers."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    secrets: list[int] = []
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        secrets = [key.private_numbers().private_value]
+    elif isinstance(key, rsa.RSAPrivateKey):
+        numbers = key.private_numbers()
+        secrets = [numbers.p, numbers.q, numbers.d]
+    else:
+        raise AssertionError(f"unexpected key type {type(key)}")
+    out = [b"PRIVATE KEY", der, base64.b64encode(der)[:40], base64.b64encode(der)[-40:]]
+    for value in secrets:
+        raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+        out += [raw, raw.hex().encode(), base64.b64encode(raw)[:40]]
+    return out

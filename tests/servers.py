@@ -19,6 +19,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from types import TracebackType
 from typing import Self
 
 import pytest
+from cryptography import x509
 
 __all__ = [
     "ApacheServer",
@@ -35,7 +37,9 @@ __all__ = [
     "Server",
     "SshServer",
     "free_port",
+    "served_chain",
     "sshd",
+    "tls_server",
     "wait_for_port",
 ]
 
@@ -66,6 +70,24 @@ def wait_for_port(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"nothing listens on {host}:{port} after {timeout:g} s") from None
             time.sleep(0.05)
+
+
+def served_chain(endpoint: str, server_name: str | None = None, timeout: float = 10.0) -> list[x509.Certificate]:
+    """The certificates ``host:port`` sends, in its order, from a plain ``ssl`` handshake.
+
+    Independent of certfleet's probe on purpose: tests prove what certfleet deployed with it.
+    """
+    host, _, port = endpoint.rpartition(":")
+    host = host.strip("[]")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection((host, int(port)), timeout=timeout) as sock,
+        ctx.wrap_socket(sock, server_hostname=server_name) as tls,
+    ):
+        chain = tls._sslobj.get_unverified_chain()  # type: ignore[attr-defined]
+        return [x509.load_der_x509_certificate(c.public_bytes(ssl._ssl.ENCODING_DER)) for c in chain]  # type: ignore[attr-defined]
 
 
 def _sh(*argv: str | Path) -> str:
@@ -356,3 +378,14 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
     """An sshd on loopback for a test module (import this fixture into the module that uses it)."""
     with SshServer(tmp_path_factory.mktemp("sshd")) as server:
         yield server
+
+
+def tls_server(kind: str, workdir: Path, live: Path) -> Server:
+    """The server that reads certfleet's ``kind`` layout from the ``live`` folder (not started)."""
+    if kind == "nginx":
+        return NginxServer(workdir, cert=live / "fullchain.pem", key=live / "privkey.pem")
+    if kind == "apache":
+        return ApacheServer(workdir, cert=live / "cert.pem", chain=live / "chain.pem", key=live / "privkey.pem")
+    if kind == "haproxy":
+        return HAProxyServer(workdir, combined=live / "combined.pem")
+    raise ValueError(f"no test server reads the {kind} layout")

@@ -40,7 +40,7 @@ def test_good_endpoint_exits_0(cli: Any, nginx: Nginx, roots: Path) -> None:
     result = _check(cli, roots, nginx.target("good"))
     assert result.code == 0, result.out + result.err
     assert nginx.target("good") in result.out
-    assert "1 endpoints" in result.out
+    assert "1 endpoint in" in result.out
     assert "1 ok" in result.out
 
 
@@ -178,3 +178,31 @@ def test_deadline_in_the_cli(cli: Any, roots: Path) -> None:
     data = result.json()
     assert [p["code"] for p in data[0]["problems"]] == ["timeout"]
     assert "overall deadline" in data[0]["problems"][0]["message"]
+
+
+def test_long_runs_list_only_what_needs_a_look(cli: Any, tmp_path: Path) -> None:
+    from tlsservers import Site
+
+    from certfleet.testing import TestCA, make_key
+
+    root = TestCA.root("Many Root")
+    key = make_key()
+    sites = [
+        Site(f"web{i:02d}", (leaf := root.leaf(f"web{i:02d}.example.test", private_key=key)).fullchain_pem(),
+             leaf.key_pem())
+        for i in range(55)
+    ]  # fmt: skip
+    expired = root.leaf("old.example.test", private_key=key, days=1, not_before=root.cert.not_valid_before_utc)
+    sites.append(Site("old", expired.fullchain_pem(), expired.key_pem()))
+    (tmp_path / "root.pem").write_bytes(root.cert_pem())
+    with run_nginx(tmp_path / "nginx", sites) as server:
+        listing = tmp_path / "fleet.txt"
+        listing.write_text("".join(f"{server.target(s.name)} {s.name}.example.test\n" for s in sites))
+        short = cli("check", "--trust-only", tmp_path / "root.pem", "-f", listing)
+        every = cli("check", "--trust-only", tmp_path / "root.pem", "-f", listing, "--all")
+    assert short.code == every.code == 1
+    assert "old.example.test" in short.out
+    assert "web07.example.test" not in short.out
+    assert "55 without problems not listed" in short.out
+    assert "web07.example.test" in every.out
+    assert "not listed" not in every.out

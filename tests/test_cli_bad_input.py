@@ -165,7 +165,7 @@ def test_bad_leaf_in_a_batch_is_reported_and_the_rest_checked(cli: Any, pki: Any
     inter = tmp_path / "inter.pem"
     inter.write_bytes(pki.inter.cert_pem())
     root = pki.root_file(tmp_path)
-    result = cli("verify", "--each", good, path, good, "--untrusted", inter, "--trust-only", root)
+    result = cli("verify", "--each", good, path, good, "--untrusted", inter, "--trust-only", root, "-p", "wrong")
     assert result.code == 2
     lines = result.out.splitlines()
     assert lines[0].startswith("valid") and lines[2].startswith("valid")

@@ -164,8 +164,8 @@ def test_verify_human_report_draws_the_chain(cli: Any, files: Files) -> None:
     result = cli("verify", files.fullchain, "--trust-only", files.root)
     assert result.code == 0, result.err
     assert "✓ valid for www.example.test" in result.out
-    assert "leaf: CN=www.example.test" in result.out
-    assert "intermediate: CN=certfleet Test Intermediate" in result.out
+    assert "leaf: www.example.test" in result.out
+    assert "intermediate: certfleet Test Intermediate" in result.out
     assert "root (trusted, not served)" in result.out
 
 
@@ -252,6 +252,14 @@ def test_each_with_name_checks_every_leaf_for_it(cli: Any, files: Files, leaves:
     assert [r["valid"] for r in records] == [True, False]
     assert records[1]["problems"][0]["code"] == "name-mismatch"
     assert result.code == 1
+
+
+def test_each_bad_name_is_one_error(cli: Any, files: Files, leaves: list[Path]) -> None:
+    result = _each(cli, files, leaves, "--name", "bad..example.test")
+    assert result.code == 2
+    assert result.out == ""
+    assert len(result.err.splitlines()) == 2  # the error and its hint
+    assert "empty label" in result.err
 
 
 def test_each_all_valid_exits_0(cli: Any, files: Files, leaves: list[Path]) -> None:

@@ -7,11 +7,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from console_support import PASSWORD, ConsoleEnv, create_admin, csrf_of, logged_in, login, make_env
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from certfleet.console.app import SESSION_COOKIE
+from console_support import PASSWORD, ConsoleEnv, create_admin, csrf_of, logged_in, login, make_env
 
 
 @pytest.fixture
@@ -266,7 +266,7 @@ def _routes(env: ConsoleEnv) -> list[tuple[str, str]]:
         path = getattr(route, "path", None)
         if not isinstance(route, APIRoute) or path is None or path in PUBLIC:
             continue
-        for method in sorted(route.methods - {"HEAD"}):
+        for method in sorted((route.methods or set()) - {"HEAD"}):
             out.append((method, path))
     return out
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from console_support import serve, served_chain
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -20,6 +19,7 @@ from certfleet.certinfo import fingerprint
 from certfleet.console.tls import bootstrap_certificate
 from certfleet.store import Store
 from certfleet.testing import TestCA
+from console_support import serve, served_chain
 
 
 def test_bootstrap_certificate_is_p256_for_localhost_host_and_loopback() -> None:
@@ -109,9 +109,7 @@ def test_sni_picks_the_lineage_and_a_new_version_is_served_without_restart(tmp_p
         assert by_sni["other.example.test"] == fingerprint(web)  # --lineage web is the default
         assert fingerprint(served_chain(served.port)[0]) == fingerprint(web)  # no SNI at all
         # the chain is sent whole: leaf, then the intermediate
-        assert [fingerprint(c) for c in served_chain(served.port, "www.example.test")[1:]] == [
-            fingerprint(inter.cert)
-        ]
+        assert [fingerprint(c) for c in served_chain(served.port, "www.example.test")[1:]] == [fingerprint(inter.cert)]
 
         with Store.open(home) as store:
             renewed = _issue(store, inter, "web", "www.example.test", "*.apps.example.test")

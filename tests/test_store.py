@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import sqlite3
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from certfleet import testing
 from certfleet.errors import InputError, StoreError
 from certfleet.fleet.spec import NodeSpec, TargetSpec
 from certfleet.store import (
@@ -27,7 +29,7 @@ from certfleet.store import (
     default_home,
     public_key_id,
 )
-from certfleet.testing import TestCA, make_key
+from certfleet.testing import make_key
 
 UTC = dt.UTC
 
@@ -45,7 +47,9 @@ def _node(name: str, *names: str, path: str = "/srv/tls") -> NodeSpec:
     return NodeSpec(name=name, names=names or (f"{name}.example.test",), targets=(TargetSpec("nginx", path),))
 
 
-def _pending(store: Store, lineage: str = "web", spec: str = "ec:p256") -> tuple[x509.CertificateSigningRequest, object]:
+def _pending(
+    store: Store, lineage: str = "web", spec: str = "ec:p256"
+) -> tuple[x509.CertificateSigningRequest, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey]:
     key = make_key(spec)
     assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
     csr = _csr(key, "www.example.test", "example.test")
@@ -53,16 +57,23 @@ def _pending(store: Store, lineage: str = "web", spec: str = "ec:p256") -> tuple
     return csr, key
 
 
+def _same_key(a: object, b: object) -> bool:
+    """The same private key (not only the same public half)."""
+    assert isinstance(a, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
+    assert isinstance(b, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
+    return a.private_numbers() == b.private_numbers()
+
+
 @pytest.fixture
-def store(certfleet_home: Path) -> Store:
+def store(certfleet_home: Path) -> Iterator[Store]:
     s = Store.init()
-    yield s  # type: ignore[misc]
+    yield s
     s.close()
 
 
 @pytest.fixture(scope="module")
-def ca() -> TestCA:
-    return TestCA.root("store test root").intermediate("store test intermediate")
+def ca() -> testing.TestCA:
+    return testing.TestCA.root("store test root").intermediate("store test intermediate")
 
 
 # -- opening ---------------------------------------------------------------------------------------
@@ -151,6 +162,21 @@ def test_migrations_from_empty_to_head_match_the_models(tmp_path: Path) -> None:
     db.dispose()
 
 
+def test_a_store_from_a_newer_certfleet(store: Store, certfleet_home: Path) -> None:
+    store.close()
+    with sqlite3.connect(certfleet_home / "certfleet.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    with pytest.raises(StoreError, match="schema is newer than this certfleet knows"):
+        Store.open()
+
+
+def test_a_damaged_database(certfleet_home: Path) -> None:
+    certfleet_home.mkdir(mode=0o700)
+    (certfleet_home / "certfleet.db").write_bytes(b"this is not a database, " * 100)
+    with pytest.raises(StoreError, match="the store cannot be used: file is not a database"):
+        Store.open()
+
+
 # -- sealing keys ----------------------------------------------------------------------------------
 
 
@@ -169,11 +195,11 @@ def _secret_fragments(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> li
 
 
 @pytest.mark.parametrize("spec", ["ec:p256", "rsa:2048"])
-def test_key_is_never_stored_in_clear(store: Store, certfleet_home: Path, ca: TestCA, spec: str) -> None:
+def test_key_is_never_stored_in_clear(store: Store, certfleet_home: Path, ca: testing.TestCA, spec: str) -> None:
     csr, key = _pending(store, spec=spec)
     assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
     store.issue("web", ca.sign_csr(csr), ca.chain)
-    assert store.material("web").key.private_numbers() == key.private_numbers()  # type: ignore[union-attr]
+    assert _same_key(store.material("web").key, key)
     fragments = _secret_fragments(key)
 
     def files() -> bytes:
@@ -188,7 +214,7 @@ def test_key_is_never_stored_in_clear(store: Store, certfleet_home: Path, ca: Te
             assert fragment not in data
 
 
-def test_wrong_master_key_is_refused(store: Store, certfleet_home: Path, ca: TestCA) -> None:
+def test_wrong_master_key_is_refused(store: Store, certfleet_home: Path, ca: testing.TestCA) -> None:
     csr, _ = _pending(store)
     store.issue("web", ca.sign_csr(csr), ca.chain)
     store.close()
@@ -220,7 +246,7 @@ def test_master_key_file_problems(store: Store, certfleet_home: Path, mode: int 
         Store.open().pending_keys("web")
 
 
-def test_passphrase_store(certfleet_home: Path, monkeypatch: pytest.MonkeyPatch, ca: TestCA) -> None:
+def test_passphrase_store(certfleet_home: Path, monkeypatch: pytest.MonkeyPatch, ca: testing.TestCA) -> None:
     monkeypatch.setenv(PASSPHRASE_ENV, "correct horse battery staple")
     store = Store.init()
     assert not (certfleet_home / KEY_FILE).exists()
@@ -236,7 +262,7 @@ def test_passphrase_store(certfleet_home: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv(PASSPHRASE_ENV, "correct horse battery staple")
     reopened = Store.open()
     [(version, found)] = reopened.pending_keys("web")
-    assert found.private_numbers() == key.private_numbers()  # type: ignore[attr-defined]
+    assert _same_key(found, key)
     assert version.csr == csr
     reopened.close()
 
@@ -254,7 +280,7 @@ def test_sealed_key_is_bound_to_its_record(store: Store, certfleet_home: Path) -
     reopened.close()
 
 
-def test_nothing_prints_a_key(store: Store, ca: TestCA) -> None:
+def test_nothing_prints_a_key(store: Store, ca: testing.TestCA) -> None:
     csr, key = _pending(store)
     store.issue("web", ca.sign_csr(csr), ca.chain)
     material = store.material("web")
@@ -330,7 +356,7 @@ def test_bad_nodes_are_refused(store: Store, bad: NodeSpec) -> None:
     assert store.nodes() == []
 
 
-def test_versions_issue_activate_material(store: Store, ca: TestCA) -> None:
+def test_versions_issue_activate_material(store: Store, ca: testing.TestCA) -> None:
     csr1, key1 = _pending(store)
     assert [v.state for v in store.versions("web")] == [VersionState.PENDING]
     with pytest.raises(InputError, match="no certificate yet"):
@@ -349,13 +375,13 @@ def test_versions_issue_activate_material(store: Store, ca: TestCA) -> None:
     v2 = store.issue("web", ca.sign_csr(csr2), ca.chain)
     assert v2.number == 2
     m = store.material("web")
-    assert m.key.private_numbers() == key2.private_numbers()  # type: ignore[attr-defined, union-attr]
+    assert _same_key(m.key, key2)
     assert m.chain == tuple(ca.chain)
     assert m.version_id == v2.fingerprint
     store.activate("web", 1)
     assert store.lineage("web").active is not None
     assert store.lineage("web").active.number == 1  # type: ignore[union-attr]
-    assert store.material("web").key.private_numbers() == key1.private_numbers()  # type: ignore[attr-defined, union-attr]
+    assert _same_key(store.material("web").key, key1)
     assert store.material("web", 2).leaf == v2.leaf
     assert [v.active for v in store.versions("web")] == [True, False]
 
@@ -363,14 +389,14 @@ def test_versions_issue_activate_material(store: Store, ca: TestCA) -> None:
     v3 = store.issue("web", reissued, ca.chain)
     assert v3.number == 3
     assert v3.public_key_id == v2.public_key_id
-    assert store.material("web").key.private_numbers() == key2.private_numbers()  # type: ignore[attr-defined, union-attr]
+    assert _same_key(store.material("web").key, key2)
 
     _pending(store)
     with pytest.raises(InputError, match="still waiting for its certificate"):
         store.activate("web", 4)
 
 
-def test_issue_for_an_unknown_key(store: Store, ca: TestCA) -> None:
+def test_issue_for_an_unknown_key(store: Store, ca: testing.TestCA) -> None:
     _pending(store)
     stranger = ca.leaf("www.example.test")
     with pytest.raises(InputError, match="issued for another key: it matches no pending request of lineage web"):
@@ -383,7 +409,7 @@ def test_issue_for_an_unknown_key(store: Store, ca: TestCA) -> None:
 
 
 def test_trust_anchors(store: Store) -> None:
-    roots = [TestCA.root(f"anchor {i}") for i in range(2)]
+    roots = [testing.TestCA.root(f"anchor {i}") for i in range(2)]
     anchor, new = store.add_trust_anchor(roots[0].cert)
     assert new
     assert store.add_trust_anchor(roots[0].cert)[1] is False
@@ -398,7 +424,7 @@ def test_trust_anchors(store: Store) -> None:
     assert [a.subject for a in store.trust_anchors()] == ["CN=anchor 1,O=certfleet tests"]
 
 
-def test_deployments_history(store: Store, ca: TestCA) -> None:
+def test_deployments_history(store: Store, ca: testing.TestCA) -> None:
     store.add_node(_node("main"), lineage="web")
     csr, _ = _pending(store)
     v = store.issue("web", ca.sign_csr(csr), ca.chain)
@@ -434,6 +460,16 @@ def test_deployments_history(store: Store, ca: TestCA) -> None:
     assert last["main"][1].served_fingerprint == v.fingerprint
     assert deps[0].to_dict()["results"][0]["outcome"] == "ok"
     assert store.audit_log(action="deploy")[0].detail["nodes"] == {"gw1": "ok"}
+
+
+def test_audit_never_records_a_password(store: Store) -> None:
+    spec = NodeSpec("win", ("win.example.test",), (TargetSpec("pkcs12", "/srv/pfx", {"password": "hunter2"}),))
+    store.add_node(spec)
+    store.audit("console.login", {"account": "alice", "Password": "hunter2", "nested": [{"api_token": "t0k3n"}]})
+    assert store.node("win").targets[0].options == {"password": "hunter2"}  # the node keeps what it was given
+    text = str([e.to_dict() for e in store.audit_log()])
+    assert "hunter2" not in text and "t0k3n" not in text
+    assert "alice" in text and "<redacted>" in text
 
 
 def test_actor_and_aware_timestamps(store: Store) -> None:

@@ -28,7 +28,8 @@ WRITER = textwrap.dedent(
     prefix, count = sys.argv[1], int(sys.argv[2])
     for i in range(count):
         name = f"{prefix}-{i}"
-        spec = NodeSpec(name, (f"{name}.example.test", f"alt.{name}.example.test"), (TargetSpec("pem", "/srv/" + name),))
+        names = (f"{name}.example.test", f"alt.{name}.example.test")
+        spec = NodeSpec(name, names, (TargetSpec("pem", "/srv/" + name),))
         try:
             store.add_node(spec, lineage=prefix)
             store.put_lineage(prefix, names=[f"{prefix}-extra-{i}.example.test"])

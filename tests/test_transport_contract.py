@@ -67,7 +67,7 @@ async def test_folders_symlinks_and_atomic_rename(tx: Transport, tmp_path: Path)
     assert await tx.readlink(str(tmp_path / "live")) == "v1"
     await tx.symlink("v2", str(tmp_path / ".live-new"))
     await tx.rename(str(tmp_path / ".live-new"), str(tmp_path / "live"))
-    assert os.readlink(tmp_path / "live") == "v2"
+    assert (tmp_path / "live").readlink() == Path("v2")
     assert sorted(await tx.listdir(str(tmp_path))) == ["a", "live", "v1", "v2"]
     assert await tx.readlink(str(tmp_path / "v1")) is None  # a folder, not a symlink
     assert await tx.readlink(str(tmp_path / "missing")) is None

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import IO, Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs7
@@ -35,6 +35,17 @@ class Fetcher(Protocol):
 
 class _Redirects(urllib.request.HTTPRedirectHandler):
     max_redirections = _MAX_REDIRECTS
+
+    def http_error_302(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: http.client.HTTPMessage
+    ) -> Any:
+        # urllib itself would follow ftp: and report file: as a bare HTTP error; say what happened
+        target = urljoin(req.full_url, headers.get("location") or headers.get("uri") or "")
+        if urlsplit(target).scheme.lower() not in _SCHEMES:
+            raise NetworkError(f"refused a redirect to {target[:200]}", source=req.full_url)
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
     def redirect_request(  # noqa: PLR0917 (urllib fixes this signature)
         self,
@@ -86,6 +97,8 @@ class HttpFetcher:
         except CertfleetError:
             raise
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:  # urllib gives up on a redirect chain with the last 3xx
+                raise NetworkError(f"too many redirects (more than {_MAX_REDIRECTS})", source=url) from exc
             raise NetworkError(f"the server answered HTTP {exc.code}", source=url) from exc
         except urllib.error.URLError as exc:
             reason = exc.reason

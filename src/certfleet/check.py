@@ -15,10 +15,10 @@ import asyncio
 import datetime as dt
 import ipaddress
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -44,16 +44,20 @@ __all__ = [
     "check",
     "parse_target",
     "read_targets",
+    "run_async",
     "run_check",
     "unique",
 ]
+
+_T = TypeVar("_T")
 
 DEFAULT_PORT = 443
 DEFAULT_CONCURRENCY = 200
 DEFAULT_TIMEOUT = 5.0
 MAX_TARGETS = 100_000  # a fleet is large; a list longer than this is a mistake
 _MAX_TARGET_CHARS = 1100  # a 253-octet name as U-labels, a port, a URL path we ignore
-_MAX_VERIFIERS = 10_000  # distinct sets of intermediates kept; a fleet has a handful
+_MAX_VERIFIERS = 10_000
+_MAX_DESCRIBED = 200_000  # distinct sets of intermediates kept; a fleet has a handful
 # DNS look-ups run in threads; asyncio's default pool (cores + 4) would serialise a large fleet
 _RESOLVER_THREADS = 64
 
@@ -324,16 +328,21 @@ class _Evaluator:
         self.now = now
         self.expiring_days = expiring_days
         self.certs = CertCache()
-        self._infos: dict[int, CertInfo] = {}  # by id(): the cache hands out one object per DER
+        self._by_der: dict[bytes, CertInfo] = {}
         self._verifiers: dict[tuple[bytes, ...], Verifier] = {}
 
-    def _info(self, cert: x509.Certificate) -> CertInfo:
-        info = self._infos.get(id(cert))
-        if info is None:
-            info = describe(cert)
-            if len(self._infos) < 200_000:
-                self._infos[id(cert)] = info
-        return info
+    def _infos(self, served: ProbeResult) -> tuple[CertInfo, ...]:
+        if len(served.chain) != len(served.chain_der):  # a certificate was unreadable: no keys
+            return tuple(describe(c) for c in served.chain)
+        out = []
+        for cert, der in zip(served.chain, served.chain_der, strict=True):
+            info = self._by_der.get(der)
+            if info is None:
+                info = describe(cert)
+                if len(self._by_der) < _MAX_DESCRIBED:
+                    self._by_der[der] = info
+            out.append(info)
+        return tuple(out)
 
     def _verifier(self, served: ProbeResult) -> Verifier:
         # endpoints that send the same intermediates share one verifier (its trust store and
@@ -352,7 +361,7 @@ class _Evaluator:
             probe=served,
             verified=False,
             name=target.expected_name,
-            chain=tuple(self._info(c) for c in served.chain),
+            chain=self._infos(served),
             days_left=None,
             problems=served.problems,
         )
@@ -387,7 +396,7 @@ class _Evaluator:
             probe=served,
             verified=verification is not None and verification.valid,
             name=target.expected_name,
-            chain=tuple(self._info(c) for c in served.chain),
+            chain=self._infos(served),
             days_left=(leaf.not_valid_after_utc - self.now).days,
             problems=tuple(problems),
         )
@@ -485,15 +494,19 @@ async def check(
 
 def run_check(targets: Sequence[Target], **options: Any) -> CheckReport:
     """:func:`check` from synchronous code, in an event loop of its own."""
+    return run_async(check(targets, **options))
 
-    async def main() -> CheckReport:
-        if any(not t.host_is_ip for t in targets):
-            asyncio.get_running_loop().set_default_executor(
-                ThreadPoolExecutor(max_workers=_RESOLVER_THREADS, thread_name_prefix="certfleet-dns")
-            )
-        return await check(targets, **options)
 
-    return asyncio.run(main())
+def run_async(main: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``main`` in a new event loop with threads enough for a fleet's DNS look-ups."""
+
+    async def with_resolvers() -> _T:
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=_RESOLVER_THREADS, thread_name_prefix="certfleet-dns")
+        )
+        return await main
+
+    return asyncio.run(with_resolvers())
 
 
 def unique(targets: Iterable[Target]) -> list[Target]:

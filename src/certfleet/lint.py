@@ -82,7 +82,7 @@ def _weak_key(cert: x509.Certificate, index: int) -> Problem | None:
         elif isinstance(key, ec.EllipticCurvePublicKey):
             if key.curve.name in _GOOD_CURVES:
                 return None
-            reason = f"is on the curve {key.curve.name}; TLS clients accept P-256 and P-384"
+            reason = f"is on the curve {key.curve.name}; browsers accept P-256 and P-384 (Chrome refuses P-521)"
         elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
             reason = "is Ed25519/Ed448, which browsers and phones do not accept for web certificates"
         elif isinstance(key, dsa.DSAPublicKey):

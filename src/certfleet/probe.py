@@ -308,11 +308,6 @@ def _connect_problem(exc: OSError, target: str) -> Problem:
     )
 
 
-def _close(writer: asyncio.StreamWriter) -> None:
-    # The chain is in hand; do not let a server that never answers close_notify hold us up.
-    writer.transport.abort()
-
-
 async def probe(
     host: str,
     port: int,
@@ -354,17 +349,28 @@ async def probe(
             **kw,
         )
 
-    writer: asyncio.StreamWriter | None = None
+    context = _client_context(minimum_version)
+    transport: asyncio.WriteTransport | None = None
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port, limit=MAX_LINE)
-            if mode is not StartTLS.NONE:
+            if mode is StartTLS.NONE:
+                # the plain protocol API, not streams: a thousand endpoints pay for every object
+                loop = asyncio.get_running_loop()
+                transport, protocol = await loop.create_connection(asyncio.Protocol, host, port)
+                phase = "the TLS handshake"
+                transport = await loop.start_tls(transport, protocol, context, server_hostname=sni)
+            else:
+                reader, writer = await asyncio.open_connection(host, port, limit=MAX_LINE)
+                transport = writer.transport
                 phase = f"the {mode.value.upper()} greeting"
                 await _UPGRADES[mode](reader, writer)
-            phase = "the TLS handshake"
-            # "" (not None) sends no SNI: without it asyncio would send the host, an IP address
-            await writer.start_tls(_client_context(minimum_version), server_hostname=sni or "")
-            ssl_object = writer.get_extra_info("ssl_object")
+                phase = "the TLS handshake"
+                # "" (not None): asyncio would otherwise send the host as SNI, even an IP address
+                await writer.start_tls(context, server_hostname=sni or "")
+                transport = writer.transport
+            if transport is None:  # start_tls found the connection already closed
+                raise ConnectionResetError("the server closed the connection")
+            ssl_object = transport.get_extra_info("ssl_object")
             ders = _served_der(ssl_object)
             version, cipher = ssl_object.version(), (ssl_object.cipher() or (None,))[0]
     except TimeoutError:
@@ -385,8 +391,9 @@ async def probe(
     except (_Refused, EOFError, asyncio.IncompleteReadError) as exc:
         return result(False, (_handshake_problem(exc),))
     finally:
-        if writer is not None:
-            _close(writer)
+        if transport is not None:
+            # the chain is in hand: no close_notify exchange for a server that may never answer it
+            transport.abort()
 
     chain: list[x509.Certificate] = []
     problems: list[Problem] = []

@@ -15,6 +15,7 @@ import certifi
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 
 from certfleet.errors import EnvError, InputError
@@ -39,10 +40,33 @@ def _spki(cert: x509.Certificate) -> bytes:
 
 
 def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    """True when ``issuer``'s name and key made ``cert``'s signature (names alone prove nothing)."""
+    """True when ``issuer``'s name and key made ``cert``'s signature (names alone prove nothing).
+
+    Checked with the issuer's public key directly: cryptography's own check refuses SHA-1 and MD5
+    signatures, and lint must still see who made them. Whether an algorithm is acceptable is
+    for verification and lint to say, not for this.
+    """
     try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        if cert.issuer != issuer.subject:
+            return False
+        key = issuer.public_key()
+        params = cert.signature_algorithm_parameters
+        algorithm = cert.signature_hash_algorithm
+        if isinstance(key, rsa.RSAPublicKey) and algorithm is not None:
+            # md5WithRSAEncryption comes without parameters: it is PKCS#1 v1.5, like every RSA scheme but PSS
+            key.verify(
+                cert.signature,
+                cert.tbs_certificate_bytes,
+                params if isinstance(params, padding.PSS) else padding.PKCS1v15(),
+                algorithm,
+            )
+        elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(params, ec.ECDSA):
+            key.verify(cert.signature, cert.tbs_certificate_bytes, params)
+        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey) and params is None:
+            key.verify(cert.signature, cert.tbs_certificate_bytes)
+        else:
+            return False
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
         return False
     return True
 

@@ -48,7 +48,7 @@ MAX_DEPTH = 8
 _MIN_RSA_BITS = 2048  # certificates in a path, leaf and anchor included; real chains have 3 or 4
 _SEARCH_BUDGET = 512  # issuer look-ups per search, so hostile input cannot blow up
 _MAX_PATHS = 32
-_MAX_PROVEN = 4  # intermediates remembered per issuer name (a renewal or a cross-sign)
+_MAX_PROVEN = 16  # intermediates remembered for the shortcut; a bundle of leaves has a few
 
 
 @dataclass(frozen=True)
@@ -229,12 +229,14 @@ def find_paths(
     *,
     at: dt.datetime | None = None,
     max_depth: int = MAX_DEPTH,
+    first_trusted: bool = False,
 ) -> list[CertPath]:
     """Every path up from ``leaf`` through ``pool`` towards ``trust``, best first (bounded search).
 
     Issuers are proven by signature, not by name; AKI/SKI only orders the candidates. Best is a
     path that ends at an anchor, then one whose certificates are all valid at ``at``, then the
-    shorter; among paths that end nowhere, the one that got furthest.
+    shorter; among paths that end nowhere, the one that got furthest. ``first_trusted`` stops at
+    the first path that reaches an anchor (anchors and matching key identifiers are tried first).
     """
     by_subject: dict[bytes, list[x509.Certificate]] = {}
     seen_der: set[bytes] = set()
@@ -248,24 +250,28 @@ def find_paths(
     signed: dict[tuple[int, int], bool] = {}
     paths: list[CertPath] = []
 
-    def issuers(cert: x509.Certificate) -> list[tuple[x509.Certificate, bool]]:
+    def candidates(cert: x509.Certificate) -> list[tuple[x509.Certificate, bool]]:
+        """Certificates named as ``cert``'s issuer, best first; signatures are checked as they are used."""
         nonlocal budget
         budget -= 1
         aki = _aki(cert)
-        found: list[tuple[x509.Certificate, bool]] = [(a, True) for a in trust.issuers_of(cert)]
-        for cand in by_subject.get(cert.issuer.public_bytes(), ()):
-            key = (id(cert), id(cand))
-            if key not in signed:
-                signed[key] = signed_by(cert, cand)
-            if signed[key]:
-                found.append((cand, trust.contains(cand)))
+        issuer_name = cert.issuer.public_bytes()
+        found = [(a, True) for a in trust.named(cert.issuer)]
+        found += [(c, trust.contains(c)) for c in by_subject.get(issuer_name, ())]
         # anchors first, then a matching key identifier, then those valid now
         found.sort(key=lambda item: (not item[1], aki is not None and _ski(item[0]) != aki, not _valid_at(item[0], at)))
         return found
 
+    def issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+        key = (id(cert), id(issuer))
+        if key not in signed:
+            signed[key] = signed_by(cert, issuer)
+        return signed[key]
+
+    def stop() -> bool:
+        return len(paths) >= _MAX_PATHS or (first_trusted and bool(paths) and paths[-1].trusted)
+
     def walk(path: list[x509.Certificate], keys: set[tuple[bytes, bytes] | None]) -> None:
-        if len(paths) >= _MAX_PATHS:
-            return
         cert = path[-1]
         if trust.contains(cert):
             paths.append(CertPath(tuple(path), PathEnd.TRUSTED))
@@ -276,17 +282,19 @@ def find_paths(
         if len(path) >= max_depth or budget <= 0:
             paths.append(CertPath(tuple(path), PathEnd.TOO_LONG))
             return
-        next_steps = [(c, anchor) for c, anchor in issuers(cert) if _key_id(c) not in keys]
-        if not next_steps:
-            paths.append(CertPath(tuple(path), PathEnd.MISSING_ISSUER))
-            return
-        for issuer, is_anchor in next_steps:
+        went_on = False
+        for issuer, is_anchor in candidates(cert):
+            if _key_id(issuer) in keys or not issued(cert, issuer):
+                continue
+            went_on = True
             if is_anchor:
                 paths.append(CertPath((*path, issuer), PathEnd.TRUSTED))
             else:
                 walk([*path, issuer], keys | {_key_id(issuer)})
-            if len(paths) >= _MAX_PATHS:
+            if stop():
                 return
+        if not went_on:
+            paths.append(CertPath(tuple(path), PathEnd.MISSING_ISSUER))
 
     walk([leaf], {_key_id(leaf)})
     rank = {PathEnd.TRUSTED: 0, PathEnd.UNTRUSTED_ROOT: 1, PathEnd.MISSING_ISSUER: 2, PathEnd.TOO_LONG: 3}
@@ -336,6 +344,7 @@ _EXPLAINED_BY: tuple[tuple[str, frozenset[ProblemCode]], ...] = (
     ("EKU", frozenset({ProblemCode.MISSING_SERVER_AUTH})),
     ("no interior errors", _PATH_CODES),
     ("signature does not match", _PATH_CODES),
+    ("exceeds max depth", _PATH_CODES),
 )
 _PROCESSING = re.compile(r" \(encountered processing <Certificate\(subject=<Name\((.*?)\)>, \.\.\.\)>\)")
 
@@ -435,7 +444,9 @@ class Verifier:
         self.untrusted = list(untrusted)
         self.max_depth = max_depth
         self._builder: PolicyBuilder | None = None
-        self._proven: dict[bytes, list[tuple[PolicyBuilder, tuple[x509.Certificate, ...]]]] = {}
+        # intermediates proven up to an anchor, with the rest of their path; trusted by one verifier
+        self._proven: list[tuple[x509.Certificate, tuple[x509.Certificate, ...]]] = []
+        self._proven_builder: PolicyBuilder | None = None
         if trust.certs:
             builder = PolicyBuilder().store(Store(list(trust.certs))).time(self.at)
             self._builder = builder.max_chain_depth(max_depth) if max_depth is not None else builder
@@ -471,23 +482,27 @@ class Verifier:
     # change the verdict on such a leaf unless it constrains names, or a depth limit applies; in
     # those cases every leaf takes the full path.
     def _shortcut(self, leaf: x509.Certificate, subject: Subject) -> list[x509.Certificate] | None:
-        for builder, upper in self._proven.get(leaf.issuer.public_bytes(), ()):
-            try:
-                builder.build_server_verifier(subject).verify(leaf, [])
-            except VerificationError:
-                continue
-            return [leaf, *upper]
-        return None
+        if self._proven_builder is None:
+            return None
+        try:
+            chain = self._proven_builder.build_server_verifier(subject).verify(leaf, [])
+        except VerificationError:
+            return None
+        anchor = chain[-1]
+        upper = next((up for cert, up in self._proven if cert == anchor), None)
+        return None if upper is None else [*chain, *upper]
 
     def _remember(self, chain: Sequence[x509.Certificate]) -> None:
-        if self.max_depth is not None or len(chain) < 3:
+        if self.max_depth is not None or len(chain) < 3 or len(self._proven) >= _MAX_PROVEN:
             return
-        upper = tuple(chain[1:])
-        if any(extension(c, x509.NameConstraints) is not None for c in upper):
+        intermediate, upper = chain[1], tuple(chain[2:])
+        if any(cert == intermediate for cert, _ in self._proven):
             return
-        proven = self._proven.setdefault(upper[0].subject.public_bytes(), [])
-        if len(proven) < _MAX_PROVEN and all(other[0] != upper[0] for _, other in proven):
-            proven.append((PolicyBuilder().store(Store([upper[0]])).time(self.at), upper))
+        if any(extension(c, x509.NameConstraints) is not None for c in chain[1:]):
+            return
+        self._proven.append((intermediate, upper))
+        store = Store([cert for cert, _ in self._proven])
+        self._proven_builder = PolicyBuilder().store(store).time(self.at)
 
     def _explain(
         self,
@@ -545,7 +560,9 @@ class Verifier:
     def _best_path(self, leaf: x509.Certificate) -> CertPath:
         # max_depth counts intermediates; a path also holds the leaf and the anchor
         depth = self.max_depth + 2 if self.max_depth is not None else MAX_DEPTH
-        paths = find_paths(leaf, self.untrusted, self.trust, at=self.at, max_depth=min(depth, MAX_DEPTH))
+        paths = find_paths(
+            leaf, self.untrusted, self.trust, at=self.at, max_depth=min(depth, MAX_DEPTH), first_trusted=True
+        )
         return paths[0] if paths else CertPath((leaf,), PathEnd.MISSING_ISSUER)
 
     def _path_problems(self, path: CertPath) -> list[Problem]:

@@ -23,7 +23,7 @@ def _register() -> None:
     # imported for their side effect: each module adds its commands to ``app``
     import importlib
 
-    for name in ("_core", "_fleet", "_check", "_serve"):
+    for name in ("_core", "_fleet", "_deploy", "_check", "_serve"):
         try:
             importlib.import_module(f"certfleet.cli.{name}")
         except ModuleNotFoundError as exc:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from certfleet.cli._common import (
     JsonOpt,
@@ -42,6 +43,11 @@ app.add_typer(node_app, name="node")
 app.add_typer(trust_app, name="trust")
 
 LineageArg = Annotated[str, typer.Argument(help="The lineage: one named certificate over time, e.g. web.")]
+
+
+def _say(text: str, *, markup: bool = False) -> None:
+    # one line each; user values (names, paths, commands) are never read as Rich markup
+    console.print(text, markup=markup, soft_wrap=True, highlight=False)
 
 
 def _now() -> dt.datetime:
@@ -86,9 +92,9 @@ def init_cmd(*, as_json: JsonOpt = False) -> None:
     def render(r: InitResult) -> None:
         if r.created:
             how = f"sealed with ${PASSPHRASE_ENV}" if r.keys == "passphrase" else f"sealed under {r.home}/{KEY_FILE}"
-            console.print(f"created the store in {r.home} (private keys {how}; back it up)")
+            _say(f"created the store in {r.home} (private keys {how}; back it up)")
         else:
-            console.print(f"the store exists in {r.home}; nothing to do")
+            _say(f"the store exists in {r.home}; nothing to do")
 
     emit(result, as_json, render)
 
@@ -97,15 +103,15 @@ def init_cmd(*, as_json: JsonOpt = False) -> None:
 
 
 def _node_lines(spec: NodeSpec, lineages: list[str]) -> None:
-    console.print(f"[bold]{spec.name}[/]", markup=True)
-    console.print(f"  names      {', '.join(spec.names)}")
+    _say(f"[bold]{escape(spec.name)}[/]", markup=True)
+    _say(f"  names      {', '.join(spec.names)}")
     for t in spec.targets:
-        console.print(f"  target     {t.kind}:{t.path}" + (f"  {dict(t.options)}" if t.options else ""))
-    console.print(f"  transport  {spec.transport}")
+        _say(f"  target     {t.kind}:{t.path}" + (f"  {dict(t.options)}" if t.options else ""))
+    _say(f"  transport  {spec.transport}")
     for label, value in (("test", spec.test_cmd), ("reload", spec.reload_cmd), ("probe", spec.probe)):
         if value:
-            console.print(f"  {label:<10} {value}")
-    console.print(f"  lineages   {', '.join(lineages) or '-'}")
+            _say(f"  {label:<10} {value}")
+    _say(f"  lineages   {', '.join(lineages) or '-'}")
 
 
 @node_app.command(
@@ -154,10 +160,10 @@ def node_list(*, as_json: JsonOpt = False) -> None:
 
     def render(r: NodeList) -> None:
         if not r.nodes:
-            console.print("no nodes yet: `certfleet node add NAME --name DNS --target KIND:PATH`")
+            _say("no nodes yet: `certfleet node add NAME --name DNS --target KIND:PATH`")
         for spec, lins in r.nodes:
             kinds = ",".join(t.kind for t in spec.targets)
-            console.print(
+            _say(
                 f"{spec.name:<16} {', '.join(spec.names):<48} {kinds:<14} {spec.transport:<28} {','.join(lins) or '-'}"
             )
 
@@ -177,7 +183,7 @@ def node_remove(name: Annotated[str, typer.Argument(help="The node.")]) -> None:
     """Remove a node (its deployment history is kept)."""
     with _open() as store:
         store.remove_node(name)
-    console.print(f"removed node {name}")
+    _say(f"removed node {name}")
 
 
 # -- fleet file ------------------------------------------------------------------------------------
@@ -207,9 +213,9 @@ def apply_cmd(
     def render(r: ApplyResult) -> None:
         for label, items in (("created", r.created), ("updated", r.updated), ("unchanged", r.unchanged)):
             for item in items:
-                console.print(f"{label:<10} {item}")
+                _say(f"{label:<10} {item}")
         if not r.changed:
-            console.print("nothing changed")
+            _say("nothing changed")
 
     emit(result, as_json, render)
 
@@ -229,7 +235,7 @@ def export_fleet_cmd(
         sys.stdout.write(text)
     else:
         fsutil.atomic_write(out, text.encode("utf-8"), mode=0o644)
-        console.print(f"wrote {out}")
+        _say(f"wrote {out}")
 
 
 # -- request and import ----------------------------------------------------------------------------
@@ -273,17 +279,15 @@ def request_cmd(
 
     def render(r: RequestResult) -> None:
         p = r.plan
-        console.print(
-            f"lineage {r.lineage}: version {r.version.number} waits for the CA ({r.key_spec} key, in the store)"
-        )
-        console.print(f"subject   {r.subject}")
-        console.print(f"names     {p.count} of the CA's limit of {p.limit}:")
+        _say(f"lineage {r.lineage}: version {r.version.number} waits for the CA ({r.key_spec} key, in the store)")
+        _say(f"subject   {r.subject}")
+        _say(f"names     {p.count} of the CA's limit of {p.limit}:")
         for entry in p.entries:
             covers = [n for n, by in p.covered_by.items() if by == entry and n != entry]
-            console.print(f"  {entry}" + (f"   (covers {', '.join(covers)})" if covers else ""))
+            _say(f"  {entry}" + (f"   (covers {', '.join(covers)})" if covers else ""))
         for note in p.notes:
-            console.print(f"  note: {note}")
-        console.print(f"wrote {out}: paste it into the CA's form; then `certfleet import {r.lineage} FILES...`")
+            _say(f"  note: {note}")
+        _say(f"wrote {out}: paste it into the CA's form; then `certfleet import {r.lineage} FILES...`")
 
     emit(result, as_json, render)
 
@@ -325,26 +329,24 @@ def _render_import(r: ImportResult) -> None:
 
     now = _now()
     console.print(_render.cert_line(describe(r.chain.leaf)))
-    console.print(f"  from {r.leaf_source}; key: {r.key_source}")
+    _say(f"  from {r.leaf_source}; key: {r.key_source}")
     root = describe(r.chain.root) if r.chain.root is not None else None
     console.print(_render.chain_tree([describe(c) for c in r.chain.chain], root, now=now))
     for cov in r.coverage:
         who = f"node {cov.node}" if cov.node else "lineage names"
         if cov.coverage.complete:
-            console.print(f"  {who}: every name covered ({', '.join(cov.coverage.covered)})")
+            _say(f"  {who}: every name covered ({', '.join(cov.coverage.covered)})")
         for missing in cov.coverage.missing:
-            console.print(f"  {who}: [bold red]missing[/] {missing.reason}", markup=True)
-    shown = list(r.problems) + [p for p in r.chain.problems if p not in r.problems]
+            _say(f"  {escape(who)}: [bold red]missing[/] {escape(missing.reason)}", markup=True)
+    refusals = {(p.code, p.subject, p.message) for p in r.problems}
+    shown = list(r.problems) + [p for p in r.chain.problems if (p.code, p.subject, p.message) not in refusals]
     if shown:
         _render.print_problems(console, shown)
     if r.accepted and r.version is not None:
         done = "already imported as" if r.already else "stored as"
+        step = f"`certfleet deploy {r.lineage}`"
         console.print(
-            _render.verdict(
-                True,
-                f"{done} version {r.version.number} of {r.lineage}, now active: `certfleet deploy {r.lineage}`",
-                "",
-            )
+            _render.verdict(True, f"{done} version {r.version.number} of {r.lineage}, now active: {step}", "")
         )
     elif not r.accepted:
         console.print(_render.verdict(False, "", f"refused: nothing was stored for {r.lineage}"))
@@ -376,10 +378,10 @@ def _render_status(report: StatusReport) -> None:
     from certfleet.cli import _render
 
     if not report.lineages:
-        console.print("no lineages yet: `certfleet request LINEAGE --node NAME --out FILE.csr`")
+        _say("no lineages yet: `certfleet request LINEAGE --node NAME --out FILE.csr`")
     for lin in report.lineages:
         active = lin.active
-        head = f"[bold]{lin.name}[/]  "
+        head = f"[bold]{escape(lin.name)}[/]  "
         if active is None:
             head += "no certificate yet"
         else:
@@ -387,9 +389,9 @@ def _render_status(report: StatusReport) -> None:
             head += f"version {active.number}  sha256 {_short(active.fingerprint)}  {days} days left"
         if lin.pending:
             head += f"  ({lin.pending} waiting for the CA)"
-        console.print(head, markup=True)
+        _say(head, markup=True)
         if active is not None:
-            console.print(f"  names: {', '.join(active.names)}")
+            _say(f"  names: {', '.join(active.names)}")
         table = Table(box=None, padding=(0, 2), show_edge=False)
         for column in ("node", "probe", "last deployment", "serves now"):
             table.add_column(column)
@@ -404,7 +406,7 @@ def _render_status(report: StatusReport) -> None:
             if n.served_version is not None:
                 serving += f" (v{n.served_version})"
             style = "green" if n.serving.value == "active" else "dim" if n.serving.value == "not-probed" else "bold red"
-            table.add_row(n.node, n.probe or "-", last, f"[{style}]{serving}[/]")
+            table.add_row(n.node, escape(n.probe or "-"), escape(last), f"[{style}]{escape(serving)}[/]")
         if lin.nodes:
             console.print(table)
         problems = list(lin.problems) + [p for n in lin.nodes for p in n.problems]
@@ -424,19 +426,19 @@ def history_cmd(lineage: LineageArg, *, as_json: JsonOpt = False) -> None:
 
 
 def _render_history(r: HistoryReport) -> None:
-    console.print(f"[bold]{r.lineage.name}[/]  versions:", markup=True)
+    _say(f"[bold]{escape(r.lineage.name)}[/]  versions:", markup=True)
     for v in r.versions:
         mark = "*" if v.active else " "
-        console.print(
+        _say(
             f" {mark} v{v.number:<3} {v.state.value:<8} {v.key_spec:<9} sha256 {_short(v.fingerprint):<18} "
             f"until {_when(v.not_after):<21} made {_when(v.created_at)}"
         )
-    console.print("deployments:" if r.deployments else "no deployments yet")
+    _say("deployments:" if r.deployments else "no deployments yet")
     for d in r.deployments:
-        console.print(f"  #{d.id} v{d.version} by {d.actor} at {_when(d.finished_at)}")
+        _say(f"  #{d.id} v{d.version} by {d.actor} at {_when(d.finished_at)}")
         for res in d.results:
             why = f" at {res.failed_step}" if res.failed_step else ""
-            console.print(f"      {res.node:<16} {res.outcome.value}{why}")
+            _say(f"      {res.node:<16} {res.outcome.value}{why}")
 
 
 # -- export ----------------------------------------------------------------------------------------
@@ -489,9 +491,9 @@ def export_cmd(
 
     def render(r: ExportResult) -> None:
         how = "encrypted with the password" if r.key_encrypted else "UNENCRYPTED (mode 0600)"
-        console.print(f"exported version {r.version} of {r.lineage} as {r.format.value}; the key is {how}:")
+        _say(f"exported version {r.version} of {r.lineage} as {r.format.value}; the key is {how}:")
         for f in r.files:
-            console.print(f"  {f}")
+            _say(f"  {f}")
 
     emit(result, as_json, render)
 
@@ -513,10 +515,10 @@ class TrustList:
 
 def _render_anchors(r: TrustList) -> None:
     if not r.anchors:
-        console.print("no trust anchors: imports trust Mozilla's roots only")
+        _say("no trust anchors: imports trust Mozilla's roots only")
     for i, a in enumerate(r.anchors):
         state = ("added    " if r.added[i] else "known    ") if r.added else ""
-        console.print(f"{state}{a.fingerprint}  {a.subject}")
+        _say(f"{state}{a.fingerprint}  {a.subject}")
 
 
 @trust_app.command("add", epilog="Example: certfleet trust add private-root.pem")
@@ -567,4 +569,4 @@ def trust_remove(
     """Stop trusting an anchor."""
     with _open() as store:
         anchor = store.remove_trust_anchor(fingerprint)
-    console.print(f"removed {anchor.fingerprint}  {anchor.subject}")
+    _say(f"removed {anchor.fingerprint}  {anchor.subject}")

@@ -83,20 +83,21 @@ def cert_table(
 
 
 def cert_line(info: CertInfo) -> Text:
-    """One line for a certificate inside a list: its subject and a short fingerprint."""
-    line = Text(info.subject or "(empty subject)")
+    """One line for a certificate inside a list: its common name (else subject) and a short fingerprint."""
+    line = Text(info.common_name or info.subject or "(empty subject)")
     line.append(f"  sha256:{info.sha256[:16]}…", style="dim")
     return line
 
 
 def chain_tree(chain: Sequence[CertInfo], root: CertInfo | None, *, now: dt.datetime, label: str = "chain") -> Tree:
-    """The chain drawn leaf first, each certificate under the one it is issued by... read downwards
-    as a client walks it: leaf, its issuer, and so on to the root (which a server does not send)."""
+    """The chain as a client walks it: the leaf, under it its issuer, and so on down to the root.
+
+    ``root`` is the trust anchor reached (not served); None draws "no trusted root reached".
+    """
     tree = Tree(Text(label, style="bold"))
     node = tree
     for i, info in enumerate(chain):
-        role = "leaf" if i == 0 else "intermediate"
-        line = Text(f"{role}: ", style="bold")
+        line = Text("leaf: " if i == 0 else "intermediate: ", style="bold")
         line.append_text(cert_line(info))
         line.append("  ")
         line.append_text(days_left_text(info, now))
@@ -129,7 +130,8 @@ def problem_list(problems: Sequence[Problem]) -> RenderableType:
 
 def print_problems(console: Console, problems: Sequence[Problem], *, title: str = "problems") -> None:
     console.print(Text(title, style="bold"))
-    console.print(problem_list(problems))
+    # unwrapped: a message is one line to read, grep or paste into a ticket
+    console.print(problem_list(problems), soft_wrap=True)
 
 
 def verdict(ok: bool, good: str, bad: str) -> Text:

@@ -110,9 +110,7 @@ def _aware(value: dt.datetime) -> dt.datetime:
 def check_username(username: str) -> str:
     username = username.strip()
     if not _USERNAME.match(username):
-        raise InputError(
-            "the account name must be 1 to 64 letters, digits or . _ @ -, starting with a letter or digit"
-        )
+        raise InputError("the account name must be 1 to 64 letters, digits or . _ @ -, starting with a letter or digit")
     return username
 
 
@@ -226,7 +224,8 @@ class Accounts:
         with self._db(write=True) as s:
             s.execute(delete(LoginFailureRow).where(LoginFailureRow.key.in_(keys)))
             account = s.get(AccountRow, account_id)
-            assert account is not None
+            if account is None:  # removed between the two transactions
+                raise LoginRefused("wrong account name or password")
             account.last_login_at = now
             if security.needs_rehash(account.password_hash):
                 account.password_hash = security.hash_password(password)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from certfleet.certinfo import describe
@@ -218,7 +219,9 @@ async def client_profile_put(request: Request, body: ProfileIn, actor: ActorDep)
             link_hours=body.link_hours,
         )
     )
-    await asyncio.to_thread(console.audit, actor, "client.profile-save", {"profile": prof.name, "hostname": prof.hostname})
+    await asyncio.to_thread(
+        console.audit, actor, "client.profile-save", {"profile": prof.name, "hostname": prof.hostname}
+    )
     return prof.to_dict()
 
 
@@ -231,9 +234,7 @@ async def client_users(request: Request) -> list[JSON]:
 async def client_user_add(request: Request, body: ClientUserIn, actor: ActorDep) -> JSON:
     console = _console(request)
     user = await asyncio.to_thread(
-        lambda: console.clients.add_user(
-            body.profile, body.username, display_name=body.display_name, email=body.email
-        )
+        lambda: console.clients.add_user(body.profile, body.username, display_name=body.display_name, email=body.email)
     )
     await asyncio.to_thread(console.audit, actor, "client.user-add", {"user": user.username, "profile": user.profile})
     return user.to_dict()
@@ -267,3 +268,115 @@ async def client_link(request: Request, user_id: int, actor: ActorDep) -> JSON:
 @router.get("/client-warnings", summary="Client hosts whose certificate a strict client would refuse")
 async def client_warnings(request: Request, refresh: bool = False) -> list[JSON]:
     return [w.to_dict() for w in await _console(request).client_warnings(refresh=refresh)]
+
+
+# -- CSR, import, deploy ---------------------------------------------------------------------------------
+
+
+class SubjectIn(BaseModel):
+    country: Annotated[str, Field(max_length=2)] = ""
+    state: Annotated[str, Field(max_length=128)] = ""
+    locality: Annotated[str, Field(max_length=128)] = ""
+    organization: Annotated[str, Field(max_length=64)] = ""
+    organizational_unit: Annotated[str, Field(max_length=64)] = ""
+
+
+class CsrIn(BaseModel):
+    nodes: list[str] = Field(default_factory=list, max_length=100, description="nodes that join the lineage")
+    names: list[str] = Field(default_factory=list, max_length=100, description="names beyond the nodes' names")
+    key: str = Field("ec:p256", max_length=20, examples=["ec:p256", "rsa:2048"])
+    subject: SubjectIn = SubjectIn()
+    wildcards: bool = Field(False, description="propose a wildcard where two or more names share a parent")
+
+
+class DeployIn(BaseModel):
+    nodes: list[str] = Field(default_factory=list, max_length=200, description="all of the lineage's nodes when empty")
+
+
+@router.get("/lineages/{name}/plan", summary="How the lineage's names would go into a CSR (SAN list or wildcards)")
+async def names_plan(request: Request, name: str, wildcards: bool = True) -> JSON:
+    from certfleet.names import plan
+
+    console = _console(request)
+    record = await asyncio.to_thread(console.store.lineage, name)
+    required = console.required_names(record)
+    return plan(required, wildcards=wildcards).to_dict()
+
+
+@router.post("/lineages/{name}/csr", status_code=201, summary="Make a key inside the store and the CSR for the lineage")
+async def csr(request: Request, name: str, body: CsrIn, actor: ActorDep) -> JSON:
+    console = _console(request)
+    values = flows.CsrFormValues(
+        lineage=name,
+        nodes=tuple(body.nodes),
+        names="\n".join(body.names),
+        key=body.key,
+        subject=tuple((k, v) for k, v in body.subject.model_dump().items()),
+        wildcards=body.wildcards,
+    )
+    result = await asyncio.to_thread(flows.generate_csr, console, actor, values)
+    return result.to_dict()
+
+
+@router.get("/lineages/{name}/versions/{number}/csr", summary="The CSR of a version, as PEM")
+async def csr_pem(request: Request, name: str, number: int) -> Response:
+    from cryptography.hazmat.primitives import serialization
+
+    console = _console(request)
+    version = await asyncio.to_thread(console.store.version, name, number)
+    if version.csr is None:
+        from certfleet.errors import InputError
+
+        raise InputError(f"version {number} of {name} has no CSR")
+    return Response(version.csr.public_bytes(serialization.Encoding.PEM), media_type="application/pkcs10")
+
+
+@router.post(
+    "/lineages/{name}/import",
+    summary="Read the CA's files and show the findings; saved (and made active) only with confirm=true",
+)
+async def import_files(
+    request: Request,
+    name: str,
+    *,
+    actor: ActorDep,
+    files: Annotated[list[UploadFile], File(description="any format certfleet reads")],
+    password: Annotated[str, Form(max_length=1024)] = "",
+    confirm: Annotated[bool, Form()] = False,
+) -> JSON:
+    console = _console(request)
+    form = await request.form()
+    inputs = await flows.read_uploads(form, limit=console.settings.upload_limit)
+    passwords = [password.encode()] if password else []
+    result = await asyncio.to_thread(flows.import_findings, console, name, inputs, passwords, save=confirm, actor=actor)
+    return {**result.to_dict(), "saved": result.version is not None}
+
+
+@router.post("/lineages/{name}/deploy", status_code=202, summary="Deploy the active version; follow the job")
+async def deploy(request: Request, name: str, body: DeployIn, actor: ActorDep) -> JSON:
+    from certfleet.console.jobs import start_deploy
+
+    console = _console(request)
+    job = await asyncio.to_thread(
+        start_deploy,
+        console.as_actor(actor),
+        name,
+        body.nodes,
+        job_id=console.new_id(),
+        account_id=actor.account_id,
+        clock=console.now,
+    )
+    console.jobs[job.id] = job
+    return job.to_dict()
+
+
+@router.get("/deploy/jobs/{job_id}", summary="A deploy's progress, per node")
+async def deploy_job(request: Request, job_id: str) -> JSON:
+    console = _console(request)
+    job = console.jobs.get(job_id)
+    if job is None:
+        from certfleet.errors import InputError
+
+        raise InputError("no such deploy job")
+    data: JSON = job.to_dict()
+    return data

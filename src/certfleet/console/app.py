@@ -12,7 +12,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -187,7 +187,11 @@ class Guard:
             {
                 "type": "http.response.start",
                 "status": 413,
-                "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
+                "headers": [
+                    (b"content-type", ctype),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})
@@ -383,13 +387,11 @@ def create_app(
         return RedirectResponse(f"/login?next={target}", status_code=303)
 
     @app.exception_handler(_Refusal)
-    async def _refused(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, _Refusal)
+    async def _refused(request: Request, exc: _Refusal) -> Response:
         return error_response(request, exc.status, exc.message, exc.hint, "csrf")
 
     @app.exception_handler(CertfleetError)
-    async def _certfleet_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, CertfleetError)
+    async def _certfleet_error(request: Request, exc: CertfleetError) -> Response:
         status = _status_for(exc)
         response = error_response(request, status, str(exc), exc.hint or "", type(exc).__name__)
         if isinstance(exc, LoginThrottled):
@@ -397,8 +399,7 @@ def create_app(
         return response
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if request.scope.get("state", {}).get("too_large"):
             raise BodyTooLarge  # FastAPI wrapped it while parsing; the guard answers with 413
         if exc.status_code == 404:
@@ -410,8 +411,7 @@ def create_app(
         return error_response(request, exc.status_code, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return error_response(request, 422, f"invalid request: {where} {first.get('msg', '')}".strip(), code="invalid")
@@ -422,5 +422,4 @@ def create_app(
 
 def store_sessions(store: Store) -> Callable[..., Any]:
     """The store's transaction factory, for the console's own tables (same database, same rules)."""
-    return store._db.session  # noqa: SLF001 (the console's tables live in the store's database)
-
+    return store._db.session

@@ -161,7 +161,8 @@ def check_template(template: str) -> str:
     if len(template.encode()) > MAX_TEMPLATE:
         raise InputError(f"the template is larger than {MAX_TEMPLATE // 1024} KiB")
     unknown = sorted(
-        {m.group("named") or m.group("braced") for m in string.Template.pattern.finditer(template)} - {None}
+        {m.group("named") or m.group("braced") for m in string.Template.pattern.finditer(template)}
+        - {None}
         - set(PLACEHOLDERS)
     )
     if unknown:
@@ -174,7 +175,7 @@ def check_template(template: str) -> str:
 
 def qr_svg(url: str) -> str:
     """The link as a QR code, inline SVG (no external image)."""
-    return str(segno.make(url, error="m").svg_inline(scale=4, title="deployment link", dark="#000", light="#fff"))
+    return str(segno.make(url, error="m").svg_inline(scale=5, title="deployment link", dark="#000", light="#fff"))
 
 
 def _aware(value: dt.datetime) -> dt.datetime:

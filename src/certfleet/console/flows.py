@@ -7,6 +7,7 @@ their arguments and keeps what a browser flow must hold between two requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import re
 from dataclasses import dataclass
@@ -18,7 +19,16 @@ from starlette.datastructures import FormData
 
 from certfleet.console.accounts import Actor
 from certfleet.errors import InputError
-from certfleet.fleet.spec import NodeSpec, TargetSpec
+from certfleet.fleet.lineage import (
+    ImportResult,
+    RequestResult,
+    import_package,
+    make_node,
+    request,
+    required_names,
+    target_kinds,
+)
+from certfleet.fleet.spec import NodeSpec
 
 if TYPE_CHECKING:
     from certfleet.console.service import Console
@@ -32,25 +42,11 @@ __all__ = [
     "target_kinds",
 ]
 
-_FALLBACK_KINDS = ("pem", "nginx", "apache", "haproxy", "pkcs12", "k8s-secret", "command")
 _SPLIT = re.compile(r"[\s,]+")
 
 
 def pem_text(*certs: x509.Certificate) -> str:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs).decode("ascii")
-
-
-def target_kinds() -> tuple[str, ...]:
-    """The deploy engine's registered target kinds."""
-    try:
-        from certfleet.fleet import targets
-    except ImportError:
-        return _FALLBACK_KINDS
-    kinds = getattr(targets, "kinds", None)
-    if callable(kinds):
-        return tuple(kinds())
-    registry = getattr(targets, "REGISTRY", None) or getattr(targets, "TARGETS", None)
-    return tuple(sorted(registry)) if isinstance(registry, dict) else _FALLBACK_KINDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,35 +104,12 @@ def node_form_values(form: FormData) -> NodeFormValues:
     )
 
 
-def _targets(text: str) -> tuple[TargetSpec, ...]:
-    out = []
-    kinds = target_kinds()
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        kind, colon, path = line.partition(":")
-        kind = kind.strip().lower()
-        if not colon or not path.strip():
-            raise InputError(f"target {line[:80]!r} is not KIND:PATH", hint="e.g. nginx:/etc/nginx/certfleet")
-        if kind not in kinds:
-            raise InputError(f"unknown target kind {kind[:32]!r}", hint=f"one of {', '.join(kinds)}")
-        out.append(TargetSpec(kind, path.strip()))
-    return tuple(out)
-
-
 def build_node(values: NodeFormValues) -> NodeSpec:
-    from certfleet.names import normalize_name
-
-    names = tuple(dict.fromkeys(normalize_name(n) for n in _SPLIT.split(values.names) if n))
-    if values.probe:
-        from certfleet.check import parse_target
-
-        parse_target(values.probe)  # refuses what is not host:port, with the reason
-    return NodeSpec(
-        name=values.name,
-        names=names,
-        targets=_targets(values.targets),
+    """The node the form describes, checked by the library (names, targets, transport, probe)."""
+    return make_node(
+        values.name,
+        [n for n in _SPLIT.split(values.names) if n],
+        [line.strip() for line in values.targets.splitlines() if line.strip() and not line.strip().startswith("#")],
         transport=values.transport or "local",
         test_cmd=values.test_cmd or None,
         reload_cmd=values.reload_cmd or None,
@@ -183,3 +156,198 @@ async def node_form_context(
 
 def utc(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# -- CSR ------------------------------------------------------------------------------------------
+
+SUBJECT_FIELDS = (
+    ("country", "Country (2 letters)", 2),
+    ("state", "State or province", 128),
+    ("locality", "City", 128),
+    ("organization", "Organization", 64),
+    ("organizational_unit", "Unit", 64),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CsrFormValues:
+    lineage: str
+    nodes: tuple[str, ...]
+    names: str
+    key: str
+    subject: tuple[tuple[str, str], ...]
+    wildcards: bool
+
+    def subject_text(self) -> str | None:
+        from certfleet.csr import Subject
+
+        given = {k: v for k, v in self.subject if v}
+        return str(Subject(**given)) if given else None
+
+    def extra_names(self) -> list[str]:
+        return [n for n in _SPLIT.split(self.names) if n]
+
+
+def csr_form_values(form: FormData) -> CsrFormValues:
+    def text(name: str, limit: int) -> str:
+        value = form.get(name)
+        if not isinstance(value, str):
+            return ""
+        if len(value) > limit:
+            raise InputError(f"the field {name} is longer than {limit} characters")
+        return value.strip()
+
+    return CsrFormValues(
+        lineage=text("lineage", 64),
+        nodes=tuple(v for v in form.getlist("nodes") if isinstance(v, str) and v)[:100],
+        names=text("names", 20_000),
+        key=text("key", 20) or "ec:p256",
+        subject=tuple((name, text(name, 256)) for name, _, _ in SUBJECT_FIELDS),
+        wildcards=text("wildcards", 10) == "on",
+    )
+
+
+def generate_csr(console: Console, actor: Actor, values: CsrFormValues) -> RequestResult:
+    """A key made and kept inside the store, and the CSR for every name the lineage needs."""
+    if not values.lineage:
+        raise InputError("name the lineage the certificate is for", hint="e.g. web")
+    return request(
+        console.as_actor(actor),
+        values.lineage,
+        nodes=values.nodes,
+        names=values.extra_names(),
+        key_spec=values.key,
+        subject=values.subject_text(),
+        wildcards=values.wildcards,
+    )
+
+
+async def csr_form_context(console: Console, lineage: str | None) -> dict[str, Any]:
+    """The form, prefilled from the lineage: its nodes and their names, its key and subject, and
+    the two ways to cover the names (each name, or wildcards where names share a parent)."""
+    from certfleet.csr import Subject
+    from certfleet.keys import KeySpec
+    from certfleet.names import plan
+
+    records = await asyncio.to_thread(console.store.lineages)
+    nodes = await asyncio.to_thread(console.store.nodes)
+    record = next((r for r in records if r.name == lineage), None)
+    member = set(record.nodes) if record else set()
+    required: list[str] = []
+    if record is not None:
+        by_node = required_names(record, [n for n in nodes if n.name in member])
+        required = list(dict.fromkeys(n for names in by_node.values() for n in names))
+    plans = {}
+    if required:
+        for wild in (False, True):
+            with contextlib.suppress(InputError):
+                plans["wildcard" if wild else "san"] = plan(required, wildcards=wild)
+    subject = Subject.parse(record.subject) if record is not None and record.subject else Subject()
+    return {
+        "title": "Generate CSR",
+        "here": "csr",
+        "lineages": [r.name for r in records],
+        "lineage": lineage or "",
+        "nodes": nodes,
+        "member": member,
+        "required": required,
+        "plans": plans,
+        "keys": [k.value for k in KeySpec],
+        "key": record.key_spec if record is not None else "ec:p256",
+        "subject_fields": [(name, label, limit, getattr(subject, name) or "") for name, label, limit in SUBJECT_FIELDS],
+    }
+
+
+# -- import: shown first, saved only when confirmed ---------------------------------------------------
+
+
+@dataclass
+class ImportPreview:
+    """An upload waiting for its confirmation. It may hold a key (a PFX): kept in memory only, for
+    the account that sent it, and dropped when confirmed or stale."""
+
+    id: str
+    account_id: int
+    lineage: str
+    inputs: list[tuple[str, bytes]]
+    passwords: list[bytes]
+    created: dt.datetime
+    result: ImportResult
+
+    def __repr__(self) -> str:
+        return f"ImportPreview(id={self.id!r}, lineage={self.lineage!r}, files={len(self.inputs)})"
+
+
+async def read_uploads(form: FormData, *, limit: int) -> list[tuple[str, bytes]]:
+    """The uploaded files, each bounded; an empty file field is ignored."""
+    from starlette.datastructures import UploadFile
+
+    out: list[tuple[str, bytes]] = []
+    total = 0
+    for item in form.getlist("files"):
+        if not isinstance(item, UploadFile):
+            continue
+        data = await item.read(limit + 1)
+        name = (item.filename or "upload")[-200:]
+        if not data and not item.filename:
+            continue
+        total += len(data)
+        if len(data) > limit or total > limit:
+            from certfleet.errors import LimitError
+
+            raise LimitError(
+                f"the upload is too large: the limit is {limit // (1024 * 1024)} MiB", hint="send only the CA's files"
+            )
+        out.append((name, data))
+    if not out:
+        raise InputError("choose the files the CA sent", hint="PEM, DER, PKCS#7, PKCS#12/PFX or a zip")
+    return out
+
+
+def import_findings(
+    console: Console, lineage: str, inputs: list[tuple[str, bytes]], passwords: list[bytes], *, save: bool,
+    actor: Actor,
+) -> ImportResult:  # fmt: skip
+    from certfleet.aia import HttpFetcher
+
+    store = console.as_actor(actor)
+    fetcher = HttpFetcher(timeout=10.0) if console.settings.fetch_aia else None
+    return import_package(
+        store,
+        lineage,
+        inputs,
+        now=console.now(),
+        passwords=passwords,
+        fetcher=fetcher,
+        trust=console.trust(),
+        save=save,
+    )
+
+
+def keep_preview(
+    console: Console,
+    actor: Actor,
+    *,
+    lineage: str,
+    inputs: list[tuple[str, bytes]],
+    passwords: list[bytes],
+    result: ImportResult,
+) -> ImportPreview:
+    now = console.now()
+    for key in [k for k, p in console.previews.items() if now - p.created > console.settings.import_ttl]:
+        del console.previews[key]
+    preview = ImportPreview(console.new_id(), actor.account_id, lineage, inputs, passwords, now, result)
+    console.previews[preview.id] = preview
+    return preview
+
+
+def take_preview(console: Console, actor: Actor, preview_id: str) -> ImportPreview:
+    preview = console.previews.get(preview_id)
+    if (
+        preview is None
+        or preview.account_id != actor.account_id
+        or console.now() - preview.created > console.settings.import_ttl
+    ):
+        raise InputError("this import is no longer waiting: upload the files again", hint="imports wait 15 minutes")
+    taken: ImportPreview = console.previews.pop(preview_id)
+    return taken

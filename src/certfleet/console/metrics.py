@@ -61,7 +61,7 @@ class _Snapshot(Collector):
                 lineage_expiry.add_metric([view.name], active.not_after.timestamp() - self.now_ts)
                 lineage_valid.add_metric([view.name], 1.0 if view.chain_valid else 0.0)
             for node in view.nodes:
-                if node.serving is Serving.UNKNOWN:
+                if node.serving is Serving.NOT_PROBED:
                     continue
                 labels = [view.name, node.node.name]
                 if node.served is not None:

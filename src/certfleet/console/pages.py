@@ -71,10 +71,10 @@ def done_messages(request: Request) -> list[tuple[str, str]]:
     return []
 
 
-def redirect(path: str, done: str | None = None, name: str = "") -> RedirectResponse:
+def redirect(path: str, done: str | None = None, name: str = "", anchor: str = "") -> RedirectResponse:
     if done:
         path = f"{path}?done={done}&name={quote(name[:80])}"
-    return RedirectResponse(path, status_code=303)
+    return RedirectResponse(path + (f"#{quote(anchor)}" if anchor else ""), status_code=303)
 
 
 def _form_cookie(response: Response, value: str) -> None:
@@ -205,9 +205,7 @@ async def client_fetch(request: Request, token: str) -> Response:
             fingerprint=console.served_fingerprint_for,
         )
     except LinkRefused as exc:
-        return PlainTextResponse(
-            f"{exc}\n{exc.hint or ''}\n", status_code=410, headers={"cache-control": "no-store"}
-        )
+        return PlainTextResponse(f"{exc}\n{exc.hint or ''}\n", status_code=410, headers={"cache-control": "no-store"})
     await asyncio.to_thread(
         console.store.audit, "client.fetch", {"user": user, "address": client_address(request)}, actor="client"
     )
@@ -506,3 +504,182 @@ async def client_link(request: Request, user_id: int) -> Response:
 
     ctx.update({"link": link, "qr": Markup(qr_svg(link.url))})  # noqa: S704 (segno's own SVG markup)
     return render(request, "clients.html", ctx)
+
+
+# -- generate CSR ---------------------------------------------------------------------------------------
+
+
+@router.get("/csr", response_class=HTMLResponse)
+async def csr_form(request: Request) -> Response:
+    console = console_of(request)
+    lineage = request.query_params.get("lineage") or None
+    if lineage is None:
+        records = await asyncio.to_thread(console.store.lineages)
+        lineage = records[0].name if len(records) == 1 else None
+    return render(request, "csr.html", await flows.csr_form_context(console, lineage))
+
+
+@router.post("/csr", response_class=HTMLResponse)
+async def csr_generate(request: Request) -> Response:
+    console = console_of(request)
+    form = await read_form(request)
+    values = flows.csr_form_values(form)
+    try:
+        result = await asyncio.to_thread(flows.generate_csr, console, actor_of(request), values)
+    except CertfleetError as exc:
+        ctx = await flows.csr_form_context(console, values.lineage or None)
+        ctx["messages"] = [("bad", f"{exc}" + (f" — {exc.hint}" if exc.hint else ""))]
+        return render(request, "csr.html", ctx, status_code=400)
+    return render(
+        request,
+        "csr_done.html",
+        {"title": "CSR ready", "here": "csr", "result": result, "csr": result.csr_pem.decode("ascii")},
+    )
+
+
+@router.get("/csr/{lineage}/{number}.csr")
+async def csr_download(request: Request, lineage: str, number: int) -> Response:
+    console = console_of(request)
+    version = await asyncio.to_thread(console.store.version, lineage, number)
+    if version.csr is None:
+        raise InputError(f"version {number} of {lineage} has no CSR")
+    from cryptography.hazmat.primitives import serialization
+
+    return Response(
+        version.csr.public_bytes(serialization.Encoding.PEM),
+        media_type="application/pkcs10",
+        headers={"content-disposition": f'attachment; filename="{lineage}-{number}.csr"'},
+    )
+
+
+# -- import ---------------------------------------------------------------------------------------------
+
+
+async def _import_context(request: Request, lineage: str | None) -> dict[str, Any]:
+    console = console_of(request)
+    records = await asyncio.to_thread(console.store.lineages)
+    if lineage is None and len(records) == 1:
+        lineage = records[0].name
+    return {
+        "title": "Import",
+        "here": "import",
+        "lineages": records,
+        "lineage": lineage or "",
+        "limit_mib": console.settings.upload_limit // (1024 * 1024),
+    }
+
+
+@router.get("/import", response_class=HTMLResponse)
+async def import_form(request: Request) -> Response:
+    return render(request, "import.html", await _import_context(request, request.query_params.get("lineage")))
+
+
+@router.post("/import", response_class=HTMLResponse)
+async def import_preview(request: Request) -> Response:
+    """Read the upload and show what it holds, without saving anything."""
+    console = console_of(request)
+    actor = actor_of(request)
+    form = await read_form(request)
+    lineage = form_text(form, "lineage", 64)
+    try:
+        inputs = await flows.read_uploads(form, limit=console.settings.upload_limit)
+        password = form_text(form, "password", 1024)
+        passwords = [password.encode()] if password else []
+        result = await asyncio.to_thread(
+            flows.import_findings, console, lineage, inputs, passwords, save=False, actor=actor
+        )
+    except CertfleetError as exc:
+        ctx = await _import_context(request, lineage or None)
+        ctx["messages"] = [("bad", f"{exc}" + (f" — {exc.hint}" if exc.hint else ""))]
+        return render(request, "import.html", ctx, status_code=413 if "too large" in str(exc) else 400)
+    preview = (
+        flows.keep_preview(console, actor, lineage=lineage, inputs=inputs, passwords=passwords, result=result)
+        if result.accepted
+        else None
+    )
+    picture, _ = await asyncio.to_thread(console.chain_picture, result.chain.leaf, list(result.chain.chain[1:]))
+    return render(
+        request,
+        "import_preview.html",
+        {
+            "title": "Import: findings",
+            "here": "import",
+            "r": result,
+            "leaf": describe(result.chain.leaf),
+            "chain": [describe(c) for c in result.chain.chain[1:]],
+            "root": describe(result.chain.root) if result.chain.root is not None else None,
+            "picture": picture,
+            "preview": preview,
+            "files": [name for name, _ in inputs],
+        },
+    )
+
+
+@router.post("/import/{preview_id}/confirm")
+async def import_confirm(request: Request, preview_id: str) -> Response:
+    console = console_of(request)
+    actor = actor_of(request)
+    preview = flows.take_preview(console, actor, preview_id)
+    result = await asyncio.to_thread(
+        flows.import_findings, console, preview.lineage, preview.inputs, preview.passwords, save=True, actor=actor
+    )
+    if not result.accepted:  # the store changed since the preview
+        raise InputError("the import was refused: " + "; ".join(p.message for p in result.problems))
+    return redirect("/", "imported", preview.lineage, anchor=f"lineage-{preview.lineage}")
+
+
+# -- deploy ---------------------------------------------------------------------------------------------
+
+
+@router.get("/deploy", response_class=HTMLResponse)
+async def deploy_form(request: Request) -> Response:
+    console = console_of(request)
+    records = [r for r in await asyncio.to_thread(console.store.lineages) if r.active is not None]
+    lineage = request.query_params.get("lineage") or (records[0].name if records else "")
+    members = await asyncio.to_thread(console.store.nodes, lineage) if lineage in {r.name for r in records} else []
+    jobs = sorted(console.jobs.values(), key=lambda j: j.started_at, reverse=True)[:10]
+    return render(
+        request,
+        "deploy.html",
+        {
+            "title": "Deploy",
+            "here": "deploy",
+            "lineages": records,
+            "lineage": lineage,
+            "nodes": members,
+            "jobs": jobs,
+        },
+    )
+
+
+@router.post("/deploy")
+async def deploy_start(request: Request) -> Response:
+    from certfleet.console.jobs import start_deploy
+
+    console = console_of(request)
+    actor = actor_of(request)
+    form = await read_form(request)
+    lineage = form_text(form, "lineage", 64)
+    chosen = [v for v in form.getlist("nodes") if isinstance(v, str)][:200]
+    if not chosen:
+        raise InputError("choose at least one node to deploy to")
+    job = await asyncio.to_thread(
+        start_deploy,
+        console.as_actor(actor),
+        lineage,
+        chosen,
+        job_id=console.new_id(),
+        account_id=actor.account_id,
+        clock=console.now,
+    )
+    console.jobs[job.id] = job
+    return RedirectResponse(f"/deploy/jobs/{job.id}", status_code=303)
+
+
+@router.get("/deploy/jobs/{job_id}", response_class=HTMLResponse)
+async def deploy_job(request: Request, job_id: str) -> Response:
+    console = console_of(request)
+    job = console.jobs.get(job_id)
+    if job is None:
+        raise InputError("no such deploy", hint="deploys are listed on the deploy page while the console runs")
+    return render(request, "deploy_job.html", {"title": f"Deploy {job.lineage}", "here": "deploy", "job": job})

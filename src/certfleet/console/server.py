@@ -203,4 +203,3 @@ def run(options: ServeOptions, *, out: TextIO = sys.stdout, settings: ConsoleSet
         ) from exc
     finally:
         store.close()
-

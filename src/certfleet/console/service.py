@@ -15,7 +15,6 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
@@ -27,6 +26,7 @@ from certfleet.console.clients import ClientProfile, Clients
 from certfleet.console.pictures import ChainBox, Health, chain_svg, timeline_svg
 from certfleet.errors import CertfleetError, InputError
 from certfleet.fleet.spec import NodeSpec
+from certfleet.fleet.status import Serving
 from certfleet.lint import lint
 from certfleet.names import Coverage, coverage
 from certfleet.problems import Problem, ProblemCode, Severity, worst
@@ -51,16 +51,6 @@ log = logging.getLogger("certfleet.console")
 WARN_DAYS = 30
 
 
-class Serving(StrEnum):
-    """What a node serves compared with its lineage's active version."""
-
-    ACTIVE = "active"  # the active version's certificate
-    OLDER = "older"  # an earlier version of the lineage
-    OTHER = "other"  # a certificate the lineage never had
-    DOWN = "down"  # no handshake
-    UNKNOWN = "unknown"  # the node has no probe endpoint
-
-
 @dataclass(frozen=True, slots=True)
 class NodeStatus:
     node: NodeSpec
@@ -76,10 +66,12 @@ class NodeStatus:
 
     @property
     def health(self) -> Health:
-        if self.serving is Serving.UNKNOWN:
+        if self.serving is Serving.NOT_PROBED:
             return Health.NONE
         if self.report is None or not self.report.ok or self.serving is not Serving.ACTIVE:
-            return Health.BAD if self.serving in (Serving.DOWN, Serving.OTHER) or not self.report else Health.WARN
+            return (
+                Health.BAD if self.serving in (Serving.UNREACHABLE, Serving.OTHER) or not self.report else Health.WARN
+            )
         return Health.WARN if self.report.severity is Severity.WARNING else Health.GOOD
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,7 +156,7 @@ class Console:
     clock: Callable[[], dt.datetime]
     tls: TLSContexts | None = None
     _probes: dict[tuple[str, str | None], _Probed] = field(default_factory=dict, repr=False)
-    _trust: tuple[float, TrustStore] | None = field(default=None, repr=False)
+    _trust: tuple[tuple[str, ...], TrustStore] | None = field(default=None, repr=False)
     jobs: dict[str, Any] = field(default_factory=dict, repr=False)
     previews: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -187,17 +179,18 @@ class Console:
     # -- trust and verification ------------------------------------------------------------------
 
     def trust(self) -> TrustStore:
-        """Mozilla's roots plus the store's anchors (what imports trust), rebuilt every minute."""
+        """What imports and checks trust: Mozilla's roots plus the store's anchors (rebuilt when
+        ``certfleet trust add`` or ``remove`` changed them, even from another process)."""
+        anchors = [a.cert for a in self.store.trust_anchors()] + list(self.settings.extra_trust)
+        key = tuple(sorted(fingerprint(c) for c in anchors))
         cached = self._trust
-        if cached is not None and time.monotonic() - cached[0] < 60:
+        if cached is not None and cached[0] == key:
             return cached[1]
-        extra = [a.cert for a in self.store.trust_anchors()] + list(self.settings.extra_trust)
-        trust = TrustStore.mozilla().plus(extra, source="mozilla + store anchors") if extra else TrustStore.mozilla()
-        self._trust = (time.monotonic(), trust)
+        trust = (
+            TrustStore.mozilla().plus(anchors, source="mozilla + store anchors") if anchors else TrustStore.mozilla()
+        )
+        self._trust = (key, trust)
         return trust
-
-    def forget_trust(self) -> None:
-        self._trust = None
 
     def required_names(self, record: LineageRecord, nodes: Sequence[NodeSpec] | None = None) -> tuple[str, ...]:
         members = nodes if nodes is not None else self.store.nodes(record.name)
@@ -288,9 +281,9 @@ class Console:
             target = targets[node.name]
             report = reports.get(node.name) if target is not None else None
             if target is None:
-                serving = Serving.UNKNOWN
+                serving = Serving.NOT_PROBED
             elif report is None or not report.probe.ok or not report.chain:
-                serving = Serving.DOWN
+                serving = Serving.UNREACHABLE
             elif report.chain[0].sha256 == active:
                 serving = Serving.ACTIVE
             elif report.chain[0].sha256 in fingerprints:
@@ -313,7 +306,9 @@ class Console:
     async def lineage_view(self, record: LineageRecord, *, refresh: bool = False) -> LineageView:
         nodes = await asyncio.to_thread(self.store.nodes, record.name)
         required = self.required_names(record, nodes)
-        valid, problems, cov = (None, (), None)
+        valid: bool | None = None
+        problems: tuple[Problem, ...] = ()
+        cov: Coverage | None = None
         days = None
         if record.active is not None:
             valid, problems, cov = await asyncio.to_thread(self.version_health, record.active, required)
@@ -402,7 +397,9 @@ class Console:
             info = describe(cert)
             role = "leaf" if i == 0 else ("root" if cert.subject == cert.issuer else "intermediate")
             own = [p for p in verification.problems if p.subject == info.sha256]
-            health = Health.BAD if now >= info.not_after or any(p.severity is Severity.ERROR for p in own) else Health.GOOD
+            health = (
+                Health.BAD if now >= info.not_after or any(p.severity is Severity.ERROR for p in own) else Health.GOOD
+            )
             if health is Health.GOOD and info.days_left(now) <= WARN_DAYS:
                 health = Health.WARN
             boxes.append(

@@ -192,10 +192,11 @@ def parse_endpoint(value: str) -> tuple[str, int]:
 
 
 def _server_name(node: NodeSpec) -> str | None:
-    """SNI for the probe: the node's first DNS name (an IP address is never sent as SNI)."""
+    """SNI for the probe: the node's first DNS name (never an IP address, nor a wildcard)."""
     for name in node.names:
-        if not name.replace(".", "").isdigit() and ":" not in name:
-            return name
+        if name.startswith("*.") or ":" in name or name.replace(".", "").isdigit():
+            continue
+        return name
     return None
 
 

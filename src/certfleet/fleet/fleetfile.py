@@ -101,7 +101,15 @@ class ApplyResult:
 
 
 def _where(kind: str, name: str) -> str:
-    return f"[{kind}.{name}]"
+    # no brackets: the CLI prints messages through Rich, which would read [nodes.x] as markup
+    return f"{kind}.{_key(name)}"
+
+
+def _at(where: str, exc: InputError) -> InputError:
+    """The same error, its message prefixed with where in the file it was found."""
+    if exc.message.startswith(f"{where}:"):
+        return exc
+    return type(exc)(f"{where}: {exc.message}", hint=exc.hint, source=exc.source)
 
 
 def _table(value: Any, where: str) -> dict[str, Any]:
@@ -165,7 +173,7 @@ def _node(name: str, value: Any) -> NodeSpec:
             options=_table(table.get("options", {}), f"{where} options"),
         )
     except InputError as exc:
-        raise exc.with_source(where) from None
+        raise _at(where, exc) from None
 
 
 def _lineage(name: str, value: Any) -> LineageSpec:
@@ -185,7 +193,7 @@ def _lineage(name: str, value: Any) -> LineageSpec:
             nodes=tuple(sorted(set(_texts(table, "nodes", where)))),
         )
     except InputError as exc:
-        raise exc.with_source(where) from None
+        raise _at(where, exc) from None
 
 
 def loads(text: str) -> Fleet:
@@ -200,8 +208,8 @@ def loads(text: str) -> Fleet:
     version = data.get("version", FLEET_VERSION)
     if version != FLEET_VERSION:
         raise FormatError(f"fleet file version {version!r} is not {FLEET_VERSION}", hint="write it with this certfleet")
-    nodes = _table(data.get("nodes", {}), "[nodes]")
-    lineages = _table(data.get("lineages", {}), "[lineages]")
+    nodes = _table(data.get("nodes", {}), "nodes")
+    lineages = _table(data.get("lineages", {}), "lineages")
     if len(nodes) > MAX_ENTRIES or len(lineages) > MAX_ENTRIES:
         raise LimitError(f"more than {MAX_ENTRIES} nodes or lineages in one fleet file")
     return Fleet(

@@ -8,6 +8,7 @@ trusted root) is reported in the result; a request that cannot go on at all rais
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -239,8 +240,11 @@ def request(
     extra = [normalize_name(n) for n in names]
     for node in nodes:
         store.node(node)  # a clear error for an unknown node before anything changes
-    current = next((r for r in store.lineages() if r.name == lineage), None)
-    merged = list(dict.fromkeys([*(current.names if current else ()), *extra])) if extra else None
+    try:
+        known: tuple[str, ...] = store.lineage(lineage).names
+    except InputError:  # a new lineage
+        known = ()
+    merged = list(dict.fromkeys([*known, *extra])) if extra else None
     record = store.put_lineage(
         lineage,
         key_spec=spec.value if spec is not None else None,
@@ -248,8 +252,15 @@ def request(
         names=merged,
         add_nodes=nodes,
     )
-    by_node = required_names(record, store.nodes(lineage))
-    required = _union(by_node)
+    # the first name becomes the CSR's common name: the nodes named first come first, and a
+    # renewal keeps the order of the previous request
+    first = {name: i for i, name in enumerate(nodes)}
+    members = sorted(store.nodes(lineage), key=lambda n: first.get(n.name, len(first)))
+    required = _union(required_names(record, members))
+    earlier = store.versions(lineage)
+    if not nodes and earlier:
+        before = {name: i for i, name in enumerate(earlier[-1].names)}
+        required.sort(key=lambda n: before.get(n, len(before)))
     if not required:
         raise InputError(
             f"lineage {lineage} has no names to request",
@@ -429,7 +440,7 @@ def import_package(
     )
     if fingerprint(chain.leaf) != fingerprint(leaf):
         raise OperationFailed("the chain was built for another certificate than the one matched to the key")
-    problems = [p for p in chain.problems if p.severity is Severity.ERROR]
+    problems = [_import_hint(p) for p in chain.problems if p.severity is Severity.ERROR]
     covered: list[NodeCoverage] = []
     for node, needed in required_names(record, store.nodes(lineage)).items():
         cov = coverage(leaf, needed)
@@ -467,6 +478,16 @@ def import_package(
         problems=tuple(problems),
         version=version,
         already=already,
+    )
+
+
+def _import_hint(problem: Problem) -> Problem:
+    if problem.code is not ProblemCode.UNTRUSTED:
+        return problem
+    return dataclasses.replace(
+        problem,
+        hint="if this is your own CA, trust its root: `certfleet trust add ROOT.pem`; "
+        "else add the CA's intermediate bundle to the import",
     )
 
 

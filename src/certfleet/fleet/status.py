@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -199,7 +200,7 @@ async def status(
             problems: tuple[Problem, ...] = ()
             seen = probed.get(node.name)
             if seen is not None:
-                problems = tuple(seen.problems)
+                problems = tuple(dataclasses.replace(p, message=f"{node.name}: {p.message}") for p in seen.problems)
                 if not seen.ok or not seen.chain:
                     serving = Serving.UNREACHABLE
                 else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import json
 import os
 import re
 from pathlib import Path
@@ -46,6 +47,7 @@ MAX_COMMAND = 4096
 MAX_OUTPUT = 64 * 1024  # characters of a failing step's output kept in the history
 MAX_ACTOR = 128
 MAX_DETAIL = 16 * 1024
+_SECRET_KEY = re.compile(r"pass|secret|token|private", re.IGNORECASE)
 
 
 def _now() -> dt.datetime:
@@ -73,6 +75,15 @@ def check_name(kind: str, name: str) -> str:
 def _check_text(what: str, value: str | None, limit: int) -> None:
     if value is not None and (len(value) > limit or "\x00" in value):
         raise InputError(f"{what} is longer than {limit} characters or holds a NUL byte")
+
+
+def _redacted(value: Any) -> Any:
+    # a target option may carry a password (pkcs12's "password"); the audit trail never does
+    if isinstance(value, dict):
+        return {k: "<redacted>" if _SECRET_KEY.search(str(k)) else _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def _aad(lineage_id: int, number: int, pkid: str) -> bytes:
@@ -172,18 +183,10 @@ class StoreBase:
             self._audit(s, action, detail or {}, actor=actor)
 
     def _audit(self, s: Session, action: str, detail: dict[str, Any], *, actor: str | None = None) -> None:
-        import json
-
-        if len(json.dumps(detail, default=str)) > MAX_DETAIL:
-            detail = {"truncated": True}
-        s.add(
-            AuditRow(
-                at=_now(),
-                actor=(actor or self.actor)[:MAX_ACTOR],
-                action=str(action)[:64],
-                detail=json.loads(json.dumps(detail, default=str)),
-            )
-        )
+        plain = _redacted(json.loads(json.dumps(detail, default=str)))
+        if len(json.dumps(plain)) > MAX_DETAIL:
+            plain = {"truncated": True}
+        s.add(AuditRow(at=_now(), actor=(actor or self.actor)[:MAX_ACTOR], action=str(action)[:64], detail=plain))
 
     def audit_log(self, *, limit: int = 100, action: str | None = None) -> list[AuditEntry]:
         """The newest ``limit`` entries, newest first."""

@@ -14,9 +14,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from certfleet.errors import StoreBusyError, StoreError
@@ -129,7 +130,9 @@ class Database:
             cursor.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             cursor.execute("PRAGMA foreign_keys = ON")
             cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")  # durable with WAL except on power loss
+            # FULL: a committed key survives a power cut too (a lost pending key makes its
+            # certificate useless); the store writes little, so the cost does not show
+            cursor.execute("PRAGMA synchronous = FULL")
             cursor.close()
 
         @event.listens_for(self.engine, "begin")
@@ -168,6 +171,11 @@ class Database:
                 command.upgrade(_alembic_config(conn), revision)
         except DBAPIError as exc:
             raise _mapped(exc) from exc
+        except CommandError as exc:  # a revision this certfleet does not know
+            raise StoreError(
+                f"the store's schema is newer than this certfleet knows ({exc})",
+                hint="use the certfleet version that last wrote the store, or a newer one",
+            ) from exc
 
     def downgrade(self, revision: str) -> None:
         try:
@@ -180,6 +188,8 @@ class Database:
 def _mapped(exc: DBAPIError) -> StoreError:
     if _is_busy(exc):
         return StoreBusyError(_BUSY, hint=f"wait for the other certfleet to finish, or raise {BUSY_ENV} (seconds)")
-    if isinstance(exc, OperationalError):
-        return StoreError(f"the store cannot be used: {exc.orig}", hint="check the certfleet home and its database")
-    return StoreError(f"the store refused a change: {exc.orig}", hint="run again with --debug and report it")
+    if isinstance(exc, IntegrityError):
+        return StoreError(f"the store refused a change: {exc.orig}", hint="run again with --debug and report it")
+    return StoreError(
+        f"the store cannot be used: {exc.orig}", hint="check the certfleet home and its database (restore a backup)"
+    )

@@ -33,7 +33,8 @@ class DeployOutcome(StrEnum):
     OK = "ok"  # the node serves the deployed version
     FAILED = "failed"  # a step failed and the node could not be put back as it was
     ROLLED_BACK = "rolled-back"  # a step failed; the node was switched back to what it served before
-    SKIPPED = "skipped"  # nothing done (dry run, or the node already serves this version)
+    UNCHANGED = "unchanged"  # the node already had and served this version
+    SKIPPED = "skipped"  # nothing done (a dry run, or the node was left out)
 
 
 class AuditAction(StrEnum):
@@ -163,7 +164,9 @@ class DeploymentRecord:
 
     @property
     def ok(self) -> bool:
-        return all(r.outcome in (DeployOutcome.OK, DeployOutcome.SKIPPED) for r in self.results)
+        return all(
+            r.outcome in (DeployOutcome.OK, DeployOutcome.UNCHANGED, DeployOutcome.SKIPPED) for r in self.results
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

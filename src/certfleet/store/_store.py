@@ -51,16 +51,18 @@ class Store(NodesMixin, VersionsMixin):
         except OSError as exc:
             raise StoreError(f"cannot create the certfleet home {home}: {exc.strerror}") from exc
         url = database_url(home)
-        if url.startswith("sqlite") and url == f"sqlite:///{home / DB_FILE}":
+        if url == f"sqlite:///{home / DB_FILE}":
             # the database holds sealed keys and the passphrase salt: 0600 before SQLite opens it
-            fd = os.open(home / DB_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-            os.close(fd)
+            try:
+                os.close(os.open(home / DB_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600))
+            except OSError as exc:
+                raise StoreError(f"cannot create the database in {home}: {exc.strerror}") from exc
         db = Database(url, timeout=busy_timeout())
         db.upgrade()
         store = cls(home, db, actor=actor)
         store.created = store._init_vault()
         if store.created:
-            store.audit(AuditAction.INIT, {"home": str(home), "keys": store._setting("vault.mode") or ""})
+            store.audit(AuditAction.INIT, {"home": str(home), "keys": store.key_protection})
         return store
 
     @classmethod

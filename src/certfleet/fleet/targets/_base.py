@@ -228,7 +228,11 @@ class VersionedTarget(Target):
                 hint="private keys are readable by their owner only (0600), or also by its group (0640)",
             )
         self.key_mode = _KEY_MODES[key_mode]
-        self._root: str | None = None
+        self._root: str | None = self.fixed_root()
+
+    def fixed_root(self) -> str | None:
+        """The target's folder when it is known before reaching the node: PATH, checked."""
+        return check_path(self.spec.path)
 
     def _owner_option(self, name: str) -> str | None:
         value = option_str(self.options, name)
@@ -239,7 +243,7 @@ class VersionedTarget(Target):
     async def root(self, tx: Transport) -> str:
         """The target's folder on the node."""
         if self._root is None:
-            self._root = check_path(self.spec.path)
+            raise RuntimeError("a target without a fixed folder must override root()")
         return self._root
 
     async def _paths(self, tx: Transport) -> tuple[str, str, str]:

@@ -40,14 +40,16 @@ class CommandTarget(VersionedTarget):
     options_allowed: ClassVar[frozenset[str]] = VersionedTarget.options_allowed | frozenset({"dir", "timeout"})
 
     def __init__(self, spec: TargetSpec) -> None:
-        super().__init__(spec)
         command = spec.path.strip()
         if not command or len(command) > MAX_COMMAND or "\0" in command:
             raise InputError("a command target needs a command (at most 4096 characters)")
         self.command = command
+        super().__init__(spec)
         self.timeout = option_seconds(self.options, "timeout", 120.0)
+
+    def fixed_root(self) -> str | None:
         folder = option_str(self.options, "dir")
-        self._dir = check_path(folder, "dir") if folder is not None else None
+        return check_path(folder, "dir") if folder is not None else None  # else under the node's home
 
     @property
     def label(self) -> str:
@@ -55,12 +57,9 @@ class CommandTarget(VersionedTarget):
 
     async def root(self, tx: Transport) -> str:
         if self._root is None:
-            if self._dir is not None:
-                self._root = self._dir
-            else:
-                digest = hashlib.sha256(self.command.encode()).hexdigest()[:12]
-                home = (await tx.home()).rstrip("/")
-                self._root = check_path(f"{home}/.local/state/certfleet/command-{digest}")
+            digest = hashlib.sha256(self.command.encode()).hexdigest()[:12]
+            home = (await tx.home()).rstrip("/")
+            self._root = check_path(f"{home}/.local/state/certfleet/command-{digest}")
         return self._root
 
     def render(self, material: Material) -> tuple[TargetFile, ...]:

@@ -307,29 +307,44 @@ class SshTransport(Transport):
         line = with_env(command, env)
         chunks: list[bytes] = []
         kept = 0
+        proc: asyncssh.SSHClientProcess[bytes] | None = None
         try:
             async with asyncio.timeout(timeout):
-                async with self.conn.create_process(
+                proc = await self.conn.create_process(
                     line, stdin=asyncssh.DEVNULL, stderr=asyncssh.STDOUT, encoding=None
-                ) as proc:
-                    try:
-                        while chunk := await proc.stdout.read(65536):
-                            chunks.append(chunk)
-                            kept += len(chunk)
-                            while kept - len(chunks[0]) >= MAX_OUTPUT:  # keep only the tail
-                                kept -= len(chunks.pop(0))
-                        result = await proc.wait()
-                    except BaseException:
-                        with contextlib.suppress(Exception):
-                            proc.kill()
-                        raise
+                )
+                while chunk := await proc.stdout.read(65536):
+                    chunks.append(chunk)
+                    kept += len(chunk)
+                    while kept - len(chunks[0]) >= MAX_OUTPUT:  # keep only the tail
+                        kept -= len(chunks.pop(0))
+                result = await proc.wait()
         except TimeoutError:
+            self._abandon(proc)
             return CommandResult(command, None, decode_output(b"".join(chunks)), timed_out=True)
         except (asyncssh.Error, OSError) as exc:
+            self._abandon(proc)
             return CommandResult(command, None, f"the SSH connection failed: {_reason(exc)}")
+        except BaseException:
+            self._abandon(proc)
+            raise
         # asyncssh reports -1 (or None) when the command ended by a signal on the node
         status = result.exit_status if result.exit_status is not None else -1
         return CommandResult(command, status, decode_output(b"".join(chunks)))
+
+    @staticmethod
+    def _abandon(proc: asyncssh.SSHClientProcess[bytes] | None) -> None:
+        """Stop waiting for a command: signal it and close its channel without waiting.
+
+        The signal reaches the shell sshd started; children it left running on the node (a
+        pipeline, a daemon) may outlive it, but they no longer hold this deploy.
+        """
+        if proc is None:
+            return
+        with contextlib.suppress(Exception):
+            proc.kill()
+        with contextlib.suppress(Exception):
+            proc.close()
 
 
 def _reason(exc: BaseException) -> str:

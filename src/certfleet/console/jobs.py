@@ -1,0 +1,174 @@
+"""Deploys started from the console: each runs in its own thread and event loop, so a page can
+follow its per-node progress while it runs, whatever serves the requests."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from certfleet.errors import CertfleetError, InputError
+from certfleet.fleet.deploy import DeployReport, NodeOutcome, Outcome, ProgressEvent, Step, deploy
+from certfleet.fleet.spec import NodeSpec
+from certfleet.store import DeployOutcome, NodeResult, Store
+
+__all__ = ["DeployJob", "JobState", "start_deploy"]
+
+log = logging.getLogger("certfleet.console")
+
+# the engine's outcomes as the store keeps them
+_RECORDED = {
+    Outcome.OK: DeployOutcome.OK,
+    Outcome.FAILED: DeployOutcome.FAILED,
+    Outcome.ROLLED_BACK: DeployOutcome.ROLLED_BACK,
+    Outcome.UNCHANGED: DeployOutcome.SKIPPED,
+    Outcome.PLANNED: DeployOutcome.SKIPPED,
+}
+
+
+@dataclass
+class NodeProgress:
+    node: str
+    steps: list[str] = field(default_factory=list)
+    outcome: NodeOutcome | None = None
+
+    @property
+    def current(self) -> str | None:
+        return None if self.outcome is not None or not self.steps else self.steps[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "steps": list(self.steps),
+            "current": self.current,
+            "done": self.outcome is not None,
+            "outcome": self.outcome.to_dict() if self.outcome is not None else None,
+        }
+
+
+class JobState:
+    RUNNING = "running"
+    DONE = "done"
+    ERROR = "error"
+
+
+@dataclass
+class DeployJob:
+    """One deploy of a lineage's active version to chosen nodes, and how far each node is."""
+
+    id: str
+    lineage: str
+    version: int
+    fingerprint: str
+    actor: str
+    account_id: int
+    started_at: dt.datetime
+    nodes: dict[str, NodeProgress]
+    state: str = JobState.RUNNING
+    error: str = ""
+    deployment_id: int | None = None
+    finished_at: dt.datetime | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.state != JobState.RUNNING
+
+    @property
+    def ok(self) -> bool:
+        return self.state == JobState.DONE and all(p.outcome is not None and p.outcome.ok for p in self.nodes.values())
+
+    def on_progress(self, event: ProgressEvent) -> None:
+        with self._lock:
+            progress = self.nodes[event.node]
+            if event.step is not None:
+                progress.steps.append(event.step.value)
+            else:
+                progress.outcome = event.outcome
+
+    def to_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "id": self.id,
+                "lineage": self.lineage,
+                "version": self.version,
+                "fingerprint": self.fingerprint,
+                "actor": self.actor,
+                "state": self.state,
+                "ok": self.ok,
+                "error": self.error,
+                "deployment": self.deployment_id,
+                "started_at": self.started_at.isoformat(),
+                "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+                "steps": [s.value for s in Step if s not in (Step.VERIFY, Step.ROLLBACK)],
+                "nodes": [p.to_dict() for p in self.nodes.values()],
+            }
+
+
+def _record(store: Store, job: DeployJob, report: DeployReport) -> int:
+    results = [
+        NodeResult(
+            node=o.node,
+            outcome=_RECORDED[o.outcome],
+            started_at=o.started_at or report.started_at,
+            finished_at=o.finished_at or report.finished_at,
+            failed_step=o.step.value if o.step is not None else None,
+            output="\n".join(x for x in (o.message, o.output) if x),
+            served_fingerprint=o.served,
+        )
+        for o in report.nodes
+    ]
+    return store.record_deployment(job.lineage, job.version, results, started_at=report.started_at)
+
+
+def start_deploy(
+    store: Store,
+    lineage: str,
+    node_names: Sequence[str],
+    *,
+    job_id: str,
+    account_id: int,
+    clock: Callable[[], dt.datetime],
+) -> DeployJob:
+    """Deploy the active version of ``lineage`` to the named nodes (all its nodes when none)."""
+    record = store.lineage(lineage)
+    if record.active is None or record.active.fingerprint is None:
+        raise InputError(f"lineage {lineage} has no certificate to deploy", hint="import the CA's answer first")
+    members = store.nodes(lineage)
+    chosen: list[NodeSpec] = [n for n in members if not node_names or n.name in node_names]
+    unknown = set(node_names) - {n.name for n in members}
+    if unknown:
+        raise InputError(f"not nodes of lineage {lineage}: {', '.join(sorted(unknown))}")
+    if not chosen:
+        raise InputError(f"lineage {lineage} has no node to deploy to", hint="add nodes to it first")
+    material = store.material(lineage)
+    job = DeployJob(
+        id=job_id,
+        lineage=lineage,
+        version=record.active.number,
+        fingerprint=record.active.fingerprint,
+        actor=store.actor,
+        account_id=account_id,
+        started_at=clock(),
+        nodes={n.name: NodeProgress(n.name) for n in chosen},
+    )
+
+    def run() -> None:
+        try:
+            report = asyncio.run(deploy(material, chosen, progress=job.on_progress))
+            job.deployment_id = _record(store, job, report)
+            job.state = JobState.DONE
+        except CertfleetError as exc:
+            job.error, job.state = str(exc), JobState.ERROR
+        except Exception as exc:  # reported on the page; the console stays up
+            log.exception("deploy of %s failed", lineage)
+            job.error, job.state = f"{type(exc).__name__}: {exc}", JobState.ERROR
+        finally:
+            job.finished_at = clock()
+
+    threading.Thread(target=run, name=f"certfleet-deploy-{job_id}", daemon=True).start()
+    return job

@@ -1,0 +1,247 @@
+"""The fleet commands as a user runs them: init, node, apply/export-fleet, request, import, status,
+history, export, trust; exit codes and messages included."""
+
+from __future__ import annotations
+
+import io
+import random
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from certfleet import testing
+
+
+@pytest.fixture(scope="module")
+def ca() -> testing.TestCA:
+    root = testing.TestCA.root("cli fleet root")
+    return root.intermediate("cli fleet inter 1", path_length=1).intermediate("cli fleet inter 2")
+
+
+def _ca_zip(ca: testing.TestCA, leaf: x509.Certificate, path: Path) -> Path:
+    """What a CA sends: the server certificate, the intermediates in any order, the root."""
+    members = [(f"intermediate{i}.crt", c) for i, c in enumerate(ca.chain)]
+    random.Random(1).shuffle(members)
+    members += [("server.crt", leaf), ("root.crt", ca.root_cert)]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, cert in members:
+            z.writestr(name, testing.pem(cert))
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def _two_nodes(cli: Any, tmp_path: Path) -> None:
+    assert cli("init").code == 0
+    main = cli(
+        "node", "add", "main", "--name", "mc.example.test", "--name", "example.test",
+        "--target", f"nginx:{tmp_path}/main", "--test", "nginx -t", "--reload", "nginx -s reload",
+        "--lineage", "web",
+    )  # fmt: skip
+    assert main.code == 0, main.err
+    gw = cli(
+        "node", "add", "gw1", "--name", "gw.example.test", "--name", "turn.example.test",
+        "--name", "meet.example.test", "--target", f"haproxy:{tmp_path}/gw",
+        "--transport", "ssh://deploy@127.0.0.1:2222", "--probe", "127.0.0.1:8443", "--lineage", "web",
+    )  # fmt: skip
+    assert gw.code == 0, gw.err
+
+
+def _sign(ca: testing.TestCA, csr_file: Path) -> x509.Certificate:
+    return ca.sign_csr(x509.load_pem_x509_csr(csr_file.read_bytes()))
+
+
+def test_init_twice(cli: Any, certfleet_home: Path) -> None:
+    first = cli("init")
+    assert first.code == 0
+    assert first.out.startswith(f"created the store in {certfleet_home}")
+    second = cli("init", "--json")
+    assert second.code == 0
+    assert second.json() == {"home": str(certfleet_home), "created": False, "keys": "keyfile"}
+
+
+def test_missing_store(cli_proc: Any, tmp_path: Path) -> None:
+    result = cli_proc("node", "list", env={"CERTFLEET_HOME": str(tmp_path / "none")})
+    assert result.code == 3
+    assert f"no certfleet store in {tmp_path / 'none'}" in result.err
+    assert "run `certfleet init`" in result.err
+
+
+def test_the_manual_ca_flow(cli: Any, certfleet_home: Path, tmp_path: Path, ca: testing.TestCA) -> None:
+    _two_nodes(cli, tmp_path)
+    csr_file = tmp_path / "web.csr"
+    req = cli("request", "web", "--node", "main", "--node", "gw1", "--subject", "C=CA,O=Example", "--out", csr_file)
+    assert req.code == 0, req.err
+    assert "5 of the CA's limit of 15" in req.out
+    assert f"wrote {csr_file}" in req.out
+    csr = x509.load_pem_x509_csr(csr_file.read_bytes())
+    assert csr.subject.rfc4514_string() == "CN=mc.example.test,O=Example,C=CA"
+
+    package = _ca_zip(ca, _sign(ca, csr_file), tmp_path / "ca.zip")
+    untrusted = cli("import", "web", package, "--no-fetch")
+    assert untrusted.code == 1
+    assert "untrusted" in untrusted.out and "refused: nothing was stored" in untrusted.out
+    root = tmp_path / "root.pem"
+    root.write_bytes(testing.pem(ca.root_cert))
+    assert cli("trust", "add", root).code == 0
+
+    imported = cli("import", "web", package, "--no-fetch", "--json")
+    assert imported.code == 0, imported.out
+    data = imported.json()
+    assert data["accepted"] and data["version"] == 1
+    assert [c["sha256"] for c in data["chain"]["chain"][1:]] == [c.fingerprint(hashes.SHA256()).hex() for c in ca.chain]
+    assert {c["node"]: c["complete"] for c in data["coverage"]} == {"main": True, "gw1": True}
+
+    status = cli("status", "--no-probe", "--json")
+    assert status.code == 0, status.out
+    [web] = status.json()["lineages"]
+    assert web["active"]["version"] == 1
+    assert web["active"]["days_left"] == 89
+    assert [n["node"] for n in web["nodes"]] == ["gw1", "main"]
+    human = cli("status", "--no-probe")
+    assert "web  version 1" in human.out and "not-probed" in human.out
+
+    hist = cli("history", "web", "--json")
+    assert [v["state"] for v in hist.json()["versions"]] == ["issued"]
+    assert "v1" in cli("history", "web").out
+
+    pfx = tmp_path / "web.pfx"
+    exported = cli("export", "web", "--format", "pkcs12", "--out", pfx, "--password", "carry me")
+    assert exported.code == 0, exported.err
+    certs = subprocess.run(
+        ["openssl", "pkcs12", "-in", str(pfx), "-nokeys", "-passin", "pass:carry me"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    leaf = x509.load_pem_x509_certificates(certs)
+    assert data["chain"]["leaf"]["sha256"] in {c.fingerprint(hashes.SHA256()).hex() for c in leaf}
+    refused = cli("export", "web", "--format", "nginx", "--out", tmp_path / "nginx")
+    assert refused.code == 2
+    assert "refusing to write the private key unencrypted" in refused.err
+
+    # renewal by the same steps: request again, sign, import; version 2 becomes active
+    assert cli("request", "web", "--out", csr_file).code == 0
+    renewed = cli("import", "web", _ca_zip(ca, _sign(ca, csr_file), tmp_path / "ca2.zip"), "--no-fetch", "--json")
+    assert renewed.code == 0 and renewed.json()["version"] == 2
+    assert cli("status", "--no-probe", "--json").json()["lineages"][0]["active"]["version"] == 2
+
+
+def test_import_refusals(cli: Any, certfleet_home: Path, tmp_path: Path, ca: testing.TestCA) -> None:
+    assert cli("init").code == 0
+    root = tmp_path / "root.pem"
+    root.write_bytes(testing.pem(ca.root_cert))
+    assert cli("trust", "add", root).code == 0
+    assert cli("node", "add", "main", "--name", "mc.example.test", "--target", "nginx:/srv/a", "-l", "web").code == 0
+    csr_file = tmp_path / "web.csr"
+    assert cli("request", "web", "--out", csr_file).code == 0
+    late = cli("node", "add", "gw1", "--name", "gw.example.test", "--name", "turn.example.test",
+               "--target", "nginx:/srv/b", "--lineage", "web")  # fmt: skip
+    assert late.code == 0
+    missing = cli("import", "web", _ca_zip(ca, _sign(ca, csr_file), tmp_path / "ca.zip"), "--no-fetch")
+    assert missing.code == 1
+    flat = " ".join(missing.out.split())  # the terminal may wrap long lines
+    assert "names missing for node gw1: gw.example.test, turn.example.test" in flat
+    assert "gw1: missing gw.example.test is not covered" in flat
+
+    stranger = ca.leaf("mc.example.test")
+    other = cli("import", "web", _ca_zip(ca, stranger.cert, tmp_path / "other.zip"), "--no-fetch")
+    assert other.code == 2
+    assert "the certificate was issued for another key: it matches no pending request of lineage web" in other.err
+    assert cli("history", "web", "--json").json()["versions"][0]["state"] == "pending"
+
+
+def test_nodes_and_fleet_file(cli: Any, certfleet_home: Path, tmp_path: Path) -> None:
+    _two_nodes(cli, tmp_path)
+    listed = cli("node", "list", "--json").json()["nodes"]
+    assert [(n["name"], n["lineages"]) for n in listed] == [("gw1", ["web"]), ("main", ["web"])]
+    shown = cli("node", "show", "gw1", "--json").json()
+    assert shown["transport"] == "ssh://deploy@127.0.0.1:2222"
+    assert shown["probe"] == "127.0.0.1:8443"
+    assert "gw.example.test" in cli("node", "show", "gw1").out
+    taken = cli("node", "add", "gw1", "--name", "x.example.test", "--target", "pem:/srv/x")
+    assert taken.code == 2 and "node gw1 exists" in taken.err
+    bad = cli("node", "add", "gw2", "--name", "x.example.test", "--target", "iis:/srv/x")
+    assert bad.code == 2 and "unknown target kind" in bad.err
+
+    fleet_file = tmp_path / "fleet.toml"
+    assert cli("export-fleet", "--out", fleet_file).code == 0
+    text = fleet_file.read_text()
+    assert cli("export-fleet").out == text
+    applied = cli("apply", fleet_file, "--json")
+    assert applied.code == 0
+    assert applied.json()["changed"] is False
+    assert cli("apply", fleet_file).out.strip().endswith("nothing changed")
+
+    assert cli("node", "remove", "gw1").code == 0
+    assert "lineage web" in cli("apply", fleet_file).out  # gw1 back, and back in web
+    assert cli("export-fleet").out == text
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[nodes.x]\nnames = 3\n")
+    result = cli("apply", broken)
+    assert result.code == 2
+    assert f"{broken}: nodes.x: names must be a list of strings" in result.err
+
+
+def test_trust_commands(cli: Any, certfleet_home: Path, tmp_path: Path, ca: testing.TestCA) -> None:
+    assert cli("init").code == 0
+    root = tmp_path / "root.pem"
+    root.write_bytes(testing.pem(ca.root_cert))
+    fp = ca.root_cert.fingerprint(hashes.SHA256()).hex()
+    added = cli("trust", "add", root, "--json").json()["anchors"]
+    assert [(a["fingerprint"], a["added"]) for a in added] == [(fp, True)]
+    assert cli("trust", "add", root, "--json").json()["anchors"][0]["added"] is False
+    assert [a["fingerprint"] for a in cli("trust", "list", "--json").json()["anchors"]] == [fp]
+    leaf = tmp_path / "leaf.pem"
+    leaf.write_bytes(testing.pem(ca.leaf("x.example.test").cert))
+    refused = cli("trust", "add", leaf)
+    assert refused.code == 2 and "not a CA certificate" in refused.err
+    assert cli("trust", "remove", fp[:12]).code == 0
+    assert cli("trust", "list", "--json").json()["anchors"] == []
+    assert cli("trust", "remove", fp[:12]).code == 2
+
+
+# holds the write lock of the store the way any other certfleet writing would
+HOLDER = textwrap.dedent(
+    """
+    import sqlite3, sys
+    conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    print("locked", flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def test_busy_store_exits_3(cli_proc: Any, certfleet_home: Path) -> None:
+    assert cli_proc("init").code == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(certfleet_home / "certfleet.db")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        busy = cli_proc(
+            "node", "add", "main", "--name", "mc.example.test", "--target", "pem:/srv/main",
+            env={"CERTFLEET_BUSY_TIMEOUT": "1"},
+        )  # fmt: skip
+        assert busy.code == 3
+        assert "store is busy: another certfleet is writing; try again" in busy.err
+        assert "Traceback" not in busy.err
+        assert cli_proc("node", "list", "--json").json() == {"nodes": []}  # reading still works
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    done = cli_proc("node", "add", "main", "--name", "mc.example.test", "--target", "pem:/srv/main")
+    assert done.code == 0, done.err
