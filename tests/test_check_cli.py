@@ -206,3 +206,26 @@ def test_long_runs_list_only_what_needs_a_look(cli: Any, tmp_path: Path) -> None
     assert "55 without problems not listed" in short.out
     assert "web07.example.test" in every.out
     assert "not listed" not in every.out
+
+
+def test_low_file_limit_lowers_concurrency_instead_of_failing(nginx: Nginx, roots: Path, tmp_path: Path) -> None:
+    import json
+    import resource
+    import subprocess
+    import sys
+
+    listing = tmp_path / "many.txt"
+    listing.write_text("".join(f"{nginx.target('good')} n{i}.example.test\n" for i in range(150)))
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "certfleet", "check", "--trust-only", roots, "-f", listing, "--json",
+         "--concurrency", "500"],
+        capture_output=True, preexec_fn=low_limit, timeout=120, check=False,
+    )  # fmt: skip
+    data = json.loads(proc.stdout)
+    assert len(data) == 150
+    # every handshake happened: only the planted name mismatch, never "too many open files"
+    assert {p["code"] for d in data for p in d["problems"]} == {"name-mismatch"}

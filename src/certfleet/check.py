@@ -12,6 +12,7 @@ their DER bytes, and endpoints that send the same intermediates share one verifi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import ipaddress
 import time
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from certfleet.certinfo import CertInfo, describe
@@ -402,6 +402,30 @@ class _Evaluator:
         )
 
 
+def _within_file_limit(concurrency: int) -> int:
+    """``concurrency``, lowered if the process may not open that many sockets.
+
+    The soft limit on open files is raised towards the hard one first (it is often 1,024 while
+    the hard limit is far higher); an endpoint must never be reported unreachable only because
+    certfleet ran out of file descriptors.
+    """
+    try:
+        import resource
+    except ImportError:  # not a POSIX system: no limit we can read
+        return concurrency
+    spare = 64  # the interpreter, DNS threads, the terminal
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = concurrency + spare
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raised = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        with contextlib.suppress(ValueError, OSError):  # not allowed: keep what we have
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return concurrency
+    return max(1, min(concurrency, soft - spare))
+
+
 def _deadline_result(target: Target, deadline: float) -> ProbeResult:
     return ProbeResult(
         target=str(target),
@@ -441,6 +465,7 @@ async def check(
         raise ValueError("concurrency must be at least 1")
     if timeout <= 0 or (deadline is not None and deadline <= 0):
         raise ValueError("timeout and deadline must be positive")
+    concurrency = _within_file_limit(concurrency)
     at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     evaluator = _Evaluator(trust, at, expiring_days)
     results: list[EndpointReport | None] = [None] * len(targets)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import click
 import typer
+from rich.markup import escape
 
 from certfleet.cli._common import app, console_err, state
 from certfleet.errors import CertfleetError, ExitCode
@@ -40,9 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CertfleetError as exc:
         if state.debug:
             raise
-        console_err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        # messages name files and endpoints such as "[::1]:443": never read them as markup
+        console_err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         if exc.hint:
-            console_err.print(f"[dim]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+            console_err.print(f"[dim]hint:[/] {escape(exc.hint)}", highlight=False, soft_wrap=True)
         return int(exc.exit_code)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
