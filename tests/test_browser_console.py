@@ -190,8 +190,12 @@ def test_whole_flow_in_chromium(tmp_path: Path, pki: TestCA, nginx: tuple[NginxS
         _shot(page, "deploy")
 
         # -- the dashboard: countdown, timeline, and what nginx serves now
-        page.goto(f"{base}/?refresh=1")
         row = page.locator("tr[data-node=main]")
+        for _ in range(50):  # nginx's old worker may take a connection for a moment after the reload
+            page.goto(f"{base}/?refresh=1")
+            if "active version" in row.inner_text():
+                break
+            page.wait_for_timeout(100)
         expect(row).to_contain_text("active version")
         expect(row).to_contain_text("ok")
         expect(page.locator("svg.timeline")).to_be_visible()

@@ -299,8 +299,9 @@ def _same_name_mesh(count: int) -> Sequence[x509.Certificate]:
     return [a.cross_sign(b) for a in cas for b in cas if a is not b] + [cas[0].leaf("www.example.test").cert]
 
 
-def test_hostile_maze_is_bounded(pki: PKI) -> None:
-    certs = _same_name_mesh(10)
+@pytest.mark.parametrize("size", [10, 25])
+def test_hostile_maze_is_bounded(pki: PKI, size: int) -> None:
+    certs = _same_name_mesh(size)  # 25 CAs: 600 cross-signs, 360,000 pairs to prove
     pool = pool_of(("maze.pem", pem(*certs)))
     result = build_chain(pool, TrustStore((pki.root.cert,)), now=NOW)
     assert not result.complete
@@ -311,3 +312,10 @@ def test_hostile_maze_is_bounded(pki: PKI) -> None:
 def test_naive_now_is_a_programmer_error(pki: PKI) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         build_chain(pool_of(("c.pem", pki.leaf.cert_pem())), TrustStore(()), now=dt.datetime.now())
+
+
+def test_only_ca_certificates_pick_the_lowest(pki: PKI) -> None:
+    pool = pool_of(("cas.pem", pem(pki.root.cert, pki.inter.cert)))
+    result = build_chain(pool, TrustStore((pki.root.cert,)), now=NOW)
+    assert result.leaf == pki.inter.cert
+    assert result.chain == (pki.inter.cert,) and result.root == pki.root.cert

@@ -181,9 +181,8 @@ def test_deadline_in_the_cli(cli: Any, roots: Path) -> None:
 
 
 def test_long_runs_list_only_what_needs_a_look(cli: Any, tmp_path: Path) -> None:
-    from tlsservers import Site
-
     from certfleet.testing import TestCA, make_key
+    from tlsservers import Site
 
     root = TestCA.root("Many Root")
     key = make_key()

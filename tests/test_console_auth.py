@@ -3,6 +3,8 @@ the refusal of every anonymous request."""
 
 from __future__ import annotations
 
+import html
+import re
 import sqlite3
 from pathlib import Path
 
@@ -331,3 +333,25 @@ def test_database_holds_no_session_token_in_clear(env: ConsoleEnv) -> None:
     with sqlite3.connect(env.home / "certfleet.db") as db:
         rows = db.execute("select token_hash from console_sessions").fetchall()
     assert rows and all(len(r[0]) == 64 for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("next_path", "lands"),
+    [("/nodes", "/nodes"), ("//evil.example/x", "/"), ("https://evil.example/", "/"), ("/\\evil.example", "/")],
+)
+def test_login_returns_to_the_page_asked_for_and_nowhere_else(env: ConsoleEnv, next_path: str, lands: str) -> None:
+    from urllib.parse import quote
+
+    create_admin(env)
+    client = env.new_client()
+    asked = client.get("/nodes")
+    assert asked.headers["location"] == "/login?next=/nodes"
+    page = client.get(f"/login?next={quote(next_path)}")
+    action = re.search(r'action="([^"]+)"', page.text)
+    assert action is not None
+    r = client.post(
+        html.unescape(action.group(1)),
+        data={"csrf_token": csrf_of(page.text), "username": "admin", "password": PASSWORD},
+    )
+    assert r.status_code == 303
+    assert r.headers["location"] == lands

@@ -128,6 +128,12 @@ def test_links_through_the_api_with_qr(env: ConsoleEnv) -> None:
     fetched = env.new_client().get("/client/" + link["url"].rsplit("/", 1)[1])
     assert fetched.text == "user=bob\n"
     assert fetched.headers["cache-control"] == "no-store"
+    # removing the profile removes its users and cancels their links
+    other = env.client.post(f"/api/v1/client-users/{user['id']}/links", headers=h).json()
+    assert env.client.delete("/api/v1/client-profiles/mobile", headers=h).status_code == 200
+    assert env.client.get("/api/v1/client-users").json() == []
+    assert env.new_client().get("/client/" + other["url"].rsplit("/", 1)[1]).status_code == 410
+    assert env.client.delete("/api/v1/client-profiles/mobile", headers=h).status_code == 400
 
 
 @pytest.mark.parametrize(

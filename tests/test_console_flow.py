@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,8 +121,13 @@ def test_csr_import_deploy_to_nginx_and_what_it_serves(
         assert "done: every node took it" in env.client.get(f"/deploy/jobs/{job_id}").text
 
         # the dashboard: nginx now serves the active version, and a strict client accepts it
-        status = env.client.get("/api/v1/lineages?refresh=true").json()[0]
-        by_node = {n["node"]: n for n in status["node_status"]}
+        # (nginx's old worker may still take a connection for a moment after the reload)
+        for _ in range(100):
+            status = env.client.get("/api/v1/lineages?refresh=true").json()[0]
+            by_node = {n["node"]: n for n in status["node_status"]}
+            if by_node["main"]["serving"] == "active":
+                break
+            time.sleep(0.1)
         assert by_node["main"]["serving"] == "active"
         assert by_node["main"]["check"]["ok"] is True
         assert by_node["main"]["last_deployment"]["outcome"] == "ok"

@@ -244,9 +244,10 @@ def test_a_killed_deploy_command_is_finished_by_the_next(
     finished = ok(cli("deploy", "web", "--json")).json()
     assert {n["outcome"] for n in finished["nodes"]} <= {"ok", "unchanged"}
     for server, name, folder in sites:
-        print("DEBUG", name, new[:12], old[:12], json.dumps([(n["node"], n["outcome"], n["message"], n["served"][:12] if n["served"] else None) for n in finished["nodes"]]))
+
+        print("DEBUG", name, new[:12], old[:12], json.dumps([(n["node"], n["outcome"], n["message"], n["served"][:12] if n["served"] else None) for n in finished["nodes"]]), file=sys.__stderr__)
         for _ in range(5):
-            print("DEBUG served", fingerprint(served_chain(server.probe, name)[0])[:12])
+            print("DEBUG served", fingerprint(served_chain(server.probe, name)[0])[:12], file=sys.__stderr__)
             time.sleep(0.2)
         assert whole_pair(server, name, folder, {new}, [fingerprint(pki.inter.cert)]) == new
         assert not [p for p in (folder / "versions").iterdir() if p.name.startswith(".")]

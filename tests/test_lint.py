@@ -145,7 +145,10 @@ def test_validity_too_long(pki: PKI, issued: str, days: int, too_long: bool) -> 
     assert bool(found) is too_long
     if found:
         assert found[0].severity is Severity.WARNING
-        assert f"certificates issued on {issued} may live at most {max_validity_days(start)} days" in found[0].message
+        assert found[0].message == (
+            f"valid for more than {days} days; certificates issued on {issued} may live at most "
+            f"{max_validity_days(start)} days"
+        )
 
 
 def test_no_san(pki: PKI) -> None:

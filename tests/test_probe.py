@@ -183,11 +183,13 @@ async def test_sni_defaults_to_the_host_name_and_is_absent_for_an_ip(
     with serve_tls(Mode.TLS, cert_file, key_file) as server:
         by_ip = await probe("127.0.0.1", server.port, starttls=StartTLS.NONE)
         by_name = await probe("localhost", server.port, starttls=StartTLS.NONE)
+        without = await probe("localhost", server.port, starttls=StartTLS.NONE, server_name="")
     assert by_ip.ok
     assert by_ip.server_name is None
     assert by_name.server_name == "localhost"
-    assert server.server_names[0] is None
-    assert "localhost" in server.server_names
+    assert without.ok
+    assert without.server_name is None
+    assert server.server_names == [None, "localhost", None]
 
 
 @pytest.mark.parametrize(("minimum", "ok"), [(ssl.TLSVersion.TLSv1_2, True), (ssl.TLSVersion.TLSv1_3, False)])

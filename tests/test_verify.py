@@ -14,8 +14,8 @@ from certfleet import testing
 from certfleet.certinfo import fingerprint
 from certfleet.errors import InputError
 from certfleet.problems import Severity
-from certfleet.trust import TrustStore
-from certfleet.verify import Verifier, find_paths, verify_chain
+from certfleet.trust import TrustStore, find_paths
+from certfleet.verify import Verifier, verify_chain
 from conftest import PKI
 
 NOW = dt.datetime.now(dt.UTC)

@@ -20,8 +20,8 @@ from certfleet.formats import Pool, PoolCert, PoolKey
 from certfleet.keys import key_matches
 from certfleet.lint import lint
 from certfleet.problems import Problem, ProblemCode, Severity
-from certfleet.trust import TrustStore, signed_by
-from certfleet.verify import CertPath, PathEnd, find_paths, label, verify_chain
+from certfleet.trust import CertPath, PathEnd, TrustStore, find_paths
+from certfleet.verify import label, verify_chain
 
 __all__ = ["ChainResult", "DropReason", "Dropped", "KeyMatch", "build_chain"]
 
@@ -118,11 +118,8 @@ def _pick_leaf(
     candidates = [i for i in items if not _is_ca(i.cert)]
     if not candidates:
         # only CA certificates: the leaf is the one that issued none of the others
-        candidates = [
-            i
-            for i in items
-            if not any(o is not i and o.cert.issuer == i.cert.subject and signed_by(o.cert, i.cert) for o in items)
-        ]
+        issuers = {i.cert.issuer.public_bytes() for i in items if i.cert.issuer != i.cert.subject}
+        candidates = [i for i in items if i.cert.subject.public_bytes() not in issuers]
     if len(candidates) > 1 and key is None and pool_keys:
         keyed = [i for i in candidates if any(key_matches(k.key, i.cert) for k in pool_keys)]
         if len(keyed) == 1:

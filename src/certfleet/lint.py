@@ -109,10 +109,15 @@ def _validity_too_long(cert: x509.Certificate) -> Problem | None:
     return Problem(
         ProblemCode.VALIDITY_TOO_LONG,
         Severity.WARNING,
-        f"valid for {days} days; certificates issued on {not_before:%Y-%m-%d} may live at most {limit} days",
+        f"valid for {_span(seconds)}; certificates issued on {not_before:%Y-%m-%d} may live at most {limit} days",
         "clients that follow the CA/B Forum rules may refuse it; have it reissued with a shorter validity",
         fingerprint(cert),
     )
+
+
+def _span(seconds: float) -> str:
+    whole, rest = divmod(seconds, 86400)
+    return f"{int(whole)} days" if not rest else f"more than {int(whole)} days"
 
 
 def _normal(name: str) -> str:

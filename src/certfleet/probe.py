@@ -321,16 +321,16 @@ async def probe(
     """Connect to ``host:port``, complete a TLS handshake and return what the server presented.
 
     ``server_name`` is sent as SNI; by default the host when it is a DNS name, and no SNI for an
-    IP address. ``starttls`` None chooses by port (:func:`default_starttls`). ``timeout`` bounds
-    the whole exchange (connection, STARTTLS, handshake). ``certs`` shares parsed certificates
-    between probes. Never raises for a failing endpoint.
+    IP address (or for ""). ``starttls`` None chooses by port (:func:`default_starttls`).
+    ``timeout`` bounds the whole exchange (connection, STARTTLS, handshake). ``certs`` shares
+    parsed certificates between probes. Never raises for a failing endpoint.
     """
     if not 0 < port < 65536:
         raise ValueError(f"port out of range: {port}")
     if timeout <= 0:
         raise ValueError("timeout must be positive")
     mode = default_starttls(port) if starttls is None else starttls
-    sni = server_name if server_name is not None else (None if _is_ip(host) else host)
+    sni = (server_name if server_name is not None else (None if _is_ip(host) else host)) or None
     target = format_target(host, port)
     cache = certs if certs is not None else CertCache(max_entries=0)
     started = time.monotonic()

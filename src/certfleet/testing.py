@@ -88,6 +88,7 @@ def _sign(
 
 @dataclass
 class TestLeaf:
+    __test__ = False  # a fixture type, not a pytest test class
     cert: x509.Certificate
     key: CertificateIssuerPrivateKeyTypes
     chain: list[x509.Certificate]  # intermediates, leaf's issuer first; the root is not included
@@ -111,6 +112,8 @@ class TestLeaf:
 @dataclass
 class TestCA:
     """A CA (root, or intermediate when ``parent`` is set) that issues what tests need."""
+
+    __test__ = False  # a fixture type, not a pytest test class
 
     cert: x509.Certificate
     key: CertificateIssuerPrivateKeyTypes

@@ -12,11 +12,9 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, Subject, VerificationError
@@ -26,28 +24,21 @@ from certfleet.certinfo import describe, fingerprint, san_names
 from certfleet.errors import CertfleetError, InputError
 from certfleet.names import coverage, covers, is_ip, is_wildcard, normalize_name
 from certfleet.problems import Problem, ProblemCode, Severity
-from certfleet.trust import TrustStore, is_self_signed, signed_by
+from certfleet.trust import MAX_PATH_LENGTH, CertPath, PathEnd, TrustStore, extension, find_paths, is_self_signed
 
 __all__ = [
-    "CertPath",
-    "PathEnd",
     "Verification",
     "Verifier",
     "eku_problem",
-    "extension",
-    "find_paths",
     "label",
     "parse_name",
     "validity_problem",
     "verify_chain",
 ]
 
-_E = TypeVar("_E", bound=x509.ExtensionType)
-
-MAX_DEPTH = 8
-_MIN_RSA_BITS = 2048  # certificates in a path, leaf and anchor included; real chains have 3 or 4
-_SEARCH_BUDGET = 512  # issuer look-ups per search, so hostile input cannot blow up
-_MAX_PATHS = 32
+_MIN_RSA_BITS = 2048
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")  # a name cryptography takes as it is
 _MAX_PROVEN = 16  # intermediates remembered for the shortcut; a bundle of leaves has a few
 
 
@@ -66,23 +57,6 @@ class Verification:
             "chain": [describe(c).to_dict() for c in self.chain],
             "problems": [p.to_dict() for p in self.problems],
         }
-
-
-class PathEnd(StrEnum):
-    TRUSTED = "trusted"  # the last certificate is a trust anchor
-    UNTRUSTED_ROOT = "untrusted-root"  # the last certificate is self-signed and not an anchor
-    MISSING_ISSUER = "missing-issuer"  # no certificate at hand issued the last one
-    TOO_LONG = "too-long"  # the search stopped at MAX_DEPTH
-
-
-@dataclass(frozen=True)
-class CertPath:
-    certs: tuple[x509.Certificate, ...]  # leaf first; the anchor is included when the end is TRUSTED
-    end: PathEnd
-
-    @property
-    def trusted(self) -> bool:
-        return self.end is PathEnd.TRUSTED
 
 
 # --- words ------------------------------------------------------------------------------------
@@ -147,7 +121,9 @@ def _subject_of(dns: Sequence[str], ips: Sequence[str]) -> tuple[str, x509.DNSNa
     """The name to check when none is given: the leaf's first DNS name, else its first IP address."""
     for value in dns:
         # a wildcard stands for any one label; check it as such a name
-        probe = "certfleet-check" + value[1:] if value.startswith("*.") else value
+        probe = ("certfleet-check" + value[1:] if value.startswith("*.") else value).lower()
+        if _HOSTNAME.fullmatch(probe):  # the common case, without the cost of IDNA
+            return value, x509.DNSName(probe)
         try:
             return value, parse_name(probe)
         except InputError:
@@ -181,129 +157,6 @@ def _no_san_problem(leaf: x509.Certificate) -> Problem:
         "reissue it with every name in the subjectAltName extension",
         fingerprint(leaf),
     )
-
-
-# --- paths ------------------------------------------------------------------------------------
-
-
-def _key_id(cert: x509.Certificate) -> tuple[bytes, bytes] | None:
-    try:
-        spki = cert.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    except (ValueError, TypeError):
-        return None
-    return cert.subject.public_bytes(), spki
-
-
-def extension(cert: x509.Certificate, kind: type[_E]) -> _E | None:
-    """The extension ``kind`` of ``cert``, or None when it is absent or does not parse.
-
-    Hostile certificates break extension parsing in many ways (duplicates, malformed name
-    constraints); for certfleet's explanations a broken extension is an absent one.
-    """
-    try:
-        return cert.extensions.get_extension_for_class(kind).value
-    except (x509.ExtensionNotFound, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, ValueError, TypeError):
-        return None
-
-
-def _aki(cert: x509.Certificate) -> bytes | None:
-    aki = extension(cert, x509.AuthorityKeyIdentifier)
-    return aki.key_identifier if aki is not None else None
-
-
-def _ski(cert: x509.Certificate) -> bytes | None:
-    ski = extension(cert, x509.SubjectKeyIdentifier)
-    return ski.digest if ski is not None else None
-
-
-def _valid_at(cert: x509.Certificate, at: dt.datetime | None) -> bool:
-    return at is None or cert.not_valid_before_utc <= at <= cert.not_valid_after_utc
-
-
-def find_paths(
-    leaf: x509.Certificate,
-    pool: Sequence[x509.Certificate],
-    trust: TrustStore,
-    *,
-    at: dt.datetime | None = None,
-    max_depth: int = MAX_DEPTH,
-    first_trusted: bool = False,
-) -> list[CertPath]:
-    """Every path up from ``leaf`` through ``pool`` towards ``trust``, best first (bounded search).
-
-    Issuers are proven by signature, not by name; AKI/SKI only orders the candidates. Best is a
-    path that ends at an anchor, then one whose certificates are all valid at ``at``, then the
-    shorter; among paths that end nowhere, the one that got furthest. ``first_trusted`` stops at
-    the first path that reaches an anchor (anchors and matching key identifiers are tried first).
-    """
-    by_subject: dict[bytes, list[x509.Certificate]] = {}
-    seen_der: set[bytes] = set()
-    for cert in pool:
-        der = cert.public_bytes(serialization.Encoding.DER)
-        if der not in seen_der:
-            seen_der.add(der)
-            by_subject.setdefault(cert.subject.public_bytes(), []).append(cert)
-
-    budget = _SEARCH_BUDGET
-    signed: dict[tuple[int, int], bool] = {}
-    paths: list[CertPath] = []
-
-    def candidates(cert: x509.Certificate) -> list[tuple[x509.Certificate, bool]]:
-        """Certificates named as ``cert``'s issuer, best first; signatures are checked as they are used."""
-        nonlocal budget
-        budget -= 1
-        aki = _aki(cert)
-        issuer_name = cert.issuer.public_bytes()
-        found = [(a, True) for a in trust.named(cert.issuer)]
-        found += [(c, trust.contains(c)) for c in by_subject.get(issuer_name, ())]
-        # anchors first, then a matching key identifier, then those valid now
-        found.sort(key=lambda item: (not item[1], aki is not None and _ski(item[0]) != aki, not _valid_at(item[0], at)))
-        return found
-
-    def issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-        key = (id(cert), id(issuer))
-        if key not in signed:
-            signed[key] = signed_by(cert, issuer)
-        return signed[key]
-
-    def stop() -> bool:
-        return len(paths) >= _MAX_PATHS or (first_trusted and bool(paths) and paths[-1].trusted)
-
-    def walk(path: list[x509.Certificate], keys: set[tuple[bytes, bytes] | None]) -> None:
-        cert = path[-1]
-        if trust.contains(cert):
-            paths.append(CertPath(tuple(path), PathEnd.TRUSTED))
-            return
-        if is_self_signed(cert):
-            paths.append(CertPath(tuple(path), PathEnd.UNTRUSTED_ROOT))
-            return
-        if len(path) >= max_depth or budget <= 0:
-            paths.append(CertPath(tuple(path), PathEnd.TOO_LONG))
-            return
-        went_on = False
-        for issuer, is_anchor in candidates(cert):
-            if _key_id(issuer) in keys or not issued(cert, issuer):
-                continue
-            went_on = True
-            if is_anchor:
-                paths.append(CertPath((*path, issuer), PathEnd.TRUSTED))
-            else:
-                walk([*path, issuer], keys | {_key_id(issuer)})
-            if stop():
-                return
-        if not went_on:
-            paths.append(CertPath(tuple(path), PathEnd.MISSING_ISSUER))
-
-    walk([leaf], {_key_id(leaf)})
-    rank = {PathEnd.TRUSTED: 0, PathEnd.UNTRUSTED_ROOT: 1, PathEnd.MISSING_ISSUER: 2, PathEnd.TOO_LONG: 3}
-
-    def order(p: CertPath) -> tuple[int, bool, int]:
-        length = len(p.certs) if p.trusted else -len(p.certs)
-        return rank[p.end], not all(_valid_at(c, at) for c in p.certs), length
-
-    return sorted(paths, key=order)
 
 
 # --- verification -----------------------------------------------------------------------------
@@ -470,7 +323,7 @@ class Verifier:
         if chain is None:
             try:
                 chain = self._builder.build_server_verifier(subject).verify(leaf, self.untrusted)
-            except VerificationError as exc:
+            except (VerificationError, ValueError) as exc:  # ValueError: a name cryptography refuses
                 return self._explain(leaf, subject, shown, str(exc))
             self._remember(chain)
         refusals = _phone_rules(leaf, subject, dns)
@@ -486,7 +339,7 @@ class Verifier:
             return None
         try:
             chain = self._proven_builder.build_server_verifier(subject).verify(leaf, [])
-        except VerificationError:
+        except (VerificationError, ValueError):
             return None
         anchor = chain[-1]
         upper = next((up for cert, up in self._proven if cert == anchor), None)
@@ -559,9 +412,9 @@ class Verifier:
 
     def _best_path(self, leaf: x509.Certificate) -> CertPath:
         # max_depth counts intermediates; a path also holds the leaf and the anchor
-        depth = self.max_depth + 2 if self.max_depth is not None else MAX_DEPTH
+        depth = self.max_depth + 2 if self.max_depth is not None else MAX_PATH_LENGTH
         paths = find_paths(
-            leaf, self.untrusted, self.trust, at=self.at, max_depth=min(depth, MAX_DEPTH), first_trusted=True
+            leaf, self.untrusted, self.trust, at=self.at, max_depth=min(depth, MAX_PATH_LENGTH), first_trusted=True
         )
         return paths[0] if paths else CertPath((leaf,), PathEnd.MISSING_ISSUER)
 

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from certfleet.cli import _render as views
 from certfleet.cli._common import (
     MAX_INPUT_BYTES,
     JsonOpt,
     PasswordFileOpt,
     PasswordOpt,
     app,
-    console,
     console_err,
     emit,
     passwords,
@@ -38,10 +38,13 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
     from certfleet.chain import ChainResult
+    from certfleet.csr import CsrInfo
     from certfleet.formats import Pool
+    from certfleet.keys import MatchResult
+    from certfleet.names import Coverage, NamePlan
     from certfleet.problems import Problem
     from certfleet.trust import TrustStore
-    from certfleet.verify import Verification, Verifier
+    from certfleet.verify import Verifier
 
 __all__ = ["EachResult", "check_leaf_file", "parse_at"]
 
@@ -117,12 +120,6 @@ def _trust(trust: list[Path] | None, trust_only: list[Path] | None, system: bool
     return load_trust(read_inputs(trust or []), read_inputs(trust_only or []), system=system)
 
 
-def _has_errors(problems: Sequence[Problem]) -> bool:
-    from certfleet.problems import Severity
-
-    return any(p.severity is Severity.ERROR for p in problems)
-
-
 def _secret(value: str | None, file: Path | None, what: str) -> bytes | None:
     """A password for something we write: from the option, or the first line of a file."""
     if value is not None and file is not None:
@@ -140,11 +137,6 @@ def _first_line(file: Path) -> bytes:
     return lines[0] if lines else b""
 
 
-def _say(text: Any, style: str | None = None) -> None:
-    """One line of a report: never wrapped (paths stay whole), never read as markup (names are data)."""
-    console.print(text, style=style, soft_wrap=True, markup=False, highlight=False)
-
-
 def _dump(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
 
@@ -158,14 +150,14 @@ class Inspection:
 
     pool: Pool
     now: dt.datetime
+    match: MatchResult
 
     def to_dict(self) -> dict[str, Any]:
         from certfleet.certinfo import describe
         from certfleet.csr import describe_csr
-        from certfleet.keys import key_matches, match
+        from certfleet.keys import key_matches
 
         pool = self.pool
-        result = match(pool)
         certs = []
         for item in pool.certificates:
             entry = item.to_dict()
@@ -191,63 +183,8 @@ class Inspection:
             "keys": keys,
             "csrs": csrs,
             "ignored": list(pool.ignored),
-            "problems": [p.to_dict() for p in result.problems],
+            "problems": [p.to_dict() for p in self.match.problems],
         }
-
-
-def _render_inspection(report: Inspection) -> None:
-    from rich.text import Text
-
-    from certfleet.certinfo import describe
-    from certfleet.cli import _render
-    from certfleet.keys import match
-
-    data = report.to_dict()
-    pool = report.pool
-    console.print(
-        Text(
-            f"{len(pool.certificates)} certificate(s), {len(pool.keys)} key(s), {len(pool.csrs)} CSR(s)",
-            style="bold",
-        )
-    )
-    for i, (item, entry) in enumerate(zip(pool.certificates, data["certificates"], strict=True), start=1):
-        extra: list[tuple[str, str | Text]] = [("format", item.format.value)]
-        if item.friendly_name:
-            extra.append(("friendly name", item.friendly_name))
-        console.print()
-        console.print(
-            _render.cert_table(
-                describe(item.cert), now=report.now, title=f"certificate {i}", source=entry["source"], extra=extra
-            )
-        )
-    for i, entry in enumerate(data["keys"], start=1):
-        console.print()
-        _say(Text(f"key {i}: {entry['type']}", style="bold"))
-        _say(f"  source    {entry['source']} ({entry['format']}{', encrypted' if entry['encrypted'] else ''})")
-        if entry["certificates"]:
-            for cert in entry["certificates"]:
-                _say(f"  matches   certificate {cert['source']} sha256:{cert['sha256'][:16]}…")
-        if entry["csrs"]:
-            _say(f"  matches   CSR {', '.join(entry['csrs'])}")
-        if not entry["certificates"] and not entry["csrs"]:
-            _say(Text("  matches   nothing among these files", style="yellow"))
-    for i, entry in enumerate(data["csrs"], start=1):
-        console.print()
-        _say(Text(f"CSR {i}", style="bold"))
-        names = ", ".join([*entry["dns_names"], *entry["ip_addresses"]]) or "(no subjectAltName)"
-        _say(f"  subject   {entry['subject']}")
-        _say(f"  names     {names}")
-        _say(f"  key       {entry['key_type']}")
-        _say(f"  signature {entry['signature_algorithm']}{'' if entry['signature_valid'] else ' (INVALID)'}")
-        _say(f"  key file  {entry['key'] or 'not among these files'}")
-        _say(f"  source    {entry['source']}")
-    if pool.ignored:
-        console.print()
-        _say(f"ignored (held nothing usable): {', '.join(pool.ignored)}")
-    problems = match(pool).problems
-    if problems:
-        console.print()
-        _render.print_problems(console, problems)
 
 
 @app.command(
@@ -262,8 +199,11 @@ def inspect_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Show every certificate, key and CSR in the files, and which key belongs to which."""
-    report = Inspection(pool=_read_pool(files, password, password_file), now=_now())
-    emit(report, as_json, _render_inspection)
+    from certfleet.keys import match
+
+    pool = _read_pool(files, password, password_file)
+    report = Inspection(pool=pool, now=_now(), match=match(pool))
+    emit(report, as_json, views.inspection)
 
 
 # --- verify -------------------------------------------------------------------------------------
@@ -432,21 +372,6 @@ def _verify_each(
     return ExitCode.PROBLEMS if tally.invalid else ExitCode.OK
 
 
-def _render_verification(result: Verification, at: dt.datetime, trust: TrustStore) -> None:
-    from certfleet.certinfo import describe
-    from certfleet.cli import _render
-
-    name = result.name or "(no name)"
-    _say(_render.verdict(result.valid, f"valid for {name} at {at:%Y-%m-%d %H:%M} UTC", f"NOT valid for {name}"))
-    chain = list(result.chain)
-    # the path ends at an anchor even when the leaf is refused for its name or its dates
-    anchor = chain.pop() if len(chain) > 1 and trust.contains(chain[-1]) else None
-    root = describe(anchor) if anchor is not None else None
-    console.print(_render.chain_tree([describe(c) for c in chain], root, now=at))
-    if result.problems or not result.valid:
-        _render.print_problems(console, result.problems)
-
-
 @app.command(
     "verify",
     epilog=(
@@ -504,7 +429,7 @@ def verify_cmd(
     leaf = build_chain(pool, store, now=when).leaf
     others = [item.cert for item in pool.unique_certificates() if item.cert != leaf]
     result = verify_chain(leaf, [*others, *intermediates], store, name=name, at=when)
-    emit(result, as_json, lambda r: _render_verification(r, when, store))
+    emit(result, as_json, lambda r: views.verification(r, at=when, trust=store))
     _exit(ExitCode.OK if result.valid else ExitCode.PROBLEMS)
 
 
@@ -541,39 +466,6 @@ def _build(
         pool, store, now=_now(), fetcher=None if no_fetch else HttpFetcher(), key=key_obj, key_source=key_source
     )
     return result, pool
-
-
-def _chain_failed(result: ChainResult) -> bool:
-    return not result.complete or _has_errors(result.problems)
-
-
-def _render_chain(result: ChainResult, written: Sequence[str] = ()) -> None:
-    from certfleet.certinfo import describe
-    from certfleet.cli import _render
-
-    now = _now()
-    served = len(result.chain)
-    console.print(
-        _render.verdict(
-            not _chain_failed(result),
-            f"chain complete: {served} certificate(s) to serve, ending at a trusted root",
-            "the chain is not complete" if not result.complete else "the chain has errors",
-        )
-    )
-    root = describe(result.root) if result.root is not None else None
-    console.print(_render.chain_tree([describe(c) for c in result.chain], root, now=now, label="chain to serve"))
-    if result.key is not None:
-        where = f" ({result.key.source})" if result.key.source else ""
-        state = "matches the leaf" if result.key.matches_leaf else "does NOT match the leaf"
-        _say(f"key{where}: {result.key.type}, {state}")
-    for cert in result.fetched:
-        _say(f"fetched: {describe(cert).subject}")
-    for drop in result.dropped:
-        where = f" ({drop.source})" if drop.source else ""
-        _say(f"dropped: {describe(drop.cert).subject}{where}: {drop.reason}")
-    for path in written:
-        _say(f"wrote {path}")
-    _render.print_problems(console, result.problems)
 
 
 @app.command(
@@ -614,7 +506,7 @@ def chain_cmd(
         password=password,
         password_file=password_file,
     )
-    failed = _chain_failed(result)
+    failed = views.chain_failed(result)
     written: list[str] = []
     if out is not None and (not failed or force):
         atomic_write(out, pem(*result.chain))
@@ -625,9 +517,9 @@ def chain_cmd(
             payload["written"] = written
         _dump(payload)
     else:
-        _render_chain(result, written)
+        views.chain_report(result, written)
         if out is not None and not written:
-            _say(f"not written: {out} (the chain has errors; --force writes it anyway)", style="bold red")
+            views.say(f"not written: {out} (the chain has errors; --force writes it anyway)", style="bold red")
     _exit(ExitCode.PROBLEMS if failed else ExitCode.OK)
 
 
@@ -650,16 +542,6 @@ class Conversion:
             "written": [{"path": p, "private": private} for p, private in self.written],
             "chain": self.chain.to_dict(),
         }
-
-
-def _render_conversion(report: Conversion) -> None:
-    from certfleet.cli import _render
-
-    _render_chain(report.chain)
-    console.print()
-    _say(_render.verdict(True, f"wrote {report.to}", ""))
-    for path, private in report.written:
-        _say(f"  {path}{'  (private key, mode 0600)' if private else ''}")
 
 
 @app.command(
@@ -742,9 +624,9 @@ def convert_cmd(
         password=password,
         password_file=password_file,
     )
-    if _chain_failed(result) and not force:
+    if views.chain_failed(result) and not force:
         if not as_json:
-            _render_chain(result)
+            views.chain_report(result)
         else:
             _dump(Conversion(kind, (), result).to_dict())
         raise OperationFailed(
@@ -784,8 +666,8 @@ def convert_cmd(
             else:
                 atomic_write(target, data)
             written.append((str(target), file_name in private))
-    emit(Conversion(kind, tuple(written), result), as_json, _render_conversion)
-    _exit(ExitCode.PROBLEMS if _chain_failed(result) else ExitCode.OK)
+    emit(Conversion(kind, tuple(written), result), as_json, views.conversion)
+    _exit(ExitCode.PROBLEMS if views.chain_failed(result) else ExitCode.OK)
 
 
 def _key_for(kind: str, result: ChainResult, pool: Pool, key: Path | None) -> PrivateKeyTypes | None:
@@ -873,12 +755,7 @@ def key_cmd(
     spec = parse_key_spec(type_)
     secret = _secret(passphrase, passphrase_file, "passphrase")
     result = _write_key(generate_key(spec), out, secret, force)
-
-    def render(r: KeyWritten) -> None:
-        _say(f"wrote {r.path}: {r.type} key, mode 0600{', encrypted' if r.encrypted else ''}")
-        _say(f"public key id (sha256 of the SPKI): {r.public_key_id}")
-
-    emit(result, as_json, render)
+    emit(result, as_json, views.key_written)
 
 
 # --- csr ----------------------------------------------------------------------------------------
@@ -887,8 +764,8 @@ def key_cmd(
 @dataclass(frozen=True)
 class CsrWritten:
     path: str
-    csr: Any  # csr.CsrInfo
-    plan: Any  # names.NamePlan
+    csr: CsrInfo
+    plan: NamePlan
     key: KeyWritten | None  # the key made for it, when --new-key
 
     def to_dict(self) -> dict[str, Any]:
@@ -898,23 +775,6 @@ class CsrWritten:
             "plan": self.plan.to_dict(),
             "key": self.key.to_dict() if self.key is not None else None,
         }
-
-
-def _render_plan(plan: Any) -> None:
-    from rich.text import Text
-
-    fits = plan.fits
-    console.print(
-        Text(
-            f"names plan: {plan.count} of {plan.limit} names" + ("" if fits else " — more than the CA allows"),
-            style="bold" if fits else "bold red",
-        )
-    )
-    for entry in plan.entries:
-        covered = [n for n, by in plan.covered_by.items() if by == entry and n != entry]
-        _say(f"  {entry}" + (f"  (covers {', '.join(covered)})" if covered else ""))
-    for note in plan.notes:
-        _say(f"  {note}", style="dim")
 
 
 @app.command(
@@ -989,14 +849,7 @@ def csr_cmd(
 
     atomic_write(out, csr.public_bytes(serialization.Encoding.PEM))
     report = CsrWritten(str(out), info, names_plan, key_report)
-
-    def render(r: CsrWritten) -> None:
-        if r.key is not None:
-            _say(f"wrote {r.key.path}: {r.key.type} key, mode 0600{', encrypted' if r.key.encrypted else ''}")
-        _say(f"wrote {r.path}: CSR for {r.csr.subject} ({r.csr.key_type}, {r.csr.signature_algorithm})")
-        _render_plan(r.plan)
-
-    emit(report, as_json, render)
+    emit(report, as_json, views.csr_written)
 
 
 # --- match --------------------------------------------------------------------------------------
@@ -1011,26 +864,13 @@ def match_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Say which key belongs to which certificate and CSR. Exit 1 on a key that matches none."""
-    from certfleet.keys import MatchResult, match
+    from certfleet.keys import match
 
     pool = _read_pool(files, password, password_file)
     if not pool.keys:
         raise InputError("no private key among the files", hint="give the key files too (they are never printed)")
     result = match(pool)
-
-    def render(r: MatchResult) -> None:
-        from certfleet.cli import _render
-
-        _say(_render.verdict(r.ok, "every key belongs to a certificate or CSR here", "a key matches nothing"))
-        for pair in r.pairs:
-            what = "CA certificate" if pair.cert_is_ca else "certificate"
-            _say(f"  {pair.key_source} ({pair.key_type}) ↔ {what} {pair.cert_source}: {pair.cert_subject}")
-        for c in r.csrs:
-            _say(f"  {c.key_source} ↔ CSR {c.csr_source}: {c.csr_subject}")
-        if r.problems:
-            _render.print_problems(console, r.problems)
-
-    emit(result, as_json, render)
+    emit(result, as_json, views.match_result)
     _exit(ExitCode.OK if result.ok else ExitCode.PROBLEMS)
 
 
@@ -1039,13 +879,13 @@ def match_cmd(
 
 @dataclass(frozen=True)
 class NamesReport:
-    plan: Any  # names.NamePlan
-    coverage: Any | None  # names.Coverage, with --cert
+    plan: NamePlan
+    coverage: Coverage | None  # with --cert
     cert: str | None
 
     @property
     def ok(self) -> bool:
-        return bool(self.plan.fits) and (self.coverage is None or bool(self.coverage.complete))
+        return self.plan.fits and (self.coverage is None or self.coverage.complete)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -1090,18 +930,5 @@ def names_cmd(
         pool = _read_pool([cert], password, password_file)
         cover = coverage(_leaf_of(pool, str(cert)), names)
     report = NamesReport(names_plan, cover, str(cert) if cert is not None else None)
-
-    def render(r: NamesReport) -> None:
-        _render_plan(r.plan)
-        if r.coverage is not None:
-            from certfleet.cli import _render
-
-            console.print()
-            _say(_render.verdict(r.coverage.complete, f"{r.cert} covers every name", f"{r.cert} misses names"))
-            for required, by in r.coverage.covered.items():
-                _say(f"  ✓ {required}" + (f"  (by {by})" if by != required else ""))
-            for missing in r.coverage.missing:
-                _say(f"  ✗ {missing.reason}", style="red")
-
-    emit(report, as_json, render)
+    emit(report, as_json, views.names_report)
     _exit(ExitCode.OK if report.ok else ExitCode.PROBLEMS)

@@ -1,40 +1,78 @@
-"""Rich rendering shared by every command: certificate tables, problem lists, a chain leaf→root.
+"""The human view of every core command: certificate tables, problem lists, a chain leaf→root.
 
-Only the human view lives here; ``--json`` output comes from the results' ``to_dict()``. This
-module imports Rich's table machinery, so commands import it lazily, inside the function that
-draws, to keep start-up fast for the paths that print JSON or plain lines.
+Only the human view lives here; ``--json`` output comes from the results' ``to_dict()``. Rich's
+table and tree machinery is imported inside the functions that draw them, so that importing this
+module costs nothing on the paths that print JSON or plain lines (``verify --each``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
-from rich.table import Table
 from rich.text import Text
-from rich.tree import Tree
 
-from certfleet.certinfo import CertInfo
-from certfleet.problems import Problem, Severity
+from certfleet.cli._common import console
+
+if TYPE_CHECKING:
+    from rich.table import Table
+    from rich.tree import Tree
+
+    from certfleet.certinfo import CertInfo
+    from certfleet.chain import ChainResult
+    from certfleet.cli._core import Conversion, CsrWritten, Inspection, KeyWritten, NamesReport
+    from certfleet.keys import MatchResult
+    from certfleet.names import NamePlan
+    from certfleet.problems import Problem, Severity
+    from certfleet.trust import TrustStore
+    from certfleet.verify import Verification
 
 __all__ = [
-    "SEVERITY_STYLE",
     "cert_line",
     "cert_table",
+    "chain_failed",
+    "chain_report",
     "chain_tree",
+    "conversion",
+    "csr_written",
     "days_left_text",
+    "inspection",
+    "key_written",
+    "match_result",
+    "name_plan",
+    "names_report",
     "print_problems",
     "problem_list",
+    "say",
+    "severity_style",
     "verdict",
+    "verification",
 ]
 
-SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
-_SEVERITY_MARK = {Severity.ERROR: "✗", Severity.WARNING: "!", Severity.INFO: "i"}
+
+def severity_style(severity: Severity) -> str:
+    return {"error": "bold red", "warning": "yellow", "info": "cyan"}[severity.value]
+
+
+_SEVERITY_MARK = {"error": "✗", "warning": "!", "info": "i"}
+
+
+def say(text: str | Text, style: str | None = None) -> None:
+    """One line of a report: never wrapped (paths stay whole), never read as markup (names are data)."""
+    console.print(text, style=style, soft_wrap=True, markup=False, highlight=False)
 
 
 def _iso(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+# --- building blocks ----------------------------------------------------------------------------
 
 
 def days_left_text(info: CertInfo, now: dt.datetime) -> Text:
@@ -62,6 +100,8 @@ def cert_table(
     extra: Iterable[tuple[str, str | Text]] = (),
 ) -> Table:
     """Every field a person checks on one certificate, as a two-column table."""
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", show_header=False, box=None, padding=(0, 1))
     table.add_column("field", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
@@ -94,6 +134,8 @@ def chain_tree(chain: Sequence[CertInfo], root: CertInfo | None, *, now: dt.date
 
     ``root`` is the trust anchor reached (not served); None draws "no trusted root reached".
     """
+    from rich.tree import Tree
+
     tree = Tree(Text(label, style="bold"))
     node = tree
     for i, info in enumerate(chain):
@@ -118,8 +160,8 @@ def problem_list(problems: Sequence[Problem]) -> RenderableType:
     ordered = sorted(problems, key=lambda p: -p.severity.rank)
     lines: list[RenderableType] = []
     for p in ordered:
-        style = SEVERITY_STYLE[p.severity]
-        line = Text(f"{_SEVERITY_MARK[p.severity]} {p.severity.value} ", style=style)
+        style = severity_style(p.severity)
+        line = Text(f"{_SEVERITY_MARK[p.severity.value]} {p.severity.value} ", style=style)
         line.append(f"[{p.code.value}] ", style=style)
         line.append(p.message)
         lines.append(line)
@@ -128,12 +170,167 @@ def problem_list(problems: Sequence[Problem]) -> RenderableType:
     return Group(*lines)
 
 
-def print_problems(console: Console, problems: Sequence[Problem], *, title: str = "problems") -> None:
-    console.print(Text(title, style="bold"))
+def print_problems(out: Console, problems: Sequence[Problem], *, title: str = "problems") -> None:
+    out.print(Text(title, style="bold"))
     # unwrapped: a message is one line to read, grep or paste into a ticket
-    console.print(problem_list(problems), soft_wrap=True)
+    out.print(problem_list(problems), soft_wrap=True)
 
 
 def verdict(ok: bool, good: str, bad: str) -> Text:
     """The one-line answer a report starts with."""
     return Text(f"✓ {good}", style="bold green") if ok else Text(f"✗ {bad}", style="bold red")
+
+
+# --- the commands' reports ----------------------------------------------------------------------
+
+
+def inspection(report: Inspection) -> None:
+    from certfleet.certinfo import describe
+
+    data = report.to_dict()
+    pool = report.pool
+    say(
+        Text(
+            f"{len(pool.certificates)} certificate(s), {len(pool.keys)} key(s), {len(pool.csrs)} CSR(s)",
+            style="bold",
+        )
+    )
+    for i, (item, entry) in enumerate(zip(pool.certificates, data["certificates"], strict=True), start=1):
+        extra: list[tuple[str, str | Text]] = [("format", item.format.value)]
+        if item.friendly_name:
+            extra.append(("friendly name", item.friendly_name))
+        console.print()
+        table = cert_table(
+            describe(item.cert), now=report.now, title=f"certificate {i}", source=entry["source"], extra=extra
+        )
+        console.print(table)
+    for i, entry in enumerate(data["keys"], start=1):
+        console.print()
+        say(Text(f"key {i}: {entry['type']}", style="bold"))
+        say(f"  source    {entry['source']} ({entry['format']}{', encrypted' if entry['encrypted'] else ''})")
+        for cert in entry["certificates"]:
+            say(f"  matches   certificate {cert['source']} sha256:{cert['sha256'][:16]}…")
+        if entry["csrs"]:
+            say(f"  matches   CSR {', '.join(entry['csrs'])}")
+        if not entry["certificates"] and not entry["csrs"]:
+            say("  matches   nothing among these files", style="yellow")
+    for i, entry in enumerate(data["csrs"], start=1):
+        console.print()
+        say(Text(f"CSR {i}", style="bold"))
+        names = ", ".join([*entry["dns_names"], *entry["ip_addresses"]]) or "(no subjectAltName)"
+        say(f"  subject   {entry['subject']}")
+        say(f"  names     {names}")
+        say(f"  key       {entry['key_type']}")
+        say(f"  signature {entry['signature_algorithm']}{'' if entry['signature_valid'] else ' (INVALID)'}")
+        say(f"  key file  {entry['key'] or 'not among these files'}")
+        say(f"  source    {entry['source']}")
+    if pool.ignored:
+        console.print()
+        say(f"ignored (held nothing usable): {', '.join(pool.ignored)}")
+    if report.match.problems:
+        console.print()
+        print_problems(console, report.match.problems)
+
+
+def verification(result: Verification, *, at: dt.datetime, trust: TrustStore) -> None:
+    from certfleet.certinfo import describe
+
+    name = result.name or "(no name)"
+    say(verdict(result.valid, f"valid for {name} at {at:%Y-%m-%d %H:%M} UTC", f"NOT valid for {name}"))
+    chain = list(result.chain)
+    # the path ends at an anchor even when the leaf is refused for its name or its dates
+    anchor = chain.pop() if len(chain) > 1 and trust.contains(chain[-1]) else None
+    root = describe(anchor) if anchor is not None else None
+    console.print(chain_tree([describe(c) for c in chain], root, now=at))
+    if result.problems or not result.valid:
+        print_problems(console, result.problems)
+
+
+def chain_failed(result: ChainResult) -> bool:
+    """The chain does not reach a trusted root, or has an error-severity problem."""
+    return not result.complete or any(p.severity.value == "error" for p in result.problems)
+
+
+def chain_report(result: ChainResult, written: Sequence[str] = ()) -> None:
+    from certfleet.certinfo import describe
+
+    now = _now()
+    say(
+        verdict(
+            not chain_failed(result),
+            f"chain complete: {len(result.chain)} certificate(s) to serve, ending at a trusted root",
+            "the chain is not complete" if not result.complete else "the chain has errors",
+        )
+    )
+    root = describe(result.root) if result.root is not None else None
+    console.print(chain_tree([describe(c) for c in result.chain], root, now=now, label="chain to serve"))
+    if result.key is not None:
+        where = f" ({result.key.source})" if result.key.source else ""
+        state = "matches the leaf" if result.key.matches_leaf else "does NOT match the leaf"
+        say(f"key{where}: {result.key.type}, {state}")
+    for cert in result.fetched:
+        say(f"fetched: {describe(cert).subject}")
+    for drop in result.dropped:
+        where = f" ({drop.source})" if drop.source else ""
+        say(f"dropped: {describe(drop.cert).subject}{where}: {drop.reason}")
+    for path in written:
+        say(f"wrote {path}")
+    print_problems(console, result.problems)
+
+
+def conversion(report: Conversion) -> None:
+    chain_report(report.chain)
+    console.print()
+    say(verdict(True, f"wrote {report.to}", ""))
+    for path, private in report.written:
+        say(f"  {path}{'  (private key, mode 0600)' if private else ''}")
+
+
+def key_written(report: KeyWritten) -> None:
+    say(f"wrote {report.path}: {report.type} key, mode 0600{', encrypted' if report.encrypted else ''}")
+    say(f"public key id (sha256 of the SPKI): {report.public_key_id}")
+
+
+def name_plan(plan: NamePlan) -> None:
+    fits = plan.fits
+    say(
+        f"names plan: {plan.count} of {plan.limit} names" + ("" if fits else " — more than the CA allows"),
+        style="bold" if fits else "bold red",
+    )
+    for entry in plan.entries:
+        covered = [n for n, by in plan.covered_by.items() if by == entry and n != entry]
+        say(f"  {entry}" + (f"  (covers {', '.join(covered)})" if covered else ""))
+    for note in plan.notes:
+        say(f"  {note}", style="dim")
+
+
+def csr_written(report: CsrWritten) -> None:
+    if report.key is not None:
+        key_written(report.key)
+    info = report.csr
+    say(f"wrote {report.path}: CSR for {info.subject} ({info.key_type}, {info.signature_algorithm})")
+    name_plan(report.plan)
+
+
+def match_result(result: MatchResult) -> None:
+    say(verdict(result.ok, "every key belongs to a certificate or CSR here", "a key matches nothing"))
+    for pair in result.pairs:
+        what = "CA certificate" if pair.cert_is_ca else "certificate"
+        say(f"  {pair.key_source} ({pair.key_type}) ↔ {what} {pair.cert_source}: {pair.cert_subject}")
+    for c in result.csrs:
+        say(f"  {c.key_source} ↔ CSR {c.csr_source}: {c.csr_subject}")
+    if result.problems:
+        print_problems(console, result.problems)
+
+
+def names_report(report: NamesReport) -> None:
+    name_plan(report.plan)
+    cover = report.coverage
+    if cover is None:
+        return
+    console.print()
+    say(verdict(cover.complete, f"{report.cert} covers every name", f"{report.cert} misses names"))
+    for required, by in cover.covered.items():
+        say(f"  ✓ {required}" + (f"  (by {by})" if by != required else ""))
+    for missing in cover.missing:
+        say(f"  ✗ {missing.reason}", style="red")

@@ -225,6 +225,14 @@ async def client_profile_put(request: Request, body: ProfileIn, actor: ActorDep)
     return prof.to_dict()
 
 
+@router.delete("/client-profiles/{name}", summary="Remove a client profile, its users and their links")
+async def client_profile_remove(request: Request, name: str, actor: ActorDep) -> JSON:
+    console = _console(request)
+    await asyncio.to_thread(console.clients.remove_profile, name)
+    await asyncio.to_thread(console.audit, actor, "client.profile-remove", {"profile": name})
+    return {"removed": name}
+
+
 @router.get("/client-users", summary="Client users")
 async def client_users(request: Request) -> list[JSON]:
     return [u.to_dict() for u in await asyncio.to_thread(_console(request).clients.users)]
@@ -366,7 +374,7 @@ async def deploy(request: Request, name: str, body: DeployIn, actor: ActorDep) -
         account_id=actor.account_id,
         clock=console.now,
     )
-    console.jobs[job.id] = job
+    console.add_job(job)
     return job.to_dict()
 
 

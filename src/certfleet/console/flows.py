@@ -42,6 +42,7 @@ __all__ = [
     "target_kinds",
 ]
 
+MAX_PREVIEWS = 20
 _SPLIT = re.compile(r"[\s,]+")
 
 
@@ -336,6 +337,9 @@ def keep_preview(
     now = console.now()
     for key in [k for k, p in console.previews.items() if now - p.created > console.settings.import_ttl]:
         del console.previews[key]
+    # each may hold up to the upload limit: keep a bounded number, dropping the oldest
+    while len(console.previews) >= MAX_PREVIEWS:
+        del console.previews[min(console.previews, key=lambda k: console.previews[k].created)]
     preview = ImportPreview(console.new_id(), actor.account_id, lineage, inputs, passwords, now, result)
     console.previews[preview.id] = preview
     return preview

@@ -77,6 +77,13 @@ def redirect(path: str, done: str | None = None, name: str = "", anchor: str = "
     return RedirectResponse(path + (f"#{quote(anchor)}" if anchor else ""), status_code=303)
 
 
+def _local_path(target: str) -> str:
+    """Where to go after logging in: a path on this console, never another site."""
+    if not target.startswith("/") or target.startswith(("//", "/\\")) or "\\" in target or len(target) > 300:
+        return "/"
+    return target
+
+
 def _form_cookie(response: Response, value: str) -> None:
     response.set_cookie(FORM_COOKIE, value, httponly=True, secure=True, samesite="strict", path="/", max_age=3600)
 
@@ -97,7 +104,17 @@ async def login_form(request: Request) -> Response:
     error = ""
     if not await asyncio.to_thread(console.accounts.has_accounts):
         error = "No account exists yet: open the setup link that `certfleet serve` printed."
-    response = render(request, "login.html", {"title": "Log in", "csrf": token, "error": error, "username": ""})
+    response = render(
+        request,
+        "login.html",
+        {
+            "title": "Log in",
+            "csrf": token,
+            "error": error,
+            "username": "",
+            "next": _local_path(request.query_params.get("next", "/")),
+        },
+    )
     _form_cookie(response, token)
     return response
 
@@ -111,7 +128,7 @@ async def login(request: Request) -> Response:
             request,
             "login.html",
             {"title": "Log in", "csrf": request.cookies.get(FORM_COOKIE, ""), "username": "",
-             "error": "The form expired: please log in again."},
+             "error": "The form expired: please log in again.", "next": "/"},
             status_code=403,
         )  # fmt: skip
     username = form_text(form, "username", 200)
@@ -128,13 +145,17 @@ async def login(request: Request) -> Response:
         return render(
             request,
             "login.html",
-            {"title": "Log in", "csrf": request.cookies.get(FORM_COOKIE, ""), "error": str(exc), "username": username},
+            {
+                "title": "Log in",
+                "csrf": request.cookies.get(FORM_COOKIE, ""),
+                "error": str(exc),
+                "username": username,
+                "next": _local_path(request.query_params.get("next", "/")),
+            },
             status_code=401,
         )
     await asyncio.to_thread(console.audit, session.actor, "console.login", {"address": address})
-    target = request.query_params.get("next", "/")
-    if not target.startswith("/") or target.startswith("//"):
-        target = "/"
+    target = _local_path(request.query_params.get("next", "/"))
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -672,7 +693,7 @@ async def deploy_start(request: Request) -> Response:
         account_id=actor.account_id,
         clock=console.now,
     )
-    console.jobs[job.id] = job
+    console.add_job(job)
     return RedirectResponse(f"/deploy/jobs/{job.id}", status_code=303)
 
 

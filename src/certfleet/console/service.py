@@ -49,6 +49,7 @@ __all__ = [
 log = logging.getLogger("certfleet.console")
 
 WARN_DAYS = 30
+MAX_JOBS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,6 +436,13 @@ class Console:
 
     def history(self, lineage: str | None = None, limit: int = 50) -> list[DeploymentRecord]:
         return self.store.deployments(lineage, limit=limit)
+
+    def add_job(self, job: Any) -> None:
+        """Keep a deploy job for its page; the oldest finished ones go beyond the last hundred."""
+        self.jobs[job.id] = job
+        finished = sorted((j for j in self.jobs.values() if j.done), key=lambda j: j.started_at)
+        for old in finished[: max(0, len(self.jobs) - MAX_JOBS)]:
+            del self.jobs[old.id]
 
     @staticmethod
     def new_id() -> str:
