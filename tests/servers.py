@@ -115,6 +115,16 @@ class Server:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    @property
+    def reload_cmd(self) -> str:
+        """A shell command that makes the server read its certificate files again."""
+        raise NotImplementedError
+
+    @property
+    def test_cmd(self) -> str:
+        """A shell command that checks the server's configuration (and the files it names)."""
+        raise NotImplementedError
+
     def start(self) -> Self:
         argv = self.command()
         with self.log.open("ab") as log:

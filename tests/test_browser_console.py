@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
 from playwright.sync_api import Page, expect, sync_playwright
@@ -236,6 +238,23 @@ def test_whole_flow_in_chromium(tmp_path: Path, pki: TestCA, nginx: tuple[NginxS
         again = phone_page.goto(link)
         assert again is not None and again.status == 410
         phone.close()
+
+        # -- an API token for automation, shown once; a real HTTPS client uses it
+        page.click("text=API tokens")
+        page.fill("#name", "prometheus")
+        page.click("text=Create token")
+        token = page.locator("#new-token").inner_text().strip()
+        assert token.startswith("cft_")
+        _shot(page, "tokens")
+        tls = ssl.create_default_context(cafile=str(root_file))
+        with httpx.Client(verify=tls, headers={"authorization": f"Bearer {token}"}) as automation:
+            assert automation.get(f"{base}/api/v1/me").json()["token"] == "prometheus"
+            metrics = automation.get(f"{base}/metrics").text
+            assert 'certfleet_node_serves_active{lineage="web",node="main"} 1.0' in metrics
+            assert automation.get(f"{base}/api/v1/openapi.json").json()["info"]["title"] == "certfleet console API"
+        page.goto(f"{base}/tokens")
+        expect(page.locator("tr", has_text="prometheus")).to_have_count(1)
+        expect(page.locator("body")).not_to_contain_text(token)
 
         # -- history and audit
         page.click("text=History")

@@ -299,6 +299,10 @@ def test_each_in_worker_processes_gives_the_same_answer(
     assert parallel.code == serial.code == 1
     human = _each(cli, files, leaves * 3)
     assert human.out.splitlines()[-1] == "18 leaves: 15 valid, 3 invalid"
+    monkeypatch.setattr(_core, "_PARALLEL_MIN_LEAVES", 1)
+    single = _each(cli, files, leaves[:1])  # fewer leaves than workers
+    assert single.code == 0, single.err
+    assert single.out.splitlines()[-1] == "1 leaf: 1 valid, 0 invalid"
 
 
 def test_each_as_a_real_process(cli_proc: Any, files: Files, leaves: list[Path]) -> None:

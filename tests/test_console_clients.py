@@ -15,7 +15,7 @@ import pytest
 
 from certfleet.console.app import ConsoleSettings
 from certfleet.testing import TestCA, TestLeaf
-from console_support import ConsoleEnv, logged_in, make_env
+from console_support import ConsoleEnv, free_port, logged_in, make_env
 from servers import NginxServer
 
 TEMPLATE = '{"server": "${host}", "port": ${port}, "user": "${username}", "name": "${display_name}"}'
@@ -26,7 +26,9 @@ def env(tmp_path: Path) -> ConsoleEnv:
     return make_env(tmp_path / "home", settings=ConsoleSettings(probe_timeout=3.0))
 
 
-def _profile_and_user(env: ConsoleEnv, csrf: str, hostname: str = "mbg.example.test:8443") -> int:
+def _profile_and_user(env: ConsoleEnv, csrf: str, hostname: str = "") -> int:
+    # the pages probe the host; a closed loopback port keeps every test's traffic on this machine
+    hostname = hostname or f"localhost:{free_port()}"
     r = env.client.post(
         "/clients/profiles",
         data={
@@ -60,7 +62,8 @@ def test_link_fetches_the_configuration_once(env: ConsoleEnv, caplog: pytest.Log
     csrf = logged_in(env)
     user_id = _profile_and_user(env, csrf)
     url, page = _new_link(env, csrf, user_id)
-    assert url.startswith("https://mbg.example.test:8443/client/")
+    host = env.console.clients.profiles()[0].hostname
+    assert url.startswith(f"https://{host}/client/")
     assert '<svg width="' in page and 'class="segno"' in page  # the QR code, inline
     token = url.rsplit("/", 1)[1]
     assert len(token) >= 43  # 256 bits, URL-safe base64
@@ -71,7 +74,8 @@ def test_link_fetches_the_configuration_once(env: ConsoleEnv, caplog: pytest.Log
     assert first.headers["cache-control"] == "no-store"
     assert first.headers["content-type"].startswith("application/json")
     config = json.loads(first.text)  # values escaped for JSON: the quotes in the name stay valid
-    assert config == {"server": "mbg.example.test", "port": 8443, "user": "alice", "name": 'Alice "Al" Smith'}
+    port = int(host.rsplit(":", 1)[1])
+    assert config == {"server": "localhost", "port": port, "user": "alice", "name": 'Alice "Al" Smith'}
 
     second = phone.get(f"/client/{token}")
     assert second.status_code == 410
@@ -97,7 +101,7 @@ def test_link_expires(env: ConsoleEnv) -> None:
     user_id = _profile_and_user(env, csrf)
     url, _ = _new_link(env, csrf, user_id)
     env.clock.advance(hours=48, seconds=1)
-    assert env.new_client().get(url.replace("https://mbg.example.test:8443", "")).status_code == 410
+    assert env.new_client().get("/client/" + url.rsplit("/", 1)[1]).status_code == 410
 
 
 def test_a_new_link_cancels_the_unused_one(env: ConsoleEnv) -> None:

@@ -76,7 +76,7 @@ def live_state(node: NodeSpec) -> tuple[x509.Certificate, list[x509.Certificate]
             keys.append(serialization.load_pem_private_key(data, password=None))
     assert len(keys) == 1, f"{live}: {len(keys)} keys"
     leaf = next(c for c in certs if not c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    assert key_matches(keys[0], leaf), f"{live}: the key does not match the certificate"  # type: ignore[arg-type]
+    assert key_matches(keys[0], leaf), f"{live}: the key does not match the certificate"
     return leaf, certs
 
 
@@ -237,7 +237,7 @@ async def test_a_deploy_killed_at_any_moment_leaves_whole_pairs_and_the_next_one
     new_plan = write_plan(tmp_path, "new", new, nodes)
     # about 8 progress events per node; kill anywhere from the first to the last of them
     kill_after = rng.randint(1, 8 * len(nodes))
-    killed, events = run_driver(driver, new_plan, kill_after=kill_after, jitter=rng.uniform(0, 0.15))
+    killed, _ = run_driver(driver, new_plan, kill_after=kill_after, jitter=rng.uniform(0, 0.15))
     assert killed is None
     for node in nodes:
         assert_old_or_new(node, old, new)
@@ -250,3 +250,50 @@ async def test_a_deploy_killed_at_any_moment_leaves_whole_pairs_and_the_next_one
         assert live_state(node)[0] == new.leaf
         versions = Path(node.targets[0].path) / "versions"
         assert not [p for p in versions.iterdir() if p.name.startswith(".")]  # no half-written folder left
+
+
+def scripted_prober(old: Material, new: Material, script: str) -> Any:
+    """A prober that answers with the chains of ``script`` ('o' old, 'n' new), then the last one
+    forever: a server in the middle of a reload, seen through the engine's prober seam."""
+    from certfleet.probe import ProbeResult
+
+    def der(m: Material) -> tuple[bytes, ...]:
+        return tuple(c.public_bytes(serialization.Encoding.DER) for c in (m.leaf, *m.chain))
+
+    answers = [der(new) if c == "n" else der(old) for c in script]
+    seen: list[int] = []
+
+    async def prober(host: str, port: int, *, server_name: str | None, timeout: float) -> ProbeResult:
+        ders = answers[min(len(seen), len(answers) - 1)]
+        seen.append(1)
+        chain = tuple(x509.load_der_x509_certificate(d) for d in ders)
+        return ProbeResult(f"{host}:{port}", host, port, server_name, True, chain, chain_der=ders)
+
+    prober.seen = seen  # type: ignore[attr-defined]
+    return prober
+
+
+@pytest.mark.parametrize(
+    ("script", "outcome", "probes"),
+    [
+        ("nnn", Outcome.OK, 3),  # settled at once
+        ("onnonnn", Outcome.OK, 7),  # the old chain came back once during the reload
+        ("nnonnonnonnonnonnonnonnonnonnonnonnonnonnonnonnonnonnonnonnonnonnonnon", Outcome.ROLLED_BACK, None),
+    ],
+)
+async def test_a_node_is_served_only_after_a_streak_of_matching_handshakes(
+    tmp_path: Path, old_new: tuple[Material, Material], script: str, outcome: Outcome, probes: int | None
+) -> None:
+    old, new = old_new
+    target = TargetSpec("nginx", str(tmp_path / "web"))
+    assert (await deploy(old, [NodeSpec("web", NAMES, (target,))])).ok
+    node = NodeSpec("web", NAMES, (target,), reload_cmd="true", probe="127.0.0.1:9")
+    prober = scripted_prober(old, new, script)
+    options = DeployOptions(probe_wait=2.0, probe_confirm=3)
+    (result,) = (await deploy(new, [node], options=options, prober=prober)).nodes
+    assert result.outcome is outcome, result
+    if probes is not None:
+        assert len(prober.seen) == probes
+    else:
+        assert result.step is Step.PROBE
+        assert "in a row" in result.message or "another certificate" in result.message

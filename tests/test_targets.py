@@ -324,3 +324,15 @@ def test_every_registered_kind_is_a_target() -> None:
         path = "true" if kind == "command" else "/srv/x.yaml"
         options = {"password": "x"} if kind == "pkcs12" else {}
         assert make_target(TargetSpec(kind, path, options)).kind == kind
+
+
+async def test_command_target_keeps_its_files_under_the_home_folder_by_default(
+    tmp_path: Path, pairs: list[Material], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    target = make_target(TargetSpec("command", 'test -s "$CERTFLEET_FULLCHAIN"'))
+    async with open_transport("local") as tx:
+        await install(target, tx, pairs[0])
+    (folder,) = (tmp_path / "home" / ".local" / "state" / "certfleet").iterdir()
+    assert folder.name.startswith("command-")
+    assert (folder / "live" / "fullchain.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE")

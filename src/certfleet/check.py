@@ -57,7 +57,8 @@ DEFAULT_TIMEOUT = 5.0
 MAX_TARGETS = 100_000  # a fleet is large; a list longer than this is a mistake
 _MAX_TARGET_CHARS = 1100  # a 253-octet name as U-labels, a port, a URL path we ignore
 _MAX_VERIFIERS = 10_000
-_MAX_DESCRIBED = 200_000  # distinct sets of intermediates kept; a fleet has a handful
+_MAX_DESCRIBED = 200_000
+_MAX_VERDICTS = 100_000  # distinct sets of intermediates kept; a fleet has a handful
 # DNS look-ups run in threads; asyncio's default pool (cores + 4) would serialise a large fleet
 _RESOLVER_THREADS = 64
 
@@ -321,7 +322,8 @@ class CheckReport:
 
 
 class _Evaluator:
-    """Turns probe results into reports, sharing parsed certificates, descriptions and verifiers."""
+    """Turns probe results into reports, sharing parsed certificates, descriptions, verifiers and
+    verdicts between the endpoints that serve the same things."""
 
     def __init__(self, trust: TrustStore, now: dt.datetime, expiring_days: int) -> None:
         self.trust = trust
@@ -330,6 +332,7 @@ class _Evaluator:
         self.certs = CertCache()
         self._by_der: dict[bytes, CertInfo] = {}
         self._verifiers: dict[tuple[bytes, ...], Verifier] = {}
+        self._verdicts: dict[tuple[tuple[bytes, ...], str], tuple[bool, tuple[Problem, ...]]] = {}
 
     def _infos(self, served: ProbeResult) -> tuple[CertInfo, ...]:
         if len(served.chain) != len(served.chain_der):  # a certificate was unreadable: no keys
@@ -366,18 +369,26 @@ class _Evaluator:
             problems=served.problems,
         )
 
-    def evaluate(self, target: Target, served: ProbeResult) -> EndpointReport:
-        if not served.ok or not served.chain or len(served.chain) != len(served.chain_der):
-            return self.failed(target, served)
-        leaf = served.chain[0]
-        problems: list[Problem] = list(served.problems)
+    def _judge(self, served: ProbeResult, name: str) -> tuple[bool, tuple[Problem, ...]]:
+        """Whether a strict client accepts the chain as served for ``name``, and the problems.
+
+        One certificate on every server is the point of a fleet: the verdict for the same chain
+        and name is worked out once and shared by every endpoint that serves it.
+        """
+        key = (served.chain_der, name)
+        known = self._verdicts.get(key)
+        if known is not None:
+            return known
         try:
-            verification = self._verifier(served).verify(leaf, target.expected_name)
-            found = [*verification.problems, *lint(served.chain, now=self.now, expiring_days=self.expiring_days,
-                                                  trust=self.trust)]  # fmt: skip
+            verification = self._verifier(served).verify(served.chain[0], name)
+            found = [
+                *verification.problems,
+                *lint(served.chain, now=self.now, expiring_days=self.expiring_days, trust=self.trust),
+            ]
+            valid = verification.valid
         except (ValueError, TypeError, UnsupportedAlgorithm, CertfleetError) as exc:
-            # a certificate cryptography cannot work with: report it for this endpoint only
-            verification = None
+            # a certificate cryptography cannot work with: reported for this chain only
+            valid = False
             found = [
                 Problem(
                     ProblemCode.INVALID,
@@ -386,19 +397,29 @@ class _Evaluator:
                     "check the certificate files on the server",
                 )
             ]
-        seen = {(p.code, p.subject) for p in problems}
-        for problem in found:
+        unique: list[Problem] = []
+        seen: set[tuple[ProblemCode, str | None]] = set()
+        for problem in found:  # verification and lint may both see an expiry
             if (problem.code, problem.subject) not in seen:
                 seen.add((problem.code, problem.subject))
-                problems.append(problem)
+                unique.append(problem)
+        verdict = (valid, tuple(unique))
+        if len(self._verdicts) < _MAX_VERDICTS:
+            self._verdicts[key] = verdict
+        return verdict
+
+    def evaluate(self, target: Target, served: ProbeResult) -> EndpointReport:
+        if not served.ok or not served.chain or len(served.chain) != len(served.chain_der):
+            return self.failed(target, served)
+        verified, found = self._judge(served, target.expected_name)
         return EndpointReport(
             target=target,
             probe=served,
-            verified=verification is not None and verification.valid,
+            verified=verified,
             name=target.expected_name,
             chain=self._infos(served),
-            days_left=(leaf.not_valid_after_utc - self.now).days,
-            problems=tuple(problems),
+            days_left=(served.chain[0].not_valid_after_utc - self.now).days,
+            problems=served.problems + found,
         )
 
 

@@ -59,16 +59,21 @@ _MAX_WORKERS = 2
 # 10,000 leaves of a `verify --each` batch
 FilesArg = Annotated[
     list[str],
-    typer.Argument(help="Certificate, key, CSR or package files, in any format (read by content); - is stdin."),
+    typer.Argument(
+        metavar="FILE", help="Certificate, key, CSR or package files, in any format (read by content); - is stdin."
+    ),
 ]
 TrustOpt = Annotated[
     list[Path] | None,
-    typer.Option("--trust", help="Also trust the roots in this file (repeatable).", show_default=False),
+    typer.Option("--trust", metavar="FILE", help="Also trust the roots in this file (repeatable).", show_default=False),
 ]
 TrustOnlyOpt = Annotated[
     list[Path] | None,
     typer.Option(
-        "--trust-only", help="Trust only the roots in this file, not Mozilla's (repeatable).", show_default=False
+        "--trust-only",
+        metavar="FILE",
+        help="Trust only the roots in this file, not Mozilla's (repeatable).",
+        show_default=False,
     ),
 ]
 SystemTrustOpt = Annotated[
@@ -273,7 +278,9 @@ def check_leaf_file(verifier: Verifier, path: str, name: str | None, pw: Sequenc
 
     try:
         with open(path, "rb") as fh:
-            data = fh.read(MAX_INPUT_BYTES + 1)
+            # read(n) allocates n bytes up front: a 20 MiB bound costs more than the read itself
+            size = os.fstat(fh.fileno()).st_size
+            data = fh.read(min(size, MAX_INPUT_BYTES) + 1 if size else MAX_INPUT_BYTES + 1)
         if len(data) > MAX_INPUT_BYTES:
             raise InputError(f"larger than {MAX_INPUT_BYTES // (1024 * 1024)} MiB; not a certificate")
         leaf, extra = _leaf_from(path, data, pw)
@@ -330,7 +337,7 @@ def _workers(count: int) -> int:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
-    return max(1, min(_MAX_WORKERS, cpus))
+    return max(1, min(_MAX_WORKERS, cpus, count))
 
 
 def _verify_each(
@@ -365,7 +372,8 @@ def _verify_each(
         console_err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True, markup=True)
     if not as_json:
         errors = f", {len(tally.errors)} unreadable" if tally.errors else ""
-        out.write(f"{len(paths)} leaves: {tally.valid} valid, {tally.invalid} invalid{errors}\n")
+        count = "1 leaf" if len(paths) == 1 else f"{len(paths)} leaves"
+        out.write(f"{count}: {tally.valid} valid, {tally.invalid} invalid{errors}\n")
     out.flush()
     if tally.errors:
         return ExitCode.BAD_INPUT
@@ -384,20 +392,28 @@ def verify_cmd(
     files: FilesArg,
     name: Annotated[
         str | None,
-        typer.Option("--name", "-n", help="The DNS name or IP a client connects to (default: the leaf's first name)."),
+        typer.Option(
+            "--name",
+            "-n",
+            metavar="NAME",
+            help="The DNS name or IP a client connects to (default: the leaf's first name).",
+        ),
     ] = None,
     trust: TrustOpt = None,
     trust_only: TrustOnlyOpt = None,
     system_trust: SystemTrustOpt = False,
     at: Annotated[
-        str | None, typer.Option("--at", help="Verify at this time (ISO 8601; UTC unless an offset is given).")
+        str | None,
+        typer.Option("--at", metavar="TIME", help="Verify at this time (ISO 8601; UTC unless an offset is given)."),
     ] = None,
     each: Annotated[
         bool, typer.Option("--each", help="Verify each file as its own leaf, against --untrusted and the roots.")
     ] = False,
     untrusted: Annotated[
         list[Path] | None,
-        typer.Option("--untrusted", help="Intermediates a client may use (repeatable).", show_default=False),
+        typer.Option(
+            "--untrusted", metavar="FILE", help="Intermediates a client may use (repeatable).", show_default=False
+        ),
     ] = None,
     password: PasswordOpt = None,
     password_file: PasswordFileOpt = None,
@@ -475,13 +491,16 @@ def _build(
 def chain_cmd(
     *,
     files: FilesArg,
-    key: Annotated[Path | None, typer.Option("--key", help="The private key; it picks the leaf.")] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", metavar="FILE", help="The private key; it picks the leaf.")
+    ] = None,
     no_fetch: NoFetchOpt = False,
     trust: TrustOpt = None,
     trust_only: TrustOnlyOpt = None,
     system_trust: SystemTrustOpt = False,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write the chain to serve (leaf first, no root) to this PEM file.")
+        Path | None,
+        typer.Option("--out", metavar="PATH", help="Write the chain to serve (leaf first, no root) to this PEM file."),
     ] = None,
     force: ForceOpt = False,
     password: PasswordOpt = None,
@@ -554,13 +573,17 @@ class Conversion:
 def convert_cmd(
     *,
     files: FilesArg,
-    to: Annotated[str, typer.Option("--to", help=f"Output format: {', '.join(_FORMATS)}.", case_sensitive=False)],
-    out: Annotated[Path, typer.Option("--out", help="Output file, or folder for pem/apache/nginx.")],
+    to: Annotated[
+        str, typer.Option("--to", metavar="FORMAT", help=f"Output format: {', '.join(_FORMATS)}.", case_sensitive=False)
+    ],
+    out: Annotated[Path, typer.Option("--out", metavar="PATH", help="Output file, or folder for pem/apache/nginx.")],
     out_password: Annotated[
-        str | None, typer.Option("--out-password", help="Password for the PKCS#12 file or the written key.")
+        str | None,
+        typer.Option("--out-password", metavar="PASSWORD", help="Password for the PKCS#12 file or the written key."),
     ] = None,
     out_password_file: Annotated[
-        Path | None, typer.Option("--out-password-file", help="Read the output password from this file.")
+        Path | None,
+        typer.Option("--out-password-file", metavar="FILE", help="Read the output password from this file."),
     ] = None,
     no_password: Annotated[
         bool, typer.Option("--no-password", help="Write a PKCS#12 file without a password.")
@@ -569,9 +592,12 @@ def convert_cmd(
         bool, typer.Option("--legacy", help="PKCS#12 with 3DES and a SHA-1 MAC (Windows Server 2016, old Java).")
     ] = False,
     friendly_name: Annotated[
-        str | None, typer.Option("--friendly-name", help="The PKCS#12 alias that Windows and keytool show.")
+        str | None,
+        typer.Option("--friendly-name", metavar="NAME", help="The PKCS#12 alias that Windows and keytool show."),
     ] = None,
-    key: Annotated[Path | None, typer.Option("--key", help="The private key; it picks the leaf.")] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", metavar="FILE", help="The private key; it picks the leaf.")
+    ] = None,
     no_fetch: NoFetchOpt = False,
     trust: TrustOpt = None,
     trust_only: TrustOnlyOpt = None,
@@ -732,18 +758,22 @@ def _write_key(key: PrivateKeyTypes, path: Path, passphrase: bytes | None, force
 
 
 PassphraseOpt = Annotated[
-    str | None, typer.Option("--passphrase", help="Encrypt the key with this passphrase (AES-256).")
+    str | None,
+    typer.Option("--passphrase", metavar="PASSPHRASE", help="Encrypt the key with this passphrase (AES-256)."),
 ]
 PassphraseFileOpt = Annotated[
-    Path | None, typer.Option("--passphrase-file", help="Read the passphrase from the first line of this file.")
+    Path | None,
+    typer.Option("--passphrase-file", metavar="FILE", help="Read the passphrase from the first line of this file."),
 ]
 
 
 @app.command("key", epilog="Example: certfleet key --type ec:p256 --out www.example.com.key")
 def key_cmd(
     *,
-    out: Annotated[Path, typer.Option("--out", help="Where to write the key (mode 0600).")],
-    type_: Annotated[str, typer.Option("--type", help="rsa:2048, rsa:3072, rsa:4096, ec:p256 or ec:p384.")] = "ec:p256",
+    out: Annotated[Path, typer.Option("--out", metavar="PATH", help="Where to write the key (mode 0600).")],
+    type_: Annotated[
+        str, typer.Option("--type", metavar="TYPE", help="rsa:2048, rsa:3072, rsa:4096, ec:p256 or ec:p384.")
+    ] = "ec:p256",
     passphrase: PassphraseOpt = None,
     passphrase_file: PassphraseFileOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
@@ -786,23 +816,31 @@ class CsrWritten:
 )
 def csr_cmd(
     *,
-    out: Annotated[Path, typer.Option("--out", help="Where to write the CSR (PEM).")],
+    out: Annotated[Path, typer.Option("--out", metavar="PATH", help="Where to write the CSR (PEM).")],
     name: Annotated[
-        list[str] | None, typer.Option("--name", "-n", help="A DNS name or IP to cover (repeatable).")
+        list[str] | None, typer.Option("--name", "-n", metavar="NAME", help="A DNS name or IP to cover (repeatable).")
     ] = None,
-    key: Annotated[Path | None, typer.Option("--key", help="An existing private key to make the CSR with.")] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", metavar="FILE", help="An existing private key to make the CSR with.")
+    ] = None,
     new_key: Annotated[
-        str | None, typer.Option("--new-key", help="Make a new key of this type (rsa:2048, ec:p256, ...).")
+        str | None,
+        typer.Option("--new-key", metavar="TYPE", help="Make a new key of this type (rsa:2048, ec:p256, ...)."),
     ] = None,
-    key_out: Annotated[Path | None, typer.Option("--key-out", help="Where to write the new key (mode 0600).")] = None,
+    key_out: Annotated[
+        Path | None, typer.Option("--key-out", metavar="FILE", help="Where to write the new key (mode 0600).")
+    ] = None,
     subject: Annotated[
-        str | None, typer.Option("--subject", help='Subject fields, e.g. "C=CA,ST=Ontario,L=Ottawa,O=Example,CN=..."')
+        str | None,
+        typer.Option(
+            "--subject", metavar="SUBJECT", help='Subject fields, e.g. "C=CA,ST=Ontario,L=Ottawa,O=Example,CN=..."'
+        ),
     ] = None,
-    country: Annotated[str | None, typer.Option("--country", help="C: two letters.")] = None,
-    state: Annotated[str | None, typer.Option("--state", help="ST: state or province.")] = None,
-    locality: Annotated[str | None, typer.Option("--locality", help="L: city.")] = None,
-    org: Annotated[str | None, typer.Option("--org", help="O: organization.")] = None,
-    cn: Annotated[str | None, typer.Option("--cn", help="CN (default: the first name).")] = None,
+    country: Annotated[str | None, typer.Option("--country", metavar="CC", help="C: two letters.")] = None,
+    state: Annotated[str | None, typer.Option("--state", metavar="TEXT", help="ST: state or province.")] = None,
+    locality: Annotated[str | None, typer.Option("--locality", metavar="TEXT", help="L: city.")] = None,
+    org: Annotated[str | None, typer.Option("--org", metavar="TEXT", help="O: organization.")] = None,
+    cn: Annotated[str | None, typer.Option("--cn", metavar="NAME", help="CN (default: the first name).")] = None,
     passphrase: PassphraseOpt = None,
     passphrase_file: PassphraseFileOpt = None,
     password: PasswordOpt = None,
@@ -913,9 +951,15 @@ def _leaf_of(pool: Pool, source: str) -> x509.Certificate:
 )
 def names_cmd(
     *,
-    names: Annotated[list[str], typer.Argument(help="The DNS names and IPs the certificate must cover.")],
-    cert: Annotated[Path | None, typer.Option("--cert", help="Also check which names this certificate covers.")] = None,
-    limit: Annotated[int, typer.Option("--limit", help="The CA's maximum number of names.", min=1, max=1000)] = 15,
+    names: Annotated[
+        list[str], typer.Argument(metavar="NAME", help="The DNS names and IPs the certificate must cover.")
+    ],
+    cert: Annotated[
+        Path | None, typer.Option("--cert", metavar="FILE", help="Also check which names this certificate covers.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", metavar="N", help="The CA's maximum number of names.", min=1, max=1000)
+    ] = 15,
     no_wildcards: Annotated[bool, typer.Option("--no-wildcards", help="Never propose a wildcard.")] = False,
     password: PasswordOpt = None,
     password_file: PasswordFileOpt = None,

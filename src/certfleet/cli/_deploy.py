@@ -171,9 +171,14 @@ def _render(result: DeployResult) -> None:
     from rich.table import Table
 
     report = result.report
-    what = "dry run of" if report.dry_run else "rollback to" if result.rollback else "deployed"
+    what = "dry run of" if report.dry_run else "rollback to" if result.rollback else "deploy of"
+    counts: dict[str, int] = {}
+    for n in report.nodes:
+        counts[n.outcome.value] = counts.get(n.outcome.value, 0) + 1
+    summary = ", ".join(f"{count} {outcome}" for outcome, count in counts.items())
     console.print(
-        f"[bold]{escape(result.lineage)}[/] {what} version {result.version}  sha256 {report.fingerprint[:16]}…",
+        f"[bold]{escape(result.lineage)}[/]: {what} version {result.version}  sha256 {report.fingerprint[:16]}…"
+        f"  ({summary})",
         soft_wrap=True,
     )
     table = Table(box=None, padding=(0, 2), show_edge=False)

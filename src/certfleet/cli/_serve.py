@@ -9,7 +9,7 @@ import typer
 from certfleet.cli._common import app
 
 
-@app.command(rich_help_panel="Console")
+@app.command(rich_help_panel="Console", epilog="Example: certfleet serve --port 8443")
 def serve(
     bind: Annotated[str, typer.Option("--bind", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="HTTPS port.", min=1, max=65535)] = 8443,
@@ -18,13 +18,8 @@ def serve(
         typer.Option("--lineage", help="Serve this lineage's active version by default (SNI picks among all)."),
     ] = None,
 ) -> None:
-    """Serve the web console and its API over HTTPS (TLS 1.2 and 1.3 only).
-
-    On a fresh machine it creates the store, a self-signed bootstrap certificate (its fingerprint
-    is printed) and a one-time link to create the administrator.
-
-    Example: certfleet serve --port 8443
-    """
+    """Serve the web console and its API over HTTPS (TLS 1.2 and 1.3 only); on a fresh machine,
+    with a bootstrap certificate and a one-time link that creates the administrator."""
     from certfleet.console.server import ServeOptions, run
 
     run(ServeOptions(bind=bind, port=port, lineage=lineage))

@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from certfleet.console.accounts import Accounts, Actor, LoginThrottled, SessionInfo
-from certfleet.console.clients import CLIENT_PATH, Clients, LinkRefused
+from certfleet.console.clients import Clients, LinkRefused
 from certfleet.errors import CertfleetError, EnvError, InputError, LimitError, OperationFailed
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ __all__ = [
     "utc_now",
 ]
 
-log = logging.getLogger("certfleet.console")
 access_log = logging.getLogger("certfleet.console.access")
 
 HERE = Path(__file__).parent
@@ -54,8 +53,6 @@ API_PREFIX = "/api/v1"
 SESSION_COOKIE = "__Host-certfleet_session"
 FORM_COOKIE = "__Host-certfleet_form"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-PUBLIC_PREFIXES = ("/static/", CLIENT_PATH, "/setup/")
-PUBLIC_PATHS = frozenset({"/login"})
 MAX_FORM_FIELDS = 200
 MAX_FORM_FILES = 20
 # paths whose last part is a secret: the access log shows only the prefix
@@ -68,6 +65,8 @@ def utc_now() -> dt.datetime:
 
 @dataclass(frozen=True, slots=True)
 class ConsoleSettings:
+    """How the console behaves; the defaults are what ``certfleet serve`` uses."""
+
     upload_limit: int = 10 * 1024 * 1024
     session_idle: dt.timedelta = dt.timedelta(minutes=30)
     session_max: dt.timedelta = dt.timedelta(hours=12)

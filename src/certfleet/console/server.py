@@ -25,8 +25,6 @@ from certfleet.store._models import LineageRow, VersionRow
 
 __all__ = ["BootstrapStore", "ServeOptions", "StoreCertificates", "colon_hex", "run", "setup_url"]
 
-log = logging.getLogger("certfleet.console")
-
 CONSOLE_FOLDER = "console"
 _BOOTSTRAP_AAD = b"certfleet/console-bootstrap/v1"
 # renew the bootstrap certificate this long before it runs out

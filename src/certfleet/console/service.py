@@ -69,11 +69,11 @@ class NodeStatus:
     def health(self) -> Health:
         if self.serving is Serving.NOT_PROBED:
             return Health.NONE
-        if self.report is None or not self.report.ok or self.serving is not Serving.ACTIVE:
-            return (
-                Health.BAD if self.serving in (Serving.UNREACHABLE, Serving.OTHER) or not self.report else Health.WARN
-            )
-        return Health.WARN if self.report.severity is Severity.WARNING else Health.GOOD
+        if self.report is None or not self.report.ok:  # down, or a strict client refuses what it serves
+            return Health.BAD
+        if self.serving is not Serving.ACTIVE or self.report.severity is Severity.WARNING:
+            return Health.WARN
+        return Health.GOOD
 
     def to_dict(self) -> dict[str, Any]:
         return {

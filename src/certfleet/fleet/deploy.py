@@ -60,6 +60,10 @@ __all__ = [
 ]
 
 MAX_REPORT_OUTPUT = 16 * 1024
+# seconds between the handshakes that confirm a node serves the new chain, and how long a node
+# that already has this version live may take to show it (then it is deployed again)
+_CONFIRM_PAUSE = 0.2
+_VERIFY_WAIT = 1.0
 
 T = TypeVar("T")
 
@@ -166,12 +170,13 @@ class DeployOptions:
     step_timeout: float = 300.0  # each file step (upload, switch) on a slow link
     probe_wait: float = 15.0  # how long a reloaded node may take to serve the new chain
     probe_timeout: float = 5.0  # one TLS handshake
+    probe_confirm: int = 3  # matching handshakes in a row that prove a node serves the version
     keep: int = KEEP_VERSIONS  # version folders kept per target for rollback
     dry_run: bool = False
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1 or self.keep < 2:
-            raise ValueError("concurrency must be at least 1 and keep at least 2")
+        if self.concurrency < 1 or self.keep < 2 or self.probe_confirm < 1:
+            raise ValueError("concurrency and probe_confirm must be at least 1, keep at least 2")
         if min(self.command_timeout, self.step_timeout, self.probe_timeout) <= 0 or self.probe_wait < 0:
             raise ValueError("timeouts must be positive")
 
@@ -265,6 +270,9 @@ class _NodeDeploy:
             outcome = await self._run()
         except _Failed as exc:
             outcome = NodeOutcome(self.node.name, Outcome.FAILED, exc.step, exc.message, _tail(exc.output))
+        except Exception as exc:  # a surprise on one node is that node's failure, never the batch's
+            message = f"unexpected error during {self.step.value}: {type(exc).__name__}: {exc}"
+            outcome = NodeOutcome(self.node.name, Outcome.FAILED, self.step, message)
         outcome = NodeOutcome(
             node=outcome.node,
             outcome=outcome.outcome,
@@ -334,7 +342,7 @@ class _NodeDeploy:
         current = all(now == version for now, (_, version, _) in zip(live, rendered, strict=True))
         if current and endpoint is not None:
             self._enter(Step.VERIFY)
-            served = await self._probe(endpoint, wait=0.0)
+            served = await self._probe(endpoint, wait=_VERIFY_WAIT, patient=False)
             if served.matches:
                 return NodeOutcome(
                     name, Outcome.UNCHANGED, None, "already serves this version", served=served.fingerprint
@@ -402,19 +410,43 @@ class _NodeDeploy:
             raise _Failed(step, f"{what}: {result.describe()}", result.output)
         return result
 
-    async def _probe(self, endpoint: tuple[str, int], *, wait: float) -> _Served:
+    async def _probe(self, endpoint: tuple[str, int], *, wait: float, patient: bool = True) -> _Served:
+        """Probe until the node serves the deployed chain on ``probe_confirm`` connections in a row.
+
+        One matching handshake is not proof: while a server reloads, its new workers already
+        answer and the old ones still accept connections for a moment (nginx, httpd, HAProxy
+        alike), so the old chain can come back once. Only a streak shows the node has settled.
+        Not ``patient``: give up at the first handshake that does not match.
+        """
         host, port = endpoint
         deadline = time.monotonic() + wait
+        need = self.options.probe_confirm
+        streak = 0
         pause = 0.2
         while True:
             result = await self.prober(
                 host, port, server_name=_server_name(self.node), timeout=self.options.probe_timeout
             )
             served = self._compare(result)
-            if served.matches or time.monotonic() + pause > deadline:
+            if served.matches:
+                streak += 1
+                if streak >= need:
+                    return served
+                step = _CONFIRM_PAUSE
+            else:
+                if not patient:
+                    return served
+                if streak:
+                    self.notes.append(f"the old chain came back after a reload: {served.detail}")
+                streak = 0
+                step = pause
+                pause = min(pause * 1.5, 1.0)
+            if time.monotonic() + step > deadline:
+                if served.matches:  # serving it, but not on enough connections in a row yet
+                    detail = f"{served.detail}, but not yet on {need} connections in a row"
+                    return _Served(False, served.fingerprint, detail)
                 return served
-            await asyncio.sleep(pause)
-            pause = min(pause * 1.5, 1.0)
+            await asyncio.sleep(step)
 
     def _compare(self, result: ProbeResult) -> _Served:
         if not result.ok or not result.chain_der:
@@ -466,7 +498,7 @@ class _NodeDeploy:
             output.extend(problems)
             message = f"{failure.message}; switching back failed"
             return NodeOutcome(name, Outcome.FAILED, failure.step, message, _tail("\n".join(output)), served_fp)
-        message = f"{failure.message}; switched back to the version before"
+        message = f"{failure.message}; switched back to what it had before"
         return NodeOutcome(name, Outcome.ROLLED_BACK, failure.step, message, _tail("\n".join(output)), served_fp)
 
     async def _probe_after_rollback(self, endpoint: tuple[str, int]) -> str | None:
