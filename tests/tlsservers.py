@@ -7,6 +7,8 @@
   Postfix and Dovecot do; or refuses STARTTLS, for the failure paths.
 - :func:`silent_port`: a listening socket that never answers (the kernel completes the TCP
   handshake, nobody ever reads).
+- :func:`planted_faults`: nginx sites for every fault a strict client refuses, and the codes
+  ``check`` must report for each.
 """
 
 from __future__ import annotations
