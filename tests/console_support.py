@@ -276,7 +276,17 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+SCREENSHOTS_ENV = "CERTFLEET_SCREENSHOTS"
+DOCS_SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+
+
+def screenshot_folder(tmp_path: Path) -> Path:
+    """Where the browser tests put their screenshots: ``docs/screenshots/`` only when
+    ``CERTFLEET_SCREENSHOTS=1`` asks to refresh the pictures the docs show, else the test's own
+    folder (a plain test run leaves the work tree as it was)."""
+    folder = DOCS_SCREENSHOTS if os.environ.get(SCREENSHOTS_ENV) == "1" else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def nss_home(folder: Path) -> Path:

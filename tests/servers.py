@@ -36,6 +36,7 @@ __all__ = [
     "NginxServer",
     "Server",
     "SshServer",
+    "empty_home",
     "free_port",
     "served_chain",
     "sshd",
@@ -388,6 +389,16 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
     """An sshd on loopback for a test module (import this fixture into the module that uses it)."""
     with SshServer(tmp_path_factory.mktemp("sshd")) as server:
         yield server
+
+
+@pytest.fixture
+def empty_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A HOME with no ~/.ssh, and no agent: only what a test gives explicitly can work with sshd."""
+    home = tmp_path / "user-home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    return home
 
 
 def tls_server(kind: str, workdir: Path, live: Path) -> Server:

@@ -1,6 +1,7 @@
 """The whole flow in a real browser, against `certfleet serve` on a fresh home: set up the admin,
 log in, add nodes, generate a CSR, import the CA's answer, deploy to a real nginx, create a client
-deployment link and fetch the configuration with it. Screenshots land in docs/screenshots/.
+deployment link and fetch the configuration with it. With CERTFLEET_SCREENSHOTS=1 its screenshots
+refresh docs/screenshots/; otherwise they stay in the test's own folder.
 
 Chromium ignores no certificate error: it trusts the console's bootstrap certificate as that one
 peer (after its fingerprint is compared with the one `certfleet serve` printed, as a person
@@ -28,19 +29,19 @@ from console_support import (
     CHROMIUM,
     CHROMIUM_ARGS,
     PASSWORD,
-    SCREENSHOTS,
     Served,
     key_needles,
     nss_home,
     nss_trust,
+    screenshot_folder,
     serve,
 )
 from servers import NginxServer
 
 
-def _shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    return screenshot_folder(tmp_path)
 
 
 @pytest.fixture
@@ -74,7 +75,12 @@ def _trust_the_bootstrap(served: Served, user_home: Path) -> None:
     nss_trust(user_home, "certfleet console bootstrap", crt, peer=True)
 
 
-def test_whole_flow_in_chromium(tmp_path: Path, pki: TestCA, nginx: tuple[NginxServer, Path], cli_proc) -> None:  # type: ignore[no-untyped-def]
+def test_whole_flow_in_chromium(  # type: ignore[no-untyped-def]
+    tmp_path: Path, pki: TestCA, nginx: tuple[NginxServer, Path], shots: Path, cli_proc
+) -> None:
+    def _shot(page: Page, name: str) -> None:
+        page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+
     web, nginx_certs = nginx
     home = tmp_path / "certfleet"
     root_file = tmp_path / "root.pem"
@@ -264,6 +270,8 @@ def test_whole_flow_in_chromium(tmp_path: Path, pki: TestCA, nginx: tuple[NginxS
         expect(page.locator("body")).to_contain_text("client.fetch")
         _shot(page, "audit")
         browser.close()
+        taken = {p.stem for p in shots.glob("*.png") if p.stat().st_size > 0}
+        assert {"setup", "login", "nodes", "csr", "deploy", "dashboard", "clients", "audit"} <= taken
 
         # the nodes really have it: nginx serves it, the gateway's files hold it
         with Store.open(home) as store:

@@ -260,9 +260,9 @@ PUBLIC = {"/login", "/setup/{token}", "/client/{token}", "/static"}
 
 
 def _routes(env: ConsoleEnv) -> list[tuple[str, str]]:
-    from certfleet.console import api, metrics, pages
+    from certfleet.console import api, metrics, pages, public
 
-    routes = [*pages.public.routes, *pages.router.routes, *api.router.routes, *metrics.router.routes, *env.app.routes]
+    routes = [*public.public.routes, *pages.router.routes, *api.router.routes, *metrics.router.routes, *env.app.routes]
     out = []
     for route in routes:
         path = getattr(route, "path", None)

@@ -9,7 +9,6 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -18,66 +17,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from certfleet import testing
 from certfleet.certinfo import fingerprint
 from certfleet.fleet.deploy import DeployOptions, Outcome, Step, deploy
 from certfleet.fleet.spec import Material, NodeSpec, TargetSpec
-from certfleet.keys import key_matches
-from conftest import PKI
-from servers import SshServer, free_port, served_chain, sshd, tls_server
+from deploy_support import NAMES, folder_of, live_pair, old_new, served, site, stack
+from servers import SshServer, free_port, sshd
 
-__all__ = ["sshd"]
-
-NAMES = ("www.example.test", "example.test")
-LAYOUT = {"nginx": ("fullchain.pem", "privkey.pem"), "apache": ("cert.pem", "chain.pem", "privkey.pem")}
-
-
-def material(leaf: testing.TestLeaf) -> Material:
-    return Material(leaf.key, leaf.cert, tuple(leaf.chain), fingerprint(leaf.cert))
-
-
-@pytest.fixture(scope="module")
-def old_new(pki: PKI) -> tuple[Material, Material]:
-    renewed_by = pki.root.intermediate("certfleet Test Intermediate B")
-    return material(pki.inter.leaf(*NAMES)), material(renewed_by.leaf(*NAMES))
-
-
-@pytest.fixture
-def stack() -> Iterator[ExitStack]:
-    with ExitStack() as servers:
-        yield servers
-
-
-async def site(stack: ExitStack, tmp_path: Path, kind: str, first: Material, name: str, **node: Any) -> NodeSpec:
-    folder = tmp_path / name / "certs"
-    target = TargetSpec(kind, str(folder))
-    assert (await deploy(first, [NodeSpec("seed", NAMES, (target,))])).ok
-    server = stack.enter_context(tls_server(kind, tmp_path / name / "server", folder / "live"))
-    spec = {"test_cmd": server.test_cmd, "reload_cmd": server.reload_cmd, "probe": server.probe, **node}
-    return NodeSpec(name, NAMES, (target,), **spec)
-
-
-def served(node: NodeSpec) -> list[x509.Certificate]:
-    assert node.probe is not None
-    return served_chain(node.probe, NAMES[0])
-
-
-def live_state(node: NodeSpec) -> tuple[x509.Certificate, list[x509.Certificate]]:
-    """The leaf under the node's live folder and every certificate there; the key must match it."""
-    (target,) = node.targets
-    live = Path(target.path) / "live"
-    certs: list[x509.Certificate] = []
-    keys = []
-    for path in sorted(live.iterdir()):
-        data = path.read_bytes()
-        if b"CERTIFICATE" in data:
-            certs.extend(x509.load_pem_x509_certificates(data))
-        if b"PRIVATE KEY" in data:
-            keys.append(serialization.load_pem_private_key(data, password=None))
-    assert len(keys) == 1, f"{live}: {len(keys)} keys"
-    leaf = next(c for c in certs if not c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    assert key_matches(keys[0], leaf), f"{live}: the key does not match the certificate"
-    return leaf, certs
+__all__ = ["old_new", "sshd", "stack"]
 
 
 async def test_each_fault_rolls_its_node_back_and_spares_the_others(
@@ -124,7 +70,7 @@ async def test_each_fault_rolls_its_node_back_and_spares_the_others(
         assert (result.outcome, result.step) == (want_outcome, want_step), result
         assert said in result.output + result.message, result
         assert served(node) == [old.leaf, *old.chain], node.name
-        leaf, certs = live_state(node)
+        leaf, certs = live_pair(folder_of(node))
         assert leaf == old.leaf
         assert set(certs) == {old.leaf, *old.chain}
     assert not report.ok
@@ -214,7 +160,7 @@ def assert_old_or_new(node: NodeSpec, old: Material, new: Material) -> None:
     """The node serves one whole pair, and its live folder holds one whole pair."""
     chain = served(node)
     assert chain in ([old.leaf, *old.chain], [new.leaf, *new.chain]), f"{node.name} serves a mix"
-    leaf, certs = live_state(node)
+    leaf, certs = live_pair(folder_of(node))
     whole = {old.leaf: {old.leaf, *old.chain}, new.leaf: {new.leaf, *new.chain}}
     assert leaf in whole, f"{node.name}: live holds an unknown leaf"
     assert set(certs) == whole[leaf], f"{node.name}: live holds a mix"
@@ -247,8 +193,8 @@ async def test_a_deploy_killed_at_any_moment_leaves_whole_pairs_and_the_next_one
     assert report["ok"], report
     for node in nodes:
         assert served(node) == [new.leaf, *new.chain]
-        assert live_state(node)[0] == new.leaf
-        versions = Path(node.targets[0].path) / "versions"
+        assert live_pair(folder_of(node))[0] == new.leaf
+        versions = folder_of(node) / "versions"
         assert not [p for p in versions.iterdir() if p.name.startswith(".")]  # no half-written folder left
 
 

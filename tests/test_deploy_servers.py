@@ -2,80 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from certfleet import testing
 from certfleet.certinfo import fingerprint
 from certfleet.fleet.deploy import DeployOptions, Outcome, ProgressEvent, Step, deploy
-from certfleet.fleet.spec import Material, NodeSpec, TargetSpec
-from certfleet.keys import key_matches
+from certfleet.fleet.spec import Material, NodeSpec
 from conftest import PKI
-from servers import SshServer, served_chain, sshd, tls_server
+from deploy_support import NAMES, folder_of, live_pair, material, old_new, served, site, stack
+from servers import SshServer, sshd
 
-__all__ = ["sshd"]
+__all__ = ["old_new", "sshd", "stack"]
 
-NAMES = ("www.example.test", "example.test")
 KINDS = ("nginx", "apache", "haproxy")
 
 
-def material(leaf: testing.TestLeaf) -> Material:
-    return Material(leaf.key, leaf.cert, tuple(leaf.chain), fingerprint(leaf.cert))
-
-
-@pytest.fixture(scope="module")
-def old_new(pki: PKI) -> tuple[Material, Material]:
-    """Two versions with different keys and different intermediates, so a mix would show."""
-    renewed_by = pki.root.intermediate("certfleet Test Intermediate B")
-    return material(pki.inter.leaf(*NAMES)), material(renewed_by.leaf(*NAMES))
-
-
-@pytest.fixture
-def stack() -> Iterator[ExitStack]:
-    with ExitStack() as servers:
-        yield servers
-
-
-async def site(
-    stack: ExitStack, tmp_path: Path, kind: str, first: Material, name: str, **node: object
-) -> tuple[NodeSpec, Path]:
-    """A server of ``kind`` already serving ``first`` from certfleet's live folder, and its node."""
-    folder = tmp_path / name / "certs"
-    target = TargetSpec(kind, str(folder))
-    seeded = await deploy(first, [NodeSpec("seed", NAMES, (target,))])
-    assert seeded.ok, seeded.to_dict()
-    server = stack.enter_context(tls_server(kind, tmp_path / name / "server", folder / "live"))
-    spec = {"test_cmd": server.test_cmd, "reload_cmd": server.reload_cmd, "probe": server.probe, **node}
-    return NodeSpec(name, NAMES, (target,), **spec), folder  # type: ignore[arg-type]
-
-
 def assert_serves(node: NodeSpec, m: Material) -> None:
-    assert node.probe is not None
-    assert served_chain(node.probe, NAMES[0]) == [m.leaf, *m.chain]
-
-
-def live_files(folder: Path) -> tuple[list[x509.Certificate], object]:
-    """Every certificate and the one key under ``folder/live``."""
-    certs: list[x509.Certificate] = []
-    keys = []
-    for path in sorted((folder / "live").iterdir()):
-        data = path.read_bytes()
-        if b"CERTIFICATE" in data:
-            certs.extend(x509.load_pem_x509_certificates(data))
-        if b"PRIVATE KEY" in data:
-            keys.append(serialization.load_pem_private_key(data, password=None))
-    assert len(keys) == 1
-    return certs, keys[0]
+    assert served(node) == [m.leaf, *m.chain]
 
 
 def assert_live(folder: Path, m: Material) -> None:
-    certs, key = live_files(folder)
-    assert key_matches(key, m.leaf)  # type: ignore[arg-type]
+    leaf, certs = live_pair(folder)
+    assert leaf == m.leaf
     assert set(certs) == {m.leaf, *m.chain}
 
 
@@ -84,7 +34,8 @@ async def test_a_server_serves_what_was_deployed(
     kind: str, tmp_path: Path, stack: ExitStack, old_new: tuple[Material, Material]
 ) -> None:
     old, new = old_new
-    node, folder = await site(stack, tmp_path, kind, old, kind)
+    node = await site(stack, tmp_path, kind, old, kind)
+    folder = folder_of(node)
     assert_serves(node, old)
 
     report = await deploy(new, [node])
@@ -109,7 +60,8 @@ async def test_a_node_over_ssh(
     tmp_path: Path, stack: ExitStack, sshd: SshServer, old_new: tuple[Material, Material]
 ) -> None:
     old, new = old_new
-    node, folder = await site(stack, tmp_path, "nginx", old, "gateway", transport=sshd.url, options=sshd.options)
+    node = await site(stack, tmp_path, "nginx", old, "gateway", transport=sshd.url, options=sshd.options)
+    folder = folder_of(node)
     report = await deploy(new, [node])
     assert report.nodes[0].outcome is Outcome.OK, report.nodes[0]
     assert_serves(node, new)
@@ -122,7 +74,8 @@ async def test_an_unknown_host_key_is_refused_and_the_node_left_alone(
 ) -> None:
     old, new = old_new
     options = {**sshd.options, "known_hosts": str(sshd.unknown_hosts)}
-    node, folder = await site(stack, tmp_path, "nginx", old, "gateway", transport=sshd.url, options=options)
+    node = await site(stack, tmp_path, "nginx", old, "gateway", transport=sshd.url, options=options)
+    folder = folder_of(node)
     (result,) = (await deploy(new, [node])).nodes
     assert result.outcome is Outcome.FAILED
     assert result.step is Step.CONNECT
@@ -135,8 +88,8 @@ async def test_every_kind_in_parallel_with_progress(
     tmp_path: Path, stack: ExitStack, sshd: SshServer, old_new: tuple[Material, Material]
 ) -> None:
     old, new = old_new
-    nodes = [(await site(stack, tmp_path, kind, old, kind))[0] for kind in KINDS]
-    nodes.append((await site(stack, tmp_path, "nginx", old, "ssh", transport=sshd.url, options=sshd.options))[0])
+    nodes = [await site(stack, tmp_path, kind, old, kind) for kind in KINDS]
+    nodes.append(await site(stack, tmp_path, "nginx", old, "ssh", transport=sshd.url, options=sshd.options))
     events: list[ProgressEvent] = []
     report = await deploy(new, nodes, progress=events.append)
     assert report.ok, report.to_dict()
@@ -154,7 +107,8 @@ async def test_every_kind_in_parallel_with_progress(
 
 async def test_a_dry_run_changes_nothing(tmp_path: Path, stack: ExitStack, old_new: tuple[Material, Material]) -> None:
     old, new = old_new
-    node, folder = await site(stack, tmp_path, "nginx", old, "web")
+    node = await site(stack, tmp_path, "nginx", old, "web")
+    folder = folder_of(node)
     before = (folder / "live").readlink()
     report = await deploy(new, [node], options=DeployOptions(dry_run=True))
     (result,) = report.nodes
@@ -168,7 +122,8 @@ async def test_a_dry_run_changes_nothing(tmp_path: Path, stack: ExitStack, old_n
 
 async def test_only_the_last_versions_are_kept(tmp_path: Path, stack: ExitStack, pki: PKI) -> None:
     versions = [material(pki.inter.leaf(*NAMES)) for _ in range(5)]
-    node, folder = await site(stack, tmp_path, "haproxy", versions[0], "lb")
+    node = await site(stack, tmp_path, "haproxy", versions[0], "lb")
+    folder = folder_of(node)
     for m in versions[1:]:
         assert (await deploy(m, [node])).ok
     assert_serves(node, versions[-1])

@@ -1,6 +1,6 @@
 """The whole flow through the CLI, as the README tells it: a main server and a border gateway
 (over SSH), both real nginx, from a placeholder certificate to one CA-signed certificate for all
-their names, proven by ``certfleet status``; then a renewal by the same steps, and a rollback."""
+their names, proven by ``certfleet status``; then a renewal by the same steps, and rollbacks."""
 
 from __future__ import annotations
 
@@ -161,6 +161,20 @@ def test_two_servers_from_nothing_to_one_certificate(
     history = ok(cli("history", "web", "--json")).json()
     assert len(history["deployments"]) == 4
     assert json.dumps(history).count('"rolled-back"') == 0
+    assert (back["activates"], back["active"]) == (False, 2)  # the gateway only: the renewal stays active
+
+    # the renewal withdrawn everywhere: the version before becomes the active one again
+    whole = ok(cli("rollback", "web", "--json")).json()
+    assert (whole["version"], whole["activates"], whole["active"]) == (1, True, 1)
+    assert {n["node"]: n["outcome"] for n in whole["nodes"]} == {"main": "ok", "gateway": "unchanged"}
+    again = ok(cli("deploy", "web", "--json")).json()  # and a deploy keeps it
+    assert again["fingerprint"] == fp
+    assert {n["outcome"] for n in again["nodes"]} == {"unchanged"}
+    for server, names in ((main, MAIN_NAMES), (gateway, GATEWAY_NAMES)):
+        assert fingerprint(served_chain(server.probe, names[0])[0]) == fp
+    lineage, nodes = status_nodes(cli)
+    assert lineage["active"]["fingerprint"] == fp
+    assert {n["serving"] for n in nodes.values()} == {"active"}
 
 
 @pytest.mark.usefixtures("home")

@@ -20,13 +20,8 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from certfleet import testing
 from certfleet.errors import InputError
-from certfleet.fleet.lineage import (
-    ExportFormat,
-    export_lineage,
-    import_package,
-    make_node,
-    request,
-)
+from certfleet.fleet.lineage import ExportFormat, export_lineage, import_package, request
+from certfleet.fleet.nodes import make_node
 from certfleet.problems import ProblemCode
 from certfleet.store import Store, VersionState, public_key_id
 

@@ -11,7 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from certfleet import testing
-from certfleet.fleet.lineage import make_node, request
+from certfleet.fleet.lineage import request
+from certfleet.fleet.nodes import make_node
 from certfleet.fleet.spec import Material
 from certfleet.fleet.status import Serving, history, status
 from certfleet.problems import ProblemCode, Severity

@@ -12,19 +12,9 @@ import pytest
 from certfleet.errors import InputError, NetworkError
 from certfleet.fleet.transports import open_transport
 from certfleet.fleet.transports.ssh import parse_ssh_url
-from servers import SshServer, free_port, sshd
+from servers import SshServer, empty_home, free_port, sshd
 
-__all__ = ["sshd"]
-
-
-@pytest.fixture
-def empty_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A HOME with no ~/.ssh, and no agent: only what a test gives explicitly can work."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    return home
+__all__ = ["empty_home", "sshd"]
 
 
 async def test_a_known_host_with_a_key_file_connects(sshd: SshServer, empty_home: Path) -> None:

@@ -1,28 +1,27 @@
 """``certfleet deploy`` and ``certfleet rollback``: push a lineage's version to its nodes.
 
-The engine is :mod:`certfleet.fleet.deploy`; this module picks the version and the nodes from
-the store, shows each node's progress, and records every node's result in the store.
+:mod:`certfleet.fleet.rollout` picks the version and the nodes, locks the lineage, deploys and
+records every node's result; this module shows each node's progress and the outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from certfleet.cli._common import JsonOpt, app, console, console_err, emit
-from certfleet.errors import ExitCode, InputError
+from certfleet.errors import ExitCode
 
 if TYPE_CHECKING:
-    from certfleet.fleet.deploy import DeployReport, NodeOutcome, ProgressEvent
+    from certfleet.fleet.deploy import DeployOptions, ProgressEvent
+    from certfleet.fleet.rollout import DeployResult, Rollout
     from certfleet.fleet.spec import NodeSpec
-    from certfleet.store import NodeResult, Store, VersionRecord
+    from certfleet.store import Store
 
 LineageArg = Annotated[str, typer.Argument(help="The lineage: one named certificate over time, e.g. web.")]
 NodeOpt = Annotated[
@@ -40,73 +39,16 @@ TimeoutOpt = Annotated[
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class DeployResult:
-    """A deploy of one version of a lineage: which version, and the engine's report."""
-
-    lineage: str
-    version: int
-    report: DeployReport
-    recorded: int | None  # the deployment's id in the store; None for a dry run
-    rollback: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "lineage": self.lineage,
-            "version": self.version,
-            "rollback": self.rollback,
-            "deployment": self.recorded,
-            **self.report.to_dict(),
-        }
-
-
 def _open() -> Store:
     from certfleet.store import Store
 
     return Store.open()
 
 
-def _select(store: Store, lineage: str, wanted: Sequence[str] | None) -> list[NodeSpec]:
-    members = store.nodes(lineage)
-    if not members:
-        raise InputError(
-            f"lineage {lineage} has no nodes",
-            hint=f"add one: certfleet node add NAME --name DNS --target KIND:PATH --lineage {lineage}",
-        )
-    if not wanted:
-        return members
-    by_name = {n.name: n for n in members}
-    unknown = [w for w in wanted if w not in by_name]
-    if unknown:
-        raise InputError(
-            f"not a node of {lineage}: {', '.join(unknown)}",
-            hint=f"its nodes: {', '.join(sorted(by_name))}",
-        )
-    return [by_name[w] for w in dict.fromkeys(wanted)]
+def _options(*, dry_run: bool, concurrency: int, probe_wait: float, timeout: float) -> DeployOptions:
+    from certfleet.fleet.deploy import DeployOptions
 
-
-def _store_result(outcome: NodeOutcome) -> NodeResult:
-    from certfleet.fleet.deploy import Outcome
-    from certfleet.store import DeployOutcome, NodeResult
-
-    mapping = {
-        Outcome.OK: DeployOutcome.OK,
-        Outcome.UNCHANGED: DeployOutcome.SKIPPED,
-        Outcome.FAILED: DeployOutcome.FAILED,
-        Outcome.ROLLED_BACK: DeployOutcome.ROLLED_BACK,
-        Outcome.PLANNED: DeployOutcome.SKIPPED,
-    }
-    now = dt.datetime.now(dt.UTC)
-    output = "\n".join(part for part in (outcome.message, outcome.output) if part)
-    return NodeResult(
-        node=outcome.node,
-        outcome=mapping[outcome.outcome],
-        started_at=outcome.started_at or now,
-        finished_at=outcome.finished_at or now,
-        failed_step=outcome.step.value if outcome.step else None,
-        output=output,
-        served_fingerprint=outcome.served,
-    )
+    return DeployOptions(concurrency=concurrency, probe_wait=probe_wait, command_timeout=timeout, dry_run=dry_run)
 
 
 @contextmanager
@@ -138,30 +80,11 @@ def _progress(nodes: Sequence[NodeSpec], enabled: bool) -> Iterator[Callable[[Pr
         yield update
 
 
-def _run(
-    lineage: str,
-    version: VersionRecord,
-    store: Store,
-    nodes: list[NodeSpec],
-    *,
-    dry_run: bool,
-    concurrency: int,
-    probe_wait: float,
-    timeout: float,
-    show_progress: bool,
-    rollback: bool = False,
-) -> DeployResult:
-    from certfleet.fleet.deploy import DeployOptions, deploy
-
-    material = store.material(lineage, version.number)
-    options = DeployOptions(concurrency=concurrency, probe_wait=probe_wait, command_timeout=timeout, dry_run=dry_run)
-    with _progress(nodes, show_progress) as progress:
-        report = asyncio.run(deploy(material, nodes, options=options, progress=progress))
-    recorded = None
-    if not dry_run:
-        results = [_store_result(n) for n in report.nodes]
-        recorded = store.record_deployment(lineage, version.number, results, started_at=report.started_at)
-    return DeployResult(lineage, version.number, report, recorded, rollback)
+def _execute(rollout: Rollout, as_json: bool) -> int:
+    with rollout, _progress(rollout.nodes, not as_json) as progress:
+        result = asyncio.run(rollout.run(progress=progress))
+    emit(result, as_json, _render)
+    return int(ExitCode.OK if result.report.ok else ExitCode.PROBLEMS)
 
 
 _STYLE = {"ok": "green", "unchanged": "green", "planned": "cyan", "rolled-back": "yellow", "failed": "bold red"}
@@ -201,6 +124,18 @@ def _render(result: DeployResult) -> None:
             lines = [line for line in n.output.strip().splitlines() if line.strip()][-15:]
             for line in lines:
                 console.print(f"    {escape(line)}", soft_wrap=True, highlight=False)
+    if result.rollback:
+        lineage = escape(result.lineage)
+        if result.activates:
+            became = "would become" if report.dry_run else "is now"
+            console.print(f"version {result.version} {became} the active version of {lineage}", soft_wrap=True)
+        else:
+            console.print(
+                f"only these nodes were rolled back; the active version of {lineage} stays {result.active}:"
+                f" `certfleet deploy {lineage}` installs it on them again",
+                soft_wrap=True,
+                highlight=False,
+            )
 
 
 @app.command(
@@ -220,53 +155,14 @@ def deploy_cmd(
     """Install the active version on every node of the lineage: upload, switch, test, reload, probe.
 
     Nodes go in parallel; a node that fails is switched back to what it had. Every node's result
-    is recorded (see `certfleet history`). Running it again finishes an interrupted deploy.
+    is recorded (see `certfleet history`). Running it again finishes an interrupted deploy. One
+    deploy of a lineage runs at a time.
     """
+    from certfleet.fleet.rollout import prepare_deploy
+
+    options = _options(dry_run=dry_run, concurrency=concurrency, probe_wait=probe_wait, timeout=timeout)
     with _open() as store:
-        record = store.lineage(lineage)
-        if record.active is None:
-            raise InputError(
-                f"lineage {lineage} has no certificate yet",
-                hint=f"`certfleet request {lineage}`, then `certfleet import {lineage}` what the CA sends",
-            )
-        nodes = _select(store, lineage, node)
-        result = _run(
-            lineage,
-            record.active,
-            store,
-            nodes,
-            dry_run=dry_run,
-            concurrency=concurrency,
-            probe_wait=probe_wait,
-            timeout=timeout,
-            show_progress=not as_json,
-        )
-    emit(result, as_json, _render)
-    return int(ExitCode.OK if result.report.ok else ExitCode.PROBLEMS)
-
-
-def _previous(store: Store, lineage: str, to: int | None) -> VersionRecord:
-    from certfleet.store import VersionState
-
-    issued = [v for v in store.versions(lineage) if v.state is VersionState.ISSUED]
-    if to is not None:
-        for v in issued:
-            if v.number == to:
-                return v
-        raise InputError(
-            f"lineage {lineage} has no issued version {to}",
-            hint=f"its issued versions: {', '.join(str(v.number) for v in issued) or 'none'}",
-        )
-    active = next((v for v in issued if v.active), None)
-    if active is None:
-        raise InputError(f"lineage {lineage} has no active certificate to roll back from")
-    earlier = [v for v in issued if v.number < active.number]
-    if not earlier:
-        raise InputError(
-            f"lineage {lineage} has no version before version {active.number}",
-            hint="`certfleet history` lists its versions",
-        )
-    return earlier[-1]
+        return _execute(prepare_deploy(store, lineage, node or (), options=options), as_json)
 
 
 @app.command(
@@ -286,22 +182,12 @@ def rollback_cmd(
 ) -> int:
     """Deploy the version before the active one again (its files are usually still on the nodes).
 
-    The active version does not change: `certfleet deploy` installs it again when it is fixed.
+    Without --node it goes to every node and becomes the active version, so `certfleet deploy`
+    does not install the withdrawn one again. With --node only those nodes go back, and the
+    active version stays: `certfleet deploy` installs it on them again when it is fixed.
     """
+    from certfleet.fleet.rollout import prepare_rollback
+
+    options = _options(dry_run=dry_run, concurrency=concurrency, probe_wait=probe_wait, timeout=timeout)
     with _open() as store:
-        version = _previous(store, lineage, to)
-        nodes = _select(store, lineage, node)
-        result = _run(
-            lineage,
-            version,
-            store,
-            nodes,
-            dry_run=dry_run,
-            concurrency=concurrency,
-            probe_wait=probe_wait,
-            timeout=timeout,
-            show_progress=not as_json,
-            rollback=True,
-        )
-    emit(result, as_json, _render)
-    return int(ExitCode.OK if result.report.ok else ExitCode.PROBLEMS)
+        return _execute(prepare_rollback(store, lineage, node or (), to=to, options=options), as_json)

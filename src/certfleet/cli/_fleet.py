@@ -43,6 +43,26 @@ app.add_typer(node_app, name="node")
 app.add_typer(trust_app, name="trust")
 
 LineageArg = Annotated[str, typer.Argument(help="The lineage: one named certificate over time, e.g. web.")]
+KnownHostsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--known-hosts",
+        help="SSH: the known_hosts file that lists the node's host key (default ~/.ssh/known_hosts).",
+        exists=True,
+        dir_okay=False,
+        resolve_path=True,
+    ),
+]
+IdentityOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--identity",
+        help="SSH: the private key file to log in with (default: the SSH agent and ~/.ssh/id_*).",
+        exists=True,
+        dir_okay=False,
+        resolve_path=True,
+    ),
+]
 
 
 def _say(text: str, *, markup: bool = False) -> None:
@@ -111,6 +131,8 @@ def _node_lines(spec: NodeSpec, lineages: list[str]) -> None:
     for label, value in (("test", spec.test_cmd), ("reload", spec.reload_cmd), ("probe", spec.probe)):
         if value:
             _say(f"  {label:<10} {value}")
+    for key, value in spec.options.items():
+        _say(f"  {'option':<10} {key} = {value}")
     _say(f"  lineages   {', '.join(lineages) or '-'}")
 
 
@@ -118,8 +140,8 @@ def _node_lines(spec: NodeSpec, lineages: list[str]) -> None:
     "add",
     epilog=(
         "Example: certfleet node add gw1 --name gw.example.com --target nginx:/etc/nginx/tls "
-        "--transport ssh://deploy@gw.example.com --test 'nginx -t' --reload 'nginx -s reload' "
-        "--probe gw.example.com:443 --lineage web"
+        "--transport ssh://deploy@gw.example.com --known-hosts ~/.ssh/known_hosts --identity ~/.ssh/deploy_ed25519 "
+        "--test 'nginx -t' --reload 'nginx -s reload' --probe gw.example.com:443 --lineage web"
     ),
 )
 def node_add(
@@ -128,6 +150,8 @@ def node_add(
     names: Annotated[list[str], typer.Option("--name", "-n", help="A DNS name (or IP) the node serves; repeat.")],
     targets: Annotated[list[str], typer.Option("--target", "-t", help="KIND:PATH, e.g. nginx:/etc/nginx/tls; repeat.")],
     transport: Annotated[str, typer.Option(help="local, or ssh://user@host[:port].")] = "local",
+    known_hosts: KnownHostsOpt = None,
+    identity: IdentityOpt = None,
     test: Annotated[str | None, typer.Option("--test", help="Config test run on the node, e.g. 'nginx -t'.")] = None,
     reload: Annotated[str | None, typer.Option("--reload", help="Reload command, e.g. 'nginx -s reload'.")] = None,
     probe: Annotated[str | None, typer.Option("--probe", help="HOST:PORT where the node serves TLS.")] = None,
@@ -135,9 +159,13 @@ def node_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Add a node."""
-    from certfleet.fleet.lineage import make_node
+    from certfleet.fleet.nodes import make_node
 
-    spec = make_node(name, names, targets, transport=transport, test_cmd=test, reload_cmd=reload, probe=probe)
+    files = {"known_hosts": known_hosts, "identity": identity}
+    options = {key: str(path) for key, path in files.items() if path is not None}
+    spec = make_node(
+        name, names, targets, transport=transport, test_cmd=test, reload_cmd=reload, probe=probe, options=options
+    )
     with _open() as store:
         store.add_node(spec, lineage=lineage)
         lineages = store.node_lineages(name)
@@ -528,6 +556,7 @@ def trust_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Trust a private or test CA's root for imports."""
+    from certfleet.certinfo import describe
     from certfleet.formats import read_pool
 
     pool = read_pool(read_inputs(files))
@@ -537,21 +566,11 @@ def trust_add(
     with _open() as store:
         pairs = []
         for pc in certs:
-            basic = _basic_ca(pc.cert)
-            if not basic:
+            if not describe(pc.cert).is_ca:
                 raise InputError("not a CA certificate: a server certificate is no trust anchor", source=pc.source)
             pairs.append(store.add_trust_anchor(pc.cert))
     result = TrustList(tuple(a for a, _ in pairs), tuple(new for _, new in pairs))
     emit(result, as_json, _render_anchors)
-
-
-def _basic_ca(cert: Any) -> bool:
-    from cryptography import x509
-
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except (x509.ExtensionNotFound, ValueError):
-        return False
 
 
 @trust_app.command("list")

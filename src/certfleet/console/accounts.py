@@ -6,7 +6,6 @@ import datetime as dt
 import math
 import re
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -15,7 +14,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from certfleet.console import security
-from certfleet.console.models import AccountRow, ApiTokenRow, LoginFailureRow, SessionRow, SetupTokenRow
+from certfleet.console.models import AccountRow, ApiTokenRow, LoginFailureRow, SessionRow, Sessions, SetupTokenRow
 from certfleet.errors import InputError
 
 __all__ = [
@@ -28,8 +27,6 @@ __all__ = [
     "LoginThrottled",
     "SessionInfo",
 ]
-
-Sessions = Callable[..., AbstractContextManager[Session]]
 
 API_TOKEN_PREFIX = "cft_"  # noqa: S105 (a prefix that makes leaked tokens easy to find, not a secret)
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -103,10 +100,6 @@ class LoginThrottled(InputError):
         self.retry_after = seconds
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
 def check_username(username: str) -> str:
     username = username.strip()
     if not _USERNAME.match(username):
@@ -153,7 +146,7 @@ class Accounts:
 
     def _live_setup(self, s: Session, token: str) -> SetupTokenRow | None:
         row = s.get(SetupTokenRow, security.token_hash(token))
-        if row is None or row.used_at is not None or _aware(row.expires_at) <= self._clock():
+        if row is None or row.used_at is not None or row.expires_at <= self._clock():
             return None
         if s.scalar(select(func.count()).select_from(AccountRow)):
             return None
@@ -187,8 +180,8 @@ class Accounts:
         waits = []
         for key in keys:
             row = s.get(LoginFailureRow, key)
-            if row is not None and row.locked_until is not None and _aware(row.locked_until) > now:
-                waits.append(_aware(row.locked_until) - now)
+            if row is not None and row.locked_until is not None and row.locked_until > now:
+                waits.append(row.locked_until - now)
         return max(waits) if waits else None
 
     def login(self, username: str, password: str, *, address: str) -> tuple[str, SessionInfo]:
@@ -257,14 +250,14 @@ class Accounts:
             row = s.get(SessionRow, security.token_hash(token))
             if row is None:
                 return None
-            expires = _aware(row.expires_at)
-            if expires <= now or _aware(row.created_at) + self.session_max <= now:
+            expires = row.expires_at
+            if expires <= now or row.created_at + self.session_max <= now:
                 return None
             actor = Actor(row.account_id, row.account.username, AuthMethod.SESSION)
             csrf = row.csrf_token
-            stale = _aware(row.last_seen_at) + dt.timedelta(seconds=60) <= now
+            stale = row.last_seen_at + dt.timedelta(seconds=60) <= now
         if stale:  # sliding expiry, written at most once a minute per session
-            expires = min(now + self.session_idle, _aware(row.created_at) + self.session_max)
+            expires = min(now + self.session_idle, row.created_at + self.session_max)
             with self._db(write=True) as s:
                 live = s.get(SessionRow, security.token_hash(token))
                 if live is not None:
@@ -302,9 +295,9 @@ class Accounts:
                     r.id,
                     r.name,
                     r.account.username,
-                    _aware(r.created_at),
-                    _aware(r.last_used_at) if r.last_used_at else None,
-                    _aware(r.revoked_at) if r.revoked_at else None,
+                    r.created_at,
+                    r.last_used_at if r.last_used_at else None,
+                    r.revoked_at if r.revoked_at else None,
                 )
                 for r in rows
             ]
@@ -326,7 +319,7 @@ class Accounts:
             if row is None or row.revoked_at is not None:
                 return None
             actor = Actor(row.account_id, row.account.username, AuthMethod.TOKEN, row.name)
-            stale = row.last_used_at is None or _aware(row.last_used_at) + dt.timedelta(minutes=1) <= now
+            stale = row.last_used_at is None or row.last_used_at + dt.timedelta(minutes=1) <= now
             row_id = row.id
         if stale:
             with self._db(write=True) as s:

@@ -12,20 +12,14 @@ from pydantic import BaseModel, Field
 from certfleet.certinfo import describe
 from certfleet.console import flows
 from certfleet.console.accounts import Actor
-from certfleet.console.app import API_PREFIX, authenticate
+from certfleet.console.app import API_PREFIX, authenticate, console_of
 from certfleet.console.clients import qr_svg
-from certfleet.console.service import Console
 
 __all__ = ["router"]
 
 router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(authenticate)])
 ActorDep = Annotated[Actor, Depends(authenticate)]
 JSON = dict[str, Any]
-
-
-def _console(request: Request) -> Console:
-    console: Console = request.app.state.console
-    return console
 
 
 # -- models of what callers send ---------------------------------------------------------------------
@@ -39,20 +33,23 @@ class NodeIn(BaseModel):
     test_cmd: str | None = Field(None, max_length=4000)
     reload_cmd: str | None = Field(None, max_length=4000)
     probe: str | None = Field(None, max_length=300, examples=["collab.example.com:443"])
+    known_hosts: str | None = Field(None, max_length=4000, description="SSH: the known_hosts file on this machine")
+    identity: str | None = Field(None, max_length=4000, description="SSH: the private key file to log in with")
     lineages: list[str] = Field(default_factory=list, max_length=50)
 
     def values(self, original: str) -> flows.NodeFormValues:
         return flows.NodeFormValues(
-            self.name,
-            "\n".join(self.names),
-            "\n".join(self.targets),
-            self.transport,
-            self.test_cmd or "",
-            self.reload_cmd or "",
-            self.probe or "",
-            tuple(self.lineages),
-            "",
-            original,
+            name=self.name,
+            names="\n".join(self.names),
+            targets="\n".join(self.targets),
+            transport=self.transport,
+            test_cmd=self.test_cmd or "",
+            reload_cmd=self.reload_cmd or "",
+            probe=self.probe or "",
+            known_hosts=self.known_hosts or "",
+            identity=self.identity or "",
+            lineages=tuple(self.lineages),
+            original=original,
         )
 
 
@@ -85,12 +82,12 @@ async def me(actor: ActorDep) -> JSON:
 
 @router.get("/lineages", summary="Every lineage with its active version, health and what each node serves")
 async def lineages(request: Request, refresh: bool = False) -> list[JSON]:
-    return [v.to_dict() for v in await _console(request).dashboard(refresh=refresh)]
+    return [v.to_dict() for v in await console_of(request).dashboard(refresh=refresh)]
 
 
 @router.get("/lineages/{name}", summary="One lineage, with its versions")
 async def lineage(request: Request, name: str, refresh: bool = False) -> JSON:
-    console = _console(request)
+    console = console_of(request)
     record = await asyncio.to_thread(console.store.lineage, name)
     view = await console.lineage_view(record, refresh=refresh)
     versions = await asyncio.to_thread(console.store.versions, name)
@@ -99,7 +96,7 @@ async def lineage(request: Request, name: str, refresh: bool = False) -> JSON:
 
 @router.get("/certificates/{sha256}", summary="A certificate known to the store, and its chain as verified")
 async def certificate(request: Request, sha256: str) -> JSON:
-    console = _console(request)
+    console = console_of(request)
     cert, chain, lineage_name = await asyncio.to_thread(console.find_certificate, sha256)
     _, verification = await asyncio.to_thread(console.chain_picture, cert, chain)
     return {
@@ -115,7 +112,7 @@ async def certificate(request: Request, sha256: str) -> JSON:
 
 @router.get("/nodes", summary="Every node")
 async def nodes(request: Request) -> list[JSON]:
-    console = _console(request)
+    console = console_of(request)
     specs = await asyncio.to_thread(console.store.nodes)
     out = []
     for spec in specs:
@@ -126,29 +123,29 @@ async def nodes(request: Request) -> list[JSON]:
 
 @router.get("/nodes/{name}", summary="One node")
 async def node(request: Request, name: str) -> JSON:
-    console = _console(request)
+    console = console_of(request)
     spec = await asyncio.to_thread(console.store.node, name)
     return {**spec.to_dict(), "lineages": await asyncio.to_thread(console.store.node_lineages, name)}
 
 
 @router.post("/nodes", status_code=201, summary="Add a node")
 async def node_add(request: Request, body: NodeIn, actor: ActorDep) -> JSON:
-    console = _console(request)
-    spec = await asyncio.to_thread(flows.save_node, console, actor, body.values(""), "")
+    console = console_of(request)
+    spec = await asyncio.to_thread(flows.save_node, console, actor, body.values(""))
     return {**spec.to_dict(), "lineages": await asyncio.to_thread(console.store.node_lineages, spec.name)}
 
 
 @router.put("/nodes/{name}", summary="Change a node (its name stays)")
 async def node_put(request: Request, name: str, body: NodeIn, actor: ActorDep) -> JSON:
-    console = _console(request)
+    console = console_of(request)
     await asyncio.to_thread(console.store.node, name)  # 400 when unknown
-    spec = await asyncio.to_thread(flows.save_node, console, actor, body.values(name), name)
+    spec = await asyncio.to_thread(flows.save_node, console, actor, body.values(name))
     return {**spec.to_dict(), "lineages": await asyncio.to_thread(console.store.node_lineages, spec.name)}
 
 
 @router.delete("/nodes/{name}", summary="Remove a node")
 async def node_delete(request: Request, name: str, actor: ActorDep) -> JSON:
-    console = _console(request)
+    console = console_of(request)
     await asyncio.to_thread(console.as_actor(actor).remove_node, name)
     return {"removed": name}
 
@@ -158,19 +155,19 @@ async def node_delete(request: Request, name: str, actor: ActorDep) -> JSON:
 
 @router.get("/history", summary="Deployments, newest first")
 async def history(request: Request, lineage: str | None = None, limit: int = 50) -> list[JSON]:
-    console = _console(request)
+    console = console_of(request)
     return [d.to_dict() for d in await asyncio.to_thread(console.history, lineage, max(1, min(limit, 1000)))]
 
 
 @router.get("/lineages/{name}/versions", summary="Versions of a lineage, oldest first")
 async def versions(request: Request, name: str) -> list[JSON]:
-    console = _console(request)
+    console = console_of(request)
     return [v.to_dict() for v in await asyncio.to_thread(console.store.versions, name)]
 
 
 @router.get("/audit", summary="The audit trail, newest first")
 async def audit(request: Request, limit: int = 100) -> list[JSON]:
-    console = _console(request)
+    console = console_of(request)
     entries = await asyncio.to_thread(lambda: console.store.audit_log(limit=max(1, min(limit, 10_000))))
     return [e.to_dict() for e in entries]
 
@@ -180,22 +177,20 @@ async def audit(request: Request, limit: int = 100) -> list[JSON]:
 
 @router.get("/tokens", summary="API tokens (never their values)")
 async def tokens(request: Request) -> list[JSON]:
-    return [t.to_dict() for t in await asyncio.to_thread(_console(request).accounts.api_tokens)]
+    return [t.to_dict() for t in await asyncio.to_thread(console_of(request).accounts.api_tokens)]
 
 
 @router.post("/tokens", status_code=201, summary="A new API token: its value is in this response only")
 async def token_create(request: Request, body: TokenIn, actor: ActorDep) -> JSON:
-    console = _console(request)
-    token, info = await asyncio.to_thread(console.accounts.new_api_token, actor, body.name)
-    await asyncio.to_thread(console.audit, actor, "console.token-create", {"token": info.name, "id": info.id})
+    console = console_of(request)
+    token, info = await asyncio.to_thread(console.create_token, actor, body.name)
     return {**info.to_dict(), "token": token}
 
 
 @router.delete("/tokens/{token_id}", summary="Revoke an API token")
 async def token_revoke(request: Request, token_id: int, actor: ActorDep) -> JSON:
-    console = _console(request)
-    name = await asyncio.to_thread(console.accounts.revoke_api_token, token_id)
-    await asyncio.to_thread(console.audit, actor, "console.token-revoke", {"token": name, "id": token_id})
+    console = console_of(request)
+    await asyncio.to_thread(console.revoke_token, actor, token_id)
     return {"revoked": token_id}
 
 
@@ -204,14 +199,15 @@ async def token_revoke(request: Request, token_id: int, actor: ActorDep) -> JSON
 
 @router.get("/client-profiles", summary="Client profiles")
 async def client_profiles(request: Request) -> list[JSON]:
-    return [p.to_dict() for p in await asyncio.to_thread(_console(request).clients.profiles)]
+    return [p.to_dict() for p in await asyncio.to_thread(console_of(request).clients.profiles)]
 
 
 @router.put("/client-profiles", summary="Create or change a client profile")
 async def client_profile_put(request: Request, body: ProfileIn, actor: ActorDep) -> JSON:
-    console = _console(request)
+    console = console_of(request)
     prof = await asyncio.to_thread(
-        lambda: console.clients.save_profile(
+        lambda: console.save_profile(
+            actor,
             body.name,
             hostname=body.hostname,
             template=body.template,
@@ -219,40 +215,36 @@ async def client_profile_put(request: Request, body: ProfileIn, actor: ActorDep)
             link_hours=body.link_hours,
         )
     )
-    await asyncio.to_thread(
-        console.audit, actor, "client.profile-save", {"profile": prof.name, "hostname": prof.hostname}
-    )
     return prof.to_dict()
 
 
 @router.delete("/client-profiles/{name}", summary="Remove a client profile, its users and their links")
 async def client_profile_remove(request: Request, name: str, actor: ActorDep) -> JSON:
-    console = _console(request)
-    await asyncio.to_thread(console.clients.remove_profile, name)
-    await asyncio.to_thread(console.audit, actor, "client.profile-remove", {"profile": name})
+    console = console_of(request)
+    await asyncio.to_thread(console.remove_profile, actor, name)
     return {"removed": name}
 
 
 @router.get("/client-users", summary="Client users")
 async def client_users(request: Request) -> list[JSON]:
-    return [u.to_dict() for u in await asyncio.to_thread(_console(request).clients.users)]
+    return [u.to_dict() for u in await asyncio.to_thread(console_of(request).clients.users)]
 
 
 @router.post("/client-users", status_code=201, summary="Add a client user")
 async def client_user_add(request: Request, body: ClientUserIn, actor: ActorDep) -> JSON:
-    console = _console(request)
+    console = console_of(request)
     user = await asyncio.to_thread(
-        lambda: console.clients.add_user(body.profile, body.username, display_name=body.display_name, email=body.email)
+        lambda: console.add_client_user(
+            actor, body.profile, body.username, display_name=body.display_name, email=body.email
+        )
     )
-    await asyncio.to_thread(console.audit, actor, "client.user-add", {"user": user.username, "profile": user.profile})
     return user.to_dict()
 
 
 @router.delete("/client-users/{user_id}", summary="Remove a client user and their links")
 async def client_user_remove(request: Request, user_id: int, actor: ActorDep) -> JSON:
-    console = _console(request)
-    name = await asyncio.to_thread(console.clients.remove_user, user_id)
-    await asyncio.to_thread(console.audit, actor, "client.user-remove", {"user": name})
+    console = console_of(request)
+    await asyncio.to_thread(console.remove_client_user, actor, user_id)
     return {"removed": user_id}
 
 
@@ -262,20 +254,14 @@ async def client_user_remove(request: Request, user_id: int, actor: ActorDep) ->
     summary="A one-time deployment link (URL and QR code as SVG): in this response only",
 )
 async def client_link(request: Request, user_id: int, actor: ActorDep) -> JSON:
-    console = _console(request)
-    link = await asyncio.to_thread(console.clients.new_link, user_id, created_by=actor.audit_name)
-    await asyncio.to_thread(
-        console.audit,
-        actor,
-        "client.link-create",
-        {"user": link.user, "profile": link.profile, "expires_at": link.expires_at.isoformat()},
-    )
+    console = console_of(request)
+    link = await asyncio.to_thread(console.new_client_link, actor, user_id)
     return {**link.to_dict(), "qr_svg": qr_svg(link.url)}
 
 
 @router.get("/client-warnings", summary="Client hosts whose certificate a strict client would refuse")
 async def client_warnings(request: Request, refresh: bool = False) -> list[JSON]:
-    return [w.to_dict() for w in await _console(request).client_warnings(refresh=refresh)]
+    return [w.to_dict() for w in await console_of(request).client_warnings(refresh=refresh)]
 
 
 # -- CSR, import, deploy ---------------------------------------------------------------------------------
@@ -305,7 +291,7 @@ class DeployIn(BaseModel):
 async def names_plan(request: Request, name: str, wildcards: bool = True) -> JSON:
     from certfleet.names import plan
 
-    console = _console(request)
+    console = console_of(request)
     record = await asyncio.to_thread(console.store.lineage, name)
     required = console.required_names(record)
     return plan(required, wildcards=wildcards).to_dict()
@@ -313,7 +299,7 @@ async def names_plan(request: Request, name: str, wildcards: bool = True) -> JSO
 
 @router.post("/lineages/{name}/csr", status_code=201, summary="Make a key inside the store and the CSR for the lineage")
 async def csr(request: Request, name: str, body: CsrIn, actor: ActorDep) -> JSON:
-    console = _console(request)
+    console = console_of(request)
     values = flows.CsrFormValues(
         lineage=name,
         nodes=tuple(body.nodes),
@@ -328,15 +314,8 @@ async def csr(request: Request, name: str, body: CsrIn, actor: ActorDep) -> JSON
 
 @router.get("/lineages/{name}/versions/{number}/csr", summary="The CSR of a version, as PEM")
 async def csr_pem(request: Request, name: str, number: int) -> Response:
-    from cryptography.hazmat.primitives import serialization
-
-    console = _console(request)
-    version = await asyncio.to_thread(console.store.version, name, number)
-    if version.csr is None:
-        from certfleet.errors import InputError
-
-        raise InputError(f"version {number} of {name} has no CSR")
-    return Response(version.csr.public_bytes(serialization.Encoding.PEM), media_type="application/pkcs10")
+    pem = await asyncio.to_thread(flows.csr_pem, console_of(request), name, number)
+    return Response(pem, media_type="application/pkcs10")
 
 
 @router.post(
@@ -352,7 +331,7 @@ async def import_files(
     password: Annotated[str, Form(max_length=1024)] = "",
     confirm: Annotated[bool, Form()] = False,
 ) -> JSON:
-    console = _console(request)
+    console = console_of(request)
     form = await request.form()
     inputs = await flows.read_uploads(form, limit=console.settings.upload_limit)
     passwords = [password.encode()] if password else []
@@ -364,7 +343,7 @@ async def import_files(
 async def deploy(request: Request, name: str, body: DeployIn, actor: ActorDep) -> JSON:
     from certfleet.console.jobs import start_deploy
 
-    console = _console(request)
+    console = console_of(request)
     job = await asyncio.to_thread(
         start_deploy,
         console.as_actor(actor),
@@ -380,7 +359,7 @@ async def deploy(request: Request, name: str, body: DeployIn, actor: ActorDep) -
 
 @router.get("/deploy/jobs/{job_id}", summary="A deploy's progress, per node")
 async def deploy_job(request: Request, job_id: str) -> JSON:
-    console = _console(request)
+    console = console_of(request)
     job = console.jobs.get(job_id)
     if job is None:
         from certfleet.errors import InputError

@@ -94,6 +94,12 @@ class _Refusal(Exception):
         self.status, self.message, self.hint = status, message, hint
 
 
+def console_of(request: Request) -> Console:
+    """The application's :class:`~certfleet.console.service.Console`."""
+    console: Console = request.app.state.console
+    return console
+
+
 def wants_json(request: Request) -> bool:
     return request.url.path.startswith(API_PREFIX) or request.url.path == "/metrics"
 
@@ -251,7 +257,7 @@ async def authenticate(request: Request) -> Actor:
     cached = getattr(request.state, "actor", None)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
-    console: Console = request.app.state.console
+    console = console_of(request)
     token = _bearer(request)
     if token is not None:
         actor = console.accounts.bearer(token)
@@ -287,7 +293,7 @@ templates.env.globals["site"] = "certfleet"
 
 
 def render(request: Request, name: str, context: dict[str, Any], *, status_code: int = 200) -> HTMLResponse:
-    console: Console = request.app.state.console
+    console = console_of(request)
     session: SessionInfo | None = getattr(request.state, "session", None)
     base: dict[str, Any] = {
         "actor": getattr(request.state, "actor", None),
@@ -338,7 +344,7 @@ def create_app(
     tls: TLSContexts | None = None,
 ) -> FastAPI:
     """The console as an ASGI app over ``store`` (served by ``certfleet serve``, or a test client)."""
-    from certfleet.console import api, metrics, pages
+    from certfleet.console import api, metrics, pages, public
     from certfleet.console.service import Console
 
     settings = settings or ConsoleSettings()
@@ -351,20 +357,19 @@ def create_app(
         redoc_url=None,
         openapi_url=None,  # served below, behind authentication
     )
-    sessions = store_sessions(store)
     accounts = Accounts(
-        sessions,
+        store.session,
         clock=clock,
         session_idle=settings.session_idle,
         session_max=settings.session_max,
         setup_ttl=settings.setup_ttl,
     )
     app.state.console = Console(
-        store, accounts=accounts, clients=Clients(sessions, clock=clock), settings=settings, clock=clock, tls=tls
+        store, accounts=accounts, clients=Clients(store.session, clock=clock), settings=settings, clock=clock, tls=tls
     )
 
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    app.include_router(pages.public)
+    app.include_router(public.public)
     app.include_router(pages.router)
     app.include_router(api.router)
     app.include_router(metrics.router)
@@ -417,8 +422,3 @@ def create_app(
 
     app.add_middleware(Guard, limit=settings.upload_limit)
     return app
-
-
-def store_sessions(store: Store) -> Callable[..., Any]:
-    """The store's transaction factory, for the console's own tables (same database, same rules)."""
-    return store._db.session

@@ -11,7 +11,6 @@ import json
 import re
 import string
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape
@@ -19,10 +18,9 @@ from xml.sax.saxutils import escape as xml_escape
 import segno
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from certfleet.console import security
-from certfleet.console.models import ClientLinkRow, ClientProfileRow, ClientUserRow
+from certfleet.console.models import ClientLinkRow, ClientProfileRow, ClientUserRow, Sessions
 from certfleet.errors import InputError
 
 __all__ = [
@@ -35,8 +33,6 @@ __all__ = [
     "LinkRefused",
     "qr_svg",
 ]
-
-Sessions = Callable[..., AbstractContextManager[Session]]
 
 CLIENT_PATH = "/client/"
 MAX_TEMPLATE = 64 * 1024
@@ -178,10 +174,6 @@ def qr_svg(url: str) -> str:
     return str(segno.make(url, error="m").svg_inline(scale=5, title="deployment link", dark="#000", light="#fff"))
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
 class Clients:
     def __init__(self, sessions: Sessions, *, clock: Callable[[], dt.datetime]) -> None:
         self._db = sessions
@@ -240,7 +232,7 @@ class Clients:
 
     @staticmethod
     def _user(r: ClientUserRow) -> ClientUser:
-        used = [_aware(link.used_at) for link in r.links if link.used_at is not None]
+        used = [link.used_at for link in r.links if link.used_at is not None]
         return ClientUser(
             r.id, r.profile.name, r.username, r.display_name, r.email, len(r.links), max(used) if used else None
         )
@@ -287,7 +279,7 @@ class Clients:
             if user is None:
                 raise InputError(f"no client user with id {user_id}")
             for old in user.links:
-                if old.used_at is None and _aware(old.expires_at) > now:
+                if old.used_at is None and old.expires_at > now:
                     old.expires_at = now
             expires = now + dt.timedelta(hours=user.profile.link_hours)
             s.add(
@@ -313,7 +305,7 @@ class Clients:
         now = self._clock()
         with self._db(write=True) as s:
             link = s.scalar(select(ClientLinkRow).where(ClientLinkRow.token_hash == security.token_hash(token)))
-            if link is None or link.used_at is not None or _aware(link.expires_at) <= now:
+            if link is None or link.used_at is not None or link.expires_at <= now:
                 raise LinkRefused(
                     "this deployment link is used, expired or unknown",
                     hint="ask the administrator for a new link",

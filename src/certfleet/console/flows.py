@@ -1,4 +1,4 @@
-"""The steps behind the forms: node editing, CSR generation, import (shown before saved), deploy.
+"""The steps behind the forms: node editing, CSR generation, import (shown before it is saved).
 
 Each step calls the same library functions as the CLI; this module only turns form fields into
 their arguments and keeps what a browser flow must hold between two requests.
@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,28 +19,32 @@ from cryptography.hazmat.primitives import serialization
 from starlette.datastructures import FormData
 
 from certfleet.console.accounts import Actor
+from certfleet.console.app import form_text
 from certfleet.errors import InputError
-from certfleet.fleet.lineage import (
-    ImportResult,
-    RequestResult,
-    import_package,
-    make_node,
-    request,
-    required_names,
-    target_kinds,
-)
+from certfleet.fleet.lineage import ImportResult, RequestResult, import_package, request
+from certfleet.fleet.nodes import lineage_names, make_node, target_kinds
 from certfleet.fleet.spec import NodeSpec
 
 if TYPE_CHECKING:
     from certfleet.console.service import Console
 
 __all__ = [
+    "CsrFormValues",
+    "ImportPreview",
     "NodeFormValues",
+    "build_node",
+    "csr_form_context",
+    "csr_form_values",
+    "csr_pem",
+    "generate_csr",
+    "import_findings",
+    "keep_preview",
     "node_form_context",
     "node_form_values",
     "pem_text",
+    "read_uploads",
     "save_node",
-    "target_kinds",
+    "take_preview",
 ]
 
 MAX_PREVIEWS = 20
@@ -50,63 +55,70 @@ def pem_text(*certs: x509.Certificate) -> str:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs).decode("ascii")
 
 
+# the node options the form edits; any other option a node has (from a fleet file) is kept
+SSH_FIELDS = ("known_hosts", "identity")
+
+
 @dataclass(frozen=True, slots=True)
 class NodeFormValues:
-    name: str
-    names: str
-    targets: str
-    transport: str
-    test_cmd: str
-    reload_cmd: str
-    probe: str
-    lineages: tuple[str, ...]
-    new_lineage: str
-    original: str
+    name: str = ""
+    names: str = ""
+    targets: str = ""
+    transport: str = "local"
+    test_cmd: str = ""
+    reload_cmd: str = ""
+    probe: str = ""
+    known_hosts: str = ""
+    identity: str = ""
+    lineages: tuple[str, ...] = ()
+    new_lineage: str = ""
+    original: str = ""
 
     @classmethod
     def of(cls, spec: NodeSpec | None, lineages: tuple[str, ...] = ()) -> NodeFormValues:
         if spec is None:
-            return cls("", "", "", "local", "", "", "", lineages, "", "")
+            return cls(lineages=lineages)
         return cls(
-            spec.name,
-            "\n".join(spec.names),
-            "\n".join(f"{t.kind}:{t.path}" for t in spec.targets),
-            spec.transport,
-            spec.test_cmd or "",
-            spec.reload_cmd or "",
-            spec.probe or "",
-            lineages,
-            "",
-            spec.name,
+            name=spec.name,
+            names="\n".join(spec.names),
+            targets="\n".join(f"{t.kind}:{t.path}" for t in spec.targets),
+            transport=spec.transport,
+            test_cmd=spec.test_cmd or "",
+            reload_cmd=spec.reload_cmd or "",
+            probe=spec.probe or "",
+            known_hosts=str(spec.options.get("known_hosts", "")),
+            identity=str(spec.options.get("identity", "")),
+            lineages=lineages,
+            original=spec.name,
         )
 
 
-def node_form_values(form: FormData) -> NodeFormValues:
-    def text(name: str, limit: int = 4000) -> str:
-        value = form.get(name)
-        if not isinstance(value, str):
-            return ""
-        if len(value) > limit:
-            raise InputError(f"the field {name} is longer than {limit} characters")
-        return value.strip()
+def _field(form: FormData, name: str, limit: int = 4000) -> str:
+    return form_text(form, name, limit).strip()
 
-    lineages = tuple(v for v in form.getlist("lineages") if isinstance(v, str) and v)[:50]
+
+def node_form_values(form: FormData) -> NodeFormValues:
     return NodeFormValues(
-        text("name", 64),
-        text("names", 20_000),
-        text("targets", 20_000),
-        text("transport", 512) or "local",
-        text("test_cmd"),
-        text("reload_cmd"),
-        text("probe", 300),
-        lineages,
-        text("new_lineage", 64),
-        text("original", 64),
+        name=_field(form, "name", 64),
+        names=_field(form, "names", 20_000),
+        targets=_field(form, "targets", 20_000),
+        transport=_field(form, "transport", 512) or "local",
+        test_cmd=_field(form, "test_cmd"),
+        reload_cmd=_field(form, "reload_cmd"),
+        probe=_field(form, "probe", 300),
+        known_hosts=_field(form, "known_hosts"),
+        identity=_field(form, "identity"),
+        lineages=tuple(v for v in form.getlist("lineages") if isinstance(v, str) and v)[:50],
+        new_lineage=_field(form, "new_lineage", 64),
+        original=_field(form, "original", 64),
     )
 
 
-def build_node(values: NodeFormValues) -> NodeSpec:
-    """The node the form describes, checked by the library (names, targets, transport, probe)."""
+def build_node(values: NodeFormValues, kept: Mapping[str, Any] | None = None) -> NodeSpec:
+    """The node the form describes, checked by the library (names, targets, transport, probe);
+    ``kept`` are the node's options the form does not show."""
+    options = {k: v for k, v in (kept or {}).items() if k not in SSH_FIELDS}
+    options.update({k: v for k, v in ((k, getattr(values, k)) for k in SSH_FIELDS) if v})
     return make_node(
         values.name,
         [n for n in _SPLIT.split(values.names) if n],
@@ -115,17 +127,21 @@ def build_node(values: NodeFormValues) -> NodeSpec:
         test_cmd=values.test_cmd or None,
         reload_cmd=values.reload_cmd or None,
         probe=values.probe or None,
+        options=options,
     )
 
 
-def save_node(console: Console, actor: Actor, values: NodeFormValues, original: str) -> NodeSpec:
-    """Create or change a node and set which lineages it belongs to."""
-    spec = build_node(values)
+def save_node(console: Console, actor: Actor, values: NodeFormValues) -> NodeSpec:
+    """Create the node (``values.original`` empty) or change it, and set its lineages."""
     store = console.as_actor(actor)
-    if original and original != spec.name:
+    original = values.original
+    if original and original != values.name:
         raise InputError("a node keeps its name", hint="add a new node and remove the old one")
-    if not original and spec.name in {n.name for n in store.nodes()}:
-        raise InputError(f"node {spec.name} exists", hint="edit it from the nodes page")
+    existing = {n.name: n for n in store.nodes()}
+    if not original and values.name in existing:
+        raise InputError(f"node {values.name} exists", hint="edit it from the nodes page")
+    before = existing.get(original) if original else None
+    spec = build_node(values, before.options if before is not None else None)
     store.put_node(spec)
     wanted = set(values.lineages)
     if values.new_lineage:
@@ -153,10 +169,6 @@ async def node_form_context(
         "kinds": target_kinds(),
         "editing": bool(values.original),
     }
-
-
-def utc(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 # -- CSR ------------------------------------------------------------------------------------------
@@ -190,21 +202,13 @@ class CsrFormValues:
 
 
 def csr_form_values(form: FormData) -> CsrFormValues:
-    def text(name: str, limit: int) -> str:
-        value = form.get(name)
-        if not isinstance(value, str):
-            return ""
-        if len(value) > limit:
-            raise InputError(f"the field {name} is longer than {limit} characters")
-        return value.strip()
-
     return CsrFormValues(
-        lineage=text("lineage", 64),
+        lineage=_field(form, "lineage", 64),
         nodes=tuple(v for v in form.getlist("nodes") if isinstance(v, str) and v)[:100],
-        names=text("names", 20_000),
-        key=text("key", 20) or "ec:p256",
-        subject=tuple((name, text(name, 256)) for name, _, _ in SUBJECT_FIELDS),
-        wildcards=text("wildcards", 10) == "on",
+        names=_field(form, "names", 20_000),
+        key=_field(form, "key", 20) or "ec:p256",
+        subject=tuple((name, _field(form, name, 256)) for name, _, _ in SUBJECT_FIELDS),
+        wildcards=_field(form, "wildcards", 10) == "on",
     )
 
 
@@ -223,6 +227,14 @@ def generate_csr(console: Console, actor: Actor, values: CsrFormValues) -> Reque
     )
 
 
+def csr_pem(console: Console, lineage: str, number: int) -> bytes:
+    """The CSR of a version, as PEM (what the CA's form takes)."""
+    version = console.store.version(lineage, number)
+    if version.csr is None:
+        raise InputError(f"version {number} of {lineage} has no CSR")
+    return version.csr.public_bytes(serialization.Encoding.PEM)
+
+
 async def csr_form_context(console: Console, lineage: str | None) -> dict[str, Any]:
     """The form, prefilled from the lineage: its nodes and their names, its key and subject, and
     the two ways to cover the names (each name, or wildcards where names share a parent)."""
@@ -234,10 +246,7 @@ async def csr_form_context(console: Console, lineage: str | None) -> dict[str, A
     nodes = await asyncio.to_thread(console.store.nodes)
     record = next((r for r in records if r.name == lineage), None)
     member = set(record.nodes) if record else set()
-    required: list[str] = []
-    if record is not None:
-        by_node = required_names(record, [n for n in nodes if n.name in member])
-        required = list(dict.fromkeys(n for names in by_node.values() for n in names))
+    required = list(lineage_names(record, [n for n in nodes if n.name in member])) if record is not None else []
     plans = {}
     if required:
         for wild in (False, True):

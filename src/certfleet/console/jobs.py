@@ -9,25 +9,17 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from certfleet.errors import CertfleetError, InputError
-from certfleet.fleet.deploy import DeployReport, NodeOutcome, Outcome, ProgressEvent, Step, deploy
-from certfleet.fleet.spec import NodeSpec
-from certfleet.store import DeployOutcome, NodeResult, Store
+from certfleet.errors import CertfleetError
+from certfleet.fleet.deploy import NodeOutcome, ProgressEvent, Step
+from certfleet.fleet.rollout import prepare_deploy
+from certfleet.store import Store
 
 __all__ = ["DeployJob", "JobState", "start_deploy"]
 
 log = logging.getLogger("certfleet.console")
-
-# the engine's outcomes as the store keeps them
-_RECORDED = {
-    Outcome.OK: DeployOutcome.OK,
-    Outcome.FAILED: DeployOutcome.FAILED,
-    Outcome.ROLLED_BACK: DeployOutcome.ROLLED_BACK,
-    Outcome.UNCHANGED: DeployOutcome.SKIPPED,
-    Outcome.PLANNED: DeployOutcome.SKIPPED,
-}
 
 
 @dataclass
@@ -50,7 +42,7 @@ class NodeProgress:
         }
 
 
-class JobState:
+class JobState(StrEnum):
     RUNNING = "running"
     DONE = "done"
     ERROR = "error"
@@ -68,7 +60,7 @@ class DeployJob:
     account_id: int
     started_at: dt.datetime
     nodes: dict[str, NodeProgress]
-    state: str = JobState.RUNNING
+    state: JobState = JobState.RUNNING
     error: str = ""
     deployment_id: int | None = None
     finished_at: dt.datetime | None = None
@@ -98,7 +90,7 @@ class DeployJob:
                 "version": self.version,
                 "fingerprint": self.fingerprint,
                 "actor": self.actor,
-                "state": self.state,
+                "state": self.state.value,
                 "ok": self.ok,
                 "error": self.error,
                 "deployment": self.deployment_id,
@@ -107,22 +99,6 @@ class DeployJob:
                 "steps": [s.value for s in Step if s not in (Step.VERIFY, Step.ROLLBACK)],
                 "nodes": [p.to_dict() for p in self.nodes.values()],
             }
-
-
-def _record(store: Store, job: DeployJob, report: DeployReport) -> int:
-    results = [
-        NodeResult(
-            node=o.node,
-            outcome=_RECORDED[o.outcome],
-            started_at=o.started_at or report.started_at,
-            finished_at=o.finished_at or report.finished_at,
-            failed_step=o.step.value if o.step is not None else None,
-            output="\n".join(x for x in (o.message, o.output) if x),
-            served_fingerprint=o.served,
-        )
-        for o in report.nodes
-    ]
-    return store.record_deployment(job.lineage, job.version, results, started_at=report.started_at)
 
 
 def start_deploy(
@@ -134,33 +110,25 @@ def start_deploy(
     account_id: int,
     clock: Callable[[], dt.datetime],
 ) -> DeployJob:
-    """Deploy the active version of ``lineage`` to the named nodes (all its nodes when none)."""
-    record = store.lineage(lineage)
-    if record.active is None or record.active.fingerprint is None:
-        raise InputError(f"lineage {lineage} has no certificate to deploy", hint="import the CA's answer first")
-    members = store.nodes(lineage)
-    chosen: list[NodeSpec] = [n for n in members if not node_names or n.name in node_names]
-    unknown = set(node_names) - {n.name for n in members}
-    if unknown:
-        raise InputError(f"not nodes of lineage {lineage}: {', '.join(sorted(unknown))}")
-    if not chosen:
-        raise InputError(f"lineage {lineage} has no node to deploy to", hint="add nodes to it first")
-    material = store.material(lineage)
+    """Deploy the active version of ``lineage`` to the named nodes (all its nodes when none), in a
+    thread of its own. Refused at once, before the thread starts, when there is nothing to deploy
+    or another deploy of the lineage runs."""
+    rollout = prepare_deploy(store, lineage, node_names)
     job = DeployJob(
         id=job_id,
         lineage=lineage,
-        version=record.active.number,
-        fingerprint=record.active.fingerprint,
+        version=rollout.version.number,
+        fingerprint=rollout.version.fingerprint or "",
         actor=store.actor,
         account_id=account_id,
         started_at=clock(),
-        nodes={n.name: NodeProgress(n.name) for n in chosen},
+        nodes={n.name: NodeProgress(n.name) for n in rollout.nodes},
     )
 
     def run() -> None:
         try:
-            report = asyncio.run(deploy(material, chosen, progress=job.on_progress))
-            job.deployment_id = _record(store, job, report)
+            with rollout:
+                job.deployment_id = asyncio.run(rollout.run(progress=job.on_progress)).recorded
             job.state = JobState.DONE
         except CertfleetError as exc:
             job.error, job.state = str(exc), JobState.ERROR
@@ -170,5 +138,9 @@ def start_deploy(
         finally:
             job.finished_at = clock()
 
-    threading.Thread(target=run, name=f"certfleet-deploy-{job_id}", daemon=True).start()
+    try:
+        threading.Thread(target=run, name=f"certfleet-deploy-{job_id}", daemon=True).start()
+    except BaseException:
+        rollout.release()
+        raise
     return job

@@ -12,9 +12,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from certfleet.console.app import authenticate
-from certfleet.console.service import Console, LineageView, Serving
-from certfleet.store import DeploymentRecord
+from certfleet.console.app import authenticate, console_of
+from certfleet.console.service import LineageView, Serving
+from certfleet.store import DeploymentRecord, DeployOutcome
 
 __all__ = ["router"]
 
@@ -75,21 +75,21 @@ class _Snapshot(Collector):
         )
         node_results = CounterMetricFamily(
             "certfleet_deployment_node_results",
-            "Per-node deployment results by outcome (ok, failed, rolled-back, skipped).",
+            "Per-node deployment results by outcome (" + ", ".join(DeployOutcome) + ").",
             labels=["outcome"],
         )
         by_deployment = Counter("ok" if d.ok else "failed" for d in self.deployments)
         by_node = Counter(r.outcome.value for d in self.deployments for r in d.results)
         for outcome in ("ok", "failed"):
             deployments.add_metric([outcome], float(by_deployment.get(outcome, 0)))
-        for outcome in ("ok", "failed", "rolled-back", "skipped"):
-            node_results.add_metric([outcome], float(by_node.get(outcome, 0)))
+        for outcome in DeployOutcome:
+            node_results.add_metric([outcome.value], float(by_node.get(outcome.value, 0)))
         yield from (lineage_expiry, lineage_valid, node_expiry, node_probe, node_active, deployments, node_results)
 
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    console: Console = request.app.state.console
+    console = console_of(request)
     views = await console.dashboard()
     deployments = await asyncio.to_thread(console.store.deployments, None, limit=10_000)
     registry = CollectorRegistry(auto_describe=False)

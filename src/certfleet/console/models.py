@@ -7,9 +7,11 @@ deployment) as the SHA-256 of its value.
 from __future__ import annotations
 
 import datetime as dt
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from certfleet.store._models import Base, UTCDateTime
 
@@ -21,8 +23,15 @@ __all__ = [
     "ClientUserRow",
     "LoginFailureRow",
     "SessionRow",
+    "Sessions",
     "SetupTokenRow",
 ]
+
+
+class Sessions(Protocol):
+    """How the console opens a transaction on its tables: :meth:`certfleet.store.Store.session`."""
+
+    def __call__(self, *, write: bool = ...) -> AbstractContextManager[Session]: ...
 
 
 class AccountRow(Base):

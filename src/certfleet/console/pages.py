@@ -1,35 +1,25 @@
-"""The server-rendered pages. Plain HTML forms; every change goes through the library and is audited."""
+"""The server-rendered pages behind the login. Plain HTML forms; every change goes through the
+library and is audited. The pages that need no login are in :mod:`certfleet.console.public`."""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from certfleet.certinfo import describe
 from certfleet.console import flows
-from certfleet.console.accounts import Actor, LoginRefused
-from certfleet.console.app import (
-    FORM_COOKIE,
-    SESSION_COOKIE,
-    authenticate,
-    client_address,
-    form_text,
-    read_form,
-    render,
-)
-from certfleet.console.clients import CLIENT_PATH, CONTENT_TYPES, PLACEHOLDERS, LinkRefused, qr_svg
-from certfleet.console.security import MIN_PASSWORD, same
-from certfleet.console.service import Console
+from certfleet.console.accounts import Actor
+from certfleet.console.app import SESSION_COOKIE, authenticate, console_of, form_text, read_form, render
+from certfleet.console.clients import CONTENT_TYPES, PLACEHOLDERS, qr_svg
+from certfleet.console.service import ConsoleAction
 from certfleet.errors import CertfleetError, InputError
 
-__all__ = ["public", "router"]
+__all__ = ["router"]
 
-public = APIRouter(include_in_schema=False)
 router = APIRouter(include_in_schema=False, dependencies=[Depends(authenticate)])
 
 DEFAULT_TEMPLATE = """{
@@ -54,11 +44,6 @@ DONE = {
 }
 
 
-def console_of(request: Request) -> Console:
-    console: Console = request.app.state.console
-    return console
-
-
 def actor_of(request: Request) -> Actor:
     actor: Actor = request.state.actor
     return actor
@@ -71,180 +56,22 @@ def done_messages(request: Request) -> list[tuple[str, str]]:
     return []
 
 
+def refusal(exc: CertfleetError) -> list[tuple[str, str]]:
+    """Why a form was refused, shown above it: the error's line and its hint."""
+    return [("bad", f"{exc}" + (f" — {exc.hint}" if exc.hint else ""))]
+
+
 def redirect(path: str, done: str | None = None, name: str = "", anchor: str = "") -> RedirectResponse:
     if done:
         path = f"{path}?done={done}&name={quote(name[:80])}"
     return RedirectResponse(path + (f"#{quote(anchor)}" if anchor else ""), status_code=303)
 
 
-def _local_path(target: str) -> str:
-    """Where to go after logging in: a path on this console, never another site."""
-    if not target.startswith("/") or target.startswith(("//", "/\\")) or "\\" in target or len(target) > 300:
-        return "/"
-    return target
-
-
-def _form_cookie(response: Response, value: str) -> None:
-    response.set_cookie(FORM_COOKIE, value, httponly=True, secure=True, samesite="strict", path="/", max_age=3600)
-
-
-def _anonymous_form_ok(request: Request, sent: str) -> bool:
-    """Login and setup have no session yet: their token is a double-submitted cookie."""
-    cookie = request.cookies.get(FORM_COOKIE, "")
-    return bool(cookie) and bool(sent) and same(cookie, sent)
-
-
-# -- public pages ---------------------------------------------------------------------------------
-
-
-@public.get("/login", response_class=HTMLResponse)
-async def login_form(request: Request) -> Response:
-    console = console_of(request)
-    token = request.cookies.get(FORM_COOKIE) or secrets.token_urlsafe(32)
-    error = ""
-    if not await asyncio.to_thread(console.accounts.has_accounts):
-        error = "No account exists yet: open the setup link that `certfleet serve` printed."
-    response = render(
-        request,
-        "login.html",
-        {
-            "title": "Log in",
-            "csrf": token,
-            "error": error,
-            "username": "",
-            "next": _local_path(request.query_params.get("next", "/")),
-        },
-    )
-    _form_cookie(response, token)
-    return response
-
-
-@public.post("/login")
-async def login(request: Request) -> Response:
-    console = console_of(request)
-    form = await read_form(request)
-    if not _anonymous_form_ok(request, form_text(form, "csrf_token", 200)):
-        return render(
-            request,
-            "login.html",
-            {"title": "Log in", "csrf": request.cookies.get(FORM_COOKIE, ""), "username": "",
-             "error": "The form expired: please log in again.", "next": "/"},
-            status_code=403,
-        )  # fmt: skip
-    username = form_text(form, "username", 200)
-    address = client_address(request)
-    try:
-        token, session = await asyncio.to_thread(
-            console.accounts.login, username, form_text(form, "password", 2000), address=address
-        )
-    except LoginRefused as exc:
-        await asyncio.to_thread(
-            console.store.audit, "console.login-failed", {"account": username[:64], "address": address},
-            actor="console:-",
-        )  # fmt: skip
-        return render(
-            request,
-            "login.html",
-            {
-                "title": "Log in",
-                "csrf": request.cookies.get(FORM_COOKIE, ""),
-                "error": str(exc),
-                "username": username,
-                "next": _local_path(request.query_params.get("next", "/")),
-            },
-            status_code=401,
-        )
-    await asyncio.to_thread(console.audit, session.actor, "console.login", {"address": address})
-    target = _local_path(request.query_params.get("next", "/"))
-    response = RedirectResponse(target, status_code=303)
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        httponly=True,
-        secure=True,
-        samesite="strict",
-        path="/",
-        max_age=int(console.settings.session_max.total_seconds()),
-    )
-    response.delete_cookie(FORM_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
-    return response
-
-
-@public.get("/setup/{token}", response_class=HTMLResponse)
-async def setup_form(request: Request, token: str) -> Response:
-    console = console_of(request)
-    valid = await asyncio.to_thread(console.accounts.setup_token_valid, token)
-    form_token = request.cookies.get(FORM_COOKIE) or secrets.token_urlsafe(32)
-    response = render(
-        request,
-        "setup.html",
-        {"title": "Set up", "valid": valid, "csrf": form_token, "min_password": MIN_PASSWORD, "username": "admin"},
-        status_code=200 if valid else 410,
-    )
-    _form_cookie(response, form_token)
-    return response
-
-
-@public.post("/setup/{token}")
-async def setup(request: Request, token: str) -> Response:
-    console = console_of(request)
-    form = await read_form(request)
-    username = form_text(form, "username", 200)
-    ctx: dict[str, Any] = {
-        "title": "Set up",
-        "valid": True,
-        "csrf": request.cookies.get(FORM_COOKIE, ""),
-        "min_password": MIN_PASSWORD,
-        "username": username,
-    }
-    if not _anonymous_form_ok(request, form_text(form, "csrf_token", 200)):
-        return render(request, "setup.html", {**ctx, "error": "The form expired: please try again."}, status_code=403)
-    password = form_text(form, "password", 2000)
-    if password != form_text(form, "password2", 2000):
-        return render(request, "setup.html", {**ctx, "error": "The two passwords differ."}, status_code=400)
-    try:
-        name = await asyncio.to_thread(console.accounts.create_first_admin, token, username, password)
-    except LoginRefused:
-        return render(request, "setup.html", {**ctx, "valid": False}, status_code=410)
-    except InputError as exc:
-        return render(request, "setup.html", {**ctx, "error": str(exc)}, status_code=400)
-    await asyncio.to_thread(
-        console.store.audit, "console.account-create", {"account": name, "via": "setup link"}, actor=f"console:{name}"
-    )
-    return RedirectResponse("/login", status_code=303)
-
-
-@public.get(CLIENT_PATH + "{token}")
-async def client_fetch(request: Request, token: str) -> Response:
-    """A client fetches its configuration with its one-time link (no account: the link is the key)."""
-    console = console_of(request)
-    try:
-        ctype, body, user = await asyncio.to_thread(
-            console.clients.fetch,
-            token,
-            address=client_address(request),
-            fingerprint=console.served_fingerprint_for,
-        )
-    except LinkRefused as exc:
-        return PlainTextResponse(f"{exc}\n{exc.hint or ''}\n", status_code=410, headers={"cache-control": "no-store"})
-    await asyncio.to_thread(
-        console.store.audit, "client.fetch", {"user": user, "address": client_address(request)}, actor="client"
-    )
-    return Response(
-        body,
-        media_type=ctype,
-        headers={"cache-control": "no-store", "pragma": "no-cache", "content-disposition": "inline"},
-    )
-
-
-# -- pages behind the login ------------------------------------------------------------------------
-
-
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     console = console_of(request)
     await asyncio.to_thread(console.accounts.logout, request.cookies.get(SESSION_COOKIE, ""))
-    await asyncio.to_thread(console.audit, actor_of(request), "console.logout", {})
+    await asyncio.to_thread(console.audit, actor_of(request), ConsoleAction.LOGOUT, {})
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
     return response
@@ -345,10 +172,10 @@ async def node_save(request: Request) -> Response:
     form = await read_form(request)
     values = flows.node_form_values(form)
     try:
-        spec = await asyncio.to_thread(flows.save_node, console, actor_of(request), values, form_text(form, "original"))
+        spec = await asyncio.to_thread(flows.save_node, console, actor_of(request), values)
     except CertfleetError as exc:
         ctx = await flows.node_form_context(console, None, values=values)
-        ctx["messages"] = [("bad", f"{exc}" + (f" — {exc.hint}" if exc.hint else ""))]
+        ctx["messages"] = refusal(exc)
         return render(request, "node_form.html", ctx, status_code=400)
     return redirect("/nodes", "node-saved", spec.name)
 
@@ -402,8 +229,7 @@ async def token_create(request: Request) -> Response:
     console = console_of(request)
     actor = actor_of(request)
     form = await read_form(request)
-    token, info = await asyncio.to_thread(console.accounts.new_api_token, actor, form_text(form, "name", 200))
-    await asyncio.to_thread(console.audit, actor, "console.token-create", {"token": info.name, "id": info.id})
+    token, info = await asyncio.to_thread(console.create_token, actor, form_text(form, "name", 200))
     items = await asyncio.to_thread(console.accounts.api_tokens)
     # shown in this response only; never stored in clear, never in a redirect URL
     return render(
@@ -416,8 +242,7 @@ async def token_create(request: Request) -> Response:
 @router.post("/tokens/{token_id}/revoke")
 async def token_revoke(request: Request, token_id: int) -> Response:
     console = console_of(request)
-    name = await asyncio.to_thread(console.accounts.revoke_api_token, token_id)
-    await asyncio.to_thread(console.audit, actor_of(request), "console.token-revoke", {"token": name, "id": token_id})
+    name = await asyncio.to_thread(console.revoke_token, actor_of(request), token_id)
     return redirect("/tokens", "token-revoked", name)
 
 
@@ -460,7 +285,8 @@ async def client_profile_save(request: Request) -> Response:
         hours = 0
     try:
         prof = await asyncio.to_thread(
-            lambda: console.clients.save_profile(
+            lambda: console.save_profile(
+                actor_of(request),
                 form_text(form, "name", 200),
                 hostname=form_text(form, "hostname", 400),
                 template=form_text(form, "template", 70_000),
@@ -470,11 +296,8 @@ async def client_profile_save(request: Request) -> Response:
         )
     except CertfleetError as exc:
         ctx = await _clients_context(request)
-        ctx["messages"] = [("bad", f"{exc}" + (f" — {exc.hint}" if exc.hint else ""))]
+        ctx["messages"] = refusal(exc)
         return render(request, "clients.html", ctx, status_code=400)
-    await asyncio.to_thread(
-        console.audit, actor_of(request), "client.profile-save", {"profile": prof.name, "hostname": prof.hostname}
-    )
     return redirect("/clients", "profile-saved", prof.name)
 
 
@@ -484,7 +307,8 @@ async def client_user_add(request: Request) -> Response:
     form = await read_form(request)
     try:
         user = await asyncio.to_thread(
-            lambda: console.clients.add_user(
+            lambda: console.add_client_user(
+                actor_of(request),
                 form_text(form, "profile", 200),
                 form_text(form, "username", 200),
                 display_name=form_text(form, "display_name", 400),
@@ -493,19 +317,15 @@ async def client_user_add(request: Request) -> Response:
         )
     except CertfleetError as exc:
         ctx = await _clients_context(request)
-        ctx["messages"] = [("bad", str(exc))]
+        ctx["messages"] = refusal(exc)
         return render(request, "clients.html", ctx, status_code=400)
-    await asyncio.to_thread(
-        console.audit, actor_of(request), "client.user-add", {"user": user.username, "profile": user.profile}
-    )
     return redirect("/clients", "user-added", user.username)
 
 
 @router.post("/clients/users/{user_id}/remove")
 async def client_user_remove(request: Request, user_id: int) -> Response:
     console = console_of(request)
-    name = await asyncio.to_thread(console.clients.remove_user, user_id)
-    await asyncio.to_thread(console.audit, actor_of(request), "client.user-remove", {"user": name})
+    name = await asyncio.to_thread(console.remove_client_user, actor_of(request), user_id)
     return redirect("/clients", "user-removed", name)
 
 
@@ -513,13 +333,7 @@ async def client_user_remove(request: Request, user_id: int) -> Response:
 async def client_link(request: Request, user_id: int) -> Response:
     console = console_of(request)
     actor = actor_of(request)
-    link = await asyncio.to_thread(console.clients.new_link, user_id, created_by=actor.audit_name)
-    await asyncio.to_thread(
-        console.audit,
-        actor,
-        "client.link-create",
-        {"user": link.user, "profile": link.profile, "expires_at": link.expires_at.isoformat()},
-    )
+    link = await asyncio.to_thread(console.new_client_link, actor, user_id)
     ctx = await _clients_context(request)
     from markupsafe import Markup
 
@@ -549,7 +363,7 @@ async def csr_generate(request: Request) -> Response:
         result = await asyncio.to_thread(flows.generate_csr, console, actor_of(request), values)
     except CertfleetError as exc:
         ctx = await flows.csr_form_context(console, values.lineage or None)
-        ctx["messages"] = [("bad", f"{exc}" + (f" — {exc.hint}" if exc.hint else ""))]
+        ctx["messages"] = refusal(exc)
         return render(request, "csr.html", ctx, status_code=400)
     return render(
         request,
@@ -560,14 +374,8 @@ async def csr_generate(request: Request) -> Response:
 
 @router.get("/csr/{lineage}/{number}.csr")
 async def csr_download(request: Request, lineage: str, number: int) -> Response:
-    console = console_of(request)
-    version = await asyncio.to_thread(console.store.version, lineage, number)
-    if version.csr is None:
-        raise InputError(f"version {number} of {lineage} has no CSR")
-    from cryptography.hazmat.primitives import serialization
-
     return Response(
-        version.csr.public_bytes(serialization.Encoding.PEM),
+        await asyncio.to_thread(flows.csr_pem, console_of(request), lineage, number),
         media_type="application/pkcs10",
         headers={"content-disposition": f'attachment; filename="{lineage}-{number}.csr"'},
     )
@@ -611,7 +419,7 @@ async def import_preview(request: Request) -> Response:
         )
     except CertfleetError as exc:
         ctx = await _import_context(request, lineage or None)
-        ctx["messages"] = [("bad", f"{exc}" + (f" — {exc.hint}" if exc.hint else ""))]
+        ctx["messages"] = refusal(exc)
         return render(request, "import.html", ctx, status_code=413 if "too large" in str(exc) else 400)
     preview = (
         flows.keep_preview(console, actor, lineage=lineage, inputs=inputs, passwords=passwords, result=result)

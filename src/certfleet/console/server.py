@@ -15,13 +15,11 @@ from typing import TextIO
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from sqlalchemy import select
 
-from certfleet.console.app import ConsoleSettings, create_app, store_sessions, utc_now
+from certfleet.console.app import ConsoleSettings, create_app, utc_now
 from certfleet.console.tls import BOOTSTRAP_LABEL, ServedCertificate, TLSContexts, bootstrap_certificate
 from certfleet.errors import EnvError, InputError, StoreError
 from certfleet.store import Store
-from certfleet.store._models import LineageRow, VersionRow
 
 __all__ = ["BootstrapStore", "ServeOptions", "StoreCertificates", "colon_hex", "run", "setup_url"]
 
@@ -87,16 +85,9 @@ class StoreCertificates:
         self.store = store
         self.default = default
         self.bootstrap = bootstrap
-        self._sessions = store_sessions(store)
 
     def _active(self) -> list[tuple[str, str]]:
-        with self._sessions(write=False) as s:
-            rows = s.execute(
-                select(LineageRow.name, VersionRow.fingerprint)
-                .join(VersionRow, LineageRow.active_version_id == VersionRow.id)
-                .order_by(LineageRow.name)
-            ).all()
-        active = [(str(name), str(fp)) for name, fp in rows if fp]
+        active = list(self.store.active_fingerprints().items())
         if self.default is not None:
             active.sort(key=lambda item: item[0] != self.default)
         return active

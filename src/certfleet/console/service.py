@@ -15,18 +15,22 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
 from certfleet.certinfo import CertInfo, describe, fingerprint
 from certfleet.check import EndpointReport, Target, check, parse_target
-from certfleet.console.accounts import Accounts, Actor
-from certfleet.console.clients import ClientProfile, Clients
+from certfleet.console.accounts import Accounts, Actor, ApiTokenInfo
+from certfleet.console.clients import ClientLink, ClientProfile, Clients, ClientUser
 from certfleet.console.pictures import ChainBox, Health, chain_svg, timeline_svg
 from certfleet.errors import CertfleetError, InputError
+from certfleet.fleet.deploy import server_name
+from certfleet.fleet.lineage import trust_with
+from certfleet.fleet.nodes import lineage_names
 from certfleet.fleet.spec import NodeSpec
-from certfleet.fleet.status import Serving
+from certfleet.fleet.status import Serving, serving_of
 from certfleet.lint import lint
 from certfleet.names import Coverage, coverage
 from certfleet.problems import Problem, ProblemCode, Severity, worst
@@ -36,11 +40,13 @@ from certfleet.verify import verify_chain
 
 if TYPE_CHECKING:
     from certfleet.console.app import ConsoleSettings
+    from certfleet.console.jobs import DeployJob
     from certfleet.console.tls import TLSContexts
 
 __all__ = [
     "ClientWarning",
     "Console",
+    "ConsoleAction",
     "LineageView",
     "NodeStatus",
     "Serving",
@@ -50,6 +56,23 @@ log = logging.getLogger("certfleet.console")
 
 WARN_DAYS = 30
 MAX_JOBS = 100
+
+
+class ConsoleAction(StrEnum):
+    """What the console writes to the audit trail besides the store's own actions."""
+
+    LOGIN = "console.login"
+    LOGIN_FAILED = "console.login-failed"
+    LOGOUT = "console.logout"
+    ACCOUNT_CREATE = "console.account-create"
+    TOKEN_CREATE = "console.token-create"  # noqa: S105 (an audit action, not a secret)
+    TOKEN_REVOKE = "console.token-revoke"  # noqa: S105
+    PROFILE_SAVE = "client.profile-save"
+    PROFILE_REMOVE = "client.profile-remove"
+    USER_ADD = "client.user-add"
+    USER_REMOVE = "client.user-remove"
+    LINK_CREATE = "client.link-create"
+    FETCH = "client.fetch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +181,7 @@ class Console:
     tls: TLSContexts | None = None
     _probes: dict[tuple[str, str | None], _Probed] = field(default_factory=dict, repr=False)
     _trust: tuple[tuple[str, ...], TrustStore] | None = field(default=None, repr=False)
-    jobs: dict[str, Any] = field(default_factory=dict, repr=False)
+    jobs: dict[str, DeployJob] = field(default_factory=dict, repr=False)
     previews: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def now(self) -> dt.datetime:
@@ -177,6 +200,54 @@ class Console:
     def audit(self, actor: Actor, action: str, detail: dict[str, Any] | None = None) -> None:
         self.as_actor(actor).audit(action, detail or {})
 
+    # -- changes to the console's own records, each with its audit entry ---------------------------
+
+    def create_token(self, actor: Actor, name: str) -> tuple[str, ApiTokenInfo]:
+        """A new API token for ``actor``'s account: its value (shown once) and what is kept of it."""
+        token, info = self.accounts.new_api_token(actor, name)
+        self.audit(actor, ConsoleAction.TOKEN_CREATE, {"token": info.name, "id": info.id})
+        return token, info
+
+    def revoke_token(self, actor: Actor, token_id: int) -> str:
+        name = self.accounts.revoke_api_token(token_id)
+        self.audit(actor, ConsoleAction.TOKEN_REVOKE, {"token": name, "id": token_id})
+        return name
+
+    def save_profile(
+        self, actor: Actor, name: str, *, hostname: str, template: str, content_type: str, link_hours: int
+    ) -> ClientProfile:
+        profile = self.clients.save_profile(
+            name, hostname=hostname, template=template, content_type=content_type, link_hours=link_hours
+        )
+        self.audit(actor, ConsoleAction.PROFILE_SAVE, {"profile": profile.name, "hostname": profile.hostname})
+        return profile
+
+    def remove_profile(self, actor: Actor, name: str) -> None:
+        self.clients.remove_profile(name)
+        self.audit(actor, ConsoleAction.PROFILE_REMOVE, {"profile": name})
+
+    def add_client_user(
+        self, actor: Actor, profile: str, username: str, *, display_name: str = "", email: str = ""
+    ) -> ClientUser:
+        user = self.clients.add_user(profile, username, display_name=display_name, email=email)
+        self.audit(actor, ConsoleAction.USER_ADD, {"user": user.username, "profile": user.profile})
+        return user
+
+    def remove_client_user(self, actor: Actor, user_id: int) -> str:
+        name = self.clients.remove_user(user_id)
+        self.audit(actor, ConsoleAction.USER_REMOVE, {"user": name})
+        return name
+
+    def new_client_link(self, actor: Actor, user_id: int) -> ClientLink:
+        """A one-time deployment link for a client user; its URL exists only in what is returned."""
+        link = self.clients.new_link(user_id, created_by=actor.audit_name)
+        self.audit(
+            actor,
+            ConsoleAction.LINK_CREATE,
+            {"user": link.user, "profile": link.profile, "expires_at": link.expires_at.isoformat()},
+        )
+        return link
+
     # -- trust and verification ------------------------------------------------------------------
 
     def trust(self) -> TrustStore:
@@ -187,19 +258,12 @@ class Console:
         cached = self._trust
         if cached is not None and cached[0] == key:
             return cached[1]
-        trust = (
-            TrustStore.mozilla().plus(anchors, source="mozilla + store anchors") if anchors else TrustStore.mozilla()
-        )
+        trust = trust_with(anchors)
         self._trust = (key, trust)
         return trust
 
     def required_names(self, record: LineageRecord, nodes: Sequence[NodeSpec] | None = None) -> tuple[str, ...]:
-        members = nodes if nodes is not None else self.store.nodes(record.name)
-        out: list[str] = []
-        for n in [*record.names, *(name for node in members for name in node.names)]:
-            if n not in out:
-                out.append(n)
-        return tuple(out)
+        return lineage_names(record, nodes if nodes is not None else self.store.nodes(record.name))
 
     def version_health(
         self, version: VersionRecord, required: Sequence[str]
@@ -262,9 +326,8 @@ class Console:
     def node_target(node: NodeSpec) -> Target | None:
         if not node.probe:
             return None
-        sni = next((n for n in node.names if not n.startswith("*.")), None)
         try:
-            return parse_target(node.probe, name=sni, label=node.name)
+            return parse_target(node.probe, name=server_name(node), label=node.name)
         except CertfleetError:
             return None
 
@@ -283,14 +346,9 @@ class Console:
             report = reports.get(node.name) if target is not None else None
             if target is None:
                 serving = Serving.NOT_PROBED
-            elif report is None or not report.probe.ok or not report.chain:
-                serving = Serving.UNREACHABLE
-            elif report.chain[0].sha256 == active:
-                serving = Serving.ACTIVE
-            elif report.chain[0].sha256 in fingerprints:
-                serving = Serving.OLDER
             else:
-                serving = Serving.OTHER
+                seen = report.chain[0].sha256 if report is not None and report.probe.ok and report.chain else None
+                serving = serving_of(seen, active, fingerprints)
             hit = last.get(node.name)
             out.append(
                 NodeStatus(
@@ -354,14 +412,7 @@ class Console:
 
     def served_fingerprint_for(self, host: str) -> str:
         """The leaf the console serves for ``host`` (what a client that pins would expect)."""
-        if self.tls is None:
-            return ""
-        from certfleet.console.tls import _covers
-
-        for served in self.tls.served:
-            if any(_covers(p, host.lower()) for p in served.names()):
-                return served.fingerprint
-        return self.tls.served[0].fingerprint if self.tls.served else ""
+        return self.tls.served_for(host).fingerprint if self.tls is not None else ""
 
     # -- certificates ----------------------------------------------------------------------------
 
@@ -437,7 +488,7 @@ class Console:
     def history(self, lineage: str | None = None, limit: int = 50) -> list[DeploymentRecord]:
         return self.store.deployments(lineage, limit=limit)
 
-    def add_job(self, job: Any) -> None:
+    def add_job(self, job: DeployJob) -> None:
         """Keep a deploy job for its page; the oldest finished ones go beyond the last hundred."""
         self.jobs[job.id] = job
         finished = sorted((j for j in self.jobs.values() if j.done), key=lambda j: j.started_at)

@@ -192,14 +192,23 @@ class TLSContexts:
             log.info("serving %s", ", ".join(f"{s.label} ({s.fingerprint[:16]})" for s in served))
             return True
 
-    def pick(self, server_name: str | None) -> ssl.SSLContext:
+    def _pick(self, server_name: str | None) -> tuple[ServedCertificate, ssl.SSLContext]:
         contexts = self._contexts
         if server_name:
             wanted = server_name.rstrip(".").lower()
             for served, ctx in contexts:
                 if any(_covers(pattern, wanted) for pattern in served.names()):
-                    return ctx
-        return contexts[0][1]
+                    return served, ctx
+        return contexts[0]
+
+    def pick(self, server_name: str | None) -> ssl.SSLContext:
+        """The context a client asking for ``server_name`` (SNI) gets: the first certificate that
+        covers the name, else the default (the first)."""
+        return self._pick(server_name)[1]
+
+    def served_for(self, server_name: str | None) -> ServedCertificate:
+        """The certificate a client asking for ``server_name`` is served."""
+        return self._pick(server_name)[0]
 
     def _on_client_hello(self, conn: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext) -> None:
         if self._clock() - self._checked >= self._interval:

@@ -30,6 +30,7 @@ half-written temporary folders are removed by the next upload.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import time
@@ -41,6 +42,7 @@ from typing import Any, Protocol, TypeVar
 from cryptography.hazmat.primitives import serialization
 
 from certfleet.certinfo import fingerprint
+from certfleet.check import parse_target
 from certfleet.errors import CertfleetError, InputError
 from certfleet.fleet.spec import Material, NodeSpec
 from certfleet.fleet.targets import KEEP_VERSIONS, StepError, Target, TargetFile, Undo, make_target
@@ -56,7 +58,7 @@ __all__ = [
     "ProgressEvent",
     "Step",
     "deploy",
-    "parse_endpoint",
+    "server_name",
 ]
 
 MAX_REPORT_OUTPUT = 16 * 1024
@@ -181,23 +183,9 @@ class DeployOptions:
             raise ValueError("timeouts must be positive")
 
 
-def parse_endpoint(value: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` as (host, port)."""
-    text = value.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-        ok = bool(sep and host)
-    else:
-        host, _, port_text = text.rpartition(":")
-        ok = bool(host) and ":" not in host
-    if not ok or not port_text.isdigit() or not 0 < int(port_text) < 65536 or len(text) > 300:
-        raise InputError(f"not a probe endpoint: {value!r}", hint="write host:port, or [v6 address]:port")
-    return host, int(port_text)
-
-
-def _server_name(node: NodeSpec) -> str | None:
-    """SNI for the probe: the node's first DNS name (never an IP address, nor a wildcard)."""
+def server_name(node: NodeSpec) -> str | None:
+    """What a probe of the node sends as SNI: its first DNS name (never an IP address, nor a
+    wildcard, which no client asks for)."""
     for name in node.names:
         if name.startswith("*.") or ":" in name or name.replace(".", "").isdigit():
             continue
@@ -273,16 +261,8 @@ class _NodeDeploy:
         except Exception as exc:  # a surprise on one node is that node's failure, never the batch's
             message = f"unexpected error during {self.step.value}: {type(exc).__name__}: {exc}"
             outcome = NodeOutcome(self.node.name, Outcome.FAILED, self.step, message)
-        outcome = NodeOutcome(
-            node=outcome.node,
-            outcome=outcome.outcome,
-            step=outcome.step,
-            message=outcome.message,
-            output=outcome.output,
-            served=outcome.served,
-            duration=time.monotonic() - clock,
-            started_at=started,
-            finished_at=_now(),
+        outcome = dataclasses.replace(
+            outcome, duration=time.monotonic() - clock, started_at=started, finished_at=_now()
         )
         if self.progress is not None:
             self.progress(ProgressEvent(self.node.name, None, outcome))
@@ -317,9 +297,10 @@ class _NodeDeploy:
         endpoint = None
         if self.node.probe:
             try:
-                endpoint = parse_endpoint(self.node.probe)
+                target = parse_target(self.node.probe)
             except InputError as exc:
                 raise _Failed(Step.RENDER, str(exc)) from exc
+            endpoint = (target.host, target.port)
         self._enter(Step.CONNECT)
         try:
             tx = open_transport(self.node.transport, self.node.options)
@@ -425,7 +406,7 @@ class _NodeDeploy:
         pause = 0.2
         while True:
             result = await self.prober(
-                host, port, server_name=_server_name(self.node), timeout=self.options.probe_timeout
+                host, port, server_name=server_name(self.node), timeout=self.options.probe_timeout
             )
             served = self._compare(result)
             if served.matches:
@@ -508,7 +489,7 @@ class _NodeDeploy:
         deadline = time.monotonic() + (self.options.probe_wait if self.reloaded else 0.0)
         while True:
             result = await self.prober(
-                host, port, server_name=_server_name(self.node), timeout=self.options.probe_timeout
+                host, port, server_name=server_name(self.node), timeout=self.options.probe_timeout
             )
             served = _der_fp(result.chain_der[0]) if result.ok and result.chain_der else None
             if served != want or time.monotonic() + 0.3 > deadline:

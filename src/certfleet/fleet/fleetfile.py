@@ -33,7 +33,7 @@ from typing import Any
 
 from certfleet.csr import Subject
 from certfleet.errors import FormatError, InputError, LimitError
-from certfleet.fleet.lineage import make_node
+from certfleet.fleet.nodes import make_node
 from certfleet.fleet.spec import NodeSpec, TargetSpec
 from certfleet.keys import parse_key_spec
 from certfleet.names import normalize_name

@@ -1,4 +1,5 @@
-"""One certificate for many nodes, by hand with any CA: nodes, request, import, export.
+"""One certificate for many nodes, by hand with any CA: request, import, export (the nodes
+themselves are :mod:`certfleet.fleet.nodes`).
 
 These functions hold the logic the CLI and the console show. They take an open
 :class:`~certfleet.store.Store` and plain values, and return frozen results with ``to_dict()``.
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -25,19 +25,12 @@ from certfleet.certinfo import describe, fingerprint
 from certfleet.chain import ChainResult, build_chain
 from certfleet.csr import Subject, build_csr
 from certfleet.errors import InputError, OperationFailed
-from certfleet.fleet.spec import NodeSpec, TargetSpec
+from certfleet.fleet.nodes import lineage_names, required_names
 from certfleet.formats import read_pool
 from certfleet.keys import generate_key, parse_key_spec, public_key_id
-from certfleet.names import DEFAULT_NAME_LIMIT, Coverage, NamePlan, check_wildcard, coverage, normalize_name, plan
+from certfleet.names import DEFAULT_NAME_LIMIT, Coverage, NamePlan, coverage, normalize_name, plan
 from certfleet.problems import Problem, ProblemCode, Severity
-from certfleet.store import (
-    AuditAction,
-    LineageRecord,
-    Store,
-    VersionRecord,
-    VersionState,
-    check_name,
-)
+from certfleet.store import AuditAction, Store, VersionRecord, VersionState, check_name
 from certfleet.trust import TrustStore
 
 __all__ = [
@@ -48,148 +41,10 @@ __all__ = [
     "RequestResult",
     "export_lineage",
     "import_package",
-    "make_node",
-    "parse_target_spec",
     "request",
-    "required_names",
-    "target_kinds",
     "trust_for",
+    "trust_with",
 ]
-
-# the kinds the deploy engine registers; used until its registry can be imported
-_KNOWN_KINDS = ("apache", "command", "haproxy", "k8s-secret", "nginx", "pem", "pkcs12")
-_MAX_COMMAND = 4096
-
-
-# -- nodes -------------------------------------------------------------------------------------
-
-
-def target_kinds() -> tuple[str, ...]:
-    """The target kinds a node may name: the deploy engine's registry."""
-    try:
-        from certfleet.fleet import targets
-    except ImportError:
-        return _KNOWN_KINDS
-    return tuple(targets.target_kinds())
-
-
-def parse_target_spec(text: str) -> TargetSpec:
-    """``KIND:PATH``: ``nginx:/etc/nginx/tls``, ``command:/usr/local/bin/install-cert``."""
-    kind, colon, path = text.strip().partition(":")
-    if not colon or not path.strip():
-        raise InputError(
-            f"target {text[:80]!r} is not KIND:PATH",
-            hint=f"e.g. nginx:/etc/nginx/tls; kinds: {', '.join(target_kinds())}",
-        )
-    return _check_target(TargetSpec(kind.strip().lower(), path.strip()))
-
-
-def _check_target(target: TargetSpec) -> TargetSpec:
-    kinds = target_kinds()
-    if target.kind not in kinds:
-        raise InputError(f"unknown target kind {target.kind[:40]!r}", hint=f"use one of {', '.join(kinds)}")
-    _check_command("the target path", target.path)
-    if target.kind != "command" and not target.path.startswith("/"):
-        raise InputError(
-            f"target path {target.path[:80]!r} is not absolute",
-            hint="give the folder on the node as an absolute path, e.g. /etc/nginx/tls",
-        )
-    try:
-        from certfleet.fleet.targets import make_target
-    except ImportError:
-        return target
-    make_target(target)  # the target's own checks: its path, its options
-    return target
-
-
-def _check_command(what: str, value: str) -> None:
-    if len(value) > _MAX_COMMAND or any(c in value for c in "\x00\r\n"):
-        raise InputError(f"{what} is longer than {_MAX_COMMAND} characters or holds a line break")
-
-
-def _check_transport(text: str) -> str:
-    value = text.strip()
-    if value == "local":
-        return value
-    try:
-        url = urlsplit(value)
-        port = url.port
-    except ValueError as exc:
-        raise InputError(f"transport {value[:80]!r}: {exc}", hint="use local or ssh://user@host[:port]") from exc
-    if url.scheme != "ssh" or not url.hostname or url.path not in ("", "/") or url.query or url.fragment:
-        raise InputError(f"transport {value[:80]!r} is not local or ssh://user@host[:port]")
-    if url.password is not None:
-        raise InputError("a transport URL carries no password", hint="use an SSH key or the SSH agent")
-    normalize_name(url.hostname)
-    user = f"{url.username}@" if url.username else ""
-    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
-    return f"ssh://{user}{host}" + (f":{port}" if port is not None else "")
-
-
-def _check_probe(text: str) -> str:
-    from certfleet.check import parse_target
-
-    target = parse_target(text)
-    return str(target)
-
-
-def make_node(
-    name: str,
-    names: Sequence[str],
-    targets: Sequence[str | TargetSpec],
-    *,
-    transport: str | None = None,
-    test_cmd: str | None = None,
-    reload_cmd: str | None = None,
-    probe: str | None = None,
-    options: dict[str, Any] | None = None,
-) -> NodeSpec:
-    """A checked node: names normalized (A-labels, lowercase), targets known, transport and probe read."""
-    check_name("node", name)
-    normal: list[str] = []
-    for raw in names:
-        n = normalize_name(raw)
-        if n.startswith("*."):
-            check_wildcard(n)
-        if n not in normal:
-            normal.append(n)
-    if not normal:
-        raise InputError(f"node {name} has no names", hint="give each DNS name the node serves with --name")
-    specs = tuple(parse_target_spec(t) if isinstance(t, str) else _check_target(t) for t in targets)
-    if not specs:
-        raise InputError(f"node {name} has no targets", hint="give --target KIND:PATH, e.g. nginx:/etc/nginx/tls")
-    commands: dict[str, str | None] = {}
-    for what, value in (("test", test_cmd), ("reload", reload_cmd)):
-        value = value.strip() if value is not None else None
-        if value:
-            _check_command(f"the {what} command", value)
-        commands[what] = value or None
-    return NodeSpec(
-        name=name,
-        names=tuple(normal),
-        targets=specs,
-        transport=_check_transport(transport or "local"),
-        test_cmd=commands["test"],
-        reload_cmd=commands["reload"],
-        probe=_check_probe(probe) if probe else None,
-        options=dict(options or {}),
-    )
-
-
-def required_names(record: LineageRecord, nodes: Sequence[NodeSpec]) -> dict[str, tuple[str, ...]]:
-    """The names the lineage must cover, by who needs them: each node, and ``""`` for the
-    lineage's own extra names."""
-    out: dict[str, tuple[str, ...]] = {}
-    if record.names:
-        out[""] = tuple(record.names)
-    for node in nodes:
-        out[node.name] = node.names
-    return out
-
-
-def _union(by_node: dict[str, tuple[str, ...]]) -> list[str]:
-    return list(dict.fromkeys(n for names in by_node.values() for n in names))
-
 
 # -- request -----------------------------------------------------------------------------------
 
@@ -256,7 +111,7 @@ def request(
     # renewal keeps the order of the previous request
     first = {name: i for i, name in enumerate(nodes)}
     members = sorted(store.nodes(lineage), key=lambda n: first.get(n.name, len(first)))
-    required = _union(required_names(record, members))
+    required = list(lineage_names(record, members))
     earlier = store.versions(lineage)
     if not nodes and earlier:
         before = {name: i for i, name in enumerate(earlier[-1].names)}
@@ -330,16 +185,13 @@ class ImportResult:
 
 def trust_for(store: Store) -> TrustStore:
     """What imports trust: Mozilla's roots and the store's trust anchors."""
-    anchors = [a.cert for a in store.trust_anchors()]
+    return trust_with([a.cert for a in store.trust_anchors()])
+
+
+def trust_with(anchors: Sequence[x509.Certificate]) -> TrustStore:
+    """Mozilla's roots and ``anchors`` (the store's, and any others the caller trusts)."""
     mozilla = TrustStore.mozilla()
     return mozilla.plus(anchors, source="mozilla + store anchors") if anchors else mozilla
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except (x509.ExtensionNotFound, ValueError):
-        return False
 
 
 def _short(pkid: str) -> str:
@@ -401,7 +253,7 @@ def import_package(
     pending = {v.public_key_id: v for v in versions if v.state is VersionState.PENDING}
     earlier = {v.public_key_id: v for v in versions}
     package_keys = {public_key_id(k.key.public_key()): k for k in pool.keys}
-    leaves = [pc for pc in pool.unique_certificates() if not _is_ca(pc.cert)]
+    leaves = [pc for pc in pool.unique_certificates() if not describe(pc.cert).is_ca]
     if not leaves:
         raise InputError(
             "no server certificate among the inputs",

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from certfleet.certinfo import fingerprint
+from certfleet.fleet.deploy import server_name
 from certfleet.fleet.spec import NodeSpec
 from certfleet.problems import Problem, ProblemCode, Severity
 from certfleet.store import DeploymentRecord, DeployOutcome, LineageRecord, Store, VersionRecord, VersionState
@@ -23,6 +24,7 @@ __all__ = [
     "Serving",
     "StatusReport",
     "history",
+    "serving_of",
     "status",
 ]
 
@@ -135,13 +137,21 @@ async def _probe_all(nodes: Sequence[NodeSpec], timeout: float) -> dict[str, Any
 
     async def one(node: NodeSpec, endpoint: str) -> tuple[str, Any]:
         target = parse_target(endpoint)
-        # SNI: the node's first name a client would ask for (a wildcard cannot be sent)
-        sni = next((n for n in node.names if not n.startswith("*.")), None)
         async with gate:
-            return node.name, await probe(target.host, target.port, server_name=sni, timeout=timeout)
+            return node.name, await probe(target.host, target.port, server_name=server_name(node), timeout=timeout)
 
     pairs = await asyncio.gather(*(one(n, n.probe) for n in nodes if n.probe))
     return dict(pairs)
+
+
+def serving_of(served: str | None, active: str | None, versions: Collection[str | None]) -> Serving:
+    """Which of a lineage's versions a node serves, from the fingerprint of the leaf a probe saw
+    there (None: the probe got no certificate) and those of the lineage's versions."""
+    if served is None:
+        return Serving.UNREACHABLE
+    if served == active:
+        return Serving.ACTIVE
+    return Serving.OLDER if served in versions else Serving.OTHER
 
 
 def _expiry_problems(active: VersionRecord | None, now: dt.datetime) -> list[Problem]:
@@ -201,20 +211,12 @@ async def status(
             seen = probed.get(node.name)
             if seen is not None:
                 problems = tuple(dataclasses.replace(p, message=f"{node.name}: {p.message}") for p in seen.problems)
-                if not seen.ok or not seen.chain:
-                    serving = Serving.UNREACHABLE
-                else:
-                    served_fp = fingerprint(seen.chain[0])
-                    match = by_fp.get(served_fp)
-                    served_version = match.number if match else None
-                    if active is not None and served_fp == active.fingerprint:
-                        serving = Serving.ACTIVE
-                    elif match is not None:
-                        serving = Serving.OLDER
-                    else:
-                        serving = Serving.OTHER
-                    if serving is not Serving.ACTIVE:
-                        problems += (_serving_problem(node, serving, served_version, active),)
+                served_fp = fingerprint(seen.chain[0]) if seen.ok and seen.chain else None
+                serving = serving_of(served_fp, active.fingerprint if active is not None else None, by_fp)
+                match = by_fp.get(served_fp) if served_fp is not None else None
+                served_version = match.number if match else None
+                if serving not in (Serving.ACTIVE, Serving.UNREACHABLE):
+                    problems += (_serving_problem(node, serving, served_version, active),)
             nodes.append(
                 NodeStatus(
                     node=node.name,

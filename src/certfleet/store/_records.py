@@ -54,6 +54,7 @@ class AuditAction(StrEnum):
     TRUST_ADD = "trust.add"
     TRUST_REMOVE = "trust.remove"
     DEPLOY = "deploy"
+    ROLLBACK = "rollback"
     EXPORT = "export"
 
 

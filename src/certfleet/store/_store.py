@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from certfleet.errors import StoreError
 from certfleet.store._base import (
@@ -19,7 +20,9 @@ from certfleet.store._base import (
 from certfleet.store._engine import DB_FILE, Database, busy_timeout, database_url, default_home
 from certfleet.store._models import (
     DeploymentRow,
+    LineageRow,
     NodeResultRow,
+    VersionRow,
 )
 from certfleet.store._nodes import NodesMixin
 from certfleet.store._records import (
@@ -35,10 +38,6 @@ __all__ = ["Store"]
 class Store(NodesMixin, VersionsMixin):
     """The certfleet store. Open it with :meth:`init` or :meth:`open`; every method is one
     short transaction and returns frozen values; every change is written to the audit trail."""
-
-    @staticmethod
-    def default_home() -> Path:
-        return default_home()
 
     @classmethod
     def init(cls, home: Path | None = None, *, actor: str | None = None) -> Store:
@@ -110,6 +109,29 @@ class Store(NodesMixin, VersionsMixin):
 
     def schema_revision(self) -> set[str]:
         return self._db.current()
+
+    @contextmanager
+    def session(self, *, write: bool = False) -> Iterator[Session]:
+        """One transaction on the store's database, for a layer that keeps its own tables there
+        (the console): committed when the block ends, rolled back when it raises.
+
+        ``write=True`` takes the write lock at once, as the store's own changes do. A lock held
+        past the busy timeout raises :class:`~certfleet.errors.StoreBusyError`, any other
+        database failure :class:`~certfleet.errors.StoreError`. Rows must not leave the block.
+        """
+        with self._db.session(write=write) as s:
+            yield s
+
+    def active_fingerprints(self) -> dict[str, str]:
+        """Each lineage that has an active version: its leaf fingerprint, by lineage name (sorted).
+        A cheap query, for callers that only need to notice a newly activated version."""
+        with self._db.session(write=False) as s:
+            rows = s.execute(
+                select(LineageRow.name, VersionRow.fingerprint)
+                .join(VersionRow, LineageRow.active_version_id == VersionRow.id)
+                .order_by(LineageRow.name)
+            ).all()
+        return {str(name): str(fp) for name, fp in rows if fp}
 
     def record_deployment(
         self,

@@ -16,9 +16,9 @@ import getpass
 import shlex
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncssh
 
@@ -32,10 +32,13 @@ from certfleet.fleet.transports._base import (
     with_env,
 )
 
-__all__ = ["SshTransport", "parse_ssh_url"]
+__all__ = ["SSH_OPTIONS", "SshTransport", "parse_ssh_url"]
+
+T = TypeVar("T")
+M = TypeVar("M")
 
 DEFAULT_CONNECT_TIMEOUT = 15.0
-_OPTIONS = frozenset({"known_hosts", "identity", "connect_timeout"})
+SSH_OPTIONS = frozenset({"known_hosts", "identity", "connect_timeout"})
 
 
 def parse_ssh_url(url: str) -> tuple[str, str, int]:
@@ -65,6 +68,24 @@ def _sftp_error(action: str, path: str, exc: asyncssh.SFTPError) -> EnvError:
     )
 
 
+async def _sftp(action: str, path: str, operation: Awaitable[T]) -> T:
+    """An SFTP operation whose failure is an :class:`EnvError` that says what failed where."""
+    try:
+        return await operation
+    except asyncssh.SFTPError as exc:
+        raise _sftp_error(action, path, exc) from exc
+
+
+async def _or_missing(action: str, path: str, operation: Awaitable[T], missing: M) -> T | M:
+    """The same, with ``missing`` as the answer when the path does not exist."""
+    try:
+        return await operation
+    except asyncssh.SFTPNoSuchFile:
+        return missing
+    except asyncssh.SFTPError as exc:
+        raise _sftp_error(action, path, exc) from exc
+
+
 class SshTransport(Transport):
     """Files and commands on a node reached with SSH."""
 
@@ -73,11 +94,11 @@ class SshTransport(Transport):
     def __init__(self, url: str, options: Mapping[str, Any]) -> None:
         super().__init__(url, options)
         self.user, self.host, self.port = parse_ssh_url(url)
-        unknown = set(options) - _OPTIONS
+        unknown = set(options) - SSH_OPTIONS
         if unknown:
             raise InputError(
                 f"unknown SSH option(s): {', '.join(sorted(unknown))}",
-                hint=f"the SSH transport takes: {', '.join(sorted(_OPTIONS))}",
+                hint=f"the SSH transport takes: {', '.join(sorted(SSH_OPTIONS))}",
             )
         self._known_hosts = self._path_option("known_hosts")
         self._identity = self._path_option("identity")
@@ -182,95 +203,58 @@ class SshTransport(Transport):
             raise _sftp_error("write", path, exc) from exc
 
     async def read_file(self, path: str, *, limit: int = MAX_READ) -> bytes | None:
-        try:
-            async with self.sftp.open(path, "rb") as fh:
-                data: bytes = await fh.read(limit + 1)
-        except asyncssh.SFTPNoSuchFile:
-            return None
-        except asyncssh.SFTPError as exc:
-            raise _sftp_error("read", path, exc) from exc
-        if len(data) > limit:
+        data = await _or_missing("read", path, self._read(path, limit), None)
+        if data is not None and len(data) > limit:
             raise InputError(f"{path} is larger than {limit} bytes", hint="this is not a file certfleet wrote")
         return data
 
+    async def _read(self, path: str, limit: int) -> bytes:
+        async with self.sftp.open(path, "rb") as fh:
+            data: bytes = await fh.read(limit + 1)
+            return data
+
     async def mkdir(self, path: str, *, mode: int = 0o755, parents: bool = False) -> None:
         attrs = asyncssh.SFTPAttrs(permissions=mode)
-        try:
-            if parents:
-                await self.sftp.makedirs(path, attrs=attrs, exist_ok=True)
-            else:
-                await self.sftp.mkdir(path, attrs=attrs)
-        except asyncssh.SFTPError as exc:
-            raise _sftp_error("create folder", path, exc) from exc
+        if parents:
+            await _sftp("create folder", path, self.sftp.makedirs(path, attrs=attrs, exist_ok=True))
+        else:
+            await _sftp("create folder", path, self.sftp.mkdir(path, attrs=attrs))
 
     async def rename(self, src: str, dst: str) -> None:
-        try:
-            await self.sftp.posix_rename(src, dst)
-        except asyncssh.SFTPError as exc:
-            raise _sftp_error("rename", f"{src} to {dst}", exc) from exc
+        await _sftp("rename", f"{src} to {dst}", self.sftp.posix_rename(src, dst))
 
     async def symlink(self, target: str, path: str) -> None:
-        try:
-            await self.sftp.symlink(target, path)
-        except asyncssh.SFTPError as exc:
-            raise _sftp_error("create symlink", path, exc) from exc
+        await _sftp("create symlink", path, self.sftp.symlink(target, path))
 
     async def readlink(self, path: str) -> str | None:
-        try:
-            attrs = await self.sftp.lstat(path)
-            if attrs.type != asyncssh.FILEXFER_TYPE_SYMLINK:
-                return None
-            target: str = await self.sftp.readlink(path)
-            return target
-        except asyncssh.SFTPNoSuchFile:
+        attrs = await _or_missing("read symlink", path, self.sftp.lstat(path), None)
+        if attrs is None or attrs.type != asyncssh.FILEXFER_TYPE_SYMLINK:
             return None
-        except asyncssh.SFTPError as exc:
-            raise _sftp_error("read symlink", path, exc) from exc
+        target: str | None = await _or_missing("read symlink", path, self.sftp.readlink(path), None)
+        return target
 
     async def listdir(self, path: str) -> list[str]:
-        try:
-            names: Sequence[str] = await self.sftp.listdir(path)
-        except asyncssh.SFTPNoSuchFile:
-            return []
-        except asyncssh.SFTPError as exc:
-            raise _sftp_error("list", path, exc) from exc
+        names: Sequence[str] = await _or_missing("list", path, self.sftp.listdir(path), [])
         return [n for n in names if n not in (".", "..")]
 
     async def mtime(self, path: str) -> float | None:
-        try:
-            attrs = await self.sftp.lstat(path)
-        except asyncssh.SFTPNoSuchFile:
+        attrs = await _or_missing("stat", path, self.sftp.lstat(path), None)
+        if attrs is None:
             return None
-        except asyncssh.SFTPError as exc:
-            raise _sftp_error("stat", path, exc) from exc
         return float(attrs.mtime) if attrs.mtime is not None else 0.0
 
     async def touch(self, path: str) -> None:
         now = time.time()
-        try:
-            await self.sftp.utime(path, (now, now))
-        except asyncssh.SFTPError as exc:
-            raise _sftp_error("touch", path, exc) from exc
+        await _sftp("touch", path, self.sftp.utime(path, (now, now)))
 
     async def remove(self, path: str) -> None:
-        try:
-            await self.sftp.remove(path)
-        except asyncssh.SFTPNoSuchFile:
-            return
-        except asyncssh.SFTPError as exc:
-            raise _sftp_error("remove", path, exc) from exc
+        await _or_missing("remove", path, self.sftp.remove(path), None)
 
     async def remove_tree(self, path: str) -> None:
-        try:
-            attrs = await self.sftp.lstat(path)
-            if attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
-                await self.sftp.rmtree(path)
-            else:
-                await self.sftp.remove(path)
-        except asyncssh.SFTPNoSuchFile:
-            return
-        except asyncssh.SFTPError as exc:
-            raise _sftp_error("remove", path, exc) from exc
+        attrs = await _or_missing("remove", path, self.sftp.lstat(path), None)
+        if attrs is not None:
+            folder = attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY
+            await _or_missing("remove", path, (self.sftp.rmtree if folder else self.sftp.remove)(path), None)
 
     async def sync_dir(self, path: str) -> None:
         # SFTP cannot fsync a folder; `sync` on the node would flush every disk, which is too much
@@ -298,10 +282,7 @@ class SshTransport(Transport):
         await self._check(shlex.join(["chown", "-h", "--", spec, *paths]), f"change the owner to {spec}")
 
     async def home(self) -> str:
-        try:
-            return str(await self.sftp.realpath("."))
-        except asyncssh.SFTPError as exc:
-            raise _sftp_error("find the home folder", ".", exc) from exc
+        return str(await _sftp("find the home folder", ".", self.sftp.realpath(".")))
 
     async def run(self, command: str, *, timeout: float, env: Mapping[str, str] | None = None) -> CommandResult:
         line = with_env(command, env)

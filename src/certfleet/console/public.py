@@ -1,0 +1,182 @@
+"""The pages that need no login: logging in, the one-time setup link that creates the first
+account, and a client fetching its configuration with its one-time deployment link."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+
+from certfleet.console.accounts import LoginRefused
+from certfleet.console.app import FORM_COOKIE, SESSION_COOKIE, client_address, console_of, form_text, read_form, render
+from certfleet.console.clients import CLIENT_PATH, LinkRefused
+from certfleet.console.security import MIN_PASSWORD, same
+from certfleet.console.service import ConsoleAction
+from certfleet.errors import InputError
+
+__all__ = ["public"]
+
+public = APIRouter(include_in_schema=False)
+
+
+def _local_path(target: str) -> str:
+    """Where to go after logging in: a path on this console, never another site."""
+    if not target.startswith("/") or target.startswith(("//", "/\\")) or "\\" in target or len(target) > 300:
+        return "/"
+    return target
+
+
+def _form_cookie(response: Response, value: str) -> None:
+    response.set_cookie(FORM_COOKIE, value, httponly=True, secure=True, samesite="strict", path="/", max_age=3600)
+
+
+def _anonymous_form_ok(request: Request, sent: str) -> bool:
+    """Login and setup have no session yet: their token is a double-submitted cookie."""
+    cookie = request.cookies.get(FORM_COOKIE, "")
+    return bool(cookie) and bool(sent) and same(cookie, sent)
+
+
+@public.get("/login", response_class=HTMLResponse)
+async def login_form(request: Request) -> Response:
+    console = console_of(request)
+    token = request.cookies.get(FORM_COOKIE) or secrets.token_urlsafe(32)
+    error = ""
+    if not await asyncio.to_thread(console.accounts.has_accounts):
+        error = "No account exists yet: open the setup link that `certfleet serve` printed."
+    response = render(
+        request,
+        "login.html",
+        {
+            "title": "Log in",
+            "csrf": token,
+            "error": error,
+            "username": "",
+            "next": _local_path(request.query_params.get("next", "/")),
+        },
+    )
+    _form_cookie(response, token)
+    return response
+
+
+@public.post("/login")
+async def login(request: Request) -> Response:
+    console = console_of(request)
+    form = await read_form(request)
+    if not _anonymous_form_ok(request, form_text(form, "csrf_token", 200)):
+        return render(
+            request,
+            "login.html",
+            {"title": "Log in", "csrf": request.cookies.get(FORM_COOKIE, ""), "username": "",
+             "error": "The form expired: please log in again.", "next": "/"},
+            status_code=403,
+        )  # fmt: skip
+    username = form_text(form, "username", 200)
+    address = client_address(request)
+    try:
+        token, session = await asyncio.to_thread(
+            console.accounts.login, username, form_text(form, "password", 2000), address=address
+        )
+    except LoginRefused as exc:
+        await asyncio.to_thread(
+            console.store.audit, ConsoleAction.LOGIN_FAILED, {"account": username[:64], "address": address},
+            actor="console:-",
+        )  # fmt: skip
+        return render(
+            request,
+            "login.html",
+            {
+                "title": "Log in",
+                "csrf": request.cookies.get(FORM_COOKIE, ""),
+                "error": str(exc),
+                "username": username,
+                "next": _local_path(request.query_params.get("next", "/")),
+            },
+            status_code=401,
+        )
+    await asyncio.to_thread(console.audit, session.actor, ConsoleAction.LOGIN, {"address": address})
+    target = _local_path(request.query_params.get("next", "/"))
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        httponly=True,
+        secure=True,
+        samesite="strict",
+        path="/",
+        max_age=int(console.settings.session_max.total_seconds()),
+    )
+    response.delete_cookie(FORM_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+    return response
+
+
+@public.get("/setup/{token}", response_class=HTMLResponse)
+async def setup_form(request: Request, token: str) -> Response:
+    console = console_of(request)
+    valid = await asyncio.to_thread(console.accounts.setup_token_valid, token)
+    form_token = request.cookies.get(FORM_COOKIE) or secrets.token_urlsafe(32)
+    response = render(
+        request,
+        "setup.html",
+        {"title": "Set up", "valid": valid, "csrf": form_token, "min_password": MIN_PASSWORD, "username": "admin"},
+        status_code=200 if valid else 410,
+    )
+    _form_cookie(response, form_token)
+    return response
+
+
+@public.post("/setup/{token}")
+async def setup(request: Request, token: str) -> Response:
+    console = console_of(request)
+    form = await read_form(request)
+    username = form_text(form, "username", 200)
+    ctx: dict[str, Any] = {
+        "title": "Set up",
+        "valid": True,
+        "csrf": request.cookies.get(FORM_COOKIE, ""),
+        "min_password": MIN_PASSWORD,
+        "username": username,
+    }
+    if not _anonymous_form_ok(request, form_text(form, "csrf_token", 200)):
+        return render(request, "setup.html", {**ctx, "error": "The form expired: please try again."}, status_code=403)
+    password = form_text(form, "password", 2000)
+    if password != form_text(form, "password2", 2000):
+        return render(request, "setup.html", {**ctx, "error": "The two passwords differ."}, status_code=400)
+    try:
+        name = await asyncio.to_thread(console.accounts.create_first_admin, token, username, password)
+    except LoginRefused:
+        return render(request, "setup.html", {**ctx, "valid": False}, status_code=410)
+    except InputError as exc:
+        return render(request, "setup.html", {**ctx, "error": str(exc)}, status_code=400)
+    await asyncio.to_thread(
+        console.store.audit,
+        ConsoleAction.ACCOUNT_CREATE,
+        {"account": name, "via": "setup link"},
+        actor=f"console:{name}",
+    )
+    return RedirectResponse("/login", status_code=303)
+
+
+@public.get(CLIENT_PATH + "{token}")
+async def client_fetch(request: Request, token: str) -> Response:
+    """A client fetches its configuration with its one-time link (no account: the link is the key)."""
+    console = console_of(request)
+    try:
+        ctype, body, user = await asyncio.to_thread(
+            console.clients.fetch,
+            token,
+            address=client_address(request),
+            fingerprint=console.served_fingerprint_for,
+        )
+    except LinkRefused as exc:
+        return PlainTextResponse(f"{exc}\n{exc.hint or ''}\n", status_code=410, headers={"cache-control": "no-store"})
+    await asyncio.to_thread(
+        console.store.audit, ConsoleAction.FETCH, {"user": user, "address": client_address(request)}, actor="client"
+    )
+    return Response(
+        body,
+        media_type=ctype,
+        headers={"cache-control": "no-store", "pragma": "no-cache", "content-disposition": "inline"},
+    )
