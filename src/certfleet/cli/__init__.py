@@ -8,10 +8,12 @@ hint and the exit code of DESIGN.md; a traceback only with ``--debug``.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 
 import click
 import typer
+from cryptography.utils import CryptographyDeprecationWarning
 from rich.markup import escape
 
 from certfleet.cli._common import app, console_err, state
@@ -33,6 +35,9 @@ def _register() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # certifi's bundle and CA packages hold certificates with a zero serial; cryptography warns
+    # about each one, which says nothing useful to someone reading a certificate package
+    warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
     _register()
     args = list(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(app)
@@ -65,6 +70,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         console_err.print("interrupted")
         return 130
+    except OSError as exc:
+        if state.debug:
+            raise
+        # a file or socket the library did not expect to fail; still one line, never a traceback
+        console_err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return int(ExitCode.ENVIRONMENT)
+    except Exception as exc:
+        if state.debug:
+            raise
+        console_err.print(
+            f"[bold red]unexpected error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        console_err.print("[dim]hint:[/] run again with --debug for the traceback, and report it", highlight=False)
+        return int(ExitCode.ENVIRONMENT)
     return int(result) if isinstance(result, int) else 0
 
 
