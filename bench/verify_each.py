@@ -116,12 +116,13 @@ def main() -> None:
     folder = args.keep or Path(tempfile.mkdtemp(prefix="certfleet-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     try:
+        print(f"load average before: {os.getloadavg()[0]:.2f}")
         start = time.perf_counter()
         leaves = make_chains(folder, args.n)
         print(f"made {args.n} chains in {time.perf_counter() - start:.1f} s in {folder}")
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         version = subprocess.run(["openssl", "version"], capture_output=True, text=True, check=False).stdout.strip()
-        print(f"machine: {cpus} cores, load average {os.getloadavg()[0]:.2f}; {version}")
+        print(f"machine: {cpus} cores; {version}")
         run_certfleet(folder, leaves[:10])  # once, so the bytecode cache is written as on any machine
         best_openssl = min(run_openssl(folder, leaves) for _ in range(args.repeat))
         best_certfleet = min(run_certfleet(folder, leaves) for _ in range(args.repeat))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import http.server
 import json
+import os
 import stat
 import threading
 from collections.abc import Iterator
@@ -293,7 +294,7 @@ def test_each_in_worker_processes_gives_the_same_answer(
 ) -> None:
     serial = _each(cli, files, leaves * 3, "--json")
     monkeypatch.setattr(_core, "_PARALLEL_MIN_LEAVES", 2)
-    assert _core._workers(len(leaves) * 3) == min(2, len(__import__("os").sched_getaffinity(0)))
+    assert _core._forking(len(leaves) * 3) == (len(os.sched_getaffinity(0)) >= 2)
     parallel = _each(cli, files, leaves * 3, "--json")
     assert parallel.out == serial.out
     assert parallel.code == serial.code == 1

@@ -9,15 +9,18 @@ one command does not pay for the others (``verify --each`` is benchmarked whole-
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, NoReturn
 
 import typer
+from rich.text import Text
 
 from certfleet.cli import _render as views
 from certfleet.cli._common import (
@@ -51,7 +54,6 @@ __all__ = ["EachResult", "check_leaf_file", "parse_at"]
 _MAX_AT_CHARS = 64
 # below this many leaves a second process costs more to start than it saves
 _PARALLEL_MIN_LEAVES = 400
-_MAX_WORKERS = 2
 
 # --- options shared by several commands ---------------------------------------------------------
 
@@ -310,67 +312,90 @@ class _Tally:
         self.errors.extend(other.errors)
 
 
-# set before forking, so workers inherit the verifier instead of rebuilding it
-_EACH: dict[str, Verifier] = {}
+@dataclass(frozen=True)
+class _Batch:
+    """What every leaf of one ``verify --each`` is checked with."""
+
+    verifier: Verifier
+    name: str | None
+    as_json: bool
+    passwords: Sequence[bytes]
+
+    def check(self, paths: Sequence[str]) -> tuple[str, _Tally]:
+        """The output lines for ``paths``, in order, and their tally."""
+        lines: list[str] = []
+        tally = _Tally()
+        for path in paths:
+            result = check_leaf_file(self.verifier, path, self.name, self.passwords)
+            if result.error is not None:
+                tally.errors.append(f"{path}: {result.error}")
+            elif result.valid:
+                tally.valid += 1
+            else:
+                tally.invalid += 1
+            lines.append(json.dumps(result.to_dict()) if self.as_json else result.line())
+        return "".join(line + "\n" for line in lines), tally
+
+    def check_forked(self, paths: Sequence[str]) -> tuple[str, _Tally]:
+        """:meth:`check` with a forked child doing the second half while this process does the first.
+
+        Fork shares the loaded modules and the verifier, which a spawned worker would rebuild
+        (start-up is most of the cost at a few thousand leaves).
+        """
+        half = (len(paths) + 1) // 2
+        with tempfile.TemporaryFile() as spill:
+            gc.freeze()  # else the child's garbage collector writes to, and so copies, every page it scans
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    self._child(spill, paths[half:])
+                text, tally = self.check(paths[:half])
+                _, status = os.waitpid(pid, 0)
+            finally:
+                gc.unfreeze()
+            spill.seek(0)
+            header = spill.readline()
+            if status != 0 or not header:
+                # the child died (killed, out of memory): check its share here instead
+                rest, part = self.check(paths[half:])
+            else:
+                fields = json.loads(header)
+                part = _Tally(fields["valid"], fields["invalid"], fields["errors"])
+                rest = spill.read().decode()
+        tally.add(part)
+        return text + rest, tally
+
+    def _child(self, spill: BinaryIO, paths: Sequence[str]) -> NoReturn:
+        code = 1
+        try:
+            text, part = self.check(paths)
+            header = json.dumps({"valid": part.valid, "invalid": part.invalid, "errors": part.errors})
+            spill.write(header.encode() + b"\n" + text.encode())
+            spill.flush()
+            code = 0
+        finally:
+            # never return into the parent's code, nor run its exit handlers or flush its buffers
+            os._exit(code)
 
 
-def _check_chunk(paths: Sequence[str], name: str | None, as_json: bool, pw: Sequence[bytes]) -> tuple[str, _Tally]:
-    verifier = _EACH["verifier"]
-    lines: list[str] = []
-    tally = _Tally()
-    for path in paths:
-        result = check_leaf_file(verifier, path, name, pw)
-        if result.error is not None:
-            tally.errors.append(f"{path}: {result.error}")
-        elif result.valid:
-            tally.valid += 1
-        else:
-            tally.invalid += 1
-        lines.append(json.dumps(result.to_dict()) if as_json else result.line())
-    return "".join(line + "\n" for line in lines), tally
-
-
-def _workers(count: int) -> int:
-    if count < _PARALLEL_MIN_LEAVES:
-        return 1
+def _forking(count: int) -> bool:
+    """Whether a batch of ``count`` leaves is worth a second process."""
+    if count < _PARALLEL_MIN_LEAVES or not hasattr(os, "fork"):
+        return False
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
-    return max(1, min(_MAX_WORKERS, cpus, count))
+    return cpus >= 2
 
 
-def _verify_each(
-    paths: list[str], verifier: Verifier, name: str | None, as_json: bool, pw: Sequence[bytes]
-) -> ExitCode:
-    _EACH["verifier"] = verifier
-    workers = _workers(len(paths))
-    tally = _Tally()
+def _verify_each(paths: list[str], batch: _Batch) -> ExitCode:
+    text, tally = batch.check_forked(paths) if _forking(len(paths)) else batch.check(paths)
     out = sys.stdout
-    if workers == 1:
-        text, part = _check_chunk(paths, name, as_json, pw)
-        out.write(text)
-        tally.add(part)
-    else:
-        import multiprocessing
-
-        # this process takes the first share, so one process fewer is started; fork shares the
-        # loaded modules and the verifier, which spawning would have to rebuild
-        share = -(-len(paths) // workers)
-        chunks = [paths[i : i + share] for i in range(0, len(paths), share)]
-        with multiprocessing.get_context("fork").Pool(len(chunks) - 1) as pool:
-            pending = [pool.apply_async(_check_chunk, (chunk, name, as_json, pw)) for chunk in chunks[1:]]
-            text, part = _check_chunk(chunks[0], name, as_json, pw)
-            out.write(text)
-            tally.add(part)
-            for job in pending:
-                text, part = job.get()
-                out.write(text)
-                tally.add(part)
-    _EACH.clear()
+    out.write(text)
     for line in tally.errors:
-        console_err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True, markup=True)
-    if not as_json:
+        console_err.print(Text.assemble(("error:", "bold red"), f" {line}"), highlight=False, soft_wrap=True)
+    if not batch.as_json:
         errors = f", {len(tally.errors)} unreadable" if tally.errors else ""
         count = "1 leaf" if len(paths) == 1 else f"{len(paths)} leaves"
         out.write(f"{count}: {tally.valid} valid, {tally.invalid} invalid{errors}\n")
@@ -436,8 +461,8 @@ def verify_cmd(
     if each:
         if name is not None:
             parse_name(name)  # a bad --name is one error, not one per leaf
-        verifier = Verifier(store, intermediates, at=when)
-        _exit(_verify_each(list(files), verifier, name, as_json, pw))
+        batch = _Batch(Verifier(store, intermediates, at=when), name, as_json, pw)
+        _exit(_verify_each(list(files), batch))
         return
     from certfleet.chain import build_chain
 
