@@ -157,6 +157,12 @@ def test_fetch_issuers_without_aia(pki: PKI) -> None:
     assert fetch_issuers(pki.leaf.cert, never) == []
 
 
+@pytest.mark.parametrize("url", ["http://ca.example.test/inter\n.crt", "http://ca.example.test/a b.crt"])
+def test_a_url_with_spaces_or_control_characters_is_not_followed(pki: PKI, url: str) -> None:
+    leaf = pki.inter.leaf("www.example.test", aia_url=url)
+    assert ca_issuers_urls(leaf.cert) == []
+
+
 def test_fetch_issuers_skips_ldap(pki: PKI) -> None:
     leaf = pki.inter.leaf("www.example.test", aia_url="ldap://ldap.example.test/cn=CA?cACertificate")
     seen: list[str] = []

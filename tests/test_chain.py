@@ -5,24 +5,27 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from certfleet import testing
 from certfleet.aia import HttpFetcher
-from certfleet.certinfo import fingerprint
+from certfleet.certinfo import describe, fingerprint
 from certfleet.chain import ChainResult, DropReason, build_chain
-from certfleet.errors import InputError, NetworkError
-from certfleet.formats import Pool, read_pool
+from certfleet.errors import CertfleetError, FormatError, InputError, NetworkError
+from certfleet.formats import InputFormat, Pool, PoolCert, read_pool
+from certfleet.lint import lint
 from certfleet.problems import Severity
 from certfleet.testing import pem
 from certfleet.trust import TrustStore
+from certfleet.verify import verify_chain
 from conftest import PKI
 from test_aia import Server, body, running_server
+from test_verify import undecodable_issuer
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -279,6 +282,93 @@ def test_cross_sign_prefers_the_shorter_path_when_both_are_trusted() -> None:
     assert result.root == new_root.cert
     # the cross-sign carries New Root's name and key: for these clients it is that root
     assert [d.reason for d in result.dropped] == [DropReason.ROOT]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sha1_intermediate_is_ordered_and_reported_as_weak(seed: int) -> None:
+    root = testing.TestCA.root("RSA Root", key="rsa:2048")
+    inter = root.intermediate("SHA-1 Intermediate", key="rsa:2048", hash_alg=hashes.SHA1())  # noqa: S303 (weak on purpose)
+    leaf = inter.leaf("www.example.test")
+    certs = [root.cert, inter.cert, leaf.cert]
+    random.Random(seed).shuffle(certs)
+    result = build_chain(pool_of(("bundle.pem", pem(*certs))), TrustStore((root.cert,)), now=NOW)
+    assert result.chain == (leaf.cert, inter.cert)
+    assert result.complete and result.root == root.cert
+    assert codes(result) == ["root-included", "weak-signature"]
+    assert result.problems[1].subject == fingerprint(inter.cert)
+    assert "a phone will refuse this chain" in result.problems[1].message
+
+
+def test_a_certificate_whose_names_do_not_decode_is_refused_by_file(pki: PKI) -> None:
+    damaged = undecodable_issuer(pki.inter.cert)
+    with pytest.raises(FormatError, match="subject or issuer name does not decode") as caught:
+        pool_of(("leaf.pem", pki.leaf.cert_pem()), ("ca.crt", damaged.public_bytes(serialization.Encoding.DER)))
+    assert caught.value.source == "ca.crt"
+    # a pool made by hand meets the same check, with the source named
+    handmade = Pool(certificates=(PoolCert(pki.leaf.cert, "leaf.pem", InputFormat.PEM),))
+    assert build_chain(handmade, TrustStore((pki.root.cert,)), now=NOW).leaf == pki.leaf.cert
+
+
+def _mutations(der: bytes, rng: random.Random, count: int) -> Iterator[x509.Certificate]:
+    """Certificates that still load after random damage to ``der``: flipped, set, cut or added bytes."""
+    made = 0
+    while made < count:
+        data = bytearray(der)
+        for _ in range(rng.choice((1, 2, 4))):
+            at = rng.randrange(len(data))
+            action = rng.randrange(4)
+            if action == 0:
+                data[at] ^= 1 << rng.randrange(8)
+            elif action == 1:
+                data[at] = rng.choice((0x00, 0x05, 0x30, 0x80, 0xFF, rng.randrange(256)))
+            elif action == 2:
+                del data[at : at + rng.randrange(1, 4)]
+            else:
+                data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 4)))
+        try:
+            cert = x509.load_der_x509_certificate(bytes(data))
+        except ValueError:
+            continue
+        made += 1
+        yield cert
+
+
+def _describe(chain: list[x509.Certificate], trust: TrustStore, damaged: x509.Certificate) -> object:
+    return describe(damaged).to_dict()
+
+
+def _lint(chain: list[x509.Certificate], trust: TrustStore, damaged: x509.Certificate) -> object:
+    return lint(chain, now=NOW, trust=trust)
+
+
+def _verify(chain: list[x509.Certificate], trust: TrustStore, damaged: x509.Certificate) -> object:
+    return verify_chain(chain[0], chain[1:], trust, at=NOW, name="www.example.test").to_dict()
+
+
+def _build(chain: list[x509.Certificate], trust: TrustStore, damaged: x509.Certificate) -> object:
+    return build_chain(pool_of(("bundle.pem", pem(*chain))), trust, now=NOW).to_dict()
+
+
+@pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")  # damaged serials
+@pytest.mark.parametrize("call", [_describe, _lint, _verify, _build])
+@pytest.mark.parametrize("target", [0, 1, 2])
+def test_damaged_certificates_give_answers_or_certfleet_errors(call: Callable[..., object], target: int) -> None:
+    # whatever the damage, the core answers or raises its own one-line error, never a traceback
+    root = testing.TestCA.root("Fuzz Root", key="rsa:2048")
+    inter = root.intermediate("Fuzz Intermediate", aia_url="http://127.0.0.1:9/inter.crt")
+    leaf = inter.leaf("www.example.test", "192.0.2.7", "*.example.test")
+    certs = [leaf.cert, inter.cert, root.cert]
+    trust = TrustStore((root.cert,))
+    answered = refused = 0
+    for damaged in _mutations(certs[target].public_bytes(serialization.Encoding.DER), random.Random(target), 150):
+        chain = [damaged if index == target else cert for index, cert in enumerate(certs)]
+        try:
+            call(chain, trust, damaged)
+            answered += 1
+        except CertfleetError as exc:
+            assert "\n" not in str(exc)
+            refused += 1
+    assert answered + refused == 150
 
 
 def test_lint_of_the_built_chain_is_included(pki: PKI) -> None:

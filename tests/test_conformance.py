@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ def _run(case: dict[str, Any]) -> Outcome:
 
 
 @pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")  # hostile serials
-def test_limbo_server_cases(capsys: pytest.CaptureFixture[str]) -> None:
+def test_limbo_server_cases(summary_line: Callable[[str], None]) -> None:
     data = json.loads(gzip.decompress(LIMBO.read_bytes()))
     cases = [c for c in data["testcases"] if c["validation_kind"] == "SERVER"]
     assert len(cases) > 9000, "the limbo file looks truncated"
@@ -92,7 +93,6 @@ def test_limbo_server_cases(capsys: pytest.CaptureFixture[str]) -> None:
             wrong.append(f"{case['id']} (expected {case['expected_result']}): {outcome.detail[:300]}")
         if outcome.passed and case["id"] in listed:
             fixed.append(case["id"])
-    with capsys.disabled():
-        print(f"\nx509-limbo SERVER cases: {passed} of {len(cases)} pass, {len(listed)} listed as expected failures")
+    summary_line(f"x509-limbo: {passed}/{len(cases)} SERVER cases as expected ({len(listed)} expected failures listed)")
     assert not wrong, f"{len(wrong)} cases give the wrong answer:\n" + "\n".join(wrong[:50])
     assert not fixed, "these cases now pass; take them off conformance_expected_failures.txt:\n" + "\n".join(fixed)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import datetime
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography import x509
@@ -15,17 +13,9 @@ from certfleet import testing
 from certfleet.certinfo import fingerprint
 from certfleet.errors import FormatError, PasswordError
 from certfleet.formats import InputFormat, detect_format, read_bytes
+from certfleet.keys import public_key_id
 from conftest import PKI
-
-
-def openssl(*args: str | Path, cwd: Path) -> bytes:
-    return subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, cwd=cwd).stdout
-
-
-def _public(item: Any) -> bytes:
-    """The SubjectPublicKeyInfo of a key, certificate or CSR: equal when they are one key pair."""
-    spki = item.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return bytes(spki)
+from formats_support import openssl
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +80,7 @@ def test_der_keys(case: tuple[str, str, list[str]], pki: PKI, rsa_leaf: testing.
     pool = read_bytes(f"{structure}.key", data, passwords=[b"ignored"])
 
     assert len(pool.keys) == 1
-    assert _public(pool.keys[0].key) == _public(leaf.key)
+    assert public_key_id(pool.keys[0].key) == public_key_id(leaf.key)
     assert pool.keys[0].format is InputFormat.DER
     assert not pool.keys[0].encrypted
 
@@ -103,7 +93,7 @@ def test_der_encrypted_pkcs8(pki: PKI, tmp_path: Path) -> None:
 
     pool = read_bytes("enc.der", data, passwords=[b"pw"])
     assert pool.keys[0].encrypted
-    assert _public(pool.keys[0].key) == _public(pki.leaf.key)
+    assert public_key_id(pool.keys[0].key) == public_key_id(pki.leaf.key)
 
     with pytest.raises(PasswordError) as caught:
         read_bytes("enc.der", data)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -13,24 +11,16 @@ from certfleet import testing
 from certfleet.certinfo import fingerprint
 from certfleet.errors import ExitCode, FormatError, PasswordError
 from certfleet.formats import InputFormat, read_bytes
+from certfleet.keys import key_matches, public_key_id
 from certfleet.testing import pem
 from conftest import PKI
-
-
-def openssl(*args: str | Path, cwd: Path) -> bytes:
-    return subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, cwd=cwd).stdout
+from formats_support import openssl
 
 
 @pytest.fixture(scope="module")
 def rsa_leaf() -> testing.TestLeaf:
     root = testing.TestCA.root("PEM Test Root", key="rsa:2048")
     return root.intermediate("PEM Test Intermediate", key="rsa:2048").leaf("rsa.example.test", key="rsa:2048")
-
-
-def _public(item: Any) -> bytes:
-    """The SubjectPublicKeyInfo of a key, certificate or CSR: equal when they are one key pair."""
-    spki = item.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return bytes(spki)
 
 
 def _csr_pem(tmp_path: Path, key_pem: bytes) -> bytes:
@@ -77,7 +67,7 @@ def test_mixed_blocks_in_any_order(pki: PKI, tmp_path: Path, newline: bytes, bom
     got = [fingerprint(c.cert) for c in pool.certificates]
     assert got == [fingerprint(pki.inter.cert), fingerprint(pki.leaf.cert), fingerprint(pki.root.cert)]
     assert len(pool.keys) == 1
-    assert _public(pool.keys[0].key) == _public(pki.leaf.key)
+    assert public_key_id(pool.keys[0].key) == public_key_id(pki.leaf.key)
     assert not pool.keys[0].encrypted
     assert len(pool.csrs) == 1
     assert pool.csrs[0].csr.subject.rfc4514_string() == "CN=csr.example.test"
@@ -119,7 +109,7 @@ def test_csr_labels(pki: PKI, tmp_path: Path, label: str) -> None:
     pool = read_bytes("request.csr", data)
 
     assert len(pool.csrs) == 1
-    assert _public(pool.csrs[0].csr) == _public(pki.leaf.key)
+    assert key_matches(pki.leaf.key, pool.csrs[0].csr)
     assert pool.csrs[0].format is InputFormat.PEM
 
 
@@ -151,7 +141,7 @@ def test_bag_attributes_from_pkcs12_nodes(rsa_leaf: testing.TestLeaf, tmp_path: 
     got = [fingerprint(c.cert) for c in pool.certificates]
     assert got == [fingerprint(rsa_leaf.cert), *map(fingerprint, rsa_leaf.chain)]
     assert len(pool.keys) == 1
-    assert _public(pool.keys[0].key) == _public(rsa_leaf.key)
+    assert public_key_id(pool.keys[0].key) == public_key_id(rsa_leaf.key)
 
 
 def _encrypt_key(kind: str, leaf: testing.TestLeaf, tmp_path: Path) -> bytes:
@@ -191,7 +181,7 @@ def test_encrypted_key_with_its_password(
 
     assert len(pool.keys) == 1
     assert pool.keys[0].encrypted
-    assert _public(pool.keys[0].key) == _public(leaf.key)
+    assert public_key_id(pool.keys[0].key) == public_key_id(leaf.key)
 
 
 _NEEDED = ((), "encrypted private key: a password is needed")
@@ -220,7 +210,7 @@ def test_encrypted_key_without_the_password(
 def test_plain_key_ignores_given_passwords(pki: PKI) -> None:
     pool = read_bytes("plain.key", pki.leaf.key_pem(), passwords=[b"unused"])
 
-    assert _public(pool.keys[0].key) == _public(pki.leaf.key)
+    assert public_key_id(pool.keys[0].key) == public_key_id(pki.leaf.key)
     assert not pool.keys[0].encrypted
 
 

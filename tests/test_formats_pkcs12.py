@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from certfleet import testing
 from certfleet.certinfo import fingerprint
 from certfleet.errors import ExitCode, FormatError, PasswordError
 from certfleet.formats import InputFormat, detect_format, read_bytes
-
-
-def run(*args: str | Path, cwd: Path) -> bytes:
-    return subprocess.run([*map(str, args)], check=True, capture_output=True, cwd=cwd).stdout
-
-
-def _public(item: Any) -> bytes:
-    """The SubjectPublicKeyInfo of a key, certificate or CSR: equal when they are one key pair."""
-    spki = item.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return bytes(spki)
+from certfleet.keys import key_matches, public_key_id
+from formats_support import run
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +59,7 @@ def test_openssl_pkcs12(variant: str, rsa_leaf: testing.TestLeaf, tmp_path: Path
     assert {c.format for c in pool.certificates} == {InputFormat.PKCS12}
     assert {c.source for c in pool.certificates} == {"micollab.pfx"}
     assert len(pool.keys) == 1
-    assert _public(pool.keys[0].key) == _public(rsa_leaf.key)
+    assert public_key_id(pool.keys[0].key) == public_key_id(rsa_leaf.key)
     assert pool.keys[0].encrypted is bool(password)
     assert detect_format(data) is InputFormat.PKCS12
 
@@ -110,7 +100,7 @@ def test_keytool_key_entry(tmp_path: Path) -> None:
     assert cert.friendly_name == "tomcat"
     assert cert.cert.subject.rfc4514_string() == "CN=java.example.test"
     assert len(pool.keys) == 1
-    assert _public(pool.keys[0].key) == _public(cert.cert)
+    assert key_matches(pool.keys[0].key, cert.cert)
     assert pool.keys[0].key_type == "rsa:2048"
 
 

@@ -229,6 +229,24 @@ def test_damaged_zip(pki: PKI) -> None:
     assert caught.value.source == "cut.zip"
 
 
+def test_member_without_a_name_is_damage(pki: PKI) -> None:
+    data = make_zip(("leaf.pem", pki.leaf.cert_pem()), (zipfile.ZipInfo(""), pki.inter.cert_pem()))
+
+    with pytest.raises(FormatError) as caught:
+        read_bytes("odd.zip", data)
+
+    assert str(caught.value) == "odd.zip: zip: damaged or cut short"
+
+
+def test_a_member_name_cannot_break_the_line(pki: PKI) -> None:
+    data = make_zip(("certs/bad\nInjected: yes.pem", b"-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n"))
+
+    with pytest.raises(FormatError) as caught:
+        read_bytes("pkg.zip", data)
+
+    assert str(caught.value) == "pkg.zip!certs/bad\\nInjected: yes.pem: block 1 (CERTIFICATE): broken base64"
+
+
 def test_broken_member_names_the_member(pki: PKI) -> None:
     lines = pki.leaf.cert_pem().split(b"\n")
     lines[2] = b"!!" + lines[2][2:]

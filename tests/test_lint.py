@@ -9,10 +9,12 @@ from cryptography.hazmat.primitives import hashes
 
 from certfleet import testing
 from certfleet.certinfo import fingerprint
+from certfleet.errors import FormatError
 from certfleet.lint import MAX_VALIDITY, lint, max_validity_days
 from certfleet.problems import Problem, ProblemCode, Severity
 from certfleet.trust import TrustStore
 from conftest import PKI
+from test_verify import undecodable_issuer, unknown_signature_algorithm
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -41,7 +43,10 @@ def test_weak_signature_on_the_leaf(rsa_ca: testing.TestCA, alg: hashes.HashAlgo
     leaf = rsa_ca.leaf("www.example.test", hash_alg=alg)
     problems = lint([leaf.cert, rsa_ca.cert], now=NOW)
     assert codes(problems) == ["weak-signature"]
-    assert problems[0].message == f"the certificate is signed with {word}; clients refuse {word} signatures"
+    assert problems[0].message == (
+        f"the certificate is signed with {word}; clients refuse {word} signatures, so a phone will refuse this chain"
+    )
+    assert problems[0].severity is Severity.ERROR
     assert problems[0].subject == fingerprint(leaf.cert)
 
 
@@ -52,6 +57,21 @@ def test_weak_signature_on_an_intermediate() -> None:
     problems = lint([leaf.cert, inter.cert], now=NOW)
     assert codes(problems) == ["weak-signature"]
     assert "'SHA-1 Intermediate' is signed with SHA-1" in problems[0].message
+
+
+@pytest.mark.parametrize("alg", [hashes.SHA1(), hashes.MD5()])  # noqa: S303 (weak on purpose)
+@pytest.mark.parametrize("in_order", [True, False])
+def test_weakly_signed_intermediate_is_still_put_in_its_place(alg: hashes.HashAlgorithm, in_order: bool) -> None:
+    # cryptography refuses to check SHA-1 and MD5 signatures; the order must still be judged by them
+    root = testing.TestCA.root("RSA Root", key="rsa:2048")
+    inter = root.intermediate("Weak Intermediate", key="rsa:2048", hash_alg=alg)
+    leaf = inter.leaf("www.example.test")
+    served = [leaf.cert, inter.cert, root.cert] if in_order else [leaf.cert, root.cert, inter.cert]
+    problems = lint(served, now=NOW, trust=TrustStore((root.cert,)))
+    expected = ["weak-signature", "root-included"] if in_order else ["root-included", "weak-signature", "wrong-order"]
+    assert codes(problems) == expected
+    weak = next(p for p in problems if p.code is ProblemCode.WEAK_SIGNATURE)
+    assert weak.subject == fingerprint(inter.cert) and weak.severity is Severity.ERROR
 
 
 @pytest.mark.parametrize("trusted", [True, False])
@@ -199,6 +219,22 @@ def test_wrong_order(pki: PKI, order: tuple[str, ...]) -> None:
     assert len(wrong) == 1
     assert wrong[0].severity is Severity.ERROR
     assert wrong[0].message.startswith("the chain is out of order: certificate ")
+
+
+@pytest.mark.parametrize("order", [("leaf", "inter"), ("inter", "leaf")])
+def test_a_signature_nobody_can_check_is_weak_not_out_of_order(pki: PKI, order: tuple[str, ...]) -> None:
+    leaf = unknown_signature_algorithm(pki.inter.leaf("www.example.test").cert)
+    certs = {"leaf": leaf, "inter": pki.inter.cert}
+    problems = lint([certs[name] for name in order], now=NOW)
+    expected = ["weak-signature"] if order[0] == "leaf" else ["wrong-order"]
+    assert codes(problems) == expected
+    if order[0] == "leaf":
+        assert "1.2.840.10045.4.3.127, an algorithm clients do not accept" in problems[0].message
+
+
+def test_a_certificate_whose_names_do_not_decode_is_an_input_error(pki: PKI) -> None:
+    with pytest.raises(FormatError, match="subject or issuer name does not decode"):
+        lint([pki.leaf.cert, undecodable_issuer(pki.inter.cert)], now=NOW)
 
 
 def test_expiring_soon(pki: PKI) -> None:

@@ -6,11 +6,14 @@ import pytest
 
 from certfleet.errors import CertfleetError, InputError, LimitError
 from certfleet.names import (
+    MAX_NAMES,
+    canonical_name,
     check_wildcard,
     coverage,
     covers,
     is_ip,
     normalize_name,
+    normalize_names,
     plan,
 )
 from conftest import PKI
@@ -313,3 +316,29 @@ def test_plan_refuses_bad_input(required: list[str], limit: int, error: str) -> 
 def test_plan_is_bounded() -> None:
     with pytest.raises(LimitError):
         plan(f"h{i}.example.com" for i in range(5000))
+
+
+def test_normalize_names_keeps_order_and_drops_repeats() -> None:
+    given = ["WWW.Example.test", "www.example.test.", "*.Example.test", "bücher.example", "::0:1", "::1"]
+    assert normalize_names(given) == ["www.example.test", "*.example.test", "xn--bcher-kva.example", "::1"]
+
+
+@pytest.mark.parametrize(
+    ("names", "error"),
+    [
+        (["www.example.test", "*.co.uk"], InputError),
+        (["under_score.example"], InputError),
+        ([f"host{i}.example.test" for i in range(MAX_NAMES + 1)], LimitError),
+    ],
+)
+def test_normalize_names_refuses_what_no_certificate_can_hold(names: list[str], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        normalize_names(names)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("WWW.Example.Test.", "www.example.test"), ("bücher.example", "xn--bcher-kva.example"), ("Bad_Name.", "bad_name")],
+)
+def test_canonical_name_never_raises(raw: str, expected: str) -> None:
+    assert canonical_name(raw) == expected

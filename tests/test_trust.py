@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from certfleet import testing
 from certfleet.errors import InputError
 from certfleet.testing import pem
-from certfleet.trust import TrustStore, is_self_signed, load_trust, signed_by
+from certfleet.trust import Signature, TrustStore, check_signature, is_self_signed, load_trust, signed_by
 from conftest import PKI
+from test_verify import unknown_signature_algorithm
 
 
 def _reissued(ca: testing.TestCA, days: int = 7000) -> x509.Certificate:
@@ -83,12 +84,40 @@ def test_contains_by_name_and_key(pki: PKI) -> None:
     assert not store.contains(impostor.cert)
 
 
-def test_issuers_of_checks_the_signature(pki: PKI) -> None:
+def test_an_anchor_issues_by_signature_not_by_name(pki: PKI) -> None:
     impostor = testing.TestCA.root("certfleet Test Root")
     store = TrustStore((impostor.cert, pki.root.cert))
-    assert store.issuers_of(pki.inter.cert) == [pki.root.cert]
-    assert store.issuers_of(pki.leaf.cert) == []
+    assert [a for a in store.named(pki.inter.cert.issuer) if signed_by(pki.inter.cert, a)] == [pki.root.cert]
+    assert [a for a in store.named(pki.leaf.cert.issuer) if signed_by(pki.leaf.cert, a)] == []
     assert store.named(pki.root.cert.subject) == (impostor.cert, pki.root.cert)
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("issued", Signature.GOOD),
+        ("sha1", Signature.WEAK),
+        ("md5", Signature.WEAK),
+        ("other-key", Signature.BAD),
+        ("other-name", Signature.BAD),
+        ("unknown-algorithm", Signature.UNCHECKED),
+    ],
+)
+def test_check_signature_tells_weak_and_unchecked_from_bad(pki: PKI, case: str, expected: Signature) -> None:
+    root = testing.TestCA.root("RSA Root", key="rsa:2048")
+    weak = {"sha1": hashes.SHA1(), "md5": hashes.MD5()}.get(case)  # noqa: S303 (weak on purpose)
+    inter = root.intermediate("Intermediate", hash_alg=weak)
+    issuer = root.cert
+    cert = inter.cert
+    if case == "other-key":
+        issuer = testing.TestCA.root("RSA Root", key="rsa:2048").cert
+    elif case == "other-name":
+        issuer = pki.root.cert
+    elif case == "unknown-algorithm":
+        cert, issuer = unknown_signature_algorithm(pki.leaf.cert), pki.inter.cert
+    found = check_signature(cert, issuer)
+    assert found is expected
+    assert signed_by(cert, issuer) is (expected in (Signature.GOOD, Signature.WEAK))
 
 
 def test_signed_by_and_self_signed(pki: PKI) -> None:

@@ -7,12 +7,12 @@ import json
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certfleet import testing
 from certfleet.certinfo import fingerprint
-from certfleet.errors import InputError
+from certfleet.errors import FormatError, InputError
 from certfleet.problems import Severity
 from certfleet.trust import TrustStore, find_paths
 from certfleet.verify import Verifier, verify_chain
@@ -163,6 +163,17 @@ def test_missing_intermediate(pki: PKI) -> None:
     assert result.chain == (pki.leaf.cert,)
 
 
+def test_names_from_a_certificate_cannot_break_the_line(pki: PKI) -> None:
+    inter = pki.root.intermediate("Intermediate\nfake: line\x1b[2J")
+    leaf = inter.leaf("www.example.test", common_name="www.example.test\r\nInjected: yes")
+    result = verify_chain(leaf.cert, [], TrustStore((pki.root.cert,)), at=NOW)
+    assert codes(result) == ["incomplete-chain"]
+    assert result.problems[0].message == (
+        "the intermediate 'Intermediate\\nfake: line\\x1b[2J' that issued 'www.example.test\\r\\nInjected: yes' "
+        "is missing; a phone will refuse this chain"
+    )
+
+
 def test_verification_never_fetches(pki: PKI) -> None:
     # the intermediate is published at an address nobody serves: a phone does not go and look
     leaf = pki.inter.leaf("www.example.test", aia_url="http://127.0.0.1:9/inter.crt")
@@ -256,6 +267,14 @@ def test_other_failures_carry_cryptography_words(pki: PKI) -> None:
     assert "<Certificate" not in result.problems[0].message
 
 
+def test_an_algorithm_refusal_is_worded_without_rust_internals() -> None:
+    root = testing.TestCA.root("Ed25519 Root", key="ed25519")
+    leaf = root.intermediate("Intermediate").leaf("www.example.test")
+    result = verify_chain(leaf.cert, leaf.chain, TrustStore((root.cert,)), at=NOW)
+    assert codes(result) == ["invalid"]
+    assert result.problems[0].message.endswith("Forbidden public key algorithm: Ed25519")
+
+
 def test_forged_issuer_name(pki: PKI) -> None:
     forger = testing.TestCA.root("certfleet Test Intermediate")  # the same name as the real one
     assert forger.cert.subject == pki.inter.cert.subject
@@ -263,6 +282,71 @@ def test_forged_issuer_name(pki: PKI) -> None:
     result = verify_chain(forged.cert, [pki.inter.cert], TrustStore((pki.root.cert,)), at=NOW)
     assert codes(result) == ["invalid"]
     assert "no certificate of that name here signed it" in result.problems[0].message
+
+
+_ECDSA_SHA256 = bytes.fromhex("06082a8648ce3d040302")  # DER of OID 1.2.840.10045.4.3.2
+
+
+def unknown_signature_algorithm(cert: x509.Certificate) -> x509.Certificate:
+    """``cert`` claiming a signature algorithm nobody knows (1.2.840.10045.4.3.127)."""
+    der = cert.public_bytes(serialization.Encoding.DER)
+    assert der.count(_ECDSA_SHA256) == 2, "made for ECDSA-SHA256 certificates"
+    return x509.load_der_x509_certificate(der.replace(_ECDSA_SHA256, _ECDSA_SHA256[:-1] + b"\x7f"))
+
+
+def undecodable_issuer(cert: x509.Certificate) -> x509.Certificate:
+    """``cert`` with its issuer's O= value under tag 0: it loads, and fails once its issuer is read."""
+    der = cert.public_bytes(serialization.Encoding.DER)
+    issuer = cert.issuer.public_bytes()
+    broken = issuer.replace(bytes.fromhex("060355040a0c"), bytes.fromhex("060355040a00"), 1)
+    assert broken != issuer and der.count(issuer) >= 1
+    damaged = x509.load_der_x509_certificate(der.replace(issuer, broken, 1))
+    with pytest.raises(ValueError):
+        _ = damaged.issuer
+    return damaged
+
+
+@pytest.mark.parametrize("weak", ["leaf", "intermediate"])
+@pytest.mark.parametrize("alg", [hashes.SHA1(), hashes.MD5()])  # noqa: S303 (weak on purpose)
+def test_weak_signature_is_named_not_hidden(weak: str, alg: hashes.HashAlgorithm) -> None:
+    # cryptography refuses SHA-1 and MD5 outright; the report must say so, not "invalid"
+    root = testing.TestCA.root("RSA Root", key="rsa:2048")
+    inter = root.intermediate("Weak Intermediate", key="rsa:2048", hash_alg=alg if weak == "intermediate" else None)
+    leaf = inter.leaf("www.example.test", hash_alg=alg if weak == "leaf" else None)
+    result = verify_chain(leaf.cert, [inter.cert], TrustStore((root.cert,)), at=NOW)
+    assert not result.valid
+    assert codes(result) == ["weak-signature"]
+    problem = result.problems[0]
+    assert problem.subject == fingerprint(leaf.cert if weak == "leaf" else inter.cert)
+    assert problem.severity is Severity.ERROR
+    assert problem.message.endswith("signatures, so a phone will refuse this chain")
+    assert result.chain == (leaf.cert, inter.cert, root.cert)
+
+
+def test_sha1_self_signature_of_a_trusted_root_is_not_weak() -> None:
+    root = testing.TestCA.root("Old SHA-1 Root", key="rsa:2048", hash_alg=hashes.SHA1())  # noqa: S303 (weak on purpose)
+    leaf = root.intermediate("Modern Intermediate").leaf("www.example.test")
+    assert verify_chain(leaf.cert, leaf.chain, TrustStore((root.cert,)), at=NOW).valid
+
+
+def test_unknown_signature_algorithm(pki: PKI) -> None:
+    leaf = unknown_signature_algorithm(pki.inter.leaf("www.example.test").cert)
+    result = verify_chain(leaf, [pki.inter.cert], TrustStore((pki.root.cert,)), at=NOW)
+    assert codes(result) == ["weak-signature"]
+    assert result.problems[0].message == (
+        "the certificate is signed with 1.2.840.10045.4.3.127, an algorithm clients do not accept"
+    )
+
+
+@pytest.mark.parametrize("which", ["leaf", "intermediate"])
+def test_a_certificate_whose_names_do_not_decode_is_an_input_error(pki: PKI, which: str) -> None:
+    leaf, inter = pki.leaf.cert, pki.inter.cert
+    if which == "leaf":
+        leaf = undecodable_issuer(leaf)
+    else:
+        inter = undecodable_issuer(inter)
+    with pytest.raises(FormatError, match="subject or issuer name does not decode"):
+        verify_chain(leaf, [inter], TrustStore((pki.root.cert,)), at=NOW)
 
 
 def test_several_problems_at_once(pki: PKI) -> None:
@@ -315,58 +399,15 @@ def test_verifier_shortcut_still_checks_each_leaf(pki: PKI) -> None:
 def test_verifier_honours_name_constraints_for_every_leaf(constrained: str) -> None:
     # name constraints above a shared intermediate must apply to each leaf, not just the first
     permitted = x509.NameConstraints(permitted_subtrees=[x509.DNSName("example.test")], excluded_subtrees=None)
-    root = testing.TestCA.root("Constraining Root")
-    if constrained == "root":
-        root = _constrained_root(permitted)
-    inter = root.intermediate("Shared Intermediate")
-    if constrained == "intermediate":
-        inter = _constrained_intermediate(root, permitted)
+    extensions = {constrained: [(permitted, True)]}
+    root = testing.TestCA.root("Constraining Root", extensions=extensions.get("root", []))
+    inter = root.intermediate("Shared Intermediate", extensions=extensions.get("intermediate", []))
     verifier = Verifier(TrustStore((root.cert,)), [inter.cert], at=NOW)
     inside = handmade_leaf(inter, "www.example.test")
     outside = handmade_leaf(inter, "www.elsewhere.test")
     assert verifier.verify(inside).valid
     assert not verifier.verify(outside).valid
     assert verifier.verify(handmade_leaf(inter, "mail.example.test")).valid
-
-
-def _constrained_root(constraints: x509.NameConstraints) -> testing.TestCA:
-    key = testing.make_key("ec:p256")
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Constraining Root")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(testing._ca_key_usage(), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(constraints, critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return testing.TestCA(cert=cert, key=key)
-
-
-def _constrained_intermediate(root: testing.TestCA, constraints: x509.NameConstraints) -> testing.TestCA:
-    key = testing.make_key("ec:p256")
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Shared Intermediate")]))
-        .issuer_name(root.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(testing._ca_key_usage(), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root.key.public_key()), critical=False)
-        .add_extension(constraints, critical=True)
-        .sign(root.key, hashes.SHA256())
-    )
-    return testing.TestCA(cert=cert, key=key, parent=root)
 
 
 def test_find_paths_prefers_a_trusted_end(pki: PKI) -> None:

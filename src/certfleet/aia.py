@@ -11,12 +11,14 @@ from typing import IO, Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
-from certfleet.errors import CertfleetError, NetworkError
+from certfleet.certinfo import readable
+from certfleet.errors import CertfleetError, FormatError, NetworkError
 
-__all__ = ["Fetcher", "HttpFetcher", "ca_issuers_urls", "fetch_issuers", "parse_issuers"]
+__all__ = ["Fetcher", "HttpFetcher", "ca_issuers_urls", "fetch_from_aia", "fetch_issuers", "parse_issuers"]
 
 _SCHEMES = frozenset({"http", "https"})
 _MAX_REDIRECTS = 3
@@ -147,7 +149,8 @@ def ca_issuers_urls(cert: x509.Certificate) -> list[str]:
         if d.access_method == AuthorityInformationAccessOID.CA_ISSUERS
         and isinstance(d.access_location, x509.UniformResourceIdentifier)
     ]
-    return urls[:_MAX_URLS]
+    # a URL with spaces or control characters is no URL, and would break the messages that name it
+    return [u for u in urls if u.isascii() and u.isprintable() and " " not in u][:_MAX_URLS]
 
 
 def parse_issuers(data: bytes) -> list[x509.Certificate]:
@@ -161,32 +164,48 @@ def parse_issuers(data: bytes) -> list[x509.Certificate]:
     for loader in loaders:
         try:
             certs = loader(data)
-        except ValueError:
+        except (ValueError, UnsupportedAlgorithm):
             continue
-        if certs:
-            return certs[:_MAX_CERTS_PER_URL]
+        usable = [c for c in certs[:_MAX_CERTS_PER_URL] if _readable(c)]
+        if usable:
+            return usable
     return []
 
 
-def fetch_issuers(cert: x509.Certificate, fetcher: Fetcher) -> list[x509.Certificate]:
-    """Fetch the issuer candidates that ``cert`` points to; raises :class:`NetworkError` if none came.
+def _readable(cert: x509.Certificate) -> bool:
+    try:
+        readable(cert)
+    except FormatError:
+        return False
+    return True
 
-    Only http(s) URLs are tried (ldap: ones are common and skipped).
+
+def fetch_from_aia(
+    cert: x509.Certificate, fetcher: Fetcher
+) -> tuple[list[tuple[str, x509.Certificate]], list[NetworkError]]:
+    """Every certificate fetched from ``cert``'s caIssuers URLs, with its URL, and the errors met.
+
+    Each http(s) URL is tried (ldap: ones are common and skipped); a failure is collected, not raised.
     """
-    found: list[x509.Certificate] = []
-    first_error: NetworkError | None = None
+    found: list[tuple[str, x509.Certificate]] = []
+    errors: list[NetworkError] = []
     for url in ca_issuers_urls(cert):
         if urlsplit(url).scheme.lower() not in _SCHEMES:
             continue
         try:
-            data = fetcher(url)
+            certs = parse_issuers(fetcher(url))
         except NetworkError as exc:
-            first_error = first_error or exc
+            errors.append(exc)
             continue
-        certs = parse_issuers(data)
         if not certs:
-            first_error = first_error or NetworkError("the answer is not a certificate or PKCS#7 bundle", source=url)
-        found.extend(certs)
-    if not found and first_error is not None:
-        raise first_error
-    return found
+            errors.append(NetworkError("the answer is not a certificate or PKCS#7 bundle", source=url))
+        found.extend((url, c) for c in certs)
+    return found, errors
+
+
+def fetch_issuers(cert: x509.Certificate, fetcher: Fetcher) -> list[x509.Certificate]:
+    """Fetch the issuer candidates that ``cert`` points to; raises :class:`NetworkError` if none came."""
+    found, errors = fetch_from_aia(cert, fetcher)
+    if not found and errors:
+        raise errors[0]
+    return [c for _, c in found]

@@ -5,16 +5,32 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-__all__ = ["CertInfo", "describe", "fingerprint", "is_self_issued", "key_type", "san_names"]
+from certfleet.errors import FormatError
+
+__all__ = [
+    "CertInfo",
+    "cert_public_key",
+    "common_name",
+    "describe",
+    "fingerprint",
+    "is_ca",
+    "is_self_issued",
+    "key_type",
+    "printable",
+    "readable",
+    "san_names",
+]
 
 _CURVES = {"secp256r1": "p256", "secp384r1": "p384", "secp521r1": "p521"}
+_Signed = TypeVar("_Signed", x509.Certificate, x509.CertificateSigningRequest)
 
 
 def fingerprint(cert: x509.Certificate) -> str:
@@ -48,11 +64,46 @@ def san_names(cert: x509.Certificate) -> tuple[list[str], list[str]]:
     return dns, ips
 
 
+def printable(text: str, limit: int = 100) -> str:
+    """``text`` cut to ``limit`` characters, unprintable ones escaped (``\\n``, ``\\x1b``): text
+    taken from a certificate must never break a one-line message or drive a terminal."""
+    cut = text[:limit]
+    return cut if cut.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
+
+
 def is_self_issued(cert: x509.Certificate) -> bool:
     return cert.subject == cert.issuer
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
+def readable(item: _Signed) -> _Signed:
+    """``item`` (a certificate or CSR), once its names decode; FormatError when they do not.
+
+    cryptography decodes names only when they are first used, so a damaged or forged certificate
+    loads fine and fails later, anywhere; what reads or takes certificates checks here first and
+    says so in one line.
+    """
+    try:
+        _ = item.subject
+        if isinstance(item, x509.Certificate):
+            _ = item.issuer
+    except ValueError as exc:
+        what = "a certificate whose subject or issuer" if isinstance(item, x509.Certificate) else "a CSR whose subject"
+        raise FormatError(
+            f"{what} name does not decode: damaged or forged", hint="get it again from where it came from"
+        ) from exc
+    return item
+
+
+def cert_public_key(cert: x509.Certificate | x509.CertificateSigningRequest) -> PublicKeyTypes | None:
+    """The public key of ``cert`` (or of a CSR), or None when its algorithm is unknown or the key is broken."""
+    try:
+        return cert.public_key()
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    """True when basicConstraints says CA; a broken extension counts as absent."""
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError, TypeError):
@@ -69,6 +120,14 @@ def _rfc4514(name: x509.Name) -> str:
         return name.rfc4514_string()
     except ValueError:  # undecodable attribute values in hostile certificates
         return repr(name)
+
+
+def _name_text(cert: x509.Certificate, *, issuer: bool) -> str:
+    try:
+        name = cert.issuer if issuer else cert.subject
+    except ValueError:  # the name itself does not decode: describe still answers
+        return "an undecodable name"
+    return _rfc4514(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +164,8 @@ class CertInfo:
         return (self.not_after - now).days
 
 
-def _common_name(cert: x509.Certificate) -> str | None:
+def common_name(cert: x509.Certificate) -> str | None:
+    """The first common name of the subject, or None (also when the subject does not decode)."""
     try:
         attrs = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     except ValueError:
@@ -126,21 +186,18 @@ def describe(cert: x509.Certificate) -> CertInfo:
 @functools.lru_cache(maxsize=8192)
 def _describe(cert: x509.Certificate) -> CertInfo:
     dns, ips = san_names(cert)
-    try:
-        ktype = key_type(cert.public_key())
-    except (ValueError, TypeError):  # unsupported or broken key algorithm
-        ktype = "unknown"
+    key = cert_public_key(cert)
     return CertInfo(
         sha256=fingerprint(cert),
-        subject=_rfc4514(cert.subject),
-        issuer=_rfc4514(cert.issuer),
+        subject=_name_text(cert, issuer=False),
+        issuer=_name_text(cert, issuer=True),
         serial=format(cert.serial_number, "x"),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         dns_names=tuple(dns),
         ip_addresses=tuple(ips),
-        is_ca=_is_ca(cert),
-        key_type=ktype,
+        is_ca=is_ca(cert),
+        key_type=key_type(key) if key is not None else "unknown",
         signature_algorithm=_signature_algorithm(cert),
-        common_name=_common_name(cert),
+        common_name=common_name(cert),
     )

@@ -8,22 +8,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
-from certfleet.aia import Fetcher, ca_issuers_urls, parse_issuers
-from certfleet.certinfo import describe, fingerprint, key_type
-from certfleet.errors import InputError, NetworkError
+from certfleet.aia import Fetcher, ca_issuers_urls, fetch_from_aia
+from certfleet.certinfo import describe, fingerprint, is_ca, key_type, readable
+from certfleet.errors import FormatError, InputError, NetworkError
+from certfleet.findings import label
 from certfleet.formats import Pool, PoolCert, PoolKey
-from certfleet.keys import key_matches
+from certfleet.keys import key_matches, public_half
 from certfleet.lint import lint
 from certfleet.problems import Problem, ProblemCode, Severity
 from certfleet.trust import CertPath, PathEnd, TrustStore, find_paths
-from certfleet.verify import label, verify_chain
+from certfleet.verify import verify_chain
 
-__all__ = ["ChainResult", "DropReason", "Dropped", "KeyMatch", "build_chain"]
+__all__ = ["ChainResult", "DropReason", "Dropped", "LeafKey", "build_chain"]
 
 _MAX_FETCH_ROUNDS = 4  # leaf → intermediate → cross-sign → ...; real chains need one or two
 _MAX_LISTED = 8
@@ -50,7 +50,7 @@ class Dropped:
 
 
 @dataclass(frozen=True)
-class KeyMatch:
+class LeafKey:
     """The private key that came with the certificates, and whether it is the leaf's."""
 
     type: str
@@ -66,11 +66,15 @@ class ChainResult:
     leaf: x509.Certificate
     chain: tuple[x509.Certificate, ...]  # what the server sends: leaf first, each issued by the next, no root
     root: x509.Certificate | None  # the trust anchor the chain reaches
-    complete: bool  # the chain reaches a trust anchor
     fetched: tuple[x509.Certificate, ...]  # intermediates fetched by AIA that are now in the chain
     dropped: tuple[Dropped, ...]
     problems: tuple[Problem, ...]
-    key: KeyMatch | None = None
+    key: LeafKey | None = None
+
+    @property
+    def complete(self) -> bool:
+        """True when the chain reaches a trust anchor."""
+        return self.root is not None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -87,15 +91,6 @@ class ChainResult:
         return out
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
-    return describe(cert).is_ca
-
-
-def _public(key: PrivateKeyTypes | PublicKeyTypes) -> PublicKeyTypes:
-    public_key = getattr(key, "public_key", None)  # private keys have it, public keys do not
-    return public_key() if callable(public_key) else key  # type: ignore[return-value]
-
-
 def _listing(items: Sequence[PoolCert]) -> str:
     shown = [f"{label(i.cert.subject)} ({i.source})" for i in items[:_MAX_LISTED]]
     more = len(items) - len(shown)
@@ -104,7 +99,7 @@ def _listing(items: Sequence[PoolCert]) -> str:
 
 def _newest(items: Sequence[PoolCert]) -> PoolCert:
     # several certificates for one key: a renewal kept its key; serve the latest non-CA one
-    return max(items, key=lambda i: (not _is_ca(i.cert), i.cert.not_valid_before_utc))
+    return max(items, key=lambda i: (not is_ca(i.cert), i.cert.not_valid_before_utc))
 
 
 def _pick_leaf(
@@ -115,7 +110,7 @@ def _pick_leaf(
         matching = [i for i in items if key_matches(key, i.cert)]
         if matching:
             return _newest(matching), True
-    candidates = [i for i in items if not _is_ca(i.cert)]
+    candidates = [i for i in items if not is_ca(i.cert)]
     if not candidates:
         # only CA certificates: the leaf is the one that issued none of the others
         issuers = {i.cert.issuer.public_bytes() for i in items if i.cert.issuer != i.cert.subject}
@@ -181,22 +176,6 @@ def _drop_problem(drop: Dropped) -> Problem:
     )
 
 
-def _fetch(cert: x509.Certificate, fetcher: Fetcher, errors: list[NetworkError]) -> list[tuple[str, x509.Certificate]]:
-    found: list[tuple[str, x509.Certificate]] = []
-    for url in ca_issuers_urls(cert):
-        if urlsplit(url).scheme.lower() not in ("http", "https"):
-            continue  # ldap: URLs are common and not fetched
-        try:
-            certs = parse_issuers(fetcher(url))
-        except NetworkError as exc:
-            errors.append(exc)
-            continue
-        if not certs:
-            errors.append(NetworkError("the answer is not a certificate or PKCS#7 bundle", source=url))
-        found.extend((url, c) for c in certs)
-    return found
-
-
 def _incomplete_hint(
     problem: Problem, last: x509.Certificate, fetching: bool, errors: Sequence[NetworkError]
 ) -> Problem:
@@ -231,6 +210,12 @@ def build_chain(
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     items = pool.unique_certificates()
+    for item in items:
+        try:
+            readable(item.cert)
+        except FormatError as exc:
+            exc.with_source(item.source)
+            raise
     if not items:
         raise InputError("no certificate among the inputs", hint="give the certificate the CA sent")
     if key is None and len(pool.keys) == 1:
@@ -242,9 +227,9 @@ def build_chain(
             key, key_source, key_fits = owner.key, owner.source, True
     leaf = chosen.cert
     problems: list[Problem] = []
-    key_match: KeyMatch | None = None
+    key_match: LeafKey | None = None
     if key is not None:
-        key_match = KeyMatch(type=key_type(_public(key)), matches_leaf=key_fits, source=key_source)
+        key_match = LeafKey(type=key_type(public_half(key)), matches_leaf=key_fits, source=key_source)
         if not key_fits:
             problems.append(
                 Problem(
@@ -265,7 +250,9 @@ def build_chain(
     rounds = 0
     while fetcher is not None and paths[0].end is PathEnd.MISSING_ISSUER and rounds < _MAX_FETCH_ROUNDS:
         rounds += 1
-        new = [(url, c) for url, c in _fetch(paths[0].certs[-1], fetcher, errors) if fingerprint(c) not in known]
+        found, failed = fetch_from_aia(paths[0].certs[-1], fetcher)
+        errors.extend(failed)
+        new = [(url, c) for url, c in found if fingerprint(c) not in known]
         if not new:
             break
         for url, cert in new:
@@ -308,7 +295,6 @@ def build_chain(
         leaf=leaf,
         chain=tuple(chain),
         root=root,
-        complete=path.trusted,
         fetched=tuple(c for _, c in used_fetched),
         dropped=tuple(dropped),
         problems=tuple(problems),

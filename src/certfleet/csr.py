@@ -8,14 +8,15 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
-from certfleet.certinfo import key_type
+from certfleet.certinfo import cert_public_key, key_type
 from certfleet.errors import InputError, LimitError
 from certfleet.keys import public_key_id, require_web_key
-from certfleet.names import MAX_NAMES, check_wildcard, is_ip, normalize_name
+from certfleet.names import check_wildcard, is_ip, normalize_name, normalize_names
 
 __all__ = ["CsrInfo", "Subject", "build_csr", "describe_csr"]
 
@@ -156,19 +157,6 @@ def _escape(value: str) -> str:
     return "".join("\\" + c if c in ",\\/" else c for c in value)
 
 
-def _san_names(names: Iterable[str]) -> list[str]:
-    out: list[str] = []
-    for raw in names:
-        name = normalize_name(raw)
-        if name.startswith("*."):
-            check_wildcard(name)
-        if name not in out:
-            out.append(name)
-        if len(out) > MAX_NAMES:
-            raise LimitError(f"more than {MAX_NAMES} names", hint="split the names over several certificates")
-    return out
-
-
 def build_csr(
     key: PrivateKeyTypes, names: Iterable[str], subject: Subject | None = None
 ) -> x509.CertificateSigningRequest:
@@ -180,7 +168,7 @@ def build_csr(
     """
     web_key = require_web_key(key)
     subject = subject or Subject()
-    sans = _san_names(names)
+    sans = normalize_names(names)
     cn = subject.common_name
     if cn is not None:
         try:
@@ -254,16 +242,13 @@ def describe_csr(csr: x509.CertificateSigningRequest) -> CsrInfo:
         cn = raw_cn.decode("utf-8", "replace") if isinstance(raw_cn, bytes) else raw_cn
     except ValueError:
         subject, cn = "unreadable subject", None
-    try:
-        public = csr.public_key()
-        ktype, kid = key_type(public), public_key_id(public)
-    except (ValueError, TypeError):
-        ktype, kid = "unknown", ""
+    public = cert_public_key(csr)
+    ktype, kid = (key_type(public), public_key_id(public)) if public is not None else ("unknown", "")
     oid = csr.signature_algorithm_oid
     algorithm = oid._name if oid._name and oid._name != "Unknown OID" else oid.dotted_string
     try:
         valid = csr.is_signature_valid
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         valid = False
     return CsrInfo(
         subject=subject,

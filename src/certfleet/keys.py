@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
-from certfleet.certinfo import describe, key_type
+from certfleet.certinfo import cert_public_key, describe, key_type
 from certfleet.errors import InputError
 from certfleet.problems import Problem, ProblemCode, Severity
 
@@ -28,6 +28,7 @@ __all__ = [
     "key_matches",
     "match",
     "parse_key_spec",
+    "public_half",
     "public_key_id",
     "require_web_key",
 ]
@@ -112,11 +113,15 @@ def generate_key(spec: KeySpec | str) -> WebKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=int(kind.value.split(":")[1]))
 
 
-def _spki(key: PrivateKeyTypes | PublicKeyTypes) -> bytes:
+def public_half(key: PrivateKeyTypes | PublicKeyTypes) -> PublicKeyTypes:
+    """The public key of a private key; a public key as it is."""
     # every private key class has private_bytes and no public one does; isinstance on the unions
     # would have to list every algorithm cryptography may add
-    public = cast("PublicKeyTypes", key.public_key() if hasattr(key, "private_bytes") else key)  # type: ignore[union-attr]
-    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return cast("PublicKeyTypes", key.public_key() if hasattr(key, "private_bytes") else key)  # type: ignore[union-attr]
+
+
+def _spki(key: PrivateKeyTypes | PublicKeyTypes) -> bytes:
+    return public_half(key).public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def public_key_id(key: PrivateKeyTypes | PublicKeyTypes) -> str:
@@ -125,10 +130,9 @@ def public_key_id(key: PrivateKeyTypes | PublicKeyTypes) -> str:
 
 
 def _spki_of(item: x509.Certificate | x509.CertificateSigningRequest) -> bytes | None:
-    try:
-        return _spki(item.public_key())
-    except (ValueError, TypeError):  # a key algorithm cryptography cannot load; it matches nothing of ours
-        return None
+    key = cert_public_key(item)
+    # a key algorithm cryptography cannot load matches nothing of ours
+    return None if key is None else _spki(key)
 
 
 def key_matches(key: PrivateKeyTypes | PublicKeyTypes, cert: x509.Certificate | x509.CertificateSigningRequest) -> bool:

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
+import itertools
 import math
 from collections.abc import Sequence
 
-import idna
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
-from certfleet.certinfo import describe, fingerprint, san_names
+from certfleet.certinfo import cert_public_key, common_name, fingerprint, is_ca, is_self_issued, readable, san_names
+from certfleet.findings import (
+    eku_problem,
+    label,
+    no_san_problem,
+    validity_problem,
+    weak_signature_problem,
+)
+from certfleet.names import canonical_name
 from certfleet.problems import Problem, ProblemCode, Severity
-from certfleet.trust import TrustStore, is_self_signed, signed_by
-from certfleet.verify import eku_problem, label, validity_problem
+from certfleet.trust import Signature, TrustStore, check_signature, is_self_signed
 
 __all__ = ["MAX_VALIDITY", "lint", "max_validity_days"]
 
@@ -27,14 +33,6 @@ MAX_VALIDITY: tuple[tuple[dt.datetime | None, int], ...] = (
     (None, 398),
 )
 
-_WEAK_SIGNATURES = {
-    "1.2.840.113549.1.1.2": "MD2",  # md2WithRSAEncryption
-    "1.2.840.113549.1.1.4": "MD5",  # md5WithRSAEncryption
-    "1.2.840.113549.1.1.5": "SHA-1",  # sha1WithRSAEncryption
-    "1.3.14.3.2.29": "SHA-1",  # sha1WithRSASignature (OIW)
-    "1.2.840.10045.4.1": "SHA-1",  # ecdsa-with-SHA1
-    "1.2.840.10040.4.3": "SHA-1",  # dsa-with-sha1
-}
 _GOOD_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384"}
 _MIN_RSA_BITS = 2048
 
@@ -47,48 +45,23 @@ def max_validity_days(not_before: dt.datetime) -> int:
     raise AssertionError("MAX_VALIDITY ends with a row without a start")
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
-    return describe(cert).is_ca
-
-
-def _weak_signature(cert: x509.Certificate, index: int, anchor: bool) -> Problem | None:
-    # clients never check a trust anchor's signature on itself: a SHA-1 self-signed root is harmless
-    if anchor and is_self_signed(cert):
-        return None
-    weak = _WEAK_SIGNATURES.get(cert.signature_algorithm_oid.dotted_string)
-    if weak is None:
-        return None
-    what = "the certificate" if index == 0 else f"the certificate {label(cert.subject)}"
-    return Problem(
-        ProblemCode.WEAK_SIGNATURE,
-        Severity.ERROR,
-        f"{what} is signed with {weak}; clients refuse {weak} signatures",
-        "reissue it: every CA signs with SHA-256 or better today",
-        fingerprint(cert),
-    )
-
-
-def _weak_key(cert: x509.Certificate, index: int) -> Problem | None:
-    what = "the certificate's key" if index == 0 else f"the key of {label(cert.subject)}"
-    try:
-        key = cert.public_key()
-    except (ValueError, TypeError):
-        reason = "is of a type clients do not know"
+def _weak_key(cert: x509.Certificate, name: str | None) -> Problem | None:
+    what = "the certificate's key" if name is None else f"the key of {name}"
+    key = cert_public_key(cert)
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size >= _MIN_RSA_BITS:
+            return None
+        reason = f"is RSA {key.key_size} bits; at least {_MIN_RSA_BITS} are needed"
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name in _GOOD_CURVES:
+            return None
+        reason = f"is on the curve {key.curve.name}; browsers accept P-256 and P-384 (Chrome refuses P-521)"
+    elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        reason = "is Ed25519/Ed448, which browsers and phones do not accept for web certificates"
+    elif isinstance(key, dsa.DSAPublicKey):
+        reason = "is DSA, which TLS clients no longer accept"
     else:
-        if isinstance(key, rsa.RSAPublicKey):
-            if key.key_size >= _MIN_RSA_BITS:
-                return None
-            reason = f"is RSA {key.key_size} bits; at least {_MIN_RSA_BITS} are needed"
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            if key.curve.name in _GOOD_CURVES:
-                return None
-            reason = f"is on the curve {key.curve.name}; browsers accept P-256 and P-384 (Chrome refuses P-521)"
-        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-            reason = "is Ed25519/Ed448, which browsers and phones do not accept for web certificates"
-        elif isinstance(key, dsa.DSAPublicKey):
-            reason = "is DSA, which TLS clients no longer accept"
-        else:
-            reason = "is of a type clients do not know"
+        reason = "is of a type clients do not know"
     return Problem(
         ProblemCode.WEAK_KEY,
         Severity.ERROR,
@@ -120,38 +93,14 @@ def _span(seconds: float) -> str:
     return f"{int(whole)} days" if not rest else f"more than {int(whole)} days"
 
 
-def _normal(name: str) -> str:
-    name = name.lower().rstrip(".")
-    try:
-        return str(ipaddress.ip_address(name))
-    except ValueError:
-        pass
-    if name.isascii():
-        return name
-    try:
-        return idna.encode(name, uts46=True).decode("ascii")
-    except idna.IDNAError:
-        return name
-
-
 def _san_problems(leaf: x509.Certificate) -> list[Problem]:
     dns, ips = san_names(leaf)
-    fp = fingerprint(leaf)
     if not dns and not ips:
-        return [
-            Problem(
-                ProblemCode.NO_SAN,
-                Severity.ERROR,
-                "the certificate has no subjectAltName; clients ignore the common name and refuse it",
-                "have it reissued with every name in the subjectAltName extension",
-                fp,
-            )
-        ]
-    cn = describe(leaf).common_name
+        return [no_san_problem(leaf)]
+    cn = common_name(leaf)
     if cn is None:
         return []
-    listed = {_normal(n) for n in dns} | {_normal(i) for i in ips}
-    if _normal(cn) in listed:
+    if canonical_name(cn) in {canonical_name(n) for n in (*dns, *ips)}:
         return []
     return [
         Problem(
@@ -159,24 +108,24 @@ def _san_problems(leaf: x509.Certificate) -> list[Problem]:
             Severity.WARNING,
             f"the common name {cn[:100]!r} is not among the subjectAltNames; clients will not accept it for that name",
             "have it reissued with the common name among the subjectAltNames",
-            fp,
+            fingerprint(leaf),
         )
     ]
 
 
-def _expiring(cert: x509.Certificate, index: int, now: dt.datetime, expiring_days: int) -> Problem | None:
+def _expiring(cert: x509.Certificate, name: str | None, now: dt.datetime, expiring_days: int) -> Problem | None:
     not_after = cert.not_valid_after_utc
     left = not_after - now
     if left < dt.timedelta(0) or left > dt.timedelta(days=expiring_days):
         return None
     days = left.days
     when = "in less than a day" if days == 0 else ("in 1 day" if days == 1 else f"in {days} days")
-    what = "" if index == 0 else f"the intermediate {label(cert.subject)} "
+    what = "" if name is None else f"the intermediate {name} "
     return Problem(
         ProblemCode.EXPIRING_SOON,
         Severity.WARNING,
         f"{what}expires on {not_after:%Y-%m-%d}, {when}",
-        "renew it now" if index == 0 else "get the CA's current intermediate",
+        "renew it now" if name is None else "get the CA's current intermediate",
         fingerprint(cert),
     )
 
@@ -199,39 +148,59 @@ def lint(
     problems: list[Problem] = []
     if not served:
         return problems
+    served = [readable(cert) for cert in served]
     leaf = served[0]
+    # each certificate's signature, checked once with the next one as its issuer
+    signatures = [check_signature(child, parent) for child, parent in itertools.pairwise(served)]
     for index, cert in enumerate(served):
-        self_signed_ca = index > 0 and _is_ca(cert) and is_self_signed(cert)
-        anchor = trust.contains(cert) if trust is not None else self_signed_ca
+        # names in messages: None for the leaf ("the certificate"), else the certificate's label
+        name = None if index == 0 else label(cert.subject)
+        what = "the certificate" if name is None else f"the certificate {name}"
+        trusted = trust is not None and trust.contains(cert)
+        # an anchor is trusted as a name and a key: clients never check its signature on itself,
+        # so neither is it checked here, and a SHA-1 root is harmless
+        self_signed = is_self_issued(cert) if trusted else is_self_signed(cert)
+        root = index > 0 and self_signed and is_ca(cert)
+        anchor = trusted if trust is not None else root
+        unchecked = index < len(signatures) and signatures[index] is Signature.UNCHECKED
         found = [
-            _weak_signature(cert, index, anchor),
-            _weak_key(cert, index),
-            validity_problem(cert, now, prefix="" if index == 0 else f"the certificate {label(cert.subject)} "),
-            _expiring(cert, index, now, expiring_days),
+            None if anchor and self_signed else weak_signature_problem(cert, what=what, unchecked=unchecked),
+            _weak_key(cert, name),
+            validity_problem(cert, now, prefix="" if name is None else f"{what} "),
+            _expiring(cert, name, now, expiring_days),
         ]
         if index == 0 or not anchor:
-            prefix = "the certificate's " if index == 0 else f"the certificate {label(cert.subject)}: "
-            found.append(eku_problem(cert, prefix=prefix))
-        if self_signed_ca:
+            found.append(eku_problem(cert, prefix="the certificate's " if name is None else f"{what}: "))
+        if root:
             found.append(
                 Problem(
                     ProblemCode.ROOT_INCLUDED,
                     Severity.WARNING,
-                    f"the root {label(cert.subject)} is in the served chain; clients use their own copy or none",
+                    f"the root {name} is in the served chain; clients use their own copy or none",
                     "leave the root out",
                     fingerprint(cert),
                 )
             )
         problems.extend(p for p in found if p is not None)
-    if not _is_ca(leaf):
+    if not is_ca(leaf):
         problems.extend(_san_problems(leaf))
         found_validity = _validity_too_long(leaf)
         if found_validity is not None:
             problems.append(found_validity)
-    for index in range(len(served) - 1):
-        child, parent = served[index], served[index + 1]
-        if not signed_by(child, parent):
-            problems.append(
+    problems.extend(_order_problems(served, signatures))
+    return problems
+
+
+def _order_problems(served: Sequence[x509.Certificate], signatures: Sequence[Signature]) -> list[Problem]:
+    """``wrong-order`` at the first certificate not issued by the next one.
+
+    A signature in an algorithm nobody can check proves nothing either way: it is reported as a
+    weak signature, not as a certificate out of place.
+    """
+    for index, signature in enumerate(signatures):
+        if signature is Signature.BAD:
+            child, parent = served[index], served[index + 1]
+            return [
                 Problem(
                     ProblemCode.WRONG_ORDER,
                     Severity.ERROR,
@@ -240,6 +209,5 @@ def lint(
                     "send the leaf first, then each issuer in turn (`certfleet chain` puts them in order)",
                     fingerprint(parent),
                 )
-            )
-            break
-    return problems
+            ]
+    return []

@@ -20,7 +20,7 @@ import idna
 from cryptography import x509
 from publicsuffixlist import PublicSuffixList
 
-from certfleet.certinfo import san_names
+from certfleet.certinfo import printable, san_names
 from certfleet.errors import InputError, LimitError
 
 __all__ = [
@@ -28,12 +28,14 @@ __all__ = [
     "Coverage",
     "MissingName",
     "NamePlan",
+    "canonical_name",
     "check_wildcard",
     "coverage",
     "covers",
     "is_ip",
     "is_wildcard",
     "normalize_name",
+    "normalize_names",
     "plan",
 ]
 
@@ -214,8 +216,9 @@ def check_wildcard(pattern: str) -> None:
         )
 
 
-def _lenient(name: str) -> str:
-    """Canonical form for comparison; names from certificates can be anything, so never raise."""
+def canonical_name(name: str) -> str:
+    """:func:`normalize_name` for comparing names read from certificates, which can be anything:
+    a name it refuses is only lowercased, never an error."""
     try:
         return normalize_name(name)
     except InputError:
@@ -238,7 +241,7 @@ def covers(pattern: str, name: str) -> bool:
     label (``www.example.com``), never the apex (``example.com``) nor two labels
     (``a.b.example.com``). A wildcard over a public suffix covers nothing, as browsers refuse it.
     """
-    return _covers(_lenient(pattern), _lenient(name))
+    return _covers(canonical_name(pattern), canonical_name(name))
 
 
 def _covers(p: str, n: str) -> bool:
@@ -290,13 +293,13 @@ def _why_not(name: str, cert_names: Sequence[str]) -> str:
     for pattern in cert_names:
         if not pattern.startswith("*."):
             continue
-        base = pattern[2:]
+        base, shown = pattern[2:], printable(pattern)
         if name == base:
-            return f"{head}: {pattern} covers exactly one label, never the apex"
+            return f"{head}: {shown} covers exactly one label, never the apex"
         if name.endswith("." + base):
             if not _wildcard_usable(pattern):
-                return f"{head}: {pattern} sits over a public suffix, and clients refuse such a wildcard"
-            return f"{head}: {pattern} covers exactly one label"
+                return f"{head}: {shown} sits over a public suffix, and clients refuse such a wildcard"
+            return f"{head}: {shown} covers exactly one label"
     if not cert_names:
         return f"{head}: the certificate names no DNS name or IP address"
     return f"{head}: it is not among the certificate's names"
@@ -310,7 +313,7 @@ def _names_of(cert_names: Iterable[str] | x509.Certificate) -> list[str]:
         raw = cert_names
     out: list[str] = []
     for n in raw:
-        c = _lenient(n)
+        c = canonical_name(n)
         if c and c not in out:
             out.append(c)
         if len(out) > MAX_NAMES:
@@ -318,17 +321,28 @@ def _names_of(cert_names: Iterable[str] | x509.Certificate) -> list[str]:
     return out
 
 
-def _required(required: Iterable[str]) -> list[str]:
+def _required(required: Iterable[str], *, wildcards_checked: bool = False) -> list[str]:
     out: list[str] = []
     seen: set[str] = set()
     for raw in required:
         n = normalize_name(raw)
+        if wildcards_checked and n.startswith("*."):
+            check_wildcard(n)
         if n not in seen:
             seen.add(n)
             out.append(n)
             if len(out) > MAX_NAMES:
                 raise LimitError(f"more than {MAX_NAMES} names", hint="split the names over several certificates")
     return out
+
+
+def normalize_names(names: Iterable[str]) -> list[str]:
+    """Names a user gives for a certificate: each normalized, wildcards checked, duplicates dropped.
+
+    In the order given; InputError for the first invalid name or wildcard, LimitError past
+    :data:`MAX_NAMES`.
+    """
+    return _required(names, wildcards_checked=True)
 
 
 def coverage(cert_names: Iterable[str] | x509.Certificate, required: Iterable[str]) -> Coverage:
@@ -407,12 +421,9 @@ def plan(required: Iterable[str], *, limit: int = DEFAULT_NAME_LIMIT, wildcards:
         raise TypeError("limit is an int")
     if limit < 1:
         raise InputError(f"a name limit of {limit} allows no names", hint="give the CA's limit, e.g. 15")
-    names = _required(required)
+    names = normalize_names(required)
     if not names:
         raise InputError("no names given", hint="give the DNS names or IP addresses the certificate must cover")
-    for n in names:
-        if n.startswith("*."):
-            check_wildcard(n)
     asked = [n for n in names if n.startswith("*.")]
     covered_by: dict[str, str] = {}
     for n in names:

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes, CertificatePublicKeyTypes
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 __all__ = ["TestCA", "TestLeaf", "make_key", "pem"]
 
-_RSA_CACHE: dict[int, list[rsa.RSAPrivateKey]] = {}
+# an extension to add to a test certificate, and whether it is critical
+Extra = tuple[x509.ExtensionType, bool]
 
 
 def make_key(spec: str = "ec:p256") -> CertificateIssuerPrivateKeyTypes:
@@ -129,24 +130,22 @@ class TestCA:
         days: int = 3650,
         not_before: dt.datetime | None = None,
         hash_alg: hashes.HashAlgorithm | None = None,
+        extensions: Sequence[Extra] = (),
     ) -> TestCA:
+        """A self-signed root; ``extensions`` adds (extension, critical) pairs, e.g. name constraints."""
         pkey = make_key(key)
-        start = not_before or _now() - dt.timedelta(days=1)
         name = _name(cn)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(pkey.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(start + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(_ca_key_usage(), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(pkey.public_key()), critical=False)
+        builder = _ca_builder(
+            name,
+            name,
+            pkey,
+            serial=x509.random_serial_number(),
+            not_before=not_before,
+            days=days,
+            path_length=None,
+            extensions=extensions,
         )
-        cert = _sign(builder, pkey, hash_alg)
-        return cls(cert=cert, key=pkey)
+        return cls(cert=_sign(builder, pkey, hash_alg), key=pkey)
 
     @property
     def chain(self) -> list[x509.Certificate]:
@@ -179,44 +178,51 @@ class TestCA:
         hash_alg: hashes.HashAlgorithm | None = None,
         aia_url: str | None = None,
         not_before: dt.datetime | None = None,
+        extensions: Sequence[Extra] = (),
     ) -> TestCA:
+        """An intermediate CA issued by this one; ``extensions`` as for :meth:`root`."""
         pkey = make_key(key)
-        start = not_before or _now() - dt.timedelta(days=1)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(cn))
-            .issuer_name(self.cert.subject)
-            .public_key(pkey.public_key())
-            .serial_number(self._next_serial())
-            .not_valid_before(start)
-            .not_valid_after(start + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-            .add_extension(_ca_key_usage(), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(pkey.public_key()), critical=False)
-            .add_extension(_aki(self.key), critical=False)
+        extra = [*extensions, (_aia(aia_url), False)] if aia_url else extensions
+        builder = self._issue_ca(
+            _name(cn), pkey, not_before=not_before, days=days, path_length=path_length, extensions=extra
         )
-        if aia_url:
-            builder = builder.add_extension(_aia(aia_url), critical=False)
-        cert = _sign(builder, self.key, hash_alg)
-        return TestCA(cert=cert, key=pkey, parent=self)
+        return TestCA(cert=_sign(builder, self.key, hash_alg), key=pkey, parent=self)
 
     def cross_sign(self, other: TestCA, *, days: int = 1825) -> x509.Certificate:
         """A certificate for ``other``'s subject and key, issued by this CA (a cross-sign)."""
-        start = _now() - dt.timedelta(days=1)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(other.cert.subject)
-            .issuer_name(self.cert.subject)
-            .public_key(other.key.public_key())
-            .serial_number(self._next_serial())
-            .not_valid_before(start)
-            .not_valid_after(start + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(_ca_key_usage(), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(other.key.public_key()), critical=False)
+        builder = self._issue_ca(other.cert.subject, other.key, not_before=None, days=days, path_length=None)
+        return _sign(builder, self.key)
+
+    def _issue_ca(
+        self,
+        subject: x509.Name,
+        key: CertificateIssuerPrivateKeyTypes,
+        *,
+        not_before: dt.datetime | None,
+        days: int,
+        path_length: int | None,
+        extensions: Sequence[Extra] = (),
+    ) -> x509.CertificateBuilder:
+        return _ca_builder(
+            subject,
+            self.cert.subject,
+            key,
+            serial=self._next_serial(),
+            not_before=not_before,
+            days=days,
+            path_length=path_length,
+            extensions=[(_aki(self.key), False), *extensions],
+        )
+
+    def _issue_end_entity(
+        self, subject: x509.Name, public_key: CertificatePublicKeyTypes, not_before: dt.datetime | None, days: int
+    ) -> x509.CertificateBuilder:
+        start = not_before or _now() - dt.timedelta(hours=1)
+        return (
+            _builder(subject, self.cert.subject, public_key, serial=self._next_serial(), start=start, days=days)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_aki(self.key), critical=False)
         )
-        return _sign(builder, self.key)
 
     def leaf(
         self,
@@ -233,19 +239,8 @@ class TestCA:
     ) -> TestLeaf:
         """A server certificate for ``names`` (DNS names or IP addresses)."""
         pkey = private_key or make_key(key)
-        start = not_before or _now() - dt.timedelta(hours=1)
         cn = common_name if common_name is not None else (names[0] if names else "leaf")
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(cn, org=None))
-            .issuer_name(self.cert.subject)
-            .public_key(pkey.public_key())
-            .serial_number(self._next_serial())
-            .not_valid_before(start)
-            .not_valid_after(start + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_aki(self.key), critical=False)
-        )
+        builder = self._issue_end_entity(_name(cn, org=None), pkey.public_key(), not_before, days)
         if san and names:
             builder = builder.add_extension(x509.SubjectAlternativeName(_general_names(names)), critical=False)
         if server_auth:
@@ -264,18 +259,8 @@ class TestCA:
         self, csr: x509.CertificateSigningRequest, *, days: int = 90, not_before: dt.datetime | None = None
     ) -> x509.Certificate:
         """Issue a server certificate for a CSR, as a CA would: subject and SANs from the request."""
-        start = not_before or _now() - dt.timedelta(hours=1)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(csr.subject)
-            .issuer_name(self.cert.subject)
-            .public_key(csr.public_key())
-            .serial_number(self._next_serial())
-            .not_valid_before(start)
-            .not_valid_after(start + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_aki(self.key), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        builder = self._issue_end_entity(csr.subject, csr.public_key(), not_before, days).add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
         )
         try:
             san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -286,6 +271,49 @@ class TestCA:
 
     def cert_pem(self) -> bytes:
         return pem(self.cert)
+
+
+def _builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: CertificatePublicKeyTypes,
+    *,
+    serial: int,
+    start: dt.datetime,
+    days: int,
+) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=days))
+    )
+
+
+def _ca_builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: CertificateIssuerPrivateKeyTypes,
+    *,
+    serial: int,
+    not_before: dt.datetime | None,
+    days: int,
+    path_length: int | None,
+    extensions: Sequence[Extra],
+) -> x509.CertificateBuilder:
+    start = not_before or _now() - dt.timedelta(days=1)
+    builder = (
+        _builder(subject, issuer, key.public_key(), serial=serial, start=start, days=days)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(_ca_key_usage(), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder
 
 
 def _general_names(names: Sequence[str]) -> list[x509.GeneralName]:

@@ -15,28 +15,34 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 from typing import TypeVar
 
 import certifi
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 
-from certfleet.errors import EnvError, InputError
+from certfleet.certinfo import readable
+from certfleet.errors import EnvError, FormatError, InputError
 from certfleet.formats import read_pool
 
 __all__ = [
     "MAX_PATH_LENGTH",
+    "WEAK_SIGNATURES",
     "CertPath",
     "PathEnd",
+    "Signature",
     "TrustStore",
+    "check_signature",
     "extension",
     "find_paths",
     "is_self_signed",
     "load_trust",
     "signed_by",
+    "weak_signature",
 ]
 
 # Where Linux distributions and BSDs keep the bundle of their trusted roots.
@@ -55,36 +61,84 @@ def _spki(cert: x509.Certificate) -> bytes:
     return cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    """True when ``issuer``'s name and key made ``cert``'s signature (names alone prove nothing).
+# signature algorithms whose hash clients refuse: a certificate signed so is refused whoever made it
+WEAK_SIGNATURES: Mapping[str, str] = MappingProxyType(
+    {
+        "1.2.840.113549.1.1.2": "MD2",  # md2WithRSAEncryption
+        "1.2.840.113549.1.1.4": "MD5",  # md5WithRSAEncryption
+        "1.2.840.113549.1.1.5": "SHA-1",  # sha1WithRSAEncryption
+        "1.3.14.3.2.29": "SHA-1",  # sha1WithRSASignature (OIW)
+        "1.2.840.10045.4.1": "SHA-1",  # ecdsa-with-SHA1
+        "1.2.840.10040.4.3": "SHA-1",  # dsa-with-sha1
+    }
+)
+
+
+def weak_signature(cert: x509.Certificate) -> str | None:
+    """The weak hash ``cert`` is signed with (``SHA-1``, ``MD5``, ``MD2``), or None."""
+    return WEAK_SIGNATURES.get(cert.signature_algorithm_oid.dotted_string)
+
+
+class Signature(StrEnum):
+    """What checking one certificate's signature with a candidate issuer found."""
+
+    GOOD = "good"  # the issuer's name and key made it, with an algorithm clients accept
+    WEAK = "weak"  # the issuer's name and key made it, but over SHA-1 or MD5, which clients refuse
+    UNCHECKED = "unchecked"  # the names fit, but the algorithm is one certfleet cannot check (MD2, GOST)
+    BAD = "bad"  # the names differ, or that key did not make this signature
+
+    @property
+    def made(self) -> bool:
+        """True when the issuer is proven to have made the signature, strong or weak."""
+        return self in (Signature.GOOD, Signature.WEAK)
+
+
+def check_signature(cert: x509.Certificate, issuer: x509.Certificate) -> Signature:
+    """Whether ``issuer``'s name and key made ``cert``'s signature (names alone prove nothing).
 
     Checked with the issuer's public key directly: cryptography's own check refuses SHA-1 and MD5
-    signatures, and lint must still see who made them. Whether an algorithm is acceptable is
-    for verification and lint to say, not for this.
+    signatures, and a SHA-1 intermediate must still be put in its place (and reported as weak,
+    not as out of order). Remembered per pair: lint, path search and verification ask again.
     """
+    return _check_signature(cert, issuer)
+
+
+@functools.lru_cache(maxsize=2048)
+def _check_signature(cert: x509.Certificate, issuer: x509.Certificate) -> Signature:
     try:
         if cert.issuer != issuer.subject:
-            return False
+            return Signature.BAD
+    except ValueError:  # undecodable names name nobody
+        return Signature.BAD
+    try:
         key = issuer.public_key()
         params = cert.signature_algorithm_parameters
         algorithm = cert.signature_hash_algorithm
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return Signature.UNCHECKED
+    data, signature = cert.tbs_certificate_bytes, cert.signature
+    try:
         if isinstance(key, rsa.RSAPublicKey) and algorithm is not None:
             # md5WithRSAEncryption comes without parameters: it is PKCS#1 v1.5, like every RSA scheme but PSS
-            key.verify(
-                cert.signature,
-                cert.tbs_certificate_bytes,
-                params if isinstance(params, padding.PSS) else padding.PKCS1v15(),
-                algorithm,
-            )
+            key.verify(signature, data, params if isinstance(params, padding.PSS) else padding.PKCS1v15(), algorithm)
         elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(params, ec.ECDSA):
-            key.verify(cert.signature, cert.tbs_certificate_bytes, params)
+            key.verify(signature, data, params)
+        elif isinstance(key, dsa.DSAPublicKey) and algorithm is not None:
+            key.verify(signature, data, algorithm)
         elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey) and params is None:
-            key.verify(cert.signature, cert.tbs_certificate_bytes)
-        else:
-            return False
-    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
-        return False
-    return True
+            key.verify(signature, data)
+        else:  # an algorithm this kind of key cannot make
+            return Signature.BAD
+    except InvalidSignature:
+        return Signature.BAD
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return Signature.UNCHECKED
+    return Signature.WEAK if weak_signature(cert) is not None else Signature.GOOD
+
+
+def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """True when ``issuer``'s name and key made ``cert``'s signature, with any hash (see :func:`check_signature`)."""
+    return check_signature(cert, issuer).made
 
 
 def is_self_signed(cert: x509.Certificate) -> bool:
@@ -108,6 +162,7 @@ class TrustStore:
         ders: set[bytes] = set()
         unique: list[x509.Certificate] = []
         for cert in self.certs:
+            readable(cert)
             der = cert.public_bytes(serialization.Encoding.DER)
             if der in ders:
                 continue
@@ -155,8 +210,8 @@ class TrustStore:
                 with warnings.catch_warnings():
                     # old roots with quirks (a negative serial) are still anchors people rely on
                     warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-                    certs.append(x509.load_pem_x509_certificate(block.group(0)))
-            except ValueError as exc:
+                    certs.append(readable(x509.load_pem_x509_certificate(block.group(0))))
+            except (ValueError, FormatError) as exc:
                 if strict:
                     raise InputError(
                         f"certificate {len(certs) + 1} of the bundle does not parse", source=source
@@ -173,14 +228,11 @@ class TrustStore:
         if cert.public_bytes(serialization.Encoding.DER) in self._ders:
             return True
         try:
-            return (cert.subject.public_bytes(), _spki(cert)) in self._anchors
+            subject = cert.subject.public_bytes()
+            # most certificates asked about (leaves, intermediates) share no name with an anchor
+            return subject in self._by_subject and (subject, _spki(cert)) in self._anchors
         except (ValueError, UnsupportedAlgorithm):
             return False
-
-    def issuers_of(self, cert: x509.Certificate) -> list[x509.Certificate]:
-        """The anchors whose name and key issued ``cert``."""
-        named = self._by_subject.get(cert.issuer.public_bytes(), ())
-        return [anchor for anchor in named if signed_by(cert, anchor)]
 
     def named(self, name: x509.Name) -> tuple[x509.Certificate, ...]:
         """The anchors whose subject is ``name`` (no signature check)."""
@@ -302,9 +354,11 @@ def find_paths(
     shorter; among paths that end nowhere, the one that got furthest. ``first_trusted`` stops at
     the first path that reaches an anchor (anchors and matching key identifiers are tried first).
     """
+    readable(leaf)
     by_subject: dict[bytes, list[x509.Certificate]] = {}
     seen_der: set[bytes] = set()
     for cert in pool:
+        readable(cert)
         der = cert.public_bytes(serialization.Encoding.DER)
         if der not in seen_der:
             seen_der.add(der)

@@ -16,30 +16,39 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, Subject, VerificationError
 
-from certfleet.aia import ca_issuers_urls
-from certfleet.certinfo import describe, fingerprint, san_names
+from certfleet.certinfo import cert_public_key, describe, fingerprint, readable, san_names
 from certfleet.errors import CertfleetError, InputError
+from certfleet.findings import (
+    eku_problem,
+    label,
+    no_san_problem,
+    validity_problem,
+    weak_signature_problem,
+)
 from certfleet.names import coverage, covers, is_ip, is_wildcard, normalize_name
 from certfleet.problems import Problem, ProblemCode, Severity
-from certfleet.trust import MAX_PATH_LENGTH, CertPath, PathEnd, TrustStore, extension, find_paths, is_self_signed
+from certfleet.trust import (
+    MAX_PATH_LENGTH,
+    CertPath,
+    PathEnd,
+    Signature,
+    TrustStore,
+    check_signature,
+    extension,
+    find_paths,
+    is_self_signed,
+)
 
-__all__ = [
-    "Verification",
-    "Verifier",
-    "eku_problem",
-    "label",
-    "parse_name",
-    "validity_problem",
-    "verify_chain",
-]
+__all__ = ["Verification", "Verifier", "parse_name", "verify_chain"]
 
 _MIN_RSA_BITS = 2048
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")  # a name cryptography takes as it is
 _MAX_PROVEN = 16  # intermediates remembered for the shortcut; a bundle of leaves has a few
+_MAX_NAMES = 1024  # names a verifier remembers in their parsed form
 
 
 @dataclass(frozen=True)
@@ -57,51 +66,6 @@ class Verification:
             "chain": [describe(c).to_dict() for c in self.chain],
             "problems": [p.to_dict() for p in self.problems],
         }
-
-
-# --- words ------------------------------------------------------------------------------------
-
-
-def label(name: x509.Name) -> str:
-    """A short, quoted way to name a certificate in a message: its CN, else its whole subject."""
-    try:
-        cns = name.get_attributes_for_oid(NameOID.COMMON_NAME)
-        text = str(cns[0].value) if cns else name.rfc4514_string()
-    except (ValueError, UnicodeError):
-        text = "an undecodable name"
-    text = text or "an empty name"
-    return f"'{text[:100]}'"
-
-
-def _days(n: int) -> str:
-    return "1 day" if n == 1 else f"{n} days"
-
-
-def validity_problem(cert: x509.Certificate, at: dt.datetime, *, prefix: str = "") -> Problem | None:
-    """``expired`` or ``not-yet-valid`` for ``cert`` at ``at``, worded "expired on 2024-06-01, 178 days ago"."""
-    not_after = cert.not_valid_after_utc
-    not_before = cert.not_valid_before_utc
-    if at > not_after:
-        ago = (at - not_after).days
-        when = _days(ago) + " ago" if ago else "less than a day ago"
-        return Problem(
-            ProblemCode.EXPIRED,
-            Severity.ERROR,
-            f"{prefix}expired on {not_after:%Y-%m-%d}, {when}",
-            "renew it, then deploy the new certificate",
-            fingerprint(cert),
-        )
-    if at < not_before:
-        ahead = (not_before - at).days
-        when = "in " + _days(ahead) if ahead else "in less than a day"
-        return Problem(
-            ProblemCode.NOT_YET_VALID,
-            Severity.ERROR,
-            f"{prefix}is not valid until {not_before:%Y-%m-%d}, {when}",
-            "check the clock of this machine, or wait until then",
-            fingerprint(cert),
-        )
-    return None
 
 
 # --- names ------------------------------------------------------------------------------------
@@ -149,42 +113,7 @@ def _name_problem(leaf: x509.Certificate, name: str) -> Problem | None:
     )
 
 
-def _no_san_problem(leaf: x509.Certificate) -> Problem:
-    return Problem(
-        ProblemCode.NO_SAN,
-        Severity.ERROR,
-        "the certificate names no DNS name or IP address (no subjectAltName); clients ignore the common name",
-        "reissue it with every name in the subjectAltName extension",
-        fingerprint(leaf),
-    )
-
-
 # --- verification -----------------------------------------------------------------------------
-
-
-def _eku_lacks_server_auth(cert: x509.Certificate) -> list[str] | None:
-    """The EKUs of ``cert`` when they exclude serverAuth (None when they allow it or are absent)."""
-    eku = extension(cert, x509.ExtendedKeyUsage)
-    if eku is None:
-        return None
-    oids = list(eku)
-    if ExtendedKeyUsageOID.SERVER_AUTH in oids or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in oids:
-        return None
-    return [o._name if o._name != "Unknown OID" else o.dotted_string for o in oids]
-
-
-def eku_problem(cert: x509.Certificate, *, prefix: str = "") -> Problem | None:
-    """``missing-server-auth`` when ``cert`` has an extended key usage without serverAuth."""
-    allowed = _eku_lacks_server_auth(cert)
-    if allowed is None:
-        return None
-    return Problem(
-        ProblemCode.MISSING_SERVER_AUTH,
-        Severity.ERROR,
-        f"{prefix}extended key usage lacks serverAuth (it allows: {', '.join(allowed) or 'nothing'})",
-        "reissue it as a TLS server certificate (extended key usage serverAuth)",
-        fingerprint(cert),
-    )
 
 
 _PATH_CODES = frozenset(
@@ -198,8 +127,11 @@ _EXPLAINED_BY: tuple[tuple[str, frozenset[ProblemCode]], ...] = (
     ("no interior errors", _PATH_CODES),
     ("signature does not match", _PATH_CODES),
     ("exceeds max depth", _PATH_CODES),
+    ("Forbidden signature algorithm", frozenset({ProblemCode.WEAK_SIGNATURE})),
 )
 _PROCESSING = re.compile(r" \(encountered processing <Certificate\(subject=<Name\((.*?)\)>, \.\.\.\)>\)")
+# cryptography's Rust debug form of an algorithm: keep only the name of its parameters
+_ALGORITHM = re.compile(r"AlgorithmIdentifier \{ oid: [^}]*?, params: (\w+)[^}]*\}")
 
 
 def _explained(reason: str, problems: Sequence[Problem]) -> bool:
@@ -214,6 +146,7 @@ def _plain(reason: str) -> str:
     """cryptography's message without its prefix and Python reprs, bounded."""
     text = reason.removeprefix("validation failed: ")
     text = _PROCESSING.sub(lambda m: f" (at {m.group(1)[:100]})", text)
+    text = _ALGORITHM.sub(lambda m: m.group(1), text)
     return text[:300]
 
 
@@ -246,10 +179,7 @@ def _phone_rules(
                 fingerprint(leaf),
             )
         )
-    try:
-        key = leaf.public_key()
-    except (ValueError, TypeError):
-        key = None
+    key = cert_public_key(leaf)
     weak = None
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < _MIN_RSA_BITS:
@@ -294,22 +224,33 @@ class Verifier:
             raise ValueError("at must be timezone-aware")
         self.trust = trust
         self.at = at.astimezone(dt.UTC)
-        self.untrusted = list(untrusted)
+        self.untrusted = [readable(c) for c in untrusted]
         self.max_depth = max_depth
         self._builder: PolicyBuilder | None = None
         # intermediates proven up to an anchor, with the rest of their path; trusted by one verifier
         self._proven: list[tuple[x509.Certificate, tuple[x509.Certificate, ...]]] = []
         self._proven_builder: PolicyBuilder | None = None
+        self._names: dict[str, x509.DNSName | x509.IPAddress] = {}
         if trust.certs:
             builder = PolicyBuilder().store(Store(list(trust.certs))).time(self.at)
             self._builder = builder.max_chain_depth(max_depth) if max_depth is not None else builder
 
     def verify(self, leaf: x509.Certificate, name: str | None = None) -> Verification:
         """Verify ``leaf`` for ``name`` (DNS or IP; None: the leaf's own first name)."""
+        # As readable(leaf), in two steps: the subject now, the issuer once a path is found (it
+        # then names an issuer whose subject decodes), or at once when none is (see _explain).
+        try:
+            _ = leaf.subject
+        except ValueError:
+            readable(leaf)
         subject: Subject
         dns: list[str] | None = None
         if name is not None:
-            subject = parse_name(name)
+            try:
+                subject = self._parse_name(name)
+            except CertfleetError:
+                readable(leaf)  # a name that does not decode is said first
+                raise
             shown: str | None = str(subject.value)
         else:
             dns, ips = san_names(leaf)
@@ -326,8 +267,31 @@ class Verifier:
             except (VerificationError, ValueError) as exc:  # ValueError: a name cryptography refuses
                 return self._explain(leaf, subject, shown, str(exc))
             self._remember(chain)
+        if not self._issuer_decodes(chain):
+            readable(leaf)
         refusals = _phone_rules(leaf, subject, dns)
         return Verification(valid=not refusals, chain=tuple(chain), problems=tuple(refusals), name=shown)
+
+    @staticmethod
+    def _issuer_decodes(chain: Sequence[x509.Certificate]) -> bool:
+        # cryptography links a certificate to its issuer only when the issuer's subject and its
+        # issuer name are the same attributes, byte for byte: one decodes exactly when the other does
+        if len(chain) < 2:
+            return False
+        try:
+            _ = chain[1].subject
+        except ValueError:
+            return False
+        return True
+
+    def _parse_name(self, name: str) -> x509.DNSName | x509.IPAddress:
+        # a batch checks every leaf for the same --name: its IDNA form is worked out once
+        parsed = self._names.get(name)
+        if parsed is None:
+            parsed = parse_name(name)
+            if len(self._names) < _MAX_NAMES:
+                self._names[name] = parsed
+        return parsed
 
     # Leaves that share intermediates: once a full verification proves an intermediate up to an
     # anchor (at this time, under this policy), the next leaf it issued needs only its own link,
@@ -368,6 +332,7 @@ class Verifier:
 
         ``reason`` is cryptography's message; it is reported as well unless those checks explain it.
         """
+        readable(leaf)  # the issuer's name too: nothing proved that it decodes
         problems: list[Problem] = []
         path = self._best_path(leaf)
 
@@ -388,10 +353,10 @@ class Verifier:
                 )
             )
         if subject is None:
-            add(_no_san_problem(leaf))
+            add(no_san_problem(leaf))
         else:
             dns, ips = san_names(leaf)
-            add(_no_san_problem(leaf) if not dns and not ips else _name_problem(leaf, str(subject.value)))
+            add(no_san_problem(leaf) if not dns and not ips else _name_problem(leaf, str(subject.value)))
         for problem in _phone_rules(leaf, subject):
             add(problem)
 
@@ -419,21 +384,28 @@ class Verifier:
         return paths[0] if paths else CertPath((leaf,), PathEnd.MISSING_ISSUER)
 
     def _path_problems(self, path: CertPath) -> list[Problem]:
+        # only here: certfleet.aia brings http.client and urllib, which a valid leaf never needs
+        from certfleet.aia import ca_issuers_urls
+
         problems: list[Problem] = []
         last = path.certs[-1]
+        # an issuer named but not proven, because nobody can check the algorithm: said with the signature below
+        unchecked = False
         if path.end is PathEnd.MISSING_ISSUER:
-            named = bool(self.trust.named(last.issuer)) or any(c.subject == last.issuer for c in self.untrusted)
+            named = [*self.trust.named(last.issuer), *(c for c in self.untrusted if c.subject == last.issuer)]
+            unchecked = any(check_signature(last, c) is Signature.UNCHECKED for c in named)
             if named:
-                problems.append(
-                    Problem(
-                        ProblemCode.INVALID,
-                        Severity.ERROR,
-                        f"{label(last.subject)} names {label(last.issuer)} as its issuer, "
-                        "but no certificate of that name here signed it",
-                        "get the intermediate that matches this certificate from the CA",
-                        fingerprint(last),
+                if not unchecked:
+                    problems.append(
+                        Problem(
+                            ProblemCode.INVALID,
+                            Severity.ERROR,
+                            f"{label(last.subject)} names {label(last.issuer)} as its issuer, "
+                            "but no certificate of that name here signed it",
+                            "get the intermediate that matches this certificate from the CA",
+                            fingerprint(last),
+                        )
                     )
-                )
             elif last is path.certs[0] or ca_issuers_urls(last):
                 # a leaf's issuer, or one the CA publishes: an intermediate left out of the bundle
                 what = "intermediate" if last is path.certs[0] else "certificate"
@@ -491,12 +463,19 @@ class Verifier:
                     fingerprint(path.certs[0]),
                 )
             )
-        for index, cert in enumerate(path.certs[1:], start=1):
+        for index, cert in enumerate(path.certs):
             anchor = path.trusted and index == len(path.certs) - 1
-            prefix = f"the {'root' if anchor else 'intermediate'} {label(cert.subject)} "
-            found = [validity_problem(cert, self.at, prefix=prefix)]
-            if not anchor:  # an anchor is trusted as a name and a key, whatever usages it lists
-                found.append(eku_problem(cert, prefix=prefix))
+            found: list[Problem | None] = []
+            # the leaf's own validity and usages are judged by _explain
+            what = (
+                "the certificate" if index == 0 else f"the {'root' if anchor else 'intermediate'} {label(cert.subject)}"
+            )
+            if index > 0:
+                found.append(validity_problem(cert, self.at, prefix=f"{what} "))
+            if index > 0 and not anchor:  # an anchor is trusted as a name and a key, whatever usages it lists
+                found.append(eku_problem(cert, prefix=f"{what} "))
+            if not anchor and not is_self_signed(cert):  # nor does any client check a root's own signature
+                found.append(weak_signature_problem(cert, what=what, unchecked=unchecked and cert is last))
             problems.extend(p for p in found if p is not None)
         return problems
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from certfleet.errors import InputError
 from certfleet.fleet import targets
 from certfleet.fleet.spec import NodeSpec, TargetSpec
-from certfleet.names import check_wildcard, normalize_name
+from certfleet.names import normalize_name, normalize_names
 from certfleet.store import LineageRecord, check_name
 
 __all__ = ["lineage_names", "make_node", "parse_target_spec", "required_names", "target_kinds"]
@@ -103,13 +103,7 @@ def make_node(
 ) -> NodeSpec:
     """A checked node: names normalized (A-labels, lowercase), targets known, transport and probe read."""
     check_name("node", name)
-    normal: list[str] = []
-    for raw in names:
-        n = normalize_name(raw)
-        if n.startswith("*."):
-            check_wildcard(n)
-        if n not in normal:
-            normal.append(n)
+    normal = normalize_names(names)
     if not normal:
         raise InputError(f"node {name} has no names", hint="give each DNS name the node serves with --name")
     specs = tuple(parse_target_spec(t) if isinstance(t, str) else _check_target(t) for t in targets)

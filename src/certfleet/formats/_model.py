@@ -10,7 +10,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from certfleet.certinfo import describe, fingerprint, key_type
+from certfleet.certinfo import cert_public_key, describe, fingerprint, key_type, readable
 
 __all__ = ["InputFormat", "Pool", "PoolCSR", "PoolCert", "PoolKey", "combine"]
 
@@ -31,6 +31,9 @@ class PoolCert:
     source: str
     format: InputFormat
     friendly_name: str | None = None  # the PKCS#12 bag's friendlyName (a keytool alias, a Windows label)
+
+    def __post_init__(self) -> None:
+        readable(self.cert)  # a certificate whose names do not decode is refused where it is read
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,15 +71,16 @@ class PoolCSR:
     source: str
     format: InputFormat
 
+    def __post_init__(self) -> None:
+        readable(self.csr)
+
     def to_dict(self) -> dict[str, Any]:
         try:
             subject = self.csr.subject.rfc4514_string()
         except ValueError:  # undecodable attribute values
             subject = repr(self.csr.subject)
-        try:
-            ktype = key_type(self.csr.public_key())
-        except (ValueError, TypeError):
-            ktype = "unknown"
+        key = cert_public_key(self.csr)
+        ktype = key_type(key) if key is not None else "unknown"
         return {"source": self.source, "format": self.format.value, "subject": subject, "key_type": ktype}
 
 

@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from certfleet.certinfo import printable
 from certfleet.errors import FormatError, LimitError
 from certfleet.formats._common import HINT_DAMAGED, MiB, NothingUsable, damaged
 from certfleet.formats._model import Pool, combine
@@ -60,7 +61,7 @@ def read_zip(source: str, data: bytes, *, depth: int, budget: Budget, read_membe
         found: list[Pool] = []
         ignored: list[str] = []
         for info in members:
-            member = f"{source}!{info.filename}"
+            member = _member(source, info)
             content = _inflate(archive, info, member, budget)
             try:
                 found.append(read_member(member, content, depth + 1))
@@ -78,16 +79,18 @@ def _members(source: str, archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     if len(infos) > MAX_MEMBERS:
         raise LimitError(f"zip has {len(infos):,} members; at most {MAX_MEMBERS:,} are read", hint=_HINT_BOMB)
     for info in infos:
+        if not info.filename:  # no tool writes one; zipfile itself trips over it
+            raise damaged("zip")
         if _unsafe(info.filename):
             raise FormatError(
                 "unsafe path in zip (absolute, or with '..'); the whole zip is refused",
                 hint=_HINT_UNSAFE,
-                source=f"{source}!{info.filename}",
+                source=_member(source, info),
             )
     wanted: list[zipfile.ZipInfo] = []
     claimed = 0
     for info in infos:
-        member = f"{source}!{info.filename}"
+        member = _member(source, info)
         if info.is_dir() or _junk(info.filename):
             continue
         if info.flag_bits & 0x1:
@@ -127,6 +130,11 @@ def _inflate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, member: str, budge
         raise FormatError("zip member: damaged or cut short", hint=HINT_DAMAGED, source=member) from exc
     budget.inflated += len(out)
     return bytes(out)
+
+
+def _member(source: str, info: zipfile.ZipInfo) -> str:
+    # a member's name is the sender's text: it must not break the one-line message that names it
+    return f"{source}!{printable(info.filename, 200)}"
 
 
 def _too_big(limit: int, scope: str) -> str:
