@@ -3,10 +3,13 @@
 Creates an RSA-2048 root, an RSA-2048 intermediate and N leaves with subjectAltNames, written as
 PEM files in a temporary folder, then times one invocation of each tool over all N leaves, whole
 processes included (interpreter start, imports, reading the files, printing the results). Both
-must agree that every chain is valid. Prints both rates and the ratio.
+must agree that every chain is valid. The runs of the two tools alternate, so that other work on
+the machine weighs on both alike. Prints every run, the best and the median of each tool, their
+rates and ratios, and the load average.
 
     .venv/bin/python bench/verify_each.py            # N = 10,000
     .venv/bin/python bench/verify_each.py --n 1000 --repeat 5
+    .venv/bin/python bench/verify_each.py --keep /tmp/chains --repeat 9   # made once, then reused
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from certfleet.testing import TestCA, make_key
+
+
+def chains(folder: Path, n: int) -> list[str]:
+    """The N leaves in ``folder``: made there unless an earlier run with the same N left them."""
+    listing = folder / "leaves.txt"
+    if listing.exists():
+        names = listing.read_text().split()
+        if len(names) == n and all((folder / name).exists() for name in (*names, "root.pem", "inter.pem")):
+            return names
+    names = make_chains(folder, n)
+    listing.write_text("\n".join(names) + "\n")
+    return names
 
 
 def make_chains(folder: Path, n: int) -> list[str]:
@@ -109,8 +125,8 @@ def run_certfleet(folder: Path, leaves: list[str]) -> Run:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="number of chains (default 10000)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each tool; the best is kept (default 3)")
-    parser.add_argument("--keep", type=Path, help="make the chains in this folder and keep them")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each tool (default 3)")
+    parser.add_argument("--keep", type=Path, help="make the chains in this folder and keep them (reused next time)")
     args = parser.parse_args()
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="certfleet-bench-"))
@@ -118,22 +134,32 @@ def main() -> None:
     try:
         print(f"load average before: {os.getloadavg()[0]:.2f}")
         start = time.perf_counter()
-        leaves = make_chains(folder, args.n)
-        print(f"made {args.n} chains in {time.perf_counter() - start:.1f} s in {folder}")
+        leaves = chains(folder, args.n)
+        print(f"{args.n} chains ready in {time.perf_counter() - start:.1f} s in {folder}")
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         version = subprocess.run(["openssl", "version"], capture_output=True, text=True, check=False).stdout.strip()
         print(f"machine: {cpus} cores; {version}")
         run_certfleet(folder, leaves[:10])  # once, so the bytecode cache is written as on any machine
-        best_openssl = min(run_openssl(folder, leaves) for _ in range(args.repeat))
-        best_certfleet = min(run_certfleet(folder, leaves) for _ in range(args.repeat))
-        rate_openssl = args.n / best_openssl.wall
-        rate_certfleet = args.n / best_certfleet.wall
-        for label, run, rate in (
-            ("openssl verify:         ", best_openssl, rate_openssl),
-            ("certfleet verify --each:", best_certfleet, rate_certfleet),
-        ):
-            print(f"{label} {run.wall:7.3f} s  {rate:9.0f} chains/s  (CPU {run.cpu:.3f} s)")
-        print(f"ratio: {rate_certfleet / rate_openssl:.2f}x (all {args.n} valid for both)")
+        openssl: list[Run] = []
+        certfleet: list[Run] = []
+        for i in range(args.repeat):
+            load = os.getloadavg()[0]
+            openssl.append(run_openssl(folder, leaves))
+            certfleet.append(run_certfleet(folder, leaves))
+            print(
+                f"run {i + 1}: openssl {openssl[-1].wall:6.3f} s, certfleet {certfleet[-1].wall:6.3f} s "
+                f"({openssl[-1].wall / certfleet[-1].wall:.2f}x; load average {load:.2f})"
+            )
+        for label, runs in (("openssl verify:         ", openssl), ("certfleet verify --each:", certfleet)):
+            best = min(runs)
+            median = statistics.median(run.wall for run in runs)
+            print(
+                f"{label} best {best.wall:6.3f} s {args.n / best.wall:7.0f} chains/s (CPU {best.cpu:.3f} s); "
+                f"median {median:6.3f} s {args.n / median:7.0f} chains/s"
+            )
+        best_ratio = min(openssl).wall / min(certfleet).wall
+        median_ratio = statistics.median(r.wall for r in openssl) / statistics.median(r.wall for r in certfleet)
+        print(f"ratio: best {best_ratio:.2f}x, median {median_ratio:.2f}x (all {args.n} valid for both)")
         print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     finally:
         if args.keep is None:

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from certfleet import testing
 from certfleet.certinfo import fingerprint
 from certfleet.cli import _core
+from certfleet.cli import _each as each_module
 
 # the 'cli' and 'cli_proc' fixtures come from conftest.py; they return Result(code, out, err)
 
@@ -293,14 +294,15 @@ def test_each_in_worker_processes_gives_the_same_answer(
     cli: Any, files: Files, leaves: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     serial = _each(cli, files, leaves * 3, "--json")
-    monkeypatch.setattr(_core, "_PARALLEL_MIN_LEAVES", 2)
-    assert _core._forking(len(leaves) * 3) == (len(os.sched_getaffinity(0)) >= 2)
+    monkeypatch.setattr(each_module, "_PARALLEL_MIN_LEAVES", 2)
+    monkeypatch.setattr(each_module, "_CHUNK_LEAVES", 2)  # nine chunks, shared by both processes
+    assert each_module._forking(len(leaves) * 3) == (len(os.sched_getaffinity(0)) >= 2)
     parallel = _each(cli, files, leaves * 3, "--json")
     assert parallel.out == serial.out
     assert parallel.code == serial.code == 1
     human = _each(cli, files, leaves * 3)
     assert human.out.splitlines()[-1] == "18 leaves: 15 valid, 3 invalid"
-    monkeypatch.setattr(_core, "_PARALLEL_MIN_LEAVES", 1)
+    monkeypatch.setattr(each_module, "_PARALLEL_MIN_LEAVES", 1)
     single = _each(cli, files, leaves[:1])  # fewer leaves than workers
     assert single.code == 0, single.err
     assert single.out.splitlines()[-1] == "1 leaf: 1 valid, 0 invalid"

@@ -306,8 +306,11 @@ class Verifier:
         except (VerificationError, ValueError):
             return None
         anchor = chain[-1]
-        upper = next((up for cert, up in self._proven if cert == anchor), None)
-        return None if upper is None else [*chain, *upper]
+        for cert, upper in self._proven:
+            # the anchor is the very object the proven store holds; == compares whole certificates
+            if cert is anchor or cert == anchor:
+                return [*chain, *upper]
+        return None
 
     def _remember(self, chain: Sequence[x509.Certificate]) -> None:
         if self.max_depth is not None or len(chain) < 3 or len(self._proven) >= _MAX_PROVEN:

@@ -1,61 +1,172 @@
 """The ``certfleet`` command line: a thin face over the library.
 
-Commands live in one module per area (``_core``, ``_fleet``, ``_check``, ``_serve``) and register
-themselves on :data:`app`. :func:`main` maps every :class:`CertfleetError` to one printed line, a
-hint and the exit code of DESIGN.md; a traceback only with ``--debug``.
+Commands live in one module per area (``_core``, ``_fleet``, ``_deploy``, ``_check``, ``_serve``)
+and register themselves on the Typer app of ``_common``. :func:`main` imports only the module of
+the command asked for (all of them for the overview, or for a command it does not know), and
+runs ``verify --each`` without Typer at all (see ``_each``). Every :class:`CertfleetError` is
+mapped to one printed line, a hint and the exit code of DESIGN.md; a traceback only with
+``--debug``.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import click
-import typer
-from cryptography.utils import CryptographyDeprecationWarning
-from rich.markup import escape
-
-from certfleet.cli._common import app, console_err, state
 from certfleet.errors import CertfleetError, ExitCode
 
-__all__ = ["app", "main"]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["COMMANDS", "app", "main", "run", "state"]
 
 
-def _register() -> None:
-    # imported for their side effect: each module adds its commands to ``app``
-    import importlib
+@dataclass
+class _State:
+    debug: bool = False
 
-    for name in ("_core", "_fleet", "_deploy", "_check", "_serve"):
+
+state = _State()
+
+# every command and command group, and the module that registers it
+COMMANDS: dict[str, str] = {
+    "inspect": "_core",
+    "verify": "_core",
+    "chain": "_core",
+    "convert": "_core",
+    "key": "_core",
+    "csr": "_core",
+    "match": "_core",
+    "names": "_core",
+    "init": "_fleet",
+    "apply": "_fleet",
+    "export-fleet": "_fleet",
+    "request": "_fleet",
+    "import": "_fleet",
+    "status": "_fleet",
+    "history": "_fleet",
+    "export": "_fleet",
+    "node": "_fleet",
+    "trust": "_fleet",
+    "deploy": "_deploy",
+    "rollback": "_deploy",
+    "check": "_check",
+    "watch": "_check",
+    "serve": "_serve",
+}
+# in the order the overview lists them
+_MODULES = ("_core", "_fleet", "_deploy", "_check", "_serve")
+
+
+def __getattr__(name: str) -> Any:
+    # ``certfleet.cli.app``: the Typer app with every command on it, made on first use
+    if name == "app":
+        from certfleet.cli._common import app
+
+        _register(_MODULES)
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _register(modules: Sequence[str]) -> None:
+    # imported for their side effect: each module adds its commands to the app
+    for name in modules:
         try:
             importlib.import_module(f"certfleet.cli.{name}")
         except ModuleNotFoundError as exc:
             if exc.name != f"certfleet.cli.{name}":
                 raise
+    from certfleet.cli._common import app
+
+    # the overview lists commands by area, whichever area a process happened to load first
+    app.registered_commands.sort(key=lambda info: _area(getattr(info.callback, "__module__", "")))
+
+
+def _area(module: str) -> int:
+    name = module.rpartition(".")[2]
+    return _MODULES.index(name) if name in _MODULES else len(_MODULES)
+
+
+def _modules_for(args: Sequence[str]) -> Sequence[str]:
+    """The command modules ``certfleet ARGS`` needs: the one of its command, else every one."""
+    for arg in args:
+        if arg != "--debug":
+            module = COMMANDS.get(arg)
+            return (module,) if module is not None else _MODULES
+    return _MODULES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from cryptography.utils import CryptographyDeprecationWarning
+
     # certifi's bundle and CA packages hold certificates with a zero serial; cryptography warns
     # about each one, which says nothing useful to someone reading a certificate package
     warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
-    _register()
     args = list(sys.argv[1:] if argv is None else argv)
-    command = typer.main.get_command(app)
     try:
-        result = command.main(args=args, prog_name="certfleet", standalone_mode=False)
+        return _dispatch(args)
     except CertfleetError as exc:
         if state.debug:
             raise
-        # messages name files and endpoints such as "[::1]:443": never read them as markup
-        console_err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        if exc.hint:
-            console_err.print(f"[dim]hint:[/] {escape(exc.hint)}", highlight=False, soft_wrap=True)
+        _error(str(exc), exc.hint)
         return int(exc.exit_code)
+    except KeyboardInterrupt:
+        _console_err().print("interrupted")
+        return 130
+    except OSError as exc:
+        if state.debug:
+            raise
+        # a file or socket the library did not expect to fail; still one line, never a traceback
+        _error(str(exc), None)
+        return int(ExitCode.ENVIRONMENT)
+    except Exception as exc:
+        if state.debug:
+            raise
+        from rich.markup import escape
+
+        console_err = _console_err()
+        console_err.print(
+            f"[bold red]unexpected error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        console_err.print("[dim]hint:[/] run again with --debug for the traceback, and report it", highlight=False)
+        return int(ExitCode.ENVIRONMENT)
+
+
+def _dispatch(args: list[str]) -> int:
+    from certfleet.cli import _each
+
+    request = _each.parse_args(args)
+    if request is None:
+        return _run_typer(args)
+    state.debug = request.debug
+    try:
+        return int(_each.run_each(request.options))
+    except (EOFError, KeyboardInterrupt):
+        # what Click makes of an interrupted command, so both ways of running it answer alike
+        sys.stderr.write("\n")
+        return _aborted()
+
+
+def _run_typer(args: list[str]) -> int:
+    import click
+    import typer
+
+    from certfleet.cli._common import app
+
+    _register(_modules_for(args))
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="certfleet", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.exceptions.Abort:
-        console_err.print("aborted")
-        return int(ExitCode.BAD_INPUT)
+        return _aborted()
     except click.ClickException as exc:
         exc.show()
         return int(ExitCode.BAD_INPUT)
@@ -65,28 +176,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         if callable(show):
             show()
         else:
-            console_err.print(str(exc), highlight=False, markup=False)
+            _console_err().print(str(exc), highlight=False, markup=False)
         return int(ExitCode.BAD_INPUT)
-    except KeyboardInterrupt:
-        console_err.print("interrupted")
-        return 130
-    except OSError as exc:
-        if state.debug:
-            raise
-        # a file or socket the library did not expect to fail; still one line, never a traceback
-        console_err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        return int(ExitCode.ENVIRONMENT)
-    except Exception as exc:
-        if state.debug:
-            raise
-        console_err.print(
-            f"[bold red]unexpected error:[/] {escape(type(exc).__name__)}: {escape(str(exc))}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        console_err.print("[dim]hint:[/] run again with --debug for the traceback, and report it", highlight=False)
-        return int(ExitCode.ENVIRONMENT)
     return int(result) if isinstance(result, int) else 0
+
+
+def _console_err() -> Console:
+    from certfleet.cli._common import console_err
+
+    return console_err
+
+
+def _error(message: str, hint: str | None) -> None:
+    from rich.markup import escape
+
+    console_err = _console_err()
+    # messages name files and endpoints such as "[::1]:443": never read them as markup
+    console_err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if hint:
+        console_err.print(f"[dim]hint:[/] {escape(hint)}", highlight=False, soft_wrap=True)
+
+
+def _aborted() -> int:
+    _console_err().print("aborted")
+    return int(ExitCode.BAD_INPUT)
 
 
 def run() -> None:

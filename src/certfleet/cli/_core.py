@@ -9,32 +9,30 @@ one command does not pay for the others (``verify --each`` is benchmarked whole-
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.text import Text
 
 from certfleet.cli import _render as views
 from certfleet.cli._common import (
-    MAX_INPUT_BYTES,
     JsonOpt,
     PasswordFileOpt,
     PasswordOpt,
     app,
-    console_err,
     emit,
     passwords,
     read_inputs,
 )
-from certfleet.errors import CertfleetError, ExitCode, InputError, OperationFailed
+from certfleet.cli._each import EachOptions, EachResult, check_leaf_file, run_each
+from certfleet.cli._inputs import load_trust_files as _trust
+from certfleet.cli._inputs import now as _now
+from certfleet.cli._inputs import parse_at
+from certfleet.errors import ExitCode, InputError, OperationFailed
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -45,15 +43,8 @@ if TYPE_CHECKING:
     from certfleet.formats import Pool
     from certfleet.keys import MatchResult
     from certfleet.names import Coverage, NamePlan
-    from certfleet.problems import Problem
-    from certfleet.trust import TrustStore
-    from certfleet.verify import Verifier
 
 __all__ = ["EachResult", "check_leaf_file", "parse_at"]
-
-_MAX_AT_CHARS = 64
-# below this many leaves a second process costs more to start than it saves
-_PARALLEL_MIN_LEAVES = 400
 
 # --- options shared by several commands ---------------------------------------------------------
 
@@ -87,27 +78,6 @@ NoFetchOpt = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", help="Write the files even when the chain has errors.")]
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
-
-
-def parse_at(text: str | None) -> dt.datetime:
-    """``--at``: ISO 8601 date or date-time; UTC when no offset is given; now when None."""
-    if text is None:
-        return _now()
-    value = text.strip()
-    hint = "write it as 2026-05-01, 2026-05-01T12:00 or 2026-05-01T12:00:00+02:00"
-    if len(value) > _MAX_AT_CHARS:
-        raise InputError("--at is too long to be a date", hint=hint)
-    try:
-        when = dt.datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise InputError(f"--at {value!r} is not an ISO 8601 date or time", hint=hint) from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.astimezone(dt.UTC)
-
-
 def _exit(code: ExitCode) -> None:
     if code is not ExitCode.OK:
         raise typer.Exit(int(code))
@@ -117,14 +87,6 @@ def _read_pool(files: Sequence[str | Path], password: list[str] | None, password
     from certfleet.formats import read_pool
 
     return read_pool(read_inputs([Path(f) for f in files]), passwords=passwords(password, password_file))
-
-
-def _trust(trust: list[Path] | None, trust_only: list[Path] | None, system: bool) -> TrustStore:
-    from certfleet.trust import load_trust
-
-    if trust_only and system:
-        raise InputError("--trust-only and --system-trust cannot be used together", hint="choose one set of roots")
-    return load_trust(read_inputs(trust or []), read_inputs(trust_only or []), system=system)
 
 
 def _secret(value: str | None, file: Path | None, what: str) -> bytes | None:
@@ -216,195 +178,6 @@ def inspect_cmd(
 # --- verify -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class EachResult:
-    """One leaf of ``verify --each``: a JSON Lines record."""
-
-    file: str
-    valid: bool
-    name: str | None
-    sha256: str | None
-    problems: tuple[Problem, ...] = ()
-    error: str | None = None  # the file could not be read as a certificate
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "file": self.file,
-            "valid": self.valid,
-            "name": self.name,
-            "problems": [p.to_dict() for p in self.problems],
-            "sha256": self.sha256,
-        }
-        if self.error is not None:
-            out["error"] = self.error
-        return out
-
-    def line(self) -> str:
-        """The human view: one line."""
-        if self.error is not None:
-            return f"error    {self.file}: {self.error}"
-        if self.valid:
-            return f"valid    {self.file}  {self.name}"
-        first = self.problems[0] if self.problems else None
-        why = f": {first.code.value}: {first.message}" if first else ""
-        more = f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
-        return f"INVALID  {self.file}  {self.name or '-'}{why}{more}"
-
-
-_PEM_CERT = b"-----BEGIN CERTIFICATE-----"
-
-
-def _leaf_from(name: str, data: bytes, pw: Sequence[bytes]) -> tuple[x509.Certificate, list[x509.Certificate]]:
-    """The leaf of one file (its first certificate) and any other certificates it holds."""
-    from cryptography import x509
-
-    # the common case, one PEM certificate, skips format detection
-    if data.count(b"-----BEGIN ") == 1 and _PEM_CERT in data:
-        try:
-            return x509.load_pem_x509_certificate(data), []
-        except ValueError:
-            pass  # let the full reader say what is wrong with it
-    from certfleet.formats import read_bytes
-
-    pool = read_bytes(name, data, passwords=pw)
-    certs = [item.cert for item in pool.unique_certificates()]
-    if not certs:
-        raise InputError("holds no certificate", source=name, hint="give the leaf certificate files")
-    return certs[0], certs[1:]
-
-
-def check_leaf_file(verifier: Verifier, path: str, name: str | None, pw: Sequence[bytes] = ()) -> EachResult:
-    """Read and verify one leaf file; an unreadable file is reported, not raised (a batch never aborts)."""
-    from certfleet.certinfo import fingerprint
-    from certfleet.verify import Verifier
-
-    try:
-        with open(path, "rb") as fh:
-            # read(n) allocates n bytes up front: a 20 MiB bound costs more than the read itself
-            size = os.fstat(fh.fileno()).st_size
-            data = fh.read(min(size, MAX_INPUT_BYTES) + 1 if size else MAX_INPUT_BYTES + 1)
-        if len(data) > MAX_INPUT_BYTES:
-            raise InputError(f"larger than {MAX_INPUT_BYTES // (1024 * 1024)} MiB; not a certificate")
-        leaf, extra = _leaf_from(path, data, pw)
-        if extra:
-            verifier = Verifier(verifier.trust, [*verifier.untrusted, *extra], at=verifier.at)
-        result = verifier.verify(leaf, name)
-    except IsADirectoryError:
-        return EachResult(path, False, name, None, error="is a folder, not a file")
-    except OSError as exc:
-        return EachResult(path, False, name, None, error=f"cannot read: {exc.strerror}")
-    except CertfleetError as exc:
-        # a zip member is named in full; the file itself is already in the record
-        where = f"{exc.source}: " if exc.source not in (None, path) else ""
-        return EachResult(path, False, name, None, error=where + exc.message)
-    return EachResult(path, result.valid, result.name, fingerprint(leaf), result.problems)
-
-
-@dataclass
-class _Tally:
-    valid: int = 0
-    invalid: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    def add(self, other: _Tally) -> None:
-        self.valid += other.valid
-        self.invalid += other.invalid
-        self.errors.extend(other.errors)
-
-
-@dataclass(frozen=True)
-class _Batch:
-    """What every leaf of one ``verify --each`` is checked with."""
-
-    verifier: Verifier
-    name: str | None
-    as_json: bool
-    passwords: Sequence[bytes]
-
-    def check(self, paths: Sequence[str]) -> tuple[str, _Tally]:
-        """The output lines for ``paths``, in order, and their tally."""
-        lines: list[str] = []
-        tally = _Tally()
-        for path in paths:
-            result = check_leaf_file(self.verifier, path, self.name, self.passwords)
-            if result.error is not None:
-                tally.errors.append(f"{path}: {result.error}")
-            elif result.valid:
-                tally.valid += 1
-            else:
-                tally.invalid += 1
-            lines.append(json.dumps(result.to_dict()) if self.as_json else result.line())
-        return "".join(line + "\n" for line in lines), tally
-
-    def check_forked(self, paths: Sequence[str]) -> tuple[str, _Tally]:
-        """:meth:`check` with a forked child doing the second half while this process does the first.
-
-        Fork shares the loaded modules and the verifier, which a spawned worker would rebuild
-        (start-up is most of the cost at a few thousand leaves).
-        """
-        half = (len(paths) + 1) // 2
-        with tempfile.TemporaryFile() as spill:
-            gc.freeze()  # else the child's garbage collector writes to, and so copies, every page it scans
-            try:
-                pid = os.fork()
-                if pid == 0:
-                    self._child(spill, paths[half:])
-                text, tally = self.check(paths[:half])
-                _, status = os.waitpid(pid, 0)
-            finally:
-                gc.unfreeze()
-            spill.seek(0)
-            header = spill.readline()
-            if status != 0 or not header:
-                # the child died (killed, out of memory): check its share here instead
-                rest, part = self.check(paths[half:])
-            else:
-                fields = json.loads(header)
-                part = _Tally(fields["valid"], fields["invalid"], fields["errors"])
-                rest = spill.read().decode()
-        tally.add(part)
-        return text + rest, tally
-
-    def _child(self, spill: BinaryIO, paths: Sequence[str]) -> NoReturn:
-        code = 1
-        try:
-            text, part = self.check(paths)
-            header = json.dumps({"valid": part.valid, "invalid": part.invalid, "errors": part.errors})
-            spill.write(header.encode() + b"\n" + text.encode())
-            spill.flush()
-            code = 0
-        finally:
-            # never return into the parent's code, nor run its exit handlers or flush its buffers
-            os._exit(code)
-
-
-def _forking(count: int) -> bool:
-    """Whether a batch of ``count`` leaves is worth a second process."""
-    if count < _PARALLEL_MIN_LEAVES or not hasattr(os, "fork"):
-        return False
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return cpus >= 2
-
-
-def _verify_each(paths: list[str], batch: _Batch) -> ExitCode:
-    text, tally = batch.check_forked(paths) if _forking(len(paths)) else batch.check(paths)
-    out = sys.stdout
-    out.write(text)
-    for line in tally.errors:
-        console_err.print(Text.assemble(("error:", "bold red"), f" {line}"), highlight=False, soft_wrap=True)
-    if not batch.as_json:
-        errors = f", {len(tally.errors)} unreadable" if tally.errors else ""
-        count = "1 leaf" if len(paths) == 1 else f"{len(paths)} leaves"
-        out.write(f"{count}: {tally.valid} valid, {tally.invalid} invalid{errors}\n")
-    out.flush()
-    if tally.errors:
-        return ExitCode.BAD_INPUT
-    return ExitCode.PROBLEMS if tally.invalid else ExitCode.OK
-
-
 @app.command(
     "verify",
     epilog=(
@@ -449,22 +222,31 @@ def verify_cmd(
     Exit 0 when valid, 1 when not. With --each, every file is a leaf of its own; --json then
     prints one JSON object per leaf, one per line.
     """
+    if each:
+        # certfleet.cli.main runs the same without Typer (cli/_each.py reads these options)
+        options = EachOptions(
+            files=tuple(files),
+            name=name,
+            trust=tuple(trust or ()),
+            trust_only=tuple(trust_only or ()),
+            system_trust=system_trust,
+            at=at,
+            untrusted=tuple(untrusted or ()),
+            password=tuple(password or ()),
+            password_file=password_file,
+            as_json=as_json,
+        )
+        _exit(run_each(options))
+        return
+    from certfleet.chain import build_chain
     from certfleet.formats import read_pool
+    from certfleet.verify import verify_chain
 
     when = parse_at(at)
     store = _trust(trust, trust_only, system_trust)
     pw = passwords(password, password_file)
     extra = read_pool(read_inputs(untrusted or []), passwords=pw) if untrusted else None
     intermediates = [item.cert for item in extra.unique_certificates()] if extra is not None else []
-    from certfleet.verify import Verifier, parse_name, verify_chain
-
-    if each:
-        if name is not None:
-            parse_name(name)  # a bad --name is one error, not one per leaf
-        batch = _Batch(Verifier(store, intermediates, at=when), name, as_json, pw)
-        _exit(_verify_each(list(files), batch))
-        return
-    from certfleet.chain import build_chain
 
     pool = read_pool(read_inputs([Path(f) for f in files]), passwords=pw)
     leaf = build_chain(pool, store, now=when).leaf
