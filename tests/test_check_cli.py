@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from certfleet.fleet.spec import NodeSpec, TargetSpec
-from tlsservers import Faults, Nginx, free_port, planted_faults, run_nginx
+from tlsservers import Faults, Nginx, faults, free_port, nginx, roots, run_nginx
 
 pytestmark = pytest.mark.peer
-
-
-@pytest.fixture(scope="module")
-def faults() -> Faults:
-    return planted_faults()
-
-
-@pytest.fixture(scope="module")
-def nginx(faults: Faults, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
-    with run_nginx(tmp_path_factory.mktemp("nginx"), faults.sites) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def roots(faults: Faults, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("trust") / "roots.pem"
-    path.write_bytes(faults.roots_pem)
-    return path
+__all__ = ["faults", "nginx", "roots"]
 
 
 def _check(cli: Any, roots: Path, *args: str | Path) -> Any:

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +18,12 @@ from certfleet.errors import InputError
 from certfleet.metrics import CheckMetrics, MetricsServer, parse_listen
 from certfleet.trust import TrustStore
 from certfleet.watch import Watcher
-from tlsservers import Faults, Nginx, free_port, has_ipv6_loopback, planted_faults, run_nginx
+from tlsservers import Faults, Nginx, faults, free_port, has_ipv6_loopback, nginx, roots
 
 pytestmark = pytest.mark.peer
+__all__ = ["faults", "nginx", "roots"]
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-@pytest.fixture(scope="module")
-def faults() -> Faults:
-    return planted_faults()
-
-
-@pytest.fixture(scope="module")
-def nginx(faults: Faults, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
-    with run_nginx(tmp_path_factory.mktemp("nginx"), faults.sites) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def roots(faults: Faults, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("trust") / "roots.pem"
-    path.write_bytes(faults.roots_pem)
-    return path
 
 
 def _samples(text: str) -> Samples:

@@ -9,6 +9,8 @@
   handshake, nobody ever reads).
 - :func:`planted_faults`: nginx sites for every fault a strict client refuses, and the codes
   ``check`` must report for each.
+- the fixtures ``faults``, ``nginx`` (serving them) and ``roots`` (a PEM file of the roots to
+  trust), one set per test module that imports them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -457,3 +460,24 @@ def has_ipv6_loopback() -> bool:
     except OSError:
         return False
     return True
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def faults() -> Faults:
+    return planted_faults()
+
+
+@pytest.fixture(scope="module")
+def nginx(faults: Faults, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
+    with run_nginx(tmp_path_factory.mktemp("nginx"), faults.sites) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def roots(faults: Faults, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("trust") / "roots.pem"
+    path.write_bytes(faults.roots_pem)
+    return path

@@ -361,17 +361,16 @@ def watch_command(  # noqa: PLR0917 (Typer turns each parameter into an option)
     from certfleet.metrics import CheckMetrics, MetricsServer
     from certfleet.watch import Watcher
 
+    def found() -> Sequence[Target]:
+        return _targets(targets=targets, files=file, nodes=nodes, lineage=lineage, name=name, starttls=starttls)
+
     # validate everything once before serving anything
-    first = _targets(targets=targets, files=file, nodes=nodes, lineage=lineage, name=name, starttls=starttls)
+    first = found()
     store = _trust(trust, trust_only, system_trust, nodes)
 
     def current() -> Sequence[Target]:
         # the store's nodes are read again each round, so new nodes are watched without a restart
-        return (
-            _targets(targets=targets, files=file, nodes=nodes, lineage=lineage, name=name, starttls=starttls)
-            if nodes
-            else first
-        )
+        return found() if nodes else first
 
     registry = CollectorRegistry()
     metrics = CheckMetrics(registry)

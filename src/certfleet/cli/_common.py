@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,19 +14,25 @@ from rich.console import Console
 from certfleet.cli import state
 from certfleet.cli._inputs import MAX_INPUT_BYTES, PASSWORD_ENV, passwords, read_inputs
 
+if TYPE_CHECKING:
+    from certfleet.store import Store
+
 __all__ = [
     "MAX_INPUT_BYTES",
     "PASSWORD_ENV",
     "JsonOpt",
+    "LineageArg",
     "PasswordFileOpt",
     "PasswordOpt",
     "app",
     "console",
     "console_err",
     "emit",
+    "open_store",
     "passwords",
     "read_inputs",
     "state",
+    "write_json",
 ]
 
 console = Console(highlight=False, soft_wrap=False)
@@ -62,12 +68,24 @@ PasswordOpt = Annotated[
 PasswordFileOpt = Annotated[
     Path | None, typer.Option("--password-file", help="Read the password from the first line of this file.")
 ]
+LineageArg = Annotated[str, typer.Argument(help="The lineage: one named certificate over time, e.g. web.")]
+
+
+def open_store() -> Store:
+    """The store of this machine, opened (a context manager)."""
+    from certfleet.store import Store
+
+    return Store.open()
+
+
+def write_json(payload: Any) -> None:
+    """Print ``payload`` as indented JSON; what is not JSON (dates, paths) as its ``str()``."""
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def emit(result: Any, as_json: bool, render: Callable[[Any], None]) -> None:
     """Print ``result`` as JSON (via its ``to_dict()``) or through ``render``."""
     if as_json:
-        payload = result.to_dict() if hasattr(result, "to_dict") else result
-        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+        write_json(result.to_dict() if hasattr(result, "to_dict") else result)
     else:
         render(result)

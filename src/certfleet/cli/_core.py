@@ -9,8 +9,6 @@ one command does not pay for the others (``verify --each`` is benchmarked whole-
 from __future__ import annotations
 
 import datetime as dt
-import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from certfleet.cli._common import (
     emit,
     passwords,
     read_inputs,
+    write_json,
 )
 from certfleet.cli._each import EachOptions, EachResult, check_leaf_file, run_each
 from certfleet.cli._inputs import load_trust_files as _trust
@@ -104,10 +103,6 @@ def _first_line(file: Path) -> bytes:
     except OSError as exc:
         raise InputError(f"cannot read password file: {exc.strerror}", source=str(file)) from exc
     return lines[0] if lines else b""
-
-
-def _dump(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
 
 
 # --- inspect ------------------------------------------------------------------------------------
@@ -341,7 +336,7 @@ def chain_cmd(
         payload = result.to_dict()
         if out is not None:
             payload["written"] = written
-        _dump(payload)
+        write_json(payload)
     else:
         views.chain_report(result, written)
         if out is not None and not written:
@@ -461,7 +456,7 @@ def convert_cmd(
         if not as_json:
             views.chain_report(result)
         else:
-            _dump(Conversion(kind, (), result).to_dict())
+            write_json(Conversion(kind, (), result).to_dict())
         raise OperationFailed(
             "nothing written: the chain is not complete or has errors",
             hint="fix what is listed above, or give --force to write the files anyway",

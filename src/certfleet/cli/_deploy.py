@@ -14,16 +14,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from certfleet.cli._common import JsonOpt, app, console, console_err, emit
+from certfleet.cli._common import JsonOpt, LineageArg, app, console, console_err, emit, open_store
 from certfleet.errors import ExitCode
 
 if TYPE_CHECKING:
     from certfleet.fleet.deploy import DeployOptions, ProgressEvent
     from certfleet.fleet.rollout import DeployResult, Rollout
     from certfleet.fleet.spec import NodeSpec
-    from certfleet.store import Store
 
-LineageArg = Annotated[str, typer.Argument(help="The lineage: one named certificate over time, e.g. web.")]
 NodeOpt = Annotated[
     list[str] | None, typer.Option("--node", "-n", help="Only this node of the lineage; repeat for more.")
 ]
@@ -37,12 +35,6 @@ ProbeWaitOpt = Annotated[
 TimeoutOpt = Annotated[
     float, typer.Option("--timeout", help="Seconds for each test and reload command.", min=1, max=3600)
 ]
-
-
-def _open() -> Store:
-    from certfleet.store import Store
-
-    return Store.open()
 
 
 def _options(*, dry_run: bool, concurrency: int, probe_wait: float, timeout: float) -> DeployOptions:
@@ -161,7 +153,7 @@ def deploy_cmd(
     from certfleet.fleet.rollout import prepare_deploy
 
     options = _options(dry_run=dry_run, concurrency=concurrency, probe_wait=probe_wait, timeout=timeout)
-    with _open() as store:
+    with open_store() as store:
         return _execute(prepare_deploy(store, lineage, node or (), options=options), as_json)
 
 
@@ -189,5 +181,5 @@ def rollback_cmd(
     from certfleet.fleet.rollout import prepare_rollback
 
     options = _options(dry_run=dry_run, concurrency=concurrency, probe_wait=probe_wait, timeout=timeout)
-    with _open() as store:
+    with open_store() as store:
         return _execute(prepare_rollback(store, lineage, node or (), to=to, options=options), as_json)

@@ -20,11 +20,13 @@ from rich.markup import escape
 
 from certfleet.cli._common import (
     JsonOpt,
+    LineageArg,
     PasswordFileOpt,
     PasswordOpt,
     app,
     console,
     emit,
+    open_store,
     passwords,
     read_inputs,
 )
@@ -35,14 +37,13 @@ if TYPE_CHECKING:
     from certfleet.fleet.lineage import ExportResult, ImportResult, RequestResult
     from certfleet.fleet.spec import NodeSpec
     from certfleet.fleet.status import HistoryReport, StatusReport
-    from certfleet.store import Store, TrustAnchor
+    from certfleet.store import TrustAnchor
 
 node_app = typer.Typer(help="Add, list, show and remove nodes (the servers that present a certificate).")
 trust_app = typer.Typer(help="Roots that imports trust besides Mozilla's: a private or test CA.")
 app.add_typer(node_app, name="node")
 app.add_typer(trust_app, name="trust")
 
-LineageArg = Annotated[str, typer.Argument(help="The lineage: one named certificate over time, e.g. web.")]
 KnownHostsOpt = Annotated[
     Path | None,
     typer.Option(
@@ -72,12 +73,6 @@ def _say(text: str, *, markup: bool = False) -> None:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _open() -> Store:
-    from certfleet.store import Store
-
-    return Store.open()
 
 
 def _short(fp: str | None) -> str:
@@ -166,7 +161,7 @@ def node_add(
     spec = make_node(
         name, names, targets, transport=transport, test_cmd=test, reload_cmd=reload, probe=probe, options=options
     )
-    with _open() as store:
+    with open_store() as store:
         store.add_node(spec, lineage=lineage)
         lineages = store.node_lineages(name)
     emit({**spec.to_dict(), "lineages": lineages}, as_json, lambda _: _node_lines(spec, lineages))
@@ -183,7 +178,7 @@ class NodeList:
 @node_app.command("list")
 def node_list(*, as_json: JsonOpt = False) -> None:
     """List the nodes."""
-    with _open() as store:
+    with open_store() as store:
         result = NodeList(tuple((n, tuple(store.node_lineages(n.name))) for n in store.nodes()))
 
     def render(r: NodeList) -> None:
@@ -201,7 +196,7 @@ def node_list(*, as_json: JsonOpt = False) -> None:
 @node_app.command("show")
 def node_show(name: Annotated[str, typer.Argument(help="The node.")], *, as_json: JsonOpt = False) -> None:
     """Show one node."""
-    with _open() as store:
+    with open_store() as store:
         spec, lineages = store.node(name), store.node_lineages(name)
     emit({**spec.to_dict(), "lineages": lineages}, as_json, lambda _: _node_lines(spec, lineages))
 
@@ -209,7 +204,7 @@ def node_show(name: Annotated[str, typer.Argument(help="The node.")], *, as_json
 @node_app.command("remove")
 def node_remove(name: Annotated[str, typer.Argument(help="The node.")]) -> None:
     """Remove a node (its deployment history is kept)."""
-    with _open() as store:
+    with open_store() as store:
         store.remove_node(name)
     _say(f"removed node {name}")
 
@@ -235,7 +230,7 @@ def apply_cmd(
         fleet = fleetfile.loads(text)
     except InputError as exc:
         raise exc.with_source(source) from None
-    with _open() as store:
+    with open_store() as store:
         result = fleetfile.apply(store, fleet)
 
     def render(r: ApplyResult) -> None:
@@ -257,7 +252,7 @@ def export_fleet_cmd(
     from certfleet import fsutil
     from certfleet.fleet import fleetfile
 
-    with _open() as store:
+    with open_store() as store:
         text = fleetfile.dumps(fleetfile.export_fleet(store))
     if out is None or str(out) == "-":
         sys.stdout.write(text)
@@ -294,7 +289,7 @@ def request_cmd(
     from certfleet import fsutil
     from certfleet.fleet.lineage import request
 
-    with _open() as store:
+    with open_store() as store:
         result = request(
             store, lineage, nodes=nodes or (), names=names or (), key_spec=key, subject=subject, limit=limit,
             wildcards=wildcards,
@@ -338,7 +333,7 @@ def import_cmd(
     from certfleet.fleet.lineage import import_package
 
     inputs = read_inputs(files)
-    with _open() as store:
+    with open_store() as store:
         result = import_package(
             store,
             lineage,
@@ -394,7 +389,7 @@ def status_cmd(
     """Per lineage: the active certificate and days left; per node: last deployment and what it serves now."""
     from certfleet.fleet.status import status
 
-    with _open() as store:
+    with open_store() as store:
         report = asyncio.run(status(store, now=_now(), lineage=lineage, probe=not no_probe, timeout=timeout))
     emit(report, as_json, _render_status)
     return int(ExitCode.OK if report.ok else ExitCode.PROBLEMS)
@@ -448,7 +443,7 @@ def history_cmd(lineage: LineageArg, *, as_json: JsonOpt = False) -> None:
     """The versions of a lineage and its deployments, node by node."""
     from certfleet.fleet.status import history
 
-    with _open() as store:
+    with open_store() as store:
         report = history(store, lineage)
     emit(report, as_json, _render_history)
 
@@ -505,7 +500,7 @@ def export_cmd(
     from certfleet.fleet.lineage import ExportFormat, export_lineage
 
     given = passwords(password, password_file)
-    with _open() as store:
+    with open_store() as store:
         result = export_lineage(
             store,
             lineage,
@@ -563,7 +558,7 @@ def trust_add(
     certs = list(pool.unique_certificates())
     if not certs:
         raise InputError("no certificate among the inputs", hint="give the CA's root certificate")
-    with _open() as store:
+    with open_store() as store:
         pairs = []
         for pc in certs:
             if not describe(pc.cert).is_ca:
@@ -576,7 +571,7 @@ def trust_add(
 @trust_app.command("list")
 def trust_list(*, as_json: JsonOpt = False) -> None:
     """List the trust anchors added to the store."""
-    with _open() as store:
+    with open_store() as store:
         result = TrustList(tuple(store.trust_anchors()))
     emit(result, as_json, _render_anchors)
 
@@ -586,6 +581,6 @@ def trust_remove(
     fingerprint: Annotated[str, typer.Argument(help="The anchor's SHA-256 fingerprint (8 hex digits or more).")],
 ) -> None:
     """Stop trusting an anchor."""
-    with _open() as store:
+    with open_store() as store:
         anchor = store.remove_trust_anchor(fingerprint)
     _say(f"removed {anchor.fingerprint}  {anchor.subject}")

@@ -36,18 +36,6 @@ from certfleet.errors import InputError, OperationFailed
 from certfleet.fleet.spec import Material, TargetSpec
 from certfleet.fleet.transports import Transport
 
-__all__ = [
-    "KEEP_VERSIONS",
-    "TARGETS",
-    "StepError",
-    "Target",
-    "TargetFile",
-    "Undo",
-    "VersionedTarget",
-    "make_target",
-    "target_kinds",
-]
-
 KEEP_VERSIONS = 3
 MAX_PATH = 4096
 _KEY_MODES = {"0600": 0o600, "0640": 0o640, "0400": 0o400, "0440": 0o440}
