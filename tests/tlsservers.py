@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certfleet.testing import make_key
+from servers import free_port
 
 __all__ = [
     "Faults",
@@ -54,14 +55,6 @@ __all__ = [
     "silent_port",
     "write_pair",
 ]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the kernel's choice)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _free_ports(hosts: Sequence[str]) -> list[int]:
