@@ -14,14 +14,18 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import idna
 from cryptography import x509
-from publicsuffixlist import PublicSuffixList
 
 from certfleet.certinfo import printable, san_names
 from certfleet.errors import InputError, LimitError
+
+# idna and publicsuffixlist are imported where a name needs them (a U-label or an xn-- label, a
+# wildcard's base): the plain ASCII host names of most certificates need neither
+if TYPE_CHECKING:
+    import idna
+    from publicsuffixlist import PublicSuffixList
 
 __all__ = [
     "DEFAULT_NAME_LIMIT",
@@ -52,6 +56,8 @@ _DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 
 @functools.cache
 def _psl() -> PublicSuffixList:
+    from publicsuffixlist import PublicSuffixList
+
     # accept_unknown: a TLD missing from the list is still a public suffix, so "*.internal" is refused
     return PublicSuffixList(accept_unknown=True)
 
@@ -84,6 +90,8 @@ def is_wildcard(name: str) -> bool:
 
 
 def _label_reason(label: str, exc: idna.IDNAError) -> str:
+    import idna
+
     text = str(exc)
     if isinstance(exc, idna.InvalidCodepoint):
         bad = next((c for c in label if not (c.isalnum() or c == "-")), None)
@@ -116,6 +124,8 @@ def _label(label: str, name: str) -> str:
             f"label {label!r}: '*' is allowed only as the whole left-most label",
             hint="write a wildcard as *.example.com",
         )
+    import idna
+
     try:
         alabel = idna.encode(label, uts46=True, std3_rules=True, transitional=False).decode("ascii")
     except idna.IDNAError as exc:
@@ -169,13 +179,15 @@ def _normalize(name: str) -> str:
     full = f"*.{out}" if wildcard else out
     if len(full) > _MAX_NAME_OCTETS:
         raise _refuse(shown, f"it is {len(full)} characters long as A-labels; at most {_MAX_NAME_OCTETS} are allowed")
-    try:
-        # the per-label pass gave the precise reason; this catches rules across labels (bidi),
-        # which only A-labels can break
-        if "xn--" in out:
+    # the per-label pass gave the precise reason; this catches rules across labels (bidi),
+    # which only A-labels can break
+    if "xn--" in out:
+        import idna
+
+        try:
             idna.encode(out, uts46=False, std3_rules=True)
-    except (idna.IDNAError, UnicodeError) as exc:
-        raise _refuse(shown, str(exc)[:200]) from exc
+        except (idna.IDNAError, UnicodeError) as exc:
+            raise _refuse(shown, str(exc)[:200]) from exc
     return full
 
 

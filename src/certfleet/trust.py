@@ -5,11 +5,11 @@ Also the search for paths from a certificate up to them, which verification and 
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import datetime as dt
 import functools
 import re
-import ssl
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,16 +18,25 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
 
-import certifi
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+
+# the same enums as serialization's, from the module that defines them: the public package also
+# loads SSH keys and ciphers, which every start of a command that only compares certificates would
+# pay for; should cryptography move them, the public package still has them
+try:
+    from cryptography.hazmat.primitives._serialization import Encoding, PublicFormat
+except ImportError:  # pragma: no cover - another cryptography
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 
 from certfleet.certinfo import readable
 from certfleet.errors import EnvError, FormatError, InputError
-from certfleet.formats import read_pool
+
+# certifi, ssl and certfleet.formats are imported where they are used (the Mozilla roots, the
+# system's roots, a file that is not one plain PEM certificate): ``verify --each`` given one PEM
+# file of roots and one of intermediates needs none of them, and its start is measured
 
 __all__ = [
     "MAX_PATH_LENGTH",
@@ -41,6 +50,7 @@ __all__ = [
     "find_paths",
     "is_self_signed",
     "load_trust",
+    "read_certificates",
     "signed_by",
     "weak_signature",
 ]
@@ -55,10 +65,16 @@ _SYSTEM_BUNDLES = (
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL)
 # a trust bundle is a few hundred roots; anything far larger is not one
 _MAX_BUNDLE_BYTES = 16 * 1024 * 1024
+# a file of one PEM certificate, read without certfleet.formats (see _lone_pem_certificate)
+_LONE_BEGIN = b"-----BEGIN CERTIFICATE-----"
+_LONE_END = b"-----END CERTIFICATE-----"
+_LONE_MAX_BYTES = 64 * 1024  # one certificate is a few kilobytes; anything larger takes the full reader
+_UTF8_BOM = b"\xef\xbb\xbf"
+_WHITESPACE = b" \t\r\n\v\f"
 
 
 def _spki(cert: x509.Certificate) -> bytes:
-    return cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 # signature algorithms whose hash clients refuse: a certificate signed so is refused whoever made it
@@ -163,7 +179,7 @@ class TrustStore:
         unique: list[x509.Certificate] = []
         for cert in self.certs:
             readable(cert)
-            der = cert.public_bytes(serialization.Encoding.DER)
+            der = cert.public_bytes(Encoding.DER)
             if der in ders:
                 continue
             ders.add(der)
@@ -189,6 +205,8 @@ class TrustStore:
     @classmethod
     def system(cls) -> TrustStore:
         """The operating system's bundle of trusted roots."""
+        import ssl
+
         candidates = [ssl.get_default_verify_paths().cafile, *_SYSTEM_BUNDLES]
         for candidate in candidates:
             if candidate and Path(candidate).is_file():
@@ -225,7 +243,7 @@ class TrustStore:
 
     def contains(self, cert: x509.Certificate) -> bool:
         """True when ``cert`` is one of the anchors (the same name and key, or the same bytes)."""
-        if cert.public_bytes(serialization.Encoding.DER) in self._ders:
+        if cert.public_bytes(Encoding.DER) in self._ders:
             return True
         try:
             subject = cert.subject.public_bytes()
@@ -241,18 +259,72 @@ class TrustStore:
 
 @functools.cache
 def _mozilla() -> TrustStore:
+    import certifi
+
     return TrustStore.from_pem(Path(certifi.where()).read_bytes(), source="mozilla (certifi)", strict=False)
+
+
+def _lone_pem_certificate(data: bytes) -> x509.Certificate | None:
+    """The certificate of ``data`` when it is one clean PEM certificate, as certfleet.formats reads it.
+
+    Clean: only whitespace (or a UTF-8 BOM) before the BEGIN line, no other PEM block, no RFC 1421
+    headers, base64 that decodes strictly. For anything else, or anything wrong, None: the caller
+    then reads the file with the full reader, which gives every other case its result or its error.
+    """
+    if len(data) > _LONE_MAX_BYTES:
+        return None
+    text = data.removeprefix(_UTF8_BOM).lstrip(_WHITESPACE)
+    start = len(_LONE_BEGIN)
+    # the line ending after the label rules out any other reading of the BEGIN line
+    if not text.startswith(_LONE_BEGIN) or text[start : start + 1] not in (b"\r", b"\n"):
+        return None
+    end = text.find(_LONE_END, start)
+    if end < 0 or text.count(b"-----BEGIN ") != 1 or b":" in text[start:end]:
+        return None
+    try:
+        der = binascii.a2b_base64(text[start:end].translate(None, _WHITESPACE), strict_mode=True)
+        return readable(x509.load_der_x509_certificate(der))
+    except (ValueError, x509.InvalidVersion, FormatError):
+        return None
+
+
+def _certs_in(name: str, data: bytes, passwords: Sequence[bytes]) -> list[x509.Certificate]:
+    lone = _lone_pem_certificate(data)
+    if lone is not None:
+        return [lone]
+    from certfleet.formats import read_bytes
+
+    return [item.cert for item in read_bytes(name, data, passwords=passwords).certificates]
+
+
+def read_certificates(
+    inputs: Iterable[tuple[str, bytes]], *, passwords: Sequence[bytes] = ()
+) -> list[x509.Certificate]:
+    """Every certificate of ``inputs`` (``(name, bytes)``, in any format certfleet reads), each once, in order.
+
+    What ``read_pool(inputs, passwords=passwords).unique_certificates()`` gives, errors included;
+    a file of one PEM certificate (the usual intermediates file) is read without the format readers.
+    """
+    seen: set[bytes] = set()
+    out: list[x509.Certificate] = []
+    for name, data in inputs:
+        for cert in _certs_in(name, data, passwords):
+            der = cert.public_bytes(Encoding.DER)
+            if der not in seen:
+                seen.add(der)
+                out.append(cert)
+    return out
 
 
 def _certs_of(inputs: Sequence[tuple[str, bytes]]) -> list[x509.Certificate]:
     out: list[x509.Certificate] = []
     for name, data in inputs:
-        pool = read_pool([(name, data)])
-        if not pool.certificates:
+        certs = _certs_in(name, data, ())
+        if not certs:
             raise InputError(
                 "holds no certificate to trust", hint="give the root CA certificate (PEM or DER)", source=name
             )
-        out.extend(item.cert for item in pool.certificates)
+        out.extend(certs)
     return out
 
 
@@ -359,7 +431,7 @@ def find_paths(
     seen_der: set[bytes] = set()
     for cert in pool:
         readable(cert)
-        der = cert.public_bytes(serialization.Encoding.DER)
+        der = cert.public_bytes(Encoding.DER)
         if der not in seen_der:
             seen_der.add(der)
             by_subject.setdefault(cert.subject.public_bytes(), []).append(cert)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from certfleet.findings import (
     validity_problem,
     weak_signature_problem,
 )
+from certfleet.leafscan import LeafFacts, leaf_facts
 from certfleet.names import coverage, covers, is_ip, is_wildcard, normalize_name
 from certfleet.problems import Problem, ProblemCode, Severity
 from certfleet.trust import (
@@ -81,7 +82,9 @@ def parse_name(name: str) -> x509.DNSName | x509.IPAddress:
     return x509.DNSName(canonical)
 
 
-def _subject_of(dns: Sequence[str], ips: Sequence[str]) -> tuple[str, x509.DNSName | x509.IPAddress] | None:
+def _subject_of(
+    dns: Sequence[str], ips: Callable[[], Sequence[str]]
+) -> tuple[str, x509.DNSName | x509.IPAddress] | None:
     """The name to check when none is given: the leaf's first DNS name, else its first IP address."""
     for value in dns:
         # a wildcard stands for any one label; check it as such a name
@@ -92,8 +95,9 @@ def _subject_of(dns: Sequence[str], ips: Sequence[str]) -> tuple[str, x509.DNSNa
             return value, parse_name(probe)
         except InputError:
             continue
-    if ips:
-        return ips[0], x509.IPAddress(ipaddress.ip_address(ips[0]))
+    addresses = ips()
+    if addresses:
+        return addresses[0], x509.IPAddress(ipaddress.ip_address(addresses[0]))
     return None
 
 
@@ -153,42 +157,51 @@ def _plain(reason: str) -> str:
 _PHONE_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 
 
+def _server_auth_problem(leaf: x509.Certificate) -> Problem | None:
+    eku = extension(leaf, x509.ExtendedKeyUsage)
+    if eku is not None and ExtendedKeyUsageOID.SERVER_AUTH in eku:
+        return None
+    lacking = eku_problem(leaf, prefix="the certificate's ") if eku is not None else None
+    what = "has no extended key usage" if eku is None else "allows any extended key usage but not serverAuth by name"
+    return lacking or Problem(
+        ProblemCode.MISSING_SERVER_AUTH,
+        Severity.ERROR,
+        f"the certificate {what}; iPhones and Macs refuse it for a server",
+        "have it reissued as a TLS server certificate (extended key usage serverAuth)",
+        fingerprint(leaf),
+    )
+
+
+def _weak_key(leaf: x509.Certificate) -> str | None:
+    """Why phones refuse the leaf's key, or None."""
+    key = cert_public_key(leaf)
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < _MIN_RSA_BITS:
+            return f"is RSA {key.key_size} bits; phones require at least {_MIN_RSA_BITS}"
+        return None
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in _PHONE_CURVES:
+            return f"is on the curve {key.curve.name}; phones accept P-256, P-384 and P-521"
+        return None
+    return "is of a kind (DSA, Ed25519, ...) that phones do not accept in a server certificate"
+
+
 def _phone_rules(
-    leaf: x509.Certificate, subject: x509.DNSName | x509.IPAddress | None, dns: Sequence[str] | None = None
+    leaf: x509.Certificate, subject: x509.DNSName | x509.IPAddress | None, facts: LeafFacts | None = None
 ) -> list[Problem]:
     """What phones refuse beyond cryptography's policy, checked on a leaf it accepted.
 
     Apple's platforms (since iOS 13 and macOS 10.15) require serverAuth in an extended key usage
     and RSA keys of at least 2048 bits in TLS server certificates; browsers and Apple refuse a
-    wildcard over a public suffix (``*.com``). This runs for every leaf, so the common case is cheap.
+    wildcard over a public suffix (``*.com``). This runs for every leaf, so the common case is cheap:
+    ``facts``, when the leaf's DER gave them, stand in for decoding its extensions.
     """
     problems: list[Problem] = []
-    eku = extension(leaf, x509.ExtendedKeyUsage)
-    if eku is None or ExtendedKeyUsageOID.SERVER_AUTH not in eku:
-        lacking = eku_problem(leaf, prefix="the certificate's ") if eku is not None else None
-        what = (
-            "has no extended key usage" if eku is None else "allows any extended key usage but not serverAuth by name"
-        )
-        problems.append(
-            lacking
-            or Problem(
-                ProblemCode.MISSING_SERVER_AUTH,
-                Severity.ERROR,
-                f"the certificate {what}; iPhones and Macs refuse it for a server",
-                "have it reissued as a TLS server certificate (extended key usage serverAuth)",
-                fingerprint(leaf),
-            )
-        )
-    key = cert_public_key(leaf)
-    weak = None
-    if isinstance(key, rsa.RSAPublicKey):
-        if key.key_size < _MIN_RSA_BITS:
-            weak = f"is RSA {key.key_size} bits; phones require at least {_MIN_RSA_BITS}"
-    elif isinstance(key, ec.EllipticCurvePublicKey):
-        if key.curve.name not in _PHONE_CURVES:
-            weak = f"is on the curve {key.curve.name}; phones accept P-256, P-384 and P-521"
-    else:
-        weak = "is of a kind (DSA, Ed25519, ...) that phones do not accept in a server certificate"
+    lacking = None if facts is not None and facts.server_auth else _server_auth_problem(leaf)
+    if lacking is not None:
+        problems.append(lacking)
+    # a key the facts read is a valid point on a curve phones accept
+    weak = None if facts is not None and facts.ec_curve is not None else _weak_key(leaf)
     if weak is not None:
         problems.append(
             Problem(
@@ -199,9 +212,8 @@ def _phone_rules(
                 fingerprint(leaf),
             )
         )
-    if isinstance(subject, x509.DNSName):
-        if dns is None:
-            dns, _ = san_names(leaf)
+    if type(subject) is x509.DNSName:
+        dns = facts.dns_names if facts is not None else san_names(leaf)[0]
         if any(n.startswith("*.") for n in dns) and not any(covers(n, subject.value) for n in dns):
             problem = _name_problem(leaf, subject.value)
             if problem is not None:
@@ -235,16 +247,21 @@ class Verifier:
             builder = PolicyBuilder().store(Store(list(trust.certs))).time(self.at)
             self._builder = builder.max_chain_depth(max_depth) if max_depth is not None else builder
 
-    def verify(self, leaf: x509.Certificate, name: str | None = None) -> Verification:
-        """Verify ``leaf`` for ``name`` (DNS or IP; None: the leaf's own first name)."""
-        # As readable(leaf), in two steps: the subject now, the issuer once a path is found (it
-        # then names an issuer whose subject decodes), or at once when none is (see _explain).
-        try:
-            _ = leaf.subject
-        except ValueError:
-            readable(leaf)
+    def verify(self, leaf: x509.Certificate, name: str | None = None, *, der: bytes | None = None) -> Verification:
+        """Verify ``leaf`` for ``name`` (DNS or IP; None: the leaf's own first name).
+
+        ``der``, the leaf's own encoding when the caller has it, saves encoding it again.
+        """
+        facts = leaf_facts(der if der is not None else leaf.tbs_certificate_bytes)
+        # As readable(leaf), in two steps: the subject now (the facts say it decodes), the issuer
+        # once a path is found (it then names an issuer whose subject decodes), or at once when
+        # none is (see _explain).
+        if facts is None:
+            try:
+                _ = leaf.subject
+            except ValueError:
+                readable(leaf)
         subject: Subject
-        dns: list[str] | None = None
         if name is not None:
             try:
                 subject = self._parse_name(name)
@@ -253,8 +270,11 @@ class Verifier:
                 raise
             shown: str | None = str(subject.value)
         else:
-            dns, ips = san_names(leaf)
-            own = _subject_of(dns, ips)
+            if facts is not None:
+                own = _subject_of(facts.dns_names, facts.ip_texts)
+            else:
+                dns, ips = san_names(leaf)
+                own = _subject_of(dns, lambda: ips)
             if own is None:
                 return self._explain(leaf, None, None, None)
             shown, subject = own
@@ -269,7 +289,7 @@ class Verifier:
             self._remember(chain)
         if not self._issuer_decodes(chain):
             readable(leaf)
-        refusals = _phone_rules(leaf, subject, dns)
+        refusals = _phone_rules(leaf, subject, facts)
         return Verification(valid=not refusals, chain=tuple(chain), problems=tuple(refusals), name=shown)
 
     @staticmethod

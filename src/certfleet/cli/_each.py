@@ -29,7 +29,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
-from certfleet.cli._inputs import MAX_INPUT_BYTES, load_trust_files, parse_at, passwords, read_inputs
+from certfleet.cli._inputs import MAX_INPUT_BYTES, load_trust_files, load_untrusted_files, parse_at, passwords
 from certfleet.errors import CertfleetError, ExitCode, InputError
 
 if TYPE_CHECKING:
@@ -210,24 +210,25 @@ def _json_str(value: str | None) -> str:
     return "null" if value is None else encode_basestring_ascii(value)
 
 
+_READ_CHUNK = 64 * 1024
 _PEM_BEGIN = b"-----BEGIN "
 _PEM_CERT = b"-----BEGIN CERTIFICATE-----"
 _PEM_END = b"-----END CERTIFICATE-----"
 
 
 def _read_file(path: str) -> bytes:
+    """The file's bytes, at most one more than MAX_INPUT_BYTES (the caller says it is too large)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        size = os.fstat(fd).st_size
-        # a read allocates what it asks for up front: ask for the size, not the 20 MiB bound
-        want = min(size, MAX_INPUT_BYTES) + 1 if size else MAX_INPUT_BYTES + 1
         parts: list[bytes] = []
-        while want > 0:  # a pipe or a special file answers in pieces
-            part = os.read(fd, want)
+        left = MAX_INPUT_BYTES + 1
+        # a read allocates what it asks for: a leaf takes one read of a chunk and one that finds the end
+        while left > 0:
+            part = os.read(fd, min(left, _READ_CHUNK))
             if not part:
                 break
             parts.append(part)
-            want -= len(part)
+            left -= len(part)
     finally:
         os.close(fd)
     return parts[0] if len(parts) == 1 else b"".join(parts)
@@ -287,7 +288,7 @@ def check_leaf_file(verifier: Verifier, path: str, name: str | None, pw: Sequenc
             from certfleet.verify import Verifier
 
             verifier = Verifier(verifier.trust, [*verifier.untrusted, *extra], at=verifier.at)
-        result = verifier.verify(leaf, name)
+        result = verifier.verify(leaf, name, der=der)
     except IsADirectoryError:
         return EachResult(path, False, name, None, error="is a folder, not a file")
     except OSError as exc:
@@ -475,12 +476,7 @@ def run_each(options: EachOptions) -> ExitCode:
     when = parse_at(options.at)
     store = load_trust_files(options.trust, options.trust_only, options.system_trust)
     pw = passwords(options.password, options.password_file)
-    intermediates: list[x509.Certificate] = []
-    if options.untrusted:
-        from certfleet.formats import read_pool
-
-        pool = read_pool(read_inputs(options.untrusted), passwords=pw)
-        intermediates = [item.cert for item in pool.unique_certificates()]
+    intermediates = load_untrusted_files(options.untrusted, pw)
     if options.name is not None:
         parse_name(options.name)  # a bad --name is one error, not one per leaf
     batch = _Batch(Verifier(store, intermediates, at=when), options.name, options.as_json, pw)

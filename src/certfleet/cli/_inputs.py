@@ -16,9 +16,20 @@ from typing import TYPE_CHECKING
 from certfleet.errors import InputError, LimitError
 
 if TYPE_CHECKING:
+    from cryptography import x509
+
     from certfleet.trust import TrustStore
 
-__all__ = ["MAX_INPUT_BYTES", "PASSWORD_ENV", "load_trust_files", "now", "parse_at", "passwords", "read_inputs"]
+__all__ = [
+    "MAX_INPUT_BYTES",
+    "PASSWORD_ENV",
+    "load_trust_files",
+    "load_untrusted_files",
+    "now",
+    "parse_at",
+    "passwords",
+    "read_inputs",
+]
 
 PASSWORD_ENV = "CERTFLEET_PASSWORD"  # noqa: S105 (the name of a variable, not a password)
 # a file named on the command line is read whole; anything larger is not a certificate package
@@ -95,3 +106,10 @@ def load_trust_files(trust: Sequence[Path] | None, trust_only: Sequence[Path] | 
     if trust_only and system:
         raise InputError("--trust-only and --system-trust cannot be used together", hint="choose one set of roots")
     return load_trust(read_inputs(trust or []), read_inputs(trust_only or []), system=system)
+
+
+def load_untrusted_files(paths: Sequence[Path] | None, pw: Sequence[bytes] = ()) -> list[x509.Certificate]:
+    """The certificates of ``--untrusted`` files, each once, in order: what ``read_pool`` finds in them."""
+    from certfleet.trust import read_certificates
+
+    return read_certificates(read_inputs(paths or []), passwords=pw)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cryptography import x509
 
 from certfleet.errors import FormatError
@@ -9,6 +11,13 @@ from certfleet.errors import FormatError
 MiB = 1024 * 1024
 # one input, as read from a file or standard input; a CA package is a few kilobytes
 MAX_INPUT_BYTES = 20 * MiB
+
+# zip packages; here rather than in _zip, which loads zipfile, so that naming them costs nothing
+MAX_MEMBERS = 1000
+MAX_MEMBER_BYTES = 10 * MiB
+MAX_TOTAL_BYTES = 50 * MiB
+MAX_RATIO = 200
+MAX_DEPTH = 1  # a zip inside the zip is read; a zip inside that one is refused
 
 NOT_RECOGNIZED = "not a certificate, key, CSR, PKCS#7, PKCS#12 or zip"
 HINT_FORMATS = "certfleet reads PEM, DER, PKCS#7 (.p7b), PKCS#12 (.pfx/.p12) and zip files, by their content"
@@ -32,3 +41,14 @@ class NothingUsable(FormatError):
 
 def damaged(what: str) -> FormatError:
     return FormatError(f"{what}: damaged or cut short", hint=HINT_DAMAGED)
+
+
+@dataclass
+class Budget:
+    """Bytes inflated so far, shared by a zip and the zips inside it."""
+
+    inflated: int = 0
+
+
+def is_zip(data: bytes) -> bool:
+    return data[:4] in (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or an empty archive

@@ -14,9 +14,7 @@ from enum import Enum
 from cryptography import x509
 
 from certfleet.errors import FormatError
-from certfleet.formats import _pkcs7, _pkcs12
 from certfleet.formats._common import HINT_DAMAGED, UNPARSABLE, NothingUsable, damaged
-from certfleet.formats._keys import load_key
 from certfleet.formats._model import InputFormat, Pool, PoolCert, PoolCSR, PoolKey, combine
 
 _SEQUENCE, _INTEGER, _OCTET_STRING, _OID, _CONTEXT_0 = 0x30, 0x02, 0x04, 0x06, 0xA0
@@ -148,11 +146,18 @@ def read_der(source: str, data: bytes, passwords: Sequence[bytes]) -> Pool:
 
 def load(kind: DerKind, der: bytes, source: str, passwords: Sequence[bytes]) -> Pool:
     """Load one DER object of a known kind."""
+    # the readers of everything but certificates and CSRs load on demand (see the package docstring)
     if kind is DerKind.PKCS7:
+        from certfleet.formats import _pkcs7
+
         return _pkcs7.read(der, source)
     if kind is DerKind.PKCS12:
+        from certfleet.formats import _pkcs12
+
         return _pkcs12.read(der, source, passwords)
     if kind in (DerKind.KEY, DerKind.ENCRYPTED_KEY):
+        from certfleet.formats._keys import load_key
+
         encrypted = kind is DerKind.ENCRYPTED_KEY
         key = load_key(der, pem=False, encrypted=encrypted, passwords=passwords, what=kind.value)
         return Pool(keys=(PoolKey(key, source, InputFormat.DER, encrypted=encrypted),))

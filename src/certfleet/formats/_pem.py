@@ -10,10 +10,8 @@ from collections.abc import Sequence
 from cryptography import x509
 
 from certfleet.errors import FormatError
-from certfleet.formats import _pkcs7
 from certfleet.formats._common import HINT_DAMAGED, UNPARSABLE, NothingUsable, damaged
 from certfleet.formats._der import object_end
-from certfleet.formats._keys import load_key
 from certfleet.formats._model import InputFormat, Pool, PoolCert, PoolCSR, PoolKey, combine
 
 BEGIN = b"-----BEGIN "
@@ -78,8 +76,13 @@ def _block(label: bytes, body: bytes, what: str, source: str, passwords: Sequenc
             return Pool(csrs=(PoolCSR(x509.load_der_x509_csr(der), source, InputFormat.PEM),))
         except UNPARSABLE as exc:
             raise damaged(what) from exc
+    # the readers of PKCS#7 and keys load on demand (see the package docstring)
     if label in _PKCS7:
+        from certfleet.formats import _pkcs7
+
         return _pkcs7.read(der, source, what)
+    from certfleet.formats._keys import load_key
+
     if any(h.replace(b" ", b"").upper() == b"PROC-TYPE:4,ENCRYPTED" for h in headers):
         # traditional OpenSSL encryption lives in the headers, which only the PEM loader reads
         key = load_key(_rebuild(label, headers, der), pem=True, encrypted=True, passwords=passwords, what=what)

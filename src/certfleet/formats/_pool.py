@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from certfleet.errors import CertfleetError, LimitError
-from certfleet.formats._common import MAX_INPUT_BYTES, MiB, NothingUsable
+from certfleet.formats._common import MAX_INPUT_BYTES, Budget, MiB, NothingUsable, is_zip
 from certfleet.formats._der import DerKind, read_der, sniff
 from certfleet.formats._model import InputFormat, Pool, combine
 from certfleet.formats._pem import BEGIN, read_pem
-from certfleet.formats._zip import Budget, is_zip, read_zip
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # Notepad's "Unicode"
@@ -62,6 +61,7 @@ def _dispatch(source: str, data: bytes, passwords: Sequence[bytes], depth: int, 
     if not data.strip():
         raise NothingUsable("empty file", hint="download or export the file again")
     if is_zip(data):
+        from certfleet.formats._zip import read_zip  # loaded on demand (see the package docstring)
 
         def member(name: str, content: bytes, level: int) -> Pool:
             return _read(name, content, passwords, depth=level, budget=budget)

@@ -12,18 +12,23 @@ import lzma
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from certfleet.certinfo import printable
 from certfleet.errors import FormatError, LimitError
-from certfleet.formats._common import HINT_DAMAGED, MiB, NothingUsable, damaged
+from certfleet.formats._common import (
+    HINT_DAMAGED,
+    MAX_DEPTH,
+    MAX_MEMBER_BYTES,
+    MAX_MEMBERS,
+    MAX_RATIO,
+    MAX_TOTAL_BYTES,
+    Budget,
+    MiB,
+    NothingUsable,
+    damaged,
+)
 from certfleet.formats._model import Pool, combine
 
-MAX_MEMBERS = 1000
-MAX_MEMBER_BYTES = 10 * MiB
-MAX_TOTAL_BYTES = 50 * MiB
-MAX_RATIO = 200
-MAX_DEPTH = 1  # a zip inside the zip is read; a zip inside that one is refused
 # the ratio is judged once this much came out of one member: small members cannot be bombs, and a
 # short, repetitive PEM compresses far better than a whole one
 _RATIO_AFTER = 1 * MiB
@@ -34,17 +39,6 @@ _HINT_BOMB = "this is not a certificate package; unpack it yourself if you trust
 
 # (member source, member bytes, depth) -> what the member holds
 ReadMember = Callable[[str, bytes, int], Pool]
-
-
-@dataclass
-class Budget:
-    """Bytes inflated so far, shared by a zip and the zips inside it."""
-
-    inflated: int = 0
-
-
-def is_zip(data: bytes) -> bool:
-    return data[:4] in (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or an empty archive
 
 
 def read_zip(source: str, data: bytes, *, depth: int, budget: Budget, read_member: ReadMember) -> Pool:
