@@ -121,6 +121,22 @@ def _tlv(der: bytes, pos: int, end: int) -> tuple[int, int, int]:
     return der[pos], start, stop
 
 
+def _skip(der: bytes, pos: int, end: int, count: int) -> int:
+    """Where the element ``count`` elements after the one at ``pos`` starts: :func:`_tlv` in one call."""
+    for _ in range(count):
+        length = der[pos + 1]
+        if length < 0x80:
+            pos += 2 + length
+        else:
+            size = length & 0x7F
+            if not 1 <= size <= 3:
+                raise _Abstain
+            pos += 2 + size + int.from_bytes(der[pos + 2 : pos + 2 + size], "big")
+    if pos > end:
+        raise _Abstain
+    return pos
+
+
 def leaf_facts(der: bytes) -> LeafFacts | None:
     """The facts of the certificate (or TBSCertificate) ``der``; None when it holds anything unusual.
 
@@ -140,11 +156,8 @@ def _facts(der: bytes) -> LeafFacts:
     tag, pos, tbs_end = _tlv(der, start, end)
     if tag == _SEQUENCE:  # a whole certificate: step into its TBSCertificate
         start, end = pos, tbs_end
-    tag, _, pos = _tlv(der, start, end)
-    if tag == _VERSION:
-        tag, _, pos = _tlv(der, pos, end)  # the serial number
-    for _ in range(3):  # signature algorithm, issuer, validity
-        tag, _, pos = _tlv(der, pos, end)
+    # [0] version, serial number, signature algorithm, issuer, validity
+    pos = _skip(der, start, end, 5 if der[start] == _VERSION else 4)
     tag, subject, pos = _tlv(der, pos, end)
     if tag != _SEQUENCE:
         raise _Abstain
@@ -167,11 +180,16 @@ def _facts(der: bytes) -> LeafFacts:
             raise _Abstain
         seen: set[bytes] = set()
         while ext < exts_end:
-            tag, field, ext = _tlv(der, ext, exts_end)
+            # most extensions are short: their header is read here rather than by a call of _tlv
+            tag, length = der[ext], der[ext + 1]
+            if length < 0x80:
+                field, ext = ext + 2, ext + 2 + length
+            else:
+                tag, field, ext = _tlv(der, ext, exts_end)
             oid_end = field + 2 + der[field + 1]
             oid = der[field + 2 : oid_end]
             # cryptography refuses a certificate with an extension twice
-            if tag != _SEQUENCE or der[field] != _OID or oid_end > ext or oid in seen:
+            if tag != _SEQUENCE or ext > exts_end or der[field] != _OID or oid_end > ext or oid in seen:
                 raise _Abstain
             seen.add(oid)
             if oid in (_SAN, _EKU):
@@ -190,23 +208,30 @@ def _facts(der: bytes) -> LeafFacts:
 def _check_name(der: bytes, pos: int, end: int) -> None:
     """Abstain unless every attribute of the Name at ``pos`` decodes as cryptography decodes it."""
     while pos < end:
-        tag, rdn, pos = _tlv(der, pos, end)
-        if tag != _SET:
-            raise _Abstain
-        tag, attribute, rdn_end = _tlv(der, rdn, pos)
-        if tag != _SEQUENCE or rdn_end != pos:  # exactly one attribute in the RDN
-            raise _Abstain
-        tag, oid_start, value_pos = _tlv(der, attribute, rdn_end)
-        if tag != _OID:
-            raise _Abstain
-        tag, value, value_end = _tlv(der, value_pos, rdn_end)
-        if tag not in _PLAIN_STRINGS or value_end != rdn_end:
+        # SET { SEQUENCE { OID, value } }: one attribute in the RDN, every length in one byte, which
+        # is how names are written; anything else is left to cryptography
+        rdn_end = pos + 2 + der[pos + 1]
+        oid_start = pos + 6
+        value_pos = oid_start + der[pos + 5]
+        value = value_pos + 2
+        value_end = value + der[value_pos + 1]
+        if (
+            der[pos] != _SET
+            or der[pos + 2] != _SEQUENCE
+            or der[pos + 4] != _OID
+            or der[value_pos] not in _PLAIN_STRINGS
+            or value_end != rdn_end
+            or rdn_end != pos + 4 + der[pos + 3]
+            or rdn_end > end
+            or (der[pos + 1] | der[pos + 3] | der[pos + 5] | der[value_pos + 1]) & 0x80
+        ):
             raise _Abstain
         oid = der[oid_start:value_pos]
         der[value:value_end].decode("utf-8")  # strict, as cryptography is
         limits = _LENGTH_LIMITS.get(oid)
         if oid == _UNIQUE_IDENTIFIER or (limits is not None and not limits[0] <= value_end - value <= limits[1]):
             raise _Abstain
+        pos = rdn_end
 
 
 def _ec_curve(der: bytes, pos: int, end: int) -> str | None:
