@@ -111,11 +111,14 @@ def _tlv(der: bytes, pos: int, end: int) -> tuple[int, int, int]:
         if stop > end:
             raise _Abstain
         return der[pos], pos + 2, stop
-    count = length & 0x7F
-    if not 1 <= count <= 3:  # indefinite, or more than 16 MiB: not a leaf this reads
+    if length == 0x81:
+        start = pos + 3
+        stop = start + der[pos + 2]
+    elif length == 0x82:
+        start = pos + 4
+        stop = start + (der[pos + 2] << 8 | der[pos + 3])
+    else:  # indefinite, or 64 KiB or more: not a leaf this reads
         raise _Abstain
-    start = pos + 2 + count
-    stop = start + int.from_bytes(der[pos + 2 : start], "big")
     if stop > end:
         raise _Abstain
     return der[pos], start, stop
@@ -128,10 +131,7 @@ def _skip(der: bytes, pos: int, end: int, count: int) -> int:
         if length < 0x80:
             pos += 2 + length
         else:
-            size = length & 0x7F
-            if not 1 <= size <= 3:
-                raise _Abstain
-            pos += 2 + size + int.from_bytes(der[pos + 2 : pos + 2 + size], "big")
+            pos = _tlv(der, pos, end)[2]
     if pos > end:
         raise _Abstain
     return pos

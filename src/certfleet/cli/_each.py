@@ -253,7 +253,8 @@ def _leaf_from(
     name: str, data: bytes, pw: Sequence[bytes]
 ) -> tuple[x509.Certificate, bytes | None, list[x509.Certificate]]:
     """The leaf of one file (its first certificate), its DER when at hand, and the file's other certificates."""
-    from cryptography import x509
+    # "from cryptography import x509" would call into importlib's Python code for every leaf
+    import cryptography.x509 as x509  # noqa: PLR0402
 
     # the common case, one PEM certificate, skips format detection; its DER also gives the
     # fingerprint without cryptography encoding the certificate again
