@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
 import functools
 from dataclasses import dataclass
@@ -24,12 +25,19 @@ __all__ = [
     "is_ca",
     "is_self_issued",
     "key_type",
+    "lone_pem_der",
     "printable",
     "readable",
     "san_names",
 ]
 
 _CURVES = {"secp256r1": "p256", "secp384r1": "p384", "secp521r1": "p521"}
+# one PEM certificate, read without certfleet.formats (see lone_pem_der)
+_LONE_BEGIN = b"-----BEGIN CERTIFICATE-----"
+_LONE_END = b"-----END CERTIFICATE-----"
+_LONE_MAX_BYTES = 64 * 1024  # one certificate is a few kilobytes; anything larger takes the full reader
+_UTF8_BOM = b"\xef\xbb\xbf"
+_WHITESPACE = b" \t\r\n\v\f"
 _Signed = TypeVar("_Signed", x509.Certificate, x509.CertificateSigningRequest)
 
 
@@ -62,6 +70,30 @@ def san_names(cert: x509.Certificate) -> tuple[list[str], list[str]]:
     dns = [str(n) for n in san.get_values_for_type(x509.DNSName)]
     ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
     return dns, ips
+
+
+def lone_pem_der(data: bytes) -> bytes | None:
+    """The DER of ``data`` when it is one clean PEM certificate, as certfleet.formats would read it; else None.
+
+    Clean: only whitespace (or a UTF-8 BOM) before the BEGIN line, no other PEM block, no RFC 1421
+    headers, base64 that decodes strictly. For anything else None: the caller then reads the data
+    with the full reader, which gives every other case its result or its error. The common inputs
+    (a leaf, an intermediates file, a root) so skip loading the format readers and telling formats apart.
+    """
+    if len(data) > _LONE_MAX_BYTES:
+        return None
+    text = data.removeprefix(_UTF8_BOM).lstrip(_WHITESPACE)
+    start = len(_LONE_BEGIN)
+    # the line ending after the label rules out any other reading of the BEGIN line
+    if not text.startswith(_LONE_BEGIN) or text[start : start + 1] not in (b"\r", b"\n"):
+        return None
+    end = text.find(_LONE_END, start)
+    if end < 0 or text.count(b"-----BEGIN ") != 1 or b":" in text[start:end]:
+        return None
+    try:
+        return binascii.a2b_base64(text[start:end].translate(None, _WHITESPACE), strict_mode=True)
+    except binascii.Error:
+        return None
 
 
 def printable(text: str, limit: int = 100) -> str:

@@ -5,7 +5,6 @@ Also the search for paths from a certificate up to them, which verification and 
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import datetime as dt
 import functools
@@ -31,7 +30,7 @@ except ImportError:  # pragma: no cover - another cryptography
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 
-from certfleet.certinfo import readable
+from certfleet.certinfo import lone_pem_der, readable
 from certfleet.errors import EnvError, FormatError, InputError
 
 # certifi, ssl and certfleet.formats are imported where they are used (the Mozilla roots, the
@@ -65,12 +64,6 @@ _SYSTEM_BUNDLES = (
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL)
 # a trust bundle is a few hundred roots; anything far larger is not one
 _MAX_BUNDLE_BYTES = 16 * 1024 * 1024
-# a file of one PEM certificate, read without certfleet.formats (see _lone_pem_certificate)
-_LONE_BEGIN = b"-----BEGIN CERTIFICATE-----"
-_LONE_END = b"-----END CERTIFICATE-----"
-_LONE_MAX_BYTES = 64 * 1024  # one certificate is a few kilobytes; anything larger takes the full reader
-_UTF8_BOM = b"\xef\xbb\xbf"
-_WHITESPACE = b" \t\r\n\v\f"
 
 
 def _spki(cert: x509.Certificate) -> bytes:
@@ -265,24 +258,11 @@ def _mozilla() -> TrustStore:
 
 
 def _lone_pem_certificate(data: bytes) -> x509.Certificate | None:
-    """The certificate of ``data`` when it is one clean PEM certificate, as certfleet.formats reads it.
-
-    Clean: only whitespace (or a UTF-8 BOM) before the BEGIN line, no other PEM block, no RFC 1421
-    headers, base64 that decodes strictly. For anything else, or anything wrong, None: the caller
-    then reads the file with the full reader, which gives every other case its result or its error.
-    """
-    if len(data) > _LONE_MAX_BYTES:
-        return None
-    text = data.removeprefix(_UTF8_BOM).lstrip(_WHITESPACE)
-    start = len(_LONE_BEGIN)
-    # the line ending after the label rules out any other reading of the BEGIN line
-    if not text.startswith(_LONE_BEGIN) or text[start : start + 1] not in (b"\r", b"\n"):
-        return None
-    end = text.find(_LONE_END, start)
-    if end < 0 or text.count(b"-----BEGIN ") != 1 or b":" in text[start:end]:
+    """The certificate of ``data`` when it is one clean PEM certificate (:func:`certinfo.lone_pem_der`)."""
+    der = lone_pem_der(data)
+    if der is None:
         return None
     try:
-        der = binascii.a2b_base64(text[start:end].translate(None, _WHITESPACE), strict_mode=True)
         return readable(x509.load_der_x509_certificate(der))
     except (ValueError, x509.InvalidVersion, FormatError):
         return None

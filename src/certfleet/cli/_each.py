@@ -14,7 +14,6 @@ output keeps the order of the files.
 
 from __future__ import annotations
 
-import binascii
 import gc
 import hashlib
 import json
@@ -29,6 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
+from certfleet.certinfo import lone_pem_der
 from certfleet.cli._inputs import MAX_INPUT_BYTES, load_trust_files, load_untrusted_files, parse_at, passwords
 from certfleet.errors import CertfleetError, ExitCode, InputError
 
@@ -213,7 +213,6 @@ def _json_str(value: str | None) -> str:
 _READ_CHUNK = 64 * 1024
 _PEM_BEGIN = b"-----BEGIN "
 _PEM_CERT = b"-----BEGIN CERTIFICATE-----"
-_PEM_END = b"-----END CERTIFICATE-----"
 
 
 def _read_file(path: str) -> bytes:
@@ -234,21 +233,6 @@ def _read_file(path: str) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def _pem_der(data: bytes) -> bytes | None:
-    """The DER inside the one PEM certificate block of ``data``, when its base64 is clean."""
-    start = data.find(_PEM_CERT)
-    if start < 0:
-        return None
-    start += len(_PEM_CERT)
-    end = data.find(_PEM_END, start)
-    if end < 0:
-        return None
-    try:
-        return binascii.a2b_base64(data[start:end].translate(None, b"\r\n"), strict_mode=True)
-    except binascii.Error:
-        return None
-
-
 def _leaf_from(
     name: str, data: bytes, pw: Sequence[bytes]
 ) -> tuple[x509.Certificate, bytes | None, list[x509.Certificate]]:
@@ -258,17 +242,17 @@ def _leaf_from(
 
     # the common case, one PEM certificate, skips format detection; its DER also gives the
     # fingerprint without cryptography encoding the certificate again
-    if data.count(_PEM_BEGIN) == 1 and _PEM_CERT in data:
-        der = _pem_der(data)
-        if der is not None:
-            try:
-                return x509.load_der_x509_certificate(der), der, []
-            except ValueError:
-                pass
+    der = lone_pem_der(data)
+    if der is not None:
+        try:
+            return x509.load_der_x509_certificate(der), der, []
+        except ValueError:
+            pass  # let the full reader say what is wrong with it
+    elif data.count(_PEM_BEGIN) == 1 and _PEM_CERT in data:  # with text around it
         try:
             return x509.load_pem_x509_certificate(data), None, []
         except ValueError:
-            pass  # let the full reader say what is wrong with it
+            pass
     from certfleet.formats import read_bytes
 
     pool = read_bytes(name, data, passwords=pw)
