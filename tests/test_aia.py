@@ -138,6 +138,13 @@ def test_fetch_each_format(server: Server, pki: PKI, encoding: str) -> None:
     assert parse_issuers(fetched) == [pki.inter.cert]
 
 
+def test_an_answer_of_an_unknown_version_gives_no_issuer(pki: PKI) -> None:
+    # cryptography refuses it with its own exception, not a ValueError: an answer, not a crash
+    der = bytearray(_der(pki))
+    der[der.index(b"\xa0\x03\x02\x01\x02") + 4] = 33
+    assert parse_issuers(bytes(der)) == []
+
+
 def test_fetch_issuers_follows_the_leaf_aia(server: Server, pki: PKI) -> None:
     server.routes["/ca/inter.p7c"] = body(
         pkcs7.serialize_certificates([pki.inter.cert, pki.root.cert], serialization.Encoding.DER)

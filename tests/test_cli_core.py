@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import http.server
 import json
@@ -281,6 +282,24 @@ def test_each_unreadable_leaf_is_reported_and_the_rest_checked(cli: Any, files: 
     assert "not a certificate" in records[1]["error"]
     assert result.err.count("\n") == 1
     assert f"error: {broken}: " in result.err
+
+
+@pytest.mark.parametrize("form", ["pem", "der"])
+def test_each_leaf_of_an_unknown_version_is_one_error_record(
+    cli: Any, files: Files, leaves: list[Path], form: str
+) -> None:
+    # cryptography refuses it with its own exception, not a ValueError: still one record, not a crash
+    der = bytearray(x509.load_pem_x509_certificate(leaves[0].read_bytes()).public_bytes(serialization.Encoding.DER))
+    at = der.index(b"\xa0\x03\x02\x01\x02")
+    der[at + 4] = 33
+    odd = files.folder / f"version33.{form}"
+    armored = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(bytes(der)) + b"-----END CERTIFICATE-----\n"
+    odd.write_bytes(bytes(der) if form == "der" else armored)
+    result = _each(cli, files, [leaves[0], odd, leaves[1]], "--json")
+    assert result.code == 2
+    records = [json.loads(line) for line in result.out.splitlines()]
+    assert [r["valid"] for r in records] == [True, False, True]
+    assert "damaged" in records[1]["error"]
 
 
 def test_each_reads_a_fullchain_file_too(cli: Any, files: Files) -> None:

@@ -342,3 +342,30 @@ def test_a_damaged_point_is_left_to_cryptography(ca: TestCA, spec: str) -> None:
 
 def _other_point(curve: ec.EllipticCurve) -> bytes:
     return ec.generate_private_key(curve).public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+
+
+def test_random_damage_never_raises_and_never_misleads(ca: TestCA) -> None:
+    """Bytes changed anywhere: an answer, when there is one for a certificate cryptography loads, is cryptography's."""
+    san = x509.SubjectAlternativeName(
+        [x509.DNSName("www.example.test"), x509.IPAddress(ipaddress.ip_address("10.1.2.3"))]
+    )
+    der = _leaf(CN, [(san, False), SERVER_AUTH], ca).public_bytes(Encoding.DER)
+    rng = random.Random(2026)
+    compared = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(3000):
+            mutated = bytearray(der)
+            for _ in range(rng.randint(1, 3)):
+                mutated[rng.randrange(len(der))] = rng.randrange(256)
+            facts = leaf_facts(bytes(mutated))  # never raises
+            try:
+                cert = x509.load_der_x509_certificate(bytes(mutated))
+                _ = cert.subject
+            except (ValueError, x509.InvalidVersion):
+                continue  # what cryptography does not load never reaches the verifier
+            expected = _cryptography_view(cert)
+            if facts is not None and expected is not None:
+                assert facts == expected
+                compared += 1
+    assert compared > 100

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from pathlib import Path
 
@@ -58,9 +59,22 @@ def test_from_pem_reads_blocks_among_text(pki: PKI) -> None:
     assert store.source == "bundle.pem"
 
 
+def _unknown_version(cert: x509.Certificate) -> bytes:
+    """``cert`` as PEM with its version changed to 33, which cryptography refuses with its own exception."""
+    der = bytearray(cert.public_bytes(serialization.Encoding.DER))
+    at = der.index(b"\xa0\x03\x02\x01\x02")
+    der[at + 4] = 33
+    return b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(bytes(der)) + b"-----END CERTIFICATE-----\n"
+
+
 @pytest.mark.parametrize("strict", [True, False])
-def test_from_pem_broken_block(pki: PKI, strict: bool) -> None:
-    broken = b"-----BEGIN CERTIFICATE-----\nTUlJQm9v\n-----END CERTIFICATE-----\n"
+@pytest.mark.parametrize("kind", ["broken base64", "unknown version"])
+def test_from_pem_broken_block(pki: PKI, strict: bool, kind: str) -> None:
+    broken = (
+        b"-----BEGIN CERTIFICATE-----\nTUlJQm9v\n-----END CERTIFICATE-----\n"
+        if kind == "broken base64"
+        else _unknown_version(pki.inter.cert)
+    )
     data = pem(pki.root.cert) + broken
     if strict:
         with pytest.raises(InputError, match="certificate 2 of the bundle does not parse"):

@@ -15,7 +15,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
-from certfleet.certinfo import readable
+from certfleet.certinfo import UNPARSABLE, readable
 from certfleet.errors import CertfleetError, FormatError, NetworkError
 
 __all__ = ["Fetcher", "HttpFetcher", "ca_issuers_urls", "fetch_from_aia", "fetch_issuers", "parse_issuers"]
@@ -164,7 +164,7 @@ def parse_issuers(data: bytes) -> list[x509.Certificate]:
     for loader in loaders:
         try:
             certs = loader(data)
-        except (ValueError, UnsupportedAlgorithm):
+        except (*UNPARSABLE, UnsupportedAlgorithm):
             continue
         usable = [c for c in certs[:_MAX_CERTS_PER_URL] if _readable(c)]
         if usable:

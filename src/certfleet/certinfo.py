@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from certfleet.errors import FormatError
 
 __all__ = [
+    "UNPARSABLE",
     "CertInfo",
     "cert_public_key",
     "common_name",
@@ -32,6 +33,8 @@ __all__ = [
 ]
 
 _CURVES = {"secp256r1": "p256", "secp384r1": "p384", "secp521r1": "p521"}
+# what cryptography raises for bytes that are not a certificate it loads (an unknown version is not a ValueError)
+UNPARSABLE = (ValueError, x509.InvalidVersion)
 # one PEM certificate, read without certfleet.formats (see lone_pem_der)
 _LONE_BEGIN = b"-----BEGIN CERTIFICATE-----"
 _LONE_END = b"-----END CERTIFICATE-----"

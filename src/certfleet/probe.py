@@ -29,7 +29,7 @@ from typing import Any
 
 from cryptography import x509
 
-from certfleet.certinfo import describe
+from certfleet.certinfo import UNPARSABLE, describe
 from certfleet.problems import Problem, ProblemCode, Severity
 
 __all__ = [
@@ -400,7 +400,7 @@ async def probe(
     for position, der in enumerate(ders, 1):
         try:
             chain.append(cache.load(der))
-        except ValueError as exc:
+        except UNPARSABLE as exc:
             problems.append(
                 Problem(
                     code=ProblemCode.INVALID,

@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - another cryptography
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 
-from certfleet.certinfo import lone_pem_der, readable
+from certfleet.certinfo import UNPARSABLE, lone_pem_der, readable
 from certfleet.errors import EnvError, FormatError, InputError
 
 # certifi, ssl and certfleet.formats are imported where they are used (the Mozilla roots, the
@@ -222,7 +222,7 @@ class TrustStore:
                     # old roots with quirks (a negative serial) are still anchors people rely on
                     warnings.simplefilter("ignore", CryptographyDeprecationWarning)
                     certs.append(readable(x509.load_pem_x509_certificate(block.group(0))))
-            except (ValueError, FormatError) as exc:
+            except (*UNPARSABLE, FormatError) as exc:
                 if strict:
                     raise InputError(
                         f"certificate {len(certs) + 1} of the bundle does not parse", source=source
@@ -264,7 +264,7 @@ def _lone_pem_certificate(data: bytes) -> x509.Certificate | None:
         return None
     try:
         return readable(x509.load_der_x509_certificate(der))
-    except (ValueError, x509.InvalidVersion, FormatError):
+    except (*UNPARSABLE, FormatError):
         return None
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
-from certfleet.certinfo import lone_pem_der
+from certfleet.certinfo import UNPARSABLE, lone_pem_der
 from certfleet.cli._inputs import MAX_INPUT_BYTES, load_trust_files, load_untrusted_files, parse_at, passwords
 from certfleet.errors import CertfleetError, ExitCode, InputError
 
@@ -246,12 +246,12 @@ def _leaf_from(
     if der is not None:
         try:
             return x509.load_der_x509_certificate(der), der, []
-        except ValueError:
+        except UNPARSABLE:
             pass  # let the full reader say what is wrong with it
     elif data.count(_PEM_BEGIN) == 1 and _PEM_CERT in data:  # with text around it
         try:
             return x509.load_pem_x509_certificate(data), None, []
-        except ValueError:
+        except UNPARSABLE:
             pass
     from certfleet.formats import read_bytes
 

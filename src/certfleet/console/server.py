@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from certfleet.certinfo import UNPARSABLE
 from certfleet.console.app import ConsoleSettings, create_app, utc_now
 from certfleet.console.tls import BOOTSTRAP_LABEL, ServedCertificate, TLSContexts, bootstrap_certificate
 from certfleet.errors import EnvError, InputError, StoreError
@@ -55,7 +56,7 @@ class BootstrapStore:
                 cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
                 der = self.store.vault().open(key_path.read_bytes(), _BOOTSTRAP_AAD)
                 key = serialization.load_der_private_key(der, password=None)
-            except (ValueError, OSError) as exc:
+            except (*UNPARSABLE, OSError) as exc:
                 raise StoreError(
                     f"cannot read the console's bootstrap certificate in {self.folder}: {exc}",
                     hint="remove the bootstrap.* files there; a new one is made at the next start",

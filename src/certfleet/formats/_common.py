@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptography import x509
-
 from certfleet.errors import FormatError
 
 MiB = 1024 * 1024
@@ -23,9 +21,6 @@ NOT_RECOGNIZED = "not a certificate, key, CSR, PKCS#7, PKCS#12 or zip"
 HINT_FORMATS = "certfleet reads PEM, DER, PKCS#7 (.p7b), PKCS#12 (.pfx/.p12) and zip files, by their content"
 HINT_DAMAGED = "the file is damaged or cut short; download or export it again"
 HINT_PASSWORD = "give it with --password, --password-file or CERTFLEET_PASSWORD"  # noqa: S105 (a hint, not a password)
-
-# what cryptography raises for a structure it cannot parse (a bad certificate version is its own type)
-UNPARSABLE = (ValueError, x509.InvalidVersion)
 
 
 class NothingUsable(FormatError):

@@ -13,8 +13,9 @@ from enum import Enum
 
 from cryptography import x509
 
+from certfleet.certinfo import UNPARSABLE
 from certfleet.errors import FormatError
-from certfleet.formats._common import HINT_DAMAGED, UNPARSABLE, NothingUsable, damaged
+from certfleet.formats._common import HINT_DAMAGED, NothingUsable, damaged
 from certfleet.formats._model import InputFormat, Pool, PoolCert, PoolCSR, PoolKey, combine
 
 _SEQUENCE, _INTEGER, _OCTET_STRING, _OID, _CONTEXT_0 = 0x30, 0x02, 0x04, 0x06, 0xA0

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 
 from cryptography import x509
 
+from certfleet.certinfo import UNPARSABLE
 from certfleet.errors import FormatError
-from certfleet.formats._common import HINT_DAMAGED, UNPARSABLE, NothingUsable, damaged
+from certfleet.formats._common import HINT_DAMAGED, NothingUsable, damaged
 from certfleet.formats._der import object_end
 from certfleet.formats._model import InputFormat, Pool, PoolCert, PoolCSR, PoolKey, combine
 

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from certfleet.certinfo import UNPARSABLE
 from certfleet.errors import FormatError, PasswordError
-from certfleet.formats._common import HINT_PASSWORD, UNPARSABLE, damaged
+from certfleet.formats._common import HINT_PASSWORD, damaged
 from certfleet.formats._keys import signing_key
 from certfleet.formats._model import InputFormat, Pool, PoolCert, PoolKey
 

@@ -7,8 +7,9 @@ import warnings
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import pkcs7
 
+from certfleet.certinfo import UNPARSABLE
 from certfleet.errors import FormatError
-from certfleet.formats._common import UNPARSABLE, NothingUsable, damaged
+from certfleet.formats._common import NothingUsable, damaged
 from certfleet.formats._model import InputFormat, Pool, PoolCert
 
 _EMPTY = "no certificate data"  # cryptography's wording for a SignedData without certificates
