@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import zipfile
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
 
 # each maker writes the bad input under the folder and returns its path and the words the error must hold
 Maker = Callable[[Path, Any], tuple[Path, str]]
@@ -87,6 +89,33 @@ def _broken_base64(folder: Path, pki: Any) -> tuple[Path, str]:
     return path, "broken base64"
 
 
+def _changed(pki: Any, old: bytes, new: bytes) -> bytes:
+    der = pki.leaf.cert.public_bytes(serialization.Encoding.DER)
+    assert der.count(old) == 1
+    changed = der.replace(old, new)
+    return b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(changed) + b"-----END CERTIFICATE-----\n"
+
+
+def _unknown_version(folder: Path, pki: Any) -> tuple[Path, str]:
+    # cryptography refuses it with its own exception, not a ValueError
+    path = folder / "version33.pem"
+    path.write_bytes(_changed(pki, b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x21"))
+    return path, "damaged"
+
+
+def _bit_string_name(folder: Path, pki: Any) -> tuple[Path, str]:
+    # the leaf's common name as a BIT STRING: cryptography decodes that name with a TypeError
+    path = folder / "bitstring-name.pem"
+    cn = pki.leaf.cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value.encode()
+    assert len(cn) < 127
+    path.write_bytes(
+        _changed(
+            pki, b"\x55\x04\x03\x0c" + bytes([len(cn)]) + cn, b"\x55\x04\x03\x03" + bytes([len(cn)]) + b"\x00" + cn[1:]
+        )
+    )
+    return path, "does not decode"
+
+
 def _missing(folder: Path, pki: Any) -> tuple[Path, str]:
     return folder / "not-there.pem", "No such file"
 
@@ -108,6 +137,8 @@ KINDS: dict[str, Maker] = {
     "zip-path-traversal": _zip_traversal,
     "50-MB-file": _huge,
     "broken-base64": _broken_base64,
+    "unknown-version": _unknown_version,
+    "bit-string-name": _bit_string_name,
     "missing-file": _missing,
     "folder": _folder,
 }

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from certfleet.errors import FormatError
 
 __all__ = [
+    "NAME_ERRORS",
     "UNPARSABLE",
     "CertInfo",
     "cert_public_key",
@@ -35,6 +36,9 @@ __all__ = [
 _CURVES = {"secp256r1": "p256", "secp384r1": "p384", "secp521r1": "p521"}
 # what cryptography raises for bytes that are not a certificate it loads (an unknown version is not a ValueError)
 UNPARSABLE = (ValueError, x509.InvalidVersion)
+# what decoding a certificate's name can raise: a BIT STRING value under any attribute but
+# x500UniqueIdentifier is a TypeError in cryptography, the rest ValueError
+NAME_ERRORS = (ValueError, TypeError)
 # one PEM certificate, read without certfleet.formats (see lone_pem_der)
 _LONE_BEGIN = b"-----BEGIN CERTIFICATE-----"
 _LONE_END = b"-----END CERTIFICATE-----"
@@ -121,7 +125,7 @@ def readable(item: _Signed) -> _Signed:
         _ = item.subject
         if isinstance(item, x509.Certificate):
             _ = item.issuer
-    except ValueError as exc:
+    except NAME_ERRORS as exc:
         what = "a certificate whose subject or issuer" if isinstance(item, x509.Certificate) else "a CSR whose subject"
         raise FormatError(
             f"{what} name does not decode: damaged or forged", hint="get it again from where it came from"
@@ -160,7 +164,7 @@ def _rfc4514(name: x509.Name) -> str:
 def _name_text(cert: x509.Certificate, *, issuer: bool) -> str:
     try:
         name = cert.issuer if issuer else cert.subject
-    except ValueError:  # the name itself does not decode: describe still answers
+    except NAME_ERRORS:  # the name itself does not decode: describe still answers
         return "an undecodable name"
     return _rfc4514(name)
 
@@ -203,7 +207,7 @@ def common_name(cert: x509.Certificate) -> str | None:
     """The first common name of the subject, or None (also when the subject does not decode)."""
     try:
         attrs = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    except ValueError:
+    except NAME_ERRORS:
         return None
     if not attrs:
         return None

@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - another cryptography
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 
-from certfleet.certinfo import UNPARSABLE, lone_pem_der, readable
+from certfleet.certinfo import NAME_ERRORS, UNPARSABLE, lone_pem_der, readable
 from certfleet.errors import EnvError, FormatError, InputError
 
 # certifi, ssl and certfleet.formats are imported where they are used (the Mozilla roots, the
@@ -117,7 +117,7 @@ def _check_signature(cert: x509.Certificate, issuer: x509.Certificate) -> Signat
     try:
         if cert.issuer != issuer.subject:
             return Signature.BAD
-    except ValueError:  # undecodable names name nobody
+    except NAME_ERRORS:  # undecodable names name nobody
         return Signature.BAD
     try:
         key = issuer.public_key()

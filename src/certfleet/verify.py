@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, Subject, VerificationError
 
-from certfleet.certinfo import cert_public_key, describe, fingerprint, readable, san_names
+from certfleet.certinfo import NAME_ERRORS, cert_public_key, describe, fingerprint, readable, san_names
 from certfleet.errors import CertfleetError, InputError
 from certfleet.findings import (
     eku_problem,
@@ -259,7 +259,7 @@ class Verifier:
         if facts is None:
             try:
                 _ = leaf.subject
-            except ValueError:
+            except NAME_ERRORS:
                 readable(leaf)
         subject: Subject
         if name is not None:
@@ -300,7 +300,7 @@ class Verifier:
             return False
         try:
             _ = chain[1].subject
-        except ValueError:
+        except NAME_ERRORS:
             return False
         return True
 
