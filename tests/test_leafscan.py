@@ -25,7 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 import certfleet.verify
 from certfleet import leafscan
 from certfleet.leafscan import LeafFacts, leaf_facts
-from certfleet.testing import TestCA, make_key
+from certfleet.testing import TestCA, general_names, make_key
 from certfleet.trust import TrustStore
 from certfleet.verify import Verifier
 
@@ -129,13 +129,7 @@ CN = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "www.example.test")])
 
 
 def _san(*names: str) -> tuple[x509.ExtensionType, bool]:
-    general: list[x509.GeneralName] = []
-    for name in names:
-        try:
-            general.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            general.append(x509.DNSName(name))
-    return x509.SubjectAlternativeName(general), False
+    return x509.SubjectAlternativeName(general_names(names)), False
 
 
 @pytest.mark.parametrize(

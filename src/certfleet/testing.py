@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes, CertificatePublicKeyTypes
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-__all__ = ["TestCA", "TestLeaf", "make_key", "pem"]
+__all__ = ["TestCA", "TestLeaf", "general_names", "make_key", "pem"]
 
 # an extension to add to a test certificate, and whether it is critical
 Extra = tuple[x509.ExtensionType, bool]
@@ -242,7 +242,7 @@ class TestCA:
         cn = common_name if common_name is not None else (names[0] if names else "leaf")
         builder = self._issue_end_entity(_name(cn, org=None), pkey.public_key(), not_before, days)
         if san and names:
-            builder = builder.add_extension(x509.SubjectAlternativeName(_general_names(names)), critical=False)
+            builder = builder.add_extension(x509.SubjectAlternativeName(general_names(names)), critical=False)
         if server_auth:
             builder = builder.add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
@@ -316,7 +316,8 @@ def _ca_builder(
     return builder
 
 
-def _general_names(names: Sequence[str]) -> list[x509.GeneralName]:
+def general_names(names: Sequence[str]) -> list[x509.GeneralName]:
+    """subjectAltName entries for ``names``: an IP address where one parses, else a DNS name."""
     out: list[x509.GeneralName] = []
     for n in names:
         try:
