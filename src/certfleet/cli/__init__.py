@@ -139,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: list[str]) -> int:
+    if "--each" not in args:  # parse_args answers None without it; the batch's modules stay unloaded
+        return _run_typer(args)
     from certfleet.cli import _each
 
     request = _each.parse_args(args)

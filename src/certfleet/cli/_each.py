@@ -28,7 +28,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
-from certfleet.certinfo import UNPARSABLE, lone_pem_der
 from certfleet.cli._inputs import MAX_INPUT_BYTES, load_trust_files, load_untrusted_files, parse_at, passwords
 from certfleet.errors import CertfleetError, ExitCode, InputError
 
@@ -237,21 +236,24 @@ def _leaf_from(
     name: str, data: bytes, pw: Sequence[bytes]
 ) -> tuple[x509.Certificate, bytes | None, list[x509.Certificate]]:
     """The leaf of one file (its first certificate), its DER when at hand, and the file's other certificates."""
-    # "from cryptography import x509" would call into importlib's Python code for every leaf
+    # imported here, not at the top: the commands' help loads this module too (see cli/_core.py);
+    # and "from package import module" would call into importlib's Python code for every leaf
     import cryptography.x509 as x509  # noqa: PLR0402
+
+    import certfleet.certinfo as certinfo  # noqa: PLR0402
 
     # the common case, one PEM certificate, skips format detection; its DER also gives the
     # fingerprint without cryptography encoding the certificate again
-    der = lone_pem_der(data)
+    der = certinfo.lone_pem_der(data)
     if der is not None:
         try:
             return x509.load_der_x509_certificate(der), der, []
-        except UNPARSABLE:
+        except certinfo.UNPARSABLE:
             pass  # let the full reader say what is wrong with it
     elif data.count(_PEM_BEGIN) == 1 and _PEM_CERT in data:  # with text around it
         try:
             return x509.load_pem_x509_certificate(data), None, []
-        except UNPARSABLE:
+        except certinfo.UNPARSABLE:
             pass
     from certfleet.formats import read_bytes
 
