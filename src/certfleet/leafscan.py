@@ -39,7 +39,7 @@ _LENGTH_LIMITS = {
     bytes.fromhex("550403"): (1, 64),  # commonName
 }
 _UNIQUE_IDENTIFIER = bytes.fromhex("55042d")  # x500UniqueIdentifier: a BIT STRING, not text
-_BIT_STRING, _UNCOMPRESSED = 0x03, 0x04
+_BIT_STRING = 0x03
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +243,7 @@ def _ec_curve(der: bytes, pos: int, end: int) -> str | None:
         return None
     tag, bits, bits_end = _tlv(der, algorithm_end, end)
     size = curve.size
-    # no unused bits, then 0x04 and the two coordinates
+    # no unused bits, then 0x04 (uncompressed) and the two coordinates
     if tag != _BIT_STRING or bits_end != end or bits_end - bits != 2 + 2 * size or der[bits : bits + 2] != b"\x00\x04":
         return None
     x = int.from_bytes(der[bits + 2 : bits + 2 + size], "big")
