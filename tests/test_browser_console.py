@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from cryptography import x509
 from playwright.sync_api import Page, expect, sync_playwright
@@ -253,7 +253,7 @@ def test_whole_flow_in_chromium(  # type: ignore[no-untyped-def]
         assert token.startswith("cft_")
         _shot(page, "tokens")
         tls = ssl.create_default_context(cafile=str(root_file))
-        with httpx.Client(verify=tls, headers={"authorization": f"Bearer {token}"}) as automation:
+        with httpx2.Client(verify=tls, headers={"authorization": f"Bearer {token}"}) as automation:
             assert automation.get(f"{base}/api/v1/me").json()["token"] == "prometheus"
             metrics = automation.get(f"{base}/metrics").text
             assert 'certfleet_node_serves_active{lineage="web",node="main"} 1.0' in metrics
