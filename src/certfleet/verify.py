@@ -250,7 +250,8 @@ class Verifier:
     def verify(self, leaf: x509.Certificate, name: str | None = None, *, der: bytes | None = None) -> Verification:
         """Verify ``leaf`` for ``name`` (DNS or IP; None: the leaf's own first name).
 
-        ``der``, the leaf's own encoding when the caller has it, saves encoding it again.
+        ``der``, the leaf's own encoding (exactly the bytes ``leaf`` was loaded from) when the
+        caller has it, saves encoding it again.
         """
         facts = leaf_facts(der if der is not None else leaf.tbs_certificate_bytes)
         # As readable(leaf), in two steps: the subject now (the facts say it decodes), the issuer
