@@ -256,7 +256,14 @@ def _read_san(der: bytes, pos: int, end: int, dns: list[str], ips: list[bytes]) 
     if tag != _SEQUENCE or names_end != end or pos == names_end:
         raise _Abstain
     while pos < names_end:
-        tag, value, pos = _tlv(der, pos, names_end)
+        # a name is short: its header is read here rather than by a call of _tlv
+        tag, length = der[pos], der[pos + 1]
+        if length < 0x80:
+            value, pos = pos + 2, pos + 2 + length
+            if pos > names_end:
+                raise _Abstain
+        else:
+            tag, value, pos = _tlv(der, pos, names_end)
         if tag == _DNS_NAME:
             dns.append(der[value:pos].decode("utf-8"))
         elif tag == _IP_ADDRESS and pos - value in (4, 16):
@@ -271,8 +278,10 @@ def _names_server_auth(der: bytes, pos: int, end: int) -> bool:
         raise _Abstain
     found = False
     while pos < usages_end:
-        tag, value, pos = _tlv(der, pos, usages_end)
-        if tag != _OID:
+        # an OID of a usage is short, and so read here (a long length abstains)
+        length = der[pos + 1]
+        value, pos = pos + 2, pos + 2 + length
+        if der[value - 2] != _OID or length >= 0x80 or pos > usages_end:
             raise _Abstain
         found = found or der[value:pos] == _SERVER_AUTH
     return found
