@@ -22,9 +22,11 @@ from certfleet.errors import CertfleetError
 from certfleet.formats import read_pool
 from certfleet.trust import _lone_pem_certificate, load_trust, read_certificates
 
-# what only other inputs need: PKCS#7, PKCS#12, keys, zips, the default and system roots, and
-# names that are not plain ASCII host names (IDNA) or wildcards (the public suffix list)
+# what only other inputs need: PKCS#7, PKCS#12, keys, zips, the default and system roots, a
+# --name or a wildcard (certfleet's naming rules), names that are not plain ASCII host names
+# (IDNA), wildcards (the public suffix list)
 _NOT_AT_START = {
+    "certfleet.names",
     "certfleet.formats",
     "certfleet.formats._pkcs7",
     "certfleet.formats._pkcs12",

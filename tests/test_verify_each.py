@@ -325,8 +325,9 @@ def test_a_command_of_each_module_answers_alone(command: str) -> None:
 
 @pytest.fixture
 def forked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    """Fork for any batch, one leaf per chunk; each chunk's process noted in a journal, and the
-    parent taking its first chunk only once the child has taken one, so that both take some."""
+    """Fork for any batch, one leaf per chunk; each chunk's process noted in a journal, the
+    parent taking its first chunk only once the child has taken one, and the child going on only
+    once the parent has, so that both take some however fast either runs."""
     monkeypatch.setattr(_each, "_forking", lambda count: True)  # whatever the machine's cores
     monkeypatch.setattr(_each, "_CHUNK_LEAVES", 1)
     monkeypatch.setattr(_each, "_MIN_CHUNK_LEAVES", 1)
@@ -337,11 +338,16 @@ def forked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     def check_and_note(self: Any, paths: Any) -> Any:
         with journal.open("a") as fh:
             fh.write(f"{os.getpid()}\n")
+        if os.getpid() != parent:
+            _wait_for(lambda: str(parent) in journal.read_text().split(), "the parent never took a chunk")
         return check(self, paths)
 
     def take_after_the_child(self: Any, queue: int, paths: Any, size: int) -> Any:
         if os.getpid() == parent:
-            _wait_for(lambda: journal.exists() and set(journal.read_text().split()) - {str(parent)})
+            _wait_for(
+                lambda: journal.exists() and set(journal.read_text().split()) - {str(parent)},
+                "the forked child never took a chunk",
+            )
         return take(self, queue, paths, size)
 
     monkeypatch.setattr(_each._Batch, "check", check_and_note)
@@ -349,13 +355,13 @@ def forked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     yield journal
 
 
-def _wait_for(condition: Any) -> None:
+def _wait_for(condition: Any, failure: str) -> None:
     import time
 
     deadline = time.monotonic() + 60
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError("the forked child never took a chunk")
+            raise AssertionError(failure)
         time.sleep(0.01)
 
 
@@ -585,3 +591,117 @@ def test_a_path_found_does_not_hide_an_issuer_name_that_does_not_decode() -> Non
     verifier = Verifier(store, at=NOW)
     with pytest.raises(FormatError, match="subject or issuer name does not decode"):
         verifier.verify(broken_leaf)
+
+
+# --- many leaves at once: the steps answer as one leaf at a time does -------------------------------
+
+
+def _alone(root: x509.Certificate, inter: x509.Certificate, leaf: x509.Certificate, name: str | None) -> Any:
+    """A fresh verifier's answer for one leaf: its Verification, or the kind and words of its error."""
+    try:
+        return Verifier(TrustStore((root,)), [inter], at=NOW).verify(leaf, name)
+    except CertfleetError as exc:
+        return (type(exc), str(exc))
+
+
+@pytest.mark.parametrize("name", [None, "host2.example.test", "bad..example.test"])
+def test_verify_many_answers_as_verify_does_leaf_by_leaf(batch: Batch, pki: PKI, name: str | None) -> None:
+    root = x509.load_pem_x509_certificate(batch.root.read_bytes())
+    inter = x509.load_pem_x509_certificate(batch.inter.read_bytes())
+    leaves = []
+    for path in batch.leaves:
+        try:
+            leaves.append(x509.load_pem_x509_certificate(path.read_bytes()))
+        except (OSError, ValueError):
+            continue
+    # leaves whose names do not decode, among the others
+    broken = [_undecodable(pki.inter.leaf("www.example.test").cert, w, pki.inter.key) for w in ("subject", "issuer")]
+    leaves[3:3] = broken[:1]
+    leaves += broken[1:]
+    shared = Verifier(TrustStore((root,)), [inter], at=NOW)
+    many = shared.verify_many(leaves, name)
+    assert len(many) == len(leaves) > 20
+    got = [(type(r), str(r)) if isinstance(r, CertfleetError) else r for r in many]
+    assert got == [_alone(root, inter, leaf, name) for leaf in leaves]
+    if name == "bad..example.test":
+        assert all(isinstance(r, CertfleetError) for r in many)
+    else:
+        assert sum(isinstance(r, CertfleetError) for r in many) == 2  # the two leaves whose names do not decode
+        assert any(not isinstance(r, CertfleetError) and r.valid for r in many)
+
+
+def test_verify_many_without_anything_trusted_refuses_each_leaf(batch: Batch) -> None:
+    inter = x509.load_pem_x509_certificate(batch.inter.read_bytes())
+    leaf = x509.load_pem_x509_certificate(batch.leaves[1].read_bytes())
+    verifier = Verifier(TrustStore(()), [inter], at=NOW)
+    many = verifier.verify_many([leaf, leaf])
+    assert many == [verifier.verify(leaf)] * 2
+    assert not any(isinstance(r, CertfleetError) or r.valid for r in many)
+
+
+@pytest.mark.parametrize(("leaves", "size"), [(1, _each._GROUP_BYTES), (3, _each._GROUP_BYTES), (64, 1)])
+def test_groups_of_any_bound_give_the_same_records(
+    batch: Batch, monkeypatch: pytest.MonkeyPatch, leaves: int, size: int
+) -> None:
+    root = x509.load_pem_x509_certificate(batch.root.read_bytes())
+    inter = x509.load_pem_x509_certificate(batch.inter.read_bytes())
+    paths = [str(p) for p in batch.leaves]
+
+    def records() -> list[EachResult]:
+        return _each.check_leaf_files(Verifier(TrustStore((root,)), [inter], at=NOW), paths, None, ())
+
+    whole = records()
+    monkeypatch.setattr(_each, "_GROUP_LEAVES", leaves)
+    monkeypatch.setattr(_each, "_GROUP_BYTES", size)  # 1: every file makes a group of its own
+    assert records() == whole
+    assert [r.file for r in whole] == paths
+    assert whole == [check_leaf_file(Verifier(TrustStore((root,)), [inter], at=NOW), p, None, ()) for p in paths]
+
+
+# --- the files, and the end of the process ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 977, _each._READ_CHUNK - 1, _each._READ_CHUNK, _each._READ_CHUNK + 1, 200_003])
+def test_a_file_is_read_whole_whatever_its_size(tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    path = tmp_path / "leaf"
+    path.write_bytes(data)
+    assert _each._read_file(str(path)) == data
+
+
+def test_a_file_is_read_up_to_one_byte_over_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_each, "MAX_INPUT_BYTES", 100_000)
+    path = tmp_path / "large"
+    path.write_bytes(os.urandom(300_000))
+    assert _each._read_file(str(path)) == path.read_bytes()[:100_001]
+
+
+def test_a_pipe_written_in_parts_is_read_whole(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    parts = [b"-----BEGIN CERTIFICATE-----\n", b"M", b"IIB\n" * 5000]
+
+    def write() -> None:
+        with fifo.open("wb", buffering=0) as fh:
+            for part in parts:
+                fh.write(part)
+                time.sleep(0.05)  # each part a read of its own
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert _each._read_file(str(fifo)) == b"".join(parts)
+    finally:
+        writer.join(timeout=30)
+
+
+def test_a_batch_process_ends_with_all_its_output_and_its_exit_code(cli: Any, cli_proc: Any, batch: Batch) -> None:
+    for extra in (["--json"], []):
+        inside = cli(*_args(batch, *extra))
+        process = cli_proc(*_args(batch, *extra))
+        assert (process.code, process.out, process.err) == (inside.code, inside.out, inside.err)
+        assert process.code == 2  # unreadable files among the leaves
+        assert len(process.out.splitlines()) == len(batch.leaves) + (0 if extra else 1)

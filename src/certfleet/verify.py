@@ -29,7 +29,6 @@ from certfleet.findings import (
     weak_signature_problem,
 )
 from certfleet.leafscan import LeafFacts, leaf_facts
-from certfleet.names import coverage, covers, is_ip, is_wildcard, normalize_name
 from certfleet.problems import Problem, ProblemCode, Severity
 from certfleet.trust import (
     MAX_PATH_LENGTH,
@@ -74,6 +73,8 @@ class Verification:
 
 def parse_name(name: str) -> x509.DNSName | x509.IPAddress:
     """A name to verify against: an IP address, or a DNS name in its ASCII (A-label) form."""
+    from certfleet.names import is_ip, is_wildcard, normalize_name
+
     canonical = normalize_name(name)
     if is_ip(canonical):
         return x509.IPAddress(ipaddress.ip_address(canonical))
@@ -102,6 +103,8 @@ def _subject_of(
 
 
 def _name_problem(leaf: x509.Certificate, name: str) -> Problem | None:
+    from certfleet.names import coverage
+
     try:
         missing = coverage(leaf, [name]).missing
     except CertfleetError:  # a hostile certificate with thousands of names
@@ -214,11 +217,18 @@ def _phone_rules(
         )
     if type(subject) is x509.DNSName:
         dns = facts.dns_names if facts is not None else san_names(leaf)[0]
-        if any(n.startswith("*.") for n in dns) and not any(covers(n, subject.value) for n in dns):
+        if any(n.startswith("*.") for n in dns) and not _covered(dns, subject.value):
             problem = _name_problem(leaf, subject.value)
             if problem is not None:
                 problems.append(problem)
     return problems
+
+
+def _covered(dns: Sequence[str], name: str) -> bool:
+    # the naming rules load for a leaf with a wildcard only (the common leaf has none)
+    from certfleet.names import covers
+
+    return any(covers(n, name) for n in dns)
 
 
 class Verifier:
@@ -317,9 +327,7 @@ class Verifier:
             except CertfleetError as exc:
                 results[index] = exc
                 continue
-            results[index] = Verification(
-                valid=not refusals, chain=tuple(chain), problems=tuple(refusals), name=shown
-            )
+            results[index] = Verification(valid=not refusals, chain=tuple(chain), problems=tuple(refusals), name=shown)
         return cast(list[Verification | CertfleetError], results)  # every leaf has its answer now
 
     def _prepare(

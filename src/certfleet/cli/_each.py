@@ -18,7 +18,6 @@ import gc
 import hashlib
 import json
 import os
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -222,9 +221,14 @@ def _read_file(path: str) -> bytes:
     """The file's bytes, at most one more than MAX_INPUT_BYTES (the caller says it is too large)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        parts: list[bytes] = []
-        left = MAX_INPUT_BYTES + 1
-        # a read allocates what it asks for: a leaf takes one read of a chunk and one that finds the end
+        # a read allocates what it asks for: a leaf takes one read of a chunk, and one of a byte
+        # that finds the end
+        data = os.read(fd, _READ_CHUNK)
+        more = os.read(fd, 1) if data else b""
+        if not more:
+            return data
+        parts = [data, more]
+        left = MAX_INPUT_BYTES + 1 - len(data) - len(more)
         while left > 0:
             part = os.read(fd, min(left, _READ_CHUNK))
             if not part:
@@ -233,7 +237,7 @@ def _read_file(path: str) -> bytes:
             left -= len(part)
     finally:
         os.close(fd)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    return b"".join(parts)
 
 
 def _leaf_from(
@@ -336,8 +340,10 @@ def _check_group(
     verdicts = verifier.verify_many(leaves, name, ders=ders)
     for index, leaf, der, verdict in zip(places, leaves, ders, verdicts, strict=True):
         path = paths[index]
-        done[index] = _refused(path, name, verdict) if isinstance(verdict, CertfleetError) else _verified(
-            path, leaf, der, verdict
+        done[index] = (
+            _refused(path, name, verdict)
+            if isinstance(verdict, CertfleetError)
+            else _verified(path, leaf, der, verdict)
         )
     return cast(list[EachResult], done)  # every file has its record now
 
@@ -434,6 +440,8 @@ class _Batch:
                     done = self._take(queue, paths, size)
                 except BaseException:
                     if pid is not None:
+                        import signal
+
                         os.kill(pid, signal.SIGKILL)
                         os.waitpid(pid, 0)
                     raise
