@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from certfleet import testing
 from certfleet.certinfo import fingerprint
 from certfleet.fleet.deploy import deploy
-from certfleet.fleet.spec import Material, NodeSpec, TargetSpec
+from certfleet.fleet.model import Material, NodeSpec, TargetSpec
 from certfleet.keys import key_matches
 from conftest import PKI
 from servers import served_chain, tls_server

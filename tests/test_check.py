@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from certfleet.check import MAX_TARGETS, Target, parse_target, read_targets, unique
+from certfleet.endpoint import MAX_ENDPOINTS, Endpoint, parse_endpoint, read_endpoints, unique
 from certfleet.errors import InputError, LimitError
 from certfleet.probe import StartTLS
 
@@ -34,8 +34,8 @@ from certfleet.probe import StartTLS
         ("bücher.example", "xn--bcher-kva.example", 443, None),
     ],
 )
-def test_parse_target(text: str, host: str, port: int, starttls: StartTLS | None) -> None:
-    target = parse_target(text)
+def test_parse_endpoint(text: str, host: str, port: int, starttls: StartTLS | None) -> None:
+    target = parse_endpoint(text)
     assert (target.host, target.port, target.starttls) == (host, port, starttls)
 
 
@@ -60,14 +60,14 @@ def test_parse_target(text: str, host: str, port: int, starttls: StartTLS | None
 )
 def test_bad_targets_are_input_errors(text: str, words: str) -> None:
     with pytest.raises(InputError) as info:
-        parse_target(text)
+        parse_endpoint(text)
     assert words.lower() in str(info.value).lower()
     assert info.value.hint
 
 
 def test_overlong_target_is_a_limit_error() -> None:
     with pytest.raises(LimitError):
-        parse_target("a" * 5000)
+        parse_endpoint("a" * 5000)
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_overlong_target_is_a_limit_error() -> None:
     ],
 )
 def test_names_sent_and_expected(text: str, name: str | None, sni: str | None, expected: str) -> None:
-    target = parse_target(text, name=name)
+    target = parse_endpoint(text, name=name)
     assert target.server_name == sni
     assert target.expected_name == expected
 
@@ -89,17 +89,17 @@ def test_names_sent_and_expected(text: str, name: str | None, sni: str | None, e
 @pytest.mark.parametrize("name", ["*.example.com", "bad name", ""])
 def test_bad_name_is_refused(name: str) -> None:
     with pytest.raises(InputError, match="--name"):
-        parse_target("www.example.com", name=name)
+        parse_endpoint("www.example.com", name=name)
 
 
 def test_starttls_option_overrides_the_scheme() -> None:
-    assert parse_target("smtp://mx.example.com", starttls=StartTLS.NONE).starttls is StartTLS.NONE
-    assert parse_target("mx.example.com:2525", starttls=StartTLS.SMTP).starttls is StartTLS.SMTP
+    assert parse_endpoint("smtp://mx.example.com", starttls=StartTLS.NONE).starttls is StartTLS.NONE
+    assert parse_endpoint("mx.example.com:2525", starttls=StartTLS.SMTP).starttls is StartTLS.SMTP
 
 
 def test_target_text_brackets_ipv6() -> None:
-    assert str(parse_target("[::1]:8443")) == "[::1]:8443"
-    assert str(parse_target("example.com")) == "example.com:443"
+    assert str(parse_endpoint("[::1]:8443")) == "[::1]:8443"
+    assert str(parse_endpoint("example.com")) == "example.com:443"
 
 
 def test_read_targets_with_comments_and_names() -> None:
@@ -111,7 +111,7 @@ def test_read_targets_with_comments_and_names() -> None:
 
     smtp://mx.example.com
     """
-    targets = read_targets(text, name="default.example.com")
+    targets = read_endpoints(text, name="default.example.com")
     assert [str(t) for t in targets] == ["www1.example.com:443", "10.0.0.6:8443", "[::1]:443", "mx.example.com:25"]
     assert [t.name for t in targets] == [
         "default.example.com",
@@ -132,22 +132,22 @@ def test_read_targets_with_comments_and_names() -> None:
 )
 def test_read_targets_names_the_bad_line(text: str, words: str) -> None:
     with pytest.raises(InputError) as info:
-        read_targets(text, source="fleet.txt")
+        read_endpoints(text, source="fleet.txt")
     assert info.value.source == "fleet.txt"
     assert words in info.value.message
 
 
 def test_read_targets_is_bounded() -> None:
     with pytest.raises(LimitError):
-        read_targets("127.0.0.1\n" * (MAX_TARGETS + 1))
+        read_endpoints("127.0.0.1\n" * (MAX_ENDPOINTS + 1))
 
 
 def test_unique_keeps_the_first_of_each() -> None:
     targets = [
-        parse_target("a.example.com"),
-        parse_target("A.example.com:443"),
-        parse_target("a.example.com", name="b.example.com"),
-        parse_target("a.example.com:8443"),
+        parse_endpoint("a.example.com"),
+        parse_endpoint("A.example.com:443"),
+        parse_endpoint("a.example.com", name="b.example.com"),
+        parse_endpoint("a.example.com:8443"),
     ]
     assert unique(targets) == [targets[0], targets[2], targets[3]]
-    assert isinstance(targets[0], Target)
+    assert isinstance(targets[0], Endpoint)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from certfleet.fleet.spec import NodeSpec, TargetSpec
+from certfleet.fleet.model import NodeSpec, TargetSpec
 from tlsservers import Faults, Nginx, faults, free_port, nginx, roots, run_nginx
 
 pytestmark = pytest.mark.peer

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from certfleet.check import CheckReport, EndpointReport, Target, check, parse_target, run_check
+from certfleet.check import CheckReport, EndpointReport, check, run_check
+from certfleet.endpoint import Endpoint, parse_endpoint
 from certfleet.problems import ProblemCode, Severity
 from certfleet.testing import TestCA as CA
 from certfleet.trust import TrustStore
@@ -49,7 +50,7 @@ def trust(faults: Faults) -> TrustStore:
 
 @pytest.fixture(scope="module")
 def report(nginx: Nginx, faults: Faults, trust: TrustStore) -> CheckReport:
-    targets = [parse_target(nginx.target(s.name), name=faults.name, label=s.name) for s in faults.sites]
+    targets = [parse_endpoint(nginx.target(s.name), name=faults.name, label=s.name) for s in faults.sites]
     return run_check(targets, trust=trust, timeout=5)
 
 
@@ -153,9 +154,9 @@ def test_to_dict_is_the_json_contract(report: CheckReport) -> None:
 async def test_closed_and_silent_ports_are_reported_not_raised(trust: TrustStore, nginx: Nginx) -> None:
     with silent_port() as quiet:
         targets = [
-            parse_target(f"127.0.0.1:{free_port()}"),
-            parse_target(f"127.0.0.1:{quiet}"),
-            parse_target(nginx.target("good"), name="www.example.test"),
+            parse_endpoint(f"127.0.0.1:{free_port()}"),
+            parse_endpoint(f"127.0.0.1:{quiet}"),
+            parse_endpoint(nginx.target("good"), name="www.example.test"),
         ]
         report = await check(targets, trust=trust, timeout=0.5)
     codes = [[p.code for p in e.problems] for e in report.endpoints]
@@ -169,7 +170,7 @@ async def test_overall_deadline_reports_the_rest_as_timeouts(trust: TrustStore, 
     cert, key = write_pair(tmp_path, "quiet", leaf.fullchain_pem(), leaf.key_pem())
     with serve_tls(Mode.SILENT, cert, key) as server:
         # distinct names, so that none is dropped as a repeat
-        targets = [parse_target(server.target, name=f"n{i}.example.test") for i in range(10)]
+        targets = [parse_endpoint(server.target, name=f"n{i}.example.test") for i in range(10)]
         report = await check(targets, trust=trust, timeout=30, concurrency=3, deadline=0.5)
         # the three workers each opened one connection and were stopped there: no fourth was opened
         end = time.monotonic() + 10
@@ -188,7 +189,7 @@ async def test_mail_and_directory_ports(tmp_path: Path, mode: Mode, scheme: str)
     leaf = root.intermediate("Mail Intermediate").leaf("mail.example.test")
     cert, key = write_pair(tmp_path, "mail", leaf.fullchain_pem(), leaf.key_pem())
     with serve_tls(mode, cert, key) as server:
-        target = parse_target(f"{scheme}://127.0.0.1:{server.port}", name="mail.example.test")
+        target = parse_endpoint(f"{scheme}://127.0.0.1:{server.port}", name="mail.example.test")
         report = await check([target], trust=TrustStore(certs=(root.cert,)))
     endpoint = report.endpoints[0]
     assert endpoint.ok, endpoint.problems
@@ -205,7 +206,7 @@ async def test_ip_target_is_checked_against_the_ip(tmp_path: Path) -> None:
     for stem, leaf in (("ip", by_ip), ("name", by_name)):
         cert, key = write_pair(tmp_path, stem, leaf.fullchain_pem(), leaf.key_pem())
         with serve_tls(Mode.TLS, cert, key) as server:
-            results.append((await check([parse_target(server.target)], trust=trust)).endpoints[0])
+            results.append((await check([parse_endpoint(server.target)], trust=trust)).endpoints[0])
     assert results[0].ok
     assert results[0].name == "127.0.0.1"
     assert [p.code for p in results[1].problems] == [ProblemCode.NAME_MISMATCH]
@@ -213,7 +214,7 @@ async def test_ip_target_is_checked_against_the_ip(tmp_path: Path) -> None:
 
 async def test_untrusted_root_without_trust(nginx: Nginx) -> None:
     # the test roots are not Mozilla's: a phone would not know them
-    report = await check([parse_target(nginx.target("good"), name="www.example.test")], trust=TrustStore.mozilla())
+    report = await check([parse_endpoint(nginx.target("good"), name="www.example.test")], trust=TrustStore.mozilla())
     endpoint = report.endpoints[0]
     assert not endpoint.ok
     assert ProblemCode.UNTRUSTED in {p.code for p in endpoint.problems}
@@ -221,7 +222,7 @@ async def test_untrusted_root_without_trust(nginx: Nginx) -> None:
 
 async def test_judged_at_the_time_given(nginx: Nginx, trust: TrustStore) -> None:
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=200)
-    report = await check([parse_target(nginx.target("good"), name="www.example.test")], trust=trust, now=later)
+    report = await check([parse_endpoint(nginx.target("good"), name="www.example.test")], trust=trust, now=later)
     endpoint = report.endpoints[0]
     assert ProblemCode.EXPIRED in {p.code for p in endpoint.problems}
     assert endpoint.days_left is not None
@@ -229,9 +230,9 @@ async def test_judged_at_the_time_given(nginx: Nginx, trust: TrustStore) -> None
 
 
 async def test_progress_callback_sees_every_endpoint(nginx: Nginx, trust: TrustStore) -> None:
-    seen: list[Target] = []
-    targets = [parse_target(nginx.target(site), name="www.example.test") for site in ("good", "expired", "sha1")]
-    targets.append(parse_target(f"127.0.0.1:{free_port()}"))
+    seen: list[Endpoint] = []
+    targets = [parse_endpoint(nginx.target(site), name="www.example.test") for site in ("good", "expired", "sha1")]
+    targets.append(parse_endpoint(f"127.0.0.1:{free_port()}"))
     await check(targets, trust=trust, on_result=lambda e: seen.append(e.target))
     assert sorted(map(str, seen)) == sorted(map(str, targets))
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certfleet.certinfo import fingerprint
 from certfleet.fleet.deploy import DeployOptions, Outcome, Step, deploy
-from certfleet.fleet.spec import Material, NodeSpec, TargetSpec
+from certfleet.fleet.model import Material, NodeSpec, TargetSpec
 from deploy_support import NAMES, folder_of, live_pair, old_new, served, site, stack
 from servers import SshServer, free_port, sshd
 
@@ -93,7 +93,7 @@ import asyncio, json, sys
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from certfleet.fleet.deploy import deploy
-from certfleet.fleet.spec import Material, NodeSpec, TargetSpec
+from certfleet.fleet.model import Material, NodeSpec, TargetSpec
 
 plan = json.load(open(sys.argv[1]))
 certs = x509.load_pem_x509_certificates(open(plan["certs"], "rb").read())

@@ -9,7 +9,7 @@ import pytest
 
 from certfleet.certinfo import fingerprint
 from certfleet.fleet.deploy import DeployOptions, Outcome, ProgressEvent, Step, deploy
-from certfleet.fleet.spec import Material, NodeSpec
+from certfleet.fleet.model import Material, NodeSpec
 from conftest import PKI
 from deploy_support import NAMES, folder_of, live_pair, material, old_new, served, site, stack
 from servers import SshServer, sshd

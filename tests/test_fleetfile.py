@@ -11,7 +11,7 @@ import pytest
 from certfleet.errors import FormatError, InputError, LimitError
 from certfleet.fleet import fleetfile
 from certfleet.fleet.fleetfile import Fleet, LineageSpec
-from certfleet.fleet.spec import NodeSpec, TargetSpec
+from certfleet.fleet.model import NodeSpec, TargetSpec
 from certfleet.store import Store
 
 # written exactly as export-fleet writes it, so the round trip can be compared as text

@@ -12,11 +12,11 @@ from cryptography.hazmat.primitives import serialization
 
 from certfleet import testing
 from certfleet.fleet.lineage import request
+from certfleet.fleet.model import Material, Outcome
 from certfleet.fleet.nodes import make_node
-from certfleet.fleet.spec import Material
 from certfleet.fleet.status import Serving, history, status
 from certfleet.problems import ProblemCode, Severity
-from certfleet.store import DeployOutcome, NodeResult, Store
+from certfleet.store import NodeResult, Store
 from tlsservers import Site, free_port, run_nginx
 
 NOW = dt.datetime.now(dt.UTC)
@@ -65,8 +65,8 @@ def fleet(certfleet_home: Path, tmp_path: Path) -> Iterator[Store]:
             "web",
             2,
             [
-                NodeResult("main", DeployOutcome.OK, t0, t0 + dt.timedelta(seconds=2)),
-                NodeResult("gw1", DeployOutcome.ROLLED_BACK, t0, t0, failed_step="probe", output="still old"),
+                NodeResult("main", Outcome.OK, t0, t0 + dt.timedelta(seconds=2)),
+                NodeResult("gw1", Outcome.ROLLED_BACK, t0, t0, failed_step="probe", output="still old"),
             ],
         )
         yield store
@@ -90,8 +90,8 @@ def test_status_tells_what_each_node_serves(fleet: Store) -> None:
     assert nodes["main"].served_fingerprint == web.active.fingerprint
     assert nodes["gw1"].served_version == 1
     assert nodes["gw2"].served_version is None
-    assert (nodes["main"].last_outcome, nodes["main"].last_version) == (DeployOutcome.OK, 2)
-    assert (nodes["gw1"].last_outcome, nodes["gw1"].last_failed_step) == (DeployOutcome.ROLLED_BACK, "probe")
+    assert (nodes["main"].last_outcome, nodes["main"].last_version) == (Outcome.OK, 2)
+    assert (nodes["gw1"].last_outcome, nodes["gw1"].last_failed_step) == (Outcome.ROLLED_BACK, "probe")
     assert nodes["gw4"].last_outcome is None
     assert [p.code for p in nodes["gw1"].problems] == [ProblemCode.SERVES_OTHER_CERTIFICATE]
     assert "version 1, not the active version 2" in nodes["gw1"].problems[0].message
@@ -135,7 +135,7 @@ def test_history(fleet: Store) -> None:
     assert [(v.number, v.active) for v in report.versions] == [(1, False), (2, True)]
     [dep] = report.deployments
     assert dep.version == 2
-    assert {r.node: r.outcome for r in dep.results} == {"main": DeployOutcome.OK, "gw1": DeployOutcome.ROLLED_BACK}
+    assert {r.node: r.outcome for r in dep.results} == {"main": Outcome.OK, "gw1": Outcome.ROLLED_BACK}
     data = report.to_dict()
     assert data["active"] == 2
     assert data["deployments"][0]["results"][0]["output"] == "still old"

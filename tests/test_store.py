@@ -17,12 +17,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from certfleet import testing
 from certfleet.errors import InputError, StoreError
-from certfleet.fleet.spec import NodeSpec, TargetSpec
+from certfleet.fleet.model import NodeSpec, Outcome, TargetSpec
 from certfleet.store import (
     KEY_FILE,
     PASSPHRASE_ENV,
     AuditAction,
-    DeployOutcome,
     NodeResult,
     Store,
     VersionState,
@@ -437,10 +436,10 @@ def test_deployments_history(store: Store, ca: testing.TestCA) -> None:
         "web",
         v.number,
         [
-            NodeResult("main", DeployOutcome.OK, t0, t0 + dt.timedelta(seconds=3), served_fingerprint=v.fingerprint),
+            NodeResult("main", Outcome.OK, t0, t0 + dt.timedelta(seconds=3), served_fingerprint=v.fingerprint),
             NodeResult(
                 "gw1",
-                DeployOutcome.ROLLED_BACK,
+                Outcome.ROLLED_BACK,
                 t0,
                 t0 + dt.timedelta(seconds=5),
                 failed_step="test",
@@ -448,7 +447,7 @@ def test_deployments_history(store: Store, ca: testing.TestCA) -> None:
             ),
         ],
     )
-    second = store.record_deployment("web", v.number, [NodeResult("gw1", DeployOutcome.OK, t0, t0)])
+    second = store.record_deployment("web", v.number, [NodeResult("gw1", Outcome.OK, t0, t0)])
     assert second > first
     deps = store.deployments("web")
     assert [d.id for d in deps] == [second, first]
@@ -460,7 +459,7 @@ def test_deployments_history(store: Store, ca: testing.TestCA) -> None:
     assert gw.output.endswith("configuration test failed")
     assert len(gw.output) <= 64 * 1024
     last = store.last_results("web")
-    assert last["gw1"][1].outcome is DeployOutcome.OK
+    assert last["gw1"][1].outcome is Outcome.OK
     assert last["main"][1].served_fingerprint == v.fingerprint
     assert deps[0].to_dict()["results"][0]["outcome"] == "ok"
     assert store.audit_log(action="deploy")[0].detail["nodes"] == {"gw1": "ok"}

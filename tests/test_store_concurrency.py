@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from certfleet.errors import StoreBusyError
-from certfleet.fleet.spec import NodeSpec, TargetSpec
+from certfleet.fleet.model import NodeSpec, TargetSpec
 from certfleet.store import Store
 
 # adds nodes one by one and prints each name once its transaction has committed
@@ -21,7 +21,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from certfleet.errors import StoreBusyError
-    from certfleet.fleet.spec import NodeSpec, TargetSpec
+    from certfleet.fleet.model import NodeSpec, TargetSpec
     from certfleet.store import Store
 
     store = Store.open()

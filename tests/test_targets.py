@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from certfleet import testing
 from certfleet.certinfo import fingerprint
 from certfleet.errors import InputError
-from certfleet.fleet.spec import Material, TargetSpec
+from certfleet.fleet.model import Material, TargetSpec
 from certfleet.fleet.targets import StepError, Target, make_target, target_kinds
 from certfleet.fleet.transports import Transport, open_transport
 from certfleet.keys import key_matches

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from certfleet.check import Target, parse_target
+from certfleet.endpoint import Endpoint, parse_endpoint
 from certfleet.errors import InputError
 from certfleet.metrics import CheckMetrics, MetricsServer, parse_listen
 from certfleet.trust import TrustStore
@@ -105,9 +105,9 @@ def test_once_serves_metrics_that_a_scrape_reads(nginx: Nginx, roots: Path) -> N
 
 async def test_rounds_replace_the_series(nginx: Nginx, faults: Faults) -> None:
     registry = CollectorRegistry()
-    current: list[Target] = [
-        parse_target(nginx.target("good"), name="www.example.test", label="web1"),
-        parse_target(nginx.target("incomplete"), name="www.example.test", label="web2"),
+    current: list[Endpoint] = [
+        parse_endpoint(nginx.target("good"), name="www.example.test", label="web1"),
+        parse_endpoint(nginx.target("incomplete"), name="www.example.test", label="web2"),
     ]
     rounds: list[int] = []
     watcher = Watcher(
@@ -136,11 +136,11 @@ async def test_a_failed_round_is_reported_and_the_next_one_runs(nginx: Nginx, fa
     calls: list[int] = []
     errors: list[str] = []
 
-    def targets() -> list[Target]:
+    def targets() -> list[Endpoint]:
         calls.append(1)
         if len(calls) == 1:
             raise InputError("the target list cannot be read")
-        return [parse_target(nginx.target("good"), name="www.example.test")]
+        return [parse_endpoint(nginx.target("good"), name="www.example.test")]
 
     metrics = CheckMetrics(CollectorRegistry())
     watcher = Watcher(

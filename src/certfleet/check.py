@@ -14,219 +14,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import ipaddress
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from certfleet.certinfo import CertInfo, describe
-from certfleet.errors import CertfleetError, InputError, LimitError
+from certfleet.endpoint import Endpoint
+from certfleet.errors import CertfleetError
 from certfleet.lint import lint
-from certfleet.names import normalize_name
-from certfleet.probe import CertCache, ProbeResult, StartTLS, format_target, probe
+from certfleet.probe import CertCache, ProbeResult, probe
 from certfleet.problems import Problem, ProblemCode, Severity, worst
 from certfleet.trust import TrustStore
 from certfleet.verify import Verifier
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
-    "DEFAULT_PORT",
     "DEFAULT_TIMEOUT",
-    "MAX_TARGETS",
     "CheckReport",
     "EndpointReport",
-    "Target",
     "check",
-    "parse_target",
-    "read_targets",
     "run_async",
     "run_check",
-    "unique",
 ]
 
 _T = TypeVar("_T")
 
-DEFAULT_PORT = 443
 DEFAULT_CONCURRENCY = 200
 DEFAULT_TIMEOUT = 5.0
-MAX_TARGETS = 100_000  # a fleet is large; a list longer than this is a mistake
-_MAX_TARGET_CHARS = 1100  # a 253-octet name as U-labels, a port, a URL path we ignore
 _MAX_VERIFIERS = 10_000
 _MAX_DESCRIBED = 200_000
 _MAX_VERDICTS = 100_000  # distinct sets of intermediates kept; a fleet has a handful
 # DNS look-ups run in threads; asyncio's default pool (cores + 4) would serialise a large fleet
 _RESOLVER_THREADS = 64
-
-# URL schemes a target may use: the port they imply, and how they reach TLS
-_SCHEMES: Mapping[str, tuple[int, StartTLS]] = {
-    "https": (443, StartTLS.NONE),
-    "smtp": (25, StartTLS.SMTP),
-    "submission": (587, StartTLS.SMTP),
-    "smtps": (465, StartTLS.NONE),
-    "imap": (143, StartTLS.IMAP),
-    "imaps": (993, StartTLS.NONE),
-    "ldaps": (636, StartTLS.NONE),
-    "sips": (5061, StartTLS.NONE),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One endpoint to check."""
-
-    host: str  # canonical DNS name (A-label) or IP address
-    port: int
-    name: str | None = None  # sent as SNI and expected in the certificate; None: the host itself
-    starttls: StartTLS | None = None  # None: chosen by port
-    label: str | None = None  # what the user calls it (a node's name)
-
-    def __str__(self) -> str:
-        return format_target(self.host, self.port)
-
-    @property
-    def host_is_ip(self) -> bool:
-        return _is_ip(self.host)
-
-    @property
-    def server_name(self) -> str | None:
-        """The SNI to send: the name given, else the host when it is a name."""
-        if self.name is not None:
-            return None if _is_ip(self.name) else self.name
-        return None if self.host_is_ip else self.host
-
-    @property
-    def expected_name(self) -> str:
-        """The name the certificate must cover: the name given, else the host (a name or an IP)."""
-        return self.name if self.name is not None else self.host
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _bad_target(text: str, why: str) -> InputError:
-    shown = text if len(text) <= 80 else text[:77] + "..."
-    return InputError(
-        f"{shown!r} is not a target: {why}",
-        hint="write host, host:port, [v6-address]:port or https://host[:port]",
-    )
-
-
-def _port(text: str, value: str) -> int:
-    if not value.isdigit() or not 0 < int(value) < 65536:
-        raise _bad_target(text, f"the port {value[:10]!r} is not a number from 1 to 65535")
-    return int(value)
-
-
-def _host(text: str, value: str) -> str:
-    if not value:
-        raise _bad_target(text, "the host is missing")
-    if "*" in value:
-        raise _bad_target(text, "a wildcard is a pattern, not a host to connect to")
-    try:
-        return normalize_name(value)
-    except CertfleetError as exc:
-        raise _bad_target(text, exc.message) from exc
-
-
-def parse_target(
-    text: str,
-    *,
-    name: str | None = None,
-    starttls: StartTLS | None = None,
-    default_port: int = DEFAULT_PORT,
-    label: str | None = None,
-) -> Target:
-    """``host``, ``host:port``, ``[v6]:port``, a bare IPv6 address, or a URL (``https://host:8443/``;
-    also ``smtp``, ``submission``, ``smtps``, ``imap``, ``imaps``, ``ldaps``, ``sips``)."""
-    raw = text.strip()
-    if len(raw) > _MAX_TARGET_CHARS:
-        raise LimitError(f"a target of {len(raw)} characters is not a host and port")
-    if not raw:
-        raise _bad_target(text, "it is empty")
-    port = default_port
-    mode = starttls
-    if "://" in raw:
-        try:
-            url = urlsplit(raw)
-            url_port = url.port
-        except ValueError as exc:
-            raise _bad_target(raw, str(exc)) from exc
-        scheme = url.scheme.lower()
-        if scheme not in _SCHEMES:
-            raise _bad_target(raw, f"certfleet checks {', '.join(_SCHEMES)} URLs, not {scheme}://")
-        if url.username is not None or url.password is not None:
-            raise _bad_target(raw, "a target carries no user name or password")
-        implied_port, implied_mode = _SCHEMES[scheme]
-        port = url_port or implied_port
-        mode = starttls if starttls is not None else implied_mode
-        host = url.hostname or ""
-    elif raw.startswith("["):
-        inside, bracket, rest = raw[1:].partition("]")
-        if not bracket or not _is_ip(inside) or ":" not in inside:
-            raise _bad_target(raw, "only an IPv6 address goes in brackets")
-        host = inside
-        if rest:
-            if not rest.startswith(":"):
-                raise _bad_target(raw, "write [v6-address]:port")
-            port = _port(raw, rest[1:])
-    elif raw.count(":") > 1:
-        # a bare IPv6 address; with a port it must be in brackets, or "::1:443" would be ambiguous
-        if not _is_ip(raw):
-            raise _bad_target(raw, "an IPv6 address with a port goes in brackets: [2001:db8::1]:443")
-        host = raw
-    else:
-        host, colon, port_text = raw.partition(":")
-        if colon:
-            port = _port(raw, port_text)
-    canonical = _host(raw, host)
-    expected = None
-    if name is not None:
-        try:
-            expected = normalize_name(name)
-        except CertfleetError as exc:
-            raise InputError(f"--name {name[:80]!r}: {exc.message}", hint=exc.hint) from exc
-        if expected.startswith("*."):
-            raise InputError(f"--name {name[:80]!r} is a wildcard", hint="give the name a client connects to")
-    return Target(host=canonical, port=port, name=expected, starttls=mode, label=label)
-
-
-def read_targets(
-    text: str,
-    *,
-    source: str = "<targets>",
-    name: str | None = None,
-    starttls: StartTLS | None = None,
-) -> list[Target]:
-    """One target a line, optionally followed by the name to check (``10.0.0.5:443 www.example.com``);
-    ``#`` starts a comment; blank lines are skipped."""
-    out: list[Target] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        body = line.split("#", 1)[0].strip()
-        if not body:
-            continue
-        if len(out) >= MAX_TARGETS:
-            raise LimitError(f"more than {MAX_TARGETS} targets", source=source, hint="split the list")
-        fields = body.split()
-        if len(fields) > 2:
-            raise InputError(
-                f"line {number}: expected a target and at most one name", source=source, hint="one target a line"
-            )
-        try:
-            out.append(parse_target(fields[0], name=fields[1] if len(fields) == 2 else name, starttls=starttls))
-        except CertfleetError as exc:
-            raise InputError(f"line {number}: {exc.message}", hint=exc.hint, source=source) from exc
-    return out
-
 
 # ------------------------------------------------------------------------------------ results
 
@@ -235,7 +58,7 @@ def read_targets(
 class EndpointReport:
     """What one endpoint serves and what a strict client makes of it."""
 
-    target: Target
+    target: Endpoint
     probe: ProbeResult
     verified: bool  # the chain as served leads to a trusted root for the expected name, no fetching
     name: str  # the name checked
@@ -358,7 +181,7 @@ class _Evaluator:
                 self._verifiers[key] = verifier
         return verifier
 
-    def failed(self, target: Target, served: ProbeResult) -> EndpointReport:
+    def failed(self, target: Endpoint, served: ProbeResult) -> EndpointReport:
         return EndpointReport(
             target=target,
             probe=served,
@@ -408,7 +231,7 @@ class _Evaluator:
             self._verdicts[key] = verdict
         return verdict
 
-    def evaluate(self, target: Target, served: ProbeResult) -> EndpointReport:
+    def evaluate(self, target: Endpoint, served: ProbeResult) -> EndpointReport:
         if not served.ok or not served.chain or len(served.chain) != len(served.chain_der):
             return self.failed(target, served)
         verified, found = self._judge(served, target.expected_name)
@@ -447,7 +270,7 @@ def _within_file_limit(concurrency: int) -> int:
     return max(1, min(concurrency, soft - spare))
 
 
-def _deadline_result(target: Target, deadline: float) -> ProbeResult:
+def _deadline_result(target: Endpoint, deadline: float) -> ProbeResult:
     return ProbeResult(
         target=str(target),
         host=target.host,
@@ -466,7 +289,7 @@ def _deadline_result(target: Target, deadline: float) -> ProbeResult:
 
 
 async def check(
-    targets: Sequence[Target],
+    targets: Sequence[Endpoint],
     *,
     trust: TrustStore,
     timeout: float = DEFAULT_TIMEOUT,
@@ -538,7 +361,7 @@ async def check(
     )
 
 
-def run_check(targets: Sequence[Target], **options: Any) -> CheckReport:
+def run_check(targets: Sequence[Endpoint], **options: Any) -> CheckReport:
     """:func:`check` from synchronous code, in an event loop of its own."""
     return run_async(check(targets, **options))
 
@@ -555,13 +378,3 @@ def run_async(main: Coroutine[Any, Any, _T]) -> _T:
     return asyncio.run(with_resolvers())
 
 
-def unique(targets: Iterable[Target]) -> list[Target]:
-    """``targets`` without repeats (same host, port and name), in order."""
-    seen: set[tuple[str, int, str | None]] = set()
-    out: list[Target] = []
-    for target in targets:
-        key = (target.host, target.port, target.name)
-        if key not in seen:
-            seen.add(key)
-            out.append(target)
-    return out

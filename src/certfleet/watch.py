@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from certfleet.check import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, CheckReport, Target, check
+from certfleet.check import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, CheckReport, check
+from certfleet.endpoint import Endpoint
 from certfleet.errors import CertfleetError
 from certfleet.metrics import CheckMetrics
 from certfleet.trust import TrustStore
@@ -23,14 +24,14 @@ __all__ = ["DEFAULT_INTERVAL", "MIN_INTERVAL", "Watcher"]
 DEFAULT_INTERVAL = 300.0
 MIN_INTERVAL = 1.0  # below this a fleet would be hammered, not watched
 
-TargetSource = Callable[[], Sequence[Target]]
+TargetSource = Callable[[], Sequence[Endpoint]]
 
 
 @dataclass
 class Watcher:
     """Rounds of checks over ``targets`` (a list, or a function that returns the current list)."""
 
-    targets: Sequence[Target] | TargetSource
+    targets: Sequence[Endpoint] | TargetSource
     trust: TrustStore
     metrics: CheckMetrics
     interval: float = DEFAULT_INTERVAL
@@ -44,7 +45,7 @@ class Watcher:
         if self.interval < MIN_INTERVAL:
             raise ValueError(f"interval must be at least {MIN_INTERVAL:g} s")
 
-    def _current_targets(self) -> Sequence[Target]:
+    def _current_targets(self) -> Sequence[Endpoint]:
         return self.targets() if callable(self.targets) else self.targets
 
     async def round(self) -> CheckReport:

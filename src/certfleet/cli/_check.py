@@ -20,7 +20,8 @@ from certfleet.problems import Severity
 if TYPE_CHECKING:
     from rich.text import Text
 
-    from certfleet.check import CheckReport, EndpointReport, Target
+    from certfleet.check import CheckReport, EndpointReport
+    from certfleet.endpoint import Endpoint
     from certfleet.trust import TrustStore
 
 # the progress bar is worth drawing only when a run is long enough to wait for
@@ -84,41 +85,40 @@ def _targets(
     lineage: str | None,
     name: str | None,
     starttls: StartTLS | None,
-) -> list[Target]:
-    from certfleet.check import MAX_TARGETS, parse_target, read_targets, unique
+) -> list[Endpoint]:
+    from certfleet.endpoint import MAX_ENDPOINTS, parse_endpoint, read_endpoints, unique
 
-    found: list[Target] = [parse_target(t, name=name, starttls=starttls) for t in targets or []]
+    found: list[Endpoint] = [parse_endpoint(t, name=name, starttls=starttls) for t in targets or []]
     for source, data in read_inputs(files or []):
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InputError("is not a text file of targets", source=source) from exc
-        found.extend(read_targets(text, source=source, name=name, starttls=starttls))
+        found.extend(read_endpoints(text, source=source, name=name, starttls=starttls))
     if nodes:
         found.extend(_node_targets(lineage, starttls))
     elif lineage is not None:
         raise InputError("--lineage goes with --nodes", hint="add --nodes")
     if not found:
         raise InputError("nothing to check", hint="give targets, --file LIST or --nodes")
-    if len(found) > MAX_TARGETS:
-        raise InputError(f"more than {MAX_TARGETS} targets", hint="split the list")
+    if len(found) > MAX_ENDPOINTS:
+        raise InputError(f"more than {MAX_ENDPOINTS} targets", hint="split the list")
     return unique(found)
 
 
-def _node_targets(lineage: str | None, starttls: StartTLS | None) -> list[Target]:
-    from certfleet.check import parse_target
+def _node_targets(lineage: str | None, starttls: StartTLS | None) -> list[Endpoint]:
     from certfleet.store import Store
 
     with Store.open() as store:
         specs = store.nodes(lineage)
-    out: list[Target] = []
+    out: list[Endpoint] = []
     skipped: list[str] = []
     for spec in specs:
-        if not spec.probe:
+        endpoint = spec.endpoint(starttls)
+        if endpoint is None:
             skipped.append(spec.name)
-            continue
-        name = spec.names[0] if spec.names and not spec.names[0].startswith("*.") else None
-        out.append(parse_target(spec.probe, name=name, starttls=starttls, label=spec.name))
+        else:
+            out.append(endpoint)
     if skipped:
         console_err.print(f"not checked (no probe endpoint): {', '.join(skipped)}", highlight=False)
     if not out:
@@ -361,14 +361,14 @@ def watch_command(  # noqa: PLR0917 (Typer turns each parameter into an option)
     from certfleet.metrics import CheckMetrics, MetricsServer
     from certfleet.watch import Watcher
 
-    def found() -> Sequence[Target]:
+    def found() -> Sequence[Endpoint]:
         return _targets(targets=targets, files=file, nodes=nodes, lineage=lineage, name=name, starttls=starttls)
 
     # validate everything once before serving anything
     first = found()
     store = _trust(trust, trust_only, system_trust, nodes)
 
-    def current() -> Sequence[Target]:
+    def current() -> Sequence[Endpoint]:
         # the store's nodes are read again each round, so new nodes are watched without a restart
         return found() if nodes else first
 

@@ -19,8 +19,8 @@ from certfleet.errors import ExitCode
 
 if TYPE_CHECKING:
     from certfleet.fleet.deploy import DeployOptions, ProgressEvent
+    from certfleet.fleet.model import NodeSpec
     from certfleet.fleet.rollout import DeployResult, Rollout
-    from certfleet.fleet.spec import NodeSpec
 
 NodeOpt = Annotated[
     list[str] | None, typer.Option("--node", "-n", help="Only this node of the lineage; repeat for more.")

@@ -35,7 +35,7 @@ from certfleet.errors import ExitCode, InputError
 if TYPE_CHECKING:
     from certfleet.fleet.fleetfile import ApplyResult
     from certfleet.fleet.lineage import ExportResult, ImportResult, RequestResult
-    from certfleet.fleet.spec import NodeSpec
+    from certfleet.fleet.model import NodeSpec
     from certfleet.fleet.status import HistoryReport, StatusReport
     from certfleet.store import TrustAnchor
 

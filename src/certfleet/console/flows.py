@@ -22,8 +22,8 @@ from certfleet.console.accounts import Actor
 from certfleet.console.app import form_text
 from certfleet.errors import InputError
 from certfleet.fleet.lineage import ImportResult, RequestResult, import_package, request
+from certfleet.fleet.model import NodeSpec
 from certfleet.fleet.nodes import lineage_names, make_node, target_kinds
-from certfleet.fleet.spec import NodeSpec
 
 if TYPE_CHECKING:
     from certfleet.console.service import Console

@@ -14,7 +14,8 @@ from prometheus_client.registry import Collector
 
 from certfleet.console.app import authenticate, console_of
 from certfleet.console.service import LineageView, Serving
-from certfleet.store import DeploymentRecord, DeployOutcome
+from certfleet.fleet.model import Outcome
+from certfleet.store import DeploymentRecord
 
 __all__ = ["router"]
 
@@ -75,14 +76,14 @@ class _Snapshot(Collector):
         )
         node_results = CounterMetricFamily(
             "certfleet_deployment_node_results",
-            "Per-node deployment results by outcome (" + ", ".join(DeployOutcome) + ").",
+            "Per-node deployment results by outcome (" + ", ".join(Outcome) + ").",
             labels=["outcome"],
         )
         by_deployment = Counter("ok" if d.ok else "failed" for d in self.deployments)
         by_node = Counter(r.outcome.value for d in self.deployments for r in d.results)
         for outcome in ("ok", "failed"):
             deployments.add_metric([outcome], float(by_deployment.get(outcome, 0)))
-        for outcome in DeployOutcome:
+        for outcome in Outcome:
             node_results.add_metric([outcome.value], float(by_node.get(outcome.value, 0)))
         yield from (lineage_expiry, lineage_valid, node_expiry, node_probe, node_active, deployments, node_results)
 

@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 
 from certfleet.certinfo import CertInfo, describe, fingerprint
-from certfleet.check import EndpointReport, Target, check, parse_target
+from certfleet.check import EndpointReport, check
 from certfleet.console.accounts import Accounts, Actor, ApiTokenInfo
 from certfleet.console.clients import ClientLink, ClientProfile, Clients, ClientUser
 from certfleet.console.pictures import ChainBox, Health, chain_svg, timeline_svg
+from certfleet.endpoint import Endpoint, parse_endpoint
 from certfleet.errors import CertfleetError, InputError
-from certfleet.fleet.deploy import server_name
 from certfleet.fleet.lineage import trust_with
+from certfleet.fleet.model import NodeSpec
 from certfleet.fleet.nodes import lineage_names
-from certfleet.fleet.spec import NodeSpec
 from certfleet.fleet.status import Serving, serving_of
 from certfleet.lint import lint
 from certfleet.names import Coverage, coverage
@@ -301,7 +301,7 @@ class Console:
 
     # -- probing ---------------------------------------------------------------------------------
 
-    async def probe_targets(self, targets: Sequence[Target], *, refresh: bool = False) -> list[EndpointReport]:
+    async def probe_targets(self, targets: Sequence[Endpoint], *, refresh: bool = False) -> list[EndpointReport]:
         """Check each target as a strict client would; results are reused for a short while."""
         now_m = time.monotonic()
         keys = [(str(t), t.name) for t in targets]
@@ -318,16 +318,16 @@ class Console:
                 self._probes[(str(t), t.name)] = _Probed(time.monotonic(), self.now(), r)
         return [self._probes[k].report for k in keys]
 
-    def probed_at(self, target: Target) -> dt.datetime | None:
+    def probed_at(self, target: Endpoint) -> dt.datetime | None:
         hit = self._probes.get((str(target), target.name))
         return hit.checked_at if hit else None
 
     @staticmethod
-    def node_target(node: NodeSpec) -> Target | None:
+    def node_target(node: NodeSpec) -> Endpoint | None:
         if not node.probe:
             return None
         try:
-            return parse_target(node.probe, name=server_name(node), label=node.name)
+            return node.endpoint()
         except CertfleetError:
             return None
 
@@ -391,11 +391,11 @@ class Console:
     async def client_warnings(self, *, refresh: bool = False) -> list[ClientWarning]:
         """Client profiles whose host serves a certificate a strict client (a phone) would refuse."""
         profiles = await asyncio.to_thread(self.clients.profiles)
-        targets: list[tuple[ClientProfile, Target]] = []
+        targets: list[tuple[ClientProfile, Endpoint]] = []
         for prof in profiles:
             try:
                 host = prof.host.strip("[]")
-                targets.append((prof, parse_target(f"{prof.hostname}", name=host, label=prof.name)))
+                targets.append((prof, parse_endpoint(f"{prof.hostname}", name=host, label=prof.name)))
             except CertfleetError as exc:
                 log.warning("client profile %s: %s", prof.name, exc)
         reports = await self.probe_targets([t for _, t in targets], refresh=refresh)

@@ -42,9 +42,9 @@ from typing import Any, Protocol, TypeVar
 from cryptography.hazmat.primitives import serialization
 
 from certfleet.certinfo import fingerprint
-from certfleet.check import parse_target
+from certfleet.endpoint import Endpoint
 from certfleet.errors import CertfleetError, InputError
-from certfleet.fleet.spec import Material, NodeSpec
+from certfleet.fleet.model import Material, NodeSpec, Outcome
 from certfleet.fleet.targets import KEEP_VERSIONS, StepError, Target, TargetFile, Undo, make_target
 from certfleet.fleet.transports import CommandResult, Transport, open_transport
 from certfleet.probe import ProbeResult
@@ -58,7 +58,6 @@ __all__ = [
     "ProgressEvent",
     "Step",
     "deploy",
-    "server_name",
 ]
 
 MAX_REPORT_OUTPUT = 16 * 1024
@@ -85,14 +84,6 @@ class Step(StrEnum):
     ROLLBACK = "rollback"
 
 
-class Outcome(StrEnum):
-    OK = "ok"  # deployed, and (with a probe) proven served
-    FAILED = "failed"  # failed before anything on the node changed, or could not be switched back
-    ROLLED_BACK = "rolled-back"  # failed after the switch; the node is back on the version before
-    UNCHANGED = "unchanged"  # the node already had and served this version
-    PLANNED = "planned"  # dry run: this node would be deployed
-
-
 @dataclass(frozen=True, slots=True)
 class NodeOutcome:
     """What happened on one node."""
@@ -109,7 +100,7 @@ class NodeOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.outcome in (Outcome.OK, Outcome.UNCHANGED, Outcome.PLANNED)
+        return self.outcome.ok
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -181,16 +172,6 @@ class DeployOptions:
             raise ValueError("concurrency and probe_confirm must be at least 1, keep at least 2")
         if min(self.command_timeout, self.step_timeout, self.probe_timeout) <= 0 or self.probe_wait < 0:
             raise ValueError("timeouts must be positive")
-
-
-def server_name(node: NodeSpec) -> str | None:
-    """What a probe of the node sends as SNI: its first DNS name (never an IP address, nor a
-    wildcard, which no client asks for)."""
-    for name in node.names:
-        if name.startswith("*.") or ":" in name or name.replace(".", "").isdigit():
-            continue
-        return name
-    return None
 
 
 def _now() -> dt.datetime:
@@ -294,13 +275,10 @@ class _NodeDeploy:
     async def _run(self) -> NodeOutcome:
         self._enter(Step.RENDER)
         rendered = await self._guard(Step.RENDER, asyncio.to_thread(self._render), self.options.step_timeout)
-        endpoint = None
-        if self.node.probe:
-            try:
-                target = parse_target(self.node.probe)
-            except InputError as exc:
-                raise _Failed(Step.RENDER, str(exc)) from exc
-            endpoint = (target.host, target.port)
+        try:
+            endpoint = self.node.endpoint()
+        except InputError as exc:
+            raise _Failed(Step.RENDER, str(exc)) from exc
         self._enter(Step.CONNECT)
         try:
             tx = open_transport(self.node.transport, self.node.options)
@@ -316,7 +294,7 @@ class _NodeDeploy:
         self,
         tx: Transport,
         rendered: list[tuple[Target, str, tuple[TargetFile, ...]]],
-        endpoint: tuple[str, int] | None,
+        endpoint: Endpoint | None,
     ) -> NodeOutcome:
         name = self.node.name
         live = [await self._guard(Step.CONNECT, t.live_version(tx), self.options.step_timeout) for t, _, _ in rendered]
@@ -347,7 +325,7 @@ class _NodeDeploy:
         tx: Transport,
         rendered: list[tuple[Target, str, tuple[TargetFile, ...]]],
         live: list[str | None],
-        endpoint: tuple[str, int] | None,
+        endpoint: Endpoint | None,
     ) -> NodeOutcome:
         opts = self.options
         self._enter(Step.UPLOAD)
@@ -391,7 +369,7 @@ class _NodeDeploy:
             raise _Failed(step, f"{what}: {result.describe()}", result.output)
         return result
 
-    async def _probe(self, endpoint: tuple[str, int], *, wait: float, patient: bool = True) -> _Served:
+    async def _probe(self, endpoint: Endpoint, *, wait: float, patient: bool = True) -> _Served:
         """Probe until the node serves the deployed chain on ``probe_confirm`` connections in a row.
 
         One matching handshake is not proof: while a server reloads, its new workers already
@@ -399,14 +377,13 @@ class _NodeDeploy:
         alike), so the old chain can come back once. Only a streak shows the node has settled.
         Not ``patient``: give up at the first handshake that does not match.
         """
-        host, port = endpoint
         deadline = time.monotonic() + wait
         need = self.options.probe_confirm
         streak = 0
         pause = 0.2
         while True:
             result = await self.prober(
-                host, port, server_name=server_name(self.node), timeout=self.options.probe_timeout
+                endpoint.host, endpoint.port, server_name=endpoint.server_name, timeout=self.options.probe_timeout
             )
             served = self._compare(result)
             if served.matches:
@@ -449,7 +426,7 @@ class _NodeDeploy:
             f"{len(sent)} certificate(s) sent, {len(self.expected)} deployed",
         )
 
-    async def _roll_back(self, tx: Transport, failure: _Failed, endpoint: tuple[str, int] | None) -> NodeOutcome:
+    async def _roll_back(self, tx: Transport, failure: _Failed, endpoint: Endpoint | None) -> NodeOutcome:
         name = self.node.name
         output = [failure.output] if failure.output else []
         undone = [(t, u) for t, u in self.switched if u is not None]
@@ -482,14 +459,13 @@ class _NodeDeploy:
         message = f"{failure.message}; switched back to what it had before"
         return NodeOutcome(name, Outcome.ROLLED_BACK, failure.step, message, _tail("\n".join(output)), served_fp)
 
-    async def _probe_after_rollback(self, endpoint: tuple[str, int]) -> str | None:
+    async def _probe_after_rollback(self, endpoint: Endpoint) -> str | None:
         """The leaf served once the node has let go of the deployed one (a reload takes a moment)."""
-        host, port = endpoint
         want = fingerprint(self.material.leaf)
         deadline = time.monotonic() + (self.options.probe_wait if self.reloaded else 0.0)
         while True:
             result = await self.prober(
-                host, port, server_name=server_name(self.node), timeout=self.options.probe_timeout
+                endpoint.host, endpoint.port, server_name=endpoint.server_name, timeout=self.options.probe_timeout
             )
             served = _der_fp(result.chain_der[0]) if result.ok and result.chain_der else None
             if served != want or time.monotonic() + 0.3 > deadline:

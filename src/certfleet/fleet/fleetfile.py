@@ -33,8 +33,8 @@ from typing import Any
 
 from certfleet.csr import Subject
 from certfleet.errors import FormatError, InputError, LimitError
+from certfleet.fleet.model import NodeSpec, TargetSpec
 from certfleet.fleet.nodes import make_node
-from certfleet.fleet.spec import NodeSpec, TargetSpec
 from certfleet.keys import parse_key_spec
 from certfleet.names import normalize_name
 from certfleet.store import DEFAULT_KEY_SPEC, LineageRecord, Store, check_name

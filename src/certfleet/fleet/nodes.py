@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from certfleet.errors import InputError
 from certfleet.fleet import targets
-from certfleet.fleet.spec import NodeSpec, TargetSpec
+from certfleet.fleet.model import NodeSpec, TargetSpec
 from certfleet.names import normalize_name, normalize_names
 from certfleet.store import LineageRecord, check_name
 
@@ -84,9 +84,9 @@ def _no_ssh_options(node: str, options: dict[str, Any]) -> None:
 
 
 def _check_probe(text: str) -> str:
-    from certfleet.check import parse_target
+    from certfleet.endpoint import parse_endpoint
 
-    target = parse_target(text)
+    target = parse_endpoint(text)
     return str(target)
 
 

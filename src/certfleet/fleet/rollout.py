@@ -29,9 +29,9 @@ from types import TracebackType
 from typing import Any, Self
 
 from certfleet.errors import EnvError, InputError
-from certfleet.fleet.deploy import DeployOptions, DeployReport, NodeOutcome, Outcome, Prober, ProgressEvent, deploy
-from certfleet.fleet.spec import NodeSpec
-from certfleet.store import AuditAction, DeployOutcome, NodeResult, Store, VersionRecord, VersionState
+from certfleet.fleet.deploy import DeployOptions, DeployReport, NodeOutcome, Prober, ProgressEvent, deploy
+from certfleet.fleet.model import NodeSpec
+from certfleet.store import AuditAction, NodeResult, Store, VersionRecord, VersionState
 
 __all__ = [
     "DeployResult",
@@ -45,16 +45,6 @@ __all__ = [
 ]
 
 LOCK_FOLDER = "locks"
-
-# the engine's outcomes as the history keeps them (a dry run is never recorded)
-_RECORDED = {
-    Outcome.OK: DeployOutcome.OK,
-    Outcome.FAILED: DeployOutcome.FAILED,
-    Outcome.ROLLED_BACK: DeployOutcome.ROLLED_BACK,
-    Outcome.UNCHANGED: DeployOutcome.UNCHANGED,
-    Outcome.PLANNED: DeployOutcome.SKIPPED,
-}
-
 
 @dataclass(frozen=True, slots=True)
 class DeployResult:
@@ -86,7 +76,7 @@ def node_result(outcome: NodeOutcome) -> NodeResult:
     now = dt.datetime.now(dt.UTC)
     return NodeResult(
         node=outcome.node,
-        outcome=_RECORDED[outcome.outcome],
+        outcome=outcome.outcome,
         started_at=outcome.started_at or now,
         finished_at=outcome.finished_at or now,
         failed_step=outcome.step.value if outcome.step is not None else None,

@@ -11,10 +11,10 @@ from enum import StrEnum
 from typing import Any
 
 from certfleet.certinfo import fingerprint
-from certfleet.fleet.deploy import server_name
-from certfleet.fleet.spec import NodeSpec
+from certfleet.endpoint import Endpoint
+from certfleet.fleet.model import NodeSpec, Outcome
 from certfleet.problems import Problem, ProblemCode, Severity
-from certfleet.store import DeploymentRecord, DeployOutcome, LineageRecord, Store, VersionRecord, VersionState
+from certfleet.store import DeploymentRecord, LineageRecord, Store, VersionRecord, VersionState
 
 __all__ = [
     "EXPIRING_DAYS",
@@ -47,7 +47,7 @@ class NodeStatus:
     serving: Serving
     served_fingerprint: str | None = None
     served_version: int | None = None
-    last_outcome: DeployOutcome | None = None
+    last_outcome: Outcome | None = None
     last_version: int | None = None
     last_failed_step: str | None = None
     last_deployed_at: dt.datetime | None = None
@@ -130,17 +130,16 @@ class StatusReport:
 
 
 async def _probe_all(nodes: Sequence[NodeSpec], timeout: float) -> dict[str, Any]:
-    from certfleet.check import parse_target
     from certfleet.probe import probe
 
     gate = asyncio.Semaphore(_PROBE_CONCURRENCY)
 
-    async def one(node: NodeSpec, endpoint: str) -> tuple[str, Any]:
-        target = parse_target(endpoint)
+    async def one(target: Endpoint) -> tuple[str, Any]:
         async with gate:
-            return node.name, await probe(target.host, target.port, server_name=server_name(node), timeout=timeout)
+            served = await probe(target.host, target.port, server_name=target.server_name, timeout=timeout)
+            return target.label or "", served
 
-    pairs = await asyncio.gather(*(one(n, n.probe) for n in nodes if n.probe))
+    pairs = await asyncio.gather(*(one(e) for e in map(NodeSpec.endpoint, nodes) if e is not None))
     return dict(pairs)
 
 

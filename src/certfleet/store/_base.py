@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from certfleet.errors import InputError, StoreError
-from certfleet.fleet.spec import NodeSpec, TargetSpec
+from certfleet.fleet.model import NodeSpec, TargetSpec
 from certfleet.keys import public_key_id
 from certfleet.store import _vault
 from certfleet.store._engine import Database

@@ -27,7 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from certfleet.store._records import DeployOutcome, VersionState
+from certfleet.fleet.model import Outcome
+from certfleet.store._records import VersionState
 
 __all__ = [
     "AuditRow",
@@ -80,7 +81,7 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {dt.datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
 
 
-def _enum(cls: type[VersionState] | type[DeployOutcome]) -> Enum:
+def _enum(cls: type[VersionState] | type[Outcome]) -> Enum:
     return Enum(
         cls,
         native_enum=False,
@@ -221,7 +222,7 @@ class NodeResultRow(Base):
     deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), index=True)
     # by name, not by key: the history outlives a removed node
     node_name: Mapped[str] = mapped_column(String(64), index=True)
-    outcome: Mapped[DeployOutcome] = mapped_column(_enum(DeployOutcome))
+    outcome: Mapped[Outcome] = mapped_column(_enum(Outcome))
     failed_step: Mapped[str | None] = mapped_column(String(32))
     output: Mapped[str] = mapped_column(Text, default="")
     served_fingerprint: Mapped[str | None] = mapped_column(String(64))

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from certfleet.errors import InputError
-from certfleet.fleet.spec import NodeSpec
+from certfleet.fleet.model import NodeSpec
 from certfleet.store._base import (
     MAX_COMMAND,
     MAX_NAMES,

@@ -10,11 +10,11 @@ from typing import Any
 from cryptography import x509
 
 from certfleet.certinfo import describe
+from certfleet.fleet.model import Outcome
 
 __all__ = [
     "AuditAction",
     "AuditEntry",
-    "DeployOutcome",
     "DeploymentRecord",
     "LineageRecord",
     "NodeResult",
@@ -27,14 +27,6 @@ __all__ = [
 class VersionState(StrEnum):
     PENDING = "pending"  # key + CSR, waiting for the CA
     ISSUED = "issued"  # key + leaf + chain
-
-
-class DeployOutcome(StrEnum):
-    OK = "ok"  # the node serves the deployed version
-    FAILED = "failed"  # a step failed and the node could not be put back as it was
-    ROLLED_BACK = "rolled-back"  # a step failed; the node was switched back to what it served before
-    UNCHANGED = "unchanged"  # the node already had and served this version
-    SKIPPED = "skipped"  # nothing done (a dry run, or the node was left out)
 
 
 class AuditAction(StrEnum):
@@ -133,7 +125,7 @@ class NodeResult:
     """What one deployment did on one node."""
 
     node: str
-    outcome: DeployOutcome
+    outcome: Outcome
     started_at: dt.datetime
     finished_at: dt.datetime
     failed_step: str | None = None  # the deploy step that failed (render, upload, test, switch, reload, probe)
@@ -165,9 +157,7 @@ class DeploymentRecord:
 
     @property
     def ok(self) -> bool:
-        return all(
-            r.outcome in (DeployOutcome.OK, DeployOutcome.UNCHANGED, DeployOutcome.SKIPPED) for r in self.results
-        )
+        return all(r.outcome.ok for r in self.results)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from certfleet.certinfo import describe, fingerprint, key_type
 from certfleet.errors import InputError
-from certfleet.fleet.spec import Material
+from certfleet.fleet.model import Material
 from certfleet.store._base import (
     StoreBase,
     _now,

@@ -1,6 +1,6 @@
 """What a target is, the versioned-folder layout most targets share, and the one registry.
 
-A target turns :class:`~certfleet.fleet.spec.Material` into files and makes them live on a node
+A target turns :class:`~certfleet.fleet.model.Material` into files and makes them live on a node
 through a :class:`~certfleet.fleet.transports.Transport`, in steps the deploy engine drives:
 
     render → upload (staged, not live) → switch (atomic; returns how to undo it) → switch_back
@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from certfleet.certinfo import fingerprint
 from certfleet.errors import InputError, OperationFailed
-from certfleet.fleet.spec import Material, TargetSpec
+from certfleet.fleet.model import Material, TargetSpec
 from certfleet.fleet.transports import Transport
 
 KEEP_VERSIONS = 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from certfleet import export
-from certfleet.fleet.spec import Material
+from certfleet.fleet.model import Material
 from certfleet.fleet.targets._base import TargetFile, VersionedTarget
 
 __all__ = ["LayoutTarget"]

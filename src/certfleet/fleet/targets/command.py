@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from certfleet import export
 from certfleet.errors import InputError
-from certfleet.fleet.spec import Material, TargetSpec
+from certfleet.fleet.model import Material, TargetSpec
 from certfleet.fleet.targets._base import (
     LinkUndo,
     StepError,

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from certfleet import export
 from certfleet.errors import InputError
-from certfleet.fleet.spec import TargetSpec
+from certfleet.fleet.model import TargetSpec
 from certfleet.fleet.targets._base import VersionedTarget, check_filename
 from certfleet.fleet.targets._layout import LayoutTarget
 

@@ -14,7 +14,7 @@ from typing import ClassVar
 from certfleet import export
 from certfleet.certinfo import describe
 from certfleet.errors import InputError
-from certfleet.fleet.spec import Material, TargetSpec
+from certfleet.fleet.model import Material, TargetSpec
 from certfleet.fleet.targets._base import (
     TargetFile,
     VersionedTarget,

@@ -1,15 +1,37 @@
-"""Plain descriptions of nodes and targets, shared by the store, the fleet file and deploy."""
+"""The fleet's plain values, below the store: nodes and their targets, what is deployed, and what
+happened to a node. Shared by the store, the fleet file, deploy, status and the console; imports
+nothing else of the fleet."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-__all__ = ["Material", "NodeSpec", "TargetSpec"]
+from certfleet.endpoint import Endpoint, parse_endpoint, server_name
+from certfleet.probe import StartTLS
+
+__all__ = ["Material", "NodeSpec", "Outcome", "TargetSpec"]
+
+
+class Outcome(StrEnum):
+    """What one deploy did to one node: the engine reports it, the history keeps it, the console
+    shows it as it happens."""
+
+    OK = "ok"  # deployed, and (with a probe) proven served
+    FAILED = "failed"  # a step failed: before the switch the node is untouched, after it it could not be put back
+    ROLLED_BACK = "rolled-back"  # failed after the switch; the node is back on what it had before
+    UNCHANGED = "unchanged"  # the node already had and served this version
+    PLANNED = "planned"  # dry run: this node would be deployed
+    SKIPPED = "skipped"  # nothing done: the node was left out
+
+    @property
+    def ok(self) -> bool:
+        return self in (Outcome.OK, Outcome.UNCHANGED, Outcome.PLANNED, Outcome.SKIPPED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +59,12 @@ class NodeSpec:
     reload_cmd: str | None = None  # e.g. "nginx -s reload"; run after the switch
     probe: str | None = None  # "host:port" the node serves TLS on; SNI is the node's first name
     options: Mapping[str, Any] = field(default_factory=dict)  # transport options (ssh key, known_hosts...)
+
+    def endpoint(self, starttls: StartTLS | None = None) -> Endpoint | None:
+        """Where the node is probed, asked for its first DNS name; None when it names no probe."""
+        if not self.probe:
+            return None
+        return parse_endpoint(self.probe, name=server_name(self.names), starttls=starttls, label=self.name)
 
     def to_dict(self) -> dict[str, Any]:
         return {
