@@ -12,5 +12,5 @@ Clock = Callable[[], dt.datetime]
 
 
 def utc_now() -> dt.datetime:
-    """The current time, timezone-aware UTC, to the second (what reports show and compare)."""
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+    """The current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.UTC)
