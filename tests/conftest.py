@@ -14,6 +14,12 @@ from typing import Any
 import pytest
 
 from certfleet.testing import TestCA, TestLeaf
+from support import mark_running
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    mark_running(item.get_closest_marker("peer") is not None)
 
 
 @dataclass

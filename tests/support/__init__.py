@@ -1,0 +1,21 @@
+"""What the tests share: real servers on loopback, the console driven as a user would, deploy and
+format helpers, and where the repository and the shared conformance data are."""
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LIMBO = REPO.parent / "shared" / "conformance" / "x509-limbo.json.gz"
+
+# whether the running test is marked ``peer``: set by conftest before its fixtures, read by every
+# launcher of a real server, so that ``-m "not peer"`` never starts one
+_running = {"peer": False}
+
+
+def mark_running(peer: bool) -> None:
+    _running["peer"] = peer
+
+
+def require_peer(what: str) -> None:
+    """Refuse to start ``what`` (a real server) from a test not marked ``peer``."""
+    if not _running["peer"]:
+        raise RuntimeError(f"this test starts {what}: mark it @pytest.mark.peer")

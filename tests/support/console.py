@@ -1,0 +1,312 @@
+"""What the console tests share: an app over a fresh store with a clock the test turns, logging in,
+and ``certfleet serve`` as a real process on a free loopback port."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from certfleet.console.app import ConsoleSettings, create_app
+from certfleet.console.service import Console
+from certfleet.store import Store
+from support import REPO, require_peer
+from support.servers import free_port
+
+PASSWORD = "correct horse battery staple"
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class Clock:
+    """A clock the test moves by hand (sessions, links and backoff expire without waiting)."""
+
+    def __init__(self) -> None:
+        self.now = dt.datetime.now(dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += dt.timedelta(**delta)
+
+
+class RecordingClient(TestClient):
+    """A test client that keeps every response body, to scan them all for key material."""
+
+    def __init__(self, *args: Any, bodies: list[bytes], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bodies = bodies
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        response = super().request(*args, **kwargs)
+        self.bodies.append(b"".join(f"{k}: {v}\n".encode() for k, v in response.headers.items()) + response.content)
+        return response
+
+
+@dataclass
+class ConsoleEnv:
+    home: Path
+    store: Store
+    app: FastAPI
+    clock: Clock
+    client: TestClient
+    responses: list[bytes] = field(default_factory=list)
+
+    @property
+    def console(self) -> Console:
+        console: Console = self.app.state.console
+        return console
+
+    def new_client(self) -> TestClient:
+        return RecordingClient(self.app, base_url="https://testserver", follow_redirects=False, bodies=self.responses)
+
+
+def make_env(home: Path, *, settings: ConsoleSettings | None = None) -> ConsoleEnv:
+    store = Store.init(home)
+    clock = Clock()
+    app = create_app(store, settings=settings or ConsoleSettings(probe_timeout=2.0), clock=clock)
+    bodies: list[bytes] = []
+    client = RecordingClient(app, base_url="https://testserver", follow_redirects=False, bodies=bodies)
+    return ConsoleEnv(home, store, app, clock, client, bodies)
+
+
+def csrf_of(html: str) -> str:
+    found = _CSRF.search(html)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+def create_admin(env: ConsoleEnv, username: str = "admin", password: str = PASSWORD) -> None:
+    token = env.console.accounts.new_setup_token()
+    client = env.new_client()
+    page = client.get(f"/setup/{token}")
+    assert page.status_code == 200
+    r = client.post(
+        f"/setup/{token}",
+        data={"csrf_token": csrf_of(page.text), "username": username, "password": password, "password2": password},
+    )
+    assert r.status_code == 303, r.text
+
+
+def login(client: TestClient, username: str = "admin", password: str = PASSWORD) -> Any:
+    page = client.get("/login")
+    return client.post("/login", data={"csrf_token": csrf_of(page.text), "username": username, "password": password})
+
+
+def logged_in(env: ConsoleEnv) -> str:
+    """Log the env's client in as admin (creating the account first); returns the CSRF token."""
+    if not env.console.accounts.has_accounts():
+        create_admin(env)
+    r = login(env.client)
+    assert r.status_code == 303, r.text
+    return csrf_of(env.client.get("/tokens").text)
+
+
+# -- certfleet serve as a real process ----------------------------------------------------------------
+
+
+@dataclass
+class Served:
+    port: int
+    home: Path
+    proc: subprocess.Popen[bytes]
+    out_path: Path
+    err_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def out(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def err(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def setup_url(self) -> str | None:
+        found = re.search(r"(https://\S+/setup/\S+)", self.out())
+        return found.group(1) if found else None
+
+    def fingerprint(self) -> str | None:
+        found = re.search(r"SHA-256 fingerprint: ([0-9A-F:]+)", self.out())
+        return found.group(1).replace(":", "").lower() if found else None
+
+
+@contextmanager
+def serve(home: Path, *args: str, env: dict[str, str] | None = None, startup: float = 60.0) -> Iterator[Served]:
+    """Run ``certfleet serve`` on a free 127.0.0.1 port until the block ends."""
+    require_peer("certfleet serve")
+    port = free_port()
+    out_path, err_path = home.parent / f"serve-{port}.out", home.parent / f"serve-{port}.err"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "certfleet", "serve", "--bind", "127.0.0.1", "--port", str(port), *args],
+            stdout=out,
+            stderr=err,
+            env={**os.environ, "CERTFLEET_HOME": str(home), "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+    served = Served(port, home, proc, out_path, err_path)
+    try:
+        deadline = time.monotonic() + startup
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"certfleet serve exited with {proc.returncode}:\n{served.out()}\n{served.err()}")
+            if "certfleet console on" in served.out() and _accepts(port):
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"certfleet serve did not start:\n{served.out()}\n{served.err()}")
+            time.sleep(0.1)
+        yield served
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+# -- the steps of the administrator's flow, through the pages ----------------------------------------
+
+
+def add_node(env: ConsoleEnv, csrf: str, name: str, names: list[str], targets: list[str], **fields: str) -> Any:
+    data = {
+        "csrf_token": csrf,
+        "name": name,
+        "names": "\n".join(names),
+        "targets": "\n".join(targets),
+        "transport": "local",
+        **fields,
+    }
+    return env.client.post("/nodes", data=data)
+
+
+def generate_csr(
+    env: ConsoleEnv, csrf: str, lineage: str, nodes: list[str], **fields: str
+) -> x509.CertificateSigningRequest:
+    import html
+
+    r = env.client.post(
+        "/csr",
+        data={"csrf_token": csrf, "lineage": lineage, "nodes": nodes, "key": "ec:p256", **fields},
+    )
+    assert r.status_code == 200, r.text
+    found = re.search(r'<pre id="csr-pem">(.*?)</pre>', r.text, re.S)
+    assert found
+    return x509.load_pem_x509_csr(html.unescape(found.group(1)).encode())
+
+
+def upload(env: ConsoleEnv, csrf: str, lineage: str, files: list[tuple[str, bytes]], password: str = "") -> Any:
+    return env.client.post(
+        "/import",
+        data={"csrf_token": csrf, "lineage": lineage, "password": password},
+        files=[("files", (name, data, "application/octet-stream")) for name, data in files],
+    )
+
+
+def confirm_link(html_text: str) -> str | None:
+    found = re.search(r'action="(/import/[^"/]+/confirm)"', html_text)
+    return found.group(1) if found else None
+
+
+def wait_job(env: ConsoleEnv, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = env.client.get(f"/api/v1/deploy/jobs/{job_id}").json()
+        if job["state"] != "running":
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the deploy did not finish: {job}")
+        time.sleep(0.05)
+
+
+# -- Chromium, trusting what the test says and nothing more ------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+SCREENSHOTS_ENV = "CERTFLEET_SCREENSHOTS"
+DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
+
+
+def screenshot_folder(tmp_path: Path) -> Path:
+    """Where the browser tests put their screenshots: ``docs/screenshots/`` only when
+    ``CERTFLEET_SCREENSHOTS=1`` asks to refresh the pictures the docs show, else the test's own
+    folder (a plain test run leaves the work tree as it was)."""
+    folder = DOCS_SCREENSHOTS if os.environ.get(SCREENSHOTS_ENV) == "1" else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def nss_home(folder: Path) -> Path:
+    """A HOME for Chromium with an empty NSS database (~/.pki/nssdb): the one place Chromium on
+    Linux reads locally added trust from. Returns the HOME."""
+    db = folder / ".pki" / "nssdb"
+    db.mkdir(parents=True)
+    subprocess.run(["certutil", "-d", f"sql:{db}", "-N", "--empty-password"], check=True, capture_output=True)
+    return folder
+
+
+def nss_trust(home: Path, nickname: str, cert_file: Path, *, peer: bool = False) -> None:
+    """Trust ``cert_file`` in that HOME: as a CA that issues server certificates (``C,,``), or, for
+    a self-signed server certificate checked by its fingerprint first, as that one peer (``P,,``)."""
+    db = home / ".pki" / "nssdb"
+    flags = "P,," if peer else "C,,"
+    subprocess.run(
+        ["certutil", "-d", f"sql:{db}", "-A", "-n", nickname, "-t", flags, "-i", str(cert_file)],
+        check=True,
+        capture_output=True,
+    )
+
+
+def key_needles(key: Any) -> list[bytes]:
+    """Every form a private key could leak in: PEM armour, its DER and base64, its secret numbers."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    secrets: list[int] = []
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        secrets = [key.private_numbers().private_value]
+    elif isinstance(key, rsa.RSAPrivateKey):
+        numbers = key.private_numbers()
+        secrets = [numbers.p, numbers.q, numbers.d]
+    else:
+        raise AssertionError(f"unexpected key type {type(key)}")
+    out = [b"PRIVATE KEY", der, base64.b64encode(der)[:40], base64.b64encode(der)[-40:]]
+    for value in secrets:
+        raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+        out += [raw, raw.hex().encode(), base64.b64encode(raw)[:40]]
+    return out
