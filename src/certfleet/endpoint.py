@@ -4,13 +4,12 @@ shared by ``check``, the fleet's probes and the console."""
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from certfleet.errors import CertfleetError, InputError, LimitError
-from certfleet.names import normalize_name
+from certfleet.names import is_ip, normalize_name
 from certfleet.probe import StartTLS, format_target
 
 __all__ = [
@@ -55,13 +54,13 @@ class Endpoint:
 
     @property
     def host_is_ip(self) -> bool:
-        return _is_ip(self.host)
+        return is_ip(self.host)
 
     @property
     def server_name(self) -> str | None:
         """The SNI to send: the name given, else the host when it is a name."""
         if self.name is not None:
-            return None if _is_ip(self.name) else self.name
+            return None if is_ip(self.name) else self.name
         return None if self.host_is_ip else self.host
 
     @property
@@ -69,13 +68,6 @@ class Endpoint:
         """The name the certificate must cover: the name given, else the host (a name or an IP)."""
         return self.name if self.name is not None else self.host
 
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _bad_target(text: str, why: str) -> InputError:
@@ -137,7 +129,7 @@ def parse_endpoint(
         host = url.hostname or ""
     elif raw.startswith("["):
         inside, bracket, rest = raw[1:].partition("]")
-        if not bracket or not _is_ip(inside) or ":" not in inside:
+        if not bracket or not is_ip(inside) or ":" not in inside:
             raise _bad_target(raw, "only an IPv6 address goes in brackets")
         host = inside
         if rest:
@@ -146,7 +138,7 @@ def parse_endpoint(
             port = _port(raw, rest[1:])
     elif raw.count(":") > 1:
         # a bare IPv6 address; with a port it must be in brackets, or "::1:443" would be ambiguous
-        if not _is_ip(raw):
+        if not is_ip(raw):
             raise _bad_target(raw, "an IPv6 address with a port goes in brackets: [2001:db8::1]:443")
         host = raw
     else:
@@ -209,7 +201,7 @@ def server_name(names: Iterable[str]) -> str | None:
     """What a probe of a node with these names sends as SNI: its first DNS name (never an IP
     address, nor a wildcard, which no client asks for)."""
     for name in names:
-        if name.startswith("*.") or _is_ip(name):
+        if name.startswith("*.") or is_ip(name):
             continue
         return name
     return None

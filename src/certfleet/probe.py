@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import ipaddress
 import socket
 import ssl
 import time
@@ -30,6 +29,7 @@ from typing import Any
 from cryptography import x509
 
 from certfleet.certinfo import UNPARSABLE, describe
+from certfleet.names import is_ip
 from certfleet.problems import Problem, ProblemCode, Severity
 
 __all__ = [
@@ -134,13 +134,6 @@ class ProbeResult:
 class _Refused(Exception):
     """The plain-text server would not upgrade to TLS; the message says what it answered."""
 
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 @functools.cache
@@ -330,7 +323,7 @@ async def probe(
     if timeout <= 0:
         raise ValueError("timeout must be positive")
     mode = default_starttls(port) if starttls is None else starttls
-    sni = (server_name if server_name is not None else (None if _is_ip(host) else host)) or None
+    sni = (server_name if server_name is not None else (None if is_ip(host) else host)) or None
     target = format_target(host, port)
     cache = certs if certs is not None else CertCache(max_entries=0)
     started = time.monotonic()
