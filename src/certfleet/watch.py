@@ -17,6 +17,7 @@ from certfleet.check import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, CheckReport, c
 from certfleet.endpoint import Endpoint
 from certfleet.errors import CertfleetError
 from certfleet.metrics import CheckMetrics
+from certfleet.problems import EXPIRING_DAYS
 from certfleet.trust import TrustStore
 
 __all__ = ["DEFAULT_INTERVAL", "MIN_INTERVAL", "Watcher"]
@@ -37,7 +38,7 @@ class Watcher:
     interval: float = DEFAULT_INTERVAL
     timeout: float = DEFAULT_TIMEOUT
     concurrency: int = DEFAULT_CONCURRENCY
-    expiring_days: int = 30
+    expiring_days: int = EXPIRING_DAYS
     on_round: Callable[[CheckReport], None] | None = None
     on_error: Callable[[CertfleetError], None] | None = None
 

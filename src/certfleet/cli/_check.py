@@ -15,7 +15,7 @@ import typer
 from certfleet.cli._common import JsonOpt, app, console, console_err, read_inputs
 from certfleet.errors import ExitCode, InputError, StoreError
 from certfleet.probe import StartTLS
-from certfleet.problems import Severity
+from certfleet.problems import EXPIRING_DAYS, Severity
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -262,7 +262,7 @@ def check_command(  # noqa: PLR0917 (Typer turns each parameter into an option)
     deadline: Annotated[
         float | None, typer.Option("--deadline", min=0.1, help="Seconds for the whole run; the rest time out.")
     ] = None,
-    expiring_days: ExpiringOpt = 30,
+    expiring_days: ExpiringOpt = EXPIRING_DAYS,
     fail_on: Annotated[
         FailOn, typer.Option("--fail-on", case_sensitive=False, help="Exit 1 on errors only, or on warnings too.")
     ] = FailOn.ERROR,
@@ -330,7 +330,7 @@ def watch_command(  # noqa: PLR0917 (Typer turns each parameter into an option)
     system_trust: SystemTrustOpt = False,
     timeout: TimeoutOpt = 5.0,
     concurrency: ConcurrencyOpt = 200,
-    expiring_days: ExpiringOpt = 30,
+    expiring_days: ExpiringOpt = EXPIRING_DAYS,
     interval: Annotated[
         float, typer.Option("--interval", min=1, max=86_400, help="Seconds from the start of one round to the next.")
     ] = 300,
