@@ -107,20 +107,16 @@ def _targets(
 
 
 def _node_targets(lineage: str | None, starttls: StartTLS | None) -> list[Endpoint]:
+    # the endpoints `certfleet status` probes, checked the same way
+    from certfleet.fleet.status import probe_targets
     from certfleet.store import Store
 
     with Store.open() as store:
         specs = store.nodes(lineage)
-    out: list[Endpoint] = []
-    skipped: list[str] = []
-    for spec in specs:
-        endpoint = spec.endpoint(starttls)
-        if endpoint is None:
-            skipped.append(spec.name)
-        else:
-            out.append(endpoint)
-    if skipped:
-        console_err.print(f"not checked (no probe endpoint): {', '.join(skipped)}", highlight=False)
+    found = probe_targets(specs, starttls=starttls)
+    out = list(found.endpoints.values())
+    if found.skipped:
+        console_err.print(f"not checked (no probe endpoint): {', '.join(found.skipped)}", highlight=False)
     if not out:
         raise StoreError(
             "no node in the store has a probe endpoint" if specs else "the store has no nodes",
