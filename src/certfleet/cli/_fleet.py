@@ -402,7 +402,6 @@ def _render_status(report: StatusReport) -> None:
     from rich.table import Table
 
     from certfleet.cli import _render
-    from certfleet.fleet.health import unique_problems
 
     if not report.lineages:
         _say("no lineages yet: `certfleet request LINEAGE --node NAME --out FILE.csr`")
@@ -441,8 +440,7 @@ def _render_status(report: StatusReport) -> None:
             table.add_row(n.node, escape(n.probe or "-"), escape(last), f"[{style}]{escape(serving)}[/]")
         if lin.nodes:
             console.print(table)
-        problems = list(unique_problems((*lin.problems, *(lin.chain.problems if lin.chain else ()))))
-        problems += [p for n in lin.nodes for p in n.problems]
+        problems = [*lin.all_problems, *(p for n in lin.nodes for p in n.problems)]
         if problems:
             _render.print_problems(console, problems)
         console.print()

@@ -14,6 +14,7 @@ from certfleet.console import flows
 from certfleet.console.accounts import Actor
 from certfleet.console.app import API_PREFIX, authenticate, console_of
 from certfleet.console.clients import qr_svg
+from certfleet.console.service import lineage_json
 
 __all__ = ["router"]
 
@@ -82,16 +83,16 @@ async def me(actor: ActorDep) -> JSON:
 
 @router.get("/lineages", summary="Every lineage with its active version, health and what each node serves")
 async def lineages(request: Request, refresh: bool = False) -> list[JSON]:
-    return [v.to_dict() for v in await console_of(request).dashboard(refresh=refresh)]
+    report = await console_of(request).status(refresh=refresh)
+    return [lineage_json(lineage) for lineage in report.lineages]
 
 
 @router.get("/lineages/{name}", summary="One lineage, with its versions")
 async def lineage(request: Request, name: str, refresh: bool = False) -> JSON:
     console = console_of(request)
-    record = await asyncio.to_thread(console.store.lineage, name)
-    view = await console.lineage_view(record, refresh=refresh)
+    [view] = (await console.status(lineage=name, refresh=refresh)).lineages
     versions = await asyncio.to_thread(console.store.versions, name)
-    return {**view.to_dict(), "versions": [v.to_dict() for v in versions]}
+    return {**lineage_json(view), "versions": [v.to_dict() for v in versions]}
 
 
 @router.get("/certificates/{sha256}", summary="A certificate known to the store, and its chain as verified")

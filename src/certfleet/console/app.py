@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from certfleet.console.accounts import Accounts, Actor, LoginThrottled, SessionInfo
 from certfleet.console.clients import Clients, LinkRefused
 from certfleet.errors import CertfleetError, EnvError, InputError, LimitError, OperationFailed
+from certfleet.problems import EXPIRING_DAYS
 
 if TYPE_CHECKING:
     from certfleet.console.service import Console
@@ -75,6 +76,7 @@ class ConsoleSettings:
     probe_ttl: float = 30.0  # seconds a node's probe result is reused by the dashboard and /metrics
     import_ttl: dt.timedelta = dt.timedelta(minutes=15)  # an import shown but not confirmed is dropped
     extra_trust: tuple[x509.Certificate, ...] = field(default=(), repr=False)  # besides Mozilla + the store's
+    expiring_days: int = EXPIRING_DAYS  # warn when a certificate has fewer days left
     fetch_aia: bool = True
 
 
@@ -304,6 +306,7 @@ def render(request: Request, name: str, context: dict[str, Any], *, status_code:
         "here": context.get("here", ""),
         "title": context.get("title", "certfleet"),
         "now": console.now(),
+        "expiring_days": console.settings.expiring_days,
     }
     return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
 

@@ -81,9 +81,10 @@ async def logout(request: Request) -> Response:
 async def dashboard(request: Request) -> Response:
     console = console_of(request)
     refresh = request.query_params.get("refresh") == "1"
-    views, warnings = await asyncio.gather(console.dashboard(refresh=refresh), console.client_warnings(refresh=refresh))
+    report, warnings = await asyncio.gather(console.status(refresh=refresh), console.client_warnings(refresh=refresh))
+    views = report.lineages
     now = console.now()
-    timelines = {v.name: console.timeline(v.record.active, now) for v in views if v.record.active is not None}
+    timelines = {v.name: console.timeline(v.active, now) for v in views if v.active is not None}
     bootstrap = console.tls is not None and any(s.label == "bootstrap" for s in console.tls.served)
     return render(
         request,

@@ -8,10 +8,11 @@ is saved, a deploy in progress), and records who did what.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
+import functools
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,21 +21,21 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from certfleet.certinfo import CertInfo, describe, fingerprint
-from certfleet.check import EndpointReport, check
+from certfleet.certinfo import describe, fingerprint
+from certfleet.check import check
+from certfleet.clock import Clock
 from certfleet.console.accounts import Accounts, Actor, ApiTokenInfo
 from certfleet.console.clients import ClientLink, ClientProfile, Clients, ClientUser
-from certfleet.console.pictures import ChainBox, Health, chain_svg, timeline_svg
+from certfleet.console.pictures import ChainBox, chain_svg, timeline_svg
 from certfleet.endpoint import Endpoint, parse_endpoint
 from certfleet.errors import CertfleetError, InputError
+from certfleet.fleet.health import Health
 from certfleet.fleet.lineage import trust_with
 from certfleet.fleet.model import NodeSpec
 from certfleet.fleet.nodes import lineage_names
-from certfleet.fleet.status import Serving, serving_of
-from certfleet.lint import lint
-from certfleet.names import Coverage, coverage
-from certfleet.problems import Problem, ProblemCode, Severity, worst
-from certfleet.store import DeploymentRecord, LineageRecord, NodeResult, Store, VersionRecord
+from certfleet.fleet.status import Checked, LineageStatus, StatusReport, status
+from certfleet.problems import Problem, ProblemCode, Severity
+from certfleet.store import DeploymentRecord, LineageRecord, Store, VersionRecord
 from certfleet.trust import TrustStore
 from certfleet.verify import verify_chain
 
@@ -47,15 +48,14 @@ __all__ = [
     "ClientWarning",
     "Console",
     "ConsoleAction",
-    "LineageView",
-    "NodeStatus",
-    "Serving",
+    "ProbeCache",
+    "lineage_json",
 ]
 
 log = logging.getLogger("certfleet.console")
 
-WARN_DAYS = 30
 MAX_JOBS = 100
+PROBE_CONCURRENCY = 32
 
 
 class ConsoleAction(StrEnum):
@@ -75,79 +75,21 @@ class ConsoleAction(StrEnum):
     FETCH = "client.fetch"
 
 
-@dataclass(frozen=True, slots=True)
-class NodeStatus:
-    node: NodeSpec
-    lineage: str
-    report: EndpointReport | None
-    serving: Serving
-    last: NodeResult | None
-    checked_at: dt.datetime | None
-
-    @property
-    def served(self) -> CertInfo | None:
-        return self.report.chain[0] if self.report is not None and self.report.chain else None
-
-    @property
-    def health(self) -> Health:
-        if self.serving is Serving.NOT_PROBED:
-            return Health.NONE
-        if self.report is None or not self.report.ok:  # down, or a strict client refuses what it serves
-            return Health.BAD
-        if self.serving is not Serving.ACTIVE or self.report.severity is Severity.WARNING:
-            return Health.WARN
-        return Health.GOOD
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "node": self.node.name,
-            "lineage": self.lineage,
-            "probe": self.node.probe,
-            "serving": self.serving.value,
-            "health": self.health.value,
-            "served": self.served.to_dict() if self.served else None,
-            "check": self.report.to_dict() if self.report is not None else None,
-            "last_deployment": self.last.to_dict() if self.last is not None else None,
-            "checked_at": self.checked_at.isoformat() if self.checked_at else None,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class LineageView:
-    record: LineageRecord
-    required: tuple[str, ...]
-    coverage: Coverage | None
-    problems: tuple[Problem, ...]  # of the active version: path validation, lint, names coverage
-    chain_valid: bool | None
-    nodes: tuple[NodeStatus, ...]
-    pending: tuple[VersionRecord, ...]
-    days_left: int | None
-
-    @property
-    def name(self) -> str:
-        return self.record.name
-
-    @property
-    def health(self) -> Health:
-        if self.record.active is None:
-            return Health.NONE
-        sev = worst(self.problems)
-        if not self.chain_valid or sev is Severity.ERROR:
-            return Health.BAD
-        return Health.WARN if sev is Severity.WARNING else Health.GOOD
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.record.to_dict(),
-            "required_names": list(self.required),
-            "coverage": self.coverage.to_dict() if self.coverage else None,
-            "chain_valid": self.chain_valid,
-            "health": self.health.value,
-            "days_left": self.days_left,
-            "problems": [p.to_dict() for p in self.problems],
-            "pending": [v.to_dict() for v in self.pending],
-            "node_status": [n.to_dict() for n in self.nodes],
-        }
+def lineage_json(lineage: LineageStatus) -> dict[str, Any]:
+    """A lineage as the API has always given it: the stored lineage, its active chain's verdict,
+    and each node's status, the same objects as in `certfleet status --json`."""
+    chain = lineage.chain
+    return {
+        **lineage.record.to_dict(),
+        "required_names": list(lineage.required),
+        "coverage": chain.coverage.to_dict() if chain is not None and chain.coverage is not None else None,
+        "chain_valid": chain.valid if chain is not None else None,
+        "health": lineage.health.value,
+        "days_left": lineage.days_left,
+        "problems": [p.to_dict() for p in lineage.all_problems],
+        "pending": [v.to_dict() for v in lineage.waiting],
+        "node_status": [n.to_dict() for n in lineage.nodes],
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,11 +104,49 @@ class ClientWarning:
         return {"profile": self.profile, "hostname": self.hostname, "problems": [p.to_dict() for p in self.problems]}
 
 
-@dataclass
-class _Probed:
-    at: float
-    checked_at: dt.datetime
-    report: EndpointReport
+class ProbeCache:
+    """Endpoint reports reused for a short while by the dashboard, the API and ``/metrics``: the
+    checker :func:`certfleet.fleet.status.status` is given, with ``check.check`` behind it."""
+
+    def __init__(
+        self, *, ttl: float, timeout: float, expiring_days: int, clock: Clock, trust: Callable[[], TrustStore]
+    ) -> None:
+        self._ttl, self._timeout, self._expiring_days = ttl, timeout, expiring_days
+        self._clock, self._trust = clock, trust
+        self._hits: dict[tuple[str, str | None, str | None, str | None], tuple[float, Checked]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(target: Endpoint) -> tuple[str, str | None, str | None, str | None]:
+        return (str(target), target.name, target.label, target.starttls.value if target.starttls else None)
+
+    async def check(self, targets: Sequence[Endpoint], *, refresh: bool = False) -> list[Checked]:
+        """Each target as a strict client judges it, checked again when its report is older than the ttl."""
+        keys = [self._key(t) for t in targets]
+        now_m = time.monotonic()
+        with self._lock:
+            todo = [
+                t
+                for t, k in zip(targets, keys, strict=True)
+                if refresh or k not in self._hits or now_m - self._hits[k][0] > self._ttl
+            ]
+        if todo:
+            report = await check(
+                todo,
+                trust=self._trust(),
+                timeout=self._timeout,
+                now=self._clock(),
+                expiring_days=self._expiring_days,
+                concurrency=PROBE_CONCURRENCY,
+            )
+            done = time.monotonic()
+            with self._lock:
+                for old in [k for k, (at, _) in self._hits.items() if done - at > self._ttl]:
+                    del self._hits[old]
+                for t, r in zip(todo, report.endpoints, strict=True):
+                    self._hits[self._key(t)] = (done, Checked(r, report.checked_at))
+        with self._lock:
+            return [self._hits[k][1] for k in keys]
 
 
 @dataclass
@@ -177,12 +157,21 @@ class Console:
     accounts: Accounts
     clients: Clients
     settings: ConsoleSettings
-    clock: Callable[[], dt.datetime]
+    clock: Clock
     tls: TLSContexts | None = None
-    _probes: dict[tuple[str, str | None], _Probed] = field(default_factory=dict, repr=False)
     _trust: tuple[tuple[str, ...], TrustStore] | None = field(default=None, repr=False)
     jobs: dict[str, DeployJob] = field(default_factory=dict, repr=False)
     previews: dict[str, Any] = field(default_factory=dict, repr=False)
+    probes: ProbeCache = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.probes = ProbeCache(
+            ttl=self.settings.probe_ttl,
+            timeout=self.settings.probe_timeout,
+            expiring_days=self.settings.expiring_days,
+            clock=self.clock,
+            trust=self.trust,
+        )
 
     def now(self) -> dt.datetime:
         return self.clock()
@@ -265,132 +254,23 @@ class Console:
     def required_names(self, record: LineageRecord, nodes: Sequence[NodeSpec] | None = None) -> tuple[str, ...]:
         return lineage_names(record, nodes if nodes is not None else self.store.nodes(record.name))
 
-    def version_health(
-        self, version: VersionRecord, required: Sequence[str]
-    ) -> tuple[bool | None, tuple[Problem, ...], Coverage | None]:
-        """Is this issued version's chain what a strict client accepts, and does it cover the names?"""
-        if version.leaf is None:
-            return None, (), None
-        now = self.now()
-        trust = self.trust()
-        verification = verify_chain(version.leaf, version.chain, trust, at=now)
-        problems: list[Problem] = list(verification.problems)
-        seen = {(p.code, p.subject) for p in problems}
-        for p in lint((version.leaf, *version.chain), now=now, expiring_days=WARN_DAYS, trust=trust):
-            if (p.code, p.subject) not in seen:
-                seen.add((p.code, p.subject))
-                problems.append(p)
-        cov: Coverage | None = None
-        if required:
-            try:
-                cov = coverage(version.leaf, required)
-            except CertfleetError:
-                cov = None
-            if cov is not None:
-                for missing in cov.missing:
-                    problems.append(
-                        Problem(
-                            ProblemCode.NAME_MISMATCH,
-                            Severity.ERROR,
-                            missing.reason,
-                            "request a new certificate that covers every node's names",
-                            missing.name,
-                        )
-                    )
-        return verification.valid, tuple(problems), cov
+    # -- status ----------------------------------------------------------------------------------
 
-    # -- probing ---------------------------------------------------------------------------------
-
-    async def probe_targets(self, targets: Sequence[Endpoint], *, refresh: bool = False) -> list[EndpointReport]:
-        """Check each target as a strict client would; results are reused for a short while."""
-        now_m = time.monotonic()
-        keys = [(str(t), t.name) for t in targets]
-        todo = [
-            t
-            for t, k in zip(targets, keys, strict=True)
-            if refresh or k not in self._probes or now_m - self._probes[k].at > self.settings.probe_ttl
-        ]
-        if todo:
-            report = await check(
-                todo, trust=self.trust(), timeout=self.settings.probe_timeout, now=self.now(), concurrency=32
-            )
-            for t, r in zip(todo, report.endpoints, strict=True):
-                self._probes[(str(t), t.name)] = _Probed(time.monotonic(), self.now(), r)
-        return [self._probes[k].report for k in keys]
-
-    def probed_at(self, target: Endpoint) -> dt.datetime | None:
-        hit = self._probes.get((str(target), target.name))
-        return hit.checked_at if hit else None
-
-    @staticmethod
-    def node_target(node: NodeSpec) -> Endpoint | None:
-        if not node.probe:
-            return None
-        try:
-            return node.endpoint()
-        except CertfleetError:
-            return None
-
-    async def node_statuses(
-        self, record: LineageRecord, nodes: Sequence[NodeSpec], *, refresh: bool = False
-    ) -> list[NodeStatus]:
-        targets = {n.name: self.node_target(n) for n in nodes}
-        wanted = [t for t in targets.values() if t is not None]
-        reports = dict(zip([t.label for t in wanted], await self.probe_targets(wanted, refresh=refresh), strict=True))
-        last = await asyncio.to_thread(self.store.last_results, record.name)
-        fingerprints = {v.fingerprint for v in await asyncio.to_thread(self.store.versions, record.name)}
-        active = record.active.fingerprint if record.active else None
-        out = []
-        for node in nodes:
-            target = targets[node.name]
-            report = reports.get(node.name) if target is not None else None
-            if target is None:
-                serving = Serving.NOT_PROBED
-            else:
-                seen = report.chain[0].sha256 if report is not None and report.probe.ok and report.chain else None
-                serving = serving_of(seen, active, fingerprints)
-            hit = last.get(node.name)
-            out.append(
-                NodeStatus(
-                    node=node,
-                    lineage=record.name,
-                    report=report,
-                    serving=serving,
-                    last=hit[1] if hit else None,
-                    checked_at=self.probed_at(target) if target else None,
-                )
-            )
-        return out
-
-    async def lineage_view(self, record: LineageRecord, *, refresh: bool = False) -> LineageView:
-        nodes = await asyncio.to_thread(self.store.nodes, record.name)
-        required = self.required_names(record, nodes)
-        valid: bool | None = None
-        problems: tuple[Problem, ...] = ()
-        cov: Coverage | None = None
-        days = None
-        if record.active is not None:
-            valid, problems, cov = await asyncio.to_thread(self.version_health, record.active, required)
-            days = record.active.days_left(self.now())
-        versions = await asyncio.to_thread(self.store.versions, record.name)
-        return LineageView(
-            record=record,
-            required=required,
-            coverage=cov,
-            problems=problems,
-            chain_valid=valid,
-            nodes=tuple(await self.node_statuses(record, nodes, refresh=refresh)),
-            pending=tuple(v for v in versions if v.leaf is None),
-            days_left=days,
+    async def status(self, *, lineage: str | None = None, refresh: bool = False) -> StatusReport:
+        """The fleet's status, as `certfleet status` reports it; probes are reused for a short while."""
+        return await status(
+            self.store,
+            now=self.now(),
+            lineage=lineage,
+            timeout=self.settings.probe_timeout,
+            trust=self.trust(),
+            expiring_days=self.settings.expiring_days,
+            checker=functools.partial(self.probes.check, refresh=refresh),
         )
-
-    async def dashboard(self, *, refresh: bool = False) -> list[LineageView]:
-        records = await asyncio.to_thread(self.store.lineages)
-        return list(await asyncio.gather(*(self.lineage_view(r, refresh=refresh) for r in records)))
 
     async def client_warnings(self, *, refresh: bool = False) -> list[ClientWarning]:
         """Client profiles whose host serves a certificate a strict client (a phone) would refuse."""
-        profiles = await asyncio.to_thread(self.clients.profiles)
+        profiles = self.clients.profiles()
         targets: list[tuple[ClientProfile, Endpoint]] = []
         for prof in profiles:
             try:
@@ -398,9 +278,10 @@ class Console:
                 targets.append((prof, parse_endpoint(f"{prof.hostname}", name=host, label=prof.name)))
             except CertfleetError as exc:
                 log.warning("client profile %s: %s", prof.name, exc)
-        reports = await self.probe_targets([t for _, t in targets], refresh=refresh)
+        checked = await self.probes.check([t for _, t in targets], refresh=refresh)
         out = []
-        for (prof, _), report in zip(targets, reports, strict=True):
+        for (prof, _), seen in zip(targets, checked, strict=True):
+            report = seen.report
             if not report.ok:
                 errors = tuple(p for p in report.problems if p.severity is Severity.ERROR) or report.problems
                 if not errors:
@@ -452,7 +333,7 @@ class Console:
             health = (
                 Health.BAD if now >= info.not_after or any(p.severity is Severity.ERROR for p in own) else Health.GOOD
             )
-            if health is Health.GOOD and info.days_left(now) <= WARN_DAYS:
+            if health is Health.GOOD and info.days_left(now) <= self.settings.expiring_days:
                 health = Health.WARN
             boxes.append(
                 ChainBox(
@@ -477,11 +358,10 @@ class Console:
             )
         return chain_svg(boxes), verification
 
-    @staticmethod
-    def timeline(version: VersionRecord, now: dt.datetime) -> Any:
+    def timeline(self, version: VersionRecord, now: dt.datetime) -> Any:
         if version.not_before is None or version.not_after is None:
             return ""
-        return timeline_svg(version.not_before, version.not_after, now, warn_days=WARN_DAYS)
+        return timeline_svg(version.not_before, version.not_after, now, warn_days=self.settings.expiring_days)
 
     # -- history --------------------------------------------------------------------------------
 

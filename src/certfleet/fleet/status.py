@@ -20,7 +20,14 @@ from certfleet.check import DEFAULT_TIMEOUT, EndpointReport, check
 from certfleet.endpoint import Endpoint
 from certfleet.errors import CertfleetError
 from certfleet.findings import expiring_problem, validity_problem
-from certfleet.fleet.health import Health, VersionHealth, health_of, served_problems, version_health
+from certfleet.fleet.health import (
+    Health,
+    VersionHealth,
+    health_of,
+    served_problems,
+    unique_problems,
+    version_health,
+)
 from certfleet.fleet.model import NodeSpec, Outcome
 from certfleet.fleet.nodes import lineage_names
 from certfleet.probe import StartTLS
@@ -166,10 +173,15 @@ class LineageStatus:
         return all(n.ok for n in self.nodes) and worst(self.problems) is not Severity.ERROR
 
     @property
+    def all_problems(self) -> tuple[Problem, ...]:
+        """The lineage's problems and those of its active chain, each once."""
+        return unique_problems((*self.problems, *(self.chain.problems if self.chain is not None else ())))
+
+    @property
     def health(self) -> Health:
         if self.chain is None:
             return Health.NONE
-        return health_of((*self.chain.problems, *self.problems), valid=self.chain.valid)
+        return health_of(self.all_problems, valid=self.chain.valid)
 
     def to_dict(self) -> dict[str, Any]:
         active = self.active
