@@ -302,15 +302,13 @@ class Console:
         sha256 = sha256.lower()
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
             raise InputError("a certificate is named by its SHA-256 fingerprint (64 hex digits)")
-        for record in self.store.lineages():
-            for v in self.store.versions(record.name):
-                if v.leaf is None:
-                    continue
-                if v.fingerprint == sha256:
-                    return v.leaf, list(v.chain), record.name
-                for i, c in enumerate(v.chain):
-                    if fingerprint(c) == sha256:
-                        return c, list(v.chain[i + 1 :]), record.name
+        version = self.store.version_by_fingerprint(sha256)
+        if version is not None and version.leaf is not None:
+            return version.leaf, list(version.chain), version.lineage
+        carried = self.store.version_with_chain_certificate(sha256)
+        if carried is not None:
+            holder, index = carried
+            return holder.chain[index], list(holder.chain[index + 1 :]), holder.lineage
         for anchor in self.store.trust_anchors():
             if anchor.fingerprint == sha256:
                 return anchor.cert, [], None
