@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from certfleet.console.app import ConsoleSettings
+from certfleet.console.settings import ConsoleSettings
 from certfleet.testing import TestCA, TestLeaf
 from console_support import ConsoleEnv, free_port, logged_in, make_env
 from servers import NginxServer
