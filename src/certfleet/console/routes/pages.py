@@ -100,6 +100,17 @@ async def dashboard(request: Request, console: ConsoleDep) -> Response:
     )
 
 
+# before the page: "{sha256}" alone would take "….pem" too
+@router.get("/certificates/{sha256}.pem")
+def certificate_pem(sha256: str, console: ConsoleDep) -> Response:
+    cert, _, _ = console.certificates.find(sha256)
+    return Response(
+        pem_text(cert),
+        media_type="application/x-pem-file",
+        headers={"content-disposition": f'attachment; filename="{describe(cert).sha256[:16]}.pem"'},
+    )
+
+
 @router.get("/certificates/{sha256}", response_class=HTMLResponse)
 def certificate(request: Request, sha256: str, console: ConsoleDep) -> Response:
     cert, chain, lineage = console.certificates.find(sha256)
@@ -116,16 +127,6 @@ def certificate(request: Request, sha256: str, console: ConsoleDep) -> Response:
             "verification": verification,
             "pem": pem_text(cert),
         },
-    )
-
-
-@router.get("/certificates/{sha256}.pem")
-def certificate_pem(sha256: str, console: ConsoleDep) -> Response:
-    cert, _, _ = console.certificates.find(sha256)
-    return Response(
-        pem_text(cert),
-        media_type="application/x-pem-file",
-        headers={"content-disposition": f'attachment; filename="{describe(cert).sha256[:16]}.pem"'},
     )
 
 
