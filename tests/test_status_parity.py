@@ -1,6 +1,7 @@
 """The CLI and the console give one verdict per node: ``certfleet status``, ``certfleet check --nodes``,
-the dashboard, the API and ``/metrics`` all read :func:`certfleet.fleet.status.status`. Real nginx
-serves the active leaf twice: with its intermediate, and without it (what phones refuse)."""
+``certfleet watch --nodes``, the dashboard, the API and ``/metrics`` all read the same status
+(:func:`certfleet.fleet.status.status`). Real nginx serves the active leaf twice: with its
+intermediate, and without it (what phones refuse)."""
 
 from __future__ import annotations
 
@@ -95,17 +96,33 @@ def test_cli_and_dashboard_agree_on_a_missing_intermediate(fleet: ConsoleEnv, cl
     row = re.search(r'<tr data-node="gw1">(.*?)</tr>', page, re.S)
     assert row is not None
     assert "badge bad" in row.group(1) and "incomplete-chain" in row.group(1)
-    samples = {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(fleet.client.get("/metrics").text)
-        for sample in family.samples
-    }
-    assert samples["certfleet_node_ok", (("lineage", "web"), ("node", "gw1"))] == 0.0
-    assert samples["certfleet_node_ok", (("lineage", "web"), ("node", "main"))] == 1.0
-    assert samples["certfleet_node_serves_active", (("lineage", "web"), ("node", "gw1"))] == 1.0
-    endpoint = {k[1]: v for k, v in samples.items() if k[0] == "certfleet_endpoint_problems"}
-    assert [dict(labels)["node"] for labels in endpoint] == ["gw1"]
-    assert [dict(labels)["code"] for labels in endpoint] == ["incomplete-chain"]
+    _same_metrics(fleet.client.get("/metrics").text)
+
+    # and `certfleet watch --nodes`, in the same vocabulary
+    watched = cli("watch", "--once", "--nodes")
+    assert watched.code == 1, watched.err
+    _same_metrics(watched.out)
+
+
+def _same_metrics(text: str) -> None:
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+
+    def by_node(name: str) -> dict[str, float]:
+        found = [(labels["node"], value) for labels, value in samples.get(name, [])]
+        assert len(found) == len(dict(found)), f"{name}: a node twice"
+        return dict(found)
+
+    assert by_node("certfleet_node_ok") == {"main": 1.0, "gw1": 0.0}
+    assert by_node("certfleet_node_serves_active") == {"main": 1.0, "gw1": 1.0}
+    assert by_node("certfleet_node_probe_success") == {"main": 1.0, "gw1": 0.0}
+    assert by_node("certfleet_endpoint_probe_success") == {"main": 1.0, "gw1": 1.0}
+    assert by_node("certfleet_endpoint_chain_valid") == {"main": 1.0, "gw1": 0.0}
+    problems = samples["certfleet_endpoint_problems"]
+    assert [(labels["node"], labels["code"]) for labels, _ in problems] == [("gw1", "incomplete-chain")]
+    assert [labels["lineage"] for labels, _ in samples["certfleet_lineage_chain_valid"]] == ["web"]
 
 
 def test_the_expiry_warning_is_one_setting(fleet: ConsoleEnv) -> None:

@@ -133,9 +133,9 @@ def endpoint_metrics(
     return [success, valid, expiry, left, problems, duration, tls]
 
 
-def status_metrics(report: StatusReport, *, namespace: str = NAMESPACE) -> list[Metric]:
-    """The ``lineage_*`` and ``node_*`` families of a fleet status, and the ``endpoint_*`` families
-    of its nodes' probe endpoints (one series per node, whatever its lineages)."""
+def status_metrics(report: StatusReport, *, namespace: str = NAMESPACE, endpoints: bool = True) -> list[Metric]:
+    """The ``lineage_*`` and ``node_*`` families of a fleet status, and with ``endpoints`` the
+    ``endpoint_*`` families of its nodes' probe endpoints (one series per node, whatever its lineages)."""
     from certfleet.fleet.status import Serving
 
     ns = namespace
@@ -189,7 +189,7 @@ def status_metrics(report: StatusReport, *, namespace: str = NAMESPACE) -> list[
                 node_expiry.add_metric(labels, served.not_after.timestamp() - at)
             checked.setdefault(node.node, (node.report, node.checked_at or report.checked_at))
     families: list[Metric] = [lineage_expiry, lineage_valid, node_ok, node_active, node_probe, node_expiry]
-    return families + endpoint_metrics(checked.values(), namespace=namespace)
+    return families + (endpoint_metrics(checked.values(), namespace=namespace) if endpoints else [])
 
 
 def deployment_metrics(deployments: Iterable[DeploymentRecord], *, namespace: str = NAMESPACE) -> list[Metric]:
@@ -227,19 +227,21 @@ class Snapshot(Collector):
 
 
 class CheckMetrics(Collector):
-    """A Prometheus collector over the latest check report; register it once, update it each round."""
+    """A Prometheus collector over the latest check report (and, when ``watch`` watches the store's
+    nodes, the fleet's status built from it); register it once, update it each round."""
 
     def __init__(self, registry: CollectorRegistry | None = None, *, namespace: str = NAMESPACE) -> None:
         self._ns = namespace
         self._lock = threading.Lock()
         self._report: CheckReport | None = None
+        self._status: StatusReport | None = None
         self._runs = 0
         if registry is not None:
             registry.register(self)
 
-    def update(self, report: CheckReport) -> None:
+    def update(self, report: CheckReport, status: StatusReport | None = None) -> None:
         with self._lock:
-            self._report = report
+            self._report, self._status = report, status
             self._runs += 1
 
     def describe(self) -> list[Metric]:
@@ -247,8 +249,10 @@ class CheckMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            report, runs = self._report, self._runs
+            report, status, runs = self._report, self._status, self._runs
         yield from self._families(report, runs)
+        if status is not None:  # its nodes' endpoints are among the report's
+            yield from status_metrics(status, namespace=self._ns, endpoints=False)
 
     @property
     def has_report(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from certfleet.check import CheckReport, EndpointReport
     from certfleet.endpoint import Endpoint
+    from certfleet.fleet.status import StatusReport
     from certfleet.trust import TrustStore
 
 # the progress bar is worth drawing only when a run is long enough to wait for
@@ -313,6 +314,29 @@ def _round_line(report: CheckReport) -> str:
     )
 
 
+def _fleet_status(
+    lineage: str | None, trust: TrustStore, *, timeout: float, expiring_days: int
+) -> Callable[[CheckReport], Awaitable[StatusReport]]:
+    """The fleet's status from a round of `watch --nodes`: what `certfleet status` says, from the
+    endpoints the round checked."""
+    from certfleet.fleet.status import status
+    from certfleet.store import Store
+
+    async def fleet(report: CheckReport) -> StatusReport:
+        with Store.open() as store:
+            return await status(
+                store,
+                now=report.checked_at,
+                lineage=lineage,
+                timeout=timeout,
+                trust=trust,
+                expiring_days=expiring_days,
+                reuse=report,
+            )
+
+    return fleet
+
+
 @app.command("watch")
 def watch_command(  # noqa: PLR0917 (Typer turns each parameter into an option)
     targets: TargetsArg = None,
@@ -387,6 +411,7 @@ def watch_command(  # noqa: PLR0917 (Typer turns each parameter into an option)
         expiring_days=expiring_days,
         on_round=lambda report: console_err.print(_round_line(report), highlight=False),
         on_error=lambda exc: console_err.print(f"[bold red]round failed:[/] {exc}", highlight=False),
+        status=_fleet_status(lineage, store, timeout=timeout, expiring_days=expiring_days) if nodes else None,
     )
     if not once:
         run_async(watcher.run())

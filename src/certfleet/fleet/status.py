@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from certfleet.certinfo import CertInfo
-from certfleet.check import DEFAULT_TIMEOUT, EndpointReport, check
+from certfleet.check import DEFAULT_TIMEOUT, CheckReport, EndpointReport, check
 from certfleet.endpoint import Endpoint
 from certfleet.errors import CertfleetError
 from certfleet.findings import expiring_problem, validity_problem
@@ -281,6 +281,24 @@ def _checker(trust: TrustStore, now: dt.datetime, timeout: float, expiring_days:
     return run
 
 
+def _reusing(report: CheckReport, fallback: Checker) -> Checker:
+    """A checker that answers from ``report`` (a round of ``watch`` that checked the nodes' endpoints
+    already) and asks ``fallback`` only for an endpoint the report lacks."""
+    known: dict[tuple[str, int, str | None], EndpointReport] = {}
+    for found in report.endpoints:
+        known.setdefault((found.target.host, found.target.port, found.target.name), found)
+
+    async def run(endpoints: Sequence[Endpoint]) -> list[Checked]:
+        keys = [(e.host, e.port, e.name) for e in endpoints]
+        missing = [e for e, k in zip(endpoints, keys, strict=True) if k not in known]
+        extra: dict[tuple[str, int, str | None], Checked] = {}
+        if missing:
+            extra = dict(zip([(e.host, e.port, e.name) for e in missing], await fallback(missing), strict=True))
+        return [Checked(known[k], report.checked_at) if k in known else extra[k] for k in keys]
+
+    return run
+
+
 async def status(
     store: Store,
     *,
@@ -291,13 +309,16 @@ async def status(
     trust: TrustStore | None = None,
     expiring_days: int = EXPIRING_DAYS,
     checker: Checker | None = None,
+    reuse: CheckReport | None = None,
 ) -> StatusReport:
     """Per lineage: the active version, days left and its chain as a strict client judges it; per
     node: the last deployment and, probed live and checked as ``certfleet check`` does, which
     version it really serves and whether a strict client accepts it.
 
     ``trust`` defaults to Mozilla's roots and the store's anchors; ``checker`` to
-    :func:`certfleet.check.check` with ``timeout``, ``trust`` and ``now``.
+    :func:`certfleet.check.check` with ``timeout``, ``trust`` and ``now``. An endpoint that
+    ``reuse`` (a check of the same endpoints, as a round of ``watch --nodes`` made) reports is not
+    probed again.
     """
     if trust is None:
         from certfleet.fleet.lineage import trust_for
@@ -309,6 +330,8 @@ async def status(
     if probe:
         targets = probe_targets(n for nodes in members.values() for n in nodes if _probe_readable(n))
         run = checker or _checker(trust, now, timeout, expiring_days)
+        if reuse is not None:
+            run = _reusing(reuse, run)
         names = list(targets.endpoints)
         if names:
             checked = dict(zip(names, await run([targets.endpoints[n] for n in names]), strict=True))
