@@ -18,7 +18,7 @@ from certfleet.console.services.clients import ClientProfile, Clients
 from certfleet.console.settings import ConsoleSettings
 from certfleet.endpoint import Endpoint, parse_endpoint
 from certfleet.errors import CertfleetError
-from certfleet.fleet.status import Checked, LineageStatus, StatusReport, status
+from certfleet.fleet.status import PROBE_CONCURRENCY, Checked, LineageStatus, StatusReport, status
 from certfleet.problems import Problem, ProblemCode, Severity
 from certfleet.store import Store
 from certfleet.trust import TrustStore
@@ -27,7 +27,6 @@ __all__ = ["ClientWarning", "ProbeCache", "Status", "lineage_json"]
 
 log = logging.getLogger("certfleet.console")
 
-PROBE_CONCURRENCY = 32
 _Key = tuple[str, str | None, str | None, str | None]
 
 
