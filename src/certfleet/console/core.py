@@ -67,9 +67,7 @@ class Console:
             imports=Imports(audit, settings=settings, clock=clock, trust=trust),
             jobs=Jobs(audit, clock=clock),
             status=Status(store, settings=settings, clock=clock, trust=trust, clients=clients),
-            certificates=Certificates(
-                store, trust=trust, clock=clock, expiring_days=settings.expiring_days, tls=tls
-            ),
+            certificates=Certificates(store, trust=trust, clock=clock, expiring_days=settings.expiring_days, tls=tls),
             trust=trust,
         )
 

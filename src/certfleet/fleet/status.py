@@ -134,9 +134,7 @@ class NodeStatus:
             "served": served.to_dict() if served is not None else None,
             "check": self.report.to_dict() if self.report is not None else None,
             "checked_at": self.checked_at.isoformat() if self.checked_at else None,
-            "last_deployment": None
-            if self.last is None
-            else {**self.last.to_dict(), "version": self.last_version},
+            "last_deployment": None if self.last is None else {**self.last.to_dict(), "version": self.last_version},
             "problems": [p.to_dict() for p in self.problems],
         }
 
@@ -377,9 +375,7 @@ def _lineage_status(
         chain=chain,
         days_left=active.days_left(now) if active is not None else None,
         waiting=tuple(v for v in versions if v.state is VersionState.PENDING),
-        nodes=tuple(
-            _node_status(node, record, checked.get(node.name), by_fp, last.get(node.name)) for node in nodes
-        ),
+        nodes=tuple(_node_status(node, record, checked.get(node.name), by_fp, last.get(node.name)) for node in nodes),
         problems=_expiry_problems(active, now, expiring_days),
     )
 

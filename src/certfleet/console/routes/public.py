@@ -71,9 +71,7 @@ def login(request: Request, console: ConsoleDep, form: FormDep) -> Response:
         )  # fmt: skip
     username = form_text(form, "username", 200)
     try:
-        token, _ = console.accounts.login(
-            username, form_text(form, "password", 2000), address=client_address(request)
-        )
+        token, _ = console.accounts.login(username, form_text(form, "password", 2000), address=client_address(request))
     except LoginRefused as exc:
         return render(
             request,
