@@ -18,6 +18,7 @@ from certfleet.trust import extension, weak_signature
 
 __all__ = [
     "eku_problem",
+    "expiring_problem",
     "label",
     "no_san_problem",
     "validity_problem",
@@ -65,6 +66,24 @@ def validity_problem(cert: x509.Certificate, at: dt.datetime, *, prefix: str = "
             fingerprint(cert),
         )
     return None
+
+
+def expiring_problem(cert: x509.Certificate, at: dt.datetime, expiring_days: int, *, what: str = "") -> Problem | None:
+    """``expiring-soon`` for ``cert`` when it has ``expiring_days`` or fewer left at ``at``, worded
+    "expires on 2024-06-01, in 12 days"; ``what`` names another certificate than the leaf."""
+    not_after = cert.not_valid_after_utc
+    left = not_after - at
+    if left < dt.timedelta(0) or left > dt.timedelta(days=expiring_days):
+        return None
+    days = left.days
+    when = "in less than a day" if days == 0 else "in " + _days(days)
+    return Problem(
+        ProblemCode.EXPIRING_SOON,
+        Severity.WARNING,
+        f"{what + ' ' if what else ''}expires on {not_after:%Y-%m-%d}, {when}",
+        "renew it now" if not what else "get the CA's current intermediate",
+        fingerprint(cert),
+    )
 
 
 def weak_signature_problem(

@@ -13,13 +13,14 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from certfleet.certinfo import cert_public_key, common_name, fingerprint, is_ca, is_self_issued, readable, san_names
 from certfleet.findings import (
     eku_problem,
+    expiring_problem,
     label,
     no_san_problem,
     validity_problem,
     weak_signature_problem,
 )
 from certfleet.names import canonical_name
-from certfleet.problems import Problem, ProblemCode, Severity
+from certfleet.problems import EXPIRING_DAYS, Problem, ProblemCode, Severity
 from certfleet.trust import Signature, TrustStore, check_signature, is_self_signed
 
 __all__ = ["MAX_VALIDITY", "lint", "max_validity_days"]
@@ -113,28 +114,11 @@ def _san_problems(leaf: x509.Certificate) -> list[Problem]:
     ]
 
 
-def _expiring(cert: x509.Certificate, name: str | None, now: dt.datetime, expiring_days: int) -> Problem | None:
-    not_after = cert.not_valid_after_utc
-    left = not_after - now
-    if left < dt.timedelta(0) or left > dt.timedelta(days=expiring_days):
-        return None
-    days = left.days
-    when = "in less than a day" if days == 0 else ("in 1 day" if days == 1 else f"in {days} days")
-    what = "" if name is None else f"the intermediate {name} "
-    return Problem(
-        ProblemCode.EXPIRING_SOON,
-        Severity.WARNING,
-        f"{what}expires on {not_after:%Y-%m-%d}, {when}",
-        "renew it now" if name is None else "get the CA's current intermediate",
-        fingerprint(cert),
-    )
-
-
 def lint(
     served: Sequence[x509.Certificate],
     *,
     now: dt.datetime,
-    expiring_days: int = 30,
+    expiring_days: int = EXPIRING_DAYS,
     trust: TrustStore | None = None,
 ) -> list[Problem]:
     """Problems with the chain as a server sends it (leaf first), beyond path validation.
@@ -167,7 +151,7 @@ def lint(
             None if anchor and self_signed else weak_signature_problem(cert, what=what, unchecked=unchecked),
             _weak_key(cert, name),
             validity_problem(cert, now, prefix="" if name is None else f"{what} "),
-            _expiring(cert, name, now, expiring_days),
+            expiring_problem(cert, now, expiring_days, what="" if name is None else f"the intermediate {name}"),
         ]
         if index == 0 or not anchor:
             found.append(eku_problem(cert, prefix="the certificate's " if name is None else f"{what}: "))

@@ -6,7 +6,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["Problem", "ProblemCode", "Severity", "worst"]
+__all__ = ["EXPIRING_DAYS", "Problem", "ProblemCode", "Severity", "worst"]
+
+# the one default for ``expiring-soon``: a certificate with fewer days left than this is warned about
+# (lint, check, watch, status and the console all start from it)
+EXPIRING_DAYS = 30
 
 
 class Severity(StrEnum):

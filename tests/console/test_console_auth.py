@@ -12,7 +12,7 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from certfleet.console.app import SESSION_COOKIE
+from certfleet.console.deps import SESSION_COOKIE
 from support.console import PASSWORD, ConsoleEnv, create_admin, csrf_of, logged_in, login, make_env
 
 
@@ -260,9 +260,9 @@ PUBLIC = {"/login", "/setup/{token}", "/client/{token}", "/static"}
 
 
 def _routes(env: ConsoleEnv) -> list[tuple[str, str]]:
-    from certfleet.console import api, metrics, pages, public
+    from certfleet.console.routes import api, metrics, pages, public
 
-    routes = [*public.public.routes, *pages.router.routes, *api.router.routes, *metrics.router.routes, *env.app.routes]
+    routes = [*public.router.routes, *pages.router.routes, *api.router.routes, *metrics.router.routes, *env.app.routes]
     out = []
     for route in routes:
         path = getattr(route, "path", None)

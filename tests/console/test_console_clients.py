@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from certfleet.console.app import ConsoleSettings
+from certfleet.console.settings import ConsoleSettings
 from certfleet.testing import TestCA, TestLeaf
 from support.console import ConsoleEnv, logged_in, make_env
 from support.servers import NginxServer, free_port

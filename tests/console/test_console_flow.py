@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from certfleet.certinfo import fingerprint
-from certfleet.console.app import ConsoleSettings
+from certfleet.console.settings import ConsoleSettings
 from certfleet.testing import TestCA, pem
 from support.console import (
     ConsoleEnv,
@@ -280,7 +280,7 @@ def test_chunked_upload_over_the_limit_is_cut_off(env: ConsoleEnv) -> None:
 
 
 def test_nodes_through_the_api(env: ConsoleEnv, tmp_path: Path) -> None:
-    from certfleet.console.accounts import Actor, AuthMethod
+    from certfleet.console.services.audit import Actor, AuthMethod
 
     logged_in(env)
     token, _ = env.console.accounts.new_api_token(Actor(1, "admin", AuthMethod.SESSION), "ci")

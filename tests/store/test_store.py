@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from certfleet import testing
+from certfleet.certinfo import fingerprint
 from certfleet.errors import InputError, StoreError
 from certfleet.fleet.model import NodeSpec, Outcome, TargetSpec
 from certfleet.store import (
@@ -397,6 +398,21 @@ def test_versions_issue_activate_material(store: Store, ca: testing.TestCA) -> N
     _pending(store)
     with pytest.raises(InputError, match="still waiting for its certificate"):
         store.activate("web", 4)
+
+
+def test_a_certificate_found_by_its_fingerprint(store: Store, ca: testing.TestCA) -> None:
+    csr, _ = _pending(store)
+    leaf = ca.sign_csr(csr)
+    version = store.issue("web", leaf, ca.chain)
+    found = store.version_by_fingerprint(fingerprint(leaf))
+    assert found is not None and (found.lineage, found.number, found.leaf) == ("web", 1, leaf)
+    assert store.version_by_fingerprint(fingerprint(ca.cert)) is None
+    assert store.version_by_fingerprint("0" * 64) is None
+    # an intermediate: the version whose chain carries it, and where
+    hit = store.version_with_chain_certificate(fingerprint(ca.cert))
+    assert hit is not None and hit[0].number == version.number and hit[1] == 0
+    assert hit[0].chain[hit[1]] == ca.cert
+    assert store.version_with_chain_certificate(fingerprint(leaf)) is None
 
 
 def test_issue_for_an_unknown_key(store: Store, ca: testing.TestCA) -> None:

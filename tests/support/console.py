@@ -21,8 +21,9 @@ from cryptography import x509
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from certfleet.console.app import ConsoleSettings, create_app
-from certfleet.console.service import Console
+from certfleet.console.app import create_app
+from certfleet.console.core import Console
+from certfleet.console.settings import ConsoleSettings
 from certfleet.store import Store
 from support import REPO, require_peer
 from support.servers import free_port

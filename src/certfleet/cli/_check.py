@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -15,13 +15,14 @@ import typer
 from certfleet.cli._common import JsonOpt, app, console, console_err, read_inputs
 from certfleet.errors import ExitCode, InputError, StoreError
 from certfleet.probe import StartTLS
-from certfleet.problems import Severity
+from certfleet.problems import EXPIRING_DAYS, Severity
 
 if TYPE_CHECKING:
     from rich.text import Text
 
     from certfleet.check import CheckReport, EndpointReport
     from certfleet.endpoint import Endpoint
+    from certfleet.fleet.status import StatusReport
     from certfleet.trust import TrustStore
 
 # the progress bar is worth drawing only when a run is long enough to wait for
@@ -107,20 +108,16 @@ def _targets(
 
 
 def _node_targets(lineage: str | None, starttls: StartTLS | None) -> list[Endpoint]:
+    # the endpoints `certfleet status` probes, checked the same way
+    from certfleet.fleet.status import probe_targets
     from certfleet.store import Store
 
     with Store.open() as store:
         specs = store.nodes(lineage)
-    out: list[Endpoint] = []
-    skipped: list[str] = []
-    for spec in specs:
-        endpoint = spec.endpoint(starttls)
-        if endpoint is None:
-            skipped.append(spec.name)
-        else:
-            out.append(endpoint)
-    if skipped:
-        console_err.print(f"not checked (no probe endpoint): {', '.join(skipped)}", highlight=False)
+    found = probe_targets(specs, starttls=starttls)
+    out = list(found.endpoints.values())
+    if found.skipped:
+        console_err.print(f"not checked (no probe endpoint): {', '.join(found.skipped)}", highlight=False)
     if not out:
         raise StoreError(
             "no node in the store has a probe endpoint" if specs else "the store has no nodes",
@@ -262,7 +259,7 @@ def check_command(  # noqa: PLR0917 (Typer turns each parameter into an option)
     deadline: Annotated[
         float | None, typer.Option("--deadline", min=0.1, help="Seconds for the whole run; the rest time out.")
     ] = None,
-    expiring_days: ExpiringOpt = 30,
+    expiring_days: ExpiringOpt = EXPIRING_DAYS,
     fail_on: Annotated[
         FailOn, typer.Option("--fail-on", case_sensitive=False, help="Exit 1 on errors only, or on warnings too.")
     ] = FailOn.ERROR,
@@ -317,6 +314,29 @@ def _round_line(report: CheckReport) -> str:
     )
 
 
+def _fleet_status(
+    lineage: str | None, trust: TrustStore, *, timeout: float, expiring_days: int
+) -> Callable[[CheckReport], Awaitable[StatusReport]]:
+    """The fleet's status from a round of `watch --nodes`: what `certfleet status` says, from the
+    endpoints the round checked."""
+    from certfleet.fleet.status import status
+    from certfleet.store import Store
+
+    async def fleet(report: CheckReport) -> StatusReport:
+        with Store.open() as store:
+            return await status(
+                store,
+                now=report.checked_at,
+                lineage=lineage,
+                timeout=timeout,
+                trust=trust,
+                expiring_days=expiring_days,
+                reuse=report,
+            )
+
+    return fleet
+
+
 @app.command("watch")
 def watch_command(  # noqa: PLR0917 (Typer turns each parameter into an option)
     targets: TargetsArg = None,
@@ -330,7 +350,7 @@ def watch_command(  # noqa: PLR0917 (Typer turns each parameter into an option)
     system_trust: SystemTrustOpt = False,
     timeout: TimeoutOpt = 5.0,
     concurrency: ConcurrencyOpt = 200,
-    expiring_days: ExpiringOpt = 30,
+    expiring_days: ExpiringOpt = EXPIRING_DAYS,
     interval: Annotated[
         float, typer.Option("--interval", min=1, max=86_400, help="Seconds from the start of one round to the next.")
     ] = 300,
@@ -391,6 +411,7 @@ def watch_command(  # noqa: PLR0917 (Typer turns each parameter into an option)
         expiring_days=expiring_days,
         on_round=lambda report: console_err.print(_round_line(report), highlight=False),
         on_error=lambda exc: console_err.print(f"[bold red]round failed:[/] {exc}", highlight=False),
+        status=_fleet_status(lineage, store, timeout=timeout, expiring_days=expiring_days) if nodes else None,
     )
     if not once:
         run_async(watcher.run())

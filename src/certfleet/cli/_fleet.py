@@ -395,6 +395,9 @@ def status_cmd(
     return int(ExitCode.OK if report.ok else ExitCode.PROBLEMS)
 
 
+_HEALTH_STYLE = {"good": "green", "warn": "yellow", "bad": "bold red", "none": "dim"}
+
+
 def _render_status(report: StatusReport) -> None:
     from rich.table import Table
 
@@ -415,6 +418,9 @@ def _render_status(report: StatusReport) -> None:
         _say(head, markup=True)
         if active is not None:
             _say(f"  names: {', '.join(active.names)}")
+        if lin.chain is not None:
+            verdict = "complete and trusted" if lin.chain.valid else "a strict client refuses it"
+            _say(f"  chain: {verdict}")
         table = Table(box=None, padding=(0, 2), show_edge=False)
         for column in ("node", "probe", "last deployment", "serves now"):
             table.add_column(column)
@@ -428,11 +434,13 @@ def _render_status(report: StatusReport) -> None:
             serving = n.serving.value
             if n.served_version is not None:
                 serving += f" (v{n.served_version})"
-            style = "green" if n.serving.value == "active" else "dim" if n.serving.value == "not-probed" else "bold red"
+            if n.report is not None and n.report.probe.ok and not n.report.ok:
+                serving += ", refused by a strict client"
+            style = _HEALTH_STYLE[n.health.value]
             table.add_row(n.node, escape(n.probe or "-"), escape(last), f"[{style}]{escape(serving)}[/]")
         if lin.nodes:
             console.print(table)
-        problems = list(lin.problems) + [p for n in lin.nodes for p in n.problems]
+        problems = [*lin.all_problems, *(p for n in lin.nodes for p in n.problems)]
         if problems:
             _render.print_problems(console, problems)
         console.print()

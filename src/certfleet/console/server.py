@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -17,7 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from certfleet.certinfo import UNPARSABLE
-from certfleet.console.app import ConsoleSettings, create_app, utc_now
+from certfleet.clock import Clock, utc_now
+from certfleet.console.app import create_app
+from certfleet.console.settings import ConsoleSettings
 from certfleet.console.tls import BOOTSTRAP_LABEL, ServedCertificate, TLSContexts, bootstrap_certificate
 from certfleet.errors import EnvError, InputError, StoreError
 from certfleet.store import Store
@@ -39,7 +41,7 @@ class BootstrapStore:
     """The self-signed certificate served while no lineage has one. Its key is sealed with the
     store's vault and kept 0600 in ``<home>/console/``."""
 
-    def __init__(self, store: Store, *, clock: Callable[[], dt.datetime] = utc_now) -> None:
+    def __init__(self, store: Store, *, clock: Clock = utc_now) -> None:
         self.store = store
         self.clock = clock
         self.folder = store.home / CONSOLE_FOLDER

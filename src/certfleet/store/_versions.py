@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from certfleet.certinfo import describe, fingerprint, key_type
 from certfleet.errors import InputError
@@ -85,6 +85,32 @@ class VersionsMixin(StoreBase):
         with self._db.session(write=False) as s:
             rows = s.scalars(select(VersionRow).where(VersionRow.public_key_id == pkid).order_by(VersionRow.id))
             return [self._version_record(r, r.lineage.name, r.lineage.active_version_id) for r in rows]
+
+    def version_by_fingerprint(self, sha256: str) -> VersionRecord | None:
+        """The issued version whose leaf has this fingerprint (lowercase hex SHA-256 of the DER),
+        of any lineage, found by an indexed query; None when no version has it."""
+        with self._db.session(write=False) as s:
+            row = s.scalar(select(VersionRow).where(VersionRow.fingerprint == sha256).order_by(VersionRow.id).limit(1))
+            return None if row is None else self._version_record(row, row.lineage.name, row.lineage.active_version_id)
+
+    def version_with_chain_certificate(self, sha256: str) -> tuple[VersionRecord, int] | None:
+        """A version whose chain holds the certificate with this fingerprint (an intermediate), and
+        where: 0 is the leaf's issuer. Each distinct chain the store holds is read once."""
+        with self._db.session(write=False) as s:
+            chains = s.execute(
+                select(func.min(VersionRow.id), VersionRow.chain_pem)
+                .where(VersionRow.chain_pem.is_not(None), VersionRow.chain_pem != "")
+                .group_by(VersionRow.chain_pem)
+            ).all()
+            for row_id, chain_pem in chains:
+                certs = x509.load_pem_x509_certificates((chain_pem or "").encode())
+                index = next((i for i, cert in enumerate(certs) if fingerprint(cert) == sha256), None)
+                if index is not None:
+                    row = s.get(VersionRow, row_id)
+                    if row is not None:
+                        record = self._version_record(row, row.lineage.name, row.lineage.active_version_id)
+                        return record, index
+        return None
 
     def issue(
         self,

@@ -1,25 +1,31 @@
 """Deploys started from the console: each runs in its own thread and event loop, so a page can
-follow its per-node progress while it runs, whatever serves the requests."""
+follow its per-node progress while it runs, whatever serves the requests. ``Jobs`` keeps the
+recent ones for their pages."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import logging
+import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from certfleet.errors import CertfleetError
+from certfleet.clock import Clock
+from certfleet.console.services.audit import Actor, Audit
+from certfleet.errors import CertfleetError, InputError
 from certfleet.fleet.deploy import NodeOutcome, ProgressEvent, Step
 from certfleet.fleet.rollout import prepare_deploy
 from certfleet.store import Store
 
-__all__ = ["DeployJob", "JobState", "start_deploy"]
+__all__ = ["DeployJob", "JobState", "Jobs", "start_deploy"]
 
 log = logging.getLogger("certfleet.console")
+
+MAX_JOBS = 100
 
 
 @dataclass
@@ -108,7 +114,7 @@ def start_deploy(
     *,
     job_id: str,
     account_id: int,
-    clock: Callable[[], dt.datetime],
+    clock: Clock,
 ) -> DeployJob:
     """Deploy the active version of ``lineage`` to the named nodes (all its nodes when none), in a
     thread of its own. Refused at once, before the thread starts, when there is nothing to deploy
@@ -144,3 +150,43 @@ def start_deploy(
         rollout.release()
         raise
     return job
+
+
+class Jobs:
+    """The deploys started from this console, the last hundred finished ones kept for their pages."""
+
+    def __init__(self, audit: Audit, *, clock: Clock) -> None:
+        self._audit = audit
+        self._clock = clock
+        self._jobs: dict[str, DeployJob] = {}
+        self._lock = threading.Lock()
+
+    def start(self, actor: Actor, lineage: str, nodes: Sequence[str]) -> DeployJob:
+        """Deploy the active version of ``lineage`` to ``nodes`` (all its nodes when none), recorded
+        in the name of ``actor``; refused at once when another deploy of the lineage runs."""
+        job = start_deploy(
+            self._audit.store_for(actor),
+            lineage,
+            nodes,
+            job_id=secrets.token_urlsafe(12),
+            account_id=actor.account_id,
+            clock=self._clock,
+        )
+        with self._lock:
+            self._jobs[job.id] = job
+            finished = sorted((j for j in self._jobs.values() if j.done), key=lambda j: j.started_at)
+            for old in finished[: max(0, len(self._jobs) - MAX_JOBS)]:
+                del self._jobs[old.id]
+        return job
+
+    def get(self, job_id: str) -> DeployJob:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise InputError("no such deploy", hint="deploys are listed on the deploy page while the console runs")
+        return job
+
+    def recent(self, limit: int = 10) -> list[DeployJob]:
+        """The newest first."""
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda j: j.started_at, reverse=True)[:limit]

@@ -1,7 +1,8 @@
 """Client deployment: profiles (a settings template), users, and one-time deployment links.
 
 A link carries a 256-bit token; only its SHA-256 is stored. Fetching the configuration uses the
-link up in the same transaction that reads it, so two fetches can never both succeed.
+link up in the same transaction that reads it, so two fetches can never both succeed. Every
+change, and every fetch, is written to the audit trail.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import segno
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from certfleet.clock import Clock
 from certfleet.console import security
 from certfleet.console.models import ClientLinkRow, ClientProfileRow, ClientUserRow, Sessions
+from certfleet.console.services.audit import Actor, Audit, ConsoleAction
 from certfleet.errors import InputError
 
 __all__ = [
@@ -175,8 +178,9 @@ def qr_svg(url: str) -> str:
 
 
 class Clients:
-    def __init__(self, sessions: Sessions, *, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(self, sessions: Sessions, *, audit: Audit, clock: Clock) -> None:
         self._db = sessions
+        self._audit = audit
         self._clock = clock
 
     def profiles(self) -> list[ClientProfile]:
@@ -190,6 +194,7 @@ class Clients:
 
     def save_profile(
         self,
+        actor: Actor,
         name: str,
         *,
         hostname: str,
@@ -216,14 +221,17 @@ class Clients:
             row.hostname, row.template, row.content_type = hostname, template, content_type
             row.link_hours, row.updated_at = link_hours, now
             s.flush()
-            return self._profile(row)
+            profile = self._profile(row)
+        self._audit.record(actor, ConsoleAction.PROFILE_SAVE, {"profile": profile.name, "hostname": profile.hostname})
+        return profile
 
-    def remove_profile(self, name: str) -> None:
+    def remove_profile(self, actor: Actor, name: str) -> None:
         with self._db(write=True) as s:
             row = s.scalar(select(ClientProfileRow).where(ClientProfileRow.name == name))
             if row is None:
                 raise InputError(f"no client profile named {name!r}")
             s.delete(row)
+        self._audit.record(actor, ConsoleAction.PROFILE_REMOVE, {"profile": name})
 
     def users(self) -> list[ClientUser]:
         with self._db(write=False) as s:
@@ -237,7 +245,9 @@ class Clients:
             r.id, r.profile.name, r.username, r.display_name, r.email, len(r.links), max(used) if used else None
         )
 
-    def add_user(self, profile: str, username: str, *, display_name: str = "", email: str = "") -> ClientUser:
+    def add_user(
+        self, actor: Actor, profile: str, username: str, *, display_name: str = "", email: str = ""
+    ) -> ClientUser:
         username = username.strip()
         if not (1 <= len(username) <= 128) or not username.isprintable():
             raise InputError("a user name is 1 to 128 printable characters")
@@ -257,21 +267,34 @@ class Clients:
                 )
                 s.add(row)
                 s.flush()
-                return self._user(row)
+                user = self._user(row)
         except IntegrityError as exc:
             raise InputError(f"profile {profile} already has a user {username}") from exc
+        self._audit.record(actor, ConsoleAction.USER_ADD, {"user": user.username, "profile": user.profile})
+        return user
 
-    def remove_user(self, user_id: int) -> str:
+    def remove_user(self, actor: Actor, user_id: int) -> str:
         with self._db(write=True) as s:
             row = s.get(ClientUserRow, user_id)
             if row is None:
                 raise InputError(f"no client user with id {user_id}")
             name = row.username
             s.delete(row)
-            return name
+        self._audit.record(actor, ConsoleAction.USER_REMOVE, {"user": name})
+        return name
 
-    def new_link(self, user_id: int, *, created_by: str) -> ClientLink:
-        """A one-time link for one user; earlier unused links of that user stop working."""
+    def new_link(self, actor: Actor, user_id: int) -> ClientLink:
+        """A one-time link for one user; earlier unused links of that user stop working. Its URL
+        exists only in what is returned."""
+        link = self._new_link(user_id, created_by=actor.audit_name)
+        self._audit.record(
+            actor,
+            ConsoleAction.LINK_CREATE,
+            {"user": link.user, "profile": link.profile, "expires_at": link.expires_at.isoformat()},
+        )
+        return link
+
+    def _new_link(self, user_id: int, *, created_by: str) -> ClientLink:
         now = self._clock()
         token = security.new_token()
         with self._db(write=True) as s:
@@ -298,8 +321,13 @@ class Clients:
         """Use a link: (content type, configuration, user name). Refused when used or expired.
 
         ``fingerprint(host)`` gives the SHA-256 of the certificate served for the host, for
-        clients that pin it.
+        clients that pin it. The fetch is audited under the actor ``client``.
         """
+        content_type, body, user = self._fetch(token, address=address, fingerprint=fingerprint)
+        self._audit.record_as("client", ConsoleAction.FETCH, {"user": user, "address": address})
+        return content_type, body, user
+
+    def _fetch(self, token: str, *, address: str, fingerprint: Callable[[str], str]) -> tuple[str, str, str]:
         if not token or len(token) > 128:
             raise LinkRefused("this deployment link is not valid")
         now = self._clock()
