@@ -32,6 +32,7 @@ from certfleet.cli._inputs import load_trust_files as _trust
 from certfleet.cli._inputs import now as _now
 from certfleet.cli._inputs import parse_at
 from certfleet.errors import ExitCode, InputError, OperationFailed
+from certfleet.export import OutputFormat
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
     from certfleet.chain import ChainResult
     from certfleet.csr import CsrInfo
+    from certfleet.export import WrittenFile
     from certfleet.formats import Pool
     from certfleet.keys import MatchResult
     from certfleet.names import Coverage, NamePlan
@@ -346,21 +348,19 @@ def chain_cmd(
 
 # --- convert ------------------------------------------------------------------------------------
 
-_FORMATS = ("pem", "der", "pkcs7", "pkcs12", "apache", "nginx", "haproxy")
-
 
 @dataclass(frozen=True)
 class Conversion:
     """What ``convert`` wrote, and the chain it wrote from."""
 
     to: str
-    written: tuple[tuple[str, bool], ...]  # (path, holds the private key)
+    written: tuple[WrittenFile, ...]
     chain: ChainResult
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "to": self.to,
-            "written": [{"path": p, "private": private} for p, private in self.written],
+            "written": [w.to_dict() for w in self.written],
             "chain": self.chain.to_dict(),
         }
 
@@ -376,7 +376,8 @@ def convert_cmd(
     *,
     files: FilesArg,
     to: Annotated[
-        str, typer.Option("--to", metavar="FORMAT", help=f"Output format: {', '.join(_FORMATS)}.", case_sensitive=False)
+        str,
+        typer.Option("--to", metavar="FORMAT", help=f"Output format: {', '.join(OutputFormat)}.", case_sensitive=False),
     ],
     out: Annotated[Path, typer.Option("--out", metavar="PATH", help="Output file, or folder for pem/apache/nginx.")],
     out_password: Annotated[
@@ -422,25 +423,16 @@ def convert_cmd(
     pem/apache/nginx write a folder of PEM files; haproxy one combined file; pkcs12 a .pfx (an
     output password is required, AES-256 unless --legacy). Key files are written mode 0600.
     """
-    from certfleet import export
-    from certfleet.fsutil import atomic_write, write_private
+    from certfleet.export import check_bundle, write_bundle
 
-    kind = to.strip().lower()
-    if kind not in _FORMATS:
-        raise InputError(f"--to {to!r} is not a format certfleet writes", hint=f"use one of {', '.join(_FORMATS)}")
+    kind = _output_format(to)
     secret = _secret(out_password, out_password_file, "output password")
-    if kind == "pkcs12":
-        if secret is None and not no_password:
-            raise InputError(
-                "a PKCS#12 file needs a password",
-                hint="give --out-password or --out-password-file (or --no-password for an unprotected file)",
-            )
-        if secret is not None and not secret:
-            raise InputError("the output password is empty", hint="give a password, or --no-password")
-    elif kind in {"der", "pkcs7"} and secret is not None:
-        raise InputError(f"--to {kind} holds no key, so there is nothing to protect with --out-password")
-    if (legacy or friendly_name is not None) and kind != "pkcs12":
-        raise InputError("--legacy and --friendly-name apply to --to pkcs12 only")
+    if kind is OutputFormat.PKCS12 and secret is None and not no_password:
+        raise InputError(
+            "a PKCS#12 file needs a password",
+            hint="give --out-password or --out-password-file (or --no-password for an unprotected file)",
+        )
+    check_bundle(kind, password=secret, legacy=legacy, friendly_name=friendly_name)
 
     result, pool = _build(
         files=files,
@@ -461,46 +453,31 @@ def convert_cmd(
             "nothing written: the chain is not complete or has errors",
             hint="fix what is listed above, or give --force to write the files anyway",
         )
-    leaf, chain = result.chain[0], result.chain[1:]
-    private_key = _key_for(kind, result, pool, key)
-    written: list[tuple[str, bool]] = []
-    if kind == "der":
-        atomic_write(out, export.der(leaf))
-        written.append((str(out), False))
-    elif kind == "pkcs7":
-        atomic_write(out, export.pkcs7(list(result.chain)))
-        written.append((str(out), False))
-    elif kind == "pkcs12":
-        assert private_key is not None  # noqa: S101 (_key_for refuses pkcs12 without a key)
-        data = export.pkcs12(
-            private_key, leaf, list(chain), password=secret or None, legacy=legacy, friendly_name=friendly_name
-        )
-        write_private(out, data)
-        written.append((str(out), True))
-    elif kind == "haproxy":
-        assert private_key is not None  # noqa: S101
-        files_ = export.layout_files(kind, private_key, leaf, list(chain), key_password=secret)
-        write_private(out, files_["combined.pem"])
-        written.append((str(out), True))
-    else:
-        assert private_key is not None  # noqa: S101
-        files_ = export.layout_files(kind, private_key, leaf, list(chain), key_password=secret)
-        private = export.private_files(kind)
-        _make_folder(out)
-        for file_name, data in files_.items():
-            target = out / file_name
-            if file_name in private:
-                write_private(target, data)
-            else:
-                atomic_write(target, data)
-            written.append((str(target), file_name in private))
-    emit(Conversion(kind, tuple(written), result), as_json, views.conversion)
+    private_key = _key_for(kind, result, pool) if kind.holds_key else None
+    written = write_bundle(
+        kind,
+        out,
+        private_key,
+        result.chain[0],
+        result.chain[1:],
+        password=secret,
+        legacy=legacy,
+        friendly_name=friendly_name,
+    )
+    emit(Conversion(kind, written, result), as_json, views.conversion)
     _exit(ExitCode.PROBLEMS if views.chain_failed(result) else ExitCode.OK)
 
 
-def _key_for(kind: str, result: ChainResult, pool: Pool, key: Path | None) -> PrivateKeyTypes | None:
-    if kind in {"der", "pkcs7"}:
-        return None
+def _output_format(text: str) -> OutputFormat:
+    try:
+        return OutputFormat(text.strip().lower())
+    except ValueError:
+        raise InputError(
+            f"--to {text!r} is not a format certfleet writes", hint=f"use one of {', '.join(OutputFormat)}"
+        ) from None
+
+
+def _key_for(kind: OutputFormat, result: ChainResult, pool: Pool) -> PrivateKeyTypes:
     from certfleet.keys import key_matches
 
     leaf = result.chain[0]
@@ -516,17 +493,6 @@ def _key_for(kind: str, result: ChainResult, pool: Pool, key: Path | None) -> Pr
         f"--to {kind} needs the private key, and none is among the files",
         hint="add the key file (the one made with the CSR), or --key KEY",
     )
-
-
-def _make_folder(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError as exc:
-        raise InputError("exists and is not a folder", source=str(path), hint="give a folder for --out") from exc
-    except OSError as exc:
-        raise InputError(f"cannot create the folder: {exc.strerror}", source=str(path)) from exc
-    if not path.is_dir():
-        raise InputError("exists and is not a folder", source=str(path), hint="give a folder for --out")
 
 
 # --- key ----------------------------------------------------------------------------------------

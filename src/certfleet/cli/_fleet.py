@@ -11,7 +11,6 @@ import asyncio
 import datetime as dt
 import sys
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -31,6 +30,7 @@ from certfleet.cli._common import (
     read_inputs,
 )
 from certfleet.errors import ExitCode, InputError
+from certfleet.export import OutputFormat
 
 if TYPE_CHECKING:
     from certfleet.fleet.fleetfile import ApplyResult
@@ -467,15 +467,6 @@ def _render_history(r: HistoryReport) -> None:
 # -- export ----------------------------------------------------------------------------------------
 
 
-class ExportFormatOpt(StrEnum):
-    # the values of fleet.lineage.ExportFormat, spelled here so that --help needs no library import
-    PKCS12 = "pkcs12"
-    PEM = "pem"
-    APACHE = "apache"
-    NGINX = "nginx"
-    HAPROXY = "haproxy"
-
-
 @app.command(
     "export",
     epilog="Example: certfleet export web --format pkcs12 --out web.pfx --password-file pw.txt --legacy",
@@ -483,8 +474,10 @@ class ExportFormatOpt(StrEnum):
 def export_cmd(
     lineage: LineageArg,
     *,
-    fmt: Annotated[ExportFormatOpt, typer.Option("--format", "-f", help="pkcs12: one file; the others: a folder.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The .pfx file, or the folder for PEM files.")],
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="pem, apache, nginx: a folder; the others: one file.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The file, or the folder for pem, apache and nginx.")],
     password: PasswordOpt = None,
     password_file: PasswordFileOpt = None,
     no_key_password: Annotated[
@@ -497,14 +490,14 @@ def export_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Write the key and chain for a server certfleet cannot reach (the key encrypted with a password)."""
-    from certfleet.fleet.lineage import ExportFormat, export_lineage
+    from certfleet.fleet.lineage import export_lineage
 
     given = passwords(password, password_file)
     with open_store() as store:
         result = export_lineage(
             store,
             lineage,
-            ExportFormat(fmt.value),
+            fmt,
             out,
             password=given[0] if given else None,
             no_key_password=no_key_password,
@@ -514,7 +507,8 @@ def export_cmd(
 
     def render(r: ExportResult) -> None:
         how = "encrypted with the password" if r.key_encrypted else "UNENCRYPTED (mode 0600)"
-        _say(f"exported version {r.version} of {r.lineage} as {r.format.value}; the key is {how}:")
+        key = f"; the key is {how}" if r.format.holds_key else " (no key)"
+        _say(f"exported version {r.version} of {r.lineage} as {r.format.value}{key}:")
         for f in r.files:
             _say(f"  {f}")
 

@@ -282,8 +282,8 @@ def conversion(report: Conversion) -> None:
     chain_report(report.chain)
     console.print()
     say(verdict(True, f"wrote {report.to}", ""))
-    for path, private in report.written:
-        say(f"  {path}{'  (private key, mode 0600)' if private else ''}")
+    for file in report.written:
+        say(f"  {file.path}{'  (private key, mode 0600)' if file.private else ''}")
 
 
 def key_written(report: KeyWritten) -> None:
