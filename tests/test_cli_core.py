@@ -392,6 +392,39 @@ def test_chain_key_that_is_not_the_leafs(cli: Any, files: Files) -> None:
     assert "key-mismatch" in [p["code"] for p in data["problems"]]
 
 
+def test_reports_count_days_from_the_now_the_command_gives(pki: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from certfleet.chain import build_chain
+    from certfleet.cli import _render
+    from certfleet.formats import read_pool
+    from certfleet.inspection import inspect
+    from certfleet.trust import TrustStore
+
+    pool = read_pool([("fullchain.pem", pki.leaf.fullchain_pem())])
+    not_after = pki.leaf.cert.not_valid_after_utc
+    soon, past = not_after - dt.timedelta(days=5, hours=1), not_after + dt.timedelta(days=2)
+    result = build_chain(pool, TrustStore((pki.root.cert,)), now=soon)
+    for now, said in ((soon, "5 days left"), (past, "expired 2 days ago")):
+        capsys.readouterr()
+        _render.chain_report(result, now=now)
+        tree = capsys.readouterr().out.splitlines()
+        assert any("leaf: www.example.test" in line and said in line for line in tree), tree
+        _render.inspection(inspect(pool, now=now))
+        table = capsys.readouterr().out.splitlines()
+        assert any(line.split()[:1] == ["expires"] and said in line for line in table), table
+
+
+def test_the_renderer_imports_no_command_module() -> None:
+    # results live in the library: the commands import the renderer, never the other way round
+    import ast
+
+    from certfleet.cli import _render
+
+    tree = ast.parse(Path(_render.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert {m for m in imported if m and m.startswith("certfleet.cli.") and m != "certfleet.cli._common"} == set()
+
+
 @pytest.fixture
 def aia_server(pki: Any) -> Iterator[str]:
     """A loopback HTTP server publishing the intermediate (DER) as a CA does, on a free port."""

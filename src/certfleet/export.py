@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -22,13 +22,20 @@ from cryptography.hazmat.primitives.serialization import pkcs7 as _pkcs7
 from cryptography.hazmat.primitives.serialization import pkcs12 as _pkcs12
 
 from certfleet import fsutil
+from certfleet.certinfo import key_type
 from certfleet.errors import InputError
-from certfleet.keys import key_matches
+from certfleet.keys import key_matches, public_key_id
+
+if TYPE_CHECKING:
+    from certfleet.csr import CsrInfo
+    from certfleet.names import NamePlan
 
 __all__ = [
     "LAYOUTS",
     "PKCS12_LEGACY_ROUNDS",
     "PKCS12_ROUNDS",
+    "CsrWritten",
+    "KeyWritten",
     "OutputFormat",
     "WrittenFile",
     "check_bundle",
@@ -40,6 +47,8 @@ __all__ = [
     "pkcs12",
     "private_files",
     "write_bundle",
+    "write_csr",
+    "write_key",
 ]
 
 # PBKDF2-SHA256 rounds for a modern PKCS#12: well above OpenSSL's 2048, yet quick to open once
@@ -313,3 +322,59 @@ def write_bundle(
     for path, (data, secret) in files.items():
         fsutil.atomic_write(path, data, mode=0o600 if secret else 0o644)
     return tuple(WrittenFile(str(path), secret) for path, (_, secret) in files.items())
+
+
+@dataclass(frozen=True, slots=True)
+class KeyWritten:
+    path: str
+    type: str
+    public_key_id: str
+    encrypted: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "type": self.type, "public_key_id": self.public_key_id, "encrypted": self.encrypted}
+
+
+def write_key(
+    path: str | os.PathLike[str], key: PrivateKeyTypes, *, password: bytes | None = None, overwrite: bool = False
+) -> KeyWritten:
+    """Write ``key`` as PKCS#8 PEM (encrypted with ``password``), 0600 from birth; a file that
+    exists is replaced only with ``overwrite``."""
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise InputError(
+            "already exists; a key is never overwritten by accident",
+            source=str(target),
+            hint="choose another path, or give --force",
+        )
+    fsutil.write_private(target, key_pem(key, password))
+    return KeyWritten(str(target), key_type(key.public_key()), public_key_id(key), password is not None)
+
+
+@dataclass(frozen=True)
+class CsrWritten:
+    path: str
+    csr: CsrInfo
+    plan: NamePlan  # the names exactly as requested, counted against the usual CA limit
+    key: KeyWritten | None  # the key made for it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "csr": self.csr.to_dict(),
+            "plan": self.plan.to_dict(),
+            "key": self.key.to_dict() if self.key is not None else None,
+        }
+
+
+def write_csr(
+    path: str | os.PathLike[str], csr: x509.CertificateSigningRequest, *, key: KeyWritten | None = None
+) -> CsrWritten:
+    """Write ``csr`` as PEM; the result says what it asks for (``key``: the key written for it)."""
+    from certfleet.csr import describe_csr
+    from certfleet.names import plan
+
+    info = describe_csr(csr)
+    names_plan = plan([*info.dns_names, *info.ip_addresses], wildcards=False)
+    fsutil.atomic_write(path, csr.public_bytes(serialization.Encoding.PEM))
+    return CsrWritten(str(path), info, names_plan, key)
