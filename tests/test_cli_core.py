@@ -781,6 +781,23 @@ def test_names_coverage_of_a_certificate(cli: Any, pki: Any, tmp_path: Path) -> 
     assert "covers every name" in human.out
 
 
+def test_names_picks_the_leaf_as_chain_does(cli: Any, pki: Any, tmp_path: Path) -> None:
+    other = pki.inter.leaf("mail.example.test")
+    both = tmp_path / "both.pem"
+    both.write_bytes(pki.leaf.cert_pem() + other.fullchain_pem())
+    result = cli("names", "mail.example.test", "--cert", both)
+    assert result.code == 2
+    assert result.err.startswith(f"error: {both}: 2 certificates could each be the leaf:")
+    # a PFX-like bundle with the key: the key's certificate is the leaf
+    keyed = tmp_path / "keyed.pem"
+    keyed.write_bytes(both.read_bytes() + other.key_pem())
+    assert cli("names", "mail.example.test", "--cert", keyed).code == 0
+    empty = tmp_path / "key-only.pem"
+    empty.write_bytes(other.key_pem())
+    missing = cli("names", "mail.example.test", "--cert", empty)
+    assert missing.code == 2 and missing.err.startswith(f"error: {empty}: no certificate among the inputs")
+
+
 def test_names_invalid_name_is_bad_input(cli: Any) -> None:
     result = cli("names", "bad..example.com")
     assert result.code == 2

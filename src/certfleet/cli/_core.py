@@ -35,7 +35,6 @@ from certfleet.errors import ExitCode, InputError, OperationFailed
 from certfleet.export import OutputFormat
 
 if TYPE_CHECKING:
-    from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
     from certfleet.chain import ChainResult
@@ -166,7 +165,7 @@ def verify_cmd(
         )
         _exit(run_each(options))
         return
-    from certfleet.chain import build_chain
+    from certfleet.chain import pick_leaf
     from certfleet.formats import read_pool
     from certfleet.verify import verify_chain
 
@@ -177,7 +176,8 @@ def verify_cmd(
     intermediates = [item.cert for item in extra.unique_certificates()] if extra is not None else []
 
     pool = read_pool(read_inputs([Path(f) for f in files]), passwords=pw)
-    leaf = build_chain(pool, store, now=when).leaf
+    chosen, _ = pick_leaf(pool.unique_certificates(), pool_keys=pool.keys)
+    leaf = chosen.cert
     others = [item.cert for item in pool.unique_certificates() if item.cert != leaf]
     result = verify_chain(leaf, [*others, *intermediates], store, name=name, at=when)
     emit(result, as_json, lambda r: views.verification(r, at=when, trust=store))
@@ -443,18 +443,6 @@ def match_cmd(
 # --- names --------------------------------------------------------------------------------------
 
 
-def _leaf_of(pool: Pool, source: str) -> x509.Certificate:
-    from certfleet.certinfo import describe
-
-    certs = [item.cert for item in pool.unique_certificates()]
-    leaves = [c for c in certs if not describe(c).is_ca]
-    if len(leaves) > 1:
-        raise InputError(f"holds {len(leaves)} server certificates", source=source, hint="give the file of one")
-    if not certs:
-        raise InputError("holds no certificate", source=source, hint="give the certificate file")
-    return leaves[0] if leaves else certs[0]
-
-
 @app.command(
     "names",
     epilog="Example: certfleet names www.example.com mbg.example.com example.com --cert current.crt",
@@ -481,8 +469,14 @@ def names_cmd(
     names_plan = plan(names, limit=limit, wildcards=not no_wildcards)
     cover = None
     if cert is not None:
+        from certfleet.chain import pick_leaf
+
         pool = read_pool_files([cert], password, password_file)
-        cover = coverage(_leaf_of(pool, str(cert)), names)
+        try:
+            leaf, _ = pick_leaf(pool.unique_certificates(), pool_keys=pool.keys)
+        except InputError as exc:
+            raise exc.with_source(str(cert)) from None
+        cover = coverage(leaf.cert, names)
     report = NamesReport(names_plan, cover, str(cert) if cert is not None else None)
     emit(report, as_json, views.names_report)
     _exit(ExitCode.OK if report.ok else ExitCode.PROBLEMS)

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certfleet.aia import Fetcher
 from certfleet.certinfo import describe, fingerprint
-from certfleet.chain import ChainResult, build_chain
+from certfleet.chain import ChainResult, build_chain, pick_leaf
 from certfleet.csr import Subject, build_csr
 from certfleet.errors import InputError, OperationFailed
 from certfleet.export import OutputFormat, check_bundle, write_bundle
@@ -270,7 +270,8 @@ def import_package(
     if not ranked:
         raise _no_match(store, lineage, [pc.cert for pc in leaves], list(pending.values()))
     best = min(r for r, _ in ranked)
-    chosen = max((pc for r, pc in ranked if r == best), key=lambda pc: pc.cert.not_valid_before_utc)
+    # the newest certificate of the lineage's keys of the best kind
+    chosen, _ = pick_leaf(leaves, [pc.cert.public_key() for r, pc in ranked if r == best])
     leaf = chosen.cert
     pkid = public_key_id(leaf.public_key())
     package_key = package_keys.get(pkid) if best == 1 else None
