@@ -245,6 +245,25 @@ def test_nodes_and_fleet_file(cli: Any, certfleet_home: Path, tmp_path: Path) ->
     assert f"{broken}: nodes.x: names must be a list of strings" in result.err
 
 
+def test_node_add_joins_a_lineage_through_the_library(cli: Any, certfleet_home: Path) -> None:
+    assert cli("init").code == 0
+    bad = cli("node", "add", "main", "--name", "mc.example.test", "--target", "pem:/srv/main", "--lineage", "a b")
+    assert bad.code == 2 and "lineage name" in bad.err
+    assert cli("node", "list", "--json").json() == {"nodes": []}  # a bad --lineage adds no node
+    added = cli("node", "add", "main", "--name", "mc.example.test", "--target", "pem:/srv/main", "-l", "web", "--json")
+    assert added.code == 0, added.err
+    assert added.json()["lineages"] == ["web"]
+    actions = [e["action"] for e in _audit(certfleet_home)]
+    assert actions[-3:] == ["node.add", "lineage.create", "lineage.update"]
+
+
+def _audit(home: Path) -> list[dict[str, Any]]:
+    from certfleet.store import Store
+
+    with Store.open(home) as store:
+        return [e.to_dict() for e in reversed(store.audit_log())]
+
+
 def test_trust_commands(cli: Any, certfleet_home: Path, tmp_path: Path, ca: testing.TestCA) -> None:
     assert cli("init").code == 0
     root = tmp_path / "root.pem"

@@ -22,7 +22,7 @@ from certfleet import testing
 from certfleet.errors import InputError
 from certfleet.export import OutputFormat
 from certfleet.fleet.lineage import export_lineage, import_package, request
-from certfleet.fleet.nodes import make_node
+from certfleet.fleet.nodes import add_to_lineage, make_node
 from certfleet.problems import ProblemCode
 from certfleet.store import Store, VersionState, public_key_id
 
@@ -127,6 +127,34 @@ def test_make_node_refuses(kwargs: dict[str, object], message: str) -> None:
 
 
 # -- request ---------------------------------------------------------------------------------------
+
+
+def test_add_to_lineage(store: Store) -> None:
+    # as the console's node form calls it: one node into a lineage that may not exist yet
+    record = add_to_lineage(store, "mail", ["gw1"])
+    assert (record.name, record.nodes, record.key_spec) == ("mail", ("gw1",), "rsa:2048")
+    assert add_to_lineage(store, "web", ["gw1"]).nodes == ("gw1", "main")
+    assert add_to_lineage(store, "web", ["gw1"]).nodes == ("gw1", "main")  # once a member, still one
+    assert store.node_lineages("gw1") == ["mail", "web"]
+    # as the fleet file calls it: exactly these members
+    assert add_to_lineage(store, "web", ["main"], only=True).nodes == ("main",)
+    assert add_to_lineage(store, "mail", [], only=True).nodes == ()
+    actions = [e.action for e in store.audit_log(limit=10)]
+    assert "lineage.create" in actions and "lineage.update" in actions
+
+
+@pytest.mark.parametrize(
+    ("lineage", "nodes", "message"),
+    [
+        ("web", ["gw9", "main", "gw8"], "lineage web names unknown node\\(s\\): gw9, gw8"),
+        ("bad name", ["gw1"], "lineage name"),
+    ],
+)
+def test_add_to_lineage_refusals_change_nothing(store: Store, lineage: str, nodes: list[str], message: str) -> None:
+    before = store.lineages()
+    with pytest.raises(InputError, match=message):
+        add_to_lineage(store, lineage, nodes)
+    assert store.lineages() == before
 
 
 def test_request_covers_every_node_and_keeps_the_key_inside(store: Store) -> None:
