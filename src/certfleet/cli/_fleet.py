@@ -29,6 +29,7 @@ from certfleet.cli._common import (
     passwords,
     read_inputs,
 )
+from certfleet.clock import utc_now
 from certfleet.errors import ExitCode, InputError
 from certfleet.export import OutputFormat
 
@@ -69,10 +70,6 @@ IdentityOpt = Annotated[
 def _say(text: str, *, markup: bool = False) -> None:
     # one line each; user values (names, paths, commands) are never read as Rich markup
     console.print(text, markup=markup, soft_wrap=True, highlight=False)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _short(fp: str | None) -> str:
@@ -338,24 +335,24 @@ def import_cmd(
     from certfleet.fleet.lineage import import_package
 
     inputs = read_inputs(files)
+    now = utc_now()
     with open_store() as store:
         result = import_package(
             store,
             lineage,
             inputs,
-            now=_now(),
+            now=now,
             passwords=passwords(password, password_file),
             fetcher=None if no_fetch else HttpFetcher(),
         )
-    emit(result, as_json, _render_import)
+    emit(result, as_json, lambda r: _render_import(r, now=now))
     return int(ExitCode.OK if result.accepted else ExitCode.PROBLEMS)
 
 
-def _render_import(r: ImportResult) -> None:
+def _render_import(r: ImportResult, *, now: dt.datetime) -> None:
     from certfleet.certinfo import describe
     from certfleet.cli import _render
 
-    now = _now()
     console.print(_render.cert_line(describe(r.chain.leaf)))
     _say(f"  from {r.leaf_source}; key: {r.key_source}")
     root = describe(r.chain.root) if r.chain.root is not None else None
@@ -395,7 +392,7 @@ def status_cmd(
     from certfleet.fleet.status import status
 
     with open_store() as store:
-        report = asyncio.run(status(store, now=_now(), lineage=lineage, probe=not no_probe, timeout=timeout))
+        report = asyncio.run(status(store, now=utc_now(), lineage=lineage, probe=not no_probe, timeout=timeout))
     emit(report, as_json, _render_status)
     return int(ExitCode.OK if report.ok else ExitCode.PROBLEMS)
 
