@@ -291,8 +291,9 @@ def write_bundle(
 ) -> tuple[WrittenFile, ...]:
     """Write ``leaf``, ``chain`` and (for the formats that hold one) ``key`` in ``fmt`` at ``out``.
 
-    pem, apache and nginx are folders (made 0700 when missing, see ``fsutil.ensure_private_dir``);
-    the other formats are one file, HAProxy's too (leaf, chain, key: the file ``ssl crt`` names).
+    pem, apache and nginx are folders, made if missing and left mode 0700 (an existing one too:
+    ``fsutil.ensure_private_dir``); the other formats are one file in a folder that exists,
+    HAProxy's too (leaf, chain, key: the file ``ssl crt`` names).
     ``password`` encrypts the key, or the PKCS#12 file; without one a PKCS#12 file is neither
     encrypted nor MACed. Everything is made before the first file is written, so a refusal
     (a key that is not the leaf's, an option that does not fit) writes nothing.

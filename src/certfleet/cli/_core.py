@@ -338,8 +338,9 @@ def convert_cmd(
 ) -> None:
     """Read any package, build the chain, and write it in the format a server wants.
 
-    pem/apache/nginx write a folder of PEM files; haproxy one combined file; pkcs12 a .pfx (an
-    output password is required, AES-256 unless --legacy). Key files are written mode 0600.
+    pem/apache/nginx write a folder of PEM files (left mode 0700); haproxy one combined file;
+    pkcs12 a .pfx (an output password is required, AES-256 unless --legacy). Key files are written
+    mode 0600. `certfleet export` writes the same files from the store.
     """
     from certfleet.export import check_bundle, write_bundle
 
