@@ -15,25 +15,15 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from certfleet.cli._state import state
 from certfleet.errors import CertfleetError, ExitCode
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = ["COMMANDS", "app", "main", "run", "state"]
-
-
-@dataclass
-class _State:
-    debug: bool = False
-    # a batch ran (verify --each): nothing is left to clean up but memory (see run)
-    batch: bool = False
-
-
-state = _State()
 
 # every command and command group, and the module that registers it
 COMMANDS: dict[str, str] = {
