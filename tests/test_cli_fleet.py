@@ -136,7 +136,8 @@ def test_the_manual_ca_flow(cli: Any, certfleet_home: Path, tmp_path: Path, ca: 
     assert cli("status", "--no-probe", "--json").json()["lineages"][0]["active"]["version"] == 2
 
 
-def test_import_refusals(cli: Any, certfleet_home: Path, tmp_path: Path, ca: testing.TestCA) -> None:
+def _requested(cli: Any, tmp_path: Path, ca: testing.TestCA) -> tuple[Path, Path]:
+    """A store trusting ``ca``, node main in lineage web, and web's CSR: the root's file and the CSR's."""
     assert cli("init").code == 0
     root = tmp_path / "root.pem"
     root.write_bytes(testing.pem(ca.root_cert))
@@ -144,6 +145,11 @@ def test_import_refusals(cli: Any, certfleet_home: Path, tmp_path: Path, ca: tes
     assert cli("node", "add", "main", "--name", "mc.example.test", "--target", "nginx:/srv/a", "-l", "web").code == 0
     csr_file = tmp_path / "web.csr"
     assert cli("request", "web", "--out", csr_file).code == 0
+    return root, csr_file
+
+
+def test_import_refusals(cli: Any, certfleet_home: Path, tmp_path: Path, ca: testing.TestCA) -> None:
+    _, csr_file = _requested(cli, tmp_path, ca)
     late = cli("node", "add", "gw1", "--name", "gw.example.test", "--name", "turn.example.test",
                "--target", "nginx:/srv/b", "--lineage", "web")  # fmt: skip
     assert late.code == 0
@@ -169,13 +175,7 @@ def _files(path: Path) -> dict[str, tuple[int, bytes]]:
 def test_convert_and_export_write_the_same_files(
     cli: Any, certfleet_home: Path, tmp_path: Path, ca: testing.TestCA
 ) -> None:
-    assert cli("init").code == 0
-    root = tmp_path / "root.pem"
-    root.write_bytes(testing.pem(ca.root_cert))
-    assert cli("trust", "add", root).code == 0
-    assert cli("node", "add", "main", "--name", "mc.example.test", "--target", "nginx:/srv/a", "-l", "web").code == 0
-    csr_file = tmp_path / "web.csr"
-    assert cli("request", "web", "--out", csr_file).code == 0
+    root, csr_file = _requested(cli, tmp_path, ca)
     assert cli("import", "web", _ca_zip(ca, _sign(ca, csr_file), tmp_path / "ca.zip"), "--no-fetch").code == 0
     # the key and chain out of the store, for convert to read
     assert cli("export", "web", "--format", "pem", "--out", tmp_path / "in", "--no-key-password").code == 0

@@ -68,6 +68,19 @@ def key_pubkey(path: Path, *extra: str) -> bytes:
     return openssl("pkey", "-in", path, "-pubout", *extra)
 
 
+def keytool_list(path: Path) -> str:
+    """What Java's keytool says of the PKCS#12 file at ``path`` (opened with PASSWORD)."""
+    proc = subprocess.run(
+        ["keytool", "-list", "-v", "-keystore", path, "-storetype", "PKCS12", "-storepass", PASSWORD],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
 def subjects(text: bytes) -> list[str]:
     return re.findall(r"^subject=(.*)$", text.decode(), flags=re.MULTILINE)
 
@@ -201,19 +214,12 @@ def test_pkcs12_is_read_by_java_keytool_with_the_friendly_name_as_alias(
     leaf = material.leaf
     data = pkcs12(leaf.key, leaf.cert, leaf.chain, password=PASSWORD.encode(), legacy=legacy, friendly_name="micollab")
     path = write(tmp_path, "store.p12", data)
-    proc = subprocess.run(
-        ["keytool", "-list", "-v", "-keystore", path, "-storetype", "PKCS12", "-storepass", PASSWORD],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Your keystore contains 1 entry" in proc.stdout
-    assert "Alias name: micollab" in proc.stdout
-    assert "Entry type: PrivateKeyEntry" in proc.stdout
-    assert "Certificate chain length: 3" in proc.stdout
-    assert "Owner: CN=www.example.test" in proc.stdout
+    listed = keytool_list(path)
+    assert "Your keystore contains 1 entry" in listed
+    assert "Alias name: micollab" in listed
+    assert "Entry type: PrivateKeyEntry" in listed
+    assert "Certificate chain length: 3" in listed
+    assert "Owner: CN=www.example.test" in listed
     wrong = subprocess.run(
         ["keytool", "-list", "-keystore", path, "-storetype", "PKCS12", "-storepass", "wrong-password"],
         capture_output=True,
@@ -425,18 +431,6 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def _keytool_list(path: Path) -> str:
-    proc = subprocess.run(
-        ["keytool", "-list", "-v", "-keystore", path, "-storetype", "PKCS12", "-storepass", PASSWORD],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
-
-
 @pytest.mark.parametrize("fmt", list(OutputFormat))
 def test_write_bundle_writes_what_the_peers_read(material: Material, tmp_path: Path, fmt: OutputFormat) -> None:
     leaf = material.leaf
@@ -468,7 +462,7 @@ def test_write_bundle_writes_what_the_peers_read(material: Material, tmp_path: P
     else:
         dumped = write(tmp_path, "dumped.pem", openssl("pkcs12", "-in", out, "-passin", f"pass:{PASSWORD}", "-nodes"))
         assert key_pubkey(dumped) == cert_pubkey(dumped)
-        assert "Certificate chain length: 3" in _keytool_list(out)
+        assert "Certificate chain length: 3" in keytool_list(out)
 
 
 @pytest.mark.parametrize(
