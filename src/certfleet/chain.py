@@ -23,7 +23,7 @@ from certfleet.problems import Problem, ProblemCode, Severity
 from certfleet.trust import CertPath, PathEnd, TrustStore, find_paths
 from certfleet.verify import verify_chain
 
-__all__ = ["ChainResult", "DropReason", "Dropped", "LeafKey", "build_chain"]
+__all__ = ["ChainResult", "DropReason", "Dropped", "LeafKey", "build_chain", "pick_leaf"]
 
 _MAX_FETCH_ROUNDS = 4  # leaf → intermediate → cross-sign → ...; real chains need one or two
 _MAX_LISTED = 8
@@ -102,12 +102,25 @@ def _newest(items: Sequence[PoolCert]) -> PoolCert:
     return max(items, key=lambda i: (not is_ca(i.cert), i.cert.not_valid_before_utc))
 
 
-def _pick_leaf(
-    items: Sequence[PoolCert], key: PrivateKeyTypes | PublicKeyTypes | None, pool_keys: Sequence[PoolKey]
+def pick_leaf(
+    items: Sequence[PoolCert],
+    keys: Sequence[PrivateKeyTypes | PublicKeyTypes] = (),
+    pool_keys: Sequence[PoolKey] = (),
 ) -> tuple[PoolCert, bool]:
-    """The leaf, and whether ``key`` is its key."""
-    if key is not None:
-        matching = [i for i in items if key_matches(key, i.cert)]
+    """The leaf among ``items``, and whether it is the certificate of one of ``keys``.
+
+    The newest certificate of one of ``keys`` (with none given, of the only key in ``pool_keys``),
+    an end-entity one before a CA (a renewal may keep its key); else the only end-entity
+    certificate (with none, the CA certificate that issued none of the others); else, of several,
+    the only one whose key is among ``pool_keys``. Raises InputError when there is no
+    certificate, or several could be the leaf.
+    """
+    if not items:
+        raise InputError("no certificate among the inputs", hint="give the certificate the CA sent")
+    if not keys and len(pool_keys) == 1:
+        keys = [pool_keys[0].key]
+    if keys:
+        matching = [i for i in items if any(key_matches(k, i.cert) for k in keys)]
         if matching:
             return _newest(matching), True
     candidates = [i for i in items if not is_ca(i.cert)]
@@ -115,7 +128,7 @@ def _pick_leaf(
         # only CA certificates: the leaf is the one that issued none of the others
         issuers = {i.cert.issuer.public_bytes() for i in items if i.cert.issuer != i.cert.subject}
         candidates = [i for i in items if i.cert.subject.public_bytes() not in issuers]
-    if len(candidates) > 1 and key is None and pool_keys:
+    if len(candidates) > 1 and not keys and pool_keys:
         keyed = [i for i in candidates if any(key_matches(k.key, i.cert) for k in pool_keys)]
         if len(keyed) == 1:
             return keyed[0], True
@@ -216,11 +229,9 @@ def build_chain(
         except FormatError as exc:
             exc.with_source(item.source)
             raise
-    if not items:
-        raise InputError("no certificate among the inputs", hint="give the certificate the CA sent")
     if key is None and len(pool.keys) == 1:
         key, key_source = pool.keys[0].key, pool.keys[0].source
-    chosen, key_fits = _pick_leaf(items, key, pool.keys)
+    chosen, key_fits = pick_leaf(items, [key] if key is not None else [], pool.keys)
     if key is None:  # several keys: the one that belongs to the leaf, if any
         owner = next((k for k in pool.keys if key_matches(k.key, chosen.cert)), None)
         if owner is not None:

@@ -392,6 +392,39 @@ def test_chain_key_that_is_not_the_leafs(cli: Any, files: Files) -> None:
     assert "key-mismatch" in [p["code"] for p in data["problems"]]
 
 
+def test_reports_count_days_from_the_now_the_command_gives(pki: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from certfleet.chain import build_chain
+    from certfleet.cli import _render
+    from certfleet.formats import read_pool
+    from certfleet.inspection import inspect
+    from certfleet.trust import TrustStore
+
+    pool = read_pool([("fullchain.pem", pki.leaf.fullchain_pem())])
+    not_after = pki.leaf.cert.not_valid_after_utc
+    soon, past = not_after - dt.timedelta(days=5, hours=1), not_after + dt.timedelta(days=2)
+    result = build_chain(pool, TrustStore((pki.root.cert,)), now=soon)
+    for now, said in ((soon, "5 days left"), (past, "expired 2 days ago")):
+        capsys.readouterr()
+        _render.chain_report(result, now=now)
+        tree = capsys.readouterr().out.splitlines()
+        assert any("leaf: www.example.test" in line and said in line for line in tree), tree
+        _render.inspection(inspect(pool, now=now))
+        table = capsys.readouterr().out.splitlines()
+        assert any(line.split()[:1] == ["expires"] and said in line for line in table), table
+
+
+def test_the_renderer_imports_no_command_module() -> None:
+    # results live in the library: the commands import the renderer, never the other way round
+    import ast
+
+    from certfleet.cli import _render
+
+    tree = ast.parse(Path(_render.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert {m for m in imported if m and m.startswith("certfleet.cli.") and m != "certfleet.cli._common"} == set()
+
+
 @pytest.fixture
 def aia_server(pki: Any) -> Iterator[str]:
     """A loopback HTTP server publishing the intermediate (DER) as a CA does, on a free port."""
@@ -746,6 +779,23 @@ def test_names_coverage_of_a_certificate(cli: Any, pki: Any, tmp_path: Path) -> 
     human = cli("names", "www.example.test", "--cert", path)
     assert human.code == 0
     assert "covers every name" in human.out
+
+
+def test_names_picks_the_leaf_as_chain_does(cli: Any, pki: Any, tmp_path: Path) -> None:
+    other = pki.inter.leaf("mail.example.test")
+    both = tmp_path / "both.pem"
+    both.write_bytes(pki.leaf.cert_pem() + other.fullchain_pem())
+    result = cli("names", "mail.example.test", "--cert", both)
+    assert result.code == 2
+    assert result.err.startswith(f"error: {both}: 2 certificates could each be the leaf:")
+    # a PFX-like bundle with the key: the key's certificate is the leaf
+    keyed = tmp_path / "keyed.pem"
+    keyed.write_bytes(both.read_bytes() + other.key_pem())
+    assert cli("names", "mail.example.test", "--cert", keyed).code == 0
+    empty = tmp_path / "key-only.pem"
+    empty.write_bytes(other.key_pem())
+    missing = cli("names", "mail.example.test", "--cert", empty)
+    assert missing.code == 2 and missing.err.startswith(f"error: {empty}: no certificate among the inputs")
 
 
 def test_names_invalid_name_is_bad_input(cli: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import random
+import stat
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from certfleet import testing
 
@@ -134,7 +136,8 @@ def test_the_manual_ca_flow(cli: Any, certfleet_home: Path, tmp_path: Path, ca: 
     assert cli("status", "--no-probe", "--json").json()["lineages"][0]["active"]["version"] == 2
 
 
-def test_import_refusals(cli: Any, certfleet_home: Path, tmp_path: Path, ca: testing.TestCA) -> None:
+def _requested(cli: Any, tmp_path: Path, ca: testing.TestCA) -> tuple[Path, Path]:
+    """A store trusting ``ca``, node main in lineage web, and web's CSR: the root's file and the CSR's."""
     assert cli("init").code == 0
     root = tmp_path / "root.pem"
     root.write_bytes(testing.pem(ca.root_cert))
@@ -142,6 +145,11 @@ def test_import_refusals(cli: Any, certfleet_home: Path, tmp_path: Path, ca: tes
     assert cli("node", "add", "main", "--name", "mc.example.test", "--target", "nginx:/srv/a", "-l", "web").code == 0
     csr_file = tmp_path / "web.csr"
     assert cli("request", "web", "--out", csr_file).code == 0
+    return root, csr_file
+
+
+def test_import_refusals(cli: Any, certfleet_home: Path, tmp_path: Path, ca: testing.TestCA) -> None:
+    _, csr_file = _requested(cli, tmp_path, ca)
     late = cli("node", "add", "gw1", "--name", "gw.example.test", "--name", "turn.example.test",
                "--target", "nginx:/srv/b", "--lineage", "web")  # fmt: skip
     assert late.code == 0
@@ -156,6 +164,53 @@ def test_import_refusals(cli: Any, certfleet_home: Path, tmp_path: Path, ca: tes
     assert other.code == 2
     assert "the certificate was issued for another key: it matches no pending request of lineage web" in other.err
     assert cli("history", "web", "--json").json()["versions"][0]["state"] == "pending"
+
+
+def _files(path: Path) -> dict[str, tuple[int, bytes]]:
+    """A written file, or each file of a written folder, by name: its mode and its content."""
+    found = sorted(path.iterdir()) if path.is_dir() else [path]
+    return {f.name if path.is_dir() else "": (stat.S_IMODE(f.stat().st_mode), f.read_bytes()) for f in found}
+
+
+def test_convert_and_export_write_the_same_files(
+    cli: Any, certfleet_home: Path, tmp_path: Path, ca: testing.TestCA
+) -> None:
+    root, csr_file = _requested(cli, tmp_path, ca)
+    assert cli("import", "web", _ca_zip(ca, _sign(ca, csr_file), tmp_path / "ca.zip"), "--no-fetch").code == 0
+    # the key and chain out of the store, for convert to read
+    assert cli("export", "web", "--format", "pem", "--out", tmp_path / "in", "--no-key-password").code == 0
+    inputs = [tmp_path / "in" / "fullchain.pem", tmp_path / "in" / "privkey.pem"]
+    (tmp_path / "export").mkdir()
+    (tmp_path / "convert").mkdir()
+
+    for fmt in ("pem", "der", "pkcs7", "pkcs12", "apache", "nginx", "haproxy"):
+        exported, converted = tmp_path / "export" / fmt, tmp_path / "convert" / fmt
+        export_args: list[Any] = ["--no-key-password"]
+        convert_args: list[Any] = []
+        if fmt == "pkcs12":
+            export_args = ["--password", "carry me"]
+            convert_args = ["--out-password", "carry me", "--friendly-name", "web"]
+        elif fmt in ("der", "pkcs7"):
+            export_args = []
+        done = cli("export", "web", "--format", fmt, "--out", exported, *export_args)
+        assert done.code == 0, done.err
+        made = cli(
+            "convert", *inputs, "--to", fmt, "--out", converted, "--trust-only", root, "--no-fetch", *convert_args
+        )
+        assert made.code == 0, made.err
+        one, other = _files(exported), _files(converted)
+        assert one.keys() == other.keys(), fmt
+        # a folder, or one file ("" below), and each with the same mode: 0700 folders, 0600 keys
+        assert stat.S_IMODE(exported.stat().st_mode) == stat.S_IMODE(converted.stat().st_mode)
+        if fmt == "pkcs12":  # salted and encrypted: the same content, not the same bytes
+            a, b = (pkcs12.load_pkcs12(f[""][1], b"carry me") for f in (one, other))
+            assert a.cert is not None and b.cert is not None and a.key is not None and b.key is not None
+            assert (a.cert.certificate, a.cert.friendly_name) == (b.cert.certificate, b.cert.friendly_name)
+            assert [c.certificate for c in a.additional_certs] == [c.certificate for c in b.additional_certs]
+            assert a.key.public_key() == b.key.public_key()
+            assert one[""][0] == other[""][0] == 0o600
+        else:
+            assert one == other, fmt
 
 
 def test_nodes_and_fleet_file(cli: Any, certfleet_home: Path, tmp_path: Path) -> None:
@@ -188,6 +243,25 @@ def test_nodes_and_fleet_file(cli: Any, certfleet_home: Path, tmp_path: Path) ->
     result = cli("apply", broken)
     assert result.code == 2
     assert f"{broken}: nodes.x: names must be a list of strings" in result.err
+
+
+def test_node_add_joins_a_lineage_through_the_library(cli: Any, certfleet_home: Path) -> None:
+    assert cli("init").code == 0
+    bad = cli("node", "add", "main", "--name", "mc.example.test", "--target", "pem:/srv/main", "--lineage", "a b")
+    assert bad.code == 2 and "lineage name" in bad.err
+    assert cli("node", "list", "--json").json() == {"nodes": []}  # a bad --lineage adds no node
+    added = cli("node", "add", "main", "--name", "mc.example.test", "--target", "pem:/srv/main", "-l", "web", "--json")
+    assert added.code == 0, added.err
+    assert added.json()["lineages"] == ["web"]
+    actions = [e["action"] for e in _audit(certfleet_home)]
+    assert actions[-3:] == ["node.add", "lineage.create", "lineage.update"]
+
+
+def _audit(home: Path) -> list[dict[str, Any]]:
+    from certfleet.store import Store
+
+    with Store.open(home) as store:
+        return [e.to_dict() for e in reversed(store.audit_log())]
 
 
 def test_trust_commands(cli: Any, certfleet_home: Path, tmp_path: Path, ca: testing.TestCA) -> None:

@@ -4,6 +4,8 @@ the whole lineage; a node reached over SSH with its own known_hosts and key."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import os
 import shlex
 import signal
@@ -170,6 +172,29 @@ def test_one_deploy_of_a_lineage_at_a_time_and_a_killed_one_leaves_no_lock(
             killed.wait(timeout=30)
     finished = ok(cli_proc("deploy", "web", "--json")).json()
     assert {n["node"]: n["outcome"] for n in finished["nodes"]} == {"a": "ok", "b": "ok"}
+
+
+def test_a_deploy_is_dated_by_the_clock_it_is_given(cli: Any, certfleet_home: Path, tmp_path: Path, pki: PKI) -> None:
+    from certfleet.fleet.rollout import prepare_deploy
+
+    add_nodes(cli, tmp_path, pki)
+    issue(cli, tmp_path, pki, "v1")
+    minute = [dt.datetime(2030, 1, 1, 0, i, tzinfo=dt.UTC) for i in range(60)]
+    ticks = iter(minute)
+
+    def clock() -> dt.datetime:
+        return next(ticks)
+
+    with Store.open() as store, prepare_deploy(store, "web") as rollout:
+        result = asyncio.run(rollout.run(clock=clock))
+        [recorded] = store.deployments("web")
+    report = result.report
+    assert report.ok
+    # the deploy's start, each node's start and end (two nodes), the deploy's end: five readings
+    assert (report.started_at, report.finished_at) == (minute[0], minute[5])
+    assert {t for n in report.nodes for t in (n.started_at, n.finished_at)} == set(minute[1:5])
+    assert recorded.started_at == minute[0]
+    assert {(r.node, r.finished_at) for r in recorded.results} == {(n.node, n.finished_at) for n in report.nodes}
 
 
 @pytest.mark.peer

@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from certfleet import testing
 from certfleet.errors import InputError
-from certfleet.fleet.lineage import ExportFormat, export_lineage, import_package, request
-from certfleet.fleet.nodes import make_node
+from certfleet.export import OutputFormat
+from certfleet.fleet.lineage import export_lineage, import_package, request
+from certfleet.fleet.nodes import add_to_lineage, make_node
 from certfleet.problems import ProblemCode
 from certfleet.store import Store, VersionState, public_key_id
 
@@ -126,6 +127,34 @@ def test_make_node_refuses(kwargs: dict[str, object], message: str) -> None:
 
 
 # -- request ---------------------------------------------------------------------------------------
+
+
+def test_add_to_lineage(store: Store) -> None:
+    # as the console's node form calls it: one node into a lineage that may not exist yet
+    record = add_to_lineage(store, "mail", ["gw1"])
+    assert (record.name, record.nodes, record.key_spec) == ("mail", ("gw1",), "rsa:2048")
+    assert add_to_lineage(store, "web", ["gw1"]).nodes == ("gw1", "main")
+    assert add_to_lineage(store, "web", ["gw1"]).nodes == ("gw1", "main")  # once a member, still one
+    assert store.node_lineages("gw1") == ["mail", "web"]
+    # as the fleet file calls it: exactly these members
+    assert add_to_lineage(store, "web", ["main"], only=True).nodes == ("main",)
+    assert add_to_lineage(store, "mail", [], only=True).nodes == ()
+    actions = [e.action for e in store.audit_log(limit=10)]
+    assert "lineage.create" in actions and "lineage.update" in actions
+
+
+@pytest.mark.parametrize(
+    ("lineage", "nodes", "message"),
+    [
+        ("web", ["gw9", "main", "gw8"], "lineage web names unknown node\\(s\\): gw9, gw8"),
+        ("bad name", ["gw1"], "lineage name"),
+    ],
+)
+def test_add_to_lineage_refusals_change_nothing(store: Store, lineage: str, nodes: list[str], message: str) -> None:
+    before = store.lineages()
+    with pytest.raises(InputError, match=message):
+        add_to_lineage(store, lineage, nodes)
+    assert store.lineages() == before
 
 
 def test_request_covers_every_node_and_keeps_the_key_inside(store: Store) -> None:
@@ -326,7 +355,7 @@ def _openssl(*args: str) -> str:
 @pytest.mark.parametrize("legacy", [False, True])
 def test_export_pkcs12_read_by_openssl(store: Store, issued: x509.Certificate, tmp_path: Path, legacy: bool) -> None:
     out = tmp_path / "web.pfx"
-    result = export_lineage(store, "web", ExportFormat.PKCS12, out, password=b"s3cret pass", legacy=legacy)
+    result = export_lineage(store, "web", OutputFormat.PKCS12, out, password=b"s3cret pass", legacy=legacy)
     assert result.files == (str(out),) and result.key_encrypted
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     info = _openssl("pkcs12", "-in", str(out), "-info", "-noout", "-passin", "pass:s3cret pass")
@@ -345,7 +374,7 @@ def test_export_pkcs12_read_by_openssl(store: Store, issued: x509.Certificate, t
 
 def test_export_pem_folder_with_encrypted_key(store: Store, issued: x509.Certificate, tmp_path: Path, ca: CA) -> None:
     folder = tmp_path / "pem"
-    result = export_lineage(store, "web", ExportFormat.PEM, folder, password=b"pem-pass")
+    result = export_lineage(store, "web", OutputFormat.PEM, folder, password=b"pem-pass")
     assert sorted(Path(f).name for f in result.files) == ["cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"]
     assert stat.S_IMODE((folder / "privkey.pem").stat().st_mode) == 0o600
     assert b"ENCRYPTED PRIVATE KEY" in (folder / "privkey.pem").read_bytes()
@@ -360,11 +389,11 @@ def test_export_pem_folder_with_encrypted_key(store: Store, issued: x509.Certifi
 @pytest.mark.parametrize(
     ("fmt", "kwargs", "message"),
     [
-        (ExportFormat.PKCS12, {"password": None}, "refusing to write the private key unencrypted"),
-        (ExportFormat.HAPROXY, {"password": b"x"}, "HAProxy cannot read an encrypted key"),
-        (ExportFormat.NGINX, {"password": b"x", "legacy": True}, "--legacy applies to the pkcs12 format only"),
-        (ExportFormat.PEM, {"password": b"x", "no_key_password": True}, "not both"),
-        (ExportFormat.PEM, {"password": b"x", "version": 9}, "has no version 9"),
+        (OutputFormat.PKCS12, {"password": None}, "refusing to write the private key unencrypted"),
+        (OutputFormat.HAPROXY, {"password": b"x"}, "HAProxy cannot read an encrypted key"),
+        (OutputFormat.NGINX, {"password": b"x", "legacy": True}, "--legacy applies to the pkcs12 format only"),
+        (OutputFormat.PEM, {"password": b"x", "no_key_password": True}, "not both"),
+        (OutputFormat.PEM, {"password": b"x", "version": 9}, "has no version 9"),
     ],
 )
 def test_export_refusals(
@@ -372,7 +401,7 @@ def test_export_refusals(
     issued: x509.Certificate,
     tmp_path: Path,
     *,
-    fmt: ExportFormat,
+    fmt: OutputFormat,
     kwargs: dict[str, object],
     message: str,
 ) -> None:
@@ -382,8 +411,9 @@ def test_export_refusals(
 
 
 def test_export_haproxy_in_the_clear_when_asked(store: Store, issued: x509.Certificate, tmp_path: Path) -> None:
-    result = export_lineage(store, "web", ExportFormat.HAPROXY, tmp_path / "hap", password=None, no_key_password=True)
-    combined = tmp_path / "hap" / "combined.pem"
+    # one combined file, as `convert --to haproxy` writes it (not a folder holding combined.pem)
+    combined = tmp_path / "hap.pem"
+    result = export_lineage(store, "web", OutputFormat.HAPROXY, combined, password=None, no_key_password=True)
     assert result.files == (str(combined),) and not result.key_encrypted
     assert stat.S_IMODE(combined.stat().st_mode) == 0o600
     data = combined.read_bytes()
@@ -394,4 +424,4 @@ def test_export_haproxy_in_the_clear_when_asked(store: Store, issued: x509.Certi
 def test_export_before_any_certificate(store: Store, tmp_path: Path) -> None:
     request(store, "web", nodes=["main"])
     with pytest.raises(InputError, match="has no certificate yet"):
-        export_lineage(store, "web", ExportFormat.PKCS12, tmp_path / "x.pfx", password=b"pw")
+        export_lineage(store, "web", OutputFormat.PKCS12, tmp_path / "x.pfx", password=b"pw")

@@ -1,6 +1,6 @@
 """The ``certfleet`` command line: a thin face over the library.
 
-Commands live in one module per area (``_core``, ``_fleet``, ``_deploy``, ``_check``, ``_serve``)
+Commands live in one module per area (``_core``, ``_make``, ``_fleet``, ``_deploy``, ``_check``, ``_serve``)
 and register themselves on the Typer app of ``_common``. :func:`main` imports only the module of
 the command asked for (all of them for the overview, or for a command it does not know), and
 runs ``verify --each`` without Typer at all (see ``_each``). Every :class:`CertfleetError` is
@@ -15,9 +15,9 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from certfleet.cli._state import state
 from certfleet.errors import CertfleetError, ExitCode
 
 if TYPE_CHECKING:
@@ -25,24 +25,14 @@ if TYPE_CHECKING:
 
 __all__ = ["COMMANDS", "app", "main", "run", "state"]
 
-
-@dataclass
-class _State:
-    debug: bool = False
-    # a batch ran (verify --each): nothing is left to clean up but memory (see run)
-    batch: bool = False
-
-
-state = _State()
-
 # every command and command group, and the module that registers it
 COMMANDS: dict[str, str] = {
     "inspect": "_core",
     "verify": "_core",
     "chain": "_core",
     "convert": "_core",
-    "key": "_core",
-    "csr": "_core",
+    "key": "_make",
+    "csr": "_make",
     "match": "_core",
     "names": "_core",
     "init": "_fleet",
@@ -62,7 +52,7 @@ COMMANDS: dict[str, str] = {
     "serve": "_serve",
 }
 # in the order the overview lists them
-_MODULES = ("_core", "_fleet", "_deploy", "_check", "_serve")
+_MODULES = ("_core", "_make", "_fleet", "_deploy", "_check", "_serve")
 
 
 def __getattr__(name: str) -> Any:

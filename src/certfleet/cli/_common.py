@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from certfleet.cli import state
 from certfleet.cli._inputs import MAX_INPUT_BYTES, PASSWORD_ENV, passwords, read_inputs
+from certfleet.cli._state import state
 
 if TYPE_CHECKING:
     from certfleet.store import Store

@@ -11,7 +11,6 @@ import asyncio
 import datetime as dt
 import sys
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -30,7 +29,9 @@ from certfleet.cli._common import (
     passwords,
     read_inputs,
 )
+from certfleet.clock import utc_now
 from certfleet.errors import ExitCode, InputError
+from certfleet.export import OutputFormat
 
 if TYPE_CHECKING:
     from certfleet.fleet.fleetfile import ApplyResult
@@ -69,10 +70,6 @@ IdentityOpt = Annotated[
 def _say(text: str, *, markup: bool = False) -> None:
     # one line each; user values (names, paths, commands) are never read as Rich markup
     console.print(text, markup=markup, soft_wrap=True, highlight=False)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _short(fp: str | None) -> str:
@@ -154,15 +151,20 @@ def node_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Add a node."""
-    from certfleet.fleet.nodes import make_node
+    from certfleet.fleet.nodes import add_to_lineage, make_node
+    from certfleet.store import check_name
 
     files = {"known_hosts": known_hosts, "identity": identity}
     options = {key: str(path) for key, path in files.items() if path is not None}
     spec = make_node(
         name, names, targets, transport=transport, test_cmd=test, reload_cmd=reload, probe=probe, options=options
     )
+    if lineage is not None:
+        check_name("lineage", lineage)  # a bad --lineage adds no node
     with open_store() as store:
-        store.add_node(spec, lineage=lineage)
+        store.add_node(spec)
+        if lineage is not None:
+            add_to_lineage(store, lineage, [spec.name])
         lineages = store.node_lineages(name)
     emit({**spec.to_dict(), "lineages": lineages}, as_json, lambda _: _node_lines(spec, lineages))
 
@@ -333,24 +335,24 @@ def import_cmd(
     from certfleet.fleet.lineage import import_package
 
     inputs = read_inputs(files)
+    now = utc_now()
     with open_store() as store:
         result = import_package(
             store,
             lineage,
             inputs,
-            now=_now(),
+            now=now,
             passwords=passwords(password, password_file),
             fetcher=None if no_fetch else HttpFetcher(),
         )
-    emit(result, as_json, _render_import)
+    emit(result, as_json, lambda r: _render_import(r, now=now))
     return int(ExitCode.OK if result.accepted else ExitCode.PROBLEMS)
 
 
-def _render_import(r: ImportResult) -> None:
+def _render_import(r: ImportResult, *, now: dt.datetime) -> None:
     from certfleet.certinfo import describe
     from certfleet.cli import _render
 
-    now = _now()
     console.print(_render.cert_line(describe(r.chain.leaf)))
     _say(f"  from {r.leaf_source}; key: {r.key_source}")
     root = describe(r.chain.root) if r.chain.root is not None else None
@@ -390,7 +392,7 @@ def status_cmd(
     from certfleet.fleet.status import status
 
     with open_store() as store:
-        report = asyncio.run(status(store, now=_now(), lineage=lineage, probe=not no_probe, timeout=timeout))
+        report = asyncio.run(status(store, now=utc_now(), lineage=lineage, probe=not no_probe, timeout=timeout))
     emit(report, as_json, _render_status)
     return int(ExitCode.OK if report.ok else ExitCode.PROBLEMS)
 
@@ -475,15 +477,6 @@ def _render_history(r: HistoryReport) -> None:
 # -- export ----------------------------------------------------------------------------------------
 
 
-class ExportFormatOpt(StrEnum):
-    # the values of fleet.lineage.ExportFormat, spelled here so that --help needs no library import
-    PKCS12 = "pkcs12"
-    PEM = "pem"
-    APACHE = "apache"
-    NGINX = "nginx"
-    HAPROXY = "haproxy"
-
-
 @app.command(
     "export",
     epilog="Example: certfleet export web --format pkcs12 --out web.pfx --password-file pw.txt --legacy",
@@ -491,8 +484,10 @@ class ExportFormatOpt(StrEnum):
 def export_cmd(
     lineage: LineageArg,
     *,
-    fmt: Annotated[ExportFormatOpt, typer.Option("--format", "-f", help="pkcs12: one file; the others: a folder.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The .pfx file, or the folder for PEM files.")],
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="pem, apache, nginx: a folder; the others: one file.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The file, or the folder for pem, apache and nginx.")],
     password: PasswordOpt = None,
     password_file: PasswordFileOpt = None,
     no_key_password: Annotated[
@@ -505,14 +500,14 @@ def export_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Write the key and chain for a server certfleet cannot reach (the key encrypted with a password)."""
-    from certfleet.fleet.lineage import ExportFormat, export_lineage
+    from certfleet.fleet.lineage import export_lineage
 
     given = passwords(password, password_file)
     with open_store() as store:
         result = export_lineage(
             store,
             lineage,
-            ExportFormat(fmt.value),
+            fmt,
             out,
             password=given[0] if given else None,
             no_key_password=no_key_password,
@@ -522,7 +517,8 @@ def export_cmd(
 
     def render(r: ExportResult) -> None:
         how = "encrypted with the password" if r.key_encrypted else "UNENCRYPTED (mode 0600)"
-        _say(f"exported version {r.version} of {r.lineage} as {r.format.value}; the key is {how}:")
+        key = f"; the key is {how}" if r.format.holds_key else " (no key)"
+        _say(f"exported version {r.version} of {r.lineage} as {r.format.value}{key}:")
         for f in r.files:
             _say(f"  {f}")
 

@@ -42,6 +42,7 @@ from typing import Any, Protocol, TypeVar
 from cryptography.hazmat.primitives import serialization
 
 from certfleet.certinfo import fingerprint
+from certfleet.clock import Clock, utc_now
 from certfleet.endpoint import Endpoint
 from certfleet.errors import CertfleetError, InputError
 from certfleet.fleet.model import Material, NodeSpec, Outcome
@@ -174,10 +175,6 @@ class DeployOptions:
             raise ValueError("timeouts must be positive")
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def _tail(text: str) -> str:
     return text if len(text) <= MAX_REPORT_OUTPUT else "..." + text[-MAX_REPORT_OUTPUT:]
 
@@ -213,12 +210,15 @@ class _NodeDeploy:
         options: DeployOptions,
         progress: Callable[[ProgressEvent], None] | None,
         prober: Prober,
+        *,
+        clock: Clock,
     ) -> None:
         self.node = node
         self.material = material
         self.options = options
         self.progress = progress
         self.prober = prober
+        self.clock = clock
         self.expected = (
             material.leaf.public_bytes(serialization.Encoding.DER),
             *(c.public_bytes(serialization.Encoding.DER) for c in material.chain),
@@ -234,7 +234,7 @@ class _NodeDeploy:
             self.progress(ProgressEvent(self.node.name, step))
 
     async def run(self) -> NodeOutcome:
-        started, clock = _now(), time.monotonic()
+        started, ticks = self.clock(), time.monotonic()
         try:
             outcome = await self._run()
         except _Failed as exc:
@@ -243,7 +243,7 @@ class _NodeDeploy:
             message = f"unexpected error during {self.step.value}: {type(exc).__name__}: {exc}"
             outcome = NodeOutcome(self.node.name, Outcome.FAILED, self.step, message)
         outcome = dataclasses.replace(
-            outcome, duration=time.monotonic() - clock, started_at=started, finished_at=_now()
+            outcome, duration=time.monotonic() - ticks, started_at=started, finished_at=self.clock()
         )
         if self.progress is not None:
             self.progress(ProgressEvent(self.node.name, None, outcome))
@@ -486,22 +486,24 @@ async def deploy(
     options: DeployOptions | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
     prober: Prober | None = None,
+    clock: Clock = utc_now,
 ) -> DeployReport:
     """Deploy ``material`` to every node in parallel; never raises for a failing node.
 
     ``progress`` is called as each node enters a step and when it finishes. ``prober`` replaces
-    :func:`certfleet.probe.probe` (the same signature).
+    :func:`certfleet.probe.probe` (the same signature). ``clock`` dates the report and each
+    node's outcome (durations are measured on the monotonic clock).
     """
     opts = options or DeployOptions()
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):
         raise ValueError("node names must be unique")
-    started = _now()
+    started = clock()
     limit = asyncio.Semaphore(opts.concurrency)
 
     async def one(node: NodeSpec) -> NodeOutcome:
         async with limit:
-            return await _NodeDeploy(node, material, opts, progress, prober or _default_prober).run()
+            return await _NodeDeploy(node, material, opts, progress, prober or _default_prober, clock=clock).run()
 
     outcomes = await asyncio.gather(*(one(n) for n in nodes))
     return DeployReport(
@@ -509,6 +511,6 @@ async def deploy(
         version_id=material.version_id,
         nodes=tuple(outcomes),
         started_at=started,
-        finished_at=_now(),
+        finished_at=clock(),
         dry_run=opts.dry_run,
     )

@@ -34,7 +34,7 @@ from typing import Any
 from certfleet.csr import Subject
 from certfleet.errors import FormatError, InputError, LimitError
 from certfleet.fleet.model import NodeSpec, TargetSpec
-from certfleet.fleet.nodes import make_node
+from certfleet.fleet.nodes import add_to_lineage, make_node
 from certfleet.keys import parse_key_spec
 from certfleet.names import normalize_name
 from certfleet.store import DEFAULT_KEY_SPEC, LineageRecord, Store, check_name
@@ -245,13 +245,8 @@ def apply(store: Store, fleet: Fleet) -> ApplyResult:
     for lin in fleet.lineages:
         label = f"lineage {lin.name}"
         before = existing_lineages.get(lin.name)
-        after = store.put_lineage(
-            lin.name,
-            key_spec=lin.key_spec,
-            subject=lin.subject or "",
-            names=list(lin.names),
-            nodes=list(lin.nodes),
-        )
+        store.put_lineage(lin.name, key_spec=lin.key_spec, subject=lin.subject or "", names=list(lin.names))
+        after = add_to_lineage(store, lin.name, lin.nodes, only=True)
         if before is None:
             created.append(label)
         elif _lineage_of(before) != _lineage_of(after):

@@ -13,7 +13,6 @@ import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,10 @@ from cryptography.hazmat.primitives import serialization
 
 from certfleet.aia import Fetcher
 from certfleet.certinfo import describe, fingerprint
-from certfleet.chain import ChainResult, build_chain
+from certfleet.chain import ChainResult, build_chain, pick_leaf
 from certfleet.csr import Subject, build_csr
 from certfleet.errors import InputError, OperationFailed
+from certfleet.export import OutputFormat, check_bundle, write_bundle
 from certfleet.fleet.nodes import lineage_names, required_names
 from certfleet.formats import read_pool
 from certfleet.keys import generate_key, parse_key_spec, public_key_id
@@ -34,7 +34,6 @@ from certfleet.store import AuditAction, Store, VersionRecord, VersionState, che
 from certfleet.trust import TrustStore
 
 __all__ = [
-    "ExportFormat",
     "ExportResult",
     "ImportResult",
     "NodeCoverage",
@@ -271,7 +270,8 @@ def import_package(
     if not ranked:
         raise _no_match(store, lineage, [pc.cert for pc in leaves], list(pending.values()))
     best = min(r for r, _ in ranked)
-    chosen = max((pc for r, pc in ranked if r == best), key=lambda pc: pc.cert.not_valid_before_utc)
+    # the newest certificate of the lineage's keys of the best kind
+    chosen, _ = pick_leaf(leaves, [pc.cert.public_key() for r, pc in ranked if r == best])
     leaf = chosen.cert
     pkid = public_key_id(leaf.public_key())
     package_key = package_keys.get(pkid) if best == 1 else None
@@ -346,19 +346,11 @@ def _import_hint(problem: Problem) -> Problem:
 # -- export ------------------------------------------------------------------------------------
 
 
-class ExportFormat(StrEnum):
-    PKCS12 = "pkcs12"  # one .pfx file
-    PEM = "pem"  # a folder: cert.pem, chain.pem, fullchain.pem, privkey.pem
-    APACHE = "apache"  # a folder: cert.pem, chain.pem, privkey.pem
-    NGINX = "nginx"  # a folder: fullchain.pem, privkey.pem
-    HAPROXY = "haproxy"  # a folder: combined.pem
-
-
 @dataclass(frozen=True, slots=True)
 class ExportResult:
     lineage: str
     version: int
-    format: ExportFormat
+    format: OutputFormat
     files: tuple[str, ...]
     key_encrypted: bool
     legacy: bool = False
@@ -377,7 +369,7 @@ class ExportResult:
 def export_lineage(
     store: Store,
     lineage: str,
-    fmt: ExportFormat,
+    fmt: OutputFormat | str,
     out: Path,
     *,
     password: bytes | None,
@@ -386,47 +378,42 @@ def export_lineage(
     version: int | None = None,
 ) -> ExportResult:
     """Write the key and chain of a version (the active one by default) for a server certfleet
-    does not reach. The key is encrypted with ``password``; in the clear only when the caller
-    says so with ``no_key_password``. Every key file is 0600."""
-    from certfleet import export, fsutil
-
+    does not reach, with :func:`certfleet.export.write_bundle`. The key is encrypted with
+    ``password``; in the clear only when the caller says so with ``no_key_password``. Every key
+    file is 0600."""
+    kind = OutputFormat(fmt)
     if password is not None and no_key_password:
         raise InputError("give either a password or --no-key-password, not both")
-    if password is None and not no_key_password:
+    if kind.holds_key and password is None and not no_key_password:
         raise InputError(
             "refusing to write the private key unencrypted",
             hint="give --password to protect it, or --no-key-password if the file must hold it in the clear",
         )
-    if legacy and fmt is not ExportFormat.PKCS12:
-        raise InputError("--legacy applies to the pkcs12 format only")
+    check_bundle(kind, password=password, legacy=legacy)
     material = store.material(lineage, version)
     number = version if version is not None else _active_number(store, lineage)
-    files: list[str] = []
-    if fmt is ExportFormat.PKCS12:
-        data = export.pkcs12(
-            material.key, material.leaf, material.chain, password=password, legacy=legacy, friendly_name=lineage
-        )
-        fsutil.write_private(out, data)
-        files.append(str(out))
-    else:
-        layout = export.LayoutKind(fmt.value)
-        written = export.layout_files(layout, material.key, material.leaf, material.chain, key_password=password)
-        folder = fsutil.ensure_private_dir(out)
-        private = export.private_files(layout)
-        for name, data in written.items():
-            fsutil.atomic_write(folder / name, data, mode=0o600 if name in private else 0o644)
-            files.append(str(folder / name))
+    written = write_bundle(
+        kind,
+        out,
+        material.key,
+        material.leaf,
+        material.chain,
+        password=password,
+        legacy=legacy,
+        friendly_name=lineage if kind is OutputFormat.PKCS12 else None,
+    )
+    files = [w.path for w in written]
     store.audit(
         AuditAction.EXPORT,
         {
             "lineage": lineage,
             "version": number,
-            "format": fmt.value,
+            "format": kind.value,
             "files": files,
             "key_encrypted": password is not None,
         },
     )
-    return ExportResult(lineage, number, fmt, tuple(files), key_encrypted=password is not None, legacy=legacy)
+    return ExportResult(lineage, number, kind, tuple(files), key_encrypted=password is not None, legacy=legacy)
 
 
 def _active_number(store: Store, lineage: str) -> int:

@@ -19,7 +19,6 @@ excludes deploys on this machine, which is where the store's keys are.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
 import os
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from certfleet.clock import Clock, utc_now
 from certfleet.errors import EnvError, InputError
 from certfleet.fleet.deploy import DeployOptions, DeployReport, NodeOutcome, Prober, ProgressEvent, deploy
 from certfleet.fleet.model import NodeSpec
@@ -71,9 +71,10 @@ class DeployResult:
         }
 
 
-def node_result(outcome: NodeOutcome) -> NodeResult:
-    """One node's outcome as the history keeps it: the message and the node's output together."""
-    now = dt.datetime.now(dt.UTC)
+def node_result(outcome: NodeOutcome, *, clock: Clock = utc_now) -> NodeResult:
+    """One node's outcome as the history keeps it: the message and the node's output together
+    (an outcome the engine did not date is dated by ``clock``)."""
+    now = clock()
     return NodeResult(
         node=outcome.node,
         outcome=outcome.outcome,
@@ -229,10 +230,14 @@ class Rollout:
         self.release()
 
     async def run(
-        self, *, progress: Callable[[ProgressEvent], None] | None = None, prober: Prober | None = None
+        self,
+        *,
+        progress: Callable[[ProgressEvent], None] | None = None,
+        prober: Prober | None = None,
+        clock: Clock = utc_now,
     ) -> DeployResult:
         """Deploy the version to the nodes (never raising for a failing node), record every node's
-        result, and let go of the lineage."""
+        result, and let go of the lineage. ``clock`` dates the deploy (see :func:`deploy`)."""
         try:
             store, number = self.store, self.version.number
             if self.rollback and not self.options.dry_run:
@@ -250,10 +255,12 @@ class Rollout:
                 if self.activates:
                     store.activate(self.lineage, number)
             material = store.material(self.lineage, number)
-            report = await deploy(material, self.nodes, options=self.options, progress=progress, prober=prober)
+            report = await deploy(
+                material, self.nodes, options=self.options, progress=progress, prober=prober, clock=clock
+            )
             recorded = None
             if not self.options.dry_run:
-                results = [node_result(n) for n in report.nodes]
+                results = [node_result(n, clock=clock) for n in report.nodes]
                 recorded = store.record_deployment(self.lineage, number, results, started_at=report.started_at)
             active = store.lineage(self.lineage).active
         finally:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from certfleet.clock import utc_now
 from certfleet.errors import InputError
 from certfleet.fleet.model import NodeSpec
 from certfleet.store._base import (
@@ -15,7 +16,6 @@ from certfleet.store._base import (
     MAX_TARGETS,
     StoreBase,
     _check_text,
-    _now,
     check_name,
 )
 from certfleet.store._models import (
@@ -75,7 +75,7 @@ class NodesMixin(StoreBase):
                     f"node {spec.name} exists",
                     hint="`certfleet node remove` it first, or change it with `certfleet apply`",
                 )
-            now = _now()
+            now = utc_now()
             row = NodeRow(name=spec.name, created_at=now, updated_at=now)
             self._fill_node(row, spec)
             s.add(row)
@@ -83,7 +83,7 @@ class NodesMixin(StoreBase):
             if lineage is not None:
                 lin = self._lineage_row(s, lineage, create=True)
                 lin.nodes.append(row)
-                lin.updated_at = _now()
+                lin.updated_at = utc_now()
                 self._audit(s, AuditAction.LINEAGE_ATTACH, {"lineage": lineage, "node": spec.name})
         return spec
 
@@ -92,7 +92,7 @@ class NodesMixin(StoreBase):
         self._check_node(spec)
         with self._db.session(write=True) as s:
             row = s.scalar(select(NodeRow).where(NodeRow.name == spec.name).options(selectinload(NodeRow.targets)))
-            now = _now()
+            now = utc_now()
             if row is None:
                 row = NodeRow(name=spec.name, created_at=now, updated_at=now)
                 self._fill_node(row, spec)
@@ -176,7 +176,7 @@ class NodesMixin(StoreBase):
             after = self._lineage_record(row)
             changed = {k: v for k, v in after.to_dict().items() if k != "updated_at" and before.get(k) != v}
             if changed:
-                row.updated_at = _now()
+                row.updated_at = utc_now()
                 self._audit(s, AuditAction.LINEAGE_UPDATE, {"lineage": name, **changed})
                 after = self._lineage_record(row)
             return after
@@ -187,5 +187,5 @@ class NodesMixin(StoreBase):
             member = self._node_row(s, node)
             if member in row.nodes:
                 row.nodes.remove(member)
-                row.updated_at = _now()
+                row.updated_at = utc_now()
                 self._audit(s, AuditAction.LINEAGE_DETACH, {"lineage": lineage, "node": node})

@@ -11,11 +11,11 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from certfleet.clock import utc_now
 from certfleet.errors import StoreError
 from certfleet.store._base import (
     _bounded_output,
     _check_text,
-    _now,
 )
 from certfleet.store._engine import DB_FILE, Database, busy_timeout, database_url, default_home
 from certfleet.store._models import (
@@ -149,7 +149,7 @@ class Store(NodesMixin, VersionsMixin):
         with self._db.session(write=True) as s:
             lin = self._lineage_row(s, lineage)
             ver = self._version_row(s, lin, version)
-            now = _now()
+            now = utc_now()
             row = DeploymentRow(
                 lineage_id=lin.id,
                 version_id=ver.id,

@@ -11,11 +11,11 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from sqlalchemy import func, select
 
 from certfleet.certinfo import describe, fingerprint, key_type
+from certfleet.clock import utc_now
 from certfleet.errors import InputError
 from certfleet.fleet.model import Material
 from certfleet.store._base import (
     StoreBase,
-    _now,
     _pem,
     public_key_id,
 )
@@ -58,7 +58,7 @@ class VersionsMixin(StoreBase):
                 key_sealed=self._seal_key(key, lin.id, number, pkid),
                 names=list(names),
                 csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode("ascii"),
-                created_at=_now(),
+                created_at=utc_now(),
             )
             s.add(row)
             self._audit(
@@ -146,7 +146,7 @@ class VersionsMixin(StoreBase):
             )
             existing = next((v for v in same_key if v.fingerprint == fp), None)
             pending = next((v for v in reversed(same_key) if v.state is VersionState.PENDING), None)
-            now = _now()
+            now = utc_now()
             if existing is not None:
                 row = existing
             elif pending is not None:
@@ -207,7 +207,7 @@ class VersionsMixin(StoreBase):
                 )
             if lin.active_version_id != row.id:
                 lin.active_version_id = row.id
-                lin.updated_at = _now()
+                lin.updated_at = utc_now()
                 self._audit(s, AuditAction.VERSION_ACTIVATE, {"lineage": lineage, "version": number})
             return self._version_record(row, lineage, row.id)
 
@@ -251,7 +251,7 @@ class VersionsMixin(StoreBase):
             row = s.scalar(select(TrustAnchorRow).where(TrustAnchorRow.fingerprint == fp))
             if row is not None:
                 return TrustAnchor(fp, row.subject, cert, row.added_at), False
-            row = TrustAnchorRow(fingerprint=fp, subject=info.subject[:1024], cert_pem=_pem(cert), added_at=_now())
+            row = TrustAnchorRow(fingerprint=fp, subject=info.subject[:1024], cert_pem=_pem(cert), added_at=utc_now())
             s.add(row)
             self._audit(s, AuditAction.TRUST_ADD, {"fingerprint": fp, "subject": info.subject})
             return TrustAnchor(fp, row.subject, cert, row.added_at), True

@@ -17,7 +17,7 @@ from certfleet.console.services.audit import Actor, Audit
 from certfleet.errors import InputError
 from certfleet.fleet.lineage import RequestResult, request
 from certfleet.fleet.model import NodeSpec
-from certfleet.fleet.nodes import lineage_names, make_node
+from certfleet.fleet.nodes import add_to_lineage, lineage_names, make_node
 from certfleet.names import NamePlan, plan
 from certfleet.store import AuditEntry, DeploymentRecord, LineageRecord, Store, VersionRecord
 
@@ -178,7 +178,7 @@ class Fleet:
             wanted.add(values.new_lineage)
         current = set(store.node_lineages(spec.name))
         for lineage in sorted(wanted - current):
-            store.put_lineage(lineage, add_nodes=[spec.name])
+            add_to_lineage(store, lineage, [spec.name])
         for lineage in sorted(current - wanted):
             store.detach(lineage, spec.name)
         return spec

@@ -69,7 +69,7 @@ class K8sSecretTarget(Target):
                 raise InputError(f"not a user or group name: {value!r}")
 
     def render(self, material: Material) -> tuple[TargetFile, ...]:
-        files = export.layout_files(export.LayoutKind.NGINX, material.key, material.leaf, material.chain)
+        files = export.layout_files(export.OutputFormat.NGINX, material.key, material.leaf, material.chain)
         crt = base64.b64encode(files["fullchain.pem"]).decode()
         key = base64.b64encode(files["privkey.pem"]).decode()
         namespace = f"  namespace: {self.namespace}\n" if self.namespace else ""

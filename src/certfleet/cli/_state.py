@@ -1,0 +1,21 @@
+"""What one run of the command line remembers: ``--debug``, and whether a batch ran.
+
+A module of its own, so that the package (:func:`certfleet.cli.main`) and the Typer app
+(``_common``) share it without importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["state"]
+
+
+@dataclass
+class _State:
+    debug: bool = False
+    # a batch ran (verify --each): nothing is left to clean up but memory (see certfleet.cli.run)
+    batch: bool = False
+
+
+state = _State()
