@@ -21,7 +21,12 @@ from certfleet.errors import CertfleetError
 from certfleet.trust import TrustStore
 from certfleet.verify import verify_chain
 
-LIMBO = Path(__file__).parents[2] / "shared" / "conformance" / "x509-limbo.json.gz"
+_SUITE = Path("shared") / "conformance" / "x509-limbo.json.gz"
+# the suite lives beside the checkout (/work/shared); a git worktree sits one folder deeper
+LIMBO = next(
+    (folder / _SUITE for folder in Path(__file__).parents if (folder / _SUITE).is_file()),
+    Path(__file__).parents[2] / _SUITE,
+)
 EXPECTED_FAILURES = Path(__file__).parent / "conformance_expected_failures.txt"
 # the moment the run starts, for the few cases that leave the validation time open
 NOW = dt.datetime.now(dt.UTC)
