@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from certfleet import extensions
 from certfleet.errors import FormatError
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "is_self_issued",
     "key_type",
     "lone_pem_der",
+    "other_names",
     "printable",
     "readable",
     "san_names",
@@ -70,9 +72,8 @@ def key_type(key: PublicKeyTypes) -> str:
 
 def san_names(cert: x509.Certificate) -> tuple[list[str], list[str]]:
     """(DNS names, IP addresses) from the subjectAltName extension, in certificate order."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError, TypeError):  # hostile certificates
+    san = extensions.get(cert, x509.SubjectAlternativeName)
+    if san is None:
         return [], []
     dns = [str(n) for n in san.get_values_for_type(x509.DNSName)]
     ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
@@ -143,10 +144,32 @@ def cert_public_key(cert: x509.Certificate | x509.CertificateSigningRequest) -> 
 
 def is_ca(cert: x509.Certificate) -> bool:
     """True when basicConstraints says CA; a broken extension counts as absent."""
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError, TypeError):
-        return False
+    constraints = extensions.get(cert, x509.BasicConstraints)
+    return constraints is not None and constraints.ca
+
+
+def other_names(item: x509.Certificate | x509.CertificateSigningRequest) -> tuple[str, ...]:
+    """The subjectAltName entries that are neither DNS names nor IP addresses, worded for a report."""
+    found = extensions.decoded(item)
+    san = found.find(x509.SubjectAlternativeName)
+    out = [_general_name(n) for n in san.value if not isinstance(n, x509.DNSName | x509.IPAddress)] if san else []
+    return (*out, *found.unusable_names)
+
+
+def _general_name(name: x509.GeneralName) -> str:
+    if isinstance(name, x509.RFC822Name):
+        text = f"email {name.value}"
+    elif isinstance(name, x509.UniformResourceIdentifier):
+        text = f"URI {name.value}"
+    elif isinstance(name, x509.DirectoryName):
+        text = f"directory name {_rfc4514(name.value)}"
+    elif isinstance(name, x509.RegisteredID):
+        text = f"registered ID {name.value.dotted_string}"
+    elif isinstance(name, x509.OtherName):
+        text = f"other name {name.type_id.dotted_string}"
+    else:
+        text = "a name of an unknown type"
+    return printable(text, 200)
 
 
 def _signature_algorithm(cert: x509.Certificate) -> str:
@@ -183,6 +206,10 @@ class CertInfo:
     key_type: str
     signature_algorithm: str
     common_name: str | None
+    # subjectAltName entries beyond DNS names and IP addresses (email, URI, x400Address...)
+    other_names: tuple[str, ...] = ()
+    # extensions that do not decode, or appear twice
+    faults: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -197,6 +224,8 @@ class CertInfo:
             "is_ca": self.is_ca,
             "key_type": self.key_type,
             "signature_algorithm": self.signature_algorithm,
+            "other_names": list(self.other_names),
+            "faults": list(self.faults),
         }
 
     def days_left(self, now: dt.datetime) -> int:
@@ -239,4 +268,6 @@ def _describe(cert: x509.Certificate) -> CertInfo:
         key_type=key_type(key) if key is not None else "unknown",
         signature_algorithm=_signature_algorithm(cert),
         common_name=common_name(cert),
+        other_names=other_names(cert),
+        faults=extensions.decoded(cert).faults,
     )

@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - another cryptography
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 
+from certfleet import extensions
 from certfleet.certinfo import NAME_ERRORS, UNPARSABLE, lone_pem_der, readable
 from certfleet.errors import EnvError, FormatError, InputError
 
@@ -368,12 +369,10 @@ def extension(cert: x509.Certificate, kind: type[_E]) -> _E | None:
     """The extension ``kind`` of ``cert``, or None when it is absent or does not parse.
 
     Hostile certificates break extension parsing in many ways (duplicates, malformed name
-    constraints); for certfleet's explanations a broken extension is an absent one.
+    constraints); for certfleet's explanations a broken extension is an absent one, and the
+    others are read all the same (see :mod:`certfleet.extensions`).
     """
-    try:
-        return cert.extensions.get_extension_for_class(kind).value
-    except (x509.ExtensionNotFound, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, ValueError, TypeError):
-        return None
+    return extensions.get(cert, kind)
 
 
 def _aki(cert: x509.Certificate) -> bytes | None:

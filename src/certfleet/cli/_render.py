@@ -88,7 +88,8 @@ def days_left_text(info: CertInfo, now: dt.datetime) -> Text:
 
 def _names(info: CertInfo) -> str:
     names = [*info.dns_names, *info.ip_addresses]
-    return ", ".join(names) if names else "(no subjectAltName)"
+    text = ", ".join(names) if names else "(no subjectAltName)"
+    return text + (f"; also {', '.join(info.other_names)}" if info.other_names else "")
 
 
 def cert_table(
@@ -115,6 +116,8 @@ def cert_table(
     table.add_row("CA", "yes" if info.is_ca else "no")
     table.add_row("serial", info.serial)
     table.add_row("sha256", info.sha256)
+    for fault in info.faults:
+        table.add_row("fault", Text(fault, style="yellow"))
     if source:
         table.add_row("source", source)
     for field, value in extra:
@@ -218,11 +221,14 @@ def inspection(report: Inspection) -> None:
         console.print()
         say(Text(f"CSR {i}", style="bold"))
         names = ", ".join([*entry["dns_names"], *entry["ip_addresses"]]) or "(no subjectAltName)"
+        names += f"; also {', '.join(entry['other_names'])}" if entry["other_names"] else ""
         say(f"  subject   {entry['subject']}")
         say(f"  names     {names}")
         say(f"  key       {entry['key_type']}")
         say(f"  signature {entry['signature_algorithm']}{'' if entry['signature_valid'] else ' (INVALID)'}")
         say(f"  key file  {entry['key'] or 'not among these files'}")
+        for fault in entry["faults"]:
+            say(f"  fault     {fault}", style="yellow")
         say(f"  source    {entry['source']}")
     if pool.ignored:
         console.print()
