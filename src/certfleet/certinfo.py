@@ -27,6 +27,7 @@ __all__ = [
     "fingerprint",
     "is_ca",
     "is_self_issued",
+    "key_name",
     "key_type",
     "lone_pem_der",
     "other_names",
@@ -68,6 +69,38 @@ def key_type(key: PublicKeyTypes) -> str:
     if isinstance(key, dsa.DSAPublicKey):
         return f"dsa:{key.key_size}"
     return "unknown"
+
+
+def key_name(key: object) -> str:
+    """What kind of key ``key`` (public or private) is, in words: ``an X25519 key``, ``a DSA key``."""
+    kinds: tuple[tuple[tuple[type, ...], str], ...] = (
+        ((rsa.RSAPrivateKey, rsa.RSAPublicKey), "an RSA key"),
+        ((ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey), "an EC key"),
+        ((ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey), "an Ed25519 key"),
+        ((ed448.Ed448PrivateKey, ed448.Ed448PublicKey), "an Ed448 key"),
+    )
+    found = next((name for classes, name in kinds if isinstance(key, classes)), None)
+    return found if found is not None else _rare_key_name(key)
+
+
+def _rare_key_name(key: object) -> str:
+    import warnings
+
+    from cryptography.hazmat.primitives.asymmetric import dh, x448, x25519
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    with warnings.catch_warnings():
+        # cryptography warns when its DSA and DH classes are so much as named
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        kinds: tuple[tuple[tuple[type, ...], str], ...] = (
+            ((dsa.DSAPrivateKey, dsa.DSAPublicKey), "a DSA key"),
+            ((x25519.X25519PrivateKey, x25519.X25519PublicKey), "an X25519 key"),
+            ((x448.X448PrivateKey, x448.X448PublicKey), "an X448 key"),
+            ((dh.DHPrivateKey, dh.DHPublicKey), "a Diffie-Hellman (DH) key"),
+        )
+    return next(
+        (name for classes, name in kinds if isinstance(key, classes)), "a key of a kind certfleet does not know"
+    )
 
 
 def san_names(cert: x509.Certificate) -> tuple[list[str], list[str]]:

@@ -226,7 +226,7 @@ def build_chain(
         if owner is not None:
             key, key_source, key_fits = owner.key, owner.source, True
     leaf = chosen.cert
-    problems: list[Problem] = []
+    problems: list[Problem] = list(pool.problems())  # what could not be read beside what was
     key_match: LeafKey | None = None
     if key is not None:
         key_match = LeafKey(type=key_type(public_half(key)), matches_leaf=key_fits, source=key_source)

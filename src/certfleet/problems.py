@@ -46,6 +46,11 @@ class ProblemCode(StrEnum):
     CN_NOT_IN_SAN = "cn-not-in-san"
     # keys
     KEY_MISMATCH = "key-mismatch"
+    # reading the inputs: an item left unread beside the ones that were read
+    UNREADABLE_ITEM = "unreadable-item"  # damaged or cut short
+    PASSWORD_NEEDED = "password-needed"  # noqa: S105 (encrypted; no password given opens it)
+    UNSUPPORTED_ITEM = "unsupported-item"  # of a kind no TLS client accepts (a DSA certificate)
+    IGNORED_ITEM = "ignored-item"  # of no use to a server (a certificate revocation list)
     # endpoints
     HANDSHAKE_FAILED = "handshake-failed"
     UNREACHABLE = "unreachable"

@@ -8,6 +8,7 @@ one command does not pay for the others (``verify --each`` is benchmarked whole-
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from certfleet.formats import Pool
     from certfleet.keys import MatchResult
     from certfleet.names import Coverage, NamePlan
+    from certfleet.problems import Problem
 
 __all__ = ["EachResult", "check_leaf_file", "parse_at"]
 
@@ -116,6 +118,11 @@ class Inspection:
     now: dt.datetime
     match: MatchResult
 
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        """What could not be read (a damaged block, a key without its password), then the key mismatches."""
+        return (*self.pool.problems(), *self.match.problems)
+
     def to_dict(self) -> dict[str, Any]:
         from certfleet.certinfo import describe
         from certfleet.csr import describe_csr
@@ -147,7 +154,8 @@ class Inspection:
             "keys": keys,
             "csrs": csrs,
             "ignored": list(pool.ignored),
-            "problems": [p.to_dict() for p in self.match.problems],
+            "unreadable": [u.to_dict() for u in pool.unreadable],
+            "problems": [p.to_dict() for p in self.problems],
         }
 
 
@@ -247,6 +255,9 @@ def verify_cmd(
     leaf = build_chain(pool, store, now=when).leaf
     others = [item.cert for item in pool.unique_certificates() if item.cert != leaf]
     result = verify_chain(leaf, [*others, *intermediates], store, name=name, at=when)
+    unread = (*pool.problems(), *(extra.problems() if extra is not None else ()))
+    if unread:  # what could not be read beside what was: said with the verdict
+        result = dataclasses.replace(result, problems=(*unread, *result.problems))
     emit(result, as_json, lambda r: views.verification(r, at=when, trust=store))
     _exit(ExitCode.OK if result.valid else ExitCode.PROBLEMS)
 
@@ -650,8 +661,6 @@ def csr_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Make a certificate signing request (SHA-256) with every name as a subjectAltName."""
-    import dataclasses
-
     from certfleet.csr import Subject, build_csr, describe_csr
     from certfleet.fsutil import atomic_write
     from certfleet.keys import generate_key, parse_key_spec

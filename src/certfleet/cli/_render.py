@@ -233,9 +233,9 @@ def inspection(report: Inspection) -> None:
     if pool.ignored:
         console.print()
         say(f"ignored (held nothing usable): {', '.join(pool.ignored)}")
-    if report.match.problems:
+    if report.problems:
         console.print()
-        print_problems(console, report.match.problems)
+        print_problems(console, report.problems)
 
 
 def verification(result: Verification, *, at: dt.datetime, trust: TrustStore) -> None:
