@@ -5,12 +5,23 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
+import warnings
 from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.x509.oid import NameOID
 
-from certfleet.certinfo import cert_public_key, common_name, fingerprint, is_ca, is_self_issued, readable, san_names
+from certfleet.certinfo import (
+    cert_public_key,
+    common_name,
+    fingerprint,
+    is_ca,
+    is_self_issued,
+    printable,
+    readable,
+    san_names,
+)
 from certfleet.findings import (
     eku_problem,
     label,
@@ -113,6 +124,45 @@ def _san_problems(leaf: x509.Certificate) -> list[Problem]:
     ]
 
 
+# name attributes with bounds (RFC 5280's upper bounds, ISO 3166 country codes): (least, most) characters
+_BOUNDED = {
+    NameOID.COUNTRY_NAME: ("country code", 2, 2),
+    NameOID.JURISDICTION_COUNTRY_NAME: ("jurisdiction country code", 2, 2),
+    NameOID.COMMON_NAME: ("common name", 1, 64),
+}
+
+
+def _malformed_name(cert: x509.Certificate, name: str | None) -> list[Problem]:
+    """``malformed-name`` for each subject attribute out of its bounds (cryptography only warns)."""
+    what = "the certificate's" if name is None else f"the certificate {name}'s"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the very thing reported here
+        attributes = list(cert.subject)
+    problems: list[Problem] = []
+    for attribute in attributes:
+        bounds = _BOUNDED.get(attribute.oid)
+        if bounds is None or not isinstance(attribute.value, str):
+            continue
+        kind, least, most = bounds
+        size = len(attribute.value.encode())
+        if least <= size <= most:
+            continue
+        if most == 2:
+            detail = f"has the {kind} {printable(attribute.value, 40)!r}; a country code is two letters (ISO 3166)"
+        else:
+            detail = f"{kind} is {size} bytes long; RFC 5280 allows {least} to {most}"
+        problems.append(
+            Problem(
+                ProblemCode.MALFORMED_NAME,
+                Severity.WARNING,
+                f"{what} subject {detail}",
+                "have it reissued with the name corrected: strict clients may refuse it",
+                fingerprint(cert),
+            )
+        )
+    return problems
+
+
 def _expiring(cert: x509.Certificate, name: str | None, now: dt.datetime, expiring_days: int) -> Problem | None:
     not_after = cert.not_valid_after_utc
     left = not_after - now
@@ -182,6 +232,7 @@ def lint(
                 )
             )
         problems.extend(p for p in found if p is not None)
+        problems.extend(_malformed_name(cert, name))
     if not is_ca(leaf):
         problems.extend(_san_problems(leaf))
         found_validity = _validity_too_long(leaf)

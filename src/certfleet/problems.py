@@ -44,6 +44,7 @@ class ProblemCode(StrEnum):
     EXPIRING_SOON = "expiring-soon"
     NO_SAN = "no-san"
     CN_NOT_IN_SAN = "cn-not-in-san"
+    MALFORMED_NAME = "malformed-name"  # a name attribute out of its bounds (a country code of three letters)
     # keys
     KEY_MISMATCH = "key-mismatch"
     # reading the inputs: an item left unread beside the ones that were read

@@ -109,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # certifi's bundle and CA packages hold certificates with a zero serial; cryptography warns
     # about each one, which says nothing useful to someone reading a certificate package
     warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
+    # a name attribute out of its bounds (a country code of three letters, a common name of 65
+    # characters): cryptography warns each time it decodes one; lint reports it (malformed-name)
+    warnings.filterwarnings("ignore", message="Attribute's length must be", category=UserWarning)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         return _dispatch(args)
