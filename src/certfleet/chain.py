@@ -20,7 +20,7 @@ from certfleet.formats import Pool, PoolCert, PoolKey
 from certfleet.keys import key_matches, public_half
 from certfleet.lint import lint
 from certfleet.problems import Problem, ProblemCode, Severity
-from certfleet.trust import CertPath, PathEnd, TrustStore, find_paths
+from certfleet.trust import CertPath, PathEnd, TrustStore, find_paths, signed_by
 from certfleet.verify import verify_chain
 
 __all__ = ["ChainResult", "DropReason", "Dropped", "LeafKey", "build_chain"]
@@ -111,6 +111,11 @@ def _pick_leaf(
         if matching:
             return _newest(matching), True
     candidates = [i for i in items if not is_ca(i.cert)]
+    if len(candidates) > 1:
+        # an issuer that does not say it is a CA (no basicConstraints, cA=false) is still no leaf
+        issuing = [i for i in candidates if any(o is not i and signed_by(o.cert, i.cert) for o in items)]
+        if len(issuing) < len(candidates):
+            candidates = [i for i in candidates if i not in issuing]
     if not candidates:
         # only CA certificates: the leaf is the one that issued none of the others
         issuers = {i.cert.issuer.public_bytes() for i in items if i.cert.issuer != i.cert.subject}

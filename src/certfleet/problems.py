@@ -30,6 +30,14 @@ class ProblemCode(StrEnum):
     INCOMPLETE_CHAIN = "incomplete-chain"
     INVALID = "invalid"  # any other path-validation failure; the message carries the detail
     SELF_SIGNED = "self-signed"
+    # the structure of the path: a certificate that may not stand where it stands
+    MISSING_BASIC_CONSTRAINTS = "missing-basic-constraints"  # an issuer without basicConstraints
+    NOT_A_CA = "not-a-ca"  # an issuer whose basicConstraints says cA=false
+    MISSING_KEY_CERT_SIGN = "missing-key-cert-sign"  # an issuer whose key usage lacks keyCertSign
+    PATH_LENGTH_EXCEEDED = "path-length-exceeded"  # more intermediates than a pathLenConstraint allows
+    NAME_CONSTRAINTS_VIOLATED = "name-constraints-violated"  # names outside an issuer's name constraints
+    UNKNOWN_CRITICAL_EXTENSION = "unknown-critical-extension"  # a critical extension clients do not know
+    PRECERTIFICATE = "precertificate"  # a CT precertificate (the poison extension), not the certificate
     # the chain as served
     WRONG_ORDER = "wrong-order"
     ROOT_INCLUDED = "root-included"
