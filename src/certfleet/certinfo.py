@@ -5,6 +5,7 @@ from __future__ import annotations
 import binascii
 import datetime as dt
 import functools
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,9 +31,11 @@ __all__ = [
     "key_name",
     "key_type",
     "lone_pem_der",
+    "name_key",
     "other_names",
     "printable",
     "readable",
+    "same_name",
     "san_names",
 ]
 
@@ -146,6 +149,29 @@ def printable(text: str, limit: int = 100) -> str:
 
 def is_self_issued(cert: x509.Certificate) -> bool:
     return cert.subject == cert.issuer
+
+
+NameKey = tuple[frozenset[tuple[str, "str | bytes"]], ...]
+
+
+def name_key(name: x509.Name) -> NameKey:
+    """``name`` as RFC 5280 (section 7.1) compares names: each value case-folded, its spaces
+    collapsed and trimmed, its string type ignored (RFC 4518's preparation, in short)."""
+    return tuple(frozenset((a.oid.dotted_string, _prepared(a.value)) for a in rdn) for rdn in name.rdns)
+
+
+def _prepared(value: str | bytes) -> str | bytes:
+    if isinstance(value, bytes):
+        return value
+    return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
+
+
+def same_name(a: x509.Name, b: x509.Name) -> bool:
+    """True when the names are the same (RFC 5280 section 7.1): byte for byte, or once prepared."""
+    try:
+        return a == b or name_key(a) == name_key(b)
+    except NAME_ERRORS:  # undecodable names name nobody
+        return False
 
 
 def readable(item: _Signed) -> _Signed:

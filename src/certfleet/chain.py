@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -15,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, Pub
 from certfleet.aia import Fetcher, ca_issuers_urls, fetch_from_aia
 from certfleet.certinfo import describe, fingerprint, is_ca, key_type, readable
 from certfleet.errors import FormatError, InputError, NetworkError
-from certfleet.findings import label
+from certfleet.findings import issuer_name_problem, label
 from certfleet.formats import Pool, PoolCert, PoolKey
 from certfleet.keys import key_matches, public_half
 from certfleet.lint import lint
@@ -287,10 +288,22 @@ def build_chain(
             )
         )
 
+    # an issuer matched only as RFC 5280 compares names: said (with its file), whatever the verdict below
+    sources = {fingerprint(i.cert): i.source for i in items}
+    loose: dict[str | None, Problem] = {}
+    for child, parent in itertools.pairwise(path.certs):
+        note = issuer_name_problem(child, parent, severity=Severity.WARNING, source=sources.get(fingerprint(parent)))
+        if note is not None:
+            loose[note.subject] = note
+
     dropped = _dropped(pool, chain, path, paths, trust)
     problems.extend(_drop_problem(d) for d in dropped)
     verification = verify_chain(leaf, chain[1:], trust, at=now)
-    problems.extend(_incomplete_hint(p, path.certs[-1], fetcher is not None, errors) for p in verification.problems)
+    for problem in verification.problems:
+        if problem.code is ProblemCode.ISSUER_NAME_DIFFERS and problem.subject in loose:
+            problem = dataclasses.replace(loose.pop(problem.subject), severity=problem.severity)
+        problems.append(_incomplete_hint(problem, path.certs[-1], fetcher is not None, errors))
+    problems.extend(loose.values())  # those the verdict did not need to mention
     seen = {(p.code, p.subject) for p in problems}
     for problem in lint(chain, now=now, trust=trust):
         if (problem.code, problem.subject) not in seen:

@@ -26,7 +26,7 @@ from cryptography.x509.verification import (
 
 from certfleet import extensions
 from certfleet.certinfo import fingerprint
-from certfleet.findings import eku_problem, label, validity_problem, weak_signature_problem
+from certfleet.findings import eku_problem, issuer_name_problem, label, validity_problem, weak_signature_problem
 from certfleet.problems import Problem, ProblemCode, Severity
 from certfleet.trust import CertPath, PathEnd, Signature, TrustStore, check_signature, is_self_signed
 
@@ -296,6 +296,7 @@ def path_problems(
         what = "the certificate" if index == 0 else f"the {'root' if anchor else 'intermediate'} {label(cert.subject)}"
         if index > 0:
             found.append(validity_problem(cert, at, prefix=f"{what} "))
+            found.append(issuer_name_problem(path.certs[index - 1], cert))
         if index > 0 and not anchor:  # an anchor is trusted as a name and a key, whatever usages it lists
             found.append(eku_problem(cert, prefix=f"{what} "))
         if not anchor and not is_self_signed(cert):  # nor does any client check a root's own signature

@@ -18,6 +18,7 @@ from certfleet.trust import extension, weak_signature
 
 __all__ = [
     "eku_problem",
+    "issuer_name_problem",
     "label",
     "no_san_problem",
     "validity_problem",
@@ -113,6 +114,32 @@ def eku_problem(cert: x509.Certificate, *, prefix: str = "") -> Problem | None:
         f"{prefix}extended key usage lacks serverAuth (it allows: {', '.join(allowed) or 'nothing'})",
         "reissue it as a TLS server certificate (extended key usage serverAuth)",
         fingerprint(cert),
+    )
+
+
+def issuer_name_problem(
+    cert: x509.Certificate,
+    issuer: x509.Certificate,
+    *,
+    severity: Severity = Severity.ERROR,
+    source: str | None = None,
+) -> Problem | None:
+    """``issuer-name-differs`` when ``issuer`` was matched to ``cert``'s issuer name only as RFC 5280
+    compares names (letter case, spaces, string type), not byte for byte as cryptography does.
+
+    ``source``, the file ``issuer`` came from, is named with it.
+    """
+    if cert.issuer.public_bytes() == issuer.subject.public_bytes():
+        return None
+    where = f" ({source})" if source else ""
+    return Problem(
+        ProblemCode.ISSUER_NAME_DIFFERS,
+        severity,
+        f"{label(issuer.subject)}{where} was matched as the issuer of {label(cert.subject)} by RFC 5280's rules: "
+        "the issuer name differs from its subject in letter case, spacing or string type; OpenSSL and "
+        "browsers accept that, strict verifiers (cryptography's, which gives certfleet's verdict) do not",
+        "ask the CA for the intermediate whose subject is exactly the issuer name in the certificate",
+        fingerprint(issuer),
     )
 
 

@@ -38,6 +38,8 @@ class ProblemCode(StrEnum):
     NAME_CONSTRAINTS_VIOLATED = "name-constraints-violated"  # names outside an issuer's name constraints
     UNKNOWN_CRITICAL_EXTENSION = "unknown-critical-extension"  # a critical extension clients do not know
     PRECERTIFICATE = "precertificate"  # a CT precertificate (the poison extension), not the certificate
+    # an issuer matched as RFC 5280 compares names (case, spaces, string type), not byte for byte
+    ISSUER_NAME_DIFFERS = "issuer-name-differs"
     # the chain as served
     WRONG_ORDER = "wrong-order"
     ROOT_INCLUDED = "root-included"

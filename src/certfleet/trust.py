@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, p
 from cryptography.utils import CryptographyDeprecationWarning
 
 from certfleet import extensions
-from certfleet.certinfo import NAME_ERRORS, UNPARSABLE, lone_pem_der, readable
+from certfleet.certinfo import NAME_ERRORS, UNPARSABLE, NameKey, lone_pem_der, name_key, readable, same_name
 from certfleet.errors import EnvError, FormatError, InputError
 
 # certifi, ssl and certfleet.formats are imported where they are used (the Mozilla roots, the
@@ -115,10 +115,7 @@ def check_signature(cert: x509.Certificate, issuer: x509.Certificate) -> Signatu
 
 @functools.lru_cache(maxsize=2048)
 def _check_signature(cert: x509.Certificate, issuer: x509.Certificate) -> Signature:
-    try:
-        if cert.issuer != issuer.subject:
-            return Signature.BAD
-    except NAME_ERRORS:  # undecodable names name nobody
+    if not same_name(cert.issuer, issuer.subject):  # as RFC 5280 compares names; undecodable ones name nobody
         return Signature.BAD
     try:
         key = issuer.public_key()
@@ -165,6 +162,7 @@ class TrustStore:
     # an anchor is a name and a key: a re-issued root (new dates, same key) is the same anchor
     _anchors: frozenset[tuple[bytes, bytes]] = field(init=False, repr=False, compare=False)
     _ders: frozenset[bytes] = field(init=False, repr=False, compare=False)
+    _loose: dict[NameKey, list[x509.Certificate]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_subject: dict[bytes, list[x509.Certificate]] = {}
@@ -249,6 +247,17 @@ class TrustStore:
     def named(self, name: x509.Name) -> tuple[x509.Certificate, ...]:
         """The anchors whose subject is ``name`` (no signature check)."""
         return self._by_subject.get(name.public_bytes(), ())
+
+    def named_loosely(self, name: x509.Name) -> tuple[x509.Certificate, ...]:
+        """The anchors whose subject is ``name`` as RFC 5280 compares names (case, spaces, string type)."""
+        if not self._loose:  # made on first use: an issuer named byte for byte, the usual case, never needs it
+            for cert in self.certs:
+                with contextlib.suppress(*NAME_ERRORS):
+                    self._loose.setdefault(name_key(cert.subject), []).append(cert)
+        try:
+            return tuple(self._loose.get(name_key(name), ()))
+        except NAME_ERRORS:
+            return ()
 
 
 @functools.cache
@@ -414,6 +423,9 @@ def find_paths(
         if der not in seen_der:
             seen_der.add(der)
             by_subject.setdefault(cert.subject.public_bytes(), []).append(cert)
+    # the same, by names as RFC 5280 compares them: for an issuer named with other case, spaces or
+    # string type than its subject (made when first needed)
+    loose: dict[NameKey, list[x509.Certificate]] = {}
 
     budget = _SEARCH_BUDGET
     signed: dict[tuple[int, int], bool] = {}
@@ -427,9 +439,19 @@ def find_paths(
         issuer_name = cert.issuer.public_bytes()
         found = [(a, True) for a in trust.named(cert.issuer)]
         found += [(c, trust.contains(c)) for c in by_subject.get(issuer_name, ())]
+        if not found:
+            found = [(a, True) for a in trust.named_loosely(cert.issuer)]
+            found += [(c, trust.contains(c)) for c in _loosely(cert.issuer)]
         # anchors first, then a matching key identifier, then those valid now
         found.sort(key=lambda item: (not item[1], aki is not None and _ski(item[0]) != aki, not _valid_at(item[0], at)))
         return found
+
+    def _loosely(name: x509.Name) -> list[x509.Certificate]:
+        if not loose:
+            for certs in by_subject.values():
+                for cert in certs:
+                    loose.setdefault(name_key(cert.subject), []).append(cert)
+        return loose.get(name_key(name), [])
 
     def issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         key = (id(cert), id(issuer))

@@ -121,7 +121,13 @@ def _name_problem(leaf: x509.Certificate, name: str) -> Problem | None:
 
 
 _PATH_CODES = frozenset(
-    {ProblemCode.INCOMPLETE_CHAIN, ProblemCode.UNTRUSTED, ProblemCode.SELF_SIGNED, ProblemCode.INVALID}
+    {
+        ProblemCode.INCOMPLETE_CHAIN,
+        ProblemCode.UNTRUSTED,
+        ProblemCode.SELF_SIGNED,
+        ProblemCode.INVALID,
+        ProblemCode.ISSUER_NAME_DIFFERS,
+    }
 )
 # fragments of cryptography's refusals, and the codes of certfleet's findings that explain them
 _EXPLAINED_BY: tuple[tuple[str, frozenset[ProblemCode]], ...] = (
