@@ -27,6 +27,7 @@ __all__ = [
     "describe",
     "fingerprint",
     "is_ca",
+    "is_precertificate",
     "is_self_issued",
     "key_name",
     "key_type",
@@ -207,6 +208,11 @@ def is_ca(cert: x509.Certificate) -> bool:
     return constraints is not None and constraints.ca
 
 
+def is_precertificate(cert: x509.Certificate) -> bool:
+    """True for a CT precertificate: the poison extension (RFC 6962) makes it unusable by design."""
+    return extensions.get(cert, x509.PrecertPoison) is not None
+
+
 def other_names(item: x509.Certificate | x509.CertificateSigningRequest) -> tuple[str, ...]:
     """The subjectAltName entries that are neither DNS names nor IP addresses, worded for a report."""
     found = extensions.decoded(item)
@@ -269,6 +275,8 @@ class CertInfo:
     other_names: tuple[str, ...] = ()
     # extensions that do not decode, or appear twice
     faults: tuple[str, ...] = ()
+    # a CT precertificate (the critical poison extension): logged by the CA, accepted by no client
+    precertificate: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -285,6 +293,7 @@ class CertInfo:
             "signature_algorithm": self.signature_algorithm,
             "other_names": list(self.other_names),
             "faults": list(self.faults),
+            "precertificate": self.precertificate,
         }
 
     def days_left(self, now: dt.datetime) -> int:
@@ -329,4 +338,5 @@ def _describe(cert: x509.Certificate) -> CertInfo:
         common_name=common_name(cert),
         other_names=other_names(cert),
         faults=extensions.decoded(cert).faults,
+        precertificate=is_precertificate(cert),
     )

@@ -26,7 +26,14 @@ from cryptography.x509.verification import (
 
 from certfleet import extensions
 from certfleet.certinfo import fingerprint
-from certfleet.findings import eku_problem, issuer_name_problem, label, validity_problem, weak_signature_problem
+from certfleet.findings import (
+    eku_problem,
+    issuer_name_problem,
+    label,
+    precertificate_problem,
+    validity_problem,
+    weak_signature_problem,
+)
 from certfleet.problems import Problem, ProblemCode, Severity
 from certfleet.trust import CertPath, PathEnd, Signature, TrustStore, check_signature, is_self_signed
 
@@ -44,7 +51,6 @@ STRUCTURAL: tuple[tuple[str, ProblemCode], ...] = (
     ("unaccounted-for critical extensions", ProblemCode.UNKNOWN_CRITICAL_EXTENSION),
 )
 _HINT_CA = "get the CA's current intermediate certificate (this one cannot issue certificates), or ask the CA"
-_HINT_POISON = "use the certificate the CA issued after logging this precertificate: download it again from the CA"
 
 
 def _fault(reason: str) -> ProblemCode | None:
@@ -167,7 +173,9 @@ def _critical(cert: x509.Certificate, what: str) -> list[Problem]:
         if not ext.critical:
             continue
         if ext.oid == ExtensionOID.PRECERT_POISON:
-            problems.append(_precertificate(cert, what))
+            poisoned = precertificate_problem(cert, what=what)
+            if poisoned is not None:
+                problems.append(poisoned)
         elif isinstance(ext.value, x509.UnrecognizedExtension):
             problems.append(
                 _problem(
@@ -179,16 +187,6 @@ def _critical(cert: x509.Certificate, what: str) -> list[Problem]:
                 )
             )
     return problems
-
-
-def _precertificate(cert: x509.Certificate, what: str) -> Problem:
-    return _problem(
-        ProblemCode.PRECERTIFICATE,
-        f"{what} is a CT precertificate (it carries the critical poison extension): "
-        "the CA logs it, and no client accepts it",
-        _HINT_POISON,
-        cert,
-    )
 
 
 def _unplaced(code: ProblemCode, reason: str, leaf: x509.Certificate) -> Problem:

@@ -12,7 +12,7 @@ import datetime as dt
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certfleet.certinfo import describe, fingerprint, printable
+from certfleet.certinfo import describe, fingerprint, is_precertificate, printable
 from certfleet.problems import Problem, ProblemCode, Severity
 from certfleet.trust import extension, weak_signature
 
@@ -21,6 +21,7 @@ __all__ = [
     "issuer_name_problem",
     "label",
     "no_san_problem",
+    "precertificate_problem",
     "validity_problem",
     "weak_signature_problem",
 ]
@@ -140,6 +141,23 @@ def issuer_name_problem(
         "browsers accept that, strict verifiers (cryptography's, which gives certfleet's verdict) do not",
         "ask the CA for the intermediate whose subject is exactly the issuer name in the certificate",
         fingerprint(issuer),
+    )
+
+
+def precertificate_problem(
+    cert: x509.Certificate, *, what: str = "the certificate", source: str | None = None
+) -> Problem | None:
+    """``precertificate`` when ``cert`` is a CT precertificate (RFC 6962's poison extension)."""
+    if not is_precertificate(cert):
+        return None
+    where = f" ({source})" if source else ""
+    return Problem(
+        ProblemCode.PRECERTIFICATE,
+        Severity.ERROR,
+        f"{what}{where} is a CT precertificate (it carries the critical poison extension): "
+        "the CA logs it, and no client accepts it",
+        "use the certificate the CA issued after logging this precertificate: download it again from the CA",
+        fingerprint(cert),
     )
 
 

@@ -29,6 +29,7 @@ from certfleet.findings import (
     eku_problem,
     label,
     no_san_problem,
+    precertificate_problem,
     validity_problem,
     weak_signature_problem,
 )
@@ -286,6 +287,9 @@ def lint(
             )
         problems.extend(p for p in found if p is not None)
         problems.extend(_malformed_name(cert, name))
+    poisoned = precertificate_problem(leaf)
+    if poisoned is not None:
+        problems.append(poisoned)
     if not is_ca(leaf):
         problems.extend(_san_problems(leaf))
         found_validity = _validity_too_long(leaf)

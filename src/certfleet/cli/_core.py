@@ -120,8 +120,13 @@ class Inspection:
 
     @property
     def problems(self) -> tuple[Problem, ...]:
-        """What could not be read (a damaged block, a key without its password), then the key mismatches."""
-        return (*self.pool.problems(), *self.match.problems)
+        """What could not be read (a damaged block, a key without its password), CT precertificates,
+        then the key mismatches."""
+        from certfleet.findings import precertificate_problem
+
+        unique = self.pool.unique_certificates()
+        precertificates = (precertificate_problem(item.cert, source=item.source) for item in unique)
+        return (*self.pool.problems(), *(p for p in precertificates if p is not None), *self.match.problems)
 
     def to_dict(self) -> dict[str, Any]:
         from certfleet.certinfo import describe
@@ -275,6 +280,7 @@ def _build(
     system_trust: bool,
     password: list[str] | None,
     password_file: Path | None,
+    at: dt.datetime | None = None,
 ) -> tuple[ChainResult, Pool]:
     from certfleet.aia import HttpFetcher
     from certfleet.chain import build_chain
@@ -292,7 +298,7 @@ def _build(
         pool = pool.merge(key_pool)
     store = _trust(trust, trust_only, system_trust)
     result = build_chain(
-        pool, store, now=_now(), fetcher=None if no_fetch else HttpFetcher(), key=key_obj, key_source=key_source
+        pool, store, now=at or _now(), fetcher=None if no_fetch else HttpFetcher(), key=key_obj, key_source=key_source
     )
     return result, pool
 
@@ -316,6 +322,10 @@ def chain_cmd(
         typer.Option("--out", metavar="PATH", help="Write the chain to serve (leaf first, no root) to this PEM file."),
     ] = None,
     force: ForceOpt = False,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", metavar="TIME", help="Judge the chain at this time (ISO 8601; UTC unless an offset)."),
+    ] = None,
     password: PasswordOpt = None,
     password_file: PasswordFileOpt = None,
     as_json: JsonOpt = False,
@@ -328,6 +338,7 @@ def chain_cmd(
     from certfleet.export import pem
     from certfleet.fsutil import atomic_write
 
+    when = parse_at(at)
     result, _ = _build(
         files=files,
         key=key,
@@ -337,6 +348,7 @@ def chain_cmd(
         system_trust=system_trust,
         password=password,
         password_file=password_file,
+        at=when,
     )
     failed = views.chain_failed(result)
     written: list[str] = []
@@ -349,7 +361,7 @@ def chain_cmd(
             payload["written"] = written
         write_json(payload)
     else:
-        views.chain_report(result, written)
+        views.chain_report(result, written, at=when)
         if out is not None and not written:
             views.say(f"not written: {out} (the chain has errors; --force writes it anyway)", style="bold red")
     _exit(ExitCode.PROBLEMS if failed else ExitCode.OK)
@@ -474,6 +486,8 @@ def convert_cmd(
         )
     leaf, chain = result.chain[0], result.chain[1:]
     private_key = _key_for(kind, result, pool, key)
+    if friendly_name is None:  # the source's alias, kept (keytool shows "1" for a store without one)
+        friendly_name = pool.friendly_name(leaf)
     written: list[tuple[str, bool]] = []
     if kind == "der":
         atomic_write(out, export.der(leaf))

@@ -114,6 +114,8 @@ def cert_table(
     table.add_row("key", info.key_type)
     table.add_row("signature", info.signature_algorithm)
     table.add_row("CA", "yes" if info.is_ca else "no")
+    if info.precertificate:
+        table.add_row("kind", Text("CT precertificate: not the certificate to serve", style="yellow"))
     table.add_row("serial", info.serial)
     table.add_row("sha256", info.sha256)
     for fault in info.faults:
@@ -257,10 +259,10 @@ def chain_failed(result: ChainResult) -> bool:
     return not result.complete or any(p.severity.value == "error" for p in result.problems)
 
 
-def chain_report(result: ChainResult, written: Sequence[str] = ()) -> None:
+def chain_report(result: ChainResult, written: Sequence[str] = (), *, at: dt.datetime | None = None) -> None:
     from certfleet.certinfo import describe
 
-    now = _now()
+    now = at or _now()
     say(
         verdict(
             not chain_failed(result),

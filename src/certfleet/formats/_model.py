@@ -28,6 +28,9 @@ class InputFormat(StrEnum):
     ZIP = "zip"
 
 
+_MAX_FRIENDLY_NAME = 128  # what certfleet.export writes
+
+
 class Unread(StrEnum):
     """Why an item of an input was left unread."""
 
@@ -176,8 +179,10 @@ class Pool:
         return tuple(u.problem() for u in self.unreadable)
 
     def friendly_name(self, cert: x509.Certificate) -> str | None:
-        """The first friendly name (PKCS#12 alias) given to ``cert`` in the inputs, if any."""
-        return next((c.friendly_name for c in self.certificates if c.friendly_name and c.cert == cert), None)
+        """The first friendly name (PKCS#12 alias) given to ``cert`` in the inputs that is plain
+        text (no control characters, at most 128 characters), if any."""
+        names = (c.friendly_name for c in self.certificates if c.friendly_name and c.cert == cert)
+        return next((n for n in names if n.strip() and n.isprintable() and len(n) <= _MAX_FRIENDLY_NAME), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
