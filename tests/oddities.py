@@ -112,11 +112,11 @@ def san_extension(*names: str) -> bytes:
     return seq(tlv(0x06, SAN_OID), tlv(0x04, seq(*(dns(n) for n in names))))
 
 
-def dsa_inherited(*, days: int = 30) -> tuple[bytes, x509.Certificate]:
+def dsa_inherited(*, days: int = 30, key_size: int = 2048) -> tuple[bytes, x509.Certificate]:
     """A DSA CA (as cryptography loads it) and the DER of a leaf it issued whose key inherits the
     CA's DSA parameters (RFC 3279: the parameters are left out of the leaf's key)."""
-    ca_key = dsa.generate_private_key(2048)
-    leaf_key = dsa.generate_private_key(2048)
+    ca_key = dsa.generate_private_key(key_size)
+    leaf_key = dsa.generate_private_key(key_size)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
     def builder(cn: str, public: dsa.DSAPublicKey) -> x509.CertificateBuilder:

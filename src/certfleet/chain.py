@@ -198,6 +198,17 @@ def _incomplete_hint(
     return dataclasses.replace(problem, hint=hint)
 
 
+def _no_certificate(pool: Pool) -> InputError:
+    """The refusal of a pool without a certificate, naming the input and what it holds instead."""
+    held = [("a private key", k.source) for k in pool.keys] + [("a CSR", c.source) for c in pool.csrs]
+    sources = list(dict.fromkeys(source for _, source in held))
+    hint = "give the certificate the CA sent"
+    if len(sources) != 1:
+        return InputError("no certificate among the inputs", hint=hint)
+    what = " and ".join(dict.fromkeys(kind for kind, _ in held))
+    return InputError(f"holds no certificate, only {what}", hint=hint, source=sources[0])
+
+
 def build_chain(
     pool: Pool,
     trust: TrustStore,
@@ -223,7 +234,7 @@ def build_chain(
             exc.with_source(item.source)
             raise
     if not items:
-        raise InputError("no certificate among the inputs", hint="give the certificate the CA sent")
+        raise _no_certificate(pool)
     if key is None and len(pool.keys) == 1:
         key, key_source = pool.keys[0].key, pool.keys[0].source
     chosen, key_fits = _pick_leaf(items, key, pool.keys)
