@@ -296,3 +296,29 @@ def test_expired(pki: PKI) -> None:
 def test_naive_now_is_a_programmer_error(pki: PKI) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         lint([pki.leaf.cert], now=dt.datetime.now())
+
+
+def test_a_dsa_key_is_named_as_such(pki: PKI) -> None:
+    import warnings
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import dsa
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # cryptography deprecates DSA
+        key = dsa.generate_private_key(1024)  # noqa: S505 (a throw-away test key)
+    leaf = pki.leaf.cert
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(leaf.subject)
+        .issuer_name(leaf.issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(leaf.not_valid_before_utc)
+        .not_valid_after(leaf.not_valid_after_utc)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("www.example.test")]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    )
+    cert = builder.sign(pki.inter.key, hashes.SHA256())  # type: ignore[arg-type]
+    problems = [p for p in lint([cert, pki.inter.cert], now=NOW) if p.code is ProblemCode.WEAK_KEY]
+    assert [p.message for p in problems] == ["the certificate's key is DSA, which no TLS client accepts"]

@@ -125,7 +125,7 @@ def _weak_key(cert: x509.Certificate, name: str | None) -> Problem | None:
     elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
         reason = "is Ed25519/Ed448, which browsers and phones do not accept for web certificates"
     elif isinstance(key, dsa.DSAPublicKey):
-        reason = "is DSA, which TLS clients no longer accept"
+        reason = "is DSA, which no TLS client accepts"
     else:
         reason = "is of a type clients do not know"
     return Problem(
