@@ -106,9 +106,12 @@ def _scan(path: CertPath, trust: TrustStore, reason: str) -> list[Problem]:
     problems: list[Problem] = []
     certs = path.certs
     for index, cert in enumerate(certs):
+        # an anchor, or the certificate that stands in for one: only its pathLenConstraint binds
         anchor = trust.contains(cert) or (index == len(certs) - 1 and not path.trusted and index > 0)
-        what = "the certificate" if index == 0 else f"the {'root' if anchor else 'intermediate'} {label(cert.subject)}"
-        problems.extend(_critical(cert, what))
+        root = trust.contains(cert) or is_self_signed(cert)
+        what = "the certificate" if index == 0 else f"the {'root' if root else 'intermediate'} {label(cert.subject)}"
+        if not anchor:
+            problems.extend(_critical(cert, what))
         if index == 0:
             continue
         constraints = extensions.get(cert, x509.BasicConstraints)

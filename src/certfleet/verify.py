@@ -20,7 +20,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, Subject, VerificationError
 
 from certfleet.certinfo import NAME_ERRORS, cert_public_key, describe, fingerprint, readable, san_names
-from certfleet.diagnose import STRUCTURAL, path_problems, structural_problems
 from certfleet.errors import CertfleetError, InputError
 from certfleet.findings import (
     eku_problem,
@@ -130,8 +129,8 @@ _PATH_CODES = frozenset(
     }
 )
 # fragments of cryptography's refusals, and the codes of certfleet's findings that explain them
+# (and, first, certfleet.diagnose's structural faults, each explained by its own code)
 _EXPLAINED_BY: tuple[tuple[str, frozenset[ProblemCode]], ...] = (
-    *((fragment, frozenset({code})) for fragment, code in STRUCTURAL),
     ("not valid at validation time", frozenset({ProblemCode.EXPIRED, ProblemCode.NOT_YET_VALID})),
     ("subjectAltName", frozenset({ProblemCode.NAME_MISMATCH, ProblemCode.NO_SAN})),
     ("EKU", frozenset({ProblemCode.MISSING_SERVER_AUTH})),
@@ -146,8 +145,11 @@ _ALGORITHM = re.compile(r"AlgorithmIdentifier \{ oid: [^}]*?, params: (\w+)[^}]*
 
 
 def _explained(reason: str, problems: Sequence[Problem]) -> bool:
+    from certfleet.diagnose import STRUCTURAL
+
     codes = {p.code for p in problems}
-    for fragment, codes_that_explain in _EXPLAINED_BY:
+    structural = tuple((fragment, frozenset({code})) for fragment, code in STRUCTURAL)
+    for fragment, codes_that_explain in (*structural, *_EXPLAINED_BY):
         if fragment in reason:
             return bool(codes & codes_that_explain)
     return False
@@ -432,6 +434,9 @@ class Verifier:
 
         ``reason`` is cryptography's message; it is reported as well unless those checks explain it.
         """
+        # only here: a leaf whose chain is valid never needs the diagnosis
+        from certfleet.diagnose import path_problems, structural_problems
+
         readable(leaf)  # the issuer's name too: nothing proved that it decodes
         problems: list[Problem] = []
         path = self._best_path(leaf)
