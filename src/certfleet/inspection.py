@@ -15,6 +15,7 @@ from cryptography import x509
 
 from certfleet.certinfo import cert_public_key, describe, fingerprint
 from certfleet.csr import CsrInfo, describe_csr
+from certfleet.findings import precertificate_problem
 from certfleet.formats import Pool, PoolCert, PoolCSR, PoolKey
 from certfleet.keys import match, public_key_id
 from certfleet.problems import Problem
@@ -59,8 +60,9 @@ class InspectedCsr:
 class Inspection:
     """Everything found in the inputs, with which key belongs to which certificate and CSR.
 
-    ``problems`` are the ``key-mismatch`` findings of :func:`certfleet.keys.match`: a key that
-    belongs to none of the certificates (or CSRs) it came with.
+    ``problems``: what could not be read (a damaged block, a key without its password), CT
+    precertificates, then the ``key-mismatch`` findings of :func:`certfleet.keys.match` (a key
+    that belongs to none of the certificates or CSRs it came with).
     """
 
     pool: Pool
@@ -78,6 +80,7 @@ class Inspection:
             "keys": [k.to_dict() for k in self.keys],
             "csrs": [c.to_dict() for c in self.csrs],
             "ignored": list(self.pool.ignored),
+            "unreadable": [u.to_dict() for u in self.pool.unreadable],
             "problems": [p.to_dict() for p in self.problems],
         }
 
@@ -108,7 +111,9 @@ def inspect(pool: Pool, *, now: dt.datetime) -> Inspection:
         InspectedCsr(item, describe_csr(item.csr), next((pk for pk, kid in key_ids if kid == cid), None))
         for item, cid in csrs
     )
-    return Inspection(pool=pool, now=now, keys=keys, csrs=requests, problems=match(pool).problems)
+    precertificates = (precertificate_problem(item.cert, source=item.source) for item, _ in certs)
+    problems = (*pool.problems(), *(p for p in precertificates if p is not None), *match(pool).problems)
+    return Inspection(pool=pool, now=now, keys=keys, csrs=requests, problems=problems)
 
 
 def key_of(keys: Sequence[PoolKey], cert: x509.Certificate) -> PoolKey | None:

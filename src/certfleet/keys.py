@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
-from certfleet.certinfo import cert_public_key, describe, key_type
+from certfleet.certinfo import cert_public_key, describe, key_name, key_type
 from certfleet.errors import InputError
 from certfleet.problems import Problem, ProblemCode, Severity
 
@@ -321,7 +321,4 @@ def require_web_key(key: PrivateKeyTypes) -> WebKey:
                 hint="use ec:p256 or ec:p384",
             )
         return key
-    raise InputError(
-        f"{type(key).__name__.removeprefix('_')} keys cannot be used for a web certificate",
-        hint="use ec:p256 or rsa:2048",
-    )
+    raise InputError(f"{key_name(key)} cannot be used for a web certificate", hint="use ec:p256 or rsa:2048")

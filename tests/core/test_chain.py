@@ -194,8 +194,12 @@ def test_key_that_belongs_to_no_certificate(pki: PKI) -> None:
 
 
 def test_no_certificate(pki: PKI) -> None:
-    with pytest.raises(InputError, match="no certificate among the inputs"):
+    with pytest.raises(InputError) as caught:
         build_chain(pool_of(("key.pem", pki.leaf.key_pem())), TrustStore((pki.root.cert,)), now=NOW)
+    assert str(caught.value) == "key.pem: holds no certificate, only a private key"
+    two = pool_of(("key.pem", pki.leaf.key_pem()), ("copy.key", pki.leaf.key_pem()))
+    with pytest.raises(InputError, match=r"^no certificate among the inputs$"):
+        build_chain(two, TrustStore((pki.root.cert,)), now=NOW)
 
 
 def test_self_signed_leaf_alone(pki: PKI) -> None:

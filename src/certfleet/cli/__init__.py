@@ -99,14 +99,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     # certifi's bundle and CA packages hold certificates with a zero serial; cryptography warns
     # about each one, which says nothing useful to someone reading a certificate package
     warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
+    # a name attribute out of its bounds (a country code of three letters, a common name of 65
+    # characters): cryptography warns each time it decodes one; lint reports it (malformed-name)
+    warnings.filterwarnings("ignore", message="Attribute's length must be", category=UserWarning)
     args = list(sys.argv[1:] if argv is None else argv)
+    state.wrote_json = False
     try:
         return _dispatch(args)
     except CertfleetError as exc:
         if state.debug:
             raise
         _error(str(exc), exc.hint)
-        return int(exc.exit_code)
+        return _refused(args, str(exc), exc.hint, exc.source, exc.exit_code)
     except KeyboardInterrupt:
         _console_err().print("interrupted")
         return 130
@@ -115,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         # a file or socket the library did not expect to fail; still one line, never a traceback
         _error(str(exc), None)
-        return int(ExitCode.ENVIRONMENT)
+        return _refused(args, str(exc), None, None, ExitCode.ENVIRONMENT)
     except Exception as exc:
         if state.debug:
             raise
@@ -127,8 +131,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             highlight=False,
             soft_wrap=True,
         )
-        console_err.print("[dim]hint:[/] run again with --debug for the traceback, and report it", highlight=False)
-        return int(ExitCode.ENVIRONMENT)
+        hint = "run again with --debug for the traceback, and report it"
+        console_err.print(f"[dim]hint:[/] {hint}", highlight=False)
+        return _refused(args, f"unexpected error: {type(exc).__name__}: {exc}", hint, None, ExitCode.ENVIRONMENT)
+
+
+def _refused(args: Sequence[str], message: str, hint: str | None, source: str | None, code: ExitCode) -> int:
+    """The exit code of an error; with --json, the error is a JSON object on stdout as well."""
+    options = args[: args.index("--")] if "--" in args else args
+    if "--json" in options and not state.wrote_json:
+        import json
+
+        error = {"error": message, "hint": hint, "source": source, "exit_code": int(code)}
+        try:
+            sys.stdout.write(json.dumps(error, indent=2) + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass  # stdout is gone: the error is on stderr, and the exit code says it
+    return int(code)
 
 
 def _dispatch(args: list[str]) -> int:

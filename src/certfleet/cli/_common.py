@@ -81,6 +81,7 @@ def open_store() -> Store:
 def write_json(payload: Any) -> None:
     """Print ``payload`` as indented JSON; what is not JSON (dates, paths) as its ``str()``."""
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    state.wrote_json = True
 
 
 def emit(result: Any, as_json: bool, render: Callable[[Any], None]) -> None:

@@ -9,6 +9,7 @@ is benchmarked whole-process).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
@@ -165,7 +166,7 @@ def verify_cmd(
         )
         _exit(run_each(options))
         return
-    from certfleet.chain import pick_leaf
+    from certfleet.chain import no_certificate, pick_leaf
     from certfleet.formats import read_pool
     from certfleet.verify import verify_chain
 
@@ -176,10 +177,15 @@ def verify_cmd(
     intermediates = [item.cert for item in extra.unique_certificates()] if extra is not None else []
 
     pool = read_pool(read_inputs([Path(f) for f in files]), passwords=pw)
+    if not pool.unique_certificates():
+        raise no_certificate(pool)
     chosen, _ = pick_leaf(pool.unique_certificates(), pool_keys=pool.keys)
     leaf = chosen.cert
     others = [item.cert for item in pool.unique_certificates() if item.cert != leaf]
     result = verify_chain(leaf, [*others, *intermediates], store, name=name, at=when)
+    unread = (*pool.problems(), *(extra.problems() if extra is not None else ()))
+    if unread:  # what could not be read beside what was: said with the verdict
+        result = dataclasses.replace(result, problems=(*unread, *result.problems))
     emit(result, as_json, lambda r: views.verification(r, at=when, trust=store))
     _exit(ExitCode.OK if result.valid else ExitCode.PROBLEMS)
 
@@ -239,6 +245,10 @@ def chain_cmd(
         typer.Option("--out", metavar="PATH", help="Write the chain to serve (leaf first, no root) to this PEM file."),
     ] = None,
     force: ForceOpt = False,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", metavar="TIME", help="Judge the chain at this time (ISO 8601; UTC unless an offset)."),
+    ] = None,
     password: PasswordOpt = None,
     password_file: PasswordFileOpt = None,
     as_json: JsonOpt = False,
@@ -251,7 +261,7 @@ def chain_cmd(
     from certfleet.export import pem
     from certfleet.fsutil import atomic_write
 
-    now = utc_now().replace(microsecond=0)
+    now = parse_at(at)
     result, _ = _build(
         files=files,
         key=key,
@@ -375,6 +385,8 @@ def convert_cmd(
             hint="fix what is listed above, or give --force to write the files anyway",
         )
     private_key = _key_for(kind, result, pool) if kind.holds_key else None
+    if friendly_name is None and kind is OutputFormat.PKCS12:  # the source's alias, kept (keytool shows "1" without)
+        friendly_name = pool.friendly_name(result.chain[0])
     written = write_bundle(
         kind,
         out,

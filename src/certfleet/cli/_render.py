@@ -85,7 +85,8 @@ def days_left_text(info: CertInfo, now: dt.datetime) -> Text:
 
 def _names(info: CertInfo) -> str:
     names = [*info.dns_names, *info.ip_addresses]
-    return ", ".join(names) if names else "(no subjectAltName)"
+    text = ", ".join(names) if names else "(no subjectAltName)"
+    return text + (f"; also {', '.join(info.other_names)}" if info.other_names else "")
 
 
 def cert_table(
@@ -110,8 +111,12 @@ def cert_table(
     table.add_row("key", info.key_type)
     table.add_row("signature", info.signature_algorithm)
     table.add_row("CA", "yes" if info.is_ca else "no")
+    if info.precertificate:
+        table.add_row("kind", Text("CT precertificate: not the certificate to serve", style="yellow"))
     table.add_row("serial", info.serial)
     table.add_row("sha256", info.sha256)
+    for fault in info.faults:
+        table.add_row("fault", Text(fault, style="yellow"))
     if source:
         table.add_row("source", source)
     for field, value in extra:
@@ -217,11 +222,14 @@ def inspection(report: Inspection) -> None:
         console.print()
         say(Text(f"CSR {i}", style="bold"))
         names = ", ".join([*info.dns_names, *info.ip_addresses]) or "(no subjectAltName)"
+        names += f"; also {', '.join(info.other_names)}" if info.other_names else ""
         say(f"  subject   {info.subject}")
         say(f"  names     {names}")
         say(f"  key       {info.key_type}")
         say(f"  signature {info.signature_algorithm}{'' if info.signature_valid else ' (INVALID)'}")
         say(f"  key file  {request.key.source if request.key is not None else 'not among these files'}")
+        for fault in info.faults:
+            say(f"  fault     {fault}", style="yellow")
         say(f"  source    {request.csr.source}")
     if pool.ignored:
         console.print()
