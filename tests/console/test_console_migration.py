@@ -34,7 +34,7 @@ def test_console_migration_matches_the_models_and_goes_down_and_up(tmp_path: Pat
     db.upgrade("0001_initial")
     assert not (_tables(db) & CONSOLE_TABLES)
     db.upgrade()
-    assert db.current() == {"0002_console"} == db.heads()
+    assert db.current() == db.heads()
     assert _tables(db) >= CONSOLE_TABLES
 
     def include(name: str | None, type_: str, parents: dict[str, str | None]) -> bool:
