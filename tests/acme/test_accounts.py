@@ -181,3 +181,27 @@ def test_the_first_issuer_unreachable_the_second_issues(
     refused = expect(cli("issue", "web", "--json"), 3).json()
     assert refused["error"].startswith("no issuer of web could be reached: first:")
     assert len(expect(cli("history", "web", "--json")).json()["versions"]) == 1
+
+
+@pytest.mark.usefixtures("acme_env")
+def test_the_preferred_chain_is_kept_among_the_alternates(
+    cli: Any, tmp_path: Path, bind: BindServer, http_port: int
+) -> None:
+    expect(cli("init"))
+    with PebbleServer(tmp_path / "alt", http_port=http_port, dns=bind.address, alternate_roots=1) as pebble:
+        add_issuer(cli, pebble)
+        roots = [x509.load_pem_x509_certificate(pebble.root_pem(i)) for i in (0, 1)]
+        for i in range(len(roots)):
+            (tmp_path / f"root{i}.pem").write_bytes(pebble.root_pem(i))
+            expect(cli("trust", "add", tmp_path / f"root{i}.pem"))
+        dns_lineage(cli, bind, tmp_path, "pebble")
+        wanted = roots[1].subject.rfc4514_string().removeprefix("CN=")
+        expect(cli("lineage", "set", "web", "--preferred-chain", wanted))
+        issued = expect(cli("issue", "web", "--json")).json()
+        assert issued["chain"] == wanted and issued["preferred_chain_found"] is True
+        expect(cli("lineage", "set", "web", "--preferred-chain", "No Such Root"))
+        other = expect(cli("issue", "web", "--json")).json()
+    assert other["preferred_chain_found"] is False and other["chain"] == roots[0].subject.rfc4514_string()[3:]
+    with Store.open() as store:
+        chain = store.version("web", 1).chain
+    assert chain[-1].issuer == roots[1].subject

@@ -174,3 +174,34 @@ def test_dns_settings_come_from_the_environment() -> None:
     assert DnsSettings.from_env({}).resolvers == ()
     with pytest.raises(InputError):
         DnsSettings.from_env({"CERTFLEET_DNS_PORT": "dns"})
+
+
+def test_the_cas_last_answer_gives_retry_after_and_the_terms_url() -> None:
+    from acme import messages
+
+    from certfleet.acme.errors import mapped
+
+    limited = mapped(
+        messages.Error.with_code("rateLimited", detail="too many new orders"),
+        issuer="le",
+        headers={"Retry-After": "3600"},
+    )
+    assert isinstance(limited, RateLimited) and limited.retry_after is not None
+    assert 3500 < (limited.retry_after - dt.datetime.now(dt.UTC)).total_seconds() <= 3600
+    terms = mapped(
+        messages.Error(typ="urn:ietf:params:acme:error:userActionRequired", detail="agree to the new terms"),
+        issuer="le",
+        body={"instance": "https://ca.example/terms/v3"},
+    )
+    assert isinstance(terms, UserActionRequired) and terms.terms_url == "https://ca.example/terms/v3"
+
+
+def test_requests_failures_are_the_ca_unreachable() -> None:
+    import requests
+
+    from certfleet.acme.errors import CAUnreachable, mapped
+
+    down = mapped(requests.exceptions.ConnectionError("refused"), issuer="le")
+    assert isinstance(down, CAUnreachable) and down.exit_code is ExitCode.ENVIRONMENT
+    untrusted = mapped(requests.exceptions.SSLError("certificate verify failed"), issuer="le")
+    assert isinstance(untrusted, CAUnreachable) and "--ca-bundle" in (untrusted.hint or "")

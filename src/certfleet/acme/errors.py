@@ -39,6 +39,8 @@ __all__ = [
     "Unauthorized",
     "UserActionRequired",
     "mapped",
+    "problem_code",
+    "problem_error",
 ]
 
 _MAX_DETAIL = 400
@@ -195,6 +197,14 @@ def problem_error(
     return AcmeProblem(f"the CA refused{about}: {said}", hint=None, **kw)
 
 
+def problem_code(error: Any) -> str | None:
+    """The ACME error code of a problem document (``rateLimited``), also for the codes newer than
+    the library's list (``userActionRequired`` is not in it)."""
+    typ = str(getattr(error, "typ", "") or "")
+    prefix = "urn:ietf:params:acme:error:"
+    return typ[len(prefix) :] if typ.startswith(prefix) else None
+
+
 def _retry_after(headers: Mapping[str, str]) -> dt.datetime | None:
     from email.utils import parsedate_to_datetime
 
@@ -229,7 +239,7 @@ def mapped(
     if isinstance(exc, messages.Error):
         ident = exc.identifier.value if exc.identifier is not None else None
         return problem_error(
-            exc.code,
+            problem_code(exc),
             exc.detail or exc.title,
             issuer=issuer,
             identifier=ident,
@@ -241,7 +251,7 @@ def mapped(
             for challb in authzr.body.challenges:
                 if challb.error is not None:
                     return problem_error(
-                        challb.error.code,
+                        problem_code(challb.error),
                         challb.error.detail,
                         issuer=issuer,
                         identifier=authzr.body.identifier.value,

@@ -21,8 +21,8 @@ from cryptography import x509
 from requests.utils import parse_header_links
 
 from certfleet.acme.challenges import Task
-from certfleet.acme.connection import Connection  # first: it imports the acme library quietly
-from certfleet.acme.errors import AcmeProblem, CAUnreachable, problem_error
+from certfleet.acme.connection import Connection
+from certfleet.acme.errors import AcmeProblem, CAUnreachable, problem_code, problem_error
 from certfleet.acme.model import ChallengeType
 
 __all__ = ["Downloaded", "Order", "choose_chain"]
@@ -153,14 +153,14 @@ class Order:
             for challb in authz.challenges:
                 if challb.error is not None:
                     return problem_error(
-                        challb.error.code,
+                        problem_code(challb.error),
                         challb.error.detail,
                         issuer=conn.issuer,
                         identifier=pending.task.name,
                         challenge=challb.chall.typ,
                     )
         if body.error is not None:
-            return problem_error(body.error.code, body.error.detail, issuer=conn.issuer)
+            return problem_error(problem_code(body.error), body.error.detail, issuer=conn.issuer)
         return AcmeProblem("the CA marked the order invalid without saying why", source=conn.issuer)
 
     def finalize(self) -> Downloaded:
