@@ -205,3 +205,18 @@ def test_the_preferred_chain_is_kept_among_the_alternates(
     with Store.open() as store:
         chain = store.version("web", 1).chain
     assert chain[-1].issuer == roots[1].subject
+
+
+@pytest.mark.usefixtures("acme_env")
+def test_http01_answered_by_certfleet_itself(cli: Any, pebble: PebbleServer, http_port: int, tmp_path: Path) -> None:
+    expect(cli("init"))
+    add_issuer(cli, pebble)
+    trust_pebble(cli, pebble, tmp_path)
+    expect(cli("node", "add", "main", "--name", "acme.test", "--name", "www.acme.test",
+               "--target", f"nginx:{tmp_path / 'tls'}", "--lineage", "web"))  # fmt: skip
+    solver = f"*=http-01:standalone:127.0.0.2:{http_port}"
+    expect(cli("lineage", "set", "web", "--issuer", "pebble", "--solver", solver))
+    issued = expect(cli("issue", "web", "--json")).json()
+    assert issued["ok"] and {n["solver"] for n in issued["preflight"]["names"]} == {
+        f"http-01:standalone:127.0.0.2:{http_port} (certfleet answers)"
+    }

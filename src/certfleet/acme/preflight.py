@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from certfleet.acme.challenges import Check, Solver, Task
-from certfleet.acme.challenges.webroot import WebrootSolver
 from certfleet.acme.lookup import DnsSettings, addresses, caa_for
 from certfleet.acme.model import ChallengeType
 from certfleet.errors import CertfleetError
@@ -109,8 +108,9 @@ def _fetch(address: str, port: int, name: str, path: str) -> tuple[int, str, str
         conn.close()
 
 
-async def check_http(solver: WebrootSolver, names: Sequence[str], dns: DnsSettings, *, port: int) -> list[Check]:
-    """Put one probe token in each node's webroot; every name's addresses must serve it."""
+async def check_http(solver: Solver, names: Sequence[str], dns: DnsSettings, *, port: int) -> list[Check]:
+    """Put one probe token where the solver puts tokens (each node's webroot, or its own
+    listener); every name's addresses must serve it."""
     token = secrets.token_urlsafe(24)
     value = f"{token}.certfleet-preflight"
     probes = [Task(n, ChallengeType.HTTP01, token=token, value=value) for n in names]
@@ -165,7 +165,7 @@ async def preflight(
         groups.setdefault(id(solver), (solver, []))[1].append(name)
     jobs = [check_caa(names, issuer, ids, dns) for issuer, ids in issuers]
     for solver, mine in groups.values():
-        if isinstance(solver, WebrootSolver):
+        if solver.kind is ChallengeType.HTTP01:
             jobs.append(check_http(solver, mine, dns, port=http_port()))
         else:
             jobs.append(solver.check(mine))

@@ -163,6 +163,7 @@ class DnsSolver(Solver):
 # "TYPE" or "TYPE:METHOD" -> "module:Class"; imported on first use
 SOLVERS: Mapping[str, str] = {
     "http-01": "certfleet.acme.challenges.webroot:WebrootSolver",
+    "http-01:standalone": "certfleet.acme.challenges.standalone:StandaloneSolver",
     "dns-01:rfc2136": "certfleet.acme.challenges.rfc2136:Rfc2136Solver",
     "dns-01:lexicon": "certfleet.acme.challenges.lexicon_dns:LexiconSolver",
     "dns-01:hook": "certfleet.acme.challenges.hook:HookSolver",
@@ -170,9 +171,10 @@ SOLVERS: Mapping[str, str] = {
 
 
 def solver_key(rule: SolverRule) -> str:
-    if rule.challenge is ChallengeType.HTTP01:
-        return "http-01"
-    return f"dns-01:{rule.spec.partition(':')[0].strip().lower()}"
+    """``TYPE:METHOD`` of the registry; ``http-01`` alone (a node's webroot) for ``http-01:NODE``."""
+    method = rule.spec.partition(":")[0].strip().lower()
+    key = f"{rule.challenge.value}:{method}"
+    return key if key in SOLVERS or rule.challenge is ChallengeType.DNS01 else rule.challenge.value
 
 
 def make_solver(rule: SolverRule, context: SolverContext) -> Solver:
@@ -183,7 +185,7 @@ def make_solver(rule: SolverRule, context: SolverContext) -> Solver:
         raise InputError(f"unknown solver {rule.challenge.value}:{rule.spec[:40]}", hint=f"dns-01 solvers: {known}")
     module, _, name = where.partition(":")
     cls: type[Solver] = getattr(importlib.import_module(module), name)
-    spec = rule.spec if rule.challenge is ChallengeType.HTTP01 else rule.spec.partition(":")[2]
+    spec = rule.spec if key == rule.challenge.value else rule.spec.partition(":")[2]
     return cls(spec.strip(), context)
 
 
