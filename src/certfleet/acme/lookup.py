@@ -221,22 +221,37 @@ class CaaAnswer:
         return [t for flags, t, _ in self.records if flags & 128 and t.lower() not in known]
 
 
-async def caa_for(name: str, settings: DnsSettings) -> CaaAnswer:
-    """The CAA record set relevant to ``name`` (climbing to its parents until one has any)."""
-    res = settings.resolver()
+async def caa_for(
+    name: str, settings: DnsSettings, *, memo: dict[str, asyncio.Task[CaaAnswer | None]] | None = None
+) -> CaaAnswer:
+    """The CAA record set relevant to ``name`` (climbing to its parents until one has any).
+
+    ``memo`` shares the lookups of one batch: names under one parent ask for the parent once."""
+    memo = {} if memo is None else memo
     current = _fqdn(name)
     while len(current.labels) > 1:  # stop before the root
-        try:
-            answer = await res.resolve(current, "CAA", raise_on_no_answer=False)
-        except dns.resolver.NXDOMAIN:
-            answer = None
-        except dns.exception.DNSException as exc:
-            return CaaAnswer(name, current.to_text(omit_final_dot=True), (), error=str(exc) or type(exc).__name__)
-        if answer is not None and answer.rrset is not None and len(answer.rrset):
-            records = tuple(
-                (int(r.flags), r.tag.decode("ascii", "replace"), r.value.decode("utf-8", "replace"))
-                for r in answer.rrset
-            )
-            return CaaAnswer(name, current.to_text(omit_final_dot=True), records)
+        key = current.to_text()
+        if key not in memo:
+            memo[key] = asyncio.ensure_future(_caa_at(current, settings))
+        found = await memo[key]
+        if found is not None:
+            return CaaAnswer(name, found.owner, found.records, found.error)
         current = current.parent()
     return CaaAnswer(name, None, ())
+
+
+async def _caa_at(owner: dns.name.Name, settings: DnsSettings) -> CaaAnswer | None:
+    """The CAA records at ``owner`` itself; None when it has none."""
+    where = owner.to_text(omit_final_dot=True)
+    try:
+        answer = await settings.resolver().resolve(owner, "CAA", raise_on_no_answer=False)
+    except dns.resolver.NXDOMAIN:
+        return None
+    except dns.exception.DNSException as exc:
+        return CaaAnswer(where, where, (), error=str(exc) or type(exc).__name__)
+    if answer.rrset is None or not len(answer.rrset):
+        return None
+    records = tuple(
+        (int(r.flags), r.tag.decode("ascii", "replace"), r.value.decode("utf-8", "replace")) for r in answer.rrset
+    )
+    return CaaAnswer(where, where, records)

@@ -71,9 +71,10 @@ async def check_caa(names: Sequence[str], issuer: str, identities: Sequence[str]
     """Whether each name's CAA records let ``issuer`` (whose CAA names are ``identities``) issue."""
     ids = {i.lower().rstrip(".") for i in identities}
     what = f"caa:{issuer}"
+    memo: dict[str, Any] = {}
 
     async def one(name: str) -> Check:
-        answer = await caa_for(name, dns)
+        answer = await caa_for(name, dns, memo=memo)
         if answer.error is not None:
             return Check(name, what, False, f"the CAA lookup failed ({answer.error}): a CA must then refuse")
         if answer.unknown_critical():

@@ -76,7 +76,9 @@ class StandaloneSolver(Solver):
                     hint="stop the web server that holds it and use its webroot instead (a node's --webroot)",
                 ) from exc
             self._server.daemon_threads = True
-            threading.Thread(target=self._server.serve_forever, name="certfleet-http-01", daemon=True).start()
+            threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="certfleet-http-01", daemon=True
+            ).start()
 
     async def cleanup(self, tasks: Sequence[Task]) -> list[str]:
         for task in tasks:
