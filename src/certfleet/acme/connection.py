@@ -135,10 +135,23 @@ class Connection:
             verify = str(path)
         jwk, alg = jwk_of(key) if key is not None else (None, ES256)
         self.jwk = jwk
+        self._verify, self._timeout = verify, timeout
         self.net = _Network(jwk, alg, verify=verify, timeout=timeout)
         if account_url is not None:
             self.net.account = messages.RegistrationResource(body=messages.Registration(), uri=account_url)
         self._client: acme_client.ClientV2 | None = None
+        self._siblings: list[Connection] = []
+
+    def sibling(self) -> Connection:
+        """Another connection to the same CA, account and key, with its own HTTP session and
+        nonces: requests sent side by side (one signed request at a time on each)."""
+        other = Connection(self.issuer, self.directory_url, timeout=self._timeout)
+        other.jwk = self.jwk
+        other.net = _Network(self.net.key, self.net.alg, verify=self._verify, timeout=self._timeout)
+        other.net.account = self.net.account
+        other._client = acme_client.ClientV2(self.client.directory, other.net)
+        self._siblings.append(other)
+        return other
 
     def __enter__(self) -> Connection:
         return self
@@ -147,6 +160,8 @@ class Connection:
         self.close()
 
     def close(self) -> None:
+        for other in self._siblings:
+            other.close()
         with contextlib.suppress(Exception):
             self.net.session.close()
         if self._bundle_dir is not None:

@@ -197,7 +197,8 @@ def plan_issue(store: Store, lineage: str, *, dns: DnsSettings | None = None) ->
     )
     solvers: dict[str, Solver] = {}
     assignment: dict[str, Solver] = {}
-    for name in names_plan.entries:
+    # a manual CA proves nothing through certfleet: the solvers matter only with an ACME issuer
+    for name in names_plan.entries if any(i.is_acme for i in issuers) else ():
         rule = pick_rule(policy.solvers, name) or DEFAULT_SOLVER
         if name.startswith("*.") and rule.challenge is not ChallengeType.DNS01:
             raise InputError(
@@ -292,18 +293,24 @@ async def issue(
             **{**result, "attempts": (*attempts, Attempt(issuer.name)), "preflight": report},
             seconds=time.monotonic() - started,
         )
-    raise _all_failed(lineage, attempts)
+    raise _all_failed(lineage, attempts, reuse_key=the_plan.policy.reuse_key)
 
 
-def _all_failed(lineage: str, attempts: Sequence[Attempt]) -> CertfleetError:
+def _all_failed(lineage: str, attempts: Sequence[Attempt], *, reuse_key: bool) -> CertfleetError:
+    stored = (
+        "nothing was stored (the active key is unchanged)"
+        if reuse_key
+        else "nothing was stored: the new key of each order existed only in memory and was dropped"
+    )
     if len(attempts) == 1:
         only = attempts[0]
         cls: type[AllIssuersFailed] | type[AllIssuersUnreachable] = (
             AllIssuersUnreachable if only.exit_code == 3 else AllIssuersFailed
         )
-        return cls(only.error or "the issuer failed", attempts=attempts, hint=only.hint)
+        hint = f"{only.hint}; {stored}" if only.hint else stored
+        return cls(only.error or "the issuer failed", attempts=attempts, hint=hint)
     lines = "; ".join(a.error or a.issuer for a in attempts)
-    hint = "nothing was stored: the new key of each order was dropped"
+    hint = stored
     if all(a.exit_code == 3 for a in attempts):
         return AllIssuersUnreachable(f"no issuer of {lineage} could be reached: {lines}", attempts=attempts, hint=hint)
     return AllIssuersFailed(f"every issuer of {lineage} failed: {lines}", attempts=attempts, hint=hint)

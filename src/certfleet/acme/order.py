@@ -10,10 +10,13 @@ turn: one request per round tells when every name is valid, or that one failed.
 
 from __future__ import annotations
 
+import queue
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from acme import challenges as acme_challenges
 from acme import messages
@@ -24,10 +27,14 @@ from certfleet.acme.challenges import Task
 from certfleet.acme.connection import Connection
 from certfleet.acme.errors import AcmeProblem, CAUnreachable, problem_code, problem_error
 from certfleet.acme.model import ChallengeType
+from certfleet.names import is_ip
 
 __all__ = ["Downloaded", "Order", "choose_chain"]
 
 ORDER_TIMEOUT = 300.0
+WORKERS = 8  # connections that fetch authorizations and answer challenges side by side
+T = TypeVar("T")
+R = TypeVar("R")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,256}")
 
 
@@ -64,6 +71,7 @@ class Order:
         self.deadline = time.monotonic() + timeout
         self._orderr: messages.OrderResource | None = None
         self._pending: list[_Pending] = []
+        self._pool: list[Connection] = [conn]
         self.reused: list[str] = []  # names whose authorization was valid already
 
     @property
@@ -75,10 +83,53 @@ class Order:
             raise ValueError("the order is not placed")
         return self._orderr
 
+    def _each(self, fn: Callable[[Connection, T], R], items: Sequence[T]) -> list[R]:
+        """``fn(connection, item)`` for every item, side by side on up to WORKERS connections."""
+        if len(items) <= 1:
+            return [fn(self.conn, item) for item in items]
+        while len(self._pool) < min(WORKERS, len(items)):
+            self._pool.append(self.conn.sibling())
+        free: queue.SimpleQueue[Connection] = queue.SimpleQueue()
+        for conn in self._pool:
+            free.put(conn)
+
+        def one(item: T) -> R:
+            conn = free.get()
+            try:
+                return fn(conn, item)
+            finally:
+                free.put(conn)
+
+        with ThreadPoolExecutor(len(self._pool), thread_name_prefix="certfleet-acme") as pool:
+            return list(pool.map(one, items))
+
     def place(self) -> list[Task]:
-        """Create the order; the names the CA wants proven, as tasks for the solvers."""
+        """Create the order; the names the CA wants proven, as tasks for the solvers.
+
+        As ``ClientV2.new_order``, but the authorizations are fetched side by side."""
         conn = self.conn
-        orderr = conn.call(conn.client.new_order, self.csr_pem, profile=self.profile or None)
+        client = conn.client
+        identifiers = [
+            messages.Identifier(typ=messages.IDENTIFIER_IP if is_ip(n) else messages.IDENTIFIER_FQDN, value=n)
+            for n in self.kinds
+        ]
+        order = messages.NewOrder(identifiers=identifiers, profile=self.profile) if self.profile else None
+        order = order or messages.NewOrder(identifiers=identifiers)
+        response = conn.call(
+            conn.net.post, client.directory["newOrder"], order, new_nonce_url=client.directory["newNonce"]
+        )
+        body = messages.Order.from_json(response.json())
+
+        def fetch(c: Connection, url: str) -> messages.AuthorizationResource:
+            found = messages.Authorization.from_json(c.post_as_get(url).json())
+            return messages.AuthorizationResource(body=found, uri=url)
+
+        orderr = messages.OrderResource(
+            body=body,
+            uri=response.headers.get("Location"),
+            authorizations=self._each(fetch, list(body.authorizations)),
+            csr_pem=self.csr_pem,
+        )
         self._orderr = orderr
         jwk = conn.jwk
         if jwk is None:
@@ -116,10 +167,12 @@ class Order:
 
     def answer(self) -> None:
         """Tell the CA that every proof is in place."""
-        conn = self.conn
-        jwk = conn.jwk
-        for pending in self._pending:
-            conn.call(conn.client.answer_challenge, pending.challb, pending.challb.chall.response(jwk))
+        jwk = self.conn.jwk
+
+        def one(c: Connection, pending: _Pending) -> None:
+            c.call(c.client.answer_challenge, pending.challb, pending.challb.chall.response(jwk))
+
+        self._each(one, self._pending)
 
     def _poll(self) -> tuple[messages.Order, float]:
         response = self.conn.post_as_get(self._resource().uri)

@@ -9,6 +9,7 @@ comes to port 80; another port only behind a redirect or for a test CA).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,10 +34,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        with contextlib.suppress(ConnectionError):  # a validator that hung up early
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # the CA's fetches are not the user's business
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # the CA checks every token at once: socketserver's backlog of 5 would drop most of them
+    request_queue_size = 256
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that misbehaves is the CA's problem to report, not a traceback on stderr
 
 
 class StandaloneSolver(Solver):
@@ -48,7 +59,7 @@ class StandaloneSolver(Solver):
         if port and not port.isdigit():
             raise InputError(f"http-01:standalone:{spec}: the port is not a number", hint="http-01:standalone:80")
         self.address = (host, int(port or 80))
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._tokens: dict[str, str] = {}
 
     @property
@@ -69,13 +80,12 @@ class StandaloneSolver(Solver):
             tokens = self._tokens
             handler = type("Handler", (_Handler,), {"tokens": tokens})
             try:
-                self._server = await asyncio.to_thread(ThreadingHTTPServer, self.address, handler)
+                self._server = await asyncio.to_thread(_Server, self.address, handler)
             except OSError as exc:
                 raise EnvError(
                     f"cannot listen on port {self.address[1]} for http-01: {exc.strerror}",
                     hint="stop the web server that holds it and use its webroot instead (a node's --webroot)",
                 ) from exc
-            self._server.daemon_threads = True
             threading.Thread(
                 target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="certfleet-http-01", daemon=True
             ).start()
