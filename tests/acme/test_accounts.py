@@ -220,3 +220,33 @@ def test_http01_answered_by_certfleet_itself(cli: Any, pebble: PebbleServer, htt
     assert issued["ok"] and {n["solver"] for n in issued["preflight"]["names"]} == {
         f"http-01:standalone:127.0.0.2:{http_port} (certfleet answers)"
     }
+
+
+@pytest.mark.usefixtures("acme_env")
+def test_an_interrupted_rollover_is_finished_by_the_next(cli: Any, pebble: PebbleServer) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from certfleet.acme import accounts
+
+    expect(cli("init"))
+    add_issuer(cli, pebble)
+    with Store.open() as store:
+        issuer = store.issuer("pebble")
+        # the new key was kept and the CA changed it, but its answer never came back
+        told = ec.generate_private_key(ec.SECP256R1())
+        store.stage_account_key("pebble", told)
+        with accounts.connect(store, issuer) as conn:
+            conn.change_key(told)
+        rolled = accounts.rollover(store, "pebble")
+        current, staged = store.account_key("pebble")
+        assert staged is None and rolled.key_thumbprint not in (issuer.key_thumbprint, None)
+        # a key kept but never sent: dropped, and the rollover goes on from the CA's key
+        store.stage_account_key("pebble", ec.generate_private_key(ec.SECP256R1()))
+        again = accounts.rollover(store, "pebble")
+        assert again.key_thumbprint != rolled.key_thumbprint
+        newest, staged = store.account_key("pebble")
+    assert staged is None
+    with Connection("check", pebble.directory, key=newest, ca_bundle=pebble.ca_bundle.read_text()) as conn:
+        assert conn.account_exists() == issuer.account_url
+    with Connection("check", pebble.directory, key=current, ca_bundle=pebble.ca_bundle.read_text()) as conn:
+        assert conn.account_exists() is None

@@ -150,3 +150,18 @@ def test_the_commands_are_registered(cli: Any) -> None:
     for command in ("issuer", "lineage", "issue", "revoke"):
         assert command in out
     assert "--webroot" in cli("node", "add", "--help").out
+
+
+def test_a_manual_issuer_makes_the_csr_and_waits(store: Store, tmp_path: Path) -> None:
+    import asyncio
+
+    from certfleet.acme.issue import issue
+
+    store.add_node(make_node("main", ["example.test", "www.example.test"], [f"nginx:{tmp_path}"]), lineage="web")
+    store.add_issuer("godaddy", IssuerKind.MANUAL)
+    store.set_policy("web", issuers=["godaddy"])
+    result = asyncio.run(issue(store, "web"))
+    assert result.ok and result.issuer == "godaddy" and result.request is not None
+    assert result.request.version.state.value == "pending"
+    assert b"BEGIN CERTIFICATE REQUEST" in result.request.csr_pem
+    assert "waits in the store with the CSR" in result.key

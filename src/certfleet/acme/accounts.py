@@ -58,11 +58,6 @@ def _check_directory(url: str) -> str:
     return url.strip()
 
 
-def _account_key(spec: str | None) -> AccountKey:
-    key = generate_key(spec or ACCOUNT_KEY)
-    return key
-
-
 def connect(store: Store, issuer: IssuerRecord, *, key: AccountKey | None = None) -> Connection:
     """A connection to the issuer's CA, signing with its account key (or ``key``)."""
     if not issuer.is_acme or issuer.directory_url is None:
@@ -98,7 +93,7 @@ def add_acme_issuer(
     identities = tuple(i.strip().lower().rstrip(".") for i in caa_identities if i.strip())
     if any(i.name == name for i in store.issuers()):
         raise InputError(f"an issuer named {name} exists", hint="`certfleet issuer list` shows the issuers")
-    key = _account_key(None)
+    key = generate_key(ACCOUNT_KEY)
     with Connection(name, url, key=key, ca_bundle=ca_bundle) as conn:
         offered = conn.profiles()
         if profile and offered and profile not in offered:
@@ -157,7 +152,7 @@ def rollover(store: Store, name: str) -> IssuerRecord:
             held = conn.account_exists() == issuer.account_url
         issuer = store.settle_account_key(name, changed=held, thumbprint=thumbprint(staged) if held else None)
         current = staged if held else current
-    new = _account_key(issuer.key_spec)
+    new = generate_key(issuer.key_spec or ACCOUNT_KEY)
     store.stage_account_key(name, new)
     with connect(store, issuer, key=current) as conn:
         try:
