@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
 
 import certfleet.console.models
 from certfleet.store import Base, Store
@@ -34,7 +35,7 @@ def test_console_migration_matches_the_models_and_goes_down_and_up(tmp_path: Pat
     db.upgrade("0001_initial")
     assert not (_tables(db) & CONSOLE_TABLES)
     db.upgrade()
-    assert db.current() == {"0002_console"} == db.heads()
+    assert db.current() == db.heads()
     assert _tables(db) >= CONSOLE_TABLES
 
     def include(name: str | None, type_: str, parents: dict[str, str | None]) -> bool:
@@ -60,5 +61,6 @@ def test_console_migration_matches_the_models_and_goes_down_and_up(tmp_path: Pat
 
 
 def test_a_fresh_store_has_the_console_tables(tmp_path: Path) -> None:
-    with Store.init(tmp_path / "home") as store:
-        assert "0002_console" in store.schema_revision()
+    with Store.init(tmp_path / "home") as store, store.session() as s:
+        tables = {r[0] for r in s.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))}
+    assert tables >= CONSOLE_TABLES

@@ -50,9 +50,13 @@ COMMANDS: dict[str, str] = {
     "check": "_check",
     "watch": "_check",
     "serve": "_serve",
+    "issuer": "_acme",
+    "lineage": "_acme",
+    "issue": "_acme",
+    "revoke": "_acme",
 }
 # in the order the overview lists them
-_MODULES = ("_core", "_make", "_fleet", "_deploy", "_check", "_serve")
+_MODULES = ("_core", "_make", "_fleet", "_acme", "_deploy", "_check", "_serve")
 
 
 def __getattr__(name: str) -> Any:

@@ -148,6 +148,9 @@ def node_add(
     reload: Annotated[str | None, typer.Option("--reload", help="Reload command, e.g. 'nginx -s reload'.")] = None,
     probe: Annotated[str | None, typer.Option("--probe", help="HOST:PORT where the node serves TLS.")] = None,
     lineage: Annotated[str | None, typer.Option("--lineage", "-l", help="Make the node a member of it.")] = None,
+    webroot: Annotated[
+        str | None, typer.Option("--webroot", help="ACME http-01: the folder the node's web server publishes.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a node."""
@@ -156,6 +159,8 @@ def node_add(
 
     files = {"known_hosts": known_hosts, "identity": identity}
     options = {key: str(path) for key, path in files.items() if path is not None}
+    if webroot:
+        options["webroot"] = webroot
     spec = make_node(
         name, names, targets, transport=transport, test_cmd=test, reload_cmd=reload, probe=probe, options=options
     )

@@ -18,6 +18,7 @@ from certfleet.store._base import (
     _check_text,
 )
 from certfleet.store._engine import DB_FILE, Database, busy_timeout, database_url, default_home
+from certfleet.store._issuers import IssuersMixin
 from certfleet.store._models import (
     DeploymentRow,
     LineageRow,
@@ -35,7 +36,7 @@ from certfleet.store._versions import VersionsMixin
 __all__ = ["Store"]
 
 
-class Store(NodesMixin, VersionsMixin):
+class Store(NodesMixin, VersionsMixin, IssuersMixin):
     """The certfleet store. Open it with :meth:`init` or :meth:`open`; every method is one
     short transaction and returns frozen values; every change is written to the audit trail."""
 

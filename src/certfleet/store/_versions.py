@@ -9,11 +9,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from certfleet.certinfo import describe, fingerprint, key_type
 from certfleet.clock import utc_now
 from certfleet.errors import InputError
 from certfleet.fleet.model import Material
+from certfleet.store._acme_models import RevocationRow
 from certfleet.store._base import (
     StoreBase,
     _pem,
@@ -205,6 +207,7 @@ class VersionsMixin(StoreBase):
                     f"version {number} of {lineage} is still waiting for its certificate",
                     hint=f"`certfleet import {lineage} FILES...` with what the CA sent",
                 )
+            self._refuse_revoked(s, row, lineage)
             if lin.active_version_id != row.id:
                 lin.active_version_id = row.id
                 lin.updated_at = utc_now()
@@ -236,11 +239,22 @@ class VersionsMixin(StoreBase):
                 row = self._version_row(s, lin, number)
             if row.state is not VersionState.ISSUED or not row.leaf_pem:
                 raise InputError(f"version {row.number} of {lineage} has no certificate yet")
+            self._refuse_revoked(s, row, lineage)
             return Material(
                 key=self._open_key(row),
                 leaf=x509.load_pem_x509_certificate(row.leaf_pem.encode()),
                 chain=tuple(x509.load_pem_x509_certificates(row.chain_pem.encode())) if row.chain_pem else (),
                 version_id=row.fingerprint or "",
+            )
+
+    @staticmethod
+    def _refuse_revoked(s: Session, row: VersionRow, lineage: str) -> None:
+        revoked = s.get(RevocationRow, row.id)
+        if revoked is not None:
+            raise InputError(
+                f"version {row.number} of {lineage} was revoked ({revoked.reason}) on {revoked.revoked_at:%Y-%m-%d}:"
+                " it is never activated or deployed again",
+                hint=f"`certfleet issue {lineage}` for a new certificate",
             )
 
     def add_trust_anchor(self, cert: x509.Certificate) -> tuple[TrustAnchor, bool]:
