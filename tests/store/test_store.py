@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -22,6 +23,7 @@ from certfleet.store import (
     KEY_FILE,
     PASSPHRASE_ENV,
     AuditAction,
+    DeploymentState,
     NodeResult,
     Store,
     VersionState,
@@ -399,6 +401,25 @@ def test_versions_issue_activate_material(store: Store, ca: testing.TestCA) -> N
         store.activate("web", 4)
 
 
+def test_an_issued_version_moves_only_when_asked(store: Store, ca: testing.TestCA) -> None:
+    csr1, _ = _pending(store)
+    cert1 = ca.sign_csr(csr1)
+    store.issue("web", cert1, ca.chain)
+    csr2, _ = _pending(store)
+    store.issue("web", ca.sign_csr(csr2), ca.chain)
+    assert store.issue("web", cert1, ca.chain).active is False  # imported again: stays as it was
+    assert store.lineage("web").active.number == 2  # type: ignore[union-attr]
+
+    store.activate("web", 1, withdraw=True)  # a rollback of the whole lineage
+    withdrawn = store.version("web", 2)
+    assert withdrawn.withdrawn_at is not None and not withdrawn.active
+    assert store.audit_log(action="version.withdraw")[0].detail == {"lineage": "web", "version": 2}
+    assert store.issue("web", withdrawn.leaf, ca.chain).active is False  # type: ignore[arg-type]
+    assert store.version("web", 2).withdrawn_at is not None
+    assert store.issue("web", withdrawn.leaf, ca.chain, activate=True).active  # type: ignore[arg-type]
+    assert store.version("web", 2).withdrawn_at is None  # made active on purpose: no longer withdrawn
+
+
 def test_issue_for_an_unknown_key(store: Store, ca: testing.TestCA) -> None:
     _pending(store)
     stranger = ca.leaf("www.example.test")
@@ -463,6 +484,74 @@ def test_deployments_history(store: Store, ca: testing.TestCA) -> None:
     assert last["main"][1].served_fingerprint == v.fingerprint
     assert deps[0].to_dict()["results"][0]["outcome"] == "ok"
     assert store.audit_log(action="deploy")[0].detail["nodes"] == {"gw1": "ok"}
+
+
+def test_a_deployment_is_recorded_before_it_starts_and_node_by_node(store: Store, ca: testing.TestCA) -> None:
+    for name in ("a", "b", "c"):
+        store.add_node(_node(name), lineage="web")
+    csr, _ = _pending(store)
+    v = store.issue("web", ca.sign_csr(csr), ca.chain)
+    t0 = dt.datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    dep = store.start_deployment("web", v.number, ["a", "b", "c"], started_at=t0, rollback=True)
+    [running] = store.deployments("web")
+    assert (running.id, running.state, running.rollback) == (dep, DeploymentState.RUNNING, True)
+    assert running.pid == os.getpid()
+    assert {r.node: r.outcome for r in running.results} == dict.fromkeys("abc", Outcome.INTERRUPTED)
+    assert store.audit_log(action="deploy.start")[0].detail["nodes"] == ["a", "b", "c"]
+
+    store.record_node(dep, NodeResult("b", Outcome.OK, t0, t0 + dt.timedelta(seconds=4)))
+    [running] = store.deployments("web")
+    assert {r.node: r.outcome for r in running.results}["b"] is Outcome.OK
+    assert running.finished_at == t0 + dt.timedelta(seconds=4)
+    assert not running.ok
+
+    done = [NodeResult(n, Outcome.OK, t0, t0 + dt.timedelta(seconds=5)) for n in "abc"]
+    store.finish_deployment(dep, done)
+    [finished] = store.deployments("web")
+    assert finished.state is DeploymentState.FINISHED and finished.ok
+    assert finished.to_dict()["state"] == "finished"
+    assert store.audit_log(action="deploy")[0].detail["state"] == "finished"
+
+
+def test_a_deployment_whose_process_is_gone_was_interrupted(store: Store, ca: testing.TestCA) -> None:
+    store.add_node(_node("a"), lineage="web")
+    csr, _ = _pending(store)
+    v = store.issue("web", ca.sign_csr(csr), ca.chain)
+    dep = store.start_deployment("web", v.number, ["a"])
+    gone = os.fork()
+    if gone == 0:
+        os._exit(0)
+    os.waitpid(gone, 0)
+    with store.session(write=True) as s:  # as if the process that ran it had been killed
+        s.execute(sqlalchemy.text("UPDATE deployments SET pid = :pid"), {"pid": gone})
+    [record] = store.deployments("web")
+    assert record.state is DeploymentState.INTERRUPTED
+    assert [r.outcome for r in record.results] == [Outcome.INTERRUPTED]
+    assert store.mark_interrupted("web") == [dep]
+    assert store.mark_interrupted("web") == []  # recorded as such now
+
+
+def test_the_lifecycle_migration_keeps_what_was_recorded(tmp_path: Path, ca: testing.TestCA) -> None:
+    from certfleet.store._engine import Database
+
+    home = tmp_path / "home"
+    with Store.init(home) as store:
+        csr, _ = _pending(store)
+        v = store.issue("web", ca.sign_csr(csr), ca.chain)
+        store.record_deployment("web", v.number, [NodeResult("a", Outcome.OK, store.versions("web")[0].created_at,
+                                                            store.versions("web")[0].created_at)])  # fmt: skip
+    db = Database(f"sqlite:///{home / 'certfleet.db'}", timeout=5)
+    db.downgrade("0002_console")
+    with db.engine.connect() as conn:
+        columns = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(deployments)")}
+        assert "state" not in columns
+        assert conn.exec_driver_sql("SELECT count(*) FROM deployment_results").scalar() == 1
+    db.upgrade()
+    db.dispose()
+    with Store.open(home) as store:
+        [dep] = store.deployments("web")
+        assert (dep.state, dep.rollback, dep.pid) == (DeploymentState.FINISHED, False, None)
+        assert [r.outcome for r in dep.results] == [Outcome.OK]
 
 
 def test_audit_never_records_a_password(store: Store) -> None:
