@@ -51,6 +51,8 @@ class ProblemCode(StrEnum):
     UNREACHABLE = "unreachable"
     TIMEOUT = "timeout"
     SERVES_OTHER_CERTIFICATE = "serves-other-certificate"
+    # a lineage's versions
+    DOWNGRADE = "downgrade"  # a version that would replace the active one is worse in some way
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,6 +134,41 @@ def test_the_manual_ca_flow(cli: Any, certfleet_home: Path, tmp_path: Path, ca: 
     assert cli("status", "--no-probe", "--json").json()["lineages"][0]["active"]["version"] == 2
 
 
+def test_versions_move_only_when_asked(cli: Any, certfleet_home: Path, tmp_path: Path, ca: testing.TestCA) -> None:
+    assert cli("init").code == 0
+    root = tmp_path / "root.pem"
+    root.write_bytes(testing.pem(ca.root_cert))
+    assert cli("trust", "add", root).code == 0
+    assert cli("node", "add", "main", "--name", "mc.example.test", "--target", "nginx:/srv/a", "-l", "web").code == 0
+    packages = []
+    for number, days in ((1, 179), (2, 19)):
+        csr_file = tmp_path / f"v{number}.csr"
+        assert cli("request", "web", "--out", csr_file).code == 0
+        leaf = ca.sign_csr(x509.load_pem_x509_csr(csr_file.read_bytes()), days=days)
+        packages.append(_ca_zip(ca, leaf, tmp_path / f"v{number}.zip"))
+    assert cli("import", "web", packages[0], "--no-fetch").code == 0
+
+    # a renewal that expires in 19 days over one with 179 left: refused, both dates shown
+    sooner = cli("import", "web", packages[1], "--no-fetch")
+    assert sooner.code == 1, sooner.out
+    flat = " ".join(sooner.out.split())
+    assert "compared with the active version 1:" in flat and "sooner" in flat
+    assert "[downgrade]" in flat and "--force" in flat
+    assert "refused: nothing was stored for web" in flat
+    forced = cli("import", "web", packages[1], "--no-fetch", "--force", "--json").json()
+    assert (forced["accepted"], forced["version"], forced["active"], forced["forced"]) == (True, 2, 2, True)
+
+    # the first package again: it says so and changes nothing
+    again = cli("import", "web", packages[0], "--no-fetch")
+    assert again.code == 0, again.out
+    flat = " ".join(again.out.split())
+    assert "already imported as version 1 of web: nothing changed, the active version stays 2" in flat
+    assert "--activate" in flat
+    assert cli("history", "web", "--json").json()["active"] == 2
+    on_purpose = cli("import", "web", packages[0], "--no-fetch", "--activate", "--json").json()
+    assert (on_purpose["activated"], on_purpose["active"]) == (True, 1)
+
+
 def test_import_refusals(cli: Any, certfleet_home: Path, tmp_path: Path, ca: testing.TestCA) -> None:
     assert cli("init").code == 0
     root = tmp_path / "root.pem"

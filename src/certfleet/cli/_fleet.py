@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from certfleet.fleet.lineage import ExportResult, ImportResult, RequestResult
     from certfleet.fleet.model import NodeSpec
     from certfleet.fleet.status import HistoryReport, StatusReport
-    from certfleet.store import TrustAnchor
+    from certfleet.store import TrustAnchor, VersionRecord
 
 node_app = typer.Typer(help="Add, list, show and remove nodes (the servers that present a certificate).")
 trust_app = typer.Typer(help="Roots that imports trust besides Mozilla's: a private or test CA.")
@@ -326,9 +326,24 @@ def import_cmd(
     password: PasswordOpt = None,
     password_file: PasswordFileOpt = None,
     no_fetch: Annotated[bool, typer.Option("--no-fetch", help="Do not fetch missing intermediates (AIA).")] = False,
+    activate: Annotated[
+        bool,
+        typer.Option("--activate", help="Make it the active version even if it was imported before (or withdrawn)."),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Accept a version that expires sooner, covers fewer names or has a weaker key than the active one.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> int:
-    """Match the CA's certificate to the waiting key, fix its chain, check every node's names, store it."""
+    """Match the CA's certificate to the waiting key, fix its chain, check every node's names, store it.
+
+    A new version becomes the active one. A certificate imported before changes nothing unless
+    --activate; one worse than the active version is refused unless --force.
+    """
     from certfleet.aia import HttpFetcher
     from certfleet.fleet.lineage import import_package
 
@@ -341,6 +356,8 @@ def import_cmd(
             now=_now(),
             passwords=passwords(password, password_file),
             fetcher=None if no_fetch else HttpFetcher(),
+            activate=activate,
+            force=force,
         )
     emit(result, as_json, _render_import)
     return int(ExitCode.OK if result.accepted else ExitCode.PROBLEMS)
@@ -365,14 +382,36 @@ def _render_import(r: ImportResult) -> None:
     shown = list(r.problems) + [p for p in r.chain.problems if (p.code, p.subject, p.message) not in refusals]
     if shown:
         _render.print_problems(console, shown)
+    if r.comparison is not None:
+        c = r.comparison
+        _say(f"  compared with the active version {c.active}:")
+        sooner, weaker = "  sooner" * c.expires_sooner, "  weaker" * c.weaker_key
+        _say(f"    expires  {c.not_after:%Y-%m-%d} (active: {c.active_not_after:%Y-%m-%d}){sooner}")
+        _say(f"    key      {c.key} (active: {c.active_key}){weaker}")
+        if c.lost_names:
+            _say(f"    names    not covered any more: {', '.join(c.lost_names)}")
+        if r.forced:
+            _say("  accepted anyway (--force)")
     if r.accepted and r.version is not None:
-        done = "already imported as" if r.already else "stored as"
-        step = f"`certfleet deploy {r.lineage}`"
-        console.print(
-            _render.verdict(True, f"{done} version {r.version.number} of {r.lineage}, now active: {step}", "")
-        )
+        console.print(_render.verdict(True, _import_outcome(r, r.version), ""))
     elif not r.accepted:
         console.print(_render.verdict(False, "", f"refused: nothing was stored for {r.lineage}"))
+
+
+def _import_outcome(r: ImportResult, version: VersionRecord) -> str:
+    number, step = version.number, f"`certfleet deploy {r.lineage}`"
+    if not r.already:
+        return f"stored as version {number} of {r.lineage}, now active: {step}"
+    if r.activated:
+        return f"already imported as version {number} of {r.lineage}, made active again: {step}"
+    if version.active:
+        return f"already imported as version {number} of {r.lineage}, the active version: nothing changed"
+    withdrawn = version.withdrawn_at
+    why = f", withdrawn by a rollback on {_when(withdrawn)}" if withdrawn is not None else ""
+    return (
+        f"already imported as version {number} of {r.lineage}{why}: nothing changed, the active version stays "
+        f"{r.active if r.active is not None else '-'} (--activate makes version {number} the active one)"
+    )
 
 
 # -- status and history ----------------------------------------------------------------------------
