@@ -178,8 +178,25 @@ def test_a_store_from_a_newer_certfleet(store: Store, certfleet_home: Path) -> N
 def test_a_damaged_database(certfleet_home: Path) -> None:
     certfleet_home.mkdir(mode=0o700)
     (certfleet_home / "certfleet.db").write_bytes(b"this is not a database, " * 100)
-    with pytest.raises(StoreError, match="the store cannot be used: file is not a database"):
+    with pytest.raises(StoreError, match=r"the store cannot be used \(file is not a database\)") as info:
         Store.open()
+    assert "restore the certfleet home from a backup" in (info.value.hint or "")
+
+
+def test_a_database_server_that_refuses_connections_is_named_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("psycopg")
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("CERTFLEET_DATABASE_URL", f"postgresql+psycopg://certfleet@127.0.0.1:{port}/certfleet")
+    with pytest.raises(StoreError, match="cannot reach the store's database server") as info:
+        Store.open(tmp_path)
+    assert "PostgreSQL runs and accepts connections" in (info.value.hint or "")
+    assert "backup" not in (info.value.hint or "")
 
 
 # -- sealing keys ----------------------------------------------------------------------------------
