@@ -174,6 +174,16 @@ def test_one_deploy_of_a_lineage_at_a_time_and_a_killed_one_leaves_no_lock(
     history = ok(cli_proc("history", "web", "--json")).json()
     assert history["deployments"][0]["state"] == "interrupted"  # recorded before it touched a node
     assert {r["node"]: r["outcome"] for r in history["deployments"][0]["results"]}["a"] == "interrupted"
+    assert "INTERRUPTED" in ok(cli_proc("history", "web")).out
+    # status reads a's live link from the node: the new version, switched to and never proven there
+    told = cli_proc("status", "web", "--json")
+    assert told.code == 1
+    a = {n["node"]: n for n in told.json()["lineages"][0]["nodes"]}["a"]
+    assert a["last_deployment"]["state"] == "interrupted"
+    assert (a["live"]["versions"], a["live"]["proven"]) == ([2], False)
+    assert [p["code"] for p in a["problems"]] == ["interrupted"]
+    human = one_line(cli_proc("status", "web").out)
+    assert "never finished here; live points at version 2, which no deploy proved on this node" in human
     finished = ok(cli_proc("deploy", "web", "--json")).json()
     outcomes = {n["node"]: n["outcome"] for n in finished["nodes"]}
     assert outcomes["a"] == "ok"  # its test and reload run again: it never finished v2
@@ -274,6 +284,7 @@ def test_ctrl_c_and_sigterm_undo_the_step_print_the_report_and_record_it(  # noq
     [last, *_] = ok(cli("history", "web", "--json")).json()["deployments"]
     assert last["state"] == "interrupted" and last["version"] == 2
     assert {r["node"]: r["outcome"] for r in last["results"]} == {"a": "rolled-back", "b": "ok"}
+    assert "INTERRUPTED" in ok(cli("history", "web")).out
 
 
 def test_a_deploy_whose_last_write_fails_prints_its_report_and_the_next_command_records_it(

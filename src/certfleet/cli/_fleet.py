@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from certfleet.fleet.fleetfile import ApplyResult
     from certfleet.fleet.lineage import ExportResult, ImportResult, RequestResult
     from certfleet.fleet.model import NodeSpec
-    from certfleet.fleet.status import HistoryReport, StatusReport
+    from certfleet.fleet.status import HistoryReport, NodeStatus, StatusReport
     from certfleet.store import TrustAnchor, VersionRecord
 
 node_app = typer.Typer(help="Add, list, show and remove nodes (the servers that present a certificate).")
@@ -455,7 +455,8 @@ def _render_status(report: StatusReport) -> None:
         if active is not None:
             _say(f"  names: {', '.join(active.names)}")
         table = Table(box=None, padding=(0, 2), show_edge=False)
-        for column in ("node", "probe", "last deployment", "serves now"):
+        with_live = any(n.live is not None for n in lin.nodes)
+        for column in ("node", "probe", "last deployment", "serves now", *(("live now",) if with_live else ())):
             table.add_column(column)
         for n in lin.nodes:
             last = "-"
@@ -463,18 +464,37 @@ def _render_status(report: StatusReport) -> None:
                 last = f"v{n.last_version} {n.last_outcome.value}"
                 if n.last_failed_step:
                     last += f" at {n.last_failed_step}"
+                if n.last_deployment is not None:
+                    last += f" (#{n.last_deployment})"
                 last += f"  {_when(n.last_deployed_at)}"
             serving = n.serving.value
             if n.served_version is not None:
                 serving += f" (v{n.served_version})"
             style = "green" if n.serving.value == "active" else "dim" if n.serving.value == "not-probed" else "bold red"
-            table.add_row(n.node, escape(n.probe or "-"), escape(last), f"[{style}]{escape(serving)}[/]")
+            row = [n.node, escape(n.probe or "-"), escape(last), f"[{style}]{escape(serving)}[/]"]
+            if with_live:
+                row.append(escape(_live_cell(n)))
+            table.add_row(*row)
         if lin.nodes:
             console.print(table)
         problems = list(lin.problems) + [p for n in lin.nodes for p in n.problems]
         if problems:
             _render.print_problems(console, problems)
         console.print()
+
+
+def _live_cell(n: NodeStatus) -> str:
+    """What the node's targets point at, read from the node: ``v2 (never proven here)``."""
+    if n.live is None:
+        return "-"
+    if n.live.error is not None:
+        return f"unknown: {n.live.error}"
+    shown = [
+        "nothing" if t is None else f"v{v}" if v is not None else f"{t[:16]}… (not a version)"
+        for t, v in zip(n.live.targets, n.live_versions, strict=True)
+    ]
+    text = ", ".join(dict.fromkeys(shown))
+    return text + ("  (never proven here)" if n.live_proven is False else "")
 
 
 @app.command("history", epilog="Example: certfleet history web")
@@ -497,9 +517,14 @@ def _render_history(r: HistoryReport) -> None:
         )
     _say("deployments:" if r.deployments else "no deployments yet")
     for d in r.deployments:
-        _say(f"  #{d.id} v{d.version} by {d.actor} at {_when(d.finished_at)}")
+        kind = "rollback to" if d.rollback else "deploy of"
+        state = "" if d.state.value == "finished" else f"  {d.state.value.upper()}"
+        when = f"started {_when(d.started_at)}" if d.state.value != "finished" else f"at {_when(d.finished_at)}"
+        _say(f"  #{d.id} {kind} v{d.version} by {d.actor} {when}{state}")
         for res in d.results:
             why = f" at {res.failed_step}" if res.failed_step else ""
+            if res.outcome.value == "interrupted":
+                why = " (never finished: `certfleet status` shows what it has live and serves)"
             _say(f"      {res.node:<16} {res.outcome.value}{why}")
 
 

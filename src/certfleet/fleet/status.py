@@ -1,4 +1,9 @@
-"""What each lineage's nodes really serve, and what happened to them: ``status`` and ``history``."""
+"""What each lineage's nodes really serve, and what happened to them: ``status`` and ``history``.
+
+A node whose last deployment did not end well (interrupted, failed, rolled back) is also asked
+what it has live (:mod:`certfleet.fleet.live`): after a killed deploy its ``live`` may point at a
+version that was never tested, reloaded or probed there, and only the node can tell.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,10 @@ from typing import Any
 
 from certfleet.certinfo import fingerprint
 from certfleet.endpoint import Endpoint
+from certfleet.fleet.live import LiveState, read_live, version_of_folder
 from certfleet.fleet.model import NodeSpec, Outcome
 from certfleet.problems import Problem, ProblemCode, Severity
-from certfleet.store import DeploymentRecord, LineageRecord, Store, VersionRecord, VersionState
+from certfleet.store import DeploymentRecord, DeploymentState, LineageRecord, Store, VersionRecord, VersionState
 
 __all__ = [
     "EXPIRING_DAYS",
@@ -52,10 +58,20 @@ class NodeStatus:
     last_failed_step: str | None = None
     last_deployed_at: dt.datetime | None = None
     problems: tuple[Problem, ...] = ()
+    last_deployment: int | None = None
+    last_state: DeploymentState | None = None  # of the last deployment: interrupted means never finished
+    live: LiveState | None = None  # read from the node when its last deployment did not end well
+    live_versions: tuple[int | None, ...] = ()  # the lineage's version each target's live holds
+    live_proven: bool | None = None  # False: live points at a version no deploy proved on this node
+
+    @property
+    def interrupted(self) -> bool:
+        return self.last_outcome is Outcome.INTERRUPTED
 
     @property
     def ok(self) -> bool:
-        return self.serving in (Serving.ACTIVE, Serving.NOT_PROBED)
+        settled = not self.interrupted and self.live_proven is not False
+        return settled and self.serving in (Serving.ACTIVE, Serving.NOT_PROBED)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,11 +83,16 @@ class NodeStatus:
             "last_deployment": None
             if self.last_outcome is None
             else {
+                "id": self.last_deployment,
+                "state": self.last_state.value if self.last_state else None,
                 "outcome": self.last_outcome.value,
                 "version": self.last_version,
                 "failed_step": self.last_failed_step,
                 "finished_at": self.last_deployed_at.isoformat() if self.last_deployed_at else None,
             },
+            "live": None
+            if self.live is None
+            else {**self.live.to_dict(), "versions": list(self.live_versions), "proven": self.live_proven},
             "ok": self.ok,
             "problems": [p.to_dict() for p in self.problems],
         }
@@ -193,13 +214,24 @@ async def status(
     records = [store.lineage(lineage)] if lineage is not None else store.lineages()
     members = {r.name: store.nodes(r.name) for r in records}
     unique = {n.name: n for nodes in members.values() for n in nodes}
-    probed = await _probe_all(list(unique.values()), timeout) if probe else {}
+    lasts = {r.name: store.last_results(r.name) for r in records}
+    unsettled = {
+        name: unique[name]
+        for last in lasts.values()
+        for name, (_, result) in last.items()
+        if name in unique and result.outcome in _UNSETTLED
+    }
+    probing = _probe_all(list(unique.values()), timeout) if probe else _nothing()
+    reading = read_live(list(unsettled.values()), timeout=max(timeout, 5.0) * 3) if probe else _nothing()
+    probed, lives = await asyncio.gather(probing, reading)
     out: list[LineageStatus] = []
     for record in records:
         versions = store.versions(record.name)
         by_fp = {v.fingerprint: v for v in versions if v.fingerprint}
+        numbers = {fp: v.number for fp, v in by_fp.items() if fp}
         active = record.active
-        last = store.last_results(record.name)
+        last = lasts[record.name]
+        proven = _proven(store, record.name)
         nodes: list[NodeStatus] = []
         for node in members[record.name]:
             dep_result = last.get(node.name)
@@ -215,20 +247,35 @@ async def status(
                 match = by_fp.get(served_fp) if served_fp is not None else None
                 served_version = match.number if match else None
                 if serving not in (Serving.ACTIVE, Serving.UNREACHABLE):
-                    problems += (_serving_problem(node, serving, served_version, active),)
-            nodes.append(
-                NodeStatus(
-                    node=node.name,
-                    probe=node.probe,
-                    serving=serving,
-                    served_fingerprint=served_fp,
-                    served_version=served_version,
-                    last_outcome=result.outcome if result else None,
-                    last_version=dep.version if dep else None,
-                    last_failed_step=result.failed_step if result else None,
-                    last_deployed_at=result.finished_at if result else None,
-                    problems=problems,
+                    problems += (_serving_problem(record.name, node, serving, served_version, active),)
+            live = lives.get(node.name)
+            live_versions: tuple[int | None, ...] = ()
+            live_proven: bool | None = None
+            if live is not None and live.error is None:
+                live_versions = tuple(version_of_folder(t, numbers) for t in live.targets)
+                live_proven = all(
+                    t is None or v in proven.get(node.name, ())
+                    for t, v in zip(live.targets, live_versions, strict=True)
                 )
+            status_of_node = NodeStatus(
+                node=node.name,
+                probe=node.probe,
+                serving=serving,
+                served_fingerprint=served_fp,
+                served_version=served_version,
+                last_outcome=result.outcome if result else None,
+                last_version=dep.version if dep else None,
+                last_failed_step=result.failed_step if result else None,
+                last_deployed_at=result.finished_at if result else None,
+                problems=problems,
+                last_deployment=dep.id if dep else None,
+                last_state=dep.state if dep else None,
+                live=live,
+                live_versions=live_versions,
+                live_proven=live_proven,
+            )
+            nodes.append(
+                dataclasses.replace(status_of_node, problems=problems + _settle_problems(record.name, status_of_node))
             )
         out.append(
             LineageStatus(
@@ -243,7 +290,9 @@ async def status(
     return StatusReport(checked_at=now, probed=probe, lineages=tuple(out))
 
 
-def _serving_problem(node: NodeSpec, serving: Serving, version: int | None, active: VersionRecord | None) -> Problem:
+def _serving_problem(
+    lineage: str, node: NodeSpec, serving: Serving, version: int | None, active: VersionRecord | None
+) -> Problem:
     if serving is Serving.OLDER:
         what = f"version {version}, not the active version {active.number if active else '-'}"
     else:
@@ -252,9 +301,78 @@ def _serving_problem(node: NodeSpec, serving: Serving, version: int | None, acti
         ProblemCode.SERVES_OTHER_CERTIFICATE,
         Severity.ERROR,
         f"{node.name} serves {what}",
-        "deploy the active version: `certfleet deploy LINEAGE`",
+        f"deploy the active version: `certfleet deploy {lineage}`",
         node.name,
     )
+
+
+# the last result of a node that may have left it half way: its live files are read back
+_UNSETTLED = frozenset({Outcome.INTERRUPTED, Outcome.FAILED, Outcome.ROLLED_BACK})
+
+
+async def _nothing() -> dict[str, Any]:
+    return {}
+
+
+def _proven(store: Store, lineage: str) -> dict[str, set[int]]:
+    """By node: the versions a deploy proved there (deployed or verified, to the end)."""
+    out: dict[str, set[int]] = {}
+    for dep in store.deployments(lineage, limit=500):
+        for r in dep.results:
+            if r.outcome in (Outcome.OK, Outcome.UNCHANGED):
+                out.setdefault(r.node, set()).add(dep.version)
+    return out
+
+
+def _live_text(n: NodeStatus) -> str:
+    if n.live is None:
+        return "not read"
+    if n.live.error is not None:
+        return f"cannot be read ({n.live.error})"
+    shown = [
+        "nothing" if t is None else f"version {v}" if v is not None else f"{t} (not a version of the lineage)"
+        for t, v in zip(n.live.targets, n.live_versions, strict=True)
+    ]
+    return ", ".join(dict.fromkeys(shown)) or "no target"
+
+
+def _unproven(n: NodeStatus) -> str:
+    return ", which no deploy proved on this node" if n.live_proven is False else ""
+
+
+def _settle_problems(lineage: str, n: NodeStatus) -> tuple[Problem, ...]:
+    """What a deploy that never finished, or a live pointer nobody proved, leaves to do."""
+    out: list[Problem] = []
+    if n.served_version is not None:
+        serves = f"the node serves version {n.served_version}"
+    elif n.serving is Serving.NOT_PROBED:
+        serves = "what it serves is not probed"
+    elif n.serving is Serving.UNREACHABLE:
+        serves = "its endpoint does not answer"
+    else:
+        serves = "the node serves a certificate that is not one of the lineage's versions"
+    if n.interrupted:
+        out.append(
+            Problem(
+                ProblemCode.INTERRUPTED,
+                Severity.ERROR,
+                f"{n.node}: deployment #{n.last_deployment} of version {n.last_version} never finished here; "
+                f"live points at {_live_text(n)}{_unproven(n)}; {serves}",
+                f"finish it with `certfleet deploy {lineage}`, or go back with `certfleet rollback {lineage}`",
+                n.node,
+            )
+        )
+    elif n.live_proven is False:
+        out.append(
+            Problem(
+                ProblemCode.UNPROVEN,
+                Severity.ERROR,
+                f"{n.node}: live points at {_live_text(n)}{_unproven(n)}; {serves}",
+                f"`certfleet deploy {lineage}` tests, reloads and probes the active version there",
+                n.node,
+            )
+        )
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
