@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import sys
 from dataclasses import dataclass
 from enum import StrEnum
@@ -212,13 +213,18 @@ def node_remove(name: Annotated[str, typer.Argument(help="The node.")]) -> None:
 # -- fleet file ------------------------------------------------------------------------------------
 
 
-@app.command("apply", epilog="Example: certfleet apply fleet.toml")
+@app.command("apply", epilog="Examples: certfleet apply fleet.toml --dry-run   ·   certfleet apply fleet.toml")
 def apply_cmd(
     file: Annotated[Path, typer.Argument(help="The fleet file (TOML); - is stdin.")],
     *,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; change nothing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create or update the nodes and lineages a fleet file declares."""
+    """Create or update the nodes and lineages a fleet file declares, showing each field that changes.
+
+    A field the file leaves out stays as the store has it; to clear one, give its key empty
+    (subject = "", names = [], test = "").
+    """
     from certfleet.fleet import fleetfile
 
     [(source, data)] = read_inputs([file])
@@ -231,16 +237,29 @@ def apply_cmd(
     except InputError as exc:
         raise exc.with_source(source) from None
     with open_store() as store:
-        result = fleetfile.apply(store, fleet)
+        result = fleetfile.apply(store, fleet, dry_run=dry_run)
 
     def render(r: ApplyResult) -> None:
-        for label, items in (("created", r.created), ("updated", r.updated), ("unchanged", r.unchanged)):
+        labels = (("would create", "would update") if r.dry_run else ("created", "updated")) + ("unchanged",)
+        width = max(len(label) for label in labels)
+        for label, items in zip(labels, (r.created, r.updated, r.unchanged), strict=True):
             for item in items:
-                _say(f"{label:<10} {item}")
+                _say(f"{label:<{width}}  {item}")
+                for change in r.changes.get(item, ()):
+                    _say(f"{'':<{width}}    {change.field}: {_shown(change.before)} -> {_shown(change.after)}")
         if not r.changed:
-            _say("nothing changed")
+            _say("nothing to change" if r.dry_run else "nothing changed")
+        elif r.dry_run:
+            _say("dry run: nothing was changed")
 
     emit(result, as_json, render)
+
+
+def _shown(value: Any) -> str:
+    """A field's value in a diff line: lists and tables as JSON, nothing as (none)."""
+    if value is None or value in ([], {}):
+        return "(none)"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 @app.command("export-fleet", epilog="Example: certfleet export-fleet --out fleet.toml")
