@@ -714,7 +714,10 @@ def test_match_without_a_key_is_bad_input(cli: Any, files: Files) -> None:
 
 
 def test_names_plan_json(cli: Any) -> None:
-    result = cli("names", "a.example.com", "b.example.com", "c.example.com", "example.com", "--limit", "3", "--json")
+    result = cli(
+        "names", "a.example.com", "b.example.com", "c.example.com", "example.com", "--limit", "3", "--wildcards",
+        "--json",
+    )  # fmt: skip
     assert result.code == 0, result.err
     plan = result.json()["plan"]
     assert plan["limit"] == 3

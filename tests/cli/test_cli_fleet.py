@@ -169,6 +169,29 @@ def test_versions_move_only_when_asked(cli: Any, certfleet_home: Path, tmp_path:
     assert (on_purpose["activated"], on_purpose["active"]) == (True, 1)
 
 
+def test_names_and_request_agree_and_the_common_name_counts(cli: Any, certfleet_home: Path, tmp_path: Path) -> None:
+    assert cli("init").code == 0
+    names = ["a.example.test", "b.example.test", "c.example.test"]
+    flags = [a for n in names for a in ("--name", n)]
+    assert cli("node", "add", "main", *flags, "--target", "nginx:/srv/a", "-l", "web").code == 0
+    planned = cli("names", *names, "--json").json()["plan"]
+    requested = cli("request", "web", "--out", tmp_path / "web.csr", "--json").json()["plan"]
+    assert planned["entries"] == requested["entries"] == names  # no wildcard unless asked, in both
+    wild = cli("names", *names, "--wildcards", "--json").json()["plan"]
+    wild_request = cli("request", "web", "--wildcards", "--out", tmp_path / "wild.csr", "--json").json()["plan"]
+    assert wild["entries"] == wild_request["entries"] == ["*.example.test"]
+
+    with_cn = cli("request", "web", "--subject", "CN=zzz.example.test", "--out", tmp_path / "cn.csr")
+    assert with_cn.code == 0, with_cn.err
+    assert "4 of the CA's limit of 15" in with_cn.out  # the CN is one of the CSR's names
+    csr = x509.load_pem_x509_csr((tmp_path / "cn.csr").read_bytes())
+    san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert len(san.get_values_for_type(x509.DNSName)) == 4
+    over = cli("request", "web", "--subject", "CN=zzz.example.test", "--limit", "3", "--out", tmp_path / "x.csr")
+    assert over.code == 2 and "4 names are over the CA's limit of 3" in over.err
+    assert "rsa:4096" in " ".join(cli("request", "--help").out.split())
+
+
 def test_import_refusals(cli: Any, certfleet_home: Path, tmp_path: Path, ca: testing.TestCA) -> None:
     assert cli("init").code == 0
     root = tmp_path / "root.pem"

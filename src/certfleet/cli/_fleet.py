@@ -297,11 +297,17 @@ def request_cmd(
     ] = None,
     names: Annotated[list[str] | None, typer.Option("--name", "-n", help="A further name to cover; repeat.")] = None,
     key: Annotated[
-        str | None, typer.Option("--key", help="rsa:2048 (the default), rsa:3072, ec:p256 or ec:p384.")
+        str | None, typer.Option("--key", help="rsa:2048 (the default), rsa:3072, rsa:4096, ec:p256 or ec:p384.")
     ] = None,
     subject: Annotated[str | None, typer.Option(help="e.g. 'C=CA,O=Example,CN=mc.example.com'.")] = None,
     limit: Annotated[int, typer.Option(help="The most names the CA allows in one certificate.")] = 15,
-    wildcards: Annotated[bool, typer.Option("--wildcards", help="Let the plan use wildcards.")] = False,
+    wildcards: Annotated[
+        bool,
+        typer.Option(
+            "--wildcards/--no-wildcards",
+            help="Let the plan use wildcards where two or more names share a parent (as `names --wildcards`).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Make a key inside the store and the CSR for every name of the lineage's nodes."""

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from cryptography import x509
@@ -122,14 +123,14 @@ def request(
             f"lineage {lineage} has no names to request",
             hint="give the nodes with --node, or the names with --name",
         )
-    names_plan = plan(required, limit=limit, wildcards=wildcards)
+    the_subject = Subject.parse(record.subject) if record.subject else None
+    names_plan = _with_common_name(plan(required, limit=limit, wildcards=wildcards), the_subject)
     if not names_plan.fits:
         raise InputError(
             f"{names_plan.count} names are over the CA's limit of {limit}",
             hint=names_plan.notes[-1] if names_plan.notes else "split the nodes over two lineages",
         )
     key = generate_key(record.key_spec)
-    the_subject = Subject.parse(record.subject) if record.subject else None
     csr = build_csr(key, names_plan.entries, the_subject)
     version = store.add_pending(lineage, key, csr, names_plan.entries)
     return RequestResult(
@@ -140,6 +141,23 @@ def request(
         subject=csr.subject.rfc4514_string(),
         nodes=record.nodes,
         csr_pem=csr.public_bytes(serialization.Encoding.PEM),
+    )
+
+
+def _with_common_name(names_plan: NamePlan, subject: Subject | None) -> NamePlan:
+    """The plan with the subject's common name among its entries: public CAs require the CN to be
+    a SAN, so the CSR lists it, and it counts against the CA's limit like any other name."""
+    if subject is None or subject.common_name is None:
+        return names_plan
+    cn = normalize_name(subject.common_name)
+    if cn in names_plan.entries:
+        return names_plan
+    note = f"the common name {cn} is listed as a name too (CAs require it among the names)"
+    return dataclasses.replace(
+        names_plan,
+        entries=(cn, *names_plan.entries),
+        covered_by=MappingProxyType({**names_plan.covered_by, cn: cn}),
+        notes=(*names_plan.notes, note),
     )
 
 
