@@ -156,6 +156,18 @@ def test_verify_invalid_says_why_and_exits_1(cli: Any, files: Files, args: list[
         assert set(problem) >= {"code", "severity", "message", "hint"}
 
 
+def test_verify_at_gives_one_day_count(cli: Any, files: Files) -> None:
+    import re
+
+    not_after = files.pki.leaf.cert.not_valid_after_utc
+    at = (not_after + dt.timedelta(days=55, hours=12)).replace(microsecond=0)
+    result = cli("verify", files.fullchain, "--trust-only", files.root, "--at", at.isoformat())
+    assert result.code == 1, result.err
+    flat = " ".join(result.out.split())
+    counts = {int(n) for n in re.findall(r"(\d+) days ago", flat)}
+    assert counts == {55}, flat  # the leaf's line and the problem's message count alike
+
+
 def test_verify_missing_intermediate_is_not_fetched(cli: Any, files: Files) -> None:
     result = cli("verify", files.leaf, "--trust-only", files.root)
     assert result.code == 1
