@@ -7,6 +7,7 @@ import datetime as dt
 import http.server
 import json
 import os
+import re
 import stat
 import threading
 from collections.abc import Iterator
@@ -157,8 +158,6 @@ def test_verify_invalid_says_why_and_exits_1(cli: Any, files: Files, args: list[
 
 
 def test_verify_at_gives_one_day_count(cli: Any, files: Files) -> None:
-    import re
-
     not_after = files.pki.leaf.cert.not_valid_after_utc
     at = (not_after + dt.timedelta(days=55, hours=12)).replace(microsecond=0)
     result = cli("verify", files.fullchain, "--trust-only", files.root, "--at", at.isoformat())
@@ -788,3 +787,17 @@ def test_errors_are_one_line_and_debug_shows_the_traceback(cli_proc: Any, tmp_pa
     assert "Traceback" not in result.err
     debug = cli_proc("--debug", "inspect", missing)
     assert "Traceback" in debug.err
+
+
+def test_help_shows_no_typer_types_for_flags_and_lists(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from certfleet.cli import COMMANDS
+
+    monkeypatch.setenv("COLUMNS", "200")
+    groups = {"node": ["add", "list", "show", "remove"], "trust": ["add", "list", "remove"]}
+    invocations = [[name] for name in COMMANDS if name not in groups]
+    invocations += [[group, sub] for group, subs in groups.items() for sub in subs]
+    for args in [[], *invocations]:
+        shown = cli(*args, "--help")
+        assert shown.code == 0, (args, shown.err)
+        assert "<bool>" not in shown.out and "<list[" not in shown.out, (args, shown.out)
+    assert re.search(r"--node\s+-n\s+<str>\s+Only this node", cli("deploy", "--help").out)  # one value, repeatable

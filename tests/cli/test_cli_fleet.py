@@ -309,3 +309,37 @@ def test_busy_store_exits_3(cli_proc: Any, certfleet_home: Path) -> None:
         holder.wait(timeout=30)
     done = cli_proc("node", "add", "main", "--name", "mc.example.test", "--target", "pem:/srv/main")
     assert done.code == 0, done.err
+
+
+def test_audit_shows_the_trail(cli: Any, certfleet_home: Path, tmp_path: Path, ca: testing.TestCA) -> None:
+    assert cli("init").code == 0
+    root = tmp_path / "root.pem"
+    root.write_bytes(testing.pem(ca.root_cert))
+    assert cli("trust", "add", root).code == 0
+    assert cli("node", "add", "main", "--name", "mc.example.test", "--target", "nginx:/srv/a", "-l", "web").code == 0
+    newest = cli("audit", "--json", "--limit", "2").json()["entries"]
+    assert [e["action"] for e in newest] == ["lineage.attach", "lineage.create"]
+    assert newest[0]["detail"] == {"lineage": "web", "node": "main"}
+    trusted = cli("audit", "--action", "trust.add", "--json").json()["entries"]
+    assert len(trusted) == 1 and trusted[0]["detail"]["fingerprint"] == ca.root_cert.fingerprint(hashes.SHA256()).hex()
+    human = cli("audit")
+    assert human.code == 0
+    lines = human.out.splitlines()
+    assert "lineage.attach" in lines[0] and "lineage=web  node=main" in lines[0]
+    assert "init" in lines[-1]
+    assert "no audit entries for rollback" in cli("audit", "--action", "rollback").out
+
+
+def test_serve_on_a_busy_port_fails_in_one_line_before_any_url(cli: Any, certfleet_home: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = cli("serve", "--port", str(port))
+    assert result.code == 3
+    assert result.out == ""  # no URL printed that would not answer
+    assert result.err.splitlines()[0] == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert "Traceback" not in result.err and "Errno" not in result.err
+    assert not certfleet_home.exists()  # refused before anything was made

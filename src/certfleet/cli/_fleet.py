@@ -1,4 +1,4 @@
-"""Fleet commands: init, node, apply, export-fleet, request, import, status, history, export, trust.
+"""Fleet commands: init, node, apply, export-fleet, request, import, status, history, audit, export, trust.
 
 A thin face over :mod:`certfleet.store`, :mod:`certfleet.fleet.lineage`,
 :mod:`certfleet.fleet.status` and :mod:`certfleet.fleet.fleetfile`. Library modules are imported
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from certfleet.fleet.lineage import ExportResult, ImportResult, RequestResult
     from certfleet.fleet.model import NodeSpec
     from certfleet.fleet.status import HistoryReport, NodeStatus, StatusReport
-    from certfleet.store import TrustAnchor, VersionRecord
+    from certfleet.store import AuditEntry, TrustAnchor, VersionRecord
 
 node_app = typer.Typer(help="Add, list, show and remove nodes (the servers that present a certificate).")
 trust_app = typer.Typer(help="Roots that imports trust besides Mozilla's: a private or test CA.")
@@ -551,6 +551,48 @@ def _render_history(r: HistoryReport) -> None:
             if res.outcome.value == "interrupted":
                 why = " (never finished: `certfleet status` shows what it has live and serves)"
             _say(f"      {res.node:<16} {res.outcome.value}{why}")
+
+
+# -- audit -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditList:
+    entries: tuple[AuditEntry, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"entries": [e.to_dict() for e in self.entries]}
+
+
+@app.command("audit", epilog="Examples: certfleet audit   ·   certfleet audit --action deploy --limit 5 --json")
+def audit_cmd(
+    *,
+    limit: Annotated[int, typer.Option("--limit", help="The newest this many entries.", min=1, max=10_000)] = 50,
+    action: Annotated[
+        str | None,
+        typer.Option("--action", help="Only this action: deploy, deploy.start, rollback, version.activate, export..."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The audit trail, newest first: who changed what in the store, and when."""
+    with open_store() as store:
+        result = AuditList(tuple(store.audit_log(limit=limit, action=action)))
+
+    def render(r: AuditList) -> None:
+        if not r.entries:
+            _say("no audit entries" + (f" for {action}" if action else ""))
+        for e in r.entries:
+            _say(f"{_when(e.at)}  {e.actor:<12} {e.action:<17} {_detail(e.detail)}")
+
+    emit(result, as_json, render)
+
+
+def _detail(detail: dict[str, Any]) -> str:
+    """An entry's detail on one line: key=value, lists and tables as JSON."""
+    return "  ".join(
+        f"{key}={value if isinstance(value, str | int | float) else json.dumps(value, ensure_ascii=False)}"
+        for key, value in detail.items()
+    )
 
 
 # -- export ----------------------------------------------------------------------------------------
