@@ -71,6 +71,10 @@ class ProblemCode(StrEnum):
     UNREACHABLE = "unreachable"
     TIMEOUT = "timeout"
     SERVES_OTHER_CERTIFICATE = "serves-other-certificate"
+    # a lineage's versions and deployments
+    DOWNGRADE = "downgrade"  # a version that would replace the active one is worse in some way
+    INTERRUPTED = "interrupted"  # a deploy never finished on a node
+    UNPROVEN = "unproven"  # a node's live files point at a version no deploy proved there
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ import datetime as dt
 import http.server
 import json
 import os
+import re
 import stat
 import threading
 from collections.abc import Iterator
@@ -154,6 +155,16 @@ def test_verify_invalid_says_why_and_exits_1(cli: Any, files: Files, args: list[
     assert code in [p["code"] for p in data["problems"]]
     for problem in data["problems"]:
         assert set(problem) >= {"code", "severity", "message", "hint"}
+
+
+def test_verify_at_gives_one_day_count(cli: Any, files: Files) -> None:
+    not_after = files.pki.leaf.cert.not_valid_after_utc
+    at = (not_after + dt.timedelta(days=55, hours=12)).replace(microsecond=0)
+    result = cli("verify", files.fullchain, "--trust-only", files.root, "--at", at.isoformat())
+    assert result.code == 1, result.err
+    flat = " ".join(result.out.split())
+    counts = {int(n) for n in re.findall(r"(\d+) days ago", flat)}
+    assert counts == {55}, flat  # the leaf's line and the problem's message count alike
 
 
 def test_verify_missing_intermediate_is_not_fetched(cli: Any, files: Files) -> None:
@@ -747,7 +758,10 @@ def test_match_without_a_key_is_bad_input(cli: Any, files: Files) -> None:
 
 
 def test_names_plan_json(cli: Any) -> None:
-    result = cli("names", "a.example.com", "b.example.com", "c.example.com", "example.com", "--limit", "3", "--json")
+    result = cli(
+        "names", "a.example.com", "b.example.com", "c.example.com", "example.com", "--limit", "3", "--wildcards",
+        "--json",
+    )  # fmt: skip
     assert result.code == 0, result.err
     plan = result.json()["plan"]
     assert plan["limit"] == 3
@@ -823,3 +837,17 @@ def test_errors_are_one_line_and_debug_shows_the_traceback(cli_proc: Any, tmp_pa
     assert "Traceback" not in result.err
     debug = cli_proc("--debug", "inspect", missing)
     assert "Traceback" in debug.err
+
+
+def test_help_shows_no_typer_types_for_flags_and_lists(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from certfleet.cli import COMMANDS
+
+    monkeypatch.setenv("COLUMNS", "200")
+    groups = {"node": ["add", "list", "show", "remove"], "trust": ["add", "list", "remove"]}
+    invocations = [[name] for name in COMMANDS if name not in groups]
+    invocations += [[group, sub] for group, subs in groups.items() for sub in subs]
+    for args in [[], *invocations]:
+        shown = cli(*args, "--help")
+        assert shown.code == 0, (args, shown.err)
+        assert "<bool>" not in shown.out and "<list[" not in shown.out, (args, shown.out)
+    assert re.search(r"--node\s+-n\s+<str>\s+Only this node", cli("deploy", "--help").out)  # one value, repeatable

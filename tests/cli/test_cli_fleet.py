@@ -136,6 +136,64 @@ def test_the_manual_ca_flow(cli: Any, certfleet_home: Path, tmp_path: Path, ca: 
     assert cli("status", "--no-probe", "--json").json()["lineages"][0]["active"]["version"] == 2
 
 
+def test_versions_move_only_when_asked(cli: Any, certfleet_home: Path, tmp_path: Path, ca: testing.TestCA) -> None:
+    assert cli("init").code == 0
+    root = tmp_path / "root.pem"
+    root.write_bytes(testing.pem(ca.root_cert))
+    assert cli("trust", "add", root).code == 0
+    assert cli("node", "add", "main", "--name", "mc.example.test", "--target", "nginx:/srv/a", "-l", "web").code == 0
+    packages = []
+    for number, days in ((1, 179), (2, 19)):
+        csr_file = tmp_path / f"v{number}.csr"
+        assert cli("request", "web", "--out", csr_file).code == 0
+        leaf = ca.sign_csr(x509.load_pem_x509_csr(csr_file.read_bytes()), days=days)
+        packages.append(_ca_zip(ca, leaf, tmp_path / f"v{number}.zip"))
+    assert cli("import", "web", packages[0], "--no-fetch").code == 0
+
+    # a renewal that expires in 19 days over one with 179 left: refused, both dates shown
+    sooner = cli("import", "web", packages[1], "--no-fetch")
+    assert sooner.code == 1, sooner.out
+    flat = " ".join(sooner.out.split())
+    assert "compared with the active version 1:" in flat and "sooner" in flat
+    assert "[downgrade]" in flat and "--force" in flat
+    assert "refused: nothing was stored for web" in flat
+    forced = cli("import", "web", packages[1], "--no-fetch", "--force", "--json").json()
+    assert (forced["accepted"], forced["version"], forced["active"], forced["forced"]) == (True, 2, 2, True)
+
+    # the first package again: it says so and changes nothing
+    again = cli("import", "web", packages[0], "--no-fetch")
+    assert again.code == 0, again.out
+    flat = " ".join(again.out.split())
+    assert "already imported as version 1 of web: nothing changed, the active version stays 2" in flat
+    assert "--activate" in flat
+    assert cli("history", "web", "--json").json()["active"] == 2
+    on_purpose = cli("import", "web", packages[0], "--no-fetch", "--activate", "--json").json()
+    assert (on_purpose["activated"], on_purpose["active"]) == (True, 1)
+
+
+def test_names_and_request_agree_and_the_common_name_counts(cli: Any, certfleet_home: Path, tmp_path: Path) -> None:
+    assert cli("init").code == 0
+    names = ["a.example.test", "b.example.test", "c.example.test"]
+    flags = [a for n in names for a in ("--name", n)]
+    assert cli("node", "add", "main", *flags, "--target", "nginx:/srv/a", "-l", "web").code == 0
+    planned = cli("names", *names, "--json").json()["plan"]
+    requested = cli("request", "web", "--out", tmp_path / "web.csr", "--json").json()["plan"]
+    assert planned["entries"] == requested["entries"] == names  # no wildcard unless asked, in both
+    wild = cli("names", *names, "--wildcards", "--json").json()["plan"]
+    wild_request = cli("request", "web", "--wildcards", "--out", tmp_path / "wild.csr", "--json").json()["plan"]
+    assert wild["entries"] == wild_request["entries"] == ["*.example.test"]
+
+    with_cn = cli("request", "web", "--subject", "CN=zzz.example.test", "--out", tmp_path / "cn.csr")
+    assert with_cn.code == 0, with_cn.err
+    assert "4 of the CA's limit of 15" in with_cn.out  # the CN is one of the CSR's names
+    csr = x509.load_pem_x509_csr((tmp_path / "cn.csr").read_bytes())
+    san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert len(san.get_values_for_type(x509.DNSName)) == 4
+    over = cli("request", "web", "--subject", "CN=zzz.example.test", "--limit", "3", "--out", tmp_path / "x.csr")
+    assert over.code == 2 and "4 names are over the CA's limit of 3" in over.err
+    assert "rsa:4096" in " ".join(cli("request", "--help").out.split())
+
+
 def _requested(cli: Any, tmp_path: Path, ca: testing.TestCA) -> tuple[Path, Path]:
     """A store trusting ``ca``, node main in lineage web, and web's CSR: the root's file and the CSR's."""
     assert cli("init").code == 0
@@ -236,6 +294,12 @@ def test_nodes_and_fleet_file(cli: Any, certfleet_home: Path, tmp_path: Path) ->
     assert cli("apply", fleet_file).out.strip().endswith("nothing changed")
 
     assert cli("node", "remove", "gw1").code == 0
+    planned = cli("apply", fleet_file, "--dry-run")
+    flat = " ".join(planned.out.split())
+    assert "would create node gw1" in flat and "names: (none) -> [\"gw.example.test\"" in flat
+    assert 'would update lineage web nodes: ["main"] -> ["gw1", "main"]' in flat
+    assert flat.endswith("dry run: nothing was changed")
+    assert [n["name"] for n in cli("node", "list", "--json").json()["nodes"]] == ["main"]
     assert "lineage web" in cli("apply", fleet_file).out  # gw1 back, and back in web
     assert cli("export-fleet").out == text
     broken = tmp_path / "broken.toml"
@@ -254,7 +318,7 @@ def test_node_add_joins_a_lineage_through_the_library(cli: Any, certfleet_home: 
     assert added.code == 0, added.err
     assert added.json()["lineages"] == ["web"]
     actions = [e["action"] for e in _audit(certfleet_home)]
-    assert actions[-3:] == ["node.add", "lineage.create", "lineage.update"]
+    assert actions[-3:] == ["node.add", "lineage.create", "lineage.attach"]
 
 
 def _audit(home: Path) -> list[dict[str, Any]]:
@@ -319,3 +383,37 @@ def test_busy_store_exits_3(cli_proc: Any, certfleet_home: Path) -> None:
         holder.wait(timeout=30)
     done = cli_proc("node", "add", "main", "--name", "mc.example.test", "--target", "pem:/srv/main")
     assert done.code == 0, done.err
+
+
+def test_audit_shows_the_trail(cli: Any, certfleet_home: Path, tmp_path: Path, ca: testing.TestCA) -> None:
+    assert cli("init").code == 0
+    root = tmp_path / "root.pem"
+    root.write_bytes(testing.pem(ca.root_cert))
+    assert cli("trust", "add", root).code == 0
+    assert cli("node", "add", "main", "--name", "mc.example.test", "--target", "nginx:/srv/a", "-l", "web").code == 0
+    newest = cli("audit", "--json", "--limit", "2").json()["entries"]
+    assert [e["action"] for e in newest] == ["lineage.attach", "lineage.create"]
+    assert newest[0]["detail"] == {"lineage": "web", "node": "main"}
+    trusted = cli("audit", "--action", "trust.add", "--json").json()["entries"]
+    assert len(trusted) == 1 and trusted[0]["detail"]["fingerprint"] == ca.root_cert.fingerprint(hashes.SHA256()).hex()
+    human = cli("audit")
+    assert human.code == 0
+    lines = human.out.splitlines()
+    assert "lineage.attach" in lines[0] and "lineage=web  node=main" in lines[0]
+    assert "init" in lines[-1]
+    assert "no audit entries for rollback" in cli("audit", "--action", "rollback").out
+
+
+def test_serve_on_a_busy_port_fails_in_one_line_before_any_url(cli: Any, certfleet_home: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = cli("serve", "--port", str(port))
+    assert result.code == 3
+    assert result.out == ""  # no URL printed that would not answer
+    assert result.err.splitlines()[0] == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert "Traceback" not in result.err and "Errno" not in result.err
+    assert not certfleet_home.exists()  # refused before anything was made

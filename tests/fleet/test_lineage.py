@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from certfleet import testing
 from certfleet.errors import InputError
 from certfleet.export import OutputFormat
-from certfleet.fleet.lineage import export_lineage, import_package, request
+from certfleet.fleet.lineage import ImportResult, export_lineage, import_package, request
 from certfleet.fleet.nodes import add_to_lineage, make_node
 from certfleet.problems import ProblemCode
 from certfleet.store import Store, VersionState, public_key_id
@@ -241,6 +241,98 @@ def test_import_zip_with_shuffled_chain(store: Store, ca: CA) -> None:
     again = import_package(store, "web", [("again.zip", ca.package(leaf, seed=3))], now=NOW)
     assert again.accepted and again.already
     assert len(store.versions("web")) == 1
+
+
+def _issue_next(store: Store, ca: CA, *, days: int = 90, key_spec: str | None = None) -> x509.Certificate:
+    """A new request for web, signed by the CA for ``days``: what the CA sends back."""
+    request(store, "web", key_spec=key_spec)
+    return ca.inter2.sign_csr(_csr(store), days=days)
+
+
+def _import(store: Store, ca: CA, leaf: x509.Certificate, **kwargs: bool) -> ImportResult:
+    return import_package(store, "web", [("ca.zip", ca.package(leaf))], now=NOW, **kwargs)
+
+
+def test_importing_a_version_again_changes_nothing_unless_asked(store: Store, ca: CA) -> None:
+    store.put_lineage("web", add_nodes=["main"])
+    v1 = _issue_next(store, ca)
+    assert _import(store, ca, v1).activated
+    v2 = _issue_next(store, ca, days=120)
+    assert _import(store, ca, v2).active == 2
+    audit_before = len(store.audit_log(limit=1000))
+
+    again = _import(store, ca, v1)  # the old package, from the downloads folder
+    assert again.accepted and again.already and not again.activated
+    assert (again.version.number if again.version else None, again.active) == (1, 2)
+    assert store.lineage("web").active.number == 2  # type: ignore[union-attr]
+    assert len(store.audit_log(limit=1000)) == audit_before  # nothing happened at all
+
+    # on purpose: v1 is worse than v2 (it expires sooner), so it takes --force as well
+    refused = _import(store, ca, v1, activate=True)
+    assert not refused.accepted
+    assert [p.code for p in refused.problems] == [ProblemCode.DOWNGRADE]
+    assert "version 1 expires on" in refused.problems[0].message and "sooner than the active version 2" in (
+        refused.problems[0].message
+    )
+    assert store.lineage("web").active.number == 2  # type: ignore[union-attr]
+    forced = _import(store, ca, v1, activate=True, force=True)
+    assert forced.accepted and forced.activated and forced.forced
+    assert store.lineage("web").active.number == 1  # type: ignore[union-attr]
+
+
+def test_a_withdrawn_version_is_never_activated_by_an_import(store: Store, ca: CA) -> None:
+    store.put_lineage("web", add_nodes=["main"])
+    _import(store, ca, _issue_next(store, ca))
+    v2 = _issue_next(store, ca, days=120)
+    _import(store, ca, v2)
+    store.activate("web", 1, withdraw=True)  # what a rollback of the whole lineage does
+    assert store.version("web", 2).withdrawn_at is not None
+
+    again = _import(store, ca, v2)
+    assert again.accepted and again.already and not again.activated
+    assert again.to_dict()["withdrawn"] is True
+    assert store.lineage("web").active.number == 1  # type: ignore[union-attr]
+    back = _import(store, ca, v2, activate=True)  # v2 is better than v1: no --force needed
+    assert back.activated
+    assert store.version("web", 2).withdrawn_at is None
+    assert store.lineage("web").active.number == 2  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("days", "key_spec", "drop_name", "said"),
+    [
+        (19, None, False, "expires on"),
+        (120, "rsa:2048", False, "has a weaker key: rsa:2048 (112-bit security)"),
+        (120, None, True, "does not cover turn.example.test"),
+    ],
+)
+def test_a_worse_renewal_is_refused_unless_forced(  # noqa: PLR0917 (parametrized)
+    store: Store, ca: CA, days: int, key_spec: str | None, drop_name: bool, said: str
+) -> None:
+    store.put_lineage("web", add_nodes=["main"], names=["turn.example.test"])
+    _import(store, ca, _issue_next(store, ca, key_spec="ec:p384"))
+    if drop_name:
+        store.put_lineage("web", names=[])  # the next request no longer asks for turn
+    worse = _issue_next(store, ca, days=days, key_spec=key_spec)
+    refused = _import(store, ca, worse)
+    assert not refused.accepted and refused.comparison is not None and refused.comparison.worse
+    [problem] = refused.problems
+    assert problem.code is ProblemCode.DOWNGRADE
+    assert said in problem.message
+    assert "--force" in problem.hint
+    assert [v.state for v in store.versions("web")] == [VersionState.ISSUED, VersionState.PENDING]
+    assert store.lineage("web").active.number == 1  # type: ignore[union-attr]
+    assert refused.to_dict()["comparison"]["active"] == 1
+    forced = _import(store, ca, worse, force=True)
+    assert forced.accepted and forced.forced
+    assert store.lineage("web").active.number == 2  # type: ignore[union-attr]
+
+
+def test_a_move_from_rsa_4096_to_p256_weakens_nothing(store: Store, ca: CA) -> None:
+    store.put_lineage("web", add_nodes=["main"])
+    _import(store, ca, _issue_next(store, ca, key_spec="rsa:4096"))
+    moved = _import(store, ca, _issue_next(store, ca, days=120, key_spec="ec:p256"))
+    assert moved.accepted and moved.comparison is not None and not moved.comparison.worse
 
 
 def test_import_refuses_names_missing_for_a_node(store: Store, ca: CA) -> None:

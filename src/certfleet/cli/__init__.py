@@ -1,7 +1,7 @@
 """The ``certfleet`` command line: a thin face over the library.
 
-Commands live in one module per area (``_core``, ``_make``, ``_fleet``, ``_deploy``, ``_check``, ``_serve``)
-and register themselves on the Typer app of ``_common``. :func:`main` imports only the module of
+Commands live in one module per area (``_core``, ``_make``, ``_fleet``, ``_status``, ``_acme``, ``_deploy``,
+``_check``, ``_serve``) and register themselves on the Typer app of ``_common``. :func:`main` imports only the module of
 the command asked for (all of them for the overview, or for a command it does not know), and
 runs ``verify --each`` without Typer at all (see ``_each``). Every :class:`CertfleetError` is
 mapped to one printed line, a hint and the exit code of DESIGN.md; a traceback only with
@@ -10,11 +10,13 @@ mapped to one printed line, a hint and the exit code of DESIGN.md; a traceback o
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
+import re
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from certfleet.cli._state import state
@@ -40,8 +42,9 @@ COMMANDS: dict[str, str] = {
     "export-fleet": "_fleet",
     "request": "_fleet",
     "import": "_fleet",
-    "status": "_fleet",
-    "history": "_fleet",
+    "status": "_status",
+    "history": "_status",
+    "audit": "_status",
     "export": "_fleet",
     "node": "_fleet",
     "trust": "_fleet",
@@ -56,7 +59,7 @@ COMMANDS: dict[str, str] = {
     "revoke": "_acme",
 }
 # in the order the overview lists them
-_MODULES = ("_core", "_make", "_fleet", "_acme", "_deploy", "_check", "_serve")
+_MODULES = ("_core", "_make", "_fleet", "_status", "_acme", "_deploy", "_check", "_serve")
 
 
 def __getattr__(name: str) -> Any:
@@ -181,6 +184,7 @@ def _run_typer(args: list[str]) -> int:
 
     _register(_modules_for(args))
     command = typer.main.get_command(app)
+    _plain_types(command)
     try:
         result = command.main(args=args, prog_name="certfleet", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -199,6 +203,44 @@ def _run_typer(args: list[str]) -> int:
             _console_err().print(str(exc), highlight=False, markup=False)
         return int(ExitCode.BAD_INPUT)
     return int(result) if isinstance(result, int) else 0
+
+
+def _plain_types(command: Any) -> None:
+    """Help without Typer's ``<bool>`` beside every flag and ``<list[str]>`` beside every
+    repeatable option: a flag shows no value, a repeatable one the type of one value. (Typer
+    vendors its own click, so its commands and options are recognized by what they have.)"""
+    for param in command.params:
+        _plain_type(param)
+    make_help = command.get_help_option
+
+    def help_option(ctx: Any) -> Any:
+        option = make_help(ctx)
+        if option is not None:
+            _plain_type(option)
+        return option
+
+    command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        _plain_types(sub)
+
+
+def _plain_type(param: Any) -> None:
+    shown = getattr(param, "display_type_rich", None)
+    if shown is None:
+        return
+    if getattr(param, "is_flag", False):
+        param.display_type_rich = _no_value
+    else:
+        param.display_type_rich = functools.partial(_one_value, shown)
+
+
+def _no_value(ctx: Any) -> None:
+    return None
+
+
+def _one_value(shown: Callable[[Any], str | None], ctx: Any) -> str | None:
+    text = shown(ctx)
+    return re.sub(r"<list\[(.*)\]>", r"<\1>", text) if text else text
 
 
 def _console_err() -> Console:

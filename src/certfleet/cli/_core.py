@@ -471,7 +471,13 @@ def names_cmd(
     limit: Annotated[
         int, typer.Option("--limit", metavar="N", help="The CA's maximum number of names.", min=1, max=1000)
     ] = 15,
-    no_wildcards: Annotated[bool, typer.Option("--no-wildcards", help="Never propose a wildcard.")] = False,
+    wildcards: Annotated[
+        bool,
+        typer.Option(
+            "--wildcards/--no-wildcards",
+            help="Let the plan use wildcards where two or more names share a parent (as `request --wildcards`).",
+        ),
+    ] = False,
     password: PasswordOpt = None,
     password_file: PasswordFileOpt = None,
     as_json: JsonOpt = False,
@@ -479,7 +485,7 @@ def names_cmd(
     """Plan the names of a certificate (SAN list or wildcards, against the CA's limit), and check coverage."""
     from certfleet.names import NamesReport, coverage, plan
 
-    names_plan = plan(names, limit=limit, wildcards=not no_wildcards)
+    names_plan = plan(names, limit=limit, wildcards=wildcards)
     cover = None
     if cert is not None:
         from certfleet.chain import pick_leaf

@@ -76,9 +76,12 @@ def days_left_text(info: CertInfo, now: dt.datetime) -> Text:
     """``41 days left`` in a colour that says how urgent it is; expired and future dates in words."""
     if now < info.not_before:
         return Text(f"not valid until {_iso(info.not_before)}", style="bold red")
+    if now > info.not_after:
+        # counted as the problem's message counts it, so one report never says 56 and 55
+        ago = (now - info.not_after).days
+        when = f"{ago} day{'' if ago == 1 else 's'} ago" if ago else "less than a day ago"
+        return Text(f"expired {when}", style="bold red")
     days = info.days_left(now)
-    if days < 0:
-        return Text(f"expired {-days} days ago", style="bold red")
     style = "bold red" if days < 7 else "yellow" if days < 30 else "green"
     return Text(f"{days} days left", style=style)
 
@@ -131,10 +134,18 @@ def cert_line(info: CertInfo) -> Text:
     return line
 
 
-def chain_tree(chain: Sequence[CertInfo], root: CertInfo | None, *, now: dt.datetime, label: str = "chain") -> Tree:
+def chain_tree(
+    chain: Sequence[CertInfo],
+    root: CertInfo | None,
+    *,
+    now: dt.datetime,
+    label: str = "chain",
+    rooted: bool | None = None,
+) -> Tree:
     """The chain as a client walks it: the leaf, under it its issuer, and so on down to the root.
 
-    ``root`` is the trust anchor reached (not served); None draws "no trusted root reached".
+    ``root`` is the trust anchor reached (not served); None draws "no trusted root reached",
+    unless ``rooted`` says a root was reached without naming it.
     """
     from rich.tree import Tree
 
@@ -150,6 +161,8 @@ def chain_tree(chain: Sequence[CertInfo], root: CertInfo | None, *, now: dt.date
         line = Text("root (trusted, not served): ", style="bold green")
         line.append_text(cert_line(root))
         node.add(line)
+    elif rooted:
+        node.add(Text("a trusted root (not served)", style="bold green"))
     elif chain:
         node.add(Text("no trusted root reached", style="bold red"))
     return tree

@@ -1,7 +1,7 @@
 """The tables of issuing: issuers (ACME accounts, the manual CA), each lineage's issuers in
 order and its issuing policy, where each version came from, and revocations.
 
-Created by migration ``0003_acme``; the models live on the store's one :class:`Base`.
+Created by migration ``0004_acme``; the models live on the store's one :class:`Base`.
 """
 
 from __future__ import annotations

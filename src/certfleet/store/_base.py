@@ -244,6 +244,7 @@ class StoreBase:
             not_after=row.not_after,
             issued_at=row.issued_at,
             active=row.id == active_id,
+            withdrawn_at=row.withdrawn_at,
         )
 
     def _lineage_record(self, row: LineageRow) -> LineageRecord:

@@ -169,15 +169,21 @@ class NodesMixin(StoreBase):
                 row.names = list(dict.fromkeys(names))
             if nodes is not None:
                 row.nodes = [self._node_row(s, n) for n in dict.fromkeys(nodes)]
+            attached = []
             for n in add_nodes:
                 node = self._node_row(s, n)
                 if node not in row.nodes:
                     row.nodes.append(node)
+                    attached.append(n)
             after = self._lineage_record(row)
             changed = {k: v for k, v in after.to_dict().items() if k != "updated_at" and before.get(k) != v}
             if changed:
                 row.updated_at = utc_now()
-                self._audit(s, AuditAction.LINEAGE_UPDATE, {"lineage": name, **changed})
+                if nodes is None and set(changed) == {"nodes"}:  # members added, nothing else: an attach each
+                    for n in attached:
+                        self._audit(s, AuditAction.LINEAGE_ATTACH, {"lineage": name, "node": n})
+                else:
+                    self._audit(s, AuditAction.LINEAGE_UPDATE, {"lineage": name, **changed})
                 after = self._lineage_record(row)
             return after
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterable, Iterator
+import socket
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from certfleet.clock import utc_now
-from certfleet.errors import StoreError
+from certfleet.errors import InputError, StoreError
+from certfleet.fleet.model import Outcome
 from certfleet.store._base import (
     _bounded_output,
     _check_text,
@@ -29,11 +31,32 @@ from certfleet.store._nodes import NodesMixin
 from certfleet.store._records import (
     AuditAction,
     DeploymentRecord,
+    DeploymentState,
     NodeResult,
 )
 from certfleet.store._versions import VersionsMixin
 
 __all__ = ["Store"]
+
+_HOST = socket.gethostname() or "localhost"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
+def _state(row: DeploymentRow) -> DeploymentState:
+    """A running deployment whose process, on this machine, is gone was interrupted (killed). One
+    run from another machine is taken at its word: only that machine can tell."""
+    if row.state is DeploymentState.RUNNING and row.host == _HOST[:255] and row.pid and not _alive(row.pid):
+        return DeploymentState.INTERRUPTED
+    return row.state
 
 
 class Store(NodesMixin, VersionsMixin, IssuersMixin):
@@ -141,51 +164,142 @@ class Store(NodesMixin, VersionsMixin, IssuersMixin):
         results: Iterable[NodeResult],
         *,
         started_at: dt.datetime | None = None,
+        rollback: bool = False,
     ) -> int:
         """Keep the outcome of deploying ``version`` of ``lineage``, one result per node; its id."""
         results = list(results)
-        for r in results:
-            _check_text("a node name", r.node, 64)
-            _check_text("a failed step", r.failed_step, 32)
+        deployment = self.start_deployment(
+            lineage,
+            version,
+            [r.node for r in results],
+            started_at=started_at or min((r.started_at for r in results), default=None),
+            rollback=rollback,
+        )
+        self.finish_deployment(deployment, results)
+        return deployment
+
+    def start_deployment(
+        self,
+        lineage: str,
+        version: int,
+        nodes: Sequence[str],
+        *,
+        started_at: dt.datetime | None = None,
+        rollback: bool = False,
+    ) -> int:
+        """Record a deployment as running, before it touches a node: every node's result is
+        ``interrupted`` until :meth:`record_node` or :meth:`finish_deployment` says otherwise,
+        so a process killed half way leaves a true account. Its id."""
+        for node in nodes:
+            _check_text("a node name", node, 64)
         with self._db.session(write=True) as s:
             lin = self._lineage_row(s, lineage)
             ver = self._version_row(s, lin, version)
-            now = utc_now()
+            now = started_at or utc_now()
             row = DeploymentRow(
                 lineage_id=lin.id,
                 version_id=ver.id,
                 actor=self.actor,
-                started_at=started_at or min((r.started_at for r in results), default=now),
-                finished_at=max((r.finished_at for r in results), default=now),
+                started_at=now,
+                finished_at=now,
+                state=DeploymentState.RUNNING,
+                rollback=rollback,
+                host=_HOST[:255],
+                pid=os.getpid(),
                 results=[
-                    NodeResultRow(
-                        node_name=r.node,
-                        outcome=r.outcome,
-                        failed_step=r.failed_step,
-                        output=_bounded_output(r.output),
-                        served_fingerprint=r.served_fingerprint,
-                        started_at=r.started_at,
-                        finished_at=r.finished_at,
-                    )
-                    for r in results
+                    NodeResultRow(node_name=n, outcome=Outcome.INTERRUPTED, output="", started_at=now, finished_at=now)
+                    for n in dict.fromkeys(nodes)
                 ],
             )
             s.add(row)
             s.flush()
             self._audit(
                 s,
-                AuditAction.DEPLOY,
-                {
-                    "lineage": lineage,
-                    "version": version,
-                    "deployment": row.id,
-                    "nodes": {r.node: r.outcome.value for r in results},
-                },
+                AuditAction.DEPLOY_START,
+                {"lineage": lineage, "version": version, "deployment": row.id, "nodes": list(dict.fromkeys(nodes))},
             )
             return row.id
 
+    def record_node(self, deployment: int, result: NodeResult) -> None:
+        """One node of a running deployment has its result."""
+        _check_text("a node name", result.node, 64)
+        _check_text("a failed step", result.failed_step, 32)
+        with self._db.session(write=True) as s:
+            row = self._deployment_row(s, deployment)
+            self._put_result(row, result)
+            row.finished_at = max(row.finished_at, result.finished_at)
+
+    def finish_deployment(
+        self,
+        deployment: int,
+        results: Iterable[NodeResult],
+        *,
+        state: DeploymentState = DeploymentState.FINISHED,
+        finished_at: dt.datetime | None = None,
+    ) -> None:
+        """Every node's result, and the deployment's end: ``finished``, or ``interrupted`` when
+        it was stopped before every node was done (what each node got is in its result)."""
+        results = list(results)
+        for r in results:
+            _check_text("a node name", r.node, 64)
+            _check_text("a failed step", r.failed_step, 32)
+        with self._db.session(write=True) as s:
+            row = self._deployment_row(s, deployment)
+            for r in results:
+                self._put_result(row, r)
+            row.state = state
+            row.finished_at = finished_at or max((r.finished_at for r in results), default=utc_now())
+            self._audit(
+                s,
+                AuditAction.DEPLOY,
+                {
+                    "lineage": row.lineage.name,
+                    "version": row.version.number,
+                    "deployment": row.id,
+                    "state": state.value,
+                    "nodes": {r.node_name: r.outcome.value for r in row.results},
+                },
+            )
+
+    def mark_interrupted(self, lineage: str) -> list[int]:
+        """Deployments of ``lineage`` recorded as running by a process of this machine that is
+        gone: recorded as interrupted. Called by the next deploy, which holds the lineage's lock."""
+        with self._db.session(write=True) as s:
+            lin = self._lineage_row(s, lineage)
+            rows = s.scalars(
+                select(DeploymentRow).where(
+                    DeploymentRow.lineage_id == lin.id, DeploymentRow.state == DeploymentState.RUNNING
+                )
+            )
+            stale = [r for r in rows if _state(r) is DeploymentState.INTERRUPTED]
+            for r in stale:
+                r.state = DeploymentState.INTERRUPTED
+            return [r.id for r in stale]
+
+    def _deployment_row(self, s: Session, deployment: int) -> DeploymentRow:
+        row = s.scalar(
+            select(DeploymentRow).where(DeploymentRow.id == deployment).options(selectinload(DeploymentRow.results))
+        )
+        if row is None:
+            raise InputError(f"no deployment {deployment}")
+        return row
+
+    @staticmethod
+    def _put_result(row: DeploymentRow, result: NodeResult) -> None:
+        found = next((r for r in row.results if r.node_name == result.node), None)
+        if found is None:
+            found = NodeResultRow(node_name=result.node)
+            row.results.append(found)
+        found.outcome = result.outcome
+        found.failed_step = result.failed_step
+        found.output = _bounded_output(result.output)
+        found.served_fingerprint = result.served_fingerprint
+        found.started_at = result.started_at
+        found.finished_at = result.finished_at
+
     def deployments(self, lineage: str | None = None, *, limit: int = 50) -> list[DeploymentRecord]:
-        """The newest ``limit`` deployments (of ``lineage``, or of all), newest first."""
+        """The newest ``limit`` deployments (of ``lineage``, or of all), newest first. One recorded
+        as running whose process (on this machine) is gone is ``interrupted``."""
         with self._db.session(write=False) as s:
             q = (
                 select(DeploymentRow)
@@ -208,6 +322,10 @@ class Store(NodesMixin, VersionsMixin, IssuersMixin):
                     actor=d.actor,
                     started_at=d.started_at,
                     finished_at=d.finished_at,
+                    state=_state(d),
+                    rollback=bool(d.rollback),
+                    host=d.host,
+                    pid=d.pid,
                     results=tuple(
                         NodeResult(
                             node=r.node_name,

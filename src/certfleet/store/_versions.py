@@ -22,6 +22,7 @@ from certfleet.store._base import (
     public_key_id,
 )
 from certfleet.store._models import (
+    LineageRow,
     TrustAnchorRow,
     VersionRow,
 )
@@ -121,7 +122,7 @@ class VersionsMixin(StoreBase):
         chain: Sequence[x509.Certificate],
         *,
         key: CertificateIssuerPrivateKeyTypes | None = None,
-        activate: bool = True,
+        activate: bool | None = None,
     ) -> VersionRecord:
         """Store ``leaf`` and ``chain`` (intermediates, issuer first) as an issued version.
 
@@ -130,6 +131,10 @@ class VersionsMixin(StoreBase):
         of an earlier version when the CA issued again for the same key. The same certificate
         imported twice is the version it already is. Raises :class:`InputError` when the
         certificate matches no key of the lineage.
+
+        ``activate``: None makes a newly issued version the active one and leaves a version that
+        existed already as it was (active or not, withdrawn or not); True makes it active in any
+        case, False never.
         """
         pkid = public_key_id(leaf.public_key())
         if key is not None and public_key_id(key.public_key()) != pkid:
@@ -189,16 +194,18 @@ class VersionsMixin(StoreBase):
                     AuditAction.VERSION_ISSUE,
                     {"lineage": lineage, "version": row.number, "fingerprint": fp, "not_after": info.not_after},
                 )
+            if activate is None:
+                activate = existing is None
             if activate and lin.active_version_id != row.id:
                 s.flush()
-                lin.active_version_id = row.id
-                lin.updated_at = now
-                self._audit(s, AuditAction.VERSION_ACTIVATE, {"lineage": lineage, "version": row.number})
+                self._make_active(s, lin, row)
             s.flush()
             return self._version_record(row, lineage, lin.active_version_id)
 
-    def activate(self, lineage: str, number: int) -> VersionRecord:
-        """Make an issued version the active one (what ``deploy`` installs)."""
+    def activate(self, lineage: str, number: int, *, withdraw: bool = False) -> VersionRecord:
+        """Make an issued version the active one (what ``deploy`` installs). A withdrawn version
+        made active this way is no longer withdrawn. ``withdraw``: the version that was active
+        is withdrawn (a rollback of the whole lineage), so that no import makes it active again."""
         with self._db.session(write=True) as s:
             lin = self._lineage_row(s, lineage)
             row = self._version_row(s, lin, number)
@@ -209,10 +216,18 @@ class VersionsMixin(StoreBase):
                 )
             self._refuse_revoked(s, row, lineage)
             if lin.active_version_id != row.id:
-                lin.active_version_id = row.id
-                lin.updated_at = utc_now()
-                self._audit(s, AuditAction.VERSION_ACTIVATE, {"lineage": lineage, "version": number})
+                before = lin.active
+                self._make_active(s, lin, row)
+                if withdraw and before is not None:
+                    before.withdrawn_at = lin.updated_at
+                    self._audit(s, AuditAction.VERSION_WITHDRAW, {"lineage": lineage, "version": before.number})
             return self._version_record(row, lineage, row.id)
+
+    def _make_active(self, s: Session, lin: LineageRow, row: VersionRow) -> None:
+        lin.active_version_id = row.id
+        lin.updated_at = utc_now()
+        row.withdrawn_at = None
+        self._audit(s, AuditAction.VERSION_ACTIVATE, {"lineage": lin.name, "version": row.number})
 
     def pending_keys(self, lineage: str) -> list[tuple[VersionRecord, CertificateIssuerPrivateKeyTypes]]:
         """The pending versions of ``lineage`` with their decrypted keys, newest first."""

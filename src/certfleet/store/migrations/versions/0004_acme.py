@@ -1,8 +1,8 @@
 """Issuing: issuers (ACME accounts, the manual CA), each lineage's issuers in order and policy,
 which issuer made each version, revocations.
 
-Revision ID: 0003_acme
-Revises: 0002_console
+Revision ID: 0004_acme
+Revises: 0003_lifecycle
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from alembic import op
 
 from certfleet.store._models import UTCDateTime
 
-revision = "0003_acme"
-down_revision = "0002_console"
+revision = "0004_acme"
+down_revision = "0003_lifecycle"
 branch_labels = None
 depends_on = None
 
