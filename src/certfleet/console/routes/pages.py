@@ -14,6 +14,7 @@ from markupsafe import Markup
 
 from certfleet.certinfo import describe
 from certfleet.console.deps import SESSION_COOKIE, ActorDep, ConsoleDep, FormDep, checked_csrf, form_text
+from certfleet.console.hints import console_hint
 from certfleet.console.pictures import timeline_svg
 from certfleet.console.routes import forms
 from certfleet.console.services.certificates import pem_text
@@ -55,8 +56,9 @@ def done_messages(request: Request) -> list[tuple[str, str]]:
 
 
 def refusal(exc: CertfleetError) -> list[tuple[str, str]]:
-    """Why a form was refused, shown above it: the error's line and its hint."""
-    return [("bad", f"{exc}" + (f" — {exc.hint}" if exc.hint else ""))]
+    """Why a form was refused, shown above it: the error's line and its hint, in the console's words."""
+    hint = console_hint(exc.hint)
+    return [("bad", f"{exc}" + (f" — {hint}" if hint else ""))]
 
 
 def redirect(path: str, done: str | None = None, name: str = "", anchor: str = "") -> RedirectResponse:
