@@ -21,7 +21,7 @@ from certfleet.console.services.jobs import Jobs
 from certfleet.console.services.status import Status
 from certfleet.console.services.trust import Trust
 from certfleet.console.settings import ConsoleSettings
-from certfleet.console.tls import BOOTSTRAP_LABEL, TLSContexts
+from certfleet.console.tls import ServedCertificate, TLSContexts
 from certfleet.store import Store
 
 __all__ = ["Console"]
@@ -71,15 +71,11 @@ class Console:
             trust=trust,
         )
 
-    def served_fingerprint(self) -> str | None:
-        """The leaf the console serves by default (shown at the foot of every page)."""
-        served = self.tls.served if self.tls is not None else ()
-        return served[0].fingerprint if served else None
+    def served_for(self, host: str | None) -> ServedCertificate | None:
+        """The certificate the console serves a client that connects to ``host`` (None without TLS)."""
+        return self.tls.served_for(host) if self.tls is not None else None
 
-    def served_fingerprint_for(self, host: str) -> str:
+    def served_fingerprint_for(self, host: str | None) -> str:
         """The leaf the console serves for ``host`` (what a client that pins would expect)."""
-        return self.tls.served_for(host).fingerprint if self.tls is not None else ""
-
-    def serves_bootstrap(self) -> bool:
-        """Whether the console still serves its self-signed bootstrap certificate."""
-        return self.tls is not None and any(s.label == BOOTSTRAP_LABEL for s in self.tls.served)
+        served = self.served_for(host)
+        return served.fingerprint if served is not None else ""

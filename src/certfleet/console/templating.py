@@ -38,7 +38,7 @@ def render(request: Request, name: str, context: dict[str, Any], *, status_code:
         "csrf": session.csrf_token if session else context.get("csrf", ""),
         "nonce": request.scope.get("state", {}).get("nonce", ""),
         "messages": context.pop("messages", []),
-        "served_fingerprint": console.served_fingerprint(),
+        "served_fingerprint": console.served_fingerprint_for(request.url.hostname),
         "here": context.get("here", ""),
         "title": context.get("title", "certfleet"),
         "now": console.clock(),

@@ -87,6 +87,7 @@ async def dashboard(request: Request, console: ConsoleDep) -> Response:
         for v in report.lineages
         if v.active is not None and v.active.not_before is not None and v.active.not_after is not None
     }
+    here = console.served_for(request.url.hostname)
     return render(
         request,
         "dashboard.html",
@@ -96,7 +97,9 @@ async def dashboard(request: Request, console: ConsoleDep) -> Response:
             "views": report.lineages,
             "timelines": timelines,
             "warnings": warnings,
-            "bootstrap": console.serves_bootstrap(),
+            "host": request.url.hostname or "",
+            "bootstrap": here is not None and here.bootstrap,
+            "served_names": console.certificates.served_names(),
             "messages": done_messages(request),
         },
     )

@@ -1,9 +1,12 @@
-"""Certificates the console knows (the store's versions and anchors, what it serves itself), and
-their chains as a strict client validates them, drawn from leaf to root."""
+"""Certificates the console knows (the store's versions and anchors, what it serves itself), their
+chains as a strict client validates them, drawn from leaf to root; and which certificate the
+console serves for each name."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -20,13 +23,24 @@ from certfleet.store import Store
 from certfleet.trust import TrustStore
 from certfleet.verify import Verification, verify_chain
 
-__all__ = ["Certificates", "pem_text"]
+__all__ = ["Certificates", "ServedName", "pem_text"]
 
 _HEX = frozenset("0123456789abcdef")
 
 
 def pem_text(*certs: x509.Certificate) -> str:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class ServedName:
+    """A name the console answers to, and the certificate a client that asks for it gets."""
+
+    name: str  # "" for a client that sends no name (one that connects by IP address)
+    label: str  # the lineage, or "bootstrap"
+    fingerprint: str
+    bootstrap: bool
+    not_after: dt.datetime
 
 
 class Certificates:
@@ -101,3 +115,13 @@ class Certificates:
                 )
             )
         return chain_svg(boxes), verification
+
+    # -- what the console serves ------------------------------------------------------------------
+
+    def served_names(self) -> list[ServedName]:
+        """Each name the console's certificates hold and the certificate it gets, then what a client
+        that sends no name gets."""
+        if self._tls is None:
+            return []
+        pairs = [*self._tls.by_name(), ("", self._tls.served_for(None))]
+        return [ServedName(n, c.label, c.fingerprint, c.bootstrap, c.leaf.not_valid_after_utc) for n, c in pairs]
