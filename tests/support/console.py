@@ -220,6 +220,8 @@ def generate_csr(
         "/csr",
         data={"csrf_token": csrf, "lineage": lineage, "nodes": nodes, "key": "ec:p256", **fields},
     )
+    assert r.status_code == 303, r.text  # post/redirect/get: the CSR's own page
+    r = env.client.get(r.headers["location"])
     assert r.status_code == 200, r.text
     found = re.search(r'<pre id="csr-pem">(.*?)</pre>', r.text, re.S)
     assert found
@@ -227,11 +229,16 @@ def generate_csr(
 
 
 def upload(env: ConsoleEnv, csrf: str, lineage: str, files: list[tuple[str, bytes]], password: str = "") -> Any:
-    return env.client.post(
+    """Send the CA's files; an import that waits for its confirmation is shown on its own page,
+    which this follows to."""
+    r = env.client.post(
         "/import",
         data={"csrf_token": csrf, "lineage": lineage, "password": password},
         files=[("files", (name, data, "application/octet-stream")) for name, data in files],
     )
+    if r.status_code == 303 and r.headers["location"].startswith("/import/"):
+        return env.client.get(r.headers["location"])
+    return r
 
 
 def confirm_link(html_text: str) -> str | None:

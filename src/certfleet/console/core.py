@@ -15,6 +15,7 @@ from certfleet.console.services.accounts import Accounts
 from certfleet.console.services.audit import Audit
 from certfleet.console.services.certificates import Certificates
 from certfleet.console.services.clients import Clients
+from certfleet.console.services.exports import Exports
 from certfleet.console.services.fleet import Fleet
 from certfleet.console.services.imports import Imports
 from certfleet.console.services.jobs import Jobs
@@ -43,11 +44,12 @@ class Console:
     status: Status
     certificates: Certificates
     trust: Trust
+    exports: Exports
 
     @classmethod
     def over(cls, store: Store, *, settings: ConsoleSettings, clock: Clock, tls: TLSContexts | None) -> Console:
         audit = Audit(store)
-        trust = Trust(store, settings.extra_trust)
+        trust = Trust(store, audit, settings.extra_trust)
         clients = Clients(store.session, audit=audit, clock=clock)
         return cls(
             settings=settings,
@@ -69,6 +71,7 @@ class Console:
             status=Status(store, settings=settings, clock=clock, trust=trust, clients=clients),
             certificates=Certificates(store, trust=trust, clock=clock, expiring_days=settings.expiring_days, tls=tls),
             trust=trust,
+            exports=Exports(audit),
         )
 
     def served_for(self, host: str | None) -> ServedCertificate | None:

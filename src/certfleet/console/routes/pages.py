@@ -1,11 +1,13 @@
-"""The server-rendered pages behind the login. Plain HTML forms; every change goes through a
-service and is audited. The pages that need no login are in :mod:`certfleet.console.routes.public`."""
+"""The server-rendered pages behind the login: the dashboard, certificates, nodes, history and
+audit, API tokens and client deployment. Plain HTML forms; every change goes through a service and
+is audited. The certificate's life (CSR, import, deploy, rollback, export, trust anchors) is in
+:mod:`certfleet.console.routes.lifecycle`; the pages that need no login in
+:mod:`certfleet.console.routes.public`."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import quote
 
 from anyio import from_thread
 from fastapi import APIRouter, Depends, Request
@@ -14,13 +16,13 @@ from markupsafe import Markup
 
 from certfleet.certinfo import describe
 from certfleet.console.deps import SESSION_COOKIE, ActorDep, ConsoleDep, FormDep, checked_csrf, form_text
-from certfleet.console.hints import console_hint
 from certfleet.console.pictures import timeline_svg
 from certfleet.console.routes import forms
+from certfleet.console.routes.answers import done_messages, redirect, refusal
 from certfleet.console.services.certificates import pem_text
 from certfleet.console.services.clients import CONTENT_TYPES, PLACEHOLDERS, qr_svg
 from certfleet.console.templating import render
-from certfleet.errors import CertfleetError, InputError
+from certfleet.errors import CertfleetError
 
 __all__ = ["router"]
 
@@ -34,37 +36,6 @@ DEFAULT_TEMPLATE = """{
   "certificate_sha256": "${fingerprint}"
 }
 """
-
-# messages shown after a change, by code: never text taken from the request
-DONE = {
-    "node-saved": "Node {} saved.",
-    "node-removed": "Node {} removed.",
-    "token-revoked": "Token {} revoked.",
-    "profile-saved": "Client profile {} saved.",
-    "user-added": "Client user {} added.",
-    "user-removed": "Client user {} removed.",
-    "imported": "Certificate imported into {} and made active.",
-    "activated": "Version activated for {}.",
-}
-
-
-def done_messages(request: Request) -> list[tuple[str, str]]:
-    code = request.query_params.get("done", "")
-    if code in DONE:
-        return [("good", DONE[code].format(request.query_params.get("name", "")[:80]))]
-    return []
-
-
-def refusal(exc: CertfleetError) -> list[tuple[str, str]]:
-    """Why a form was refused, shown above it: the error's line and its hint, in the console's words."""
-    hint = console_hint(exc.hint)
-    return [("bad", f"{exc}" + (f" — {hint}" if hint else ""))]
-
-
-def redirect(path: str, done: str | None = None, name: str = "", anchor: str = "") -> RedirectResponse:
-    if done:
-        path = f"{path}?done={done}&name={quote(name[:80])}"
-    return RedirectResponse(path + (f"#{quote(anchor)}" if anchor else ""), status_code=303)
 
 
 @router.post("/logout")
@@ -100,6 +71,7 @@ async def dashboard(request: Request, console: ConsoleDep) -> Response:
             "host": request.url.hostname or "",
             "bootstrap": here is not None and here.bootstrap,
             "served_names": console.certificates.served_names(),
+            "rollback": {v.name for v in report.lineages if len(console.fleet.issued(v.name)) > 1},
             "messages": done_messages(request),
         },
     )
@@ -187,13 +159,15 @@ def node_remove(name: str, console: ConsoleDep, actor: ActorDep) -> Response:
 
 @router.get("/history", response_class=HTMLResponse)
 def history(request: Request, console: ConsoleDep) -> Response:
+    versions = console.fleet.every_version()
     return render(
         request,
         "history.html",
         {
             "title": "History",
             "here": "history",
-            "versions": console.fleet.every_version(),
+            "versions": versions,
+            "active_of": {name: any(v.active for v in items) for name, items in versions.items()},
             "deployments": console.fleet.deployments(None, 100),
         },
     )
@@ -319,135 +293,3 @@ def client_link(request: Request, user_id: int, console: ConsoleDep, actor: Acto
     ctx = _clients_context(request, console)
     ctx.update({"link": link, "qr": Markup(qr_svg(link.url))})  # noqa: S704 (segno's own SVG markup)
     return render(request, "clients.html", ctx)
-
-
-# -- generate CSR ---------------------------------------------------------------------------------------
-
-
-@router.get("/csr", response_class=HTMLResponse)
-def csr_form(request: Request, console: ConsoleDep) -> Response:
-    lineage = request.query_params.get("lineage") or None
-    if lineage is None:
-        records = console.fleet.lineages()
-        lineage = records[0].name if len(records) == 1 else None
-    return render(request, "csr.html", forms.csr_form_context(console, lineage))
-
-
-@router.post("/csr", response_class=HTMLResponse)
-def csr_generate(request: Request, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
-    values = forms.csr_values(form)
-    try:
-        result = console.fleet.request_csr(actor, values)
-    except CertfleetError as exc:
-        ctx = forms.csr_form_context(console, values.lineage or None)
-        ctx["messages"] = refusal(exc)
-        return render(request, "csr.html", ctx, status_code=400)
-    return render(
-        request,
-        "csr_done.html",
-        {"title": "CSR ready", "here": "csr", "result": result, "csr": result.csr_pem.decode("ascii")},
-    )
-
-
-@router.get("/csr/{lineage}/{number}.csr")
-def csr_download(lineage: str, number: int, console: ConsoleDep) -> Response:
-    return Response(
-        console.fleet.csr_pem(lineage, number),
-        media_type="application/pkcs10",
-        headers={"content-disposition": f'attachment; filename="{lineage}-{number}.csr"'},
-    )
-
-
-# -- import ---------------------------------------------------------------------------------------------
-
-
-def _import_context(console: ConsoleDep, lineage: str | None) -> dict[str, Any]:
-    records = console.fleet.lineages()
-    if lineage is None and len(records) == 1:
-        lineage = records[0].name
-    return {
-        "title": "Import",
-        "here": "import",
-        "lineages": records,
-        "lineage": lineage or "",
-        "limit_mib": console.settings.upload_limit // (1024 * 1024),
-    }
-
-
-@router.get("/import", response_class=HTMLResponse)
-def import_form(request: Request, console: ConsoleDep) -> Response:
-    return render(request, "import.html", _import_context(console, request.query_params.get("lineage")))
-
-
-@router.post("/import", response_class=HTMLResponse)
-def import_preview(request: Request, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
-    """Read the upload and show what it holds, without saving anything."""
-    lineage = form_text(form, "lineage", 64)
-    try:
-        inputs = forms.read_uploads(form.getlist("files"), limit=console.settings.upload_limit)
-        password = form_text(form, "password", 1024)
-        result, preview = console.imports.preview(actor, lineage, inputs, [password.encode()] if password else [])
-    except CertfleetError as exc:
-        ctx = _import_context(console, lineage or None)
-        ctx["messages"] = refusal(exc)
-        return render(request, "import.html", ctx, status_code=413 if "too large" in str(exc) else 400)
-    picture, _ = console.certificates.chain_picture(result.chain.leaf, list(result.chain.chain[1:]))
-    return render(
-        request,
-        "import_preview.html",
-        {
-            "title": "Import: findings",
-            "here": "import",
-            "r": result,
-            "leaf": describe(result.chain.leaf),
-            "chain": [describe(c) for c in result.chain.chain[1:]],
-            "root": describe(result.chain.root) if result.chain.root is not None else None,
-            "picture": picture,
-            "preview": preview,
-            "files": [name for name, _ in inputs],
-        },
-    )
-
-
-@router.post("/import/{preview_id}/confirm")
-def import_confirm(preview_id: str, console: ConsoleDep, actor: ActorDep) -> Response:
-    preview = console.imports.confirm(actor, preview_id)
-    return redirect("/", "imported", preview.lineage, anchor=f"lineage-{preview.lineage}")
-
-
-# -- deploy ---------------------------------------------------------------------------------------------
-
-
-@router.get("/deploy", response_class=HTMLResponse)
-def deploy_form(request: Request, console: ConsoleDep) -> Response:
-    records = [r for r in console.fleet.lineages() if r.active is not None]
-    lineage = request.query_params.get("lineage") or (records[0].name if records else "")
-    members = console.fleet.nodes(lineage) if lineage in {r.name for r in records} else []
-    return render(
-        request,
-        "deploy.html",
-        {
-            "title": "Deploy",
-            "here": "deploy",
-            "lineages": records,
-            "lineage": lineage,
-            "nodes": members,
-            "jobs": console.jobs.recent(10),
-        },
-    )
-
-
-@router.post("/deploy")
-def deploy_start(console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
-    lineage = form_text(form, "lineage", 64)
-    chosen = [v for v in form.getlist("nodes") if isinstance(v, str)][:200]
-    if not chosen:
-        raise InputError("choose at least one node to deploy to")
-    job = console.jobs.start(actor, lineage, chosen)
-    return RedirectResponse(f"/deploy/jobs/{job.id}", status_code=303)
-
-
-@router.get("/deploy/jobs/{job_id}", response_class=HTMLResponse)
-def deploy_job(request: Request, job_id: str, console: ConsoleDep) -> Response:
-    job = console.jobs.get(job_id)
-    return render(request, "deploy_job.html", {"title": f"Deploy {job.lineage}", "here": "deploy", "job": job})
