@@ -50,10 +50,14 @@ def _profile_and_user(env: ConsoleEnv, csrf: str, hostname: str = "") -> int:
 
 
 def _new_link(env: ConsoleEnv, csrf: str, user_id: int) -> tuple[str, str]:
-    page = env.client.post(f"/clients/users/{user_id}/link", data={"csrf_token": csrf})
-    assert page.status_code == 200
+    made = env.client.post(f"/clients/users/{user_id}/link", data={"csrf_token": csrf})
+    assert made.status_code == 303  # post/redirect/get: a reload makes no second link
+    assert "/client/" not in made.headers["location"]  # the link's token is never in a URL of ours
+    page = env.client.get(made.headers["location"])
     url = re.search(r'<pre id="link-url">(https://[^<]+)</pre>', page.text)
     assert url, page.text
+    # shown once: the same page again holds no link, and the link still works
+    assert "link-url" not in env.client.get(made.headers["location"]).text
     return url.group(1), page.text
 
 

@@ -19,6 +19,7 @@ from certfleet.console.services.exports import Exports
 from certfleet.console.services.fleet import Fleet
 from certfleet.console.services.imports import Imports
 from certfleet.console.services.jobs import Jobs
+from certfleet.console.services.reveals import Reveals
 from certfleet.console.services.status import Status
 from certfleet.console.services.trust import Trust
 from certfleet.console.settings import ConsoleSettings
@@ -45,6 +46,7 @@ class Console:
     certificates: Certificates
     trust: Trust
     exports: Exports
+    reveals: Reveals
 
     @classmethod
     def over(cls, store: Store, *, settings: ConsoleSettings, clock: Clock, tls: TLSContexts | None) -> Console:
@@ -72,6 +74,7 @@ class Console:
             certificates=Certificates(store, trust=trust, clock=clock, expiring_days=settings.expiring_days, tls=tls),
             trust=trust,
             exports=Exports(audit),
+            reveals=Reveals(clock=clock),
         )
 
     def served_for(self, host: str | None) -> ServedCertificate | None:

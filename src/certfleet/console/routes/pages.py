@@ -18,9 +18,9 @@ from certfleet.certinfo import describe
 from certfleet.console.deps import SESSION_COOKIE, ActorDep, ConsoleDep, FormDep, checked_csrf, form_text
 from certfleet.console.pictures import timeline_svg
 from certfleet.console.routes import forms
-from certfleet.console.routes.answers import done_messages, redirect, refusal
+from certfleet.console.routes.answers import confirm_page, confirmed, done_messages, redirect, refusal
 from certfleet.console.services.certificates import pem_text
-from certfleet.console.services.clients import CONTENT_TYPES, PLACEHOLDERS, qr_svg
+from certfleet.console.services.clients import CONTENT_TYPES, PLACEHOLDERS, ClientLink, qr_svg
 from certfleet.console.templating import render
 from certfleet.errors import CertfleetError
 
@@ -36,6 +36,8 @@ DEFAULT_TEMPLATE = """{
   "certificate_sha256": "${fingerprint}"
 }
 """
+# what a page after a redirect asks the reveals for
+_TOKEN, _LINK = "api-token", "client-link"
 
 
 @router.post("/logout")
@@ -148,8 +150,30 @@ def node_save(request: Request, console: ConsoleDep, actor: ActorDep, form: Form
     return redirect("/nodes", "node-saved", spec.name)
 
 
+@router.get("/nodes/{name}/remove", response_class=HTMLResponse)
+def node_remove_confirm(request: Request, name: str, console: ConsoleDep) -> Response:
+    spec = console.fleet.node(name)
+    lineages = console.fleet.node_lineages(name)
+    details = [
+        f"It leaves lineage {lineage}: the next certificate of {lineage} no longer covers its names."
+        for lineage in lineages
+    ]
+    details.append("The files certfleet deployed on it stay where they are, and it keeps serving them.")
+    return confirm_page(
+        request,
+        title=f"Remove node {spec.name}",
+        question=f"Remove node {spec.name} ({', '.join(spec.names)})?",
+        details=details,
+        action=f"/nodes/{spec.name}/remove",
+        button="Remove the node",
+        back="/nodes",
+    )
+
+
 @router.post("/nodes/{name}/remove")
-def node_remove(name: str, console: ConsoleDep, actor: ActorDep) -> Response:
+def node_remove(name: str, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+    if not confirmed(form):
+        return RedirectResponse(f"/nodes/{name}/remove", status_code=303)
     console.fleet.remove_node(actor, name)
     return redirect("/nodes", "node-removed", name)
 
@@ -183,7 +207,9 @@ def audit(request: Request, console: ConsoleDep) -> Response:
 
 
 @router.get("/tokens", response_class=HTMLResponse)
-def tokens(request: Request, console: ConsoleDep) -> Response:
+def tokens(request: Request, console: ConsoleDep, actor: ActorDep) -> Response:
+    # a new token comes here after its form's redirect, once: shown in this response only
+    new = console.reveals.take(actor.account_id, _TOKEN, request.query_params.get("new", ""), tuple)
     return render(
         request,
         "tokens.html",
@@ -191,30 +217,40 @@ def tokens(request: Request, console: ConsoleDep) -> Response:
             "title": "API tokens",
             "here": "tokens",
             "tokens": console.accounts.api_tokens(),
+            "new_token": new[0] if new else "",
+            "new_token_name": new[1] if new else "",
             "messages": done_messages(request),
         },
     )
 
 
-@router.post("/tokens", response_class=HTMLResponse)
-def token_create(request: Request, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+@router.post("/tokens")
+def token_create(console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
     token, info = console.accounts.new_api_token(actor, form_text(form, "name", 200))
-    # shown in this response only; never stored in clear, never in a redirect URL
-    return render(
+    # never stored in clear, never in a URL: the page after the redirect takes it from memory
+    return redirect("/tokens", query={"new": console.reveals.put(actor.account_id, _TOKEN, (token, info.name))})
+
+
+@router.get("/tokens/{token_id}/revoke", response_class=HTMLResponse)
+def token_revoke_confirm(request: Request, token_id: int, console: ConsoleDep) -> Response:
+    found = next((t for t in console.accounts.api_tokens() if t.id == token_id and not t.revoked_at), None)
+    if found is None:
+        return redirect("/tokens")
+    return confirm_page(
         request,
-        "tokens.html",
-        {
-            "title": "API tokens",
-            "here": "tokens",
-            "tokens": console.accounts.api_tokens(),
-            "new_token": token,
-            "new_token_name": info.name,
-        },
+        title=f"Revoke token {found.name}",
+        question=f"Revoke the API token {found.name} of {found.username}?",
+        details=["Whatever uses it (a monitoring system, a script) is refused from the next request on."],
+        action=f"/tokens/{token_id}/revoke",
+        button="Revoke the token",
+        back="/tokens",
     )
 
 
 @router.post("/tokens/{token_id}/revoke")
-def token_revoke(token_id: int, console: ConsoleDep, actor: ActorDep) -> Response:
+def token_revoke(token_id: int, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+    if not confirmed(form):
+        return RedirectResponse(f"/tokens/{token_id}/revoke", status_code=303)
     return redirect("/tokens", "token-revoked", console.accounts.revoke_api_token(actor, token_id))
 
 
@@ -239,8 +275,13 @@ def _clients_context(request: Request, console: ConsoleDep) -> dict[str, Any]:
 
 
 @router.get("/clients", response_class=HTMLResponse)
-def clients(request: Request, console: ConsoleDep) -> Response:
-    return render(request, "clients.html", _clients_context(request, console))
+def clients(request: Request, console: ConsoleDep, actor: ActorDep) -> Response:
+    ctx = _clients_context(request, console)
+    # a new link comes here after its form's redirect, once: its URL is shown in this response only
+    link = console.reveals.take(actor.account_id, _LINK, request.query_params.get("link", ""), ClientLink)
+    if link is not None:
+        ctx.update({"link": link, "qr": Markup(qr_svg(link.url))})  # noqa: S704 (segno's own SVG markup)
+    return render(request, "clients.html", ctx)
 
 
 @router.post("/clients/profiles")
@@ -282,14 +323,30 @@ def client_user_add(request: Request, console: ConsoleDep, actor: ActorDep, form
     return redirect("/clients", "user-added", user.username)
 
 
+@router.get("/clients/users/{user_id}/remove", response_class=HTMLResponse)
+def client_user_remove_confirm(request: Request, user_id: int, console: ConsoleDep) -> Response:
+    user = next((u for u in console.clients.users() if u.id == user_id), None)
+    if user is None:
+        return redirect("/clients")
+    return confirm_page(
+        request,
+        title=f"Remove client user {user.username}",
+        question=f"Remove {user.username} from the client profile {user.profile}?",
+        details=["Their deployment link stops working; a client already configured keeps its settings."],
+        action=f"/clients/users/{user_id}/remove",
+        button="Remove the user",
+        back="/clients",
+    )
+
+
 @router.post("/clients/users/{user_id}/remove")
-def client_user_remove(user_id: int, console: ConsoleDep, actor: ActorDep) -> Response:
+def client_user_remove(user_id: int, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+    if not confirmed(form):
+        return RedirectResponse(f"/clients/users/{user_id}/remove", status_code=303)
     return redirect("/clients", "user-removed", console.clients.remove_user(actor, user_id))
 
 
-@router.post("/clients/users/{user_id}/link", response_class=HTMLResponse)
-def client_link(request: Request, user_id: int, console: ConsoleDep, actor: ActorDep) -> Response:
+@router.post("/clients/users/{user_id}/link")
+def client_link(user_id: int, console: ConsoleDep, actor: ActorDep) -> Response:
     link = console.clients.new_link(actor, user_id)
-    ctx = _clients_context(request, console)
-    ctx.update({"link": link, "qr": Markup(qr_svg(link.url))})  # noqa: S704 (segno's own SVG markup)
-    return render(request, "clients.html", ctx)
+    return redirect("/clients", query={"link": console.reveals.put(actor.account_id, _LINK, link)}, anchor="new-link")
