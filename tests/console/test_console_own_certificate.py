@@ -1,14 +1,19 @@
 """The console's own certificate after the first import: the address `certfleet serve` printed
 keeps its bootstrap certificate (127.0.0.1, localhost and the machine's name, unless a lineage
-covers them), and the dashboard says which certificate each name gets."""
+covers them), the dashboard says which certificate each name gets, and a client configuration can
+pin what survives a renewal (the issuing CA's key, the lineage's names) instead of the leaf."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import re
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from certfleet.certinfo import fingerprint
 from certfleet.console.server import BootstrapStore, StoreCertificates
@@ -16,7 +21,7 @@ from certfleet.console.tls import TLSContexts
 from certfleet.fleet.nodes import make_node
 from certfleet.store import Store
 from certfleet.testing import TestCA
-from support.console import ConsoleEnv, logged_in, login, make_env
+from support.console import ConsoleEnv, csrf_of, logged_in, login, make_env
 
 NAMES = ("www.example.test", "gw.example.test")
 
@@ -93,3 +98,44 @@ def test_dashboard_says_which_certificate_each_name_gets(env: ConsoleEnv, inter:
     page_www = at_www.get("/").text
     assert "You reach the console at" not in page_www
     assert fingerprint(web)[:16] in page_www.split("<footer>")[1]
+
+
+def _link_for(env: ConsoleEnv, template: str) -> str:
+    csrf = csrf_of(env.client.get("/tokens").text)
+    h = {"x-csrf-token": csrf}
+    r = env.client.put(
+        "/api/v1/client-profiles",
+        json={"name": "mobile", "hostname": "www.example.test:8443", "template": template},
+        headers=h,
+    )
+    assert r.status_code == 200, r.text
+    users = env.client.get("/api/v1/client-users").json()
+    user = (
+        users[0]
+        if users
+        else env.client.post("/api/v1/client-users", json={"profile": "mobile", "username": "alice"}, headers=h).json()
+    )
+    url: str = env.client.post(f"/api/v1/client-users/{user['id']}/links", headers=h).json()["url"]
+    return url.rsplit("/", 1)[1]
+
+
+def test_client_placeholders_that_survive_a_renewal(env: ConsoleEnv, inter: TestCA) -> None:
+    first = _issue(env.store, inter)
+    assert env.console.tls is not None
+    env.console.tls.reload()
+    logged_in(env)
+    template = '{"pin": "${ca_pin_sha256}", "spki": "${ca_spki_sha256}", "names": "${names}", "leaf": "${fingerprint}"}'
+    before = json.loads(env.new_client().post("/client/" + _link_for(env, template)).text)
+    spki = inter.cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert before["spki"] == hashlib.sha256(spki).hexdigest()
+    assert before["pin"] == base64.b64encode(hashlib.sha256(spki).digest()).decode()
+    assert before["names"] == ",".join(NAMES)
+    assert before["leaf"] == fingerprint(first)
+
+    renewed = _issue(env.store, inter)
+    env.console.tls.reload()
+    after = json.loads(env.new_client().post("/client/" + _link_for(env, template)).text)
+    assert after["leaf"] == fingerprint(renewed) != before["leaf"]  # a leaf pin breaks at each renewal
+    assert (after["pin"], after["spki"], after["names"]) == (before["pin"], before["spki"], before["names"])

@@ -33,7 +33,8 @@ DEFAULT_TEMPLATE = """{
   "port": ${port},
   "username": "${username}",
   "display_name": "${display_name}",
-  "certificate_sha256": "${fingerprint}"
+  "ca_pin_sha256": "${ca_pin_sha256}",
+  "names": "${names}"
 }
 """
 # what a page after a redirect asks the reveals for

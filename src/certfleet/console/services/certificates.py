@@ -1,10 +1,12 @@
 """Certificates the console knows (the store's versions and anchors, what it serves itself), their
-chains as a strict client validates them, drawn from leaf to root; and which certificate the
-console serves for each name."""
+chains as a strict client validates them, drawn from leaf to root; which certificate the console
+serves for each name; and what a client's configuration may pin of the certificate it is served."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +17,10 @@ from cryptography.hazmat.primitives import serialization
 from certfleet.certinfo import describe
 from certfleet.clock import Clock
 from certfleet.console.pictures import ChainBox, chain_svg
-from certfleet.console.tls import TLSContexts
-from certfleet.errors import InputError
+from certfleet.console.tls import ServedCertificate, TLSContexts
+from certfleet.errors import CertfleetError, InputError
 from certfleet.fleet.health import Health
+from certfleet.fleet.nodes import lineage_names
 from certfleet.problems import ProblemCode, Severity
 from certfleet.store import Store
 from certfleet.trust import TrustStore
@@ -125,3 +128,44 @@ class Certificates:
             return []
         pairs = [*self._tls.by_name(), ("", self._tls.served_for(None))]
         return [ServedName(n, c.label, c.fingerprint, c.bootstrap, c.leaf.not_valid_after_utc) for n, c in pairs]
+
+    def client_values(self, host: str) -> dict[str, str]:
+        """The certificate placeholders of a client configuration, for the certificate the console
+        serves for ``host``: the issuing CA's public key (SHA-256 of its SubjectPublicKeyInfo, as hex
+        and as the base64 "pin-sha256" form), the lineage's names, and the leaf's fingerprint."""
+        served = self._tls.served_for(host) if self._tls is not None else None
+        if served is None:
+            return {}
+        issuer = self._issuer(served)
+        pin = b""
+        if issuer is not None:
+            pin = hashlib.sha256(
+                issuer.public_key().public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            ).digest()
+        return {
+            "ca_spki_sha256": pin.hex(),
+            "ca_pin_sha256": base64.b64encode(pin).decode("ascii") if pin else "",
+            "names": ",".join(self._names(served)),
+            "fingerprint": served.fingerprint,
+        }
+
+    def _issuer(self, served: ServedCertificate) -> x509.Certificate | None:
+        if served.chain:
+            return served.chain[0]
+        if served.leaf.issuer == served.leaf.subject:
+            return served.leaf  # self-signed: its own issuer
+        path = verify_chain(served.leaf, (), self._trust(), at=self._clock()).chain  # issued by a root itself
+        return path[1] if len(path) > 1 else None
+
+    def _names(self, served: ServedCertificate) -> tuple[str, ...]:
+        if not served.bootstrap:
+            try:
+                record = self._store.lineage(served.label)
+                names = lineage_names(record, self._store.nodes(record.name))
+            except CertfleetError:  # the lineage went away since it was loaded
+                names = ()
+            if names:
+                return names
+        return served.names()
