@@ -19,6 +19,7 @@ from certfleet.console.deps import SESSION_COOKIE, ActorDep, ConsoleDep, FormDep
 from certfleet.console.pictures import timeline_svg
 from certfleet.console.routes import forms
 from certfleet.console.routes.answers import confirm_page, confirmed, done_messages, redirect, refusal
+from certfleet.console.services.audit import action_kinds
 from certfleet.console.services.certificates import pem_text
 from certfleet.console.services.clients import CONTENT_TYPES, PLACEHOLDERS, ClientLink, qr_svg
 from certfleet.console.templating import render
@@ -125,6 +126,7 @@ def nodes(request: Request, console: ConsoleDep) -> Response:
             "nodes": specs,
             "memberships": console.fleet.memberships(specs),
             "messages": done_messages(request),
+            "wide": True,
         },
     )
 
@@ -194,14 +196,24 @@ def history(request: Request, console: ConsoleDep) -> Response:
             "versions": versions,
             "active_of": {name: any(v.active for v in items) for name, items in versions.items()},
             "deployments": console.fleet.deployments(None, 100),
+            "wide": True,
         },
     )
 
 
 @router.get("/audit", response_class=HTMLResponse)
 def audit(request: Request, console: ConsoleDep) -> Response:
-    entries = console.fleet.audit_log(limit=500)
-    return render(request, "audit.html", {"title": "Audit", "here": "audit", "entries": entries})
+    query = request.query_params
+    try:
+        number = int(query.get("page", "1"))
+    except ValueError:
+        number = 1
+    page = console.audit.page(kind=query.get("kind", ""), text=query.get("q", ""), number=number)
+    return render(
+        request,
+        "audit.html",
+        {"title": "Audit", "here": "audit", "page": page, "kinds": action_kinds(), "wide": True},
+    )
 
 
 # -- API tokens ---------------------------------------------------------------------------------------
