@@ -70,5 +70,5 @@ class Trust:
         """The anchor with this fingerprint."""
         found = next((a for a in self.anchors() if a.fingerprint == sha256.strip().lower()), None)
         if found is None:
-            raise InputError("no trust anchor with this fingerprint", hint="`certfleet trust list`")
+            raise InputError("no trust anchor with this fingerprint", hint="the Trust anchors page lists them")
         return found
