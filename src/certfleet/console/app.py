@@ -18,7 +18,7 @@ from certfleet.clock import Clock, utc_now
 from certfleet.console.core import Console
 from certfleet.console.deps import API_PREFIX, ActorDep, Refusal, Unauthenticated, authenticate, wants_json
 from certfleet.console.middleware import BodyTooLarge, Guard
-from certfleet.console.routes import api, metrics, pages, public
+from certfleet.console.routes import api, lifecycle, metrics, pages, public
 from certfleet.console.services.accounts import LoginThrottled
 from certfleet.console.services.clients import LinkRefused
 from certfleet.console.settings import ConsoleSettings
@@ -67,6 +67,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     app.include_router(public.router)
     app.include_router(pages.router)
+    app.include_router(lifecycle.router)
     app.include_router(api.router)
     app.include_router(metrics.router)
 

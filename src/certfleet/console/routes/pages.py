@@ -1,11 +1,13 @@
-"""The server-rendered pages behind the login. Plain HTML forms; every change goes through a
-service and is audited. The pages that need no login are in :mod:`certfleet.console.routes.public`."""
+"""The server-rendered pages behind the login: the dashboard, certificates, nodes, history and
+audit, API tokens and client deployment. Plain HTML forms; every change goes through a service and
+is audited. The certificate's life (CSR, import, deploy, rollback, export, trust anchors) is in
+:mod:`certfleet.console.routes.lifecycle`; the pages that need no login in
+:mod:`certfleet.console.routes.public`."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import quote
 
 from anyio import from_thread
 from fastapi import APIRouter, Depends, Request
@@ -16,10 +18,12 @@ from certfleet.certinfo import describe
 from certfleet.console.deps import SESSION_COOKIE, ActorDep, ConsoleDep, FormDep, checked_csrf, form_text
 from certfleet.console.pictures import timeline_svg
 from certfleet.console.routes import forms
+from certfleet.console.routes.answers import confirm_page, confirmed, done_messages, redirect, refusal
+from certfleet.console.services.audit import action_kinds
 from certfleet.console.services.certificates import pem_text
-from certfleet.console.services.clients import CONTENT_TYPES, PLACEHOLDERS, qr_svg
+from certfleet.console.services.clients import CONTENT_TYPES, PLACEHOLDERS, ClientLink, qr_svg
 from certfleet.console.templating import render
-from certfleet.errors import CertfleetError, InputError
+from certfleet.errors import CertfleetError
 
 __all__ = ["router"]
 
@@ -30,39 +34,12 @@ DEFAULT_TEMPLATE = """{
   "port": ${port},
   "username": "${username}",
   "display_name": "${display_name}",
-  "certificate_sha256": "${fingerprint}"
+  "ca_pin_sha256": "${ca_pin_sha256}",
+  "names": "${names}"
 }
 """
-
-# messages shown after a change, by code: never text taken from the request
-DONE = {
-    "node-saved": "Node {} saved.",
-    "node-removed": "Node {} removed.",
-    "token-revoked": "Token {} revoked.",
-    "profile-saved": "Client profile {} saved.",
-    "user-added": "Client user {} added.",
-    "user-removed": "Client user {} removed.",
-    "imported": "Certificate imported into {} and made active.",
-    "activated": "Version activated for {}.",
-}
-
-
-def done_messages(request: Request) -> list[tuple[str, str]]:
-    code = request.query_params.get("done", "")
-    if code in DONE:
-        return [("good", DONE[code].format(request.query_params.get("name", "")[:80]))]
-    return []
-
-
-def refusal(exc: CertfleetError) -> list[tuple[str, str]]:
-    """Why a form was refused, shown above it: the error's line and its hint."""
-    return [("bad", f"{exc}" + (f" — {exc.hint}" if exc.hint else ""))]
-
-
-def redirect(path: str, done: str | None = None, name: str = "", anchor: str = "") -> RedirectResponse:
-    if done:
-        path = f"{path}?done={done}&name={quote(name[:80])}"
-    return RedirectResponse(path + (f"#{quote(anchor)}" if anchor else ""), status_code=303)
+# what a page after a redirect asks the reveals for
+_TOKEN, _LINK = "api-token", "client-link"
 
 
 @router.post("/logout")
@@ -85,6 +62,7 @@ async def dashboard(request: Request, console: ConsoleDep) -> Response:
         for v in report.lineages
         if v.active is not None and v.active.not_before is not None and v.active.not_after is not None
     }
+    here = console.served_for(request.url.hostname)
     return render(
         request,
         "dashboard.html",
@@ -94,7 +72,10 @@ async def dashboard(request: Request, console: ConsoleDep) -> Response:
             "views": report.lineages,
             "timelines": timelines,
             "warnings": warnings,
-            "bootstrap": console.serves_bootstrap(),
+            "host": request.url.hostname or "",
+            "bootstrap": here is not None and here.bootstrap,
+            "served_names": console.certificates.served_names(),
+            "rollback": {v.name for v in report.lineages if len(console.fleet.issued(v.name)) > 1},
             "messages": done_messages(request),
         },
     )
@@ -145,6 +126,7 @@ def nodes(request: Request, console: ConsoleDep) -> Response:
             "nodes": specs,
             "memberships": console.fleet.memberships(specs),
             "messages": done_messages(request),
+            "wide": True,
         },
     )
 
@@ -171,8 +153,30 @@ def node_save(request: Request, console: ConsoleDep, actor: ActorDep, form: Form
     return redirect("/nodes", "node-saved", spec.name)
 
 
+@router.get("/nodes/{name}/remove", response_class=HTMLResponse)
+def node_remove_confirm(request: Request, name: str, console: ConsoleDep) -> Response:
+    spec = console.fleet.node(name)
+    lineages = console.fleet.node_lineages(name)
+    details = [
+        f"It leaves lineage {lineage}: the next certificate of {lineage} no longer covers its names."
+        for lineage in lineages
+    ]
+    details.append("The files certfleet deployed on it stay where they are, and it keeps serving them.")
+    return confirm_page(
+        request,
+        title=f"Remove node {spec.name}",
+        question=f"Remove node {spec.name} ({', '.join(spec.names)})?",
+        details=details,
+        action=f"/nodes/{spec.name}/remove",
+        button="Remove the node",
+        back="/nodes",
+    )
+
+
 @router.post("/nodes/{name}/remove")
-def node_remove(name: str, console: ConsoleDep, actor: ActorDep) -> Response:
+def node_remove(name: str, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+    if not confirmed(form):
+        return RedirectResponse(f"/nodes/{name}/remove", status_code=303)
     console.fleet.remove_node(actor, name)
     return redirect("/nodes", "node-removed", name)
 
@@ -182,29 +186,43 @@ def node_remove(name: str, console: ConsoleDep, actor: ActorDep) -> Response:
 
 @router.get("/history", response_class=HTMLResponse)
 def history(request: Request, console: ConsoleDep) -> Response:
+    versions = console.fleet.every_version()
     return render(
         request,
         "history.html",
         {
             "title": "History",
             "here": "history",
-            "versions": console.fleet.every_version(),
+            "versions": versions,
+            "active_of": {name: any(v.active for v in items) for name, items in versions.items()},
             "deployments": console.fleet.deployments(None, 100),
+            "wide": True,
         },
     )
 
 
 @router.get("/audit", response_class=HTMLResponse)
 def audit(request: Request, console: ConsoleDep) -> Response:
-    entries = console.fleet.audit_log(limit=500)
-    return render(request, "audit.html", {"title": "Audit", "here": "audit", "entries": entries})
+    query = request.query_params
+    try:
+        number = int(query.get("page", "1"))
+    except ValueError:
+        number = 1
+    page = console.audit.page(kind=query.get("kind", ""), text=query.get("q", ""), number=number)
+    return render(
+        request,
+        "audit.html",
+        {"title": "Audit", "here": "audit", "page": page, "kinds": action_kinds(), "wide": True},
+    )
 
 
 # -- API tokens ---------------------------------------------------------------------------------------
 
 
 @router.get("/tokens", response_class=HTMLResponse)
-def tokens(request: Request, console: ConsoleDep) -> Response:
+def tokens(request: Request, console: ConsoleDep, actor: ActorDep) -> Response:
+    # a new token comes here after its form's redirect, once: shown in this response only
+    new = console.reveals.take(actor.account_id, _TOKEN, request.query_params.get("new", ""), tuple)
     return render(
         request,
         "tokens.html",
@@ -212,30 +230,40 @@ def tokens(request: Request, console: ConsoleDep) -> Response:
             "title": "API tokens",
             "here": "tokens",
             "tokens": console.accounts.api_tokens(),
+            "new_token": new[0] if new else "",
+            "new_token_name": new[1] if new else "",
             "messages": done_messages(request),
         },
     )
 
 
-@router.post("/tokens", response_class=HTMLResponse)
-def token_create(request: Request, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+@router.post("/tokens")
+def token_create(console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
     token, info = console.accounts.new_api_token(actor, form_text(form, "name", 200))
-    # shown in this response only; never stored in clear, never in a redirect URL
-    return render(
+    # never stored in clear, never in a URL: the page after the redirect takes it from memory
+    return redirect("/tokens", query={"new": console.reveals.put(actor.account_id, _TOKEN, (token, info.name))})
+
+
+@router.get("/tokens/{token_id}/revoke", response_class=HTMLResponse)
+def token_revoke_confirm(request: Request, token_id: int, console: ConsoleDep) -> Response:
+    found = next((t for t in console.accounts.api_tokens() if t.id == token_id and not t.revoked_at), None)
+    if found is None:
+        return redirect("/tokens")
+    return confirm_page(
         request,
-        "tokens.html",
-        {
-            "title": "API tokens",
-            "here": "tokens",
-            "tokens": console.accounts.api_tokens(),
-            "new_token": token,
-            "new_token_name": info.name,
-        },
+        title=f"Revoke token {found.name}",
+        question=f"Revoke the API token {found.name} of {found.username}?",
+        details=["Whatever uses it (a monitoring system, a script) is refused from the next request on."],
+        action=f"/tokens/{token_id}/revoke",
+        button="Revoke the token",
+        back="/tokens",
     )
 
 
 @router.post("/tokens/{token_id}/revoke")
-def token_revoke(token_id: int, console: ConsoleDep, actor: ActorDep) -> Response:
+def token_revoke(token_id: int, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+    if not confirmed(form):
+        return RedirectResponse(f"/tokens/{token_id}/revoke", status_code=303)
     return redirect("/tokens", "token-revoked", console.accounts.revoke_api_token(actor, token_id))
 
 
@@ -260,8 +288,13 @@ def _clients_context(request: Request, console: ConsoleDep) -> dict[str, Any]:
 
 
 @router.get("/clients", response_class=HTMLResponse)
-def clients(request: Request, console: ConsoleDep) -> Response:
-    return render(request, "clients.html", _clients_context(request, console))
+def clients(request: Request, console: ConsoleDep, actor: ActorDep) -> Response:
+    ctx = _clients_context(request, console)
+    # a new link comes here after its form's redirect, once: its URL is shown in this response only
+    link = console.reveals.take(actor.account_id, _LINK, request.query_params.get("link", ""), ClientLink)
+    if link is not None:
+        ctx.update({"link": link, "qr": Markup(qr_svg(link.url))})  # noqa: S704 (segno's own SVG markup)
+    return render(request, "clients.html", ctx)
 
 
 @router.post("/clients/profiles")
@@ -303,146 +336,30 @@ def client_user_add(request: Request, console: ConsoleDep, actor: ActorDep, form
     return redirect("/clients", "user-added", user.username)
 
 
+@router.get("/clients/users/{user_id}/remove", response_class=HTMLResponse)
+def client_user_remove_confirm(request: Request, user_id: int, console: ConsoleDep) -> Response:
+    user = next((u for u in console.clients.users() if u.id == user_id), None)
+    if user is None:
+        return redirect("/clients")
+    return confirm_page(
+        request,
+        title=f"Remove client user {user.username}",
+        question=f"Remove {user.username} from the client profile {user.profile}?",
+        details=["Their deployment link stops working; a client already configured keeps its settings."],
+        action=f"/clients/users/{user_id}/remove",
+        button="Remove the user",
+        back="/clients",
+    )
+
+
 @router.post("/clients/users/{user_id}/remove")
-def client_user_remove(user_id: int, console: ConsoleDep, actor: ActorDep) -> Response:
+def client_user_remove(user_id: int, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+    if not confirmed(form):
+        return RedirectResponse(f"/clients/users/{user_id}/remove", status_code=303)
     return redirect("/clients", "user-removed", console.clients.remove_user(actor, user_id))
 
 
-@router.post("/clients/users/{user_id}/link", response_class=HTMLResponse)
-def client_link(request: Request, user_id: int, console: ConsoleDep, actor: ActorDep) -> Response:
+@router.post("/clients/users/{user_id}/link")
+def client_link(user_id: int, console: ConsoleDep, actor: ActorDep) -> Response:
     link = console.clients.new_link(actor, user_id)
-    ctx = _clients_context(request, console)
-    ctx.update({"link": link, "qr": Markup(qr_svg(link.url))})  # noqa: S704 (segno's own SVG markup)
-    return render(request, "clients.html", ctx)
-
-
-# -- generate CSR ---------------------------------------------------------------------------------------
-
-
-@router.get("/csr", response_class=HTMLResponse)
-def csr_form(request: Request, console: ConsoleDep) -> Response:
-    lineage = request.query_params.get("lineage") or None
-    if lineage is None:
-        records = console.fleet.lineages()
-        lineage = records[0].name if len(records) == 1 else None
-    return render(request, "csr.html", forms.csr_form_context(console, lineage))
-
-
-@router.post("/csr", response_class=HTMLResponse)
-def csr_generate(request: Request, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
-    values = forms.csr_values(form)
-    try:
-        result = console.fleet.request_csr(actor, values)
-    except CertfleetError as exc:
-        ctx = forms.csr_form_context(console, values.lineage or None)
-        ctx["messages"] = refusal(exc)
-        return render(request, "csr.html", ctx, status_code=400)
-    return render(
-        request,
-        "csr_done.html",
-        {"title": "CSR ready", "here": "csr", "result": result, "csr": result.csr_pem.decode("ascii")},
-    )
-
-
-@router.get("/csr/{lineage}/{number}.csr")
-def csr_download(lineage: str, number: int, console: ConsoleDep) -> Response:
-    return Response(
-        console.fleet.csr_pem(lineage, number),
-        media_type="application/pkcs10",
-        headers={"content-disposition": f'attachment; filename="{lineage}-{number}.csr"'},
-    )
-
-
-# -- import ---------------------------------------------------------------------------------------------
-
-
-def _import_context(console: ConsoleDep, lineage: str | None) -> dict[str, Any]:
-    records = console.fleet.lineages()
-    if lineage is None and len(records) == 1:
-        lineage = records[0].name
-    return {
-        "title": "Import",
-        "here": "import",
-        "lineages": records,
-        "lineage": lineage or "",
-        "limit_mib": console.settings.upload_limit // (1024 * 1024),
-    }
-
-
-@router.get("/import", response_class=HTMLResponse)
-def import_form(request: Request, console: ConsoleDep) -> Response:
-    return render(request, "import.html", _import_context(console, request.query_params.get("lineage")))
-
-
-@router.post("/import", response_class=HTMLResponse)
-def import_preview(request: Request, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
-    """Read the upload and show what it holds, without saving anything."""
-    lineage = form_text(form, "lineage", 64)
-    try:
-        inputs = forms.read_uploads(form.getlist("files"), limit=console.settings.upload_limit)
-        password = form_text(form, "password", 1024)
-        result, preview = console.imports.preview(actor, lineage, inputs, [password.encode()] if password else [])
-    except CertfleetError as exc:
-        ctx = _import_context(console, lineage or None)
-        ctx["messages"] = refusal(exc)
-        return render(request, "import.html", ctx, status_code=413 if "too large" in str(exc) else 400)
-    picture, _ = console.certificates.chain_picture(result.chain.leaf, list(result.chain.chain[1:]))
-    return render(
-        request,
-        "import_preview.html",
-        {
-            "title": "Import: findings",
-            "here": "import",
-            "r": result,
-            "leaf": describe(result.chain.leaf),
-            "chain": [describe(c) for c in result.chain.chain[1:]],
-            "root": describe(result.chain.root) if result.chain.root is not None else None,
-            "picture": picture,
-            "preview": preview,
-            "files": [name for name, _ in inputs],
-        },
-    )
-
-
-@router.post("/import/{preview_id}/confirm")
-def import_confirm(preview_id: str, console: ConsoleDep, actor: ActorDep) -> Response:
-    preview = console.imports.confirm(actor, preview_id)
-    return redirect("/", "imported", preview.lineage, anchor=f"lineage-{preview.lineage}")
-
-
-# -- deploy ---------------------------------------------------------------------------------------------
-
-
-@router.get("/deploy", response_class=HTMLResponse)
-def deploy_form(request: Request, console: ConsoleDep) -> Response:
-    records = [r for r in console.fleet.lineages() if r.active is not None]
-    lineage = request.query_params.get("lineage") or (records[0].name if records else "")
-    members = console.fleet.nodes(lineage) if lineage in {r.name for r in records} else []
-    return render(
-        request,
-        "deploy.html",
-        {
-            "title": "Deploy",
-            "here": "deploy",
-            "lineages": records,
-            "lineage": lineage,
-            "nodes": members,
-            "jobs": console.jobs.recent(10),
-        },
-    )
-
-
-@router.post("/deploy")
-def deploy_start(console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
-    lineage = form_text(form, "lineage", 64)
-    chosen = [v for v in form.getlist("nodes") if isinstance(v, str)][:200]
-    if not chosen:
-        raise InputError("choose at least one node to deploy to")
-    job = console.jobs.start(actor, lineage, chosen)
-    return RedirectResponse(f"/deploy/jobs/{job.id}", status_code=303)
-
-
-@router.get("/deploy/jobs/{job_id}", response_class=HTMLResponse)
-def deploy_job(request: Request, job_id: str, console: ConsoleDep) -> Response:
-    job = console.jobs.get(job_id)
-    return render(request, "deploy_job.html", {"title": f"Deploy {job.lineage}", "here": "deploy", "job": job})
+    return redirect("/clients", query={"link": console.reveals.put(actor.account_id, _LINK, link)}, anchor="new-link")

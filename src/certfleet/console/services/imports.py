@@ -86,6 +86,18 @@ class Imports:
             self._previews[preview.id] = preview
         return result, preview
 
+    def get(self, actor: Actor, preview_id: str) -> ImportPreview:
+        """An import waiting for its sender's confirmation (its findings page)."""
+        with self._lock:
+            preview = self._previews.get(preview_id)
+        if (
+            preview is None
+            or preview.account_id != actor.account_id
+            or self._clock() - preview.created > self._settings.import_ttl
+        ):
+            raise InputError("this import is no longer waiting: upload the files again", hint="imports wait 15 minutes")
+        return preview
+
     def confirm(self, actor: Actor, preview_id: str) -> ImportPreview:
         """Save what ``preview_id`` showed, now that its sender confirmed it."""
         with self._lock:
