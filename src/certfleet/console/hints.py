@@ -118,6 +118,30 @@ _RULES = (
         r"make a new key \(certfleet key --type [^)]*\)",
         "generate a new CSR with an ec:p256 or rsa:2048 key",
     ),
+    _rule(
+        r"if this is what you want, import it again with --force",
+        "if this is what you want, upload it again with \"Accept a version that expires sooner\" ticked",
+        "if this is what you want, send it again with force",
+    ),
+    # deploys that never finished
+    _rule(
+        rf"finish it with `certfleet deploy {_LINEAGE}`, or go back with `certfleet rollback [^`]*`",
+        r"finish it on the Deploy page of \g<lineage>, or go back on its Rollback page",
+    ),
+    _rule(
+        rf"`certfleet deploy {_LINEAGE}` tests, reloads and probes the active version there",
+        r"a deploy of \g<lineage> (the Deploy page) tests, reloads and probes the active version there",
+    ),
+    _rule(
+        r"add each node first: `certfleet node add NAME --name DNS --target KIND:PATH`",
+        "add each node on the Nodes page first",
+        "add each node with POST /api/v1/nodes first",
+    ),
+    _rule(r"choose another path, or give --force", "choose another path"),
+    _rule(
+        rf"`certfleet issue {_LINEAGE}` for a new certificate",
+        r"import a new certificate for \g<lineage>",
+    ),
     # what the store holds
     _rule(r"`certfleet node list` shows the nodes", "the Nodes page lists them"),
     _rule(r"`certfleet status` lists the lineages", "the Dashboard lists them"),

@@ -318,10 +318,11 @@ def import_files(
     files: Annotated[list[UploadFile], File(description="any format certfleet reads")],
     password: Annotated[str, Form(max_length=1024)] = "",
     confirm: Annotated[bool, Form()] = False,
+    force: Annotated[bool, Form(description="accept a version weaker than the active one")] = False,
 ) -> JSON:
     inputs = read_uploads(files, limit=console.settings.upload_limit)
     passwords = [password.encode()] if password else []
-    result = console.imports.read(actor, name, inputs, passwords, save=confirm)
+    result = console.imports.read(actor, name, inputs, passwords, save=confirm, force=force)
     return {**result.to_dict(), "saved": result.version is not None}
 
 

@@ -135,7 +135,10 @@ def import_preview(request: Request, console: ConsoleDep, actor: ActorDep, form:
     try:
         inputs = forms.read_uploads(form.getlist("files"), limit=console.settings.upload_limit)
         password = form_text(form, "password", 1024)
-        result, preview = console.imports.preview(actor, lineage, inputs, [password.encode()] if password else [])
+        force = form_text(form, "force", 8) == "yes"
+        result, preview = console.imports.preview(
+            actor, lineage, inputs, [password.encode()] if password else [], force=force
+        )
     except CertfleetError as exc:
         ctx = _import_context(console, lineage or None)
         ctx["messages"] = refusal(exc)

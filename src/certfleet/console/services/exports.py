@@ -16,16 +16,17 @@ from pathlib import Path
 
 from certfleet.console.services.audit import Actor, Audit
 from certfleet.errors import InputError
-from certfleet.fleet.lineage import ExportFormat, export_lineage
+from certfleet.export import OutputFormat
+from certfleet.fleet.lineage import export_lineage
 
 __all__ = ["FORMATS", "Download", "Exports"]
 
 # what the console offers, and how it names each; HAProxy's combined.pem needs the key in the clear
 FORMATS = {
-    ExportFormat.PKCS12: "PKCS#12 / PFX (Windows, Java, appliances)",
-    ExportFormat.PEM: "PEM files: cert, chain, fullchain, key (zip)",
-    ExportFormat.NGINX: "nginx: fullchain.pem, privkey.pem (zip)",
-    ExportFormat.APACHE: "Apache: cert.pem, chain.pem, privkey.pem (zip)",
+    OutputFormat.PKCS12: "PKCS#12 / PFX (Windows, Java, appliances)",
+    OutputFormat.PEM: "PEM files: cert, chain, fullchain, key (zip)",
+    OutputFormat.NGINX: "nginx: fullchain.pem, privkey.pem (zip)",
+    OutputFormat.APACHE: "Apache: cert.pem, chain.pem, privkey.pem (zip)",
 }
 _FOLDER = "console"
 
@@ -50,7 +51,7 @@ class Exports:
         """The key and chain of ``version`` (the active one when None) in ``fmt``, the key encrypted
         with ``password``; ``legacy`` makes a PKCS#12 that Windows Server 2016 and old Java open."""
         try:
-            kind = ExportFormat(fmt)
+            kind = OutputFormat(fmt)
         except ValueError:
             kind = None
         if kind not in FORMATS:
@@ -61,7 +62,7 @@ class Exports:
                 hint="the server that imports the file asks for it",
             )
         store = self._audit.store_for(actor)
-        pfx = kind is ExportFormat.PKCS12
+        pfx = kind is OutputFormat.PKCS12
         work = store.home / _FOLDER
         work.mkdir(mode=0o700, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=work, prefix="export-") as folder:  # 0700, removed after
