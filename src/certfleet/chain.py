@@ -20,8 +20,10 @@ from certfleet.findings import issuer_name_problem, label
 from certfleet.formats import Pool, PoolCert, PoolKey
 from certfleet.keys import key_matches, public_half
 from certfleet.lint import lint
+from certfleet.paths import CertPath, PathEnd, find_paths
 from certfleet.problems import Problem, ProblemCode, Severity
-from certfleet.trust import CertPath, PathEnd, TrustStore, find_paths, signed_by
+from certfleet.signatures import signed_by
+from certfleet.trust import TrustStore
 from certfleet.verify import verify_chain
 
 __all__ = ["ChainResult", "DropReason", "Dropped", "LeafKey", "build_chain", "no_certificate", "pick_leaf"]

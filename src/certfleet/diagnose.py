@@ -34,8 +34,10 @@ from certfleet.findings import (
     validity_problem,
     weak_signature_problem,
 )
+from certfleet.paths import CertPath, PathEnd
 from certfleet.problems import Problem, ProblemCode, Severity
-from certfleet.trust import CertPath, PathEnd, Signature, TrustStore, check_signature, is_self_signed
+from certfleet.signatures import Signature, check_signature, is_self_signed
+from certfleet.trust import TrustStore
 
 __all__ = ["STRUCTURAL", "path_problems", "structural_problems"]
 

@@ -13,8 +13,9 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certfleet.certinfo import describe, fingerprint, is_precertificate, printable
+from certfleet.paths import extension
 from certfleet.problems import Problem, ProblemCode, Severity
-from certfleet.trust import extension, weak_signature
+from certfleet.signatures import weak_signature
 
 __all__ = [
     "eku_problem",

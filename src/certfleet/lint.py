@@ -36,7 +36,8 @@ from certfleet.findings import (
 )
 from certfleet.names import canonical_name
 from certfleet.problems import EXPIRING_DAYS, Problem, ProblemCode, Severity
-from certfleet.trust import Signature, TrustStore, check_signature, is_self_signed
+from certfleet.signatures import Signature, check_signature, is_self_signed
+from certfleet.trust import TrustStore
 
 __all__ = ["MAX_VALIDITY", "ValidityRule", "lint", "max_validity_days", "validity_rule"]
 

@@ -27,16 +27,10 @@ from certfleet.findings import (
     validity_problem,
 )
 from certfleet.leafscan import LeafFacts, leaf_facts
+from certfleet.paths import MAX_PATH_LENGTH, CertPath, PathEnd, extension, find_paths
 from certfleet.problems import Problem, ProblemCode, Severity
-from certfleet.trust import (
-    MAX_PATH_LENGTH,
-    CertPath,
-    PathEnd,
-    TrustStore,
-    extension,
-    find_paths,
-    is_self_signed,
-)
+from certfleet.signatures import is_self_signed
+from certfleet.trust import TrustStore
 
 __all__ = ["Verification", "Verifier", "parse_name", "verify_chain"]
 

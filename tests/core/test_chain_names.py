@@ -18,8 +18,9 @@ from certfleet.certinfo import fingerprint, same_name
 from certfleet.chain import build_chain
 from certfleet.formats import read_pool
 from certfleet.problems import ProblemCode, Severity
+from certfleet.signatures import Signature, check_signature
 from certfleet.testing import TestCA
-from certfleet.trust import Signature, TrustStore, check_signature
+from certfleet.trust import TrustStore
 from certfleet.verify import verify_chain
 from support.formats import openssl
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from certfleet import extensions
 from certfleet.certinfo import describe, is_ca, san_names
 from certfleet.csr import describe_csr
-from certfleet.trust import extension
+from certfleet.paths import extension
 from support.oddities import EDI_PARTY_NAME, X400_ADDRESS, csr_with_extensions, dns, san_extension, with_extension_value
 
 UNUSABLE = {X400_ADDRESS: "an x400Address", EDI_PARTY_NAME: "an EDIPartyName"}

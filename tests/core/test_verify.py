@@ -13,8 +13,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from certfleet import testing
 from certfleet.certinfo import fingerprint
 from certfleet.errors import FormatError, InputError
+from certfleet.paths import find_paths
 from certfleet.problems import Severity
-from certfleet.trust import TrustStore, find_paths
+from certfleet.trust import TrustStore
 from certfleet.verify import Verifier, verify_chain
 from conftest import PKI
 
