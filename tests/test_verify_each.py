@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 import certfleet.cli as cli_module
 from certfleet import testing
+from certfleet._batch.verifier import BatchVerifier
 from certfleet.certinfo import fingerprint
 from certfleet.cli import _each
 from certfleet.cli._each import Arity, EachOptions, EachResult, check_leaf_file, parse_args
@@ -443,7 +444,7 @@ def test_no_second_process_to_be_had_means_one_does_all(
 def test_one_verifier_for_many_leaves_answers_as_a_fresh_one_for_each(batch: Batch) -> None:
     root = x509.load_pem_x509_certificate(batch.root.read_bytes())
     inter = x509.load_pem_x509_certificate(batch.inter.read_bytes())
-    shared = Verifier(TrustStore((root,)), [inter], at=NOW)
+    shared = Verifier(TrustStore((root,)), [inter], at=NOW, reuse_proven=True)
     checked = 0
     for path in batch.leaves:
         try:
@@ -455,6 +456,7 @@ def test_one_verifier_for_many_leaves_answers_as_a_fresh_one_for_each(batch: Bat
             alone = verify_chain(leaf, [inter], TrustStore((root,)), name=name, at=NOW)
             assert shared.verify(leaf, name) == alone, path.name
     assert checked > 20
+    assert shared.proven == (inter,)
 
 
 def _pem_variants(cert: x509.Certificate) -> dict[str, bytes]:
@@ -495,7 +497,7 @@ def test_a_pem_leaf_read_straight_reads_as_the_full_reader_does(pki: PKI, tmp_pa
     data = _pem_variants(pki.leaf.cert)[variant]
     path = tmp_path / "leaf.pem"
     path.write_bytes(data)
-    verifier = Verifier(TrustStore((pki.root.cert,)), [pki.inter.cert], at=NOW)
+    verifier = BatchVerifier(TrustStore((pki.root.cert,)), [pki.inter.cert], at=NOW)
     result = check_leaf_file(verifier, str(path), None)
     try:
         expected_leaf: x509.Certificate | None = x509.load_pem_x509_certificate(data)
@@ -567,17 +569,30 @@ def _undecodable(cert: x509.Certificate, which: str, key: Any) -> x509.Certifica
     return damaged
 
 
+def _verify(verifier: BatchVerifier, way: str, leaf: x509.Certificate, name: str | None = None) -> Any:
+    """``leaf`` verified the plain way, or the batch's (an error raised, as verify does)."""
+    if way == "verify":
+        return verifier.verify(leaf, name)
+    result = verifier.verify_many([leaf], name)[0]
+    if isinstance(result, CertfleetError):
+        raise result
+    return result
+
+
+@pytest.mark.parametrize("way", ["verify", "verify_many"])
 @pytest.mark.parametrize("which", ["subject", "issuer"])
 @pytest.mark.parametrize("name", [None, "www.example.test", "bad..example.test"])
-def test_a_leaf_whose_names_do_not_decode_is_said_so(pki: PKI, which: str, name: str | None) -> None:
+def test_a_leaf_whose_names_do_not_decode_is_said_so(pki: PKI, way: str, which: str, name: str | None) -> None:
     leaf = _undecodable(pki.inter.leaf("www.example.test").cert, which, pki.inter.key)
-    verifier = Verifier(TrustStore((pki.root.cert,)), [pki.inter.cert], at=NOW)
-    verifier.verify(pki.leaf.cert)  # the intermediate proven: the next leaf may take the shortcut
+    verifier = BatchVerifier(TrustStore((pki.root.cert,)), [pki.inter.cert], at=NOW, reuse_proven=True)
+    _verify(verifier, way, pki.leaf.cert)  # the intermediate proven: the next leaf may take the shortcut
+    assert verifier.proven == (pki.inter.cert,)
     with pytest.raises(FormatError, match="subject or issuer name does not decode"):
-        verifier.verify(leaf, name)
+        _verify(verifier, way, leaf, name)
 
 
-def test_a_path_found_does_not_hide_an_issuer_name_that_does_not_decode() -> None:
+@pytest.mark.parametrize("way", ["verify", "verify_many"])
+def test_a_path_found_does_not_hide_an_issuer_name_that_does_not_decode(way: str) -> None:
     # A trust store refuses such an anchor today; should one ever hold it, the leaf it issued
     # verifies in cryptography, and its issuer's name is still said not to decode.
     root = testing.TestCA.root("Broken Root")
@@ -588,9 +603,9 @@ def test_a_path_found_does_not_hide_an_issuer_name_that_does_not_decode() -> Non
     broken_leaf = _resigned(leaf.tbs_certificate_bytes.replace(name, broken), root.key)
     store = TrustStore((root.cert,))
     object.__setattr__(store, "certs", (broken_root,))
-    verifier = Verifier(store, at=NOW)
+    verifier = BatchVerifier(store, at=NOW)
     with pytest.raises(FormatError, match="subject or issuer name does not decode"):
-        verifier.verify(broken_leaf)
+        _verify(verifier, way, broken_leaf)
 
 
 # --- many leaves at once: the steps answer as one leaf at a time does -------------------------------
@@ -618,7 +633,7 @@ def test_verify_many_answers_as_verify_does_leaf_by_leaf(batch: Batch, pki: PKI,
     broken = [_undecodable(pki.inter.leaf("www.example.test").cert, w, pki.inter.key) for w in ("subject", "issuer")]
     leaves[3:3] = broken[:1]
     leaves += broken[1:]
-    shared = Verifier(TrustStore((root,)), [inter], at=NOW)
+    shared = BatchVerifier(TrustStore((root,)), [inter], at=NOW, reuse_proven=True)
     many = shared.verify_many(leaves, name)
     assert len(many) == len(leaves) > 20
     got = [(type(r), str(r)) if isinstance(r, CertfleetError) else r for r in many]
@@ -633,7 +648,7 @@ def test_verify_many_answers_as_verify_does_leaf_by_leaf(batch: Batch, pki: PKI,
 def test_verify_many_without_anything_trusted_refuses_each_leaf(batch: Batch) -> None:
     inter = x509.load_pem_x509_certificate(batch.inter.read_bytes())
     leaf = x509.load_pem_x509_certificate(batch.leaves[1].read_bytes())
-    verifier = Verifier(TrustStore(()), [inter], at=NOW)
+    verifier = BatchVerifier(TrustStore(()), [inter], at=NOW)
     many = verifier.verify_many([leaf, leaf])
     assert many == [verifier.verify(leaf)] * 2
     assert not any(isinstance(r, CertfleetError) or r.valid for r in many)
@@ -648,14 +663,14 @@ def test_groups_of_any_bound_give_the_same_records(
     paths = [str(p) for p in batch.leaves]
 
     def records() -> list[EachResult]:
-        return _each.check_leaf_files(Verifier(TrustStore((root,)), [inter], at=NOW), paths, None, ())
+        return _each.check_leaf_files(BatchVerifier(TrustStore((root,)), [inter], at=NOW), paths, None, ())
 
     whole = records()
     monkeypatch.setattr(_each, "_GROUP_LEAVES", leaves)
     monkeypatch.setattr(_each, "_GROUP_BYTES", size)  # 1: every file makes a group of its own
     assert records() == whole
     assert [r.file for r in whole] == paths
-    assert whole == [check_leaf_file(Verifier(TrustStore((root,)), [inter], at=NOW), p, None, ()) for p in paths]
+    assert whole == [check_leaf_file(BatchVerifier(TrustStore((root,)), [inter], at=NOW), p, None, ()) for p in paths]
 
 
 # --- the files, and the end of the process ---------------------------------------------------------------

@@ -33,8 +33,9 @@ from certfleet.errors import CertfleetError, ExitCode, InputError
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from certfleet._batch.verifier import BatchVerifier
     from certfleet.problems import Problem
-    from certfleet.verify import Verification, Verifier
+    from certfleet.verify import Verification
 
 __all__ = [
     "OPTIONS",
@@ -272,18 +273,18 @@ def _leaf_from(
     return certs[0], None, certs[1:]
 
 
-def check_leaf_file(verifier: Verifier, path: str, name: str | None, pw: Sequence[bytes] = ()) -> EachResult:
+def check_leaf_file(verifier: BatchVerifier, path: str, name: str | None, pw: Sequence[bytes] = ()) -> EachResult:
     """Read and verify one leaf file; an unreadable file is reported, not raised (a batch never aborts)."""
     return check_leaf_files(verifier, (path,), name, pw)[0]
 
 
 def check_leaf_files(
-    verifier: Verifier, paths: Sequence[str], name: str | None, pw: Sequence[bytes] = ()
+    verifier: BatchVerifier, paths: Sequence[str], name: str | None, pw: Sequence[bytes] = ()
 ) -> list[EachResult]:
     """:func:`check_leaf_file` for each of ``paths``, in order.
 
     The files of a group are read one after another before any is decoded, and the group's
-    leaves then go to :meth:`Verifier.verify_many` together: every system call leaves the
+    leaves then go to :meth:`BatchVerifier.verify_many` together: every system call leaves the
     interpreter's caches cold, and a run of them costs less than the same calls spread out.
     """
     results: list[EachResult] = []
@@ -307,7 +308,7 @@ def check_leaf_files(
 
 
 def _check_group(
-    verifier: Verifier,
+    verifier: BatchVerifier,
     paths: Sequence[str],
     contents: Sequence[bytes | EachResult],
     name: str | None,
@@ -326,10 +327,13 @@ def _check_group(
                 raise InputError(f"larger than {MAX_INPUT_BYTES // (1024 * 1024)} MiB; not a certificate")
             leaf, der, extra = _leaf_from(path, data, pw)
             if extra:  # a file with intermediates of its own: a verifier of its own
-                from certfleet.verify import Verifier
+                from certfleet._batch.verifier import BatchVerifier
 
-                own = Verifier(verifier.trust, [*verifier.untrusted, *extra], at=verifier.at)
-                done[index] = _verified(path, leaf, der, own.verify(leaf, name, der=der))
+                own = BatchVerifier(verifier.trust, [*verifier.untrusted, *extra], at=verifier.at)
+                verdict = own.verify_many((leaf,), name, ders=(der,))[0]
+                if isinstance(verdict, CertfleetError):
+                    raise verdict
+                done[index] = _verified(path, leaf, der, verdict)
                 continue
         except CertfleetError as exc:
             done[index] = _refused(path, name, exc)
@@ -389,7 +393,7 @@ class _Tally:
 class _Batch:
     """What every leaf of one ``verify --each`` is checked with."""
 
-    verifier: Verifier
+    verifier: BatchVerifier
     name: str | None
     as_json: bool
     passwords: Sequence[bytes]
@@ -536,7 +540,8 @@ def _verify_each(paths: list[str], batch: _Batch) -> ExitCode:
 
 def run_each(options: EachOptions) -> ExitCode:
     """Verify every file of ``options`` as a leaf of its own; print one line per leaf, in order."""
-    from certfleet.verify import Verifier, parse_name
+    from certfleet._batch.verifier import BatchVerifier
+    from certfleet.verify import parse_name
 
     when = parse_at(options.at)
     store = load_trust_files(options.trust, options.trust_only, options.system_trust)
@@ -544,5 +549,6 @@ def run_each(options: EachOptions) -> ExitCode:
     intermediates = load_untrusted_files(options.untrusted, pw)
     if options.name is not None:
         parse_name(options.name)  # a bad --name is one error, not one per leaf
-    batch = _Batch(Verifier(store, intermediates, at=when), options.name, options.as_json, pw)
+    verifier = BatchVerifier(store, intermediates, at=when, reuse_proven=True)
+    batch = _Batch(verifier, options.name, options.as_json, pw)
     return _verify_each(list(options.files), batch)
