@@ -14,8 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certfleet import testing
+from certfleet._batch.files import check_leaf_files
 from certfleet._batch.verifier import BatchVerifier
-from certfleet.cli._each import check_leaf_files
 from certfleet.errors import CertfleetError
 from certfleet.trust import TrustStore
 from certfleet.verify import Verification, Verifier, verify_chain
@@ -169,7 +169,7 @@ def test_the_batch_reads_its_files_as_a_fresh_verifier_judges_them(fleet: Fleet,
         path.write_bytes(der)
         paths.append(str(path))
     batch = BatchVerifier(fleet.trust, fleet.untrusted, at=NOW, reuse_proven=True)
-    records = check_leaf_files(batch, paths, None)
+    records = check_leaf_files(batch, paths, None, limit=1024 * 1024)
     fresh = [_fresh(fleet, x509.load_der_x509_certificate(der), None, None) for _, der in fleet.leaves]
     assert [(r.valid, r.name, r.problems) for r in records] == [(f.valid, f.name, f.problems) for f in fresh]
     assert {r.valid for r in records} == {True, False}
