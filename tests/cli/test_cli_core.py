@@ -20,9 +20,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certfleet import testing
+from certfleet._batch.executor import ForkExecutor, executor_for
+from certfleet._batch.options import parse_args
 from certfleet.certinfo import fingerprint
 from certfleet.cli import _core
-from certfleet.cli import _each as each_module
+from certfleet.cli._each import run_each
+from conftest import Result
 
 # the 'cli' and 'cli_proc' fixtures come from conftest.py; they return Result(code, out, err)
 
@@ -320,20 +323,29 @@ def test_each_reads_a_fullchain_file_too(cli: Any, files: Files) -> None:
     assert json.loads(result.out)["sha256"] == files.sha(files.pki.leaf.cert)
 
 
+def _each_forked(capsys: Any, files: Files, leaves: list[Path], *extra: Any) -> Any:
+    """verify --each as _each runs it, shared with a forked child, two leaves a chunk."""
+    args = ["verify", "--each", *leaves, "--untrusted", files.inter, "--trust-only", files.root, *extra]
+    request = parse_args([str(a) for a in args])
+    assert request is not None
+    capsys.readouterr()
+    code = run_each(request.options, executor=ForkExecutor(chunk=2))
+    captured = capsys.readouterr()
+    return Result(int(code), captured.out, captured.err)
+
+
 def test_each_in_worker_processes_gives_the_same_answer(
-    cli: Any, files: Files, leaves: list[Path], monkeypatch: pytest.MonkeyPatch
+    cli: Any, capsys: Any, files: Files, leaves: list[Path]
 ) -> None:
     serial = _each(cli, files, leaves * 3, "--json")
-    monkeypatch.setattr(each_module, "_PARALLEL_MIN_LEAVES", 2)
-    monkeypatch.setattr(each_module, "_CHUNK_LEAVES", 2)  # nine chunks, shared by both processes
-    assert each_module._forking(len(leaves) * 3) == (len(os.sched_getaffinity(0)) >= 2)
-    parallel = _each(cli, files, leaves * 3, "--json")
+    # with a threshold of 2, eighteen leaves are worth a second process wherever there are two cores
+    assert isinstance(executor_for(len(leaves) * 3, min_items=2), ForkExecutor) == (len(os.sched_getaffinity(0)) >= 2)
+    parallel = _each_forked(capsys, files, leaves * 3, "--json")  # nine chunks, shared by both processes
     assert parallel.out == serial.out
     assert parallel.code == serial.code == 1
-    human = _each(cli, files, leaves * 3)
+    human = _each_forked(capsys, files, leaves * 3)
     assert human.out.splitlines()[-1] == "18 leaves: 15 valid, 3 invalid"
-    monkeypatch.setattr(each_module, "_PARALLEL_MIN_LEAVES", 1)
-    single = _each(cli, files, leaves[:1])  # fewer leaves than workers
+    single = _each_forked(capsys, files, leaves[:1])  # fewer leaves than workers
     assert single.code == 0, single.err
     assert single.out.splitlines()[-1] == "1 leaf: 1 valid, 0 invalid"
 

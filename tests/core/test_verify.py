@@ -387,8 +387,9 @@ def test_verifier_checks_many_leaves(pki: PKI) -> None:
 
 
 def test_verifier_shortcut_still_checks_each_leaf(pki: PKI) -> None:
-    verifier = Verifier(TrustStore((pki.root.cert,)), [pki.inter.cert], at=NOW)
+    verifier = Verifier(TrustStore((pki.root.cert,)), [pki.inter.cert], at=NOW, reuse_proven=True)
     assert verifier.verify(pki.leaf.cert).valid  # proves the intermediate
+    assert verifier.proven == (pki.inter.cert,)
     forged = testing.TestCA.root("certfleet Test Intermediate").leaf("www.example.test")
     expired = pki.inter.leaf("www.example.test", not_before=NOW - dt.timedelta(days=100), days=10)
     client = pki.inter.leaf("www.example.test", server_auth=False)
@@ -406,12 +407,20 @@ def test_verifier_honours_name_constraints_for_every_leaf(constrained: str) -> N
     extensions = {constrained: [(permitted, True)]}
     root = testing.TestCA.root("Constraining Root", extensions=extensions.get("root", []))
     inter = root.intermediate("Shared Intermediate", extensions=extensions.get("intermediate", []))
-    verifier = Verifier(TrustStore((root.cert,)), [inter.cert], at=NOW)
+    verifier = Verifier(TrustStore((root.cert,)), [inter.cert], at=NOW, reuse_proven=True)
     inside = handmade_leaf(inter, "www.example.test")
     outside = handmade_leaf(inter, "www.elsewhere.test")
     assert verifier.verify(inside).valid
     assert not verifier.verify(outside).valid
     assert verifier.verify(handmade_leaf(inter, "mail.example.test")).valid
+    assert verifier.proven == ()  # a constrained path is never taken as proven
+
+
+def test_a_plain_verifier_remembers_nothing(pki: PKI) -> None:
+    verifier = Verifier(TrustStore((pki.root.cert,)), [pki.inter.cert], at=NOW)
+    assert verifier.verify(pki.leaf.cert).valid
+    assert verifier.verify(pki.inter.leaf("host1.example.test").cert).valid
+    assert verifier.proven == ()
 
 
 def test_find_paths_prefers_a_trusted_end(pki: PKI) -> None:

@@ -161,15 +161,17 @@ def _refused(args: Sequence[str], message: str, hint: str | None, source: str | 
 def _dispatch(args: list[str]) -> int:
     if "--each" not in args:  # parse_args answers None without it; the batch's modules stay unloaded
         return _run_typer(args)
-    from certfleet.cli import _each
+    from certfleet._batch import options
 
-    request = _each.parse_args(args)
+    request = options.parse_args(args)
     if request is None:
         return _run_typer(args)
+    from certfleet.cli._each import run_each
+
     state.debug = request.debug
     state.batch = True
     try:
-        return int(_each.run_each(request.options))
+        return int(run_each(request.options))
     except (EOFError, KeyboardInterrupt):
         # what Click makes of an interrupted command, so both ways of running it answer alike
         sys.stderr.write("\n")

@@ -151,7 +151,7 @@ def verify_cmd(
     prints one JSON object per leaf, one per line.
     """
     if each:
-        # certfleet.cli.main runs the same without Typer (cli/_each.py reads these options)
+        # certfleet.cli.main runs the same without Typer (certfleet._batch.options reads these options)
         options = EachOptions(
             files=tuple(files),
             name=name,
