@@ -19,6 +19,7 @@ import typer
 from rich.markup import escape
 
 from certfleet.cli._common import JsonOpt, LineageArg, app, console, console_err, emit, open_store, write_json
+from certfleet.cli._common import say as _say
 from certfleet.clock import utc_now
 from certfleet.errors import CertfleetError, ExitCode, InputError
 
@@ -35,10 +36,6 @@ app.add_typer(lineage_app, name="lineage")
 
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_SECRET_FILE = 4096
-
-
-def _say(text: str, *, markup: bool = False) -> None:
-    console.print(text, markup=markup, soft_wrap=True, highlight=False)
 
 
 def json_errors(fn: F) -> F:

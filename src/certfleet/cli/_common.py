@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from collections.abc import Callable
@@ -117,3 +118,18 @@ def emit(result: Any, as_json: bool, render: Callable[[Any], None]) -> None:
         write_json(result.to_dict() if hasattr(result, "to_dict") else result)
     else:
         render(result)
+
+
+def say(text: str, *, markup: bool = False) -> None:
+    """One line of a report; user values (names, paths, commands) are never read as Rich markup."""
+    console.print(text, markup=markup, soft_wrap=True, highlight=False)
+
+
+def short_fp(fp: str | None) -> str:
+    """A fingerprint as reports show it: its first 16 hex digits."""
+    return f"{fp[:16]}…" if fp else "-"
+
+
+def when(value: dt.datetime | None) -> str:
+    """A time as reports show it, in UTC to the minute."""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "-"

@@ -30,6 +30,8 @@ from certfleet.cli._common import (
     passwords,
     read_inputs,
 )
+from certfleet.cli._common import say as _say
+from certfleet.cli._common import when as _when
 from certfleet.clock import utc_now
 from certfleet.errors import ExitCode, InputError
 from certfleet.export import OutputFormat
@@ -65,19 +67,6 @@ IdentityOpt = Annotated[
         resolve_path=True,
     ),
 ]
-
-
-def _say(text: str, *, markup: bool = False) -> None:
-    # one line each; user values (names, paths, commands) are never read as Rich markup
-    console.print(text, markup=markup, soft_wrap=True, highlight=False)
-
-
-def _short(fp: str | None) -> str:
-    return f"{fp[:16]}…" if fp else "-"
-
-
-def _when(value: dt.datetime | None) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "-"
 
 
 # -- init ------------------------------------------------------------------------------------------

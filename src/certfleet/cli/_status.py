@@ -4,7 +4,6 @@ did, and who changed what. A thin face over :mod:`certfleet.fleet.status` and th
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
@@ -13,25 +12,15 @@ import typer
 from rich.markup import escape
 
 from certfleet.cli._common import JsonOpt, LineageArg, app, console, emit, open_store
+from certfleet.cli._common import say as _say
+from certfleet.cli._common import short_fp as _short
+from certfleet.cli._common import when as _when
 from certfleet.clock import utc_now
 from certfleet.errors import ExitCode
 
 if TYPE_CHECKING:
     from certfleet.fleet.status import HistoryReport, NodeStatus, StatusReport
     from certfleet.store import AuditEntry
-
-
-def _say(text: str, *, markup: bool = False) -> None:
-    # one line each; user values (names, paths, commands) are never read as Rich markup
-    console.print(text, markup=markup, soft_wrap=True, highlight=False)
-
-
-def _short(fp: str | None) -> str:
-    return f"{fp[:16]}…" if fp else "-"
-
-
-def _when(value: dt.datetime | None) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "-"
 
 
 # -- status and history ----------------------------------------------------------------------------

@@ -106,7 +106,11 @@ class Imports:
     def get(self, actor: Actor, preview_id: str) -> ImportPreview:
         """An import waiting for its sender's confirmation (its findings page)."""
         with self._lock:
-            preview = self._previews.get(preview_id)
+            return self._waiting(actor, preview_id)
+
+    def _waiting(self, actor: Actor, preview_id: str) -> ImportPreview:
+        # called with the lock held
+        preview = self._previews.get(preview_id)
         if (
             preview is None
             or preview.account_id != actor.account_id
@@ -118,15 +122,7 @@ class Imports:
     def confirm(self, actor: Actor, preview_id: str) -> ImportPreview:
         """Save what ``preview_id`` showed, now that its sender confirmed it."""
         with self._lock:
-            preview = self._previews.get(preview_id)
-            if (
-                preview is None
-                or preview.account_id != actor.account_id
-                or self._clock() - preview.created > self._settings.import_ttl
-            ):
-                raise InputError(
-                    "this import is no longer waiting: upload the files again", hint="imports wait 15 minutes"
-                )
+            preview = self._waiting(actor, preview_id)
             del self._previews[preview_id]
         result = self.read(actor, preview.lineage, preview.inputs, preview.passwords, save=True, force=preview.force)
         if not result.accepted:  # the store changed since the preview
