@@ -1,19 +1,21 @@
-"""The store: opening, sealing keys, records, history, and what two processes at once do to it."""
+"""The store: opening, sealing keys, records, history and migrations, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import os
-import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from sqlalchemy import inspect as sa_inspect
 
 from certfleet import testing
 from certfleet.errors import InputError, StoreError
@@ -22,13 +24,19 @@ from certfleet.store import (
     KEY_FILE,
     PASSPHRASE_ENV,
     AuditAction,
+    Base,
     NodeResult,
     Store,
     VersionState,
     default_home,
     public_key_id,
 )
+from certfleet.store._engine import Database, _alembic_config
 from certfleet.testing import make_key
+from support.postgres import Backend, backend, pg_url, postgres
+
+# the fixtures of either backend, imported where they are used
+__all__ = ["backend", "pg_url", "postgres"]
 
 UTC = dt.UTC
 
@@ -64,7 +72,7 @@ def _same_key(a: object, b: object) -> bool:
 
 
 @pytest.fixture
-def store(certfleet_home: Path) -> Iterator[Store]:
+def store(backend: Backend) -> Iterator[Store]:
     s = Store.init()
     yield s
     s.close()
@@ -78,7 +86,8 @@ def ca() -> testing.TestCA:
 # -- opening ---------------------------------------------------------------------------------------
 
 
-def test_init_creates_private_home_and_is_idempotent(certfleet_home: Path) -> None:
+def test_init_creates_private_home_and_is_idempotent(backend: Backend) -> None:
+    certfleet_home = backend.home
     first = Store.init()
     assert first.created
     first.add_node(_node("main"))
@@ -89,18 +98,21 @@ def test_init_creates_private_home_and_is_idempotent(certfleet_home: Path) -> No
     second.close()
     assert stat.S_IMODE(certfleet_home.stat().st_mode) == 0o700
     assert stat.S_IMODE((certfleet_home / KEY_FILE).stat().st_mode) == 0o600
-    assert stat.S_IMODE((certfleet_home / "certfleet.db").stat().st_mode) == 0o600
+    if backend.is_sqlite:
+        assert stat.S_IMODE((certfleet_home / "certfleet.db").stat().st_mode) == 0o600
+    else:
+        assert not (certfleet_home / "certfleet.db").exists()
     assert len((certfleet_home / KEY_FILE).read_bytes()) == 32
     inits = [e for e in Store.open().audit_log() if e.action == AuditAction.INIT]
     assert len(inits) == 1
 
 
-def test_open_without_store_says_run_init(certfleet_home: Path) -> None:
+def test_open_without_store_says_run_init(backend: Backend) -> None:
     with pytest.raises(StoreError) as err:
         Store.open()
     assert err.value.hint == "run `certfleet init`"
     assert err.value.exit_code == 3
-    assert not certfleet_home.exists()  # opening never creates
+    assert not backend.home.exists()  # opening never creates
 
 
 @pytest.mark.parametrize(
@@ -121,54 +133,91 @@ def test_default_home(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expe
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf", "99999"])
-def test_bad_busy_timeout_is_refused(store: Store, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+def test_bad_busy_timeout_is_refused(certfleet_home: Path, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    Store.init().close()
     monkeypatch.setenv("CERTFLEET_BUSY_TIMEOUT", value)
     with pytest.raises(StoreError, match="CERTFLEET_BUSY_TIMEOUT"):
         Store.open()
 
 
-def test_migrations_from_empty_to_head_match_the_models(tmp_path: Path) -> None:
+# every revision, oldest first; a store may have been left at any of them
+REVISIONS = [r.revision for r in reversed(list(ScriptDirectory.from_config(_alembic_config()).walk_revisions()))]
+# the fleet's own tables (later migrations, such as the console's, are checked by their owners)
+FLEET_TABLES = {"settings", "lineages", "versions", "nodes", "targets", "lineage_nodes", "trust_anchors"}
+FLEET_TABLES |= {"deployments", "deployment_results", "deployment_last_results", "audit_log"}
+
+
+def _schema_diff(db: Database) -> list[object]:
     from alembic.autogenerate import compare_metadata
-    from alembic.runtime.migration import MigrationContext
-
-    from certfleet.store import Base
-    from certfleet.store._engine import Database
-
-    db = Database(f"sqlite:///{tmp_path / 'm.db'}", timeout=5)
-    assert db.current() == set()
-    db.upgrade("0001_initial")
-    assert db.current() == {"0001_initial"}
-    db.downgrade("base")
-    assert db.current() == set()
-    with db.engine.connect() as conn:
-        left = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert left == {"alembic_version"}
-    db.upgrade()
-    assert db.current() == db.heads()
-    # the fleet's own tables (later migrations, such as the console's, are checked by their owners)
-    mine = {"settings", "lineages", "versions", "nodes", "targets", "lineage_nodes", "trust_anchors"}
-    mine |= {"deployments", "deployment_results", "audit_log"}
 
     def include(name: str | None, type_: str, parents: dict[str, str | None]) -> bool:
         if type_ == "schema":
             return True
-        return (name if type_ == "table" else parents.get("table_name")) in mine
+        return (name if type_ == "table" else parents.get("table_name")) in FLEET_TABLES
 
     def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
         # models of later migrations (the console's) are on the same Base once imported
-        return getattr(getattr(obj, "table", obj), "name", name) in mine
+        return getattr(getattr(obj, "table", obj), "name", name) in FLEET_TABLES
 
     with db.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"include_name": include, "include_object": include_object})
-        diff = compare_metadata(context, Base.metadata)
-    assert diff == []  # the models and the migrations describe the same schema
+        return list(compare_metadata(context, Base.metadata))
+
+
+def _tables(db: Database) -> set[str]:
+    with db.engine.connect() as conn:
+        return set(sa_inspect(conn).get_table_names())
+
+
+def test_migrations_up_down_up_match_the_models(backend: Backend) -> None:
+    backend.home.mkdir(mode=0o700)
+    db = Database(backend.url, timeout=5)
+    assert db.current() == set()
+    db.upgrade(REVISIONS[0])
+    assert db.current() == {REVISIONS[0]}
+    db.downgrade("base")
+    assert db.current() == set()
+    assert _tables(db) == {"alembic_version"}
+    db.upgrade()
+    assert db.current() == db.heads() == {REVISIONS[-1]}
+    db.downgrade("base")
+    assert _tables(db) == {"alembic_version"}
+    db.upgrade()
+    assert _schema_diff(db) == []  # the models and the migrations describe the same schema
     db.dispose()
 
 
-def test_a_store_from_a_newer_certfleet(store: Store, certfleet_home: Path) -> None:
+@pytest.mark.parametrize("start", REVISIONS[:-1])
+def test_a_store_at_every_earlier_schema_is_brought_up_to_date(
+    backend: Backend, ca: testing.TestCA, start: str
+) -> None:
+    store = Store.init()
+    store.add_node(_node("main"), lineage="web")
+    store.add_node(_node("gw1"), lineage="web")
+    csr, key = _pending(store)
+    v = store.issue("web", ca.sign_csr(csr), ca.chain)
+    t0 = dt.datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    store.record_deployment("web", v.number, [NodeResult(n, Outcome.FAILED, t0, t0) for n in ("main", "gw1")])
+    store.record_deployment("web", v.number, [NodeResult("main", Outcome.OK, t0, t0)])
+    before = {n: (d.id, r) for n, (d, r) in store.last_results("web").items()}
     store.close()
-    with sqlite3.connect(certfleet_home / "certfleet.db") as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    assert before["main"][1].outcome is Outcome.OK and before["gw1"][1].outcome is Outcome.FAILED
+
+    db = Database(backend.url, timeout=5)
+    db.downgrade(start)
+    assert db.current() == {start}
+    db.dispose()
+    reopened = Store.open()  # the newer migrations run on opening
+    assert reopened.schema_revision() == {REVISIONS[-1]}
+    assert {n: (d.id, r) for n, (d, r) in reopened.last_results("web").items()} == before
+    assert _same_key(reopened.material("web").key, key)
+    assert [n.name for n in reopened.nodes("web")] == ["gw1", "main"]
+    reopened.close()
+
+
+def test_a_store_from_a_newer_certfleet(store: Store, backend: Backend) -> None:
+    store.close()
+    backend.execute("UPDATE alembic_version SET version_num = '9999_future'")
     with pytest.raises(StoreError, match="schema is newer than this certfleet knows"):
         Store.open()
 
@@ -198,7 +247,7 @@ def _secret_fragments(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> li
 
 
 @pytest.mark.parametrize("spec", ["ec:p256", "rsa:2048"])
-def test_key_is_never_stored_in_clear(store: Store, certfleet_home: Path, ca: testing.TestCA, spec: str) -> None:
+def test_key_is_never_stored_in_clear(store: Store, backend: Backend, ca: testing.TestCA, spec: str) -> None:
     csr, key = _pending(store, spec=spec)
     assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
     store.issue("web", ca.sign_csr(csr), ca.chain)
@@ -206,22 +255,23 @@ def test_key_is_never_stored_in_clear(store: Store, certfleet_home: Path, ca: te
     fragments = _secret_fragments(key)
 
     def files() -> bytes:
-        return b"".join(p.read_bytes() for p in certfleet_home.iterdir() if p.name.startswith("certfleet.db"))
+        return b"".join(p.read_bytes() for p in backend.home.iterdir() if p.name.startswith("certfleet.db"))
 
-    while_open = files()
+    while_open = files() if backend.is_sqlite else b""
     store.close()
-    after_close = files()
-    assert b"CERTIFICATE" in after_close  # the search can find what is there
-    for data in (while_open, after_close):
+    after_close = files() if backend.is_sqlite else b""
+    values = backend.stored_values()
+    assert b"CERTIFICATE" in values  # the search can find what is there
+    for data in (while_open, after_close, values):
         for fragment in fragments:
             assert fragment not in data
 
 
-def test_wrong_master_key_is_refused(store: Store, certfleet_home: Path, ca: testing.TestCA) -> None:
+def test_wrong_master_key_is_refused(store: Store, backend: Backend, ca: testing.TestCA) -> None:
     csr, _ = _pending(store)
     store.issue("web", ca.sign_csr(csr), ca.chain)
     store.close()
-    key_file = certfleet_home / KEY_FILE
+    key_file = backend.home / KEY_FILE
     key_file.chmod(0o600)
     key_file.write_bytes(os.urandom(32))
     reopened = Store.open()
@@ -237,10 +287,10 @@ def test_wrong_master_key_is_refused(store: Store, certfleet_home: Path, ca: tes
     ("mode", "message"),
     [(0o644, "readable by others"), (None, "master key file is missing")],
 )
-def test_master_key_file_problems(store: Store, certfleet_home: Path, mode: int | None, message: str) -> None:
+def test_master_key_file_problems(store: Store, backend: Backend, mode: int | None, message: str) -> None:
     _pending(store)
     store.close()
-    key_file = certfleet_home / KEY_FILE
+    key_file = backend.home / KEY_FILE
     if mode is None:
         key_file.unlink()
     else:
@@ -249,10 +299,10 @@ def test_master_key_file_problems(store: Store, certfleet_home: Path, mode: int 
         Store.open().pending_keys("web")
 
 
-def test_passphrase_store(certfleet_home: Path, monkeypatch: pytest.MonkeyPatch, ca: testing.TestCA) -> None:
+def test_passphrase_store(backend: Backend, monkeypatch: pytest.MonkeyPatch, ca: testing.TestCA) -> None:
     monkeypatch.setenv(PASSPHRASE_ENV, "correct horse battery staple")
     store = Store.init()
-    assert not (certfleet_home / KEY_FILE).exists()
+    assert not (backend.home / KEY_FILE).exists()
     csr, key = _pending(store)
     store.close()
 
@@ -270,13 +320,12 @@ def test_passphrase_store(certfleet_home: Path, monkeypatch: pytest.MonkeyPatch,
     reopened.close()
 
 
-def test_sealed_key_is_bound_to_its_record(store: Store, certfleet_home: Path) -> None:
+def test_sealed_key_is_bound_to_its_record(store: Store, backend: Backend) -> None:
     _pending(store)
     _pending(store)
     store.close()
-    with sqlite3.connect(certfleet_home / "certfleet.db") as conn:
-        (sealed,) = conn.execute("SELECT key_sealed FROM versions WHERE number = 1").fetchone()
-        conn.execute("UPDATE versions SET key_sealed = ? WHERE number = 2", (sealed,))
+    [(sealed,)] = backend.execute("SELECT key_sealed FROM versions WHERE number = 1")
+    backend.execute("UPDATE versions SET key_sealed = :sealed WHERE number = 2", {"sealed": sealed})
     reopened = Store.open()
     with pytest.raises(StoreError, match="cannot decrypt"):
         reopened.pending_keys("web")

@@ -17,7 +17,7 @@ from certfleet.store._base import (
     _check_text,
     _now,
 )
-from certfleet.store._engine import DB_FILE, Database, busy_timeout, database_url, default_home
+from certfleet.store._engine import DB_FILE, Database, busy_timeout, database_url, default_home, retried
 from certfleet.store._models import (
     DeploymentRow,
     LineageRow,
@@ -57,11 +57,15 @@ class Store(NodesMixin, VersionsMixin):
             except OSError as exc:
                 raise StoreError(f"cannot create the database in {home}: {exc.strerror}") from exc
         db = Database(url, timeout=busy_timeout())
-        db.upgrade()
-        store = cls(home, db, actor=actor)
-        store.created = store._init_vault()
-        if store.created:
-            store.audit(AuditAction.INIT, {"home": str(home), "keys": store.key_protection})
+        try:
+            db.upgrade()
+            store = cls(home, db, actor=actor)
+            store.created = store._init_vault()
+            if store.created:
+                store.audit(AuditAction.INIT, {"home": str(home), "keys": store.key_protection})
+        except BaseException:
+            db.dispose()
+            raise
         return store
 
     @classmethod
@@ -72,15 +76,18 @@ class Store(NodesMixin, VersionsMixin):
         if url == f"sqlite:///{home / DB_FILE}" and not (home / DB_FILE).is_file():
             raise StoreError(f"no certfleet store in {home}", hint="run `certfleet init`")
         db = Database(url, timeout=busy_timeout())
-        current = db.current()
-        if not current:
+        try:
+            current = db.current()
+            if not current:
+                raise StoreError(f"no certfleet store in {home}", hint="run `certfleet init`")
+            if current != db.heads():
+                db.upgrade()
+            store = cls(home, db, actor=actor)
+            if store._setting("vault.mode") is None:
+                raise StoreError(f"the certfleet store in {home} was never finished", hint="run `certfleet init`")
+        except BaseException:
             db.dispose()
-            raise StoreError(f"no certfleet store in {home}", hint="run `certfleet init`")
-        if current != db.heads():
-            db.upgrade()
-        store = cls(home, db, actor=actor)
-        if store._setting("vault.mode") is None:
-            raise StoreError(f"the certfleet store in {home} was never finished", hint="run `certfleet init`")
+            raise
         return store
 
     def with_actor(self, actor: str) -> Store:
@@ -122,6 +129,7 @@ class Store(NodesMixin, VersionsMixin):
         with self._db.session(write=write) as s:
             yield s
 
+    @retried
     def active_fingerprints(self) -> dict[str, str]:
         """Each lineage that has an active version: its leaf fingerprint, by lineage name (sorted).
         A cheap query, for callers that only need to notice a newly activated version."""
@@ -133,6 +141,7 @@ class Store(NodesMixin, VersionsMixin):
             ).all()
         return {str(name): str(fp) for name, fp in rows if fp}
 
+    @retried
     def record_deployment(
         self,
         lineage: str,
@@ -183,6 +192,7 @@ class Store(NodesMixin, VersionsMixin):
             )
             return row.id
 
+    @retried
     def deployments(self, lineage: str | None = None, *, limit: int = 50) -> list[DeploymentRecord]:
         """The newest ``limit`` deployments (of ``lineage``, or of all), newest first."""
         with self._db.session(write=False) as s:
@@ -223,6 +233,7 @@ class Store(NodesMixin, VersionsMixin):
                 for d in s.scalars(q)
             ]
 
+    @retried
     def last_results(self, lineage: str) -> dict[str, tuple[DeploymentRecord, NodeResult]]:
         """For each node, its most recent result in a deployment of ``lineage``."""
         out: dict[str, tuple[DeploymentRecord, NodeResult]] = {}

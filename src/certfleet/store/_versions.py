@@ -19,6 +19,7 @@ from certfleet.store._base import (
     _pem,
     public_key_id,
 )
+from certfleet.store._engine import retried
 from certfleet.store._models import (
     TrustAnchorRow,
     VersionRow,
@@ -34,6 +35,7 @@ __all__ = ["VersionsMixin"]
 
 
 class VersionsMixin(StoreBase):
+    @retried
     def add_pending(
         self,
         lineage: str,
@@ -69,23 +71,27 @@ class VersionsMixin(StoreBase):
             s.flush()
             return self._version_record(row, lineage, lin.active_version_id)
 
+    @retried
     def versions(self, lineage: str) -> list[VersionRecord]:
         """Every version of ``lineage``, oldest first."""
         with self._db.session(write=False) as s:
             lin = self._lineage_row(s, lineage)
             return [self._version_record(v, lineage, lin.active_version_id) for v in lin.versions]
 
+    @retried
     def version(self, lineage: str, number: int) -> VersionRecord:
         with self._db.session(write=False) as s:
             lin = self._lineage_row(s, lineage)
             return self._version_record(self._version_row(s, lin, number), lineage, lin.active_version_id)
 
+    @retried
     def find_key(self, pkid: str) -> list[VersionRecord]:
         """Every version, of any lineage, whose key has this public key id."""
         with self._db.session(write=False) as s:
             rows = s.scalars(select(VersionRow).where(VersionRow.public_key_id == pkid).order_by(VersionRow.id))
             return [self._version_record(r, r.lineage.name, r.lineage.active_version_id) for r in rows]
 
+    @retried
     def issue(
         self,
         lineage: str,
@@ -169,6 +175,7 @@ class VersionsMixin(StoreBase):
             s.flush()
             return self._version_record(row, lineage, lin.active_version_id)
 
+    @retried
     def activate(self, lineage: str, number: int) -> VersionRecord:
         """Make an issued version the active one (what ``deploy`` installs)."""
         with self._db.session(write=True) as s:
@@ -185,6 +192,7 @@ class VersionsMixin(StoreBase):
                 self._audit(s, AuditAction.VERSION_ACTIVATE, {"lineage": lineage, "version": number})
             return self._version_record(row, lineage, row.id)
 
+    @retried
     def pending_keys(self, lineage: str) -> list[tuple[VersionRecord, CertificateIssuerPrivateKeyTypes]]:
         """The pending versions of ``lineage`` with their decrypted keys, newest first."""
         with self._db.session(write=False) as s:
@@ -194,6 +202,7 @@ class VersionsMixin(StoreBase):
                 (self._version_record(v, lineage, lin.active_version_id), self._open_key(v)) for v in reversed(rows)
             ]
 
+    @retried
     def material(self, lineage: str, number: int | None = None) -> Material:
         """Key, leaf and chain of a version (the active one by default), decrypted for deploy or
         export. ``version_id`` is the leaf fingerprint."""
@@ -217,6 +226,7 @@ class VersionsMixin(StoreBase):
                 version_id=row.fingerprint or "",
             )
 
+    @retried
     def add_trust_anchor(self, cert: x509.Certificate) -> tuple[TrustAnchor, bool]:
         """Trust ``cert`` as a root for imports; (anchor, True when new)."""
         fp = fingerprint(cert)
@@ -230,6 +240,7 @@ class VersionsMixin(StoreBase):
             self._audit(s, AuditAction.TRUST_ADD, {"fingerprint": fp, "subject": info.subject})
             return TrustAnchor(fp, row.subject, cert, row.added_at), True
 
+    @retried
     def trust_anchors(self) -> list[TrustAnchor]:
         """The roots added with ``trust add``; ``[a.cert for a in ...]`` for a trust store."""
         with self._db.session(write=False) as s:
@@ -239,6 +250,7 @@ class VersionsMixin(StoreBase):
                 for r in rows
             ]
 
+    @retried
     def remove_trust_anchor(self, fingerprint_prefix: str) -> TrustAnchor:
         """Remove the anchor whose fingerprint starts with the prefix (8 hex digits or more)."""
         prefix = fingerprint_prefix.strip().lower().replace(":", "")

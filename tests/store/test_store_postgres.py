@@ -1,0 +1,307 @@
+"""A store shared on PostgreSQL: commands racing each other as real processes, a server restart in
+the middle of writing and a COMMIT cut on its way."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from cryptography import x509
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from certfleet import testing
+from certfleet.fleet.model import NodeSpec, Outcome, TargetSpec
+from certfleet.store import URL_ENV, Store
+from support.postgres import PostgresCluster, pg_url, postgres
+
+__all__ = ["pg_url", "postgres"]  # the fixtures, imported where they are used
+
+pytestmark = pytest.mark.peer
+
+ROUNDS = 20
+UTC = dt.UTC
+
+
+def _add(node: str, lineage: str) -> list[str]:
+    return ["node", "add", node, "--name", f"{node}.example.test", "--target", f"pem:/srv/{node}", "-l", lineage]
+
+
+@pytest.fixture
+def shared(pg_url: str, certfleet_home: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment of a machine using the PostgreSQL store of this test."""
+    monkeypatch.setenv(URL_ENV, pg_url)
+    return {URL_ENV: pg_url, "CERTFLEET_HOME": str(certfleet_home)}
+
+
+# certfleet commands run one by one in a process of their own: each waits, imports done, for a
+# line on stdin (its arguments and environment), runs the command as `certfleet ARGS` would, and
+# answers with its exit code and output. The two processes of a race read their lines within
+# microseconds of each other, and start-up is paid once per test, not once per round.
+RACER = textwrap.dedent(
+    """
+    import contextlib, io, json, os, sys
+    import certfleet.store, certfleet.fleet.lineage, psycopg, alembic.command
+    from certfleet.cli import _MODULES, _register, main
+
+    _register(_MODULES)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        os.environ.update(request["env"])
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(request["args"])
+        print(json.dumps({"code": code, "out": out.getvalue(), "err": err.getvalue()}), flush=True)
+    """
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+class Racers:
+    """Two certfleet processes that run one command each at the same moment, round after round."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", RACER],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, **env},
+            )
+            for _ in range(2)
+        ]
+        for proc in self.procs:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready", proc.communicate(timeout=60)
+
+    def race(self, *commands: Sequence[str | Path], env: dict[str, str] | None = None) -> list[Run]:
+        lines = [json.dumps({"args": [str(a) for a in args], "env": env or {}}) + "\n" for args in commands]
+        for proc, line in zip(self.procs, lines, strict=True):
+            assert proc.stdin is not None
+            proc.stdin.write(line)
+            proc.stdin.flush()
+        runs = []
+        for proc in self.procs:
+            assert proc.stdout is not None
+            answer = proc.stdout.readline()
+            assert answer, proc.communicate(timeout=60)
+            runs.append(Run(**json.loads(answer)))
+        return runs
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def racers(shared: dict[str, str]) -> Iterator[Racers]:
+    r = Racers(shared)
+    yield r
+    r.close()
+
+
+def _ok(result: Any) -> Any:
+    assert result.code == 0, f"exit {result.code}\n{result.out}\n{result.err}"
+    assert result.err == "", result.err
+    return result
+
+
+# -- the races of the issue, 20 rounds each ------------------------------------------------------------
+
+
+def test_two_node_adds_into_one_new_lineage(shared: dict[str, str], cli_proc: Any, racers: Racers) -> None:
+    _ok(cli_proc("init", env=shared))
+    for i in range(ROUNDS):
+        for r in racers.race(_add(f"a{i}", f"new{i}"), _add(f"b{i}", f"new{i}")):
+            _ok(r)
+    with Store.open() as store:
+        for i in range(ROUNDS):
+            assert store.lineage(f"new{i}").nodes == (f"a{i}", f"b{i}")
+        created = [e.detail["lineage"] for e in store.audit_log(limit=1000, action="lineage.create")]
+        assert sorted(created) == sorted(f"new{i}" for i in range(ROUNDS))  # each made once
+
+
+def test_two_requests_of_one_lineage(shared: dict[str, str], cli_proc: Any, racers: Racers, tmp_path: Path) -> None:
+    _ok(cli_proc("init", env=shared))
+    _ok(cli_proc(*_add("main", "web"), env=shared))
+    for i in range(ROUNDS):
+        for r in racers.race(*(["request", "web", "--key", "ec:p256", "-o", tmp_path / f"{i}-{k}.csr"] for k in "ab")):
+            _ok(r)
+    with Store.open() as store:
+        versions = store.versions("web")
+        assert [v.number for v in versions] == list(range(1, 2 * ROUNDS + 1))
+        csrs = {x509.load_pem_x509_csr(p.read_bytes()) for p in tmp_path.glob("*.csr")}
+        assert {v.csr for v in versions} == csrs  # every request kept, as its own version
+        assert len(store.audit_log(limit=1000, action="version.request")) == 2 * ROUNDS
+
+
+def test_two_inits_of_an_empty_database(postgres: PostgresCluster, racers: Racers, tmp_path: Path) -> None:
+    for i in range(ROUNDS):
+        url = postgres.create_database(f"init{i}")
+        env = {URL_ENV: url, "CERTFLEET_HOME": str(tmp_path / f"home{i}")}
+        try:
+            results = [_ok(r).json() for r in racers.race(["init", "--json"], ["init", "--json"], env=env)]
+            assert sorted(r["created"] for r in results) == [False, True]
+            rows = postgres.execute("SELECT action FROM audit_log", database=url.rsplit("/", 1)[1])
+            assert rows == [("init",)]
+        finally:
+            postgres.drop_database(url)
+
+
+# -- a restart of the server while certfleet writes --------------------------------------------------
+
+# adds a node and records a one-node deploy of it, again and again, saying what it committed
+WRITER = textwrap.dedent(
+    """
+    import datetime as dt, sys
+    from certfleet.fleet.model import NodeSpec, Outcome, TargetSpec
+    from certfleet.store import NodeResult, Store
+
+    store = Store.open()
+    for i in range(int(sys.argv[1])):
+        name = f"n{i}"
+        store.add_node(NodeSpec(name, (f"{name}.example.test",), (TargetSpec("pem", "/srv/" + name),)), lineage="web")
+        now = dt.datetime.now(dt.UTC)
+        store.record_deployment("web", 1, [NodeResult(name, Outcome.OK, now, now)])
+        print(name, flush=True)
+    """
+)
+
+
+def _issued(store: Store) -> None:
+    ca = testing.TestCA.root("pg root").intermediate("pg intermediate")
+    leaf = ca.leaf("www.example.test")
+    store.issue("web", leaf.cert, leaf.chain, key=leaf.key)
+
+
+def test_a_server_restart_during_a_long_write_sequence_loses_and_doubles_nothing(
+    shared: dict[str, str], postgres: PostgresCluster
+) -> None:
+    with Store.init() as store:
+        _issued(store)
+    count = 150
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(count)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert writer.stdout is not None
+    committed: list[str] = []
+    try:
+        for after in (10, 50, 100):  # three restarts, each with the writer in full flow
+            while len(committed) < after:
+                line = writer.stdout.readline()
+                assert line, writer.communicate()
+                committed.append(line.strip())
+            postgres.restart()
+        out, err = writer.communicate(timeout=300)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    assert writer.returncode == 0, err
+    assert committed + out.split() == [f"n{i}" for i in range(count)]
+    with Store.open() as store:
+        names = {f"n{i}" for i in range(count)}
+        assert {n.name for n in store.nodes("web")} == names
+        assert len(store.audit_log(limit=10_000, action="node.add")) == count  # none twice
+        deployments = store.deployments("web", limit=10_000)
+        assert sorted(r.node for d in deployments for r in d.results) == sorted(names)
+        assert set(store.last_results("web")) == names
+
+
+def test_a_server_restart_in_the_middle_of_a_deploy_keeps_its_outcome(
+    shared: dict[str, str], postgres: PostgresCluster, cli_proc: Any, tmp_path: Path
+) -> None:
+    with Store.init() as store:
+        _issued(store)
+        # the config test runs for 2 s; the server restarts 1 s into it
+        store.add_node(
+            NodeSpec("main", ("www.example.test",), (TargetSpec("pem", str(tmp_path / "main")),), test_cmd="sleep 2"),
+            lineage="web",
+        )
+    deploy = subprocess.Popen(
+        [sys.executable, "-m", "certfleet", "deploy", "web", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = dt.datetime.now(UTC) + dt.timedelta(seconds=60)
+        while not (tmp_path / "main" / "live").exists():  # switched: the config test runs now
+            assert deploy.poll() is None, deploy.communicate()
+            assert dt.datetime.now(UTC) < deadline
+            os.sched_yield()
+        postgres.restart()
+        out, err = deploy.communicate(timeout=120)
+    finally:
+        if deploy.poll() is None:
+            deploy.kill()
+    assert deploy.returncode == 0, err
+    report = json.loads(out)
+    assert [(n["node"], n["outcome"]) for n in report["nodes"]] == [("main", "ok")]
+    with Store.open() as store:
+        [recorded] = store.deployments("web")
+        assert recorded.id == report["deployment"]
+        assert [(r.node, r.outcome) for r in recorded.results] == [("main", Outcome.OK)]
+
+
+# -- a COMMIT cut on its way ----------------------------------------------------------------------
+
+
+class _CutCommit(Session):
+    """Loses the connection once, at COMMIT: after the server committed (``committed=True``: the
+    answer never came back) or before (the server rolled the transaction back)."""
+
+    committed = True
+    cuts = 0
+
+    def commit(self) -> None:
+        if type(self).cuts == 0:
+            type(self).cuts += 1
+            if type(self).committed:
+                super().commit()
+            else:
+                self.rollback()
+            lost = psycopg.OperationalError("server closed the connection unexpectedly")
+            raise OperationalError("COMMIT", {}, lost, connection_invalidated=True)
+        super().commit()
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_a_commit_cut_on_its_way_is_neither_lost_nor_made_twice(
+    shared: dict[str, str], monkeypatch: pytest.MonkeyPatch, committed: bool
+) -> None:
+    with Store.init() as store:
+        monkeypatch.setattr(_CutCommit, "committed", committed)
+        monkeypatch.setattr(_CutCommit, "cuts", 0)
+        monkeypatch.setattr(store._db._write, "class_", _CutCommit)
+        store.add_node(NodeSpec("main", ("www.example.test",), (TargetSpec("pem", "/srv/main"),)), lineage="web")
+        assert _CutCommit.cuts == 1
+        assert [n.name for n in store.nodes()] == ["main"]
+        assert len(store.audit_log(action="node.add")) == 1
