@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
 
 import certfleet.console.models
 from certfleet.store import Base, Store
@@ -34,7 +35,7 @@ def test_console_migration_matches_the_models_and_goes_down_and_up(tmp_path: Pat
     db.upgrade("0001_initial")
     assert not (_tables(db) & CONSOLE_TABLES)
     db.upgrade()
-    assert db.current() == {"0002_console"} == db.heads()
+    assert db.current() == db.heads()  # later migrations (0003...) follow 0002_console
     assert _tables(db) >= CONSOLE_TABLES
 
     def include(name: str | None, type_: str, parents: dict[str, str | None]) -> bool:
@@ -60,5 +61,6 @@ def test_console_migration_matches_the_models_and_goes_down_and_up(tmp_path: Pat
 
 
 def test_a_fresh_store_has_the_console_tables(tmp_path: Path) -> None:
-    with Store.init(tmp_path / "home") as store:
-        assert "0002_console" in store.schema_revision()
+    with Store.init(tmp_path / "home") as store, store.session() as s:
+        # the newest revision is a later one (0003...): the tables say that 0002 ran
+        assert set(inspect(s.connection()).get_table_names()) >= CONSOLE_TABLES

@@ -15,6 +15,7 @@ from alembic.script import ScriptDirectory
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from sqlalchemy import event
 from sqlalchemy import inspect as sa_inspect
 
 from certfleet import testing
@@ -512,6 +513,50 @@ def test_deployments_history(store: Store, ca: testing.TestCA) -> None:
     assert last["main"][1].served_fingerprint == v.fingerprint
     assert deps[0].to_dict()["results"][0]["outcome"] == "ok"
     assert store.audit_log(action="deploy")[0].detail["nodes"] == {"gw1": "ok"}
+
+
+def test_last_results_cost_the_same_whatever_the_history(store: Store, ca: testing.TestCA, backend: Backend) -> None:
+    names = ["gw1", "gw2", "main"]
+    for name in names:
+        store.add_node(_node(name), lineage="web")
+    csr, _ = _pending(store)
+    v = store.issue("web", ca.sign_csr(csr), ca.chain)
+    t0 = dt.datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+    def read() -> tuple[int, dict[str, tuple[int, NodeResult]]]:
+        statements: list[str] = []
+
+        def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            statements.append(statement)
+
+        event.listen(store._db.engine, "before_cursor_execute", seen)
+        try:
+            last = store.last_results("web")
+        finally:
+            event.remove(store._db.engine, "before_cursor_execute", seen)
+        return len(statements), {n: (d.id, r) for n, (d, r) in last.items()}
+
+    def deploy(round_: int) -> None:
+        at = t0 + dt.timedelta(minutes=round_)
+        outcome = Outcome.OK if round_ % 3 else Outcome.FAILED
+        store.record_deployment(
+            "web", v.number, [NodeResult(n, outcome, at, at, output=f"{round_}") for n in names[: 1 + round_ % 3]]
+        )
+
+    assert read() == (read()[0], {})
+    deploy(0)
+    first, _ = read()
+    for round_ in range(1, 40):
+        deploy(round_)
+    after, last = read()
+    assert after == first  # the same statements after 40 deployments as after one
+    expected: dict[str, tuple[int, NodeResult]] = {}
+    for d in store.deployments("web", limit=500):  # what the whole history says
+        for r in d.results:
+            expected.setdefault(r.node, (d.id, r))
+    assert last == expected
+    assert [r.output for _, r in sorted(last.values(), key=lambda x: x[1].node)] == ["39", "38", "38"]
+    assert len(backend.execute("SELECT * FROM deployment_last_results")) == 3
 
 
 def test_audit_never_records_a_password(store: Store) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "AuditRow",
     "Base",
     "DeploymentRow",
+    "LastResultRow",
     "LineageRow",
     "NodeResultRow",
     "NodeRow",
@@ -230,6 +231,19 @@ class NodeResultRow(Base):
     finished_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
     deployment: Mapped[DeploymentRow] = relationship(back_populates="results")
+
+
+class LastResultRow(Base):
+    """Each node's newest result in a deployment of a lineage, one row per (lineage, node), kept by
+    ``record_deployment``: what ``status`` shows is read in one query, whatever the history's length."""
+
+    __tablename__ = "deployment_last_results"
+
+    lineage_id: Mapped[int] = mapped_column(ForeignKey("lineages.id", ondelete="CASCADE"), primary_key=True)
+    node_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("deployment_results.id", ondelete="CASCADE"), index=True)
+
+    result: Mapped[NodeResultRow] = relationship()
 
 
 class AuditRow(Base):

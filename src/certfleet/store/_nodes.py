@@ -23,6 +23,7 @@ from certfleet.store._models import (
     LineageRow,
     NodeRow,
     TargetRow,
+    lineage_nodes,
 )
 from certfleet.store._records import (
     AuditAction,
@@ -124,7 +125,14 @@ class NodesMixin(StoreBase):
             if lineage is None:
                 rows = s.scalars(select(NodeRow).order_by(NodeRow.name).options(selectinload(NodeRow.targets)))
                 return [self._spec(r) for r in rows]
-            return [self._spec(r) for r in sorted(self._lineage_row(s, lineage).nodes, key=lambda n: n.name)]
+            members = (
+                select(NodeRow)
+                .join(lineage_nodes, lineage_nodes.c.node_id == NodeRow.id)
+                .where(lineage_nodes.c.lineage_id == self._lineage_row(s, lineage).id)
+                .order_by(NodeRow.name)
+                .options(selectinload(NodeRow.targets))
+            )
+            return [self._spec(r) for r in s.scalars(members)]
 
     @retried
     def node_lineages(self, name: str) -> list[str]:

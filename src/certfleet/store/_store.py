@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, selectinload
 
 from certfleet.errors import StoreError
@@ -20,6 +20,7 @@ from certfleet.store._base import (
 from certfleet.store._engine import DB_FILE, Database, busy_timeout, database_url, default_home, retried
 from certfleet.store._models import (
     DeploymentRow,
+    LastResultRow,
     LineageRow,
     NodeResultRow,
     VersionRow,
@@ -33,6 +34,8 @@ from certfleet.store._records import (
 from certfleet.store._versions import VersionsMixin
 
 __all__ = ["Store"]
+
+_CHUNK = 500  # names per statement: far below SQLite's bound on parameters
 
 
 class Store(NodesMixin, VersionsMixin):
@@ -180,6 +183,7 @@ class Store(NodesMixin, VersionsMixin):
             )
             s.add(row)
             s.flush()
+            self._keep_last_results(s, lin.id, row.results)
             self._audit(
                 s,
                 AuditAction.DEPLOY,
@@ -191,6 +195,21 @@ class Store(NodesMixin, VersionsMixin):
                 },
             )
             return row.id
+
+    @staticmethod
+    def _keep_last_results(s: Session, lineage_id: int, results: list[NodeResultRow]) -> None:
+        # the newest result of each node, replaced row by row: writes are serialized (see _engine)
+        newest = {r.node_name: r.id for r in sorted(results, key=lambda r: r.id)}
+        names = sorted(newest)
+        for i in range(0, len(names), _CHUNK):
+            chunk = names[i : i + _CHUNK]
+            s.execute(
+                delete(LastResultRow).where(LastResultRow.lineage_id == lineage_id, LastResultRow.node_name.in_(chunk))
+            )
+            s.execute(
+                insert(LastResultRow),
+                [{"lineage_id": lineage_id, "node_name": n, "result_id": newest[n]} for n in chunk],
+            )
 
     @retried
     def deployments(self, lineage: str | None = None, *, limit: int = 50) -> list[DeploymentRecord]:
@@ -235,9 +254,37 @@ class Store(NodesMixin, VersionsMixin):
 
     @retried
     def last_results(self, lineage: str) -> dict[str, tuple[DeploymentRecord, NodeResult]]:
-        """For each node, its most recent result in a deployment of ``lineage``."""
+        """For each node, its most recent result in a deployment of ``lineage``, with that
+        deployment (whose ``results`` hold this node's result only: ``deployments()`` has them
+        all). One query over a table of one row per node, whatever the length of the history."""
+        with self._db.session(write=False) as s:
+            lineage_id = self._lineage_row(s, lineage).id
+            rows = s.execute(
+                select(
+                    NodeResultRow.node_name,
+                    NodeResultRow.outcome,
+                    NodeResultRow.started_at,
+                    NodeResultRow.finished_at,
+                    NodeResultRow.failed_step,
+                    NodeResultRow.output,
+                    NodeResultRow.served_fingerprint,
+                    DeploymentRow.id,
+                    DeploymentRow.actor,
+                    DeploymentRow.started_at,
+                    DeploymentRow.finished_at,
+                    VersionRow.number,
+                    VersionRow.fingerprint,
+                )
+                .select_from(LastResultRow)
+                .join(NodeResultRow, NodeResultRow.id == LastResultRow.result_id)
+                .join(DeploymentRow, DeploymentRow.id == NodeResultRow.deployment_id)
+                .join(VersionRow, VersionRow.id == DeploymentRow.version_id)
+                .where(LastResultRow.lineage_id == lineage_id)
+                .order_by(LastResultRow.node_name)
+            ).all()
         out: dict[str, tuple[DeploymentRecord, NodeResult]] = {}
-        for dep in self.deployments(lineage, limit=500):
-            for r in dep.results:
-                out.setdefault(r.node, (dep, r))
+        for node, outcome, r_start, r_end, step, output, served, dep_id, actor, d_start, d_end, number, fp in rows:
+            result = NodeResult(node, outcome, r_start, r_end, step, output, served)
+            record = DeploymentRecord(dep_id, lineage, number, fp, actor, d_start, d_end, (result,))
+            out[node] = (record, result)
         return out
