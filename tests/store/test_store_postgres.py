@@ -1,11 +1,12 @@
 """A store shared on PostgreSQL: commands racing each other as real processes, a server restart in
-the middle of writing and a COMMIT cut on its way."""
+the middle of writing, the sealing secret of another machine refused and a COMMIT cut on its way."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from certfleet import testing
 from certfleet.fleet.model import NodeSpec, Outcome, TargetSpec
-from certfleet.store import URL_ENV, Store
+from certfleet.store import KEY_FILE, PASSPHRASE_ENV, URL_ENV, Store
 from support.postgres import PostgresCluster, pg_url, postgres
 
 __all__ = ["pg_url", "postgres"]  # the fixtures, imported where they are used
@@ -269,6 +270,74 @@ def test_a_server_restart_in_the_middle_of_a_deploy_keeps_its_outcome(
         [recorded] = store.deployments("web")
         assert recorded.id == report["deployment"]
         assert [(r.node, r.outcome) for r in recorded.results] == [("main", Outcome.OK)]
+
+
+# -- the sealing secret of another machine -----------------------------------------------------------
+
+
+def _audit_count(url: str, postgres: PostgresCluster) -> int:
+    return int(postgres.execute("SELECT count(*) FROM audit_log", database=url.rsplit("/", 1)[1])[0][0])
+
+
+def test_a_machine_with_another_master_key_is_refused_before_it_writes(
+    shared: dict[str, str], postgres: PostgresCluster, cli_proc: Any, tmp_path: Path
+) -> None:
+    _ok(cli_proc("init", env=shared))
+    _ok(cli_proc(*_add("main", "web"), env=shared))
+    url, first_home = shared[URL_ENV], Path(shared["CERTFLEET_HOME"])
+    written = _audit_count(url, postgres)
+
+    other = tmp_path / "other-machine"
+    other.mkdir(mode=0o700)
+    (other / KEY_FILE).write_bytes(os.urandom(32))
+    (other / KEY_FILE).chmod(0o600)
+    env = {**shared, "CERTFLEET_HOME": str(other)}
+    for args in (["node", "add", "gw1", "--name", "gw.example.test", "--target", "pem:/srv/gw1"], ["status"], ["init"]):
+        refused = cli_proc(*args, env=env)
+        assert refused.code == 3, refused
+        assert refused.err.splitlines() == [
+            "error: cannot decrypt the keys: wrong master key or passphrase",
+            "hint: use the master.key or the CERTFLEET_PASSPHRASE this store was created with",
+        ]
+    assert _audit_count(url, postgres) == written
+
+    (other / KEY_FILE).unlink()  # no key at all: init says where to get it, and keys are refused
+    missing = cli_proc("init", env=env)
+    assert missing.code == 3
+    assert "the master key file is missing" in missing.err
+    assert "copy master.key (0600) from the machine that made the store" in missing.err
+    assert cli_proc("request", "web", "-o", tmp_path / "x.csr", env=env).code == 3
+    assert _audit_count(url, postgres) == written
+
+    shutil.copy2(first_home / KEY_FILE, other / KEY_FILE)  # the same key file: one store, two machines
+    _ok(cli_proc("request", "web", "-o", tmp_path / "web.csr", env=env))
+    with Store.open() as store:
+        assert [v.number for v in store.versions("web")] == [1]
+        assert len(store.pending_keys("web")) == 1  # sealed on one machine, opened on the other
+
+
+def test_a_machine_with_another_passphrase_is_refused_before_it_writes(
+    shared: dict[str, str], postgres: PostgresCluster, cli_proc: Any
+) -> None:
+    _ok(cli_proc("init", env={**shared, PASSPHRASE_ENV: "the right one"}))
+    written = _audit_count(shared[URL_ENV], postgres)
+    wrong = {**shared, PASSPHRASE_ENV: "a wrong one"}
+    refused = cli_proc("node", "add", "gw1", "--name", "gw.example.test", "--target", "pem:/srv/gw1", env=wrong)
+    assert refused.code == 3
+    assert refused.err.startswith("error: cannot decrypt the keys: wrong master key or passphrase\n")
+    assert _audit_count(shared[URL_ENV], postgres) == written
+    _ok(
+        cli_proc(
+            "node",
+            "add",
+            "gw1",
+            "--name",
+            "gw.example.test",
+            "--target",
+            "pem:/srv/gw1",
+            env={**shared, PASSPHRASE_ENV: "the right one"},
+        )
+    )
 
 
 # -- a COMMIT cut on its way ----------------------------------------------------------------------

@@ -141,6 +141,18 @@ class StoreBase:
         self._vault = vault
         return True
 
+    def _check_secret(self, *, required: bool) -> None:
+        """Refuse a wrong master key or passphrase now, before anything is sealed or written under
+        it. A missing one is refused now when ``required`` (init), else when a key is first needed:
+        records stay readable and changeable on a machine that does not hold the secret."""
+        if not required:
+            mode = self._setting("vault.mode")
+            if mode == "keyfile" and not (self.home / _vault.KEY_FILE).exists():
+                return
+            if mode == "passphrase" and _vault.passphrase_from_env() is None:
+                return
+        self.vault()
+
     @retried
     def vault(self) -> _vault.Vault:
         """The key that seals private keys, loaded and checked on first use."""

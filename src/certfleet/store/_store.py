@@ -66,6 +66,8 @@ class Store(NodesMixin, VersionsMixin):
             store.created = store._init_vault()
             if store.created:
                 store.audit(AuditAction.INIT, {"home": str(home), "keys": store.key_protection})
+            else:  # a store made earlier, maybe on another machine: this one must hold its secret
+                store._check_secret(required=True)
         except BaseException:
             db.dispose()
             raise
@@ -88,6 +90,7 @@ class Store(NodesMixin, VersionsMixin):
             store = cls(home, db, actor=actor)
             if store._setting("vault.mode") is None:
                 raise StoreError(f"the certfleet store in {home} was never finished", hint="run `certfleet init`")
+            store._check_secret(required=False)
         except BaseException:
             db.dispose()
             raise
