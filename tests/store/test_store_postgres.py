@@ -1,5 +1,6 @@
 """A store shared on PostgreSQL: commands racing each other as real processes, a server restart in
-the middle of writing, the sealing secret of another machine refused and a COMMIT cut on its way."""
+the middle of writing, the sealing secret of another machine refused, the deploy lock held in the
+database and a COMMIT cut on its way."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -22,6 +24,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from certfleet import testing
+from certfleet.errors import EnvError
 from certfleet.fleet.model import NodeSpec, Outcome, TargetSpec
 from certfleet.store import KEY_FILE, PASSPHRASE_ENV, URL_ENV, Store
 from support.postgres import PostgresCluster, pg_url, postgres
@@ -338,6 +341,65 @@ def test_a_machine_with_another_passphrase_is_refused_before_it_writes(
             env={**shared, PASSPHRASE_ENV: "the right one"},
         )
     )
+
+
+# -- the deploy lock ------------------------------------------------------------------------------
+
+HOLDER = textwrap.dedent(
+    """
+    import sys
+    from certfleet.store import Store
+
+    store = Store.open()
+    lock = store.deploy_lock("web")
+    lock.acquire()
+    print("locked", flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def test_the_deploy_lock_is_held_in_the_database(shared: dict[str, str], tmp_path: Path) -> None:
+    with Store.init() as store:
+        _issued(store)
+        other = Store.open()
+        lock = store.deploy_lock("web")
+        with lock:
+            assert lock.held
+            with pytest.raises(EnvError) as err:  # another session, even in this process
+                other.deploy_lock("web").acquire()
+            assert str(err.value) == f"a deploy of lineage web is already running (pid {os.getpid()})"
+            assert err.value.hint == "wait for it to finish, then run this again"
+        assert not lock.held
+        with other.deploy_lock("web") as again:
+            assert again.held
+        other.close()
+
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLDER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdout is not None
+        try:
+            assert holder.stdout.readline().strip() == "locked"
+            with pytest.raises(EnvError, match=rf"already running \(pid {holder.pid}\)"):
+                store.deploy_lock("web").acquire()
+            holder.send_signal(signal.SIGKILL)  # killed while holding it: the server lets go
+            holder.wait(timeout=30)
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+        deadline = dt.datetime.now(UTC) + dt.timedelta(seconds=30)
+        while True:
+            try:
+                with store.deploy_lock("web"):
+                    break
+            except EnvError:  # the server sees the socket close a moment later
+                assert dt.datetime.now(UTC) < deadline
+        assert not (Path(shared["CERTFLEET_HOME"]) / "locks").exists()  # no flock on this backend
 
 
 # -- a COMMIT cut on its way ----------------------------------------------------------------------

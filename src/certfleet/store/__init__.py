@@ -6,6 +6,7 @@ SQLite (or PostgreSQL) through SQLAlchemy, schema by Alembic migrations shipped 
 
 from certfleet.store._base import DEFAULT_KEY_SPEC, check_name, public_key_id
 from certfleet.store._engine import BUSY_ENV, HOME_ENV, URL_ENV, default_home
+from certfleet.store._locks import DeployLock, FileDeployLock
 from certfleet.store._models import Base
 from certfleet.store._records import (
     AuditAction,
@@ -30,7 +31,9 @@ __all__ = [
     "AuditAction",
     "AuditEntry",
     "Base",
+    "DeployLock",
     "DeploymentRecord",
+    "FileDeployLock",
     "LineageRecord",
     "NodeResult",
     "Store",

@@ -18,6 +18,7 @@ from certfleet.store._base import (
     _now,
 )
 from certfleet.store._engine import DB_FILE, Database, busy_timeout, database_url, default_home, retried
+from certfleet.store._locks import AdvisoryDeployLock, DeployLock, FileDeployLock
 from certfleet.store._models import (
     DeploymentRow,
     LastResultRow,
@@ -134,6 +135,20 @@ class Store(NodesMixin, VersionsMixin):
         """
         with self._db.session(write=write) as s:
             yield s
+
+    def deploy_lock(self, lineage: str) -> DeployLock:
+        """The right to deploy ``lineage``, not taken yet: ``acquire()`` (or ``with``) takes it
+        without waiting, or raises :class:`~certfleet.errors.EnvError` "a deploy of lineage web is
+        already running (pid N)". An ``flock`` under the home on SQLite, a PostgreSQL advisory
+        lock held for the session otherwise (one store, several machines)."""
+        if self._db.is_sqlite:
+            return FileDeployLock(self.home, lineage)
+        return AdvisoryDeployLock(self._db, lineage, self._lineage_id(lineage))
+
+    @retried
+    def _lineage_id(self, lineage: str) -> int:
+        with self._db.session(write=False) as s:
+            return self._lineage_row(s, lineage).id
 
     @retried
     def active_fingerprints(self) -> dict[str, str]:
