@@ -1,6 +1,6 @@
 """A store shared on PostgreSQL: commands racing each other as real processes, a server restart in
-the middle of writing, the sealing secret of another machine refused, the deploy lock held in the
-database and a COMMIT cut on its way."""
+the middle of writing, a SQLite store copied in, the sealing secret of another machine refused, the
+deploy lock held in the database and a COMMIT cut on its way."""
 
 from __future__ import annotations
 
@@ -20,13 +20,15 @@ from typing import Any
 import psycopg
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from certfleet import testing
 from certfleet.errors import EnvError
 from certfleet.fleet.model import NodeSpec, Outcome, TargetSpec
-from certfleet.store import KEY_FILE, PASSPHRASE_ENV, URL_ENV, Store
+from certfleet.store import KEY_FILE, PASSPHRASE_ENV, URL_ENV, NodeResult, Store
 from support.postgres import PostgresCluster, pg_url, postgres
 
 __all__ = ["pg_url", "postgres"]  # the fixtures, imported where they are used
@@ -273,6 +275,106 @@ def test_a_server_restart_in_the_middle_of_a_deploy_keeps_its_outcome(
         [recorded] = store.deployments("web")
         assert recorded.id == report["deployment"]
         assert [(r.node, r.outcome) for r in recorded.results] == [("main", Outcome.OK)]
+
+
+# -- a SQLite store copied into PostgreSQL -------------------------------------------------------------
+
+
+def _history(store: Store) -> None:
+    """Two issued versions and a pending one, nodes, an anchor, deployments, console rows."""
+    ca = testing.TestCA.root("copy root").intermediate("copy intermediate")
+    store.add_trust_anchor(testing.TestCA.root("copy anchor").cert)
+    for name in ("main", "gw1", "gw2"):
+        store.add_node(NodeSpec(name, (f"{name}.example.test",), (TargetSpec("pem", f"/srv/{name}"),)), lineage="web")
+    t0 = dt.datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    for number in (1, 2):
+        key = testing.make_key("ec:p256")
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "www.example.test")]))
+            .sign(key, hashes.SHA256())
+        )
+        store.add_pending("web", key, csr, ["www.example.test"])
+        store.issue("web", ca.sign_csr(csr), ca.chain)
+        for round_ in range(3):
+            at = t0 + dt.timedelta(days=number, hours=round_)
+            outcome = Outcome.OK if round_ != 1 else Outcome.ROLLED_BACK
+            store.record_deployment(
+                "web", number, [NodeResult(n, outcome, at, at, output=f"round {round_}") for n in ("main", "gw1")]
+            )
+    key = testing.make_key("rsa:2048")
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "www.example.test")]))
+        .sign(key, hashes.SHA256())
+    )
+    store.add_pending("web", key, csr, ["www.example.test"])
+    store.activate("web", 1)
+    with store.session(write=True) as s:
+        s.execute(
+            text("INSERT INTO console_login_failures (key, failures, last_at) VALUES ('alice', 3, :at)"),
+            {"at": t0},
+        )
+
+
+def _picture(store: Store) -> dict[str, Any]:
+    """Everything a user can read from a store, keys included."""
+    versions = store.versions("web")
+    return {
+        "nodes": [n.to_dict() for n in store.nodes()],
+        "lineages": [r.to_dict() for r in store.lineages()],
+        "versions": [v.to_dict() for v in versions],
+        "keys": [
+            store.material("web", v.number).key.private_numbers()  # type: ignore[union-attr]
+            for v in versions
+            if v.leaf is not None
+        ],
+        "pending": [(v.number, k.private_numbers()) for v, k in store.pending_keys("web")],  # type: ignore[union-attr]
+        "anchors": [(a.fingerprint, a.subject, a.added_at) for a in store.trust_anchors()],
+        "deployments": [d.to_dict() for d in store.deployments(limit=1000)],
+        "last": {n: (d.id, r) for n, (d, r) in store.last_results("web").items()},
+        "audit": [e.to_dict() for e in reversed(store.audit_log(limit=1000)) if e.action != "store.copy"],
+    }
+
+
+@pytest.mark.parametrize("keys", ["keyfile", "passphrase"])
+def test_store_copy_moves_a_sqlite_store_with_history_into_postgresql(
+    pg_url: str, certfleet_home: Path, monkeypatch: pytest.MonkeyPatch, cli_proc: Any, keys: str
+) -> None:
+    monkeypatch.delenv(URL_ENV, raising=False)
+    if keys == "passphrase":
+        monkeypatch.setenv(PASSPHRASE_ENV, "one passphrase for every machine")
+    with Store.init() as store:
+        _history(store)
+        before = _picture(store)
+
+    copied = _ok(cli_proc("store", "copy", "--to", pg_url, "--json")).json()
+    assert copied["rows"]["versions"] == 3
+    assert copied["rows"]["deployment_results"] == 12
+    assert copied["rows"]["console_login_failures"] == 1
+    assert copied["keys"] == keys
+
+    monkeypatch.setenv(URL_ENV, pg_url)
+    with Store.open() as store:
+        assert _picture(store) == before
+        assert [e.action for e in store.audit_log(limit=1)] == ["store.copy"]
+        with store.session() as s:
+            assert s.execute(text("SELECT key, failures FROM console_login_failures")).all() == [("alice", 3)]
+        # the copy goes on from there: new rows get new ids
+        store.add_node(NodeSpec("gw3", ("gw3.example.test",), (TargetSpec("pem", "/srv/gw3"),)), lineage="web")
+        at = dt.datetime.now(UTC)
+        new = store.record_deployment("web", 2, [NodeResult("gw3", Outcome.OK, at, at)])
+        assert new > max(d["id"] for d in before["deployments"])
+        assert store.last_results("web")["gw3"][0].id == new
+    monkeypatch.delenv(URL_ENV)
+    with Store.open() as source:  # the source is as it was, and says where it went
+        assert _picture(source) == before
+        assert source.audit_log(limit=1)[0].detail["to"] == pg_url
+
+    again = cli_proc("store", "copy", "--to", pg_url)
+    assert again.code == 3
+    assert "already holds data (table " in again.err
+    assert "store copy fills an empty database only" in again.err
 
 
 # -- the sealing secret of another machine -----------------------------------------------------------

@@ -201,10 +201,13 @@ class StoreBase:
             self._audit(s, action, detail or {}, actor=actor)
 
     def _audit(self, s: Session, action: str, detail: dict[str, Any], *, actor: str | None = None) -> None:
+        s.add(AuditRow(**self._audit_values(action, detail, actor=actor)))
+
+    def _audit_values(self, action: str, detail: dict[str, Any], *, actor: str | None = None) -> dict[str, Any]:
         plain = _redacted(json.loads(json.dumps(detail, default=str)))
         if len(json.dumps(plain)) > MAX_DETAIL:
             plain = {"truncated": True}
-        s.add(AuditRow(at=_now(), actor=(actor or self.actor)[:MAX_ACTOR], action=str(action)[:64], detail=plain))
+        return {"at": _now(), "actor": (actor or self.actor)[:MAX_ACTOR], "action": str(action)[:64], "detail": plain}
 
     @retried
     def audit_log(self, *, limit: int = 100, action: str | None = None) -> list[AuditEntry]:
