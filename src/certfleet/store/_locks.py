@@ -162,12 +162,17 @@ class AdvisoryDeployLock(DeployLock):
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        # a connection cut meanwhile took the lock with it: nothing left to let go of
-        with contextlib.suppress(DBAPIError):
+        try:
             conn.execute(_UNLOCK, self._key)
             conn.commit()
-        with contextlib.suppress(DBAPIError):
-            conn.close()
+        except DBAPIError:
+            # cut meanwhile (the lock went with the session), or the unlock failed: either way
+            # this connection must not go back to the pool, where it could keep holding the lock
+            with contextlib.suppress(DBAPIError):
+                conn.invalidate()
+        finally:
+            with contextlib.suppress(DBAPIError):
+                conn.close()
 
 
 def _holder_text(application_name: str | None) -> str | None:
