@@ -181,11 +181,29 @@ log_min_error_statement = panic
         self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# pytest makes one fixture of each module that imports ``postgres``: they share this cluster
+_shared: dict[str, Any] = {"cluster": None, "users": 0}
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresCluster]:
-    """The session's PostgreSQL cluster, started on first use (import this fixture where it is used)."""
-    with PostgresCluster() as cluster:
-        yield cluster
+    """The session's PostgreSQL cluster, started on first use and stopped when the session ends.
+    Import this fixture into the modules that use it: however many do, there is one cluster."""
+    if _shared["cluster"] is None:
+        cluster = PostgresCluster()
+        try:
+            _shared["cluster"] = cluster.start()
+        except BaseException:
+            cluster.cleanup()
+            raise
+    _shared["users"] += 1
+    try:
+        yield _shared["cluster"]
+    finally:
+        _shared["users"] -= 1
+        if _shared["users"] == 0:
+            cluster, _shared["cluster"] = _shared["cluster"], None
+            cluster.cleanup()
 
 
 @pytest.fixture
