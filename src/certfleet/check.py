@@ -27,7 +27,7 @@ from certfleet.endpoint import Endpoint
 from certfleet.errors import CertfleetError
 from certfleet.lint import lint
 from certfleet.probe import CertCache, ProbeResult, probe
-from certfleet.problems import Problem, ProblemCode, Severity, worst
+from certfleet.problems import EXPIRING_DAYS, Problem, ProblemCode, Severity, worst
 from certfleet.trust import TrustStore
 from certfleet.verify import Verifier
 
@@ -296,7 +296,7 @@ async def check(
     concurrency: int = DEFAULT_CONCURRENCY,
     deadline: float | None = None,
     now: dt.datetime | None = None,
-    expiring_days: int = 30,
+    expiring_days: int = EXPIRING_DAYS,
     on_result: Callable[[EndpointReport], None] | None = None,
 ) -> CheckReport:
     """Probe and judge every target; at most ``concurrency`` connections are open at once.

@@ -30,7 +30,8 @@ except ImportError:  # pragma: no cover - another cryptography
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 
-from certfleet.certinfo import NAME_ERRORS, UNPARSABLE, lone_pem_der, readable
+from certfleet import extensions
+from certfleet.certinfo import NAME_ERRORS, UNPARSABLE, NameKey, lone_pem_der, name_key, readable, same_name
 from certfleet.errors import EnvError, FormatError, InputError
 
 # certifi, ssl and certfleet.formats are imported where they are used (the Mozilla roots, the
@@ -114,10 +115,7 @@ def check_signature(cert: x509.Certificate, issuer: x509.Certificate) -> Signatu
 
 @functools.lru_cache(maxsize=2048)
 def _check_signature(cert: x509.Certificate, issuer: x509.Certificate) -> Signature:
-    try:
-        if cert.issuer != issuer.subject:
-            return Signature.BAD
-    except NAME_ERRORS:  # undecodable names name nobody
+    if not same_name(cert.issuer, issuer.subject):  # as RFC 5280 compares names; undecodable ones name nobody
         return Signature.BAD
     try:
         key = issuer.public_key()
@@ -164,6 +162,7 @@ class TrustStore:
     # an anchor is a name and a key: a re-issued root (new dates, same key) is the same anchor
     _anchors: frozenset[tuple[bytes, bytes]] = field(init=False, repr=False, compare=False)
     _ders: frozenset[bytes] = field(init=False, repr=False, compare=False)
+    _loose: dict[NameKey, list[x509.Certificate]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_subject: dict[bytes, list[x509.Certificate]] = {}
@@ -248,6 +247,17 @@ class TrustStore:
     def named(self, name: x509.Name) -> tuple[x509.Certificate, ...]:
         """The anchors whose subject is ``name`` (no signature check)."""
         return self._by_subject.get(name.public_bytes(), ())
+
+    def named_loosely(self, name: x509.Name) -> tuple[x509.Certificate, ...]:
+        """The anchors whose subject is ``name`` as RFC 5280 compares names (case, spaces, string type)."""
+        if not self._loose:  # made on first use: an issuer named byte for byte, the usual case, never needs it
+            for cert in self.certs:
+                with contextlib.suppress(*NAME_ERRORS):
+                    self._loose.setdefault(name_key(cert.subject), []).append(cert)
+        try:
+            return tuple(self._loose.get(name_key(name), ()))
+        except NAME_ERRORS:
+            return ()
 
 
 @functools.cache
@@ -368,12 +378,10 @@ def extension(cert: x509.Certificate, kind: type[_E]) -> _E | None:
     """The extension ``kind`` of ``cert``, or None when it is absent or does not parse.
 
     Hostile certificates break extension parsing in many ways (duplicates, malformed name
-    constraints); for certfleet's explanations a broken extension is an absent one.
+    constraints); for certfleet's explanations a broken extension is an absent one, and the
+    others are read all the same (see :mod:`certfleet.extensions`).
     """
-    try:
-        return cert.extensions.get_extension_for_class(kind).value
-    except (x509.ExtensionNotFound, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, ValueError, TypeError):
-        return None
+    return extensions.get(cert, kind)
 
 
 def _aki(cert: x509.Certificate) -> bytes | None:
@@ -415,6 +423,9 @@ def find_paths(
         if der not in seen_der:
             seen_der.add(der)
             by_subject.setdefault(cert.subject.public_bytes(), []).append(cert)
+    # the same, by names as RFC 5280 compares them: for an issuer named with other case, spaces or
+    # string type than its subject (made when first needed)
+    loose: dict[NameKey, list[x509.Certificate]] = {}
 
     budget = _SEARCH_BUDGET
     signed: dict[tuple[int, int], bool] = {}
@@ -428,9 +439,19 @@ def find_paths(
         issuer_name = cert.issuer.public_bytes()
         found = [(a, True) for a in trust.named(cert.issuer)]
         found += [(c, trust.contains(c)) for c in by_subject.get(issuer_name, ())]
+        if not found:
+            found = [(a, True) for a in trust.named_loosely(cert.issuer)]
+            found += [(c, trust.contains(c)) for c in _loosely(cert.issuer)]
         # anchors first, then a matching key identifier, then those valid now
         found.sort(key=lambda item: (not item[1], aki is not None and _ski(item[0]) != aki, not _valid_at(item[0], at)))
         return found
+
+    def _loosely(name: x509.Name) -> list[x509.Certificate]:
+        if not loose:
+            for certs in by_subject.values():
+                for cert in certs:
+                    loose.setdefault(name_key(cert.subject), []).append(cert)
+        return loose.get(name_key(name), [])
 
     def issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         key = (id(cert), id(issuer))

@@ -23,10 +23,8 @@ from certfleet.certinfo import NAME_ERRORS, cert_public_key, describe, fingerpri
 from certfleet.errors import CertfleetError, InputError
 from certfleet.findings import (
     eku_problem,
-    label,
     no_san_problem,
     validity_problem,
-    weak_signature_problem,
 )
 from certfleet.leafscan import LeafFacts, leaf_facts
 from certfleet.problems import Problem, ProblemCode, Severity
@@ -34,9 +32,7 @@ from certfleet.trust import (
     MAX_PATH_LENGTH,
     CertPath,
     PathEnd,
-    Signature,
     TrustStore,
-    check_signature,
     extension,
     find_paths,
     is_self_signed,
@@ -124,9 +120,16 @@ def _name_problem(leaf: x509.Certificate, name: str) -> Problem | None:
 
 
 _PATH_CODES = frozenset(
-    {ProblemCode.INCOMPLETE_CHAIN, ProblemCode.UNTRUSTED, ProblemCode.SELF_SIGNED, ProblemCode.INVALID}
+    {
+        ProblemCode.INCOMPLETE_CHAIN,
+        ProblemCode.UNTRUSTED,
+        ProblemCode.SELF_SIGNED,
+        ProblemCode.INVALID,
+        ProblemCode.ISSUER_NAME_DIFFERS,
+    }
 )
 # fragments of cryptography's refusals, and the codes of certfleet's findings that explain them
+# (and, first, certfleet.diagnose's structural faults, each explained by its own code)
 _EXPLAINED_BY: tuple[tuple[str, frozenset[ProblemCode]], ...] = (
     ("not valid at validation time", frozenset({ProblemCode.EXPIRED, ProblemCode.NOT_YET_VALID})),
     ("subjectAltName", frozenset({ProblemCode.NAME_MISMATCH, ProblemCode.NO_SAN})),
@@ -142,8 +145,11 @@ _ALGORITHM = re.compile(r"AlgorithmIdentifier \{ oid: [^}]*?, params: (\w+)[^}]*
 
 
 def _explained(reason: str, problems: Sequence[Problem]) -> bool:
+    from certfleet.diagnose import STRUCTURAL
+
     codes = {p.code for p in problems}
-    for fragment, codes_that_explain in _EXPLAINED_BY:
+    structural = tuple((fragment, frozenset({code})) for fragment, code in STRUCTURAL)
+    for fragment, codes_that_explain in (*structural, *_EXPLAINED_BY):
         if fragment in reason:
             return bool(codes & codes_that_explain)
     return False
@@ -428,6 +434,9 @@ class Verifier:
 
         ``reason`` is cryptography's message; it is reported as well unless those checks explain it.
         """
+        # only here: a leaf whose chain is valid never needs the diagnosis
+        from certfleet.diagnose import path_problems, structural_problems
+
         readable(leaf)  # the issuer's name too: nothing proved that it decodes
         problems: list[Problem] = []
         path = self._best_path(leaf)
@@ -457,8 +466,11 @@ class Verifier:
             add(problem)
 
         if not self_signed:
-            for problem in self._path_problems(path):
+            for problem in path_problems(path, self.trust, self.untrusted, self.at, self.max_depth):
                 add(problem)
+        # what cryptography finds wrong with the path itself, asked without a name
+        for problem in structural_problems(leaf, path, self.untrusted, self.trust, self.at):
+            add(problem)
         if (reason is not None and not _explained(reason, problems)) or not problems:
             add(
                 Problem(
@@ -478,102 +490,6 @@ class Verifier:
             leaf, self.untrusted, self.trust, at=self.at, max_depth=min(depth, MAX_PATH_LENGTH), first_trusted=True
         )
         return paths[0] if paths else CertPath((leaf,), PathEnd.MISSING_ISSUER)
-
-    def _path_problems(self, path: CertPath) -> list[Problem]:
-        # only here: certfleet.aia brings http.client and urllib, which a valid leaf never needs
-        from certfleet.aia import ca_issuers_urls
-
-        problems: list[Problem] = []
-        last = path.certs[-1]
-        # an issuer named but not proven, because nobody can check the algorithm: said with the signature below
-        unchecked = False
-        if path.end is PathEnd.MISSING_ISSUER:
-            named = [*self.trust.named(last.issuer), *(c for c in self.untrusted if c.subject == last.issuer)]
-            unchecked = any(check_signature(last, c) is Signature.UNCHECKED for c in named)
-            if named:
-                if not unchecked:
-                    problems.append(
-                        Problem(
-                            ProblemCode.INVALID,
-                            Severity.ERROR,
-                            f"{label(last.subject)} names {label(last.issuer)} as its issuer, "
-                            "but no certificate of that name here signed it",
-                            "get the intermediate that matches this certificate from the CA",
-                            fingerprint(last),
-                        )
-                    )
-            elif last is path.certs[0] or ca_issuers_urls(last):
-                # a leaf's issuer, or one the CA publishes: an intermediate left out of the bundle
-                what = "intermediate" if last is path.certs[0] else "certificate"
-                problems.append(
-                    Problem(
-                        ProblemCode.INCOMPLETE_CHAIN,
-                        Severity.ERROR,
-                        f"the {what} {label(last.issuer)} that issued {label(last.subject)} is missing; "
-                        "a phone will refuse this chain",
-                        "add the CA's intermediate bundle, or let `certfleet chain` fetch it",
-                        fingerprint(last),
-                    )
-                )
-            else:
-                problems.append(
-                    Problem(
-                        ProblemCode.UNTRUSTED,
-                        Severity.ERROR,
-                        f"the chain ends at {label(last.subject)}, issued by {label(last.issuer)}, "
-                        f"which is not among the trusted roots ({self.trust.source})",
-                        "if this is your own CA, give its root with --trust; else add the CA's intermediate bundle",
-                        fingerprint(last),
-                    )
-                )
-        elif path.end is PathEnd.UNTRUSTED_ROOT:
-            problems.append(
-                Problem(
-                    ProblemCode.UNTRUSTED,
-                    Severity.ERROR,
-                    f"the chain ends at the root {label(last.subject)}, which is not among the trusted roots "
-                    f"({self.trust.source})",
-                    "if this is your own CA, give its root with --trust (and install it on the clients)",
-                    fingerprint(last),
-                )
-            )
-        elif path.end is PathEnd.TOO_LONG:
-            problems.append(
-                Problem(
-                    ProblemCode.INVALID,
-                    Severity.ERROR,
-                    f"no path to a trusted root with at most {self.max_depth} intermediates"
-                    if self.max_depth is not None and len(path.certs) >= self.max_depth + 2
-                    else f"no path to a trusted root within {len(path.certs)} certificates",
-                    "check the chain with `certfleet chain`",
-                    fingerprint(path.certs[0]),
-                )
-            )
-        elif self.max_depth is not None and len(path.certs) - 2 > self.max_depth:
-            problems.append(
-                Problem(
-                    ProblemCode.INVALID,
-                    Severity.ERROR,
-                    f"the chain has {len(path.certs) - 2} intermediates, more than the {self.max_depth} allowed",
-                    "use a shorter chain",
-                    fingerprint(path.certs[0]),
-                )
-            )
-        for index, cert in enumerate(path.certs):
-            anchor = path.trusted and index == len(path.certs) - 1
-            found: list[Problem | None] = []
-            # the leaf's own validity and usages are judged by _explain
-            what = (
-                "the certificate" if index == 0 else f"the {'root' if anchor else 'intermediate'} {label(cert.subject)}"
-            )
-            if index > 0:
-                found.append(validity_problem(cert, self.at, prefix=f"{what} "))
-            if index > 0 and not anchor:  # an anchor is trusted as a name and a key, whatever usages it lists
-                found.append(eku_problem(cert, prefix=f"{what} "))
-            if not anchor and not is_self_signed(cert):  # nor does any client check a root's own signature
-                found.append(weak_signature_problem(cert, what=what, unchecked=unchecked and cert is last))
-            problems.extend(p for p in found if p is not None)
-        return problems
 
 
 def verify_chain(

@@ -3,21 +3,28 @@
 Each round is one :func:`certfleet.check.check` over the targets (re-read every round, so nodes
 added to the store are picked up), bounded by the interval so rounds never overlap. A round that
 cannot start (the store is locked, say) is reported and the next one tries again; the metrics of
-the last good round stay served meanwhile.
+the last good round stay served meanwhile. When the targets are the store's nodes, each round also
+builds the fleet's status from the round's report (:func:`certfleet.fleet.status.status`, probing
+nothing twice), and the metrics carry its lineage and node families, as the console's do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from certfleet.check import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, CheckReport, check
 from certfleet.endpoint import Endpoint
 from certfleet.errors import CertfleetError
 from certfleet.metrics import CheckMetrics
+from certfleet.problems import EXPIRING_DAYS
 from certfleet.trust import TrustStore
+
+if TYPE_CHECKING:
+    from certfleet.fleet.status import StatusReport
 
 __all__ = ["DEFAULT_INTERVAL", "MIN_INTERVAL", "Watcher"]
 
@@ -25,6 +32,8 @@ DEFAULT_INTERVAL = 300.0
 MIN_INTERVAL = 1.0  # below this a fleet would be hammered, not watched
 
 TargetSource = Callable[[], Sequence[Endpoint]]
+# the fleet's status from a round's report (``fleet.status.status`` with ``reusing(report, ...)``)
+StatusSource = Callable[[CheckReport], Awaitable["StatusReport"]]
 
 
 @dataclass
@@ -37,9 +46,10 @@ class Watcher:
     interval: float = DEFAULT_INTERVAL
     timeout: float = DEFAULT_TIMEOUT
     concurrency: int = DEFAULT_CONCURRENCY
-    expiring_days: int = 30
+    expiring_days: int = EXPIRING_DAYS
     on_round: Callable[[CheckReport], None] | None = None
     on_error: Callable[[CertfleetError], None] | None = None
+    status: StatusSource | None = None  # the store's nodes are watched: their lineages' status too
 
     def __post_init__(self) -> None:
         if self.interval < MIN_INTERVAL:
@@ -59,7 +69,7 @@ class Watcher:
             deadline=max(self.interval, self.timeout),
             expiring_days=self.expiring_days,
         )
-        self.metrics.update(report)
+        self.metrics.update(report, await self.status(report) if self.status is not None else None)
         if self.on_round is not None:
             self.on_round(report)
         return report

@@ -12,7 +12,7 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from certfleet.console.app import SESSION_COOKIE
+from certfleet.console.deps import SESSION_COOKIE
 from support.console import PASSWORD, ConsoleEnv, create_admin, csrf_of, logged_in, login, make_env
 
 
@@ -226,11 +226,15 @@ def test_logout_form_needs_csrf(env: ConsoleEnv) -> None:
 
 def test_api_token_shown_once_stored_hashed_and_revocable(env: ConsoleEnv) -> None:
     csrf = logged_in(env)
-    page = env.client.post("/tokens", data={"csrf_token": csrf, "name": "prometheus"})
-    assert page.status_code == 200
+    made = env.client.post("/tokens", data={"csrf_token": csrf, "name": "prometheus"})
+    assert made.status_code == 303  # post/redirect/get: a reload makes no second token
+    assert "cft_" not in made.headers["location"]  # the value is never in a URL
+    page = env.client.get(made.headers["location"])
     token = page.text.split('<pre id="new-token">')[1].split("</pre>")[0]
     assert token.startswith("cft_")
+    assert token not in env.client.get(made.headers["location"]).text  # shown once
     assert token not in env.client.get("/tokens").text
+    assert len(env.console.accounts.api_tokens()) == 1
     assert token.encode() not in _db_bytes(env)
     assert token not in str(env.client.get("/api/v1/tokens").json())
 
@@ -249,7 +253,13 @@ def test_api_token_shown_once_stored_hashed_and_revocable(env: ConsoleEnv) -> No
     assert bot.get("/metrics", headers=auth).status_code == 200
 
     token_id = env.client.get("/api/v1/tokens").json()[0]["id"]
-    assert env.client.post(f"/tokens/{token_id}/revoke", data={"csrf_token": csrf}).status_code == 303
+    # revoking asks first: without the confirmation's answer the form goes to the question
+    unconfirmed = env.client.post(f"/tokens/{token_id}/revoke", data={"csrf_token": csrf})
+    assert unconfirmed.headers["location"] == f"/tokens/{token_id}/revoke"
+    assert "Revoke the API token prometheus" in env.client.get(f"/tokens/{token_id}/revoke").text
+    assert bot.get("/api/v1/me", headers=auth).status_code == 200
+    r = env.client.post(f"/tokens/{token_id}/revoke", data={"csrf_token": csrf, "confirm": "yes"})
+    assert r.status_code == 303 and r.headers["location"].startswith("/tokens?done=token-revoked")
     assert bot.get("/api/v1/me", headers=auth).status_code == 401
     assert bot.get("/api/v1/me", headers={"authorization": "Bearer cft_guessed"}).status_code == 401
 
@@ -260,9 +270,9 @@ PUBLIC = {"/login", "/setup/{token}", "/client/{token}", "/static"}
 
 
 def _routes(env: ConsoleEnv) -> list[tuple[str, str]]:
-    from certfleet.console import api, metrics, pages, public
+    from certfleet.console.routes import api, metrics, pages, public
 
-    routes = [*public.public.routes, *pages.router.routes, *api.router.routes, *metrics.router.routes, *env.app.routes]
+    routes = [*public.router.routes, *pages.router.routes, *api.router.routes, *metrics.router.routes, *env.app.routes]
     out = []
     for route in routes:
         path = getattr(route, "path", None)

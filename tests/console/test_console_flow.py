@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from certfleet.certinfo import fingerprint
-from certfleet.console.app import ConsoleSettings
+from certfleet.console.settings import ConsoleSettings
 from certfleet.testing import TestCA, pem
 from support.console import (
     ConsoleEnv,
@@ -280,7 +280,7 @@ def test_chunked_upload_over_the_limit_is_cut_off(env: ConsoleEnv) -> None:
 
 
 def test_nodes_through_the_api(env: ConsoleEnv, tmp_path: Path) -> None:
-    from certfleet.console.accounts import Actor, AuthMethod
+    from certfleet.console.services.audit import Actor, AuthMethod
 
     logged_in(env)
     token, _ = env.console.accounts.new_api_token(Actor(1, "admin", AuthMethod.SESSION), "ci")
@@ -318,6 +318,13 @@ def test_node_pages_add_edit_remove(env: ConsoleEnv, tmp_path: Path) -> None:
     assert env.store.node("main").names == ("www.example.test", "example.test")
     bad = add_node(env, csrf, "other", ["not a name!"], [f"pem:{tmp_path}/o"])
     assert bad.status_code == 400
-    assert env.client.post("/nodes/main/remove", data={"csrf_token": csrf}).status_code == 303
+    # removing asks first: the form without the confirmation's answer only leads to the question
+    asked = env.client.post("/nodes/main/remove", data={"csrf_token": csrf})
+    assert asked.status_code == 303 and asked.headers["location"] == "/nodes/main/remove"
+    assert len(env.store.nodes()) == 1
+    question = env.client.get("/nodes/main/remove").text
+    assert "Remove node main (www.example.test, example.test)?" in question and "leaves lineage web" in question
+    r = env.client.post("/nodes/main/remove", data={"csrf_token": csrf, "confirm": "yes"})
+    assert r.status_code == 303
     assert env.store.nodes() == []
     assert "Node main removed." in env.client.get("/nodes?done=node-removed&name=main").text

@@ -256,14 +256,17 @@ def test_no_san_at_all(pki: PKI) -> None:
     assert codes(named) == ["no-san"]
 
 
-def test_other_failures_carry_cryptography_words(pki: PKI) -> None:
+def test_a_path_beyond_its_length_constraint_is_named(pki: PKI) -> None:
     # a pathLenConstraint of 0 forbids another intermediate below
     below = pki.inter.intermediate("Too Deep")
     leaf = below.leaf("www.example.test")
     result = verify_chain(leaf.cert, leaf.chain, TrustStore((pki.root.cert,)), at=NOW)
     assert not result.valid
-    assert codes(result) == ["invalid"]
-    assert result.problems[0].message.startswith("a strict client refuses this chain: ")
+    assert codes(result) == ["path-length-exceeded"]
+    assert result.problems[0].message == (
+        "the intermediate 'certfleet Test Intermediate' allows 0 intermediates below it (pathLenConstraint), "
+        "and this chain has 1"
+    )
     assert "<Certificate" not in result.problems[0].message
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from cryptography import x509
@@ -19,6 +20,7 @@ from sqlalchemy import event
 from sqlalchemy import inspect as sa_inspect
 
 from certfleet import testing
+from certfleet.certinfo import fingerprint
 from certfleet.errors import InputError, StoreError
 from certfleet.fleet.model import NodeSpec, Outcome, TargetSpec
 from certfleet.store import (
@@ -26,6 +28,7 @@ from certfleet.store import (
     PASSPHRASE_ENV,
     AuditAction,
     Base,
+    DeploymentState,
     NodeResult,
     Store,
     VersionState,
@@ -226,8 +229,25 @@ def test_a_store_from_a_newer_certfleet(store: Store, backend: Backend) -> None:
 def test_a_damaged_database(certfleet_home: Path) -> None:
     certfleet_home.mkdir(mode=0o700)
     (certfleet_home / "certfleet.db").write_bytes(b"this is not a database, " * 100)
-    with pytest.raises(StoreError, match="the store cannot be used: file is not a database"):
+    with pytest.raises(StoreError, match=r"the store cannot be used \(file is not a database\)") as info:
         Store.open()
+    assert "restore the certfleet home from a backup" in (info.value.hint or "")
+
+
+def test_a_database_server_that_refuses_connections_is_named_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("psycopg")
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("CERTFLEET_DATABASE_URL", f"postgresql+psycopg://certfleet@127.0.0.1:{port}/certfleet")
+    with pytest.raises(StoreError, match="cannot reach the store's database server") as info:
+        Store.open(tmp_path)
+    assert "PostgreSQL runs and accepts connections" in (info.value.hint or "")
+    assert "backup" not in (info.value.hint or "")
 
 
 # -- sealing keys ----------------------------------------------------------------------------------
@@ -451,6 +471,40 @@ def test_versions_issue_activate_material(store: Store, ca: testing.TestCA) -> N
         store.activate("web", 4)
 
 
+def test_a_certificate_found_by_its_fingerprint(store: Store, ca: testing.TestCA) -> None:
+    csr, _ = _pending(store)
+    leaf = ca.sign_csr(csr)
+    version = store.issue("web", leaf, ca.chain)
+    found = store.version_by_fingerprint(fingerprint(leaf))
+    assert found is not None and (found.lineage, found.number, found.leaf) == ("web", 1, leaf)
+    assert store.version_by_fingerprint(fingerprint(ca.cert)) is None
+    assert store.version_by_fingerprint("0" * 64) is None
+    # an intermediate: the version whose chain carries it, and where
+    hit = store.version_with_chain_certificate(fingerprint(ca.cert))
+    assert hit is not None and hit[0].number == version.number and hit[1] == 0
+    assert hit[0].chain[hit[1]] == ca.cert
+    assert store.version_with_chain_certificate(fingerprint(leaf)) is None
+
+
+def test_an_issued_version_moves_only_when_asked(store: Store, ca: testing.TestCA) -> None:
+    csr1, _ = _pending(store)
+    cert1 = ca.sign_csr(csr1)
+    store.issue("web", cert1, ca.chain)
+    csr2, _ = _pending(store)
+    store.issue("web", ca.sign_csr(csr2), ca.chain)
+    assert store.issue("web", cert1, ca.chain).active is False  # imported again: stays as it was
+    assert store.lineage("web").active.number == 2  # type: ignore[union-attr]
+
+    store.activate("web", 1, withdraw=True)  # a rollback of the whole lineage
+    withdrawn = store.version("web", 2)
+    assert withdrawn.withdrawn_at is not None and not withdrawn.active
+    assert store.audit_log(action="version.withdraw")[0].detail == {"lineage": "web", "version": 2}
+    assert store.issue("web", withdrawn.leaf, ca.chain).active is False  # type: ignore[arg-type]
+    assert store.version("web", 2).withdrawn_at is not None
+    assert store.issue("web", withdrawn.leaf, ca.chain, activate=True).active  # type: ignore[arg-type]
+    assert store.version("web", 2).withdrawn_at is None  # made active on purpose: no longer withdrawn
+
+
 def test_issue_for_an_unknown_key(store: Store, ca: testing.TestCA) -> None:
     _pending(store)
     stranger = ca.leaf("www.example.test")
@@ -559,6 +613,137 @@ def test_last_results_cost_the_same_whatever_the_history(store: Store, ca: testi
     assert last == expected
     assert [r.output for _, r in sorted(last.values(), key=lambda x: x[1].node)] == ["39", "38", "38"]
     assert len(backend.execute("SELECT * FROM deployment_last_results")) == 3
+
+
+def test_a_deployment_is_recorded_before_it_starts_and_node_by_node(store: Store, ca: testing.TestCA) -> None:
+    for name in ("a", "b", "c"):
+        store.add_node(_node(name), lineage="web")
+    csr, _ = _pending(store)
+    v = store.issue("web", ca.sign_csr(csr), ca.chain)
+    t0 = dt.datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    dep = store.start_deployment("web", v.number, ["a", "b", "c"], started_at=t0, rollback=True)
+    [running] = store.deployments("web")
+    assert (running.id, running.state, running.rollback) == (dep, DeploymentState.RUNNING, True)
+    assert running.pid == os.getpid()
+    assert {r.node: r.outcome for r in running.results} == dict.fromkeys("abc", Outcome.INTERRUPTED)
+    assert store.audit_log(action="deploy.start")[0].detail["nodes"] == ["a", "b", "c"]
+
+    store.record_node(dep, NodeResult("b", Outcome.OK, t0, t0 + dt.timedelta(seconds=4)))
+    [running] = store.deployments("web")
+    assert {r.node: r.outcome for r in running.results}["b"] is Outcome.OK
+    assert running.finished_at == t0 + dt.timedelta(seconds=4)
+    assert not running.ok
+
+    done = [NodeResult(n, Outcome.OK, t0, t0 + dt.timedelta(seconds=5)) for n in "abc"]
+    store.finish_deployment(dep, done)
+    [finished] = store.deployments("web")
+    assert finished.state is DeploymentState.FINISHED and finished.ok
+    assert finished.to_dict()["state"] == "finished"
+    assert store.audit_log(action="deploy")[0].detail["state"] == "finished"
+
+
+def test_last_results_follow_every_write_of_a_deployment(store: Store, ca: testing.TestCA) -> None:
+    for name in ("a", "b", "c"):
+        store.add_node(_node(name), lineage="web")
+    csr, _ = _pending(store)
+    v = store.issue("web", ca.sign_csr(csr), ca.chain)
+    t0 = dt.datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+    def last() -> dict[str, tuple[int, DeploymentState, Outcome]]:
+        statements: list[str] = []
+
+        def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            statements.append(statement)
+
+        event.listen(store._db.engine, "before_cursor_execute", seen)
+        try:
+            got = store.last_results("web")
+        finally:
+            event.remove(store._db.engine, "before_cursor_execute", seen)
+        assert [q for q in statements if q.lstrip().upper().startswith("SELECT")] == statements[-1:]
+        assert "deployment_last_results" in statements[-1]
+        # what the whole history says: each node's result in the newest deployment that has it
+        expected: dict[str, tuple[int, DeploymentState, Outcome]] = {}
+        for d in store.deployments("web", limit=500):
+            for r in d.results:
+                expected.setdefault(r.node, (d.id, d.state, r.outcome))
+        mine = {n: (d.id, d.state, r.outcome) for n, (d, r) in got.items()}
+        assert mine == expected
+        return mine
+
+    assert last() == {}
+    old = store.record_deployment("web", v.number, [NodeResult("a", Outcome.OK, t0, t0)])
+    assert last() == {"a": (old, DeploymentState.FINISHED, Outcome.OK)}
+    dep = store.start_deployment("web", v.number, ["a", "b"], started_at=t0)
+    running = dict.fromkeys("ab", (dep, DeploymentState.RUNNING, Outcome.INTERRUPTED))
+    assert last() == running
+    store.record_node(dep, NodeResult("b", Outcome.FAILED, t0, t0, failed_step="test"))
+    assert last() == running | {"b": (dep, DeploymentState.RUNNING, Outcome.FAILED)}
+    store.record_node(dep, NodeResult("c", Outcome.OK, t0, t0))  # a node the start did not name
+    assert last()["c"] == (dep, DeploymentState.RUNNING, Outcome.OK)
+    # a late write to an older deployment (a recovery file) leaves the newer results in place
+    store.finish_deployment(old, [NodeResult("a", Outcome.ROLLED_BACK, t0, t0), NodeResult("c", Outcome.OK, t0, t0)])
+    assert last()["a"] == (dep, DeploymentState.RUNNING, Outcome.INTERRUPTED)
+    store.finish_deployment(dep, [NodeResult("a", Outcome.OK, t0, t0)], state=DeploymentState.INTERRUPTED)
+    assert last() == {
+        "a": (dep, DeploymentState.INTERRUPTED, Outcome.OK),
+        "b": (dep, DeploymentState.INTERRUPTED, Outcome.FAILED),
+        "c": (dep, DeploymentState.INTERRUPTED, Outcome.OK),
+    }
+
+    killed = store.start_deployment("web", v.number, ["b"])
+    gone = os.fork()
+    if gone == 0:
+        os._exit(0)
+    os.waitpid(gone, 0)
+    with store.session(write=True) as s:  # as if the process that ran it had been killed
+        s.execute(sqlalchemy.text("UPDATE deployments SET pid = :pid WHERE id = :id"), {"pid": gone, "id": killed})
+    assert last()["b"] == (killed, DeploymentState.INTERRUPTED, Outcome.INTERRUPTED)
+    assert store.mark_interrupted("web") == [killed]
+    assert last()["b"] == (killed, DeploymentState.INTERRUPTED, Outcome.INTERRUPTED)
+    with pytest.raises(InputError, match="no lineage named 'nope'"):
+        store.last_results("nope")
+
+
+def test_a_deployment_whose_process_is_gone_was_interrupted(store: Store, ca: testing.TestCA) -> None:
+    store.add_node(_node("a"), lineage="web")
+    csr, _ = _pending(store)
+    v = store.issue("web", ca.sign_csr(csr), ca.chain)
+    dep = store.start_deployment("web", v.number, ["a"])
+    gone = os.fork()
+    if gone == 0:
+        os._exit(0)
+    os.waitpid(gone, 0)
+    with store.session(write=True) as s:  # as if the process that ran it had been killed
+        s.execute(sqlalchemy.text("UPDATE deployments SET pid = :pid"), {"pid": gone})
+    [record] = store.deployments("web")
+    assert record.state is DeploymentState.INTERRUPTED
+    assert [r.outcome for r in record.results] == [Outcome.INTERRUPTED]
+    assert store.mark_interrupted("web") == [dep]
+    assert store.mark_interrupted("web") == []  # recorded as such now
+
+
+def test_the_lifecycle_migration_keeps_what_was_recorded(tmp_path: Path, ca: testing.TestCA) -> None:
+    from certfleet.store._engine import Database
+
+    home = tmp_path / "home"
+    with Store.init(home) as store:
+        csr, _ = _pending(store)
+        v = store.issue("web", ca.sign_csr(csr), ca.chain)
+        store.record_deployment("web", v.number, [NodeResult("a", Outcome.OK, store.versions("web")[0].created_at,
+                                                            store.versions("web")[0].created_at)])  # fmt: skip
+    db = Database(f"sqlite:///{home / 'certfleet.db'}", timeout=5)
+    db.downgrade("0002_console")
+    with db.engine.connect() as conn:
+        columns = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(deployments)")}
+        assert "state" not in columns
+        assert conn.exec_driver_sql("SELECT count(*) FROM deployment_results").scalar() == 1
+    db.upgrade()
+    db.dispose()
+    with Store.open(home) as store:
+        [dep] = store.deployments("web")
+        assert (dep.state, dep.rollback, dep.pid) == (DeploymentState.FINISHED, False, None)
+        assert [r.outcome for r in dep.results] == [Outcome.OK]
 
 
 def test_audit_never_records_a_password(store: Store) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -15,19 +15,23 @@ import typer
 from certfleet.cli._common import JsonOpt, app, console, console_err, read_inputs
 from certfleet.errors import ExitCode, InputError, StoreError
 from certfleet.probe import StartTLS
-from certfleet.problems import Severity
+from certfleet.problems import EXPIRING_DAYS, Severity
 
 if TYPE_CHECKING:
+    from cryptography import x509
     from rich.text import Text
 
     from certfleet.check import CheckReport, EndpointReport
     from certfleet.endpoint import Endpoint
+    from certfleet.fleet.status import StatusReport
     from certfleet.trust import TrustStore
 
 # the progress bar is worth drawing only when a run is long enough to wait for
 _PROGRESS_FROM = 20
 # the report lists every endpoint up to this many; beyond, only those with problems (or --all)
 _LIST_ALL_UP_TO = 50
+# and shows the chain and cipher of each up to this many
+_DETAIL_UP_TO = 5
 
 
 class FailOn(StrEnum):
@@ -107,20 +111,16 @@ def _targets(
 
 
 def _node_targets(lineage: str | None, starttls: StartTLS | None) -> list[Endpoint]:
+    # the endpoints `certfleet status` probes, checked the same way
+    from certfleet.fleet.status import probe_targets
     from certfleet.store import Store
 
     with Store.open() as store:
         specs = store.nodes(lineage)
-    out: list[Endpoint] = []
-    skipped: list[str] = []
-    for spec in specs:
-        endpoint = spec.endpoint(starttls)
-        if endpoint is None:
-            skipped.append(spec.name)
-        else:
-            out.append(endpoint)
-    if skipped:
-        console_err.print(f"not checked (no probe endpoint): {', '.join(skipped)}", highlight=False)
+    found = probe_targets(specs, starttls=starttls)
+    out = list(found.endpoints.values())
+    if found.skipped:
+        console_err.print(f"not checked (no probe endpoint): {', '.join(found.skipped)}", highlight=False)
     if not out:
         raise StoreError(
             "no node in the store has a probe endpoint" if specs else "the store has no nodes",
@@ -133,15 +133,26 @@ def _trust(trust: list[Path] | None, trust_only: list[Path] | None, system: bool
     from certfleet.trust import load_trust
 
     store = load_trust(read_inputs(trust or []), read_inputs(trust_only or []), system=system)
-    if nodes and not trust_only:
-        # the roots the store was told to trust (a private CA) are what its nodes chain to
-        from certfleet.store import Store
-
-        with Store.open() as opened:
-            anchors = [a.cert for a in opened.trust_anchors()]
-        if anchors:
-            store = store.plus(anchors, source=f"{store.source} + the store's roots")
+    if trust_only:
+        return store
+    # the roots the store was told to trust (a private CA) are what its nodes chain to, whether
+    # they are checked with --nodes or by name; without a store, only --nodes needs one
+    anchors = _store_anchors(required=nodes)
+    if anchors:
+        store = store.plus(anchors, source=f"{store.source} + the store's roots")
     return store
+
+
+def _store_anchors(*, required: bool) -> list[x509.Certificate]:
+    from certfleet.store import Store
+
+    try:
+        with Store.open() as opened:
+            return [a.cert for a in opened.trust_anchors()]
+    except StoreError:
+        if required:
+            raise
+        return []
 
 
 def _status(endpoint: EndpointReport, fail_on: Severity) -> str:
@@ -175,7 +186,7 @@ def _render(report: CheckReport, fail_on: Severity, *, show_all: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from certfleet.cli._render import problem_list
+    from certfleet.cli._render import chain_tree, problem_list
 
     now = report.checked_at
     # a healthy fleet of hundreds is a wall of "ok": past a screenful, list only what needs a look
@@ -205,9 +216,16 @@ def _render(report: CheckReport, fail_on: Severity, *, show_all: bool) -> None:
         table.add_row(*row)
     if listed:
         console.print(table)
+    # a few endpoints: each one's chain as sent and its cipher, as for one certificate
+    detailed = len(listed) <= _DETAIL_UP_TO
     for endpoint in listed:
-        if endpoint.problems:
+        if endpoint.problems or (detailed and endpoint.chain):
             console.print(Text(f"\n{endpoint.target.label or endpoint.target}  ({endpoint.name})", style="bold"))
+        if detailed and endpoint.chain:
+            console.print(chain_tree(endpoint.chain, None, now=now, label="chain as sent", rooted=endpoint.verified))
+            protocol = endpoint.probe.tls_version or "-"
+            console.print(Text(f"{protocol}, cipher {endpoint.probe.cipher or '-'}"), highlight=False)
+        if endpoint.problems:
             console.print(problem_list(endpoint.problems))
     counts = report.counts()
     failing = len(report.failed(fail_on))
@@ -262,7 +280,7 @@ def check_command(  # noqa: PLR0917 (Typer turns each parameter into an option)
     deadline: Annotated[
         float | None, typer.Option("--deadline", min=0.1, help="Seconds for the whole run; the rest time out.")
     ] = None,
-    expiring_days: ExpiringOpt = 30,
+    expiring_days: ExpiringOpt = EXPIRING_DAYS,
     fail_on: Annotated[
         FailOn, typer.Option("--fail-on", case_sensitive=False, help="Exit 1 on errors only, or on warnings too.")
     ] = FailOn.ERROR,
@@ -317,6 +335,29 @@ def _round_line(report: CheckReport) -> str:
     )
 
 
+def _fleet_status(
+    lineage: str | None, trust: TrustStore, *, timeout: float, expiring_days: int
+) -> Callable[[CheckReport], Awaitable[StatusReport]]:
+    """The fleet's status from a round of `watch --nodes`: what `certfleet status` says, from the
+    endpoints the round checked."""
+    from certfleet.fleet.status import status
+    from certfleet.store import Store
+
+    async def fleet(report: CheckReport) -> StatusReport:
+        with Store.open() as store:
+            return await status(
+                store,
+                now=report.checked_at,
+                lineage=lineage,
+                timeout=timeout,
+                trust=trust,
+                expiring_days=expiring_days,
+                reuse=report,
+            )
+
+    return fleet
+
+
 @app.command("watch")
 def watch_command(  # noqa: PLR0917 (Typer turns each parameter into an option)
     targets: TargetsArg = None,
@@ -330,7 +371,7 @@ def watch_command(  # noqa: PLR0917 (Typer turns each parameter into an option)
     system_trust: SystemTrustOpt = False,
     timeout: TimeoutOpt = 5.0,
     concurrency: ConcurrencyOpt = 200,
-    expiring_days: ExpiringOpt = 30,
+    expiring_days: ExpiringOpt = EXPIRING_DAYS,
     interval: Annotated[
         float, typer.Option("--interval", min=1, max=86_400, help="Seconds from the start of one round to the next.")
     ] = 300,
@@ -391,6 +432,7 @@ def watch_command(  # noqa: PLR0917 (Typer turns each parameter into an option)
         expiring_days=expiring_days,
         on_round=lambda report: console_err.print(_round_line(report), highlight=False),
         on_error=lambda exc: console_err.print(f"[bold red]round failed:[/] {exc}", highlight=False),
+        status=_fleet_status(lineage, store, timeout=timeout, expiring_days=expiring_days) if nodes else None,
     )
     if not once:
         run_async(watcher.run())

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from certfleet.cli import state
 from certfleet.cli._inputs import MAX_INPUT_BYTES, PASSWORD_ENV, passwords, read_inputs
+from certfleet.cli._state import state
 
 if TYPE_CHECKING:
     from certfleet.store import Store
@@ -72,15 +72,43 @@ LineageArg = Annotated[str, typer.Argument(help="The lineage: one named certific
 
 
 def open_store() -> Store:
-    """The store of this machine, opened (a context manager)."""
+    """The store of this machine, opened (a context manager). A deploy whose last write failed
+    left its results in a recovery file: they are recorded first."""
     from certfleet.store import Store
 
-    return Store.open()
+    store = Store.open()
+    _record_recovered(store)
+    return store
+
+
+def _record_recovered(store: Store) -> None:
+    from certfleet.errors import CertfleetError
+    from certfleet.fleet.recovery import record_recovered, recovery_folders
+
+    if not any(folder.is_dir() for folder in recovery_folders(store.home)):
+        return
+    try:
+        for found in record_recovered(store):
+            console_err.print(
+                f"recorded deployment #{found.deployment} of {found.lineage} from {found.path} "
+                "(the deploy could not record its end itself)",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+    except CertfleetError as exc:
+        console_err.print(
+            f"warning: a deploy's results wait in a recovery file; the store cannot take them yet: {exc}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def write_json(payload: Any) -> None:
     """Print ``payload`` as indented JSON; what is not JSON (dates, paths) as its ``str()``."""
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    state.wrote_json = True
 
 
 def emit(result: Any, as_json: bool, render: Callable[[Any], None]) -> None:

@@ -1,6 +1,8 @@
-"""The certfleet console: an HTTPS panel and JSON API over the store, and client deployment links."""
+"""The certfleet console: an HTTPS panel and JSON API over the store, and client deployment links.
 
-from certfleet.console.app import ConsoleSettings, create_app
-from certfleet.console.server import ServeOptions, run
-
-__all__ = ["ConsoleSettings", "ServeOptions", "create_app", "run"]
+Layers, each importing only those before it: ``settings``; ``services/`` (what the console does,
+over the store and the library: accounts, clients, the fleet, imports, deploy jobs, status);
+``core`` (the services of one application); ``deps`` (typed request dependencies), ``templating``,
+``middleware``; ``routes/`` (public, pages, api, metrics); ``app`` (builds the application);
+``server`` (``certfleet serve``). This file imports none of them.
+"""

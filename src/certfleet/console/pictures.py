@@ -5,19 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from xml.sax.saxutils import escape
 
 from markupsafe import Markup
 
-__all__ = ["ChainBox", "Health", "chain_svg", "timeline_svg"]
+from certfleet.fleet.health import Health
+from certfleet.problems import EXPIRING_DAYS
 
-
-class Health(StrEnum):
-    GOOD = "good"
-    WARN = "warn"
-    BAD = "bad"
-    NONE = "none"
+__all__ = ["ChainBox", "chain_svg", "timeline_svg"]
 
 
 _FILL = {Health.GOOD: "#1f7a3a", Health.WARN: "#b26a00", Health.BAD: "#b3261e", Health.NONE: "#6b7280"}
@@ -33,7 +28,7 @@ def timeline_svg(
     not_after: dt.datetime,
     now: dt.datetime,
     *,
-    warn_days: int = 30,
+    warn_days: int = EXPIRING_DAYS,
     width: int = 420,
 ) -> Markup:
     """The validity period as a bar, the part already used shaded, and a marker for today."""

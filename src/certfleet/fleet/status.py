@@ -1,35 +1,71 @@
-"""What each lineage's nodes really serve, and what happened to them: ``status`` and ``history``."""
+"""What each lineage's nodes really serve, and what happened to them: ``status`` and ``history``.
+
+``status`` is the one fleet status: the CLI's ``status``, the console's dashboard, its API and its
+``/metrics`` all read it. Each node's probe endpoint is checked as ``certfleet check`` checks it
+(:func:`certfleet.check.check`: the chain as served, verified without fetching, and linted), so a
+node that serves the active leaf without its intermediate is reported as a strict client sees it.
+
+A node whose last deployment did not end well (interrupted, failed, rolled back) is also asked
+what it has live (:mod:`certfleet.fleet.live`): after a killed deploy its ``live`` may point at a
+version that was never tested, reloaded or probed there, and only the node can tell.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from certfleet.certinfo import fingerprint
+from certfleet.certinfo import CertInfo
+from certfleet.check import DEFAULT_TIMEOUT, CheckReport, EndpointReport, check
 from certfleet.endpoint import Endpoint
+from certfleet.errors import CertfleetError
+from certfleet.findings import expiring_problem, validity_problem
+from certfleet.fleet.health import (
+    Health,
+    VersionHealth,
+    health_of,
+    served_problems,
+    unique_problems,
+    version_health,
+)
+from certfleet.fleet.live import LiveState, read_live, version_of_folder
 from certfleet.fleet.model import NodeSpec, Outcome
-from certfleet.problems import Problem, ProblemCode, Severity
-from certfleet.store import DeploymentRecord, LineageRecord, Store, VersionRecord, VersionState
+from certfleet.fleet.nodes import lineage_names
+from certfleet.probe import StartTLS
+from certfleet.problems import EXPIRING_DAYS, Problem, ProblemCode, Severity, worst
+from certfleet.store import (
+    DeploymentRecord,
+    DeploymentState,
+    LineageRecord,
+    NodeResult,
+    Store,
+    VersionRecord,
+    VersionState,
+)
+from certfleet.trust import TrustStore
 
 __all__ = [
     "EXPIRING_DAYS",
+    "Checked",
+    "Checker",
     "HistoryReport",
     "LineageStatus",
     "NodeStatus",
+    "ProbeTargets",
     "Serving",
     "StatusReport",
     "history",
+    "probe_targets",
     "serving_of",
     "status",
 ]
 
-EXPIRING_DAYS = 30
-_PROBE_CONCURRENCY = 16
+PROBE_CONCURRENCY = 32
 
 
 class Serving(StrEnum):
@@ -41,54 +77,149 @@ class Serving(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Checked:
+    """An endpoint's report and when it was made (a cache may hand out an earlier one)."""
+
+    report: EndpointReport
+    at: dt.datetime
+
+
+# Checks endpoints and answers in the same order: ``check.check`` by default; the console adds a
+# short cache in front of it.
+Checker = Callable[[Sequence[Endpoint]], Awaitable[Sequence[Checked]]]
+
+
+@dataclass(frozen=True, slots=True)
 class NodeStatus:
+    """One node of a lineage: what it serves now, as a strict client judges it, and its last deployment."""
+
     node: str
+    lineage: str
     probe: str | None
     serving: Serving
     served_fingerprint: str | None = None
     served_version: int | None = None
-    last_outcome: Outcome | None = None
+    report: EndpointReport | None = None  # the endpoint as ``certfleet check`` reports it; None: not probed
+    checked_at: dt.datetime | None = None
+    last: NodeResult | None = None  # the node's result in the lineage's last deployment to it
     last_version: int | None = None
-    last_failed_step: str | None = None
-    last_deployed_at: dt.datetime | None = None
-    problems: tuple[Problem, ...] = ()
+    problems: tuple[Problem, ...] = ()  # the endpoint's, names the served leaf misses, an older version served
+    last_deployment: int | None = None
+    last_state: DeploymentState | None = None  # of the last deployment: interrupted means never finished
+    live: LiveState | None = None  # read from the node when its last deployment did not end well
+    live_versions: tuple[int | None, ...] = ()  # the lineage's version each target's live holds
+    live_proven: bool | None = None  # False: live points at a version no deploy proved on this node
+
+    @property
+    def served(self) -> CertInfo | None:
+        return self.report.chain[0] if self.report is not None and self.report.chain else None
+
+    @property
+    def last_outcome(self) -> Outcome | None:
+        return self.last.outcome if self.last is not None else None
+
+    @property
+    def last_failed_step(self) -> str | None:
+        return self.last.failed_step if self.last is not None else None
+
+    @property
+    def last_deployed_at(self) -> dt.datetime | None:
+        return self.last.finished_at if self.last is not None else None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.last_outcome is Outcome.INTERRUPTED
+
+    @property
+    def settled(self) -> bool:
+        """No deploy was left half way here, and live points at nothing a deploy did not prove."""
+        return not self.interrupted and self.live_proven is not False
+
+    @property
+    def health(self) -> Health:
+        if not self.settled:
+            return Health.BAD
+        if self.serving is Serving.NOT_PROBED:
+            return Health.NONE
+        if self.report is None or not self.report.ok:  # down, or a strict client refuses what it serves
+            return Health.BAD
+        return health_of(self.problems)  # an older version or another certificate served is an error
 
     @property
     def ok(self) -> bool:
-        return self.serving in (Serving.ACTIVE, Serving.NOT_PROBED)
+        """Settled, and serves the active version and a strict client accepts it (or is not probed)."""
+        return self.health is not Health.BAD
 
     def to_dict(self) -> dict[str, Any]:
+        served = self.served
         return {
             "node": self.node,
+            "lineage": self.lineage,
             "probe": self.probe,
             "serving": self.serving.value,
+            "health": self.health.value,
+            "ok": self.ok,
             "served_fingerprint": self.served_fingerprint,
             "served_version": self.served_version,
+            "served": served.to_dict() if served is not None else None,
+            "check": self.report.to_dict() if self.report is not None else None,
+            "checked_at": self.checked_at.isoformat() if self.checked_at else None,
             "last_deployment": None
-            if self.last_outcome is None
+            if self.last is None
             else {
-                "outcome": self.last_outcome.value,
+                **self.last.to_dict(),
+                "id": self.last_deployment,
+                "state": self.last_state.value if self.last_state else None,
                 "version": self.last_version,
-                "failed_step": self.last_failed_step,
-                "finished_at": self.last_deployed_at.isoformat() if self.last_deployed_at else None,
             },
-            "ok": self.ok,
+            "live": None
+            if self.live is None
+            else {**self.live.to_dict(), "versions": list(self.live_versions), "proven": self.live_proven},
             "problems": [p.to_dict() for p in self.problems],
         }
 
 
 @dataclass(frozen=True, slots=True)
 class LineageStatus:
-    name: str
-    active: VersionRecord | None
+    record: LineageRecord
+    required: tuple[str, ...]  # every name the lineage's certificate must cover
+    chain: VersionHealth | None  # the active version as a strict client judges it; None: no certificate
     days_left: int | None
-    pending: int  # versions waiting for the CA
+    waiting: tuple[VersionRecord, ...]  # versions waiting for the CA, oldest first
     nodes: tuple[NodeStatus, ...]
-    problems: tuple[Problem, ...]
+    problems: tuple[Problem, ...]  # the active version's expiry
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def active(self) -> VersionRecord | None:
+        return self.record.active
+
+    @property
+    def pending(self) -> int:
+        return len(self.waiting)
 
     @property
     def ok(self) -> bool:
-        return all(n.ok for n in self.nodes) and not any(p.severity is Severity.ERROR for p in self.problems)
+        """Every node is ok and the active version has neither expired nor not begun.
+
+        The stored chain's own verdict (``chain``) is not counted: nodes that serve it are
+        verified as served, so a chain a client refuses makes them fail.
+        """
+        return all(n.ok for n in self.nodes) and worst(self.problems) is not Severity.ERROR
+
+    @property
+    def all_problems(self) -> tuple[Problem, ...]:
+        """The lineage's problems and those of its active chain, each once."""
+        return unique_problems((*self.problems, *(self.chain.problems if self.chain is not None else ())))
+
+    @property
+    def health(self) -> Health:
+        if self.chain is None:
+            return Health.NONE
+        return health_of(self.all_problems, valid=self.chain.valid)
 
     def to_dict(self) -> dict[str, Any]:
         active = self.active
@@ -104,6 +235,9 @@ class LineageStatus:
                 "days_left": self.days_left,
             },
             "pending": self.pending,
+            "required_names": list(self.required),
+            "health": self.health.value,
+            "chain": self.chain.to_dict() if self.chain is not None else None,
             "nodes": [n.to_dict() for n in self.nodes],
             "problems": [p.to_dict() for p in self.problems],
             "ok": self.ok,
@@ -129,18 +263,26 @@ class StatusReport:
         }
 
 
-async def _probe_all(nodes: Sequence[NodeSpec], timeout: float) -> dict[str, Any]:
-    from certfleet.probe import probe
+@dataclass(frozen=True, slots=True)
+class ProbeTargets:
+    endpoints: Mapping[str, Endpoint]  # node name -> where it is probed
+    skipped: tuple[str, ...]  # nodes without a probe endpoint
 
-    gate = asyncio.Semaphore(_PROBE_CONCURRENCY)
 
-    async def one(target: Endpoint) -> tuple[str, Any]:
-        async with gate:
-            served = await probe(target.host, target.port, server_name=target.server_name, timeout=timeout)
-            return target.label or "", served
-
-    pairs = await asyncio.gather(*(one(e) for e in map(NodeSpec.endpoint, nodes) if e is not None))
-    return dict(pairs)
+def probe_targets(nodes: Iterable[NodeSpec], *, starttls: StartTLS | None = None) -> ProbeTargets:
+    """Where each node is probed (its probe endpoint, asked for its first DNS name), once per node:
+    what ``status``, ``check --nodes`` and ``watch --nodes`` check."""
+    endpoints: dict[str, Endpoint] = {}
+    skipped: list[str] = []
+    for node in nodes:
+        if node.name in endpoints or node.name in skipped:
+            continue
+        endpoint = node.endpoint(starttls)
+        if endpoint is None:
+            skipped.append(node.name)
+        else:
+            endpoints[node.name] = endpoint
+    return ProbeTargets(endpoints, tuple(skipped))
 
 
 def serving_of(served: str | None, active: str | None, versions: Collection[str | None]) -> Serving:
@@ -153,31 +295,46 @@ def serving_of(served: str | None, active: str | None, versions: Collection[str 
     return Serving.OLDER if served in versions else Serving.OTHER
 
 
-def _expiry_problems(active: VersionRecord | None, now: dt.datetime) -> list[Problem]:
-    if active is None or active.not_after is None:
-        return []
-    days = (active.not_after - now).days
-    if active.not_after <= now:
-        return [
-            Problem(
-                ProblemCode.EXPIRED,
-                Severity.ERROR,
-                f"the active certificate expired on {active.not_after:%Y-%m-%d}",
-                f"renew: `certfleet request {active.lineage}`, then import and deploy",
-                active.fingerprint,
-            )
-        ]
-    if days < EXPIRING_DAYS:
-        return [
-            Problem(
-                ProblemCode.EXPIRING_SOON,
-                Severity.WARNING,
-                f"the active certificate expires in {days} days ({active.not_after:%Y-%m-%d})",
-                f"renew: `certfleet request {active.lineage}`, then import and deploy",
-                active.fingerprint,
-            )
-        ]
-    return []
+def _expiry_problems(active: VersionRecord | None, now: dt.datetime, expiring_days: int) -> tuple[Problem, ...]:
+    if active is None or active.leaf is None:
+        return ()
+    found = validity_problem(active.leaf, now) or expiring_problem(active.leaf, now, expiring_days)
+    if found is None:
+        return ()
+    return (dataclasses.replace(found, hint=f"renew: `certfleet request {active.lineage}`, then import and deploy"),)
+
+
+def _checker(trust: TrustStore, now: dt.datetime, timeout: float, expiring_days: int) -> Checker:
+    async def run(endpoints: Sequence[Endpoint]) -> list[Checked]:
+        report = await check(
+            endpoints,
+            trust=trust,
+            timeout=timeout,
+            now=now,
+            expiring_days=expiring_days,
+            concurrency=PROBE_CONCURRENCY,
+        )
+        return [Checked(r, report.checked_at) for r in report.endpoints]
+
+    return run
+
+
+def _reusing(report: CheckReport, fallback: Checker) -> Checker:
+    """A checker that answers from ``report`` (a round of ``watch`` that checked the nodes' endpoints
+    already) and asks ``fallback`` only for an endpoint the report lacks."""
+    known: dict[tuple[str, int, str | None], EndpointReport] = {}
+    for found in report.endpoints:
+        known.setdefault((found.target.host, found.target.port, found.target.name), found)
+
+    async def run(endpoints: Sequence[Endpoint]) -> list[Checked]:
+        keys = [(e.host, e.port, e.name) for e in endpoints]
+        missing = [e for e, k in zip(endpoints, keys, strict=True) if k not in known]
+        extra: dict[tuple[str, int, str | None], Checked] = {}
+        if missing:
+            extra = dict(zip([(e.host, e.port, e.name) for e in missing], await fallback(missing), strict=True))
+        return [Checked(known[k], report.checked_at) if k in known else extra[k] for k in keys]
+
+    return run
 
 
 async def status(
@@ -186,64 +343,178 @@ async def status(
     now: dt.datetime,
     lineage: str | None = None,
     probe: bool = True,
-    timeout: float = 5.0,
+    timeout: float = DEFAULT_TIMEOUT,
+    trust: TrustStore | None = None,
+    expiring_days: int = EXPIRING_DAYS,
+    checker: Checker | None = None,
+    reuse: CheckReport | None = None,
 ) -> StatusReport:
-    """Per lineage: the active version and days left; per node: the last deployment and, probed
-    live, which version it really serves."""
+    """Per lineage: the active version, days left and its chain as a strict client judges it; per
+    node: the last deployment and, probed live and checked as ``certfleet check`` does, which
+    version it really serves and whether a strict client accepts it.
+
+    ``trust`` defaults to Mozilla's roots and the store's anchors; ``checker`` to
+    :func:`certfleet.check.check` with ``timeout``, ``trust`` and ``now``. An endpoint that
+    ``reuse`` (a check of the same endpoints, as a round of ``watch --nodes`` made) reports is not
+    probed again.
+    """
+    if trust is None:
+        from certfleet.fleet.lineage import trust_for
+
+        trust = trust_for(store)
     records = [store.lineage(lineage)] if lineage is not None else store.lineages()
     members = {r.name: store.nodes(r.name) for r in records}
+    lasts = {r.name: store.last_results(r.name) for r in records}
     unique = {n.name: n for nodes in members.values() for n in nodes}
-    probed = await _probe_all(list(unique.values()), timeout) if probe else {}
-    out: list[LineageStatus] = []
-    for record in records:
-        versions = store.versions(record.name)
-        by_fp = {v.fingerprint: v for v in versions if v.fingerprint}
-        active = record.active
-        last = store.last_results(record.name)
-        nodes: list[NodeStatus] = []
-        for node in members[record.name]:
-            dep_result = last.get(node.name)
-            dep: DeploymentRecord | None = dep_result[0] if dep_result else None
-            result = dep_result[1] if dep_result else None
-            serving, served_fp, served_version = Serving.NOT_PROBED, None, None
-            problems: tuple[Problem, ...] = ()
-            seen = probed.get(node.name)
-            if seen is not None:
-                problems = tuple(dataclasses.replace(p, message=f"{node.name}: {p.message}") for p in seen.problems)
-                served_fp = fingerprint(seen.chain[0]) if seen.ok and seen.chain else None
-                serving = serving_of(served_fp, active.fingerprint if active is not None else None, by_fp)
-                match = by_fp.get(served_fp) if served_fp is not None else None
-                served_version = match.number if match else None
-                if serving not in (Serving.ACTIVE, Serving.UNREACHABLE):
-                    problems += (_serving_problem(node, serving, served_version, active),)
-            nodes.append(
-                NodeStatus(
-                    node=node.name,
-                    probe=node.probe,
-                    serving=serving,
-                    served_fingerprint=served_fp,
-                    served_version=served_version,
-                    last_outcome=result.outcome if result else None,
-                    last_version=dep.version if dep else None,
-                    last_failed_step=result.failed_step if result else None,
-                    last_deployed_at=result.finished_at if result else None,
-                    problems=problems,
-                )
-            )
-        out.append(
-            LineageStatus(
-                name=record.name,
-                active=active,
-                days_left=active.days_left(now) if active is not None else None,
-                pending=sum(v.state is VersionState.PENDING for v in versions),
-                nodes=tuple(nodes),
-                problems=tuple(_expiry_problems(active, now)),
-            )
+    unsettled = [
+        unique[name]
+        for last in lasts.values()
+        for name, (_, result) in last.items()
+        if name in unique and result.outcome in _UNSETTLED
+    ]
+    checked: dict[str, Checked] = {}
+    lives: dict[str, LiveState] = {}
+    if probe:
+        targets = probe_targets(n for n in unique.values() if _probe_readable(n))
+        run = checker or _checker(trust, now, timeout, expiring_days)
+        if reuse is not None:
+            run = _reusing(reuse, run)
+        names = list(targets.endpoints)
+        checking = run([targets.endpoints[n] for n in names]) if names else _no_checks()
+        reports, lives = await asyncio.gather(checking, read_live(unsettled, timeout=max(timeout, 5.0) * 3))
+        checked = dict(zip(names, reports, strict=True))
+    out = [
+        _lineage_status(
+            store,
+            record,
+            members[record.name],
+            checked,
+            last=lasts[record.name],
+            lives=lives,
+            trust=trust,
+            now=now,
+            expiring_days=expiring_days,
         )
+        for record in records
+    ]
     return StatusReport(checked_at=now, probed=probe, lineages=tuple(out))
 
 
-def _serving_problem(node: NodeSpec, serving: Serving, version: int | None, active: VersionRecord | None) -> Problem:
+async def _no_checks() -> Sequence[Checked]:
+    return ()
+
+
+def _probe_readable(node: NodeSpec) -> bool:
+    # a probe the store holds was checked when it was set; one that no longer parses is not probed
+    try:
+        node.endpoint()
+    except CertfleetError:
+        return False
+    return True
+
+
+def _lineage_status(
+    store: Store,
+    record: LineageRecord,
+    nodes: Sequence[NodeSpec],
+    checked: Mapping[str, Checked],
+    *,
+    last: Mapping[str, tuple[DeploymentRecord, NodeResult]],
+    lives: Mapping[str, LiveState],
+    trust: TrustStore,
+    now: dt.datetime,
+    expiring_days: int,
+) -> LineageStatus:
+    versions = store.versions(record.name)
+    by_fp = {v.fingerprint: v for v in versions if v.fingerprint}
+    active = record.active
+    required = lineage_names(record, nodes)
+    chain = None
+    if active is not None and active.leaf is not None:
+        chain = version_health(
+            active.leaf, active.chain, trust=trust, now=now, required=required, expiring_days=expiring_days
+        )
+    proven = _proven(store, record.name) if any(n.name in lives for n in nodes) else {}
+    return LineageStatus(
+        record=record,
+        required=required,
+        chain=chain,
+        days_left=active.days_left(now) if active is not None else None,
+        waiting=tuple(v for v in versions if v.state is VersionState.PENDING),
+        nodes=tuple(
+            _node_status(
+                node,
+                record,
+                checked.get(node.name),
+                by_fp,
+                last=last.get(node.name),
+                live=lives.get(node.name),
+                proven=proven,
+            )
+            for node in nodes
+        ),
+        problems=_expiry_problems(active, now, expiring_days),
+    )
+
+
+def _node_status(
+    node: NodeSpec,
+    record: LineageRecord,
+    seen: Checked | None,
+    versions: Mapping[str, VersionRecord],
+    *,
+    last: tuple[DeploymentRecord, NodeResult] | None,
+    live: LiveState | None,
+    proven: Mapping[str, set[int]],
+) -> NodeStatus:
+    deployment, result = last if last is not None else (None, None)
+    base = NodeStatus(
+        node=node.name,
+        lineage=record.name,
+        probe=node.probe,
+        serving=Serving.NOT_PROBED,
+        last=result,
+        last_version=deployment.version if deployment is not None else None,
+        last_deployment=deployment.id if deployment is not None else None,
+        last_state=deployment.state if deployment is not None else None,
+    )
+    if live is not None:
+        live_versions: tuple[int | None, ...] = ()
+        live_proven: bool | None = None
+        if live.error is None:
+            numbers = {fp: v.number for fp, v in versions.items()}
+            live_versions = tuple(version_of_folder(t, numbers) for t in live.targets)
+            live_proven = all(
+                t is None or v in proven.get(node.name, ()) for t, v in zip(live.targets, live_versions, strict=True)
+            )
+        base = dataclasses.replace(base, live=live, live_versions=live_versions, live_proven=live_proven)
+    if seen is not None:
+        report = seen.report
+        served_fp = report.chain[0].sha256 if report.probe.ok and report.chain else None
+        active = record.active
+        serving = serving_of(served_fp, active.fingerprint if active is not None else None, versions)
+        match = versions.get(served_fp) if served_fp is not None else None
+        found = tuple(
+            dataclasses.replace(p, message=f"{node.name}: {p.message}")
+            for p in (*report.problems, *served_problems(report, node.names))
+        )
+        if serving in (Serving.OLDER, Serving.OTHER):
+            found += (_serving_problem(record.name, node, serving, match.number if match else None, active),)
+        base = dataclasses.replace(
+            base,
+            serving=serving,
+            served_fingerprint=served_fp,
+            served_version=match.number if match else None,
+            report=report,
+            checked_at=seen.at,
+            problems=found,
+        )
+    return dataclasses.replace(base, problems=base.problems + _settle_problems(record.name, base))
+
+
+def _serving_problem(
+    lineage: str, node: NodeSpec, serving: Serving, version: int | None, active: VersionRecord | None
+) -> Problem:
     if serving is Serving.OLDER:
         what = f"version {version}, not the active version {active.number if active else '-'}"
     else:
@@ -252,9 +523,75 @@ def _serving_problem(node: NodeSpec, serving: Serving, version: int | None, acti
         ProblemCode.SERVES_OTHER_CERTIFICATE,
         Severity.ERROR,
         f"{node.name} serves {what}",
-        "deploy the active version: `certfleet deploy LINEAGE`",
+        f"deploy the active version: `certfleet deploy {lineage}`",
         node.name,
     )
+
+
+# the last result of a node that may have left it half way: its live files are read back
+_UNSETTLED = frozenset({Outcome.INTERRUPTED, Outcome.FAILED, Outcome.ROLLED_BACK})
+
+
+
+def _proven(store: Store, lineage: str) -> dict[str, set[int]]:
+    """By node: the versions a deploy proved there (deployed or verified, to the end)."""
+    out: dict[str, set[int]] = {}
+    for dep in store.deployments(lineage, limit=500):
+        for r in dep.results:
+            if r.outcome in (Outcome.OK, Outcome.UNCHANGED):
+                out.setdefault(r.node, set()).add(dep.version)
+    return out
+
+
+def _live_text(n: NodeStatus) -> str:
+    if n.live is None:
+        return "not read"
+    if n.live.error is not None:
+        return f"cannot be read ({n.live.error})"
+    shown = [
+        "nothing" if t is None else f"version {v}" if v is not None else f"{t} (not a version of the lineage)"
+        for t, v in zip(n.live.targets, n.live_versions, strict=True)
+    ]
+    return ", ".join(dict.fromkeys(shown)) or "no target"
+
+
+def _unproven(n: NodeStatus) -> str:
+    return ", which no deploy proved on this node" if n.live_proven is False else ""
+
+
+def _settle_problems(lineage: str, n: NodeStatus) -> tuple[Problem, ...]:
+    """What a deploy that never finished, or a live pointer nobody proved, leaves to do."""
+    out: list[Problem] = []
+    if n.served_version is not None:
+        serves = f"the node serves version {n.served_version}"
+    elif n.serving is Serving.NOT_PROBED:
+        serves = "what it serves is not probed"
+    elif n.serving is Serving.UNREACHABLE:
+        serves = "its endpoint does not answer"
+    else:
+        serves = "the node serves a certificate that is not one of the lineage's versions"
+    if n.interrupted:
+        out.append(
+            Problem(
+                ProblemCode.INTERRUPTED,
+                Severity.ERROR,
+                f"{n.node}: deployment #{n.last_deployment} of version {n.last_version} never finished here; "
+                f"live points at {_live_text(n)}{_unproven(n)}; {serves}",
+                f"finish it with `certfleet deploy {lineage}`, or go back with `certfleet rollback {lineage}`",
+                n.node,
+            )
+        )
+    elif n.live_proven is False:
+        out.append(
+            Problem(
+                ProblemCode.UNPROVEN,
+                Severity.ERROR,
+                f"{n.node}: live points at {_live_text(n)}{_unproven(n)}; {serves}",
+                f"`certfleet deploy {lineage}` tests, reloads and probes the active version there",
+                n.node,
+            )
+        )
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import getpass
 import json
 import os
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from certfleet.clock import utc_now
 from certfleet.errors import InputError, StoreError
 from certfleet.fleet.model import NodeSpec, TargetSpec
 from certfleet.keys import public_key_id
@@ -48,10 +48,6 @@ MAX_OUTPUT = 64 * 1024  # characters of a failing step's output kept in the hist
 MAX_ACTOR = 128
 MAX_DETAIL = 16 * 1024
 _SECRET_KEY = re.compile(r"pass|secret|token|private", re.IGNORECASE)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _default_actor() -> str:
@@ -207,7 +203,12 @@ class StoreBase:
         plain = _redacted(json.loads(json.dumps(detail, default=str)))
         if len(json.dumps(plain)) > MAX_DETAIL:
             plain = {"truncated": True}
-        return {"at": _now(), "actor": (actor or self.actor)[:MAX_ACTOR], "action": str(action)[:64], "detail": plain}
+        return {
+            "at": utc_now(),
+            "actor": (actor or self.actor)[:MAX_ACTOR],
+            "action": str(action)[:64],
+            "detail": plain,
+        }
 
     @retried
     def audit_log(self, *, limit: int = 100, action: str | None = None) -> list[AuditEntry]:
@@ -244,7 +245,7 @@ class StoreBase:
         if not create:
             raise InputError(f"no lineage named {name[:80]!r}", hint="`certfleet status` lists the lineages")
         check_name("lineage", name)
-        now = _now()
+        now = utc_now()
         row = LineageRow(name=name, key_spec=DEFAULT_KEY_SPEC, subject=None, names=[], created_at=now, updated_at=now)
         s.add(row)
         s.flush()
@@ -268,6 +269,7 @@ class StoreBase:
             not_after=row.not_after,
             issued_at=row.issued_at,
             active=row.id == active_id,
+            withdrawn_at=row.withdrawn_at,
         )
 
     def _lineage_record(self, row: LineageRow) -> LineageRecord:

@@ -340,8 +340,8 @@ class Database:
             return StoreBusyError(_BUSY, hint=f"wait for the other certfleet to finish, or raise {BUSY_ENV} (seconds)")
         if self.lost(exc) and not self.reached:
             return StoreError(
-                f"cannot reach the store's database at {shown_url(self.url)}: {_first_line(exc)}",
-                hint=f"check {URL_ENV} and that the database server runs",
+                f"cannot reach the store's database server at {shown_url(self.url)}: {_first_line(exc)}",
+                hint=f"check that PostgreSQL runs and accepts connections at the address in {URL_ENV}",
             )
         if self.lost(exc):
             return ConnectionLost(
@@ -350,9 +350,53 @@ class Database:
             )
         if isinstance(exc, IntegrityError):
             return StoreError(f"the store refused a change: {exc.orig}", hint="run again with --debug and report it")
-        return StoreError(
-            f"the store cannot be used: {exc.orig}", hint="check the certfleet home and its database (restore a backup)"
-        )
+        said = str(exc.orig).strip()
+        lowered = said.lower()
+        for needles, what, hint in _FAULTS:
+            if any(n in lowered for n in needles):
+                return StoreError(f"{what} ({said.splitlines()[0] if said else type(exc.orig).__name__})", hint=hint)
+        return StoreError(f"the store cannot be used: {said}", hint="check the certfleet home and its database")
+
+
+# what the database said, and what the fault is: a hint that names it (a full disk is not a
+# damaged store, and a server that refuses connections needs no backup)
+_FAULTS = (
+    (
+        ("disk is full", "no space left", "could not extend file", "disk full"),
+        "the store cannot be written: the disk is full",
+        "free space on the filesystem that holds the store (ENOSPC), then run the command again",
+    ),
+    (
+        ("readonly database", "read-only file system", "read-only transaction"),
+        "the store cannot be written: it is read-only",
+        "make the certfleet home and its database writable by this user",
+    ),
+    (
+        ("connection refused", "could not connect", "connection to server", "name or service not known"),
+        "cannot reach the store's database server",
+        f"check that PostgreSQL runs and accepts connections at the address in {URL_ENV}",
+    ),
+    (
+        ("password authentication failed", "no pg_hba.conf entry", "permission denied"),
+        "the store's database refused this user",
+        f"check the user and password in {URL_ENV} and what the database grants them",
+    ),
+    (
+        ("unable to open database file",),
+        "the store's database cannot be opened",
+        "check that the certfleet home exists and that this user may read and write it",
+    ),
+    (
+        ("disk i/o error",),
+        "the store's disk failed a read or write",
+        "check the disk that holds the certfleet home (dmesg); the store itself may be fine",
+    ),
+    (
+        ("file is not a database", "malformed"),
+        "the store cannot be used",
+        "the database file is damaged: restore the certfleet home from a backup",
+    ),
+)
 
 
 def _is_busy(exc: DBAPIError) -> bool:

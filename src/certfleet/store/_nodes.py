@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from certfleet.clock import utc_now
 from certfleet.errors import InputError
 from certfleet.fleet.model import NodeSpec
 from certfleet.store._base import (
@@ -15,7 +16,6 @@ from certfleet.store._base import (
     MAX_TARGETS,
     StoreBase,
     _check_text,
-    _now,
     check_name,
 )
 from certfleet.store._engine import retried
@@ -78,7 +78,7 @@ class NodesMixin(StoreBase):
                     f"node {spec.name} exists",
                     hint="`certfleet node remove` it first, or change it with `certfleet apply`",
                 )
-            now = _now()
+            now = utc_now()
             row = NodeRow(name=spec.name, created_at=now, updated_at=now)
             self._fill_node(row, spec)
             s.add(row)
@@ -86,7 +86,7 @@ class NodesMixin(StoreBase):
             if lineage is not None:
                 lin = self._lineage_row(s, lineage, create=True)
                 lin.nodes.append(row)
-                lin.updated_at = _now()
+                lin.updated_at = utc_now()
                 self._audit(s, AuditAction.LINEAGE_ATTACH, {"lineage": lineage, "node": spec.name})
         return spec
 
@@ -96,7 +96,7 @@ class NodesMixin(StoreBase):
         self._check_node(spec)
         with self._db.session(write=True) as s:
             row = s.scalar(select(NodeRow).where(NodeRow.name == spec.name).options(selectinload(NodeRow.targets)))
-            now = _now()
+            now = utc_now()
             if row is None:
                 row = NodeRow(name=spec.name, created_at=now, updated_at=now)
                 self._fill_node(row, spec)
@@ -187,15 +187,21 @@ class NodesMixin(StoreBase):
                 row.names = list(dict.fromkeys(names))
             if nodes is not None:
                 row.nodes = [self._node_row(s, n) for n in dict.fromkeys(nodes)]
+            attached = []
             for n in add_nodes:
                 node = self._node_row(s, n)
                 if node not in row.nodes:
                     row.nodes.append(node)
+                    attached.append(n)
             after = self._lineage_record(row)
             changed = {k: v for k, v in after.to_dict().items() if k != "updated_at" and before.get(k) != v}
             if changed:
-                row.updated_at = _now()
-                self._audit(s, AuditAction.LINEAGE_UPDATE, {"lineage": name, **changed})
+                row.updated_at = utc_now()
+                if nodes is None and set(changed) == {"nodes"}:  # members added, nothing else: an attach each
+                    for n in attached:
+                        self._audit(s, AuditAction.LINEAGE_ATTACH, {"lineage": name, "node": n})
+                else:
+                    self._audit(s, AuditAction.LINEAGE_UPDATE, {"lineage": name, **changed})
                 after = self._lineage_record(row)
             return after
 
@@ -206,5 +212,5 @@ class NodesMixin(StoreBase):
             member = self._node_row(s, node)
             if member in row.nodes:
                 row.nodes.remove(member)
-                row.updated_at = _now()
+                row.updated_at = utc_now()
                 self._audit(s, AuditAction.LINEAGE_DETACH, {"lineage": lineage, "node": node})

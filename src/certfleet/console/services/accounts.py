@@ -1,28 +1,27 @@
-"""Accounts, sessions, the setup link, API tokens and login backoff, in the console's tables."""
+"""Accounts, sessions, the setup link, API tokens and login backoff, in the console's tables; each
+change, and each login, written to the audit trail."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from certfleet.clock import Clock
 from certfleet.console import security
 from certfleet.console.models import AccountRow, ApiTokenRow, LoginFailureRow, SessionRow, Sessions, SetupTokenRow
+from certfleet.console.services.audit import Actor, Audit, AuthMethod, ConsoleAction
 from certfleet.errors import InputError
 
 __all__ = [
     "API_TOKEN_PREFIX",
     "Accounts",
-    "Actor",
     "ApiTokenInfo",
-    "AuthMethod",
     "LoginRefused",
     "LoginThrottled",
     "SessionInfo",
@@ -32,28 +31,6 @@ API_TOKEN_PREFIX = "cft_"  # noqa: S105 (a prefix that makes leaked tokens easy 
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 # verified when the account does not exist, so that a wrong name costs as long as a wrong password
 _DUMMY_HASH = security.hash_password("certfleet-no-such-account")
-
-
-class AuthMethod(StrEnum):
-    SESSION = "session"
-    TOKEN = "token"  # noqa: S105 (an enum value)
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who makes a request: the account, and how it proved it."""
-
-    account_id: int
-    username: str
-    method: AuthMethod
-    token_name: str | None = None
-
-    @property
-    def audit_name(self) -> str:
-        return f"{self.username} (token {self.token_name})" if self.token_name else self.username
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"username": self.username, "method": self.method.value, "token": self.token_name}
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +91,14 @@ class Accounts:
         self,
         sessions: Sessions,
         *,
-        clock: Callable[[], dt.datetime],
+        audit: Audit,
+        clock: Clock,
         session_idle: dt.timedelta = dt.timedelta(minutes=30),
         session_max: dt.timedelta = dt.timedelta(hours=12),
         setup_ttl: dt.timedelta = dt.timedelta(hours=1),
     ) -> None:
         self._db = sessions
+        self._audit = audit
         self._clock = clock
         self.session_idle = session_idle
         self.session_max = session_max
@@ -172,6 +151,9 @@ class Accounts:
                     created_at=self._clock(),
                 )
             )
+        self._audit.record_as(
+            f"console:{username}", ConsoleAction.ACCOUNT_CREATE, {"account": username, "via": "setup link"}
+        )
         return username
 
     # -- login and sessions --------------------------------------------------------------------
@@ -188,8 +170,19 @@ class Accounts:
         """Check the password; returns the new session's cookie value and the session.
 
         Failed attempts are counted per account name and per client address; after a few, each
-        further attempt waits longer (doubling), whether or not the password is right.
+        further attempt waits longer (doubling), whether or not the password is right. Both a
+        login and a refused password are audited.
         """
+        try:
+            token, info = self._login(username, password, address=address)
+        except LoginRefused:
+            detail = {"account": username[:64], "address": address}
+            self._audit.record_as("console:-", ConsoleAction.LOGIN_FAILED, detail)
+            raise
+        self._audit.record(info.actor, ConsoleAction.LOGIN, {"address": address})
+        return token, info
+
+    def _login(self, username: str, password: str, *, address: str) -> tuple[str, SessionInfo]:
         now = self._clock()
         name = username.strip()[:64]
         keys = [f"account:{name.lower()}", f"address:{address[:64]}"]
@@ -265,9 +258,10 @@ class Accounts:
                     live.expires_at = expires
         return SessionInfo(actor, csrf, expires)
 
-    def logout(self, token: str) -> None:
+    def logout(self, actor: Actor, token: str) -> None:
         with self._db(write=True) as s:
             s.execute(delete(SessionRow).where(SessionRow.token_hash == security.token_hash(token)))
+        self._audit.record(actor, ConsoleAction.LOGOUT, {})
 
     # -- API tokens ----------------------------------------------------------------------------
 
@@ -285,6 +279,7 @@ class Accounts:
             s.add(row)
             s.flush()
             info = ApiTokenInfo(row.id, name, actor.username, now, None, None)
+        self._audit.record(actor, ConsoleAction.TOKEN_CREATE, {"token": info.name, "id": info.id})
         return token, info
 
     def api_tokens(self) -> list[ApiTokenInfo]:
@@ -302,13 +297,15 @@ class Accounts:
                 for r in rows
             ]
 
-    def revoke_api_token(self, token_id: int) -> str:
+    def revoke_api_token(self, actor: Actor, token_id: int) -> str:
         with self._db(write=True) as s:
             row = s.get(ApiTokenRow, token_id)
             if row is None:
                 raise InputError(f"no API token with id {token_id}")
             row.revoked_at = row.revoked_at or self._clock()
-            return row.name
+            name = row.name
+        self._audit.record(actor, ConsoleAction.TOKEN_REVOKE, {"token": name, "id": token_id})
+        return name
 
     def bearer(self, token: str) -> Actor | None:
         if not token.startswith(API_TOKEN_PREFIX) or len(token) > 128:

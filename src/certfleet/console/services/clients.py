@@ -1,7 +1,10 @@
 """Client deployment: profiles (a settings template), users, and one-time deployment links.
 
-A link carries a 256-bit token; only its SHA-256 is stored. Fetching the configuration uses the
-link up in the same transaction that reads it, so two fetches can never both succeed.
+A link carries a 256-bit token; only its SHA-256 is stored. Opening the link shows a page and uses
+nothing up: mail and chat previews and link scanners fetch every link they see. The configuration
+is released only to the request the client makes on purpose (a POST to the link, which the page's
+button sends), and that uses the link up in the same transaction that reads it, so two fetches can
+never both succeed. Every change, and every fetch, is written to the audit trail.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from xml.sax.saxutils import escape as xml_escape
 import segno
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
+from certfleet.clock import Clock
 from certfleet.console import security
 from certfleet.console.models import ClientLinkRow, ClientProfileRow, ClientUserRow, Sessions
+from certfleet.console.services.audit import Actor, Audit, ConsoleAction
 from certfleet.errors import InputError
 
 __all__ = [
@@ -30,13 +36,17 @@ __all__ = [
     "ClientProfile",
     "ClientUser",
     "Clients",
+    "LinkInfo",
     "LinkRefused",
     "qr_svg",
 ]
 
 CLIENT_PATH = "/client/"
 MAX_TEMPLATE = 64 * 1024
-PLACEHOLDERS = ("username", "display_name", "email", "server", "host", "port", "profile", "fingerprint")
+# the certificate's placeholders, filled for the profile's host: the issuing CA's key and the
+# lineage's names stay the same across renewals; the leaf's fingerprint changes at each one
+CERTIFICATE_PLACEHOLDERS = ("ca_spki_sha256", "ca_pin_sha256", "names", "fingerprint")
+PLACEHOLDERS = ("username", "display_name", "email", "server", "host", "port", "profile", *CERTIFICATE_PLACEHOLDERS)
 CONTENT_TYPES = ("application/json", "application/xml", "text/plain", "application/x-plist")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?$")
@@ -114,6 +124,16 @@ class ClientLink:
         return f"ClientLink(user={self.user!r}, expires_at={self.expires_at.isoformat()})"
 
 
+@dataclass(frozen=True, slots=True)
+class LinkInfo:
+    """What the page of an unused link shows: whose it is, until when."""
+
+    user: str
+    display_name: str
+    profile: str
+    expires_at: dt.datetime
+
+
 def split_host(hostname: str) -> tuple[str, int]:
     host, port = hostname, 443
     if hostname.startswith("["):
@@ -175,8 +195,9 @@ def qr_svg(url: str) -> str:
 
 
 class Clients:
-    def __init__(self, sessions: Sessions, *, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(self, sessions: Sessions, *, audit: Audit, clock: Clock) -> None:
         self._db = sessions
+        self._audit = audit
         self._clock = clock
 
     def profiles(self) -> list[ClientProfile]:
@@ -190,6 +211,7 @@ class Clients:
 
     def save_profile(
         self,
+        actor: Actor,
         name: str,
         *,
         hostname: str,
@@ -216,14 +238,17 @@ class Clients:
             row.hostname, row.template, row.content_type = hostname, template, content_type
             row.link_hours, row.updated_at = link_hours, now
             s.flush()
-            return self._profile(row)
+            profile = self._profile(row)
+        self._audit.record(actor, ConsoleAction.PROFILE_SAVE, {"profile": profile.name, "hostname": profile.hostname})
+        return profile
 
-    def remove_profile(self, name: str) -> None:
+    def remove_profile(self, actor: Actor, name: str) -> None:
         with self._db(write=True) as s:
             row = s.scalar(select(ClientProfileRow).where(ClientProfileRow.name == name))
             if row is None:
                 raise InputError(f"no client profile named {name!r}")
             s.delete(row)
+        self._audit.record(actor, ConsoleAction.PROFILE_REMOVE, {"profile": name})
 
     def users(self) -> list[ClientUser]:
         with self._db(write=False) as s:
@@ -237,7 +262,9 @@ class Clients:
             r.id, r.profile.name, r.username, r.display_name, r.email, len(r.links), max(used) if used else None
         )
 
-    def add_user(self, profile: str, username: str, *, display_name: str = "", email: str = "") -> ClientUser:
+    def add_user(
+        self, actor: Actor, profile: str, username: str, *, display_name: str = "", email: str = ""
+    ) -> ClientUser:
         username = username.strip()
         if not (1 <= len(username) <= 128) or not username.isprintable():
             raise InputError("a user name is 1 to 128 printable characters")
@@ -257,21 +284,34 @@ class Clients:
                 )
                 s.add(row)
                 s.flush()
-                return self._user(row)
+                user = self._user(row)
         except IntegrityError as exc:
             raise InputError(f"profile {profile} already has a user {username}") from exc
+        self._audit.record(actor, ConsoleAction.USER_ADD, {"user": user.username, "profile": user.profile})
+        return user
 
-    def remove_user(self, user_id: int) -> str:
+    def remove_user(self, actor: Actor, user_id: int) -> str:
         with self._db(write=True) as s:
             row = s.get(ClientUserRow, user_id)
             if row is None:
                 raise InputError(f"no client user with id {user_id}")
             name = row.username
             s.delete(row)
-            return name
+        self._audit.record(actor, ConsoleAction.USER_REMOVE, {"user": name})
+        return name
 
-    def new_link(self, user_id: int, *, created_by: str) -> ClientLink:
-        """A one-time link for one user; earlier unused links of that user stop working."""
+    def new_link(self, actor: Actor, user_id: int) -> ClientLink:
+        """A one-time link for one user; earlier unused links of that user stop working. Its URL
+        exists only in what is returned."""
+        link = self._new_link(user_id, created_by=actor.audit_name)
+        self._audit.record(
+            actor,
+            ConsoleAction.LINK_CREATE,
+            {"user": link.user, "profile": link.profile, "expires_at": link.expires_at.isoformat()},
+        )
+        return link
+
+    def _new_link(self, user_id: int, *, created_by: str) -> ClientLink:
         now = self._clock()
         token = security.new_token()
         with self._db(write=True) as s:
@@ -294,26 +334,50 @@ class Clients:
             url = f"https://{user.profile.hostname}{CLIENT_PATH}{token}"
             return ClientLink(user.username, user.profile.name, url, expires)
 
-    def fetch(self, token: str, *, address: str, fingerprint: Callable[[str], str]) -> tuple[str, str, str]:
+    def peek(self, token: str) -> LinkInfo:
+        """Whose the link is, without using it (what a link scanner's GET sees). Refused when used,
+        expired or unknown."""
+        now = self._clock()
+        with self._db(write=False) as s:
+            link = self._usable(s, token, now)
+            user = link.user
+            return LinkInfo(user.username, user.display_name, user.profile.name, link.expires_at)
+
+    def fetch(
+        self, token: str, *, address: str, certificate: Callable[[str], Mapping[str, str]]
+    ) -> tuple[str, str, str]:
         """Use a link: (content type, configuration, user name). Refused when used or expired.
 
-        ``fingerprint(host)`` gives the SHA-256 of the certificate served for the host, for
-        clients that pin it.
+        ``certificate(host)`` gives the certificate placeholders (``CERTIFICATE_PLACEHOLDERS``) for
+        the certificate served for the profile's host. The fetch is audited under the actor ``client``.
         """
+        content_type, body, user = self._fetch(token, address=address, certificate=certificate)
+        self._audit.record_as("client", ConsoleAction.FETCH, {"user": user, "address": address})
+        return content_type, body, user
+
+    @staticmethod
+    def _usable(s: Session, token: str, now: dt.datetime) -> ClientLinkRow:
         if not token or len(token) > 128:
             raise LinkRefused("this deployment link is not valid")
+        link = s.scalar(select(ClientLinkRow).where(ClientLinkRow.token_hash == security.token_hash(token)))
+        if link is None or link.used_at is not None or link.expires_at <= now:
+            raise LinkRefused(
+                "this deployment link is used, expired or unknown",
+                hint="ask the administrator for a new link",
+            )
+        return link
+
+    def _fetch(
+        self, token: str, *, address: str, certificate: Callable[[str], Mapping[str, str]]
+    ) -> tuple[str, str, str]:
         now = self._clock()
         with self._db(write=True) as s:
-            link = s.scalar(select(ClientLinkRow).where(ClientLinkRow.token_hash == security.token_hash(token)))
-            if link is None or link.used_at is not None or link.expires_at <= now:
-                raise LinkRefused(
-                    "this deployment link is used, expired or unknown",
-                    hint="ask the administrator for a new link",
-                )
+            link = self._usable(s, token, now)
             link.used_at = now
             link.used_from = address[:64]
             user, prof = link.user, link.user.profile
             host, port = split_host(prof.hostname)
+            served = certificate(host.strip("[]"))
             values = {
                 "username": user.username,
                 "display_name": user.display_name,
@@ -322,6 +386,6 @@ class Clients:
                 "host": host,
                 "port": str(port),
                 "profile": prof.name,
-                "fingerprint": fingerprint(host.strip("[]")),
+                **{name: served.get(name, "") for name in CERTIFICATE_PLACEHOLDERS},
             }
             return prof.content_type, render_template(prof.template, prof.content_type, values), user.username

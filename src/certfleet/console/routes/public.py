@@ -3,23 +3,22 @@ account, and a client fetching its configuration with its one-time deployment li
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
-from certfleet.console.accounts import LoginRefused
-from certfleet.console.app import FORM_COOKIE, SESSION_COOKIE, client_address, console_of, form_text, read_form, render
-from certfleet.console.clients import CLIENT_PATH, LinkRefused
+from certfleet.console.deps import FORM_COOKIE, SESSION_COOKIE, ConsoleDep, FormDep, client_address, form_text
 from certfleet.console.security import MIN_PASSWORD, same
-from certfleet.console.service import ConsoleAction
+from certfleet.console.services.accounts import LoginRefused
+from certfleet.console.services.clients import CLIENT_PATH, LinkRefused
+from certfleet.console.templating import render
 from certfleet.errors import InputError
 
-__all__ = ["public"]
+__all__ = ["router"]
 
-public = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False)
 
 
 def _local_path(target: str) -> str:
@@ -39,12 +38,11 @@ def _anonymous_form_ok(request: Request, sent: str) -> bool:
     return bool(cookie) and bool(sent) and same(cookie, sent)
 
 
-@public.get("/login", response_class=HTMLResponse)
-async def login_form(request: Request) -> Response:
-    console = console_of(request)
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, console: ConsoleDep) -> Response:
     token = request.cookies.get(FORM_COOKIE) or secrets.token_urlsafe(32)
     error = ""
-    if not await asyncio.to_thread(console.accounts.has_accounts):
+    if not console.accounts.has_accounts():
         error = "No account exists yet: open the setup link that `certfleet serve` printed."
     response = render(
         request,
@@ -61,10 +59,8 @@ async def login_form(request: Request) -> Response:
     return response
 
 
-@public.post("/login")
-async def login(request: Request) -> Response:
-    console = console_of(request)
-    form = await read_form(request)
+@router.post("/login")
+def login(request: Request, console: ConsoleDep, form: FormDep) -> Response:
     if not _anonymous_form_ok(request, form_text(form, "csrf_token", 200)):
         return render(
             request,
@@ -74,16 +70,9 @@ async def login(request: Request) -> Response:
             status_code=403,
         )  # fmt: skip
     username = form_text(form, "username", 200)
-    address = client_address(request)
     try:
-        token, session = await asyncio.to_thread(
-            console.accounts.login, username, form_text(form, "password", 2000), address=address
-        )
+        token, _ = console.accounts.login(username, form_text(form, "password", 2000), address=client_address(request))
     except LoginRefused as exc:
-        await asyncio.to_thread(
-            console.store.audit, ConsoleAction.LOGIN_FAILED, {"account": username[:64], "address": address},
-            actor="console:-",
-        )  # fmt: skip
         return render(
             request,
             "login.html",
@@ -96,9 +85,7 @@ async def login(request: Request) -> Response:
             },
             status_code=401,
         )
-    await asyncio.to_thread(console.audit, session.actor, ConsoleAction.LOGIN, {"address": address})
-    target = _local_path(request.query_params.get("next", "/"))
-    response = RedirectResponse(target, status_code=303)
+    response = RedirectResponse(_local_path(request.query_params.get("next", "/")), status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -112,10 +99,9 @@ async def login(request: Request) -> Response:
     return response
 
 
-@public.get("/setup/{token}", response_class=HTMLResponse)
-async def setup_form(request: Request, token: str) -> Response:
-    console = console_of(request)
-    valid = await asyncio.to_thread(console.accounts.setup_token_valid, token)
+@router.get("/setup/{token}", response_class=HTMLResponse)
+def setup_form(request: Request, token: str, console: ConsoleDep) -> Response:
+    valid = console.accounts.setup_token_valid(token)
     form_token = request.cookies.get(FORM_COOKIE) or secrets.token_urlsafe(32)
     response = render(
         request,
@@ -127,10 +113,8 @@ async def setup_form(request: Request, token: str) -> Response:
     return response
 
 
-@public.post("/setup/{token}")
-async def setup(request: Request, token: str) -> Response:
-    console = console_of(request)
-    form = await read_form(request)
+@router.post("/setup/{token}")
+def setup(request: Request, token: str, console: ConsoleDep, form: FormDep) -> Response:
     username = form_text(form, "username", 200)
     ctx: dict[str, Any] = {
         "title": "Set up",
@@ -145,36 +129,39 @@ async def setup(request: Request, token: str) -> Response:
     if password != form_text(form, "password2", 2000):
         return render(request, "setup.html", {**ctx, "error": "The two passwords differ."}, status_code=400)
     try:
-        name = await asyncio.to_thread(console.accounts.create_first_admin, token, username, password)
+        console.accounts.create_first_admin(token, username, password)
     except LoginRefused:
         return render(request, "setup.html", {**ctx, "valid": False}, status_code=410)
     except InputError as exc:
         return render(request, "setup.html", {**ctx, "error": str(exc)}, status_code=400)
-    await asyncio.to_thread(
-        console.store.audit,
-        ConsoleAction.ACCOUNT_CREATE,
-        {"account": name, "via": "setup link"},
-        actor=f"console:{name}",
-    )
     return RedirectResponse("/login", status_code=303)
 
 
-@public.get(CLIENT_PATH + "{token}")
-async def client_fetch(request: Request, token: str) -> Response:
-    """A client fetches its configuration with its one-time link (no account: the link is the key)."""
-    console = console_of(request)
+@router.get(CLIENT_PATH + "{token}", response_class=HTMLResponse)
+def client_page(request: Request, token: str, console: ConsoleDep) -> Response:
+    """The page a deployment link opens. It uses nothing up: mail previews and link scanners open
+    every link they see; the configuration waits for the button (a POST) the client sends."""
     try:
-        ctype, body, user = await asyncio.to_thread(
-            console.clients.fetch,
-            token,
-            address=client_address(request),
-            fingerprint=console.served_fingerprint_for,
+        info = console.clients.peek(token)
+    except LinkRefused as exc:
+        return render(
+            request,
+            "client_link.html",
+            {"title": "Deployment link", "refused": str(exc), "hint": exc.hint or ""},
+            status_code=410,
+        )
+    return render(request, "client_link.html", {"title": "Deployment link", "info": info})
+
+
+@router.post(CLIENT_PATH + "{token}")
+def client_fetch(request: Request, token: str, console: ConsoleDep) -> Response:
+    """A client fetches its configuration with its one-time link (no account: the link is the key)."""
+    try:
+        ctype, body, _ = console.clients.fetch(
+            token, address=client_address(request), certificate=console.certificates.client_values
         )
     except LinkRefused as exc:
         return PlainTextResponse(f"{exc}\n{exc.hint or ''}\n", status_code=410, headers={"cache-control": "no-store"})
-    await asyncio.to_thread(
-        console.store.audit, ConsoleAction.FETCH, {"user": user, "address": client_address(request)}, actor="client"
-    )
     return Response(
         body,
         media_type=ctype,

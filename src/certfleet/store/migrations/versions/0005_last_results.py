@@ -2,15 +2,17 @@
 
 ``status`` and the console's dashboard want, for every node of a lineage, its newest result; read
 from the history, that cost grows with every deploy. This table holds one row per (lineage,
-node) pointing at that result, kept by ``Store.record_deployment``, and is filled here from the
+node) pointing at that result, kept by the store in the transaction of every write of a node's
+result (``start_deployment``'s ``interrupted`` placeholders, ``record_node``,
+``finish_deployment``, ``mark_interrupted``, ``record_deployment``), and is filled here from the
 history already recorded (newest deployment first, as the history was read before).
 
 Self-contained: it creates, fills and drops only its own table and index, and reads only tables
-of 0001_initial, so it may sit anywhere after 0002_console; other revisions that also follow
-0002_console can be chained before or after it without changing it.
+of 0001_initial (``deployments``, ``deployment_results``), whose columns it reads no later
+migration changes, so the backfill is the same whichever revision a store comes from.
 
-Revision ID: 0003_pg_last_results
-Revises: 0002_console
+Revision ID: 0005_last_results
+Revises: 0004_acme
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_pg_last_results"
-down_revision = "0002_console"
+revision = "0005_last_results"
+down_revision = "0004_acme"
 branch_labels = None
 depends_on = None
 

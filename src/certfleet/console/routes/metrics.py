@@ -1,0 +1,24 @@
+"""``/metrics`` in Prometheus' text format: the fleet's status (lineages, nodes, their endpoints) and
+deployments, in the vocabulary of :mod:`certfleet.metrics`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from certfleet.console.deps import ConsoleDep, checked_csrf
+from certfleet.metrics import Snapshot, deployment_metrics, status_metrics
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(checked_csrf)])
+
+
+@router.get("/metrics")
+async def metrics(console: ConsoleDep) -> Response:
+    report = await console.status.report()
+    deployments = console.fleet.deployments(None, limit=10_000)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Snapshot([*status_metrics(report), *deployment_metrics(deployments)]))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

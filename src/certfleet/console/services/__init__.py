@@ -1,0 +1,1 @@
+"""What the console does, over the store and the library; the routes call these, never the store."""

@@ -1,0 +1,219 @@
+"""The fleet as the console reads and changes it: lineages, nodes, CSRs, history and the audit trail.
+
+Each call is the library's (the same functions as the CLI's); this module only turns what a form
+or a JSON body holds into their arguments, and makes each change in the name of the console account.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from certfleet.console.services.audit import Actor, Audit
+from certfleet.csr import CsrInfo, describe_csr
+from certfleet.errors import InputError
+from certfleet.fleet.lineage import RequestResult, request
+from certfleet.fleet.model import NodeSpec
+from certfleet.fleet.nodes import add_to_lineage, lineage_names, make_node
+from certfleet.names import NamePlan, plan
+from certfleet.store import AuditEntry, DeploymentRecord, LineageRecord, Store, VersionRecord, VersionState
+
+__all__ = ["SSH_FIELDS", "CsrValues", "Fleet", "NodeValues", "build_node", "split_names"]
+
+_SPLIT = re.compile(r"[\s,]+")
+
+# the node options the console edits; any other option a node has (from a fleet file) is kept
+SSH_FIELDS = ("known_hosts", "identity")
+
+
+def split_names(text: str) -> list[str]:
+    """Names as people type them: one a line, or separated by spaces or commas."""
+    return [n for n in _SPLIT.split(text) if n]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeValues:
+    """A node as the form (or the API) describes it; ``original`` names the node being changed."""
+
+    name: str = ""
+    names: str = ""
+    targets: str = ""
+    transport: str = "local"
+    test_cmd: str = ""
+    reload_cmd: str = ""
+    probe: str = ""
+    known_hosts: str = ""
+    identity: str = ""
+    lineages: tuple[str, ...] = ()
+    new_lineage: str = ""
+    original: str = ""
+
+    @classmethod
+    def of(cls, spec: NodeSpec | None, lineages: tuple[str, ...] = ()) -> NodeValues:
+        if spec is None:
+            return cls(lineages=lineages)
+        return cls(
+            name=spec.name,
+            names="\n".join(spec.names),
+            targets="\n".join(f"{t.kind}:{t.path}" for t in spec.targets),
+            transport=spec.transport,
+            test_cmd=spec.test_cmd or "",
+            reload_cmd=spec.reload_cmd or "",
+            probe=spec.probe or "",
+            known_hosts=str(spec.options.get("known_hosts", "")),
+            identity=str(spec.options.get("identity", "")),
+            lineages=lineages,
+            original=spec.name,
+        )
+
+
+def build_node(values: NodeValues, kept: Mapping[str, Any] | None = None) -> NodeSpec:
+    """The node the values describe, checked by the library (names, targets, transport, probe);
+    ``kept`` are the node's options the console does not show."""
+    options = {k: v for k, v in (kept or {}).items() if k not in SSH_FIELDS}
+    options.update({k: v for k, v in ((k, getattr(values, k)) for k in SSH_FIELDS) if v})
+    return make_node(
+        values.name,
+        split_names(values.names),
+        [line.strip() for line in values.targets.splitlines() if line.strip() and not line.strip().startswith("#")],
+        transport=values.transport or "local",
+        test_cmd=values.test_cmd or None,
+        reload_cmd=values.reload_cmd or None,
+        probe=values.probe or None,
+        options=options,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CsrValues:
+    lineage: str
+    nodes: tuple[str, ...]
+    names: str
+    key: str
+    subject: tuple[tuple[str, str], ...]  # country, state, locality, organization: CAs refuse a unit now
+    wildcards: bool
+    common_name: str = ""  # one of the names; the first name when none is chosen
+
+    def subject_text(self) -> str | None:
+        from certfleet.csr import Subject
+
+        given = {k: v for k, v in self.subject if v and k != "organizational_unit"}
+        if self.common_name:
+            given["common_name"] = self.common_name
+        return str(Subject(**given)) if given else None
+
+
+class Fleet:
+    """Reads go to the store; changes are made in the name of the account that asks."""
+
+    def __init__(self, store: Store, audit: Audit) -> None:
+        self._store = store
+        self._audit = audit
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def lineages(self) -> list[LineageRecord]:
+        return self._store.lineages()
+
+    def lineage(self, name: str) -> LineageRecord:
+        return self._store.lineage(name)
+
+    def versions(self, lineage: str) -> list[VersionRecord]:
+        return self._store.versions(lineage)
+
+    def every_version(self) -> dict[str, list[VersionRecord]]:
+        """Each lineage's versions, oldest first."""
+        return {r.name: self._store.versions(r.name) for r in self._store.lineages()}
+
+    def nodes(self, lineage: str | None = None) -> list[NodeSpec]:
+        return self._store.nodes(lineage)
+
+    def node(self, name: str) -> NodeSpec:
+        return self._store.node(name)
+
+    def node_lineages(self, name: str) -> list[str]:
+        return self._store.node_lineages(name)
+
+    def memberships(self, nodes: Sequence[NodeSpec]) -> dict[str, list[str]]:
+        return {n.name: self._store.node_lineages(n.name) for n in nodes}
+
+    def required_names(self, lineage: str) -> tuple[str, ...]:
+        record = self._store.lineage(lineage)
+        return lineage_names(record, self._store.nodes(record.name))
+
+    def plan(self, lineage: str, *, wildcards: bool) -> NamePlan:
+        """How the lineage's names would go into a CSR."""
+        return plan(self.required_names(lineage), wildcards=wildcards)
+
+    def version(self, lineage: str, number: int) -> VersionRecord:
+        return self._store.version(lineage, number)
+
+    def csr_info(self, lineage: str, number: int) -> tuple[VersionRecord, CsrInfo]:
+        """A version and what its CSR asks for (the "CSR ready" page)."""
+        version = self._store.version(lineage, number)
+        if version.csr is None:
+            raise InputError(f"version {number} of {lineage} has no CSR")
+        return version, describe_csr(version.csr)
+
+    def issued(self, lineage: str) -> list[VersionRecord]:
+        """The versions with a certificate, newest first: what can be exported or rolled back to."""
+        return [v for v in reversed(self._store.versions(lineage)) if v.state is VersionState.ISSUED]
+
+    def csr_pem(self, lineage: str, number: int) -> bytes:
+        """The CSR of a version, as PEM (what the CA's form takes)."""
+        version = self._store.version(lineage, number)
+        if version.csr is None:
+            raise InputError(f"version {number} of {lineage} has no CSR")
+        return version.csr.public_bytes(serialization.Encoding.PEM)
+
+    def deployments(self, lineage: str | None = None, limit: int = 50) -> list[DeploymentRecord]:
+        """Newest first."""
+        return self._store.deployments(lineage, limit=limit)
+
+    def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        return self._store.audit_log(limit=limit)
+
+    # -- changing -----------------------------------------------------------------------------------
+
+    def save_node(self, actor: Actor, values: NodeValues) -> NodeSpec:
+        """Create the node (``values.original`` empty) or change it, and set its lineages."""
+        store = self._audit.store_for(actor)
+        original = values.original
+        if original and original != values.name:
+            raise InputError("a node keeps its name", hint="add a new node and remove the old one")
+        existing = {n.name: n for n in store.nodes()}
+        if not original and values.name in existing:
+            raise InputError(f"node {values.name} exists", hint="edit it from the nodes page")
+        before = existing.get(original) if original else None
+        spec = build_node(values, before.options if before is not None else None)
+        store.put_node(spec)
+        wanted = set(values.lineages)
+        if values.new_lineage:
+            wanted.add(values.new_lineage)
+        current = set(store.node_lineages(spec.name))
+        for lineage in sorted(wanted - current):
+            add_to_lineage(store, lineage, [spec.name])
+        for lineage in sorted(current - wanted):
+            store.detach(lineage, spec.name)
+        return spec
+
+    def remove_node(self, actor: Actor, name: str) -> None:
+        self._audit.store_for(actor).remove_node(name)
+
+    def request_csr(self, actor: Actor, values: CsrValues) -> RequestResult:
+        """A key made and kept inside the store, and the CSR for every name the lineage needs."""
+        if not values.lineage:
+            raise InputError("name the lineage the certificate is for", hint="e.g. web")
+        return request(
+            self._audit.store_for(actor),
+            values.lineage,
+            nodes=values.nodes,
+            names=split_names(values.names),
+            key_spec=values.key,
+            subject=values.subject_text(),
+            wildcards=values.wildcards,
+        )
