@@ -1,8 +1,8 @@
 """The ``certfleet`` command line: a thin face over the library.
 
 Commands live in one module per area (``_core``, ``_make``, ``_fleet``, ``_status``, ``_acme``, ``_deploy``,
-``_check``, ``_serve``) and register themselves on the Typer app of ``_common``. :func:`main` imports only the module of
-the command asked for (all of them for the overview, or for a command it does not know), and
+``_check``, ``_serve``, ``_store``) and register themselves on the Typer app of ``_common``. :func:`main` imports only
+the module of the command asked for (all of them for the overview, or for a command it does not know), and
 runs ``verify --each`` without Typer at all (see ``_each``). Every :class:`CertfleetError` is
 mapped to one printed line, a hint and the exit code of DESIGN.md; a traceback only with
 ``--debug``.
@@ -57,9 +57,10 @@ COMMANDS: dict[str, str] = {
     "lineage": "_acme",
     "issue": "_acme",
     "revoke": "_acme",
+    "store": "_store",
 }
 # in the order the overview lists them
-_MODULES = ("_core", "_make", "_fleet", "_status", "_acme", "_deploy", "_check", "_serve")
+_MODULES = ("_core", "_make", "_fleet", "_status", "_acme", "_deploy", "_check", "_serve", "_store")
 
 
 def __getattr__(name: str) -> Any:

@@ -19,9 +19,8 @@ process killed half way leaves it running, which reads as interrupted once the p
 When the last write fails, every node's result goes to a recovery file
 (:mod:`certfleet.fleet.recovery`) and the result says where.
 
-The lock is an ``flock`` on a file under the store's home, taken without waiting: the kernel
-drops it when its holder exits, however it exits (SIGKILL too), so it is never left stale. It
-excludes deploys on this machine, which is where the store's keys are.
+The lock is the store's (``store.deploy_lock``): an ``flock`` under the store's home on SQLite, a
+PostgreSQL advisory lock when the store is shared; taken without waiting, never left stale.
 """
 
 from __future__ import annotations
@@ -29,8 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
-import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,11 +36,12 @@ from types import TracebackType
 from typing import Any, Self
 
 from certfleet.clock import Clock, utc_now
-from certfleet.errors import CertfleetError, EnvError, InputError
+from certfleet.errors import CertfleetError, InputError
 from certfleet.fleet.deploy import DeployOptions, DeployReport, NodeOutcome, Prober, ProgressEvent, deploy
 from certfleet.fleet.model import NodeSpec, Outcome
 from certfleet.fleet.recovery import write_recovery
 from certfleet.store import AuditAction, DeploymentState, NodeResult, Store, VersionRecord, VersionState
+from certfleet.store import FileDeployLock as LineageLock
 
 __all__ = [
     "DeployResult",
@@ -55,8 +53,6 @@ __all__ = [
     "previous_version",
     "select_nodes",
 ]
-
-LOCK_FOLDER = "locks"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,67 +156,6 @@ def previous_version(store: Store, lineage: str, to: int | None = None) -> Versi
     return earlier[-1]
 
 
-class LineageLock:
-    """The right to deploy one lineage: an exclusive ``flock`` on ``<home>/locks/deploy-<lineage>.lock``,
-    taken without waiting. The file holds the pid of its holder, for the message others get."""
-
-    def __init__(self, home: Path, lineage: str) -> None:
-        self.lineage = lineage
-        self.path = home / LOCK_FOLDER / f"deploy-{lineage}.lock"
-        self._fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def acquire(self) -> None:
-        """Take the lock, or raise :class:`EnvError` naming the process that holds it."""
-        if self._fd is not None:
-            raise ValueError("the lock is held already")
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # CLOEXEC: a command the deploy runs on this machine must not inherit (and keep) the lock
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            raise EnvError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _pid_in(fd)
-            os.close(fd)
-            raise EnvError(
-                f"a deploy of lineage {self.lineage} is already running" + (f" (pid {holder})" if holder else ""),
-                hint="wait for it to finish, then run this again",
-            ) from None
-        except OSError as exc:
-            os.close(fd)
-            raise EnvError(f"cannot lock {self.path}: {exc.strerror or exc}") from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        """Let go of the lock (closing the file is what releases it); a no-op when not held."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-    def __enter__(self) -> Self:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()
-
-
-def _pid_in(fd: int) -> int | None:
-    with contextlib.suppress(OSError, ValueError):
-        return int(os.pread(fd, 32, 0).decode("ascii").strip()) or None
-    return None
-
-
 class Rollout:
     """One version of a lineage on its way to some of its nodes. Made by :func:`prepare_deploy`
     or :func:`prepare_rollback`, which check everything and lock the lineage (a dry run changes
@@ -245,7 +180,7 @@ class Rollout:
         self.options = options
         self.rollback = rollback
         self.activates = activates
-        self._lock = LineageLock(store.home, lineage)
+        self._lock = store.deploy_lock(lineage)
         if not options.dry_run:
             self._lock.acquire()
 

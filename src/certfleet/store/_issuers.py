@@ -26,6 +26,7 @@ from certfleet.clock import utc_now
 from certfleet.errors import InputError, StoreError
 from certfleet.store._acme_models import IssuanceRow, IssuerRow, LineageIssuerRow, LineagePolicyRow, RevocationRow
 from certfleet.store._base import StoreBase, _check_text, check_name
+from certfleet.store._engine import retried
 from certfleet.store._models import LineageRow, VersionRow
 from certfleet.store._records import VersionState
 
@@ -78,6 +79,7 @@ def _record(row: IssuerRow) -> IssuerRecord:
 class IssuersMixin(StoreBase):
     # -- issuers ---------------------------------------------------------------------------------
 
+    @retried
     def add_issuer(
         self,
         name: str,
@@ -141,15 +143,18 @@ class IssuersMixin(StoreBase):
             )
             return _record(row)
 
+    @retried
     def issuer(self, name: str) -> IssuerRecord:
         with self._db.session(write=False) as s:
             return _record(self._issuer_row(s, name))
 
+    @retried
     def issuers(self) -> list[IssuerRecord]:
         """Every issuer, by name."""
         with self._db.session(write=False) as s:
             return [_record(r) for r in s.scalars(select(IssuerRow).order_by(IssuerRow.name))]
 
+    @retried
     def issuer_lineages(self, name: str) -> list[str]:
         """The lineages that list the issuer, by name."""
         with self._db.session(write=False) as s:
@@ -164,6 +169,7 @@ class IssuersMixin(StoreBase):
                 )
             )
 
+    @retried
     def update_issuer(
         self,
         name: str,
@@ -194,6 +200,7 @@ class IssuersMixin(StoreBase):
                 self._audit(s, action, {"issuer": name, **changed})
             return _record(row)
 
+    @retried
     def remove_issuer(self, name: str) -> IssuerRecord:
         """Forget an issuer and its account key; refused while a lineage lists it."""
         used = self.issuer_lineages(name)
@@ -209,6 +216,7 @@ class IssuersMixin(StoreBase):
             self._audit(s, IssuerAction.REMOVE, {"issuer": name, "account": record.account_url})
             return record
 
+    @retried
     def account_key(self, name: str) -> tuple[AccountKey, AccountKey | None]:
         """The issuer's account key, and the new key of a rollover the CA may not have confirmed."""
         with self._db.session(write=False) as s:
@@ -219,6 +227,7 @@ class IssuersMixin(StoreBase):
             staged = self._open_account_key(row.next_key_sealed, row.id, "next") if row.next_key_sealed else None
             return current, staged
 
+    @retried
     def stage_account_key(self, name: str, key: AccountKey) -> None:
         """Keep a rollover's new key beside the current one before the CA is asked."""
         self.vault()
@@ -226,6 +235,7 @@ class IssuersMixin(StoreBase):
             row = self._issuer_row(s, name)
             row.next_key_sealed = self._seal_account_key(key, row.id, "next")
 
+    @retried
     def settle_account_key(self, name: str, *, changed: bool, thumbprint: str | None = None) -> IssuerRecord:
         """After a rollover: the staged key becomes the account key (``changed``), or is dropped."""
         with self._db.session(write=True) as s:
@@ -263,6 +273,7 @@ class IssuersMixin(StoreBase):
 
     # -- a lineage's policy ----------------------------------------------------------------------
 
+    @retried
     def policy(self, lineage: str) -> LineagePolicy:
         """How ``lineage`` is issued (no issuers and no solvers when nothing was set)."""
         with self._db.session(write=False) as s:
@@ -287,6 +298,7 @@ class IssuersMixin(StoreBase):
             reuse_key=row.reuse_key,
         )
 
+    @retried
     def set_policy(
         self,
         lineage: str,
@@ -341,6 +353,7 @@ class IssuersMixin(StoreBase):
 
     # -- where versions came from, and revocations -----------------------------------------------
 
+    @retried
     def record_issuance(
         self, lineage: str, number: int, issuer: str, *, order_url: str | None, tried: Sequence[str] = ()
     ) -> IssuanceRecord:
@@ -360,6 +373,7 @@ class IssuersMixin(StoreBase):
             )
             return IssuanceRecord(lineage, number, issuer, order_url, row.issued_at, tuple(row.tried))
 
+    @retried
     def issuances(self, lineage: str) -> list[IssuanceRecord]:
         """Which issuer made each version of ``lineage`` that an issuer made, oldest first."""
         with self._db.session(write=False) as s:
@@ -375,6 +389,7 @@ class IssuersMixin(StoreBase):
                 for r, number in rows
             ]
 
+    @retried
     def record_revocation(
         self, lineage: str, number: int, reason: RevocationReason, *, issuer: str | None
     ) -> RevocationRecord:
@@ -409,6 +424,7 @@ class IssuersMixin(StoreBase):
             )
             return RevocationRecord(lineage, number, ver.fingerprint, reason, row.revoked_at, self.actor, issuer)
 
+    @retried
     def revocations(self, lineage: str | None = None) -> list[RevocationRecord]:
         """The revoked versions (of ``lineage``, or of all), oldest first."""
         with self._db.session(write=False) as s:

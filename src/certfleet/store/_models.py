@@ -36,6 +36,7 @@ __all__ = [
     "AuditRow",
     "Base",
     "DeploymentRow",
+    "LastResultRow",
     "LineageRow",
     "NodeResultRow",
     "NodeRow",
@@ -241,6 +242,20 @@ class NodeResultRow(Base):
     finished_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
     deployment: Mapped[DeploymentRow] = relationship(back_populates="results")
+
+
+class LastResultRow(Base):
+    """Each node's newest result in a deployment of a lineage, one row per (lineage, node), written
+    with every node result (``Store._keep_last_results``; migration 0005): what ``status`` shows is
+    read in one query, whatever the history's length."""
+
+    __tablename__ = "deployment_last_results"
+
+    lineage_id: Mapped[int] = mapped_column(ForeignKey("lineages.id", ondelete="CASCADE"), primary_key=True)
+    node_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("deployment_results.id", ondelete="CASCADE"), index=True)
+
+    result: Mapped[NodeResultRow] = relationship()
 
 
 class AuditRow(Base):

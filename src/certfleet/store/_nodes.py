@@ -18,10 +18,12 @@ from certfleet.store._base import (
     _check_text,
     check_name,
 )
+from certfleet.store._engine import retried
 from certfleet.store._models import (
     LineageRow,
     NodeRow,
     TargetRow,
+    lineage_nodes,
 )
 from certfleet.store._records import (
     AuditAction,
@@ -65,6 +67,7 @@ class NodesMixin(StoreBase):
             TargetRow(position=i, kind=t.kind, path=t.path, options=dict(t.options)) for i, t in enumerate(spec.targets)
         ]
 
+    @retried
     def add_node(self, spec: NodeSpec, *, lineage: str | None = None) -> NodeSpec:
         """Add a new node (refused when the name is taken), optionally as a member of ``lineage``
         (created with the default key policy when new)."""
@@ -87,6 +90,7 @@ class NodesMixin(StoreBase):
                 self._audit(s, AuditAction.LINEAGE_ATTACH, {"lineage": lineage, "node": spec.name})
         return spec
 
+    @retried
     def put_node(self, spec: NodeSpec) -> bool:
         """Create or replace a node; True when anything changed."""
         self._check_node(spec)
@@ -109,22 +113,33 @@ class NodesMixin(StoreBase):
             self._audit(s, AuditAction.NODE_UPDATE, spec.to_dict())
             return True
 
+    @retried
     def node(self, name: str) -> NodeSpec:
         with self._db.session(write=False) as s:
             return self._spec(self._node_row(s, name))
 
+    @retried
     def nodes(self, lineage: str | None = None) -> list[NodeSpec]:
         """Every node sorted by name, or the members of ``lineage``."""
         with self._db.session(write=False) as s:
             if lineage is None:
                 rows = s.scalars(select(NodeRow).order_by(NodeRow.name).options(selectinload(NodeRow.targets)))
                 return [self._spec(r) for r in rows]
-            return [self._spec(r) for r in sorted(self._lineage_row(s, lineage).nodes, key=lambda n: n.name)]
+            members = (
+                select(NodeRow)
+                .join(lineage_nodes, lineage_nodes.c.node_id == NodeRow.id)
+                .where(lineage_nodes.c.lineage_id == self._lineage_row(s, lineage).id)
+                .order_by(NodeRow.name)
+                .options(selectinload(NodeRow.targets))
+            )
+            return [self._spec(r) for r in s.scalars(members)]
 
+    @retried
     def node_lineages(self, name: str) -> list[str]:
         with self._db.session(write=False) as s:
             return [lin.name for lin in self._node_row(s, name).lineages]
 
+    @retried
     def remove_node(self, name: str) -> None:
         with self._db.session(write=True) as s:
             row = self._node_row(s, name)
@@ -132,14 +147,17 @@ class NodesMixin(StoreBase):
             s.delete(row)
             self._audit(s, AuditAction.NODE_REMOVE, {"node": name, "lineages": lineages})
 
+    @retried
     def lineage(self, name: str) -> LineageRecord:
         with self._db.session(write=False) as s:
             return self._lineage_record(self._lineage_row(s, name))
 
+    @retried
     def lineages(self) -> list[LineageRecord]:
         with self._db.session(write=False) as s:
             return [self._lineage_record(r) for r in s.scalars(select(LineageRow).order_by(LineageRow.name))]
 
+    @retried
     def put_lineage(
         self,
         name: str,
@@ -187,6 +205,7 @@ class NodesMixin(StoreBase):
                 after = self._lineage_record(row)
             return after
 
+    @retried
     def detach(self, lineage: str, node: str) -> None:
         with self._db.session(write=True) as s:
             row = self._lineage_row(s, lineage)

@@ -61,6 +61,7 @@ class AuditAction(StrEnum):
     DEPLOY = "deploy"
     ROLLBACK = "rollback"
     EXPORT = "export"
+    STORE_COPY = "store.copy"
 
 
 def _iso(value: dt.datetime | None) -> str | None:

@@ -21,6 +21,7 @@ from certfleet.store._base import (
     _pem,
     public_key_id,
 )
+from certfleet.store._engine import retried
 from certfleet.store._models import (
     LineageRow,
     TrustAnchorRow,
@@ -37,6 +38,7 @@ __all__ = ["VersionsMixin"]
 
 
 class VersionsMixin(StoreBase):
+    @retried
     def add_pending(
         self,
         lineage: str,
@@ -72,23 +74,27 @@ class VersionsMixin(StoreBase):
             s.flush()
             return self._version_record(row, lineage, lin.active_version_id)
 
+    @retried
     def versions(self, lineage: str) -> list[VersionRecord]:
         """Every version of ``lineage``, oldest first."""
         with self._db.session(write=False) as s:
             lin = self._lineage_row(s, lineage)
             return [self._version_record(v, lineage, lin.active_version_id) for v in lin.versions]
 
+    @retried
     def version(self, lineage: str, number: int) -> VersionRecord:
         with self._db.session(write=False) as s:
             lin = self._lineage_row(s, lineage)
             return self._version_record(self._version_row(s, lin, number), lineage, lin.active_version_id)
 
+    @retried
     def find_key(self, pkid: str) -> list[VersionRecord]:
         """Every version, of any lineage, whose key has this public key id."""
         with self._db.session(write=False) as s:
             rows = s.scalars(select(VersionRow).where(VersionRow.public_key_id == pkid).order_by(VersionRow.id))
             return [self._version_record(r, r.lineage.name, r.lineage.active_version_id) for r in rows]
 
+    @retried
     def version_by_fingerprint(self, sha256: str) -> VersionRecord | None:
         """The issued version whose leaf has this fingerprint (lowercase hex SHA-256 of the DER),
         of any lineage, found by an indexed query; None when no version has it."""
@@ -96,6 +102,7 @@ class VersionsMixin(StoreBase):
             row = s.scalar(select(VersionRow).where(VersionRow.fingerprint == sha256).order_by(VersionRow.id).limit(1))
             return None if row is None else self._version_record(row, row.lineage.name, row.lineage.active_version_id)
 
+    @retried
     def version_with_chain_certificate(self, sha256: str) -> tuple[VersionRecord, int] | None:
         """A version whose chain holds the certificate with this fingerprint (an intermediate), and
         where: 0 is the leaf's issuer. Each distinct chain the store holds is read once."""
@@ -115,6 +122,7 @@ class VersionsMixin(StoreBase):
                         return record, index
         return None
 
+    @retried
     def issue(
         self,
         lineage: str,
@@ -202,6 +210,7 @@ class VersionsMixin(StoreBase):
             s.flush()
             return self._version_record(row, lineage, lin.active_version_id)
 
+    @retried
     def activate(self, lineage: str, number: int, *, withdraw: bool = False) -> VersionRecord:
         """Make an issued version the active one (what ``deploy`` installs). A withdrawn version
         made active this way is no longer withdrawn. ``withdraw``: the version that was active
@@ -229,6 +238,7 @@ class VersionsMixin(StoreBase):
         row.withdrawn_at = None
         self._audit(s, AuditAction.VERSION_ACTIVATE, {"lineage": lin.name, "version": row.number})
 
+    @retried
     def pending_keys(self, lineage: str) -> list[tuple[VersionRecord, CertificateIssuerPrivateKeyTypes]]:
         """The pending versions of ``lineage`` with their decrypted keys, newest first."""
         with self._db.session(write=False) as s:
@@ -238,6 +248,7 @@ class VersionsMixin(StoreBase):
                 (self._version_record(v, lineage, lin.active_version_id), self._open_key(v)) for v in reversed(rows)
             ]
 
+    @retried
     def material(self, lineage: str, number: int | None = None) -> Material:
         """Key, leaf and chain of a version (the active one by default), decrypted for deploy or
         export. ``version_id`` is the leaf fingerprint."""
@@ -272,6 +283,7 @@ class VersionsMixin(StoreBase):
                 hint=f"`certfleet issue {lineage}` for a new certificate",
             )
 
+    @retried
     def add_trust_anchor(self, cert: x509.Certificate) -> tuple[TrustAnchor, bool]:
         """Trust ``cert`` as a root for imports; (anchor, True when new)."""
         fp = fingerprint(cert)
@@ -285,6 +297,7 @@ class VersionsMixin(StoreBase):
             self._audit(s, AuditAction.TRUST_ADD, {"fingerprint": fp, "subject": info.subject})
             return TrustAnchor(fp, row.subject, cert, row.added_at), True
 
+    @retried
     def trust_anchors(self) -> list[TrustAnchor]:
         """The roots added with ``trust add``; ``[a.cert for a in ...]`` for a trust store."""
         with self._db.session(write=False) as s:
@@ -294,6 +307,7 @@ class VersionsMixin(StoreBase):
                 for r in rows
             ]
 
+    @retried
     def remove_trust_anchor(self, fingerprint_prefix: str) -> TrustAnchor:
         """Remove the anchor whose fingerprint starts with the prefix (8 hex digits or more)."""
         prefix = fingerprint_prefix.strip().lower().replace(":", "")
