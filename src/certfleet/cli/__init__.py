@@ -54,9 +54,11 @@ COMMANDS: dict[str, str] = {
     "lineage": "_acme",
     "issue": "_acme",
     "revoke": "_acme",
+    "renew": "_renew",
+    "alert": "_renew",
 }
 # in the order the overview lists them
-_MODULES = ("_core", "_make", "_fleet", "_acme", "_deploy", "_check", "_serve")
+_MODULES = ("_core", "_make", "_fleet", "_acme", "_renew", "_deploy", "_check", "_serve")
 
 
 def __getattr__(name: str) -> Any:
