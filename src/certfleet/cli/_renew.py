@@ -101,6 +101,7 @@ def renew_cmd(
     no_probe: Annotated[
         bool, typer.Option("--no-probe", help="Do not probe every node after the pass (no serving alerts).")
     ] = False,
+    concurrency: Annotated[int, typer.Option(help="Nodes deployed at once.", min=1, max=64)] = 8,
     manual_days: Annotated[
         int, typer.Option("--manual-days", help="Remind manual lineages this many days ahead.", min=0, max=3650)
     ] = 30,
@@ -119,8 +120,14 @@ def renew_cmd(
     A failure never touches what is live; it is retried at a later pass, after a backoff.
     """
     from certfleet.autopilot.renew import RenewSettings, renew
+    from certfleet.fleet.deploy import DeployOptions
 
-    settings = RenewSettings(manual_days=manual_days, preflight=not no_preflight, probe=not no_probe)
+    settings = RenewSettings(
+        manual_days=manual_days,
+        preflight=not no_preflight,
+        probe=not no_probe,
+        deploy=DeployOptions(concurrency=concurrency),
+    )
     streamed = not as_json
     with open_store() as store:
         report = asyncio.run(
