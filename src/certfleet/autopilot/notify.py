@@ -34,6 +34,7 @@ _MASK = "****"
 # report, never printed by Apprise itself
 _LOGGER = "apprise"
 _capture_lock = threading.Lock()
+_APPRISE_DEFAULTS = {"overflow", "retry", "wait", "optional", "cto", "rto", "format", "emojis", "tz", "store"}
 
 
 class Notifier(Protocol):
@@ -80,12 +81,19 @@ def _apprise(url: str) -> Apprise | None:
             return found if found.add(url) else None
 
 
+def _plain(masked: str) -> str:
+    # Apprise adds its delivery defaults to every URL it shows (retry=0&wait=0.5...): noise here
+    base, _, query = masked.partition("?")
+    kept = [p for p in query.split("&") if p and p.partition("=")[0] not in _APPRISE_DEFAULTS]
+    return base + ("?" + "&".join(kept) if kept else "")
+
+
 def shown(url: str) -> str:
     """``url`` as it may be printed: Apprise's masked form, or its scheme and host only."""
     found = _apprise(url)
     if found is None or len(found) != 1:
         return _fallback(url)
-    masked = str(found[0].url(privacy=True))  # type: ignore[no-untyped-call]
+    masked = _plain(str(found[0].url(privacy=True)))  # type: ignore[no-untyped-call]
     # belt and braces: a plugin that forgets to mask a field still shows no secret it was given
     for part in _SPLIT.split(unquote(urlsplit(url).password or "")):
         if len(part) >= 3:

@@ -65,8 +65,11 @@ def _alert_line(sent: AlertSent, *, dry_run: bool) -> None:
     if dry_run:
         _say(f"would send {sent.kind.value}: {sent.title}")
         return
+    if not sent.deliveries:
+        _say(f"{sent.kind.value} not sent (no destination: `certfleet alert add URL`): {sent.title}")
+        return
     where = ", ".join(d.shown + ("" if d.ok else f" (failed: {d.error})") for d in sent.deliveries)
-    _say(f"{sent.kind.value} sent: {sent.title} -> {where or 'no destination (see `certfleet alert add`)'}")
+    _say(f"{sent.kind.value} {'sent' if sent.delivered else 'not delivered'}: {sent.title} -> {where}")
 
 
 def _render(report: RenewReport, *, streamed: bool) -> None:
