@@ -179,7 +179,8 @@ def main() -> None:
                         deploy = (finished - started).total_seconds()
                         print(
                             f"  run {i + 1}: {wall:6.2f} s wall, {cpu:5.2f} s CPU (certfleet and the commands it ran);"
-                            f" issue {issue:.2f} s, deploy+prove {deploy:.2f} s; load {os.getloadavg()[0]:.2f}",
+                            f" issue {issue:.2f} s, deploy+prove {deploy:.2f} s, rest {wall - issue - deploy:.2f} s;"
+                            f" load {os.getloadavg()[0]:.2f}",
                             flush=True,
                         )
                         runs.append((wall, cpu))
