@@ -28,25 +28,22 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from certfleet.acme.issue import Attempt, IssueEvent, IssueResult
 from certfleet.acme.lookup import DnsSettings
 from certfleet.acme.model import AccountStatus, IssuerRecord
 from certfleet.autopilot import conditions as found
-from certfleet.autopilot.alerts import Alerts, AlertSent, Condition, Event, Scope
+from certfleet.autopilot.alerts import Alerts, Condition, Event, Scope
 from certfleet.autopilot.ledger import AriCache, Ledger, Outcome, RenewalState
 from certfleet.autopilot.lock import PassBusy, pass_lock
 from certfleet.autopilot.notify import Notifier
+from certfleet.autopilot.report import Action, LineageRun, RenewReport, RenewSettings
 from certfleet.clock import Clock, utc_now
 from certfleet.errors import CertfleetError, EnvError, InputError
-from certfleet.fleet.deploy import DeployOptions, Prober
-from certfleet.fleet.rollout import DeployResult
+from certfleet.fleet.deploy import Prober
 from certfleet.problems import ProblemCode, Severity
 from certfleet.renewal import (
-    MANUAL_DAYS,
     Issuing,
     RenewalFacts,
     RenewalPlan,
@@ -62,95 +59,6 @@ __all__ = ["Action", "LineageRun", "RenewReport", "RenewSettings", "renew"]
 
 NO_ARI_RECHECK = dt.timedelta(days=1)  # a CA without renewal information is asked again after this
 AUDIT_RENEW = "renew"
-
-
-class Action(StrEnum):
-    """What a pass did for one lineage."""
-
-    NOTHING = "nothing"  # not due
-    WAITING = "waiting"  # due, but waiting: after a failure, or for a manual certificate to be bought
-    ISSUED = "issued"  # issued and deployed (the deploy says how each node went)
-    DEPLOYED = "deployed"  # the active version carried to the nodes that lacked it
-    REQUESTED = "requested"  # a manual lineage: a new key and CSR made
-    FAILED = "failed"  # the renewal failed; nothing live changed
-    SKIPPED = "skipped"  # another deploy of the lineage was running
-    WOULD_ISSUE = "would-issue"  # dry runs
-    WOULD_REQUEST = "would-request"
-    WOULD_DEPLOY = "would-deploy"
-
-
-@dataclass(frozen=True, slots=True)
-class RenewSettings:
-    manual_days: int = MANUAL_DAYS  # a manual lineage's reminder, days before it expires
-    preflight: bool = True  # the ACME preflight before each order (CAA, http-01 reachability, DNS credentials)
-    probe: bool = True  # probe every node after the pass (older or revoked certificates served)
-    deploy: DeployOptions = field(default_factory=DeployOptions)
-
-
-@dataclass(frozen=True, slots=True)
-class LineageRun:
-    """What a pass did for one lineage, and why."""
-
-    lineage: str
-    plan: RenewalPlan
-    action: Action
-    summary: str
-    version: int | None = None
-    issued: IssueResult | None = None
-    deployed: DeployResult | None = None
-    error: str | None = None
-    hint: str | None = None
-    owed: tuple[str, ...] = ()  # nodes that lack the active version after the pass
-
-    @property
-    def ok(self) -> bool:
-        if self.action is Action.FAILED:
-            return False
-        return self.deployed is None or self.deployed.report.ok
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "lineage": self.lineage,
-            "action": self.action.value,
-            "ok": self.ok,
-            "summary": self.summary,
-            "version": self.version,
-            "error": self.error,
-            "hint": self.hint,
-            "owed": list(self.owed),
-            "plan": self.plan.to_dict(),
-            "issue": self.issued.to_dict() if self.issued is not None else None,
-            "deploy": self.deployed.to_dict() if self.deployed is not None else None,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class RenewReport:
-    started_at: dt.datetime
-    finished_at: dt.datetime
-    dry_run: bool = False
-    forced: bool = False
-    lineages: tuple[LineageRun, ...] = ()
-    conditions: tuple[Condition, ...] = ()
-    alerts: tuple[AlertSent, ...] = ()
-    busy: str | None = None  # another pass held the lock: this one did nothing
-
-    @property
-    def ok(self) -> bool:
-        return all(run.ok for run in self.lineages)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "busy": self.busy,
-            "dry_run": self.dry_run,
-            "forced": self.forced,
-            "started_at": self.started_at.isoformat(),
-            "finished_at": self.finished_at.isoformat(),
-            "lineages": [run.to_dict() for run in self.lineages],
-            "conditions": [c.to_dict() for c in self.conditions],
-            "alerts": [a.to_dict() for a in self.alerts],
-        }
 
 
 def _issuing(issuers: Sequence[IssuerRecord]) -> tuple[Issuing, IssuerRecord | None]:
@@ -232,6 +140,26 @@ class _Pass:
         expiring = found.expiry(name, active, now=self.now, days=self._expiry_days(), plan=plan)
         if expiring is not None:
             self.conditions.append(expiring)
+        try:
+            return await self._act(
+                name, plan, issuing=issuing, first=first, active=active, state=state, replaces=replaces
+            )
+        except CertfleetError as exc:  # this lineage's failure, told; the pass goes on to the others
+            if self.dry_run:
+                return LineageRun(name, plan, Action.FAILED, str(exc), error=str(exc), hint=exc.hint)
+            return self._failed(name, plan, str(exc), active=active, hint=exc.hint)
+
+    async def _act(
+        self,
+        name: str,
+        plan: RenewalPlan,
+        *,
+        issuing: Issuing,
+        first: IssuerRecord | None,
+        active: VersionRecord | None,
+        state: RenewalState,
+        replaces: dict[str, str] | None,
+    ) -> LineageRun:
         if plan.due and issuing is Issuing.MANUAL:
             return self._manual(name, plan, active)
         if plan.due:
