@@ -27,7 +27,8 @@ from cryptography import x509
 from certfleet.acme import accounts
 from certfleet.acme.ari import cert_id
 from certfleet.acme.lookup import DnsSettings
-from certfleet.acme.model import SolverRule
+from certfleet.acme.model import RevocationReason, SolverRule
+from certfleet.acme.revoke import revoke
 from certfleet.autopilot.alerts import Alerts
 from certfleet.autopilot.ledger import Ledger
 from certfleet.autopilot.renew import Action, RenewReport, RenewSettings, renew
@@ -431,3 +432,31 @@ def test_serve_runs_the_autopilot_in_its_process(
         assert Ledger(store).state("web").last_outcome is not None
     for name, server in nodes.items():
         assert serves(server, NAMES[name][0]) == active.fingerprint
+
+
+@pytest.mark.usefixtures("acme_env")
+def test_a_revoked_certificate_is_renewed_at_once_and_a_node_still_serving_it_is_told(
+    pebble: PebbleServer, nodes: dict[str, WebrootNginx], bind: BindServer, webhook: WebhookSink, tmp_path: Path
+) -> None:
+    clock = Clock()
+    settings = RenewSettings(deploy=DeployOptions(probe_wait=2.0))
+    with Store.init() as store:
+        setup_store(store, pebble, nodes, solvers=dns01(bind, tmp_path))
+        Alerts(store).add(webhook.url)
+        assert only(run(store, clock, settings=settings)).action is Action.ISSUED  # type: ignore[attr-defined]
+        revoked = store.lineage("web").active
+        assert revoked is not None and revoked.leaf is not None
+        revoke(store, "web", RevocationReason.KEY_COMPROMISE)  # at Pebble, and in the store
+        assert pebble.cert_status(revoked.leaf.serial_number)["Status"] == "Revoked"
+        gw = store.node("gw")
+        store.put_node(dataclasses.replace(gw, reload_cmd="true"))  # gw will not take the new one
+
+        renewed = only(run(store, clock, settings=settings))  # the same minute: the plan says at once
+        assert renewed.action is Action.ISSUED and renewed.plan.reason is Reason.REVOKED  # type: ignore[attr-defined]
+        active = store.lineage("web").active
+        assert active is not None and serves(nodes["main"], NAMES["main"][0]) == active.fingerprint
+        assert serves(nodes["gw"], NAMES["gw"][0]) == revoked.fingerprint
+        titles = webhook.titles()
+        assert "certfleet: gw serves a revoked certificate" in titles
+        assert "certfleet: deploy of web to gw was rolled back" in titles
+        assert not any("serves an older version" in t for t in titles)  # said once, as the revoked one
