@@ -238,6 +238,16 @@ def test_the_cas_renewal_window_early_renewal_and_replaces(
         # for the new certificate at its first pass and an hour later
         assert front.asked == [one, one, two, two]
 
+        # renewed already, by another client of the account: the CA refuses 'replaces', the order goes without
+        active = store.lineage("web").active
+        assert active is not None and active.leaf is not None
+        three = cert_id(active.leaf)
+        front.windows[three] = (clock() + dt.timedelta(days=2), clock() + dt.timedelta(days=3))
+        front.already_replaced.add(three)
+        again = only(run(store, clock, force=True))
+        assert again.action is Action.ISSUED and again.issued.replaced is None  # type: ignore[attr-defined]
+        assert front.orders[-2].get("replaces") == three and "replaces" not in front.orders[-1]
+
 
 # -- faults ------------------------------------------------------------------------------------------
 

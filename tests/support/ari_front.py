@@ -5,7 +5,8 @@ and adds what such a CA would offer:
 * ``renewalInfo`` in the directory, and answers at ``/renewal-info/<CertID>`` with the window the
   test chose (:attr:`AriFront.window`, or one per CertID) and a ``Retry-After``;
 * it keeps every new order's payload (:attr:`AriFront.orders`), so a test sees what ``replaces``
-  named;
+  named, and refuses an order that replaces a CertID of :attr:`AriFront.already_replaced` as such
+  a CA does (``alreadyReplaced``, 409);
 * :meth:`AriFront.down` and :meth:`AriFront.up`: the CA stops answering (connections refused),
   then comes back on the same address.
 
@@ -72,6 +73,7 @@ class AriFront:
         self.retry_after = 3600
         self.orders: list[dict[str, Any]] = []  # payloads of new orders, in order
         self.asked: list[str] = []  # CertIDs asked for renewal information
+        self.already_replaced: set[str] = set()  # orders naming these in ``replaces`` are refused
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._upstream = ssl.create_default_context(cafile=str(pebble.ca_bundle))
@@ -175,7 +177,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(status, list(headers.items()), data)
             return
         if self.command == "POST" and path.rstrip("/").endswith("/order-plz") and body:
-            front.orders.append(_b64json(json.loads(body)["payload"]))
+            order = _b64json(json.loads(body)["payload"])
+            front.orders.append(order)
+            if order.get("replaces") in front.already_replaced:
+                self._refuse(409, "alreadyReplaced", "the certificate was replaced already")
+                return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
         status, answer_headers, data = front.forward(self.command, path, headers, body)
         if self.command == "GET" and path == "/dir" and status == 200 and front.offer_ari:
@@ -183,5 +189,12 @@ class _Handler(BaseHTTPRequestHandler):
             directory["renewalInfo"] = f"https://{self.headers['Host']}/renewal-info"
             data = json.dumps(directory).encode()
         self._answer(status, answer_headers, data)
+
+    def _refuse(self, status: int, code: str, detail: str) -> None:
+        # a fresh nonce from Pebble, as every ACME answer carries one
+        _, headers, _ = self.owner.forward("HEAD", "/nonce-plz", {"Host": self.headers["Host"]}, None)
+        nonce = [(k, v) for k, v in headers if k.lower() == "replay-nonce"]
+        problem = json.dumps({"type": f"urn:ietf:params:acme:error:{code}", "detail": detail, "status": status})
+        self._answer(status, [("Content-Type", "application/problem+json"), *nonce], problem.encode())
 
     do_GET = do_POST = do_HEAD = _pass
