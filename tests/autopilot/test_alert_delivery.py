@@ -89,7 +89,7 @@ def test_each_event_once_then_repeated_then_resolved(tmp_path: Path, smtp: SmtpS
         assert {tuple(e.detail["delivered"]) for e in audited} == {(mail.shown, hook.shown)}
         counts = alerts.sent_counts()
         assert counts[("renewal-failed", "alert")] == 1 and counts[("expiring", "repeat")] == 1
-        assert counts[("revoked-served", "resolved")] == 1
+        assert counts[("revoked-served", "resolved")] == 1 and counts[("test", "test")] == 1
 
 
 def test_a_receiver_that_is_down_is_reported_and_tried_again(tmp_path: Path, webhook: WebhookSink) -> None:

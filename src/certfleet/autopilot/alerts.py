@@ -255,7 +255,7 @@ def _open(row: AlertStateRow) -> OpenAlert:
 @dataclass
 class _Send:
     kind: Kind
-    event: Event
+    event: Event | None  # None: a test message
     key: str
     title: str
     body: str
@@ -341,7 +341,7 @@ class Alerts:
             raise InputError("no alert destination yet", hint="`certfleet alert add URL`")
         now = self.clock()
         sending = _Send(
-            Kind.TEST, Event.RENEWAL_FAILED, "test", "certfleet: a test alert",
+            Kind.TEST, None, "test", "certfleet: a test alert",
             f"A test of this alert destination, sent by certfleet on {socket.gethostname()}"
             f" at {now:%Y-%m-%d %H:%M} UTC. Nothing is wrong.",
         )  # fmt: skip
@@ -398,10 +398,11 @@ class Alerts:
         failed = [{"url": d.shown, "error": d.error} for d in sending.deliveries if not d.ok]
         if not sending.deliveries:
             return
+        event = sending.event.value if sending.event is not None else "test"
         with self.store.session(write=True) as s:
             s.add(
                 AlertLogRow(
-                    at=at, event=sending.event.value, key=sending.key[:256], kind=sending.kind.value,
+                    at=at, event=event, key=sending.key[:256], kind=sending.kind.value,
                     delivered=len(delivered), failed=len(failed),
                 )
             )  # fmt: skip
@@ -409,7 +410,7 @@ class Alerts:
             AUDIT_SENT,
             {
                 "kind": sending.kind.value,
-                "event": sending.event.value,
+                "event": event,
                 "key": sending.key,
                 "title": sending.title,
                 "delivered": delivered,
@@ -451,7 +452,7 @@ class Alerts:
             return [
                 AlertSent(p.kind, p.event, p.key, p.title, p.body, now)
                 for p, c in plan
-                if c is not None or p.kind is Kind.RESOLVED
+                if p.event is not None and (c is not None or p.kind is Kind.RESOLVED)
             ]
         sent: list[AlertSent] = []
         for sending, condition in plan:
@@ -459,7 +460,7 @@ class Alerts:
             state = states.get(sending.key)
             if sending.kind is Kind.RESOLVED and state is not None and state.sent == 0:
                 is_news = False  # nobody was told it began: nobody is told it ended
-            if is_news:
+            if is_news and sending.event is not None:
                 self._deliver(sending, self._urls(sending.event))
                 self._log(sending, now)
                 sent.append(AlertSent(sending.kind, sending.event, sending.key, sending.title, sending.body, now,
