@@ -58,9 +58,11 @@ COMMANDS: dict[str, str] = {
     "issue": "_acme",
     "revoke": "_acme",
     "store": "_store",
+    "renew": "_renew",
+    "alert": "_renew",
 }
 # in the order the overview lists them
-_MODULES = ("_core", "_make", "_fleet", "_status", "_acme", "_deploy", "_check", "_serve", "_store")
+_MODULES = ("_core", "_make", "_fleet", "_status", "_acme", "_renew", "_deploy", "_check", "_serve", "_store")
 
 
 def __getattr__(name: str) -> Any:

@@ -20,5 +20,6 @@ async def metrics(console: ConsoleDep) -> Response:
     report = await console.status.report()
     deployments = console.fleet.deployments(None, limit=10_000)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Snapshot([*status_metrics(report), *deployment_metrics(deployments)]))
+    autopilot = console.fleet.autopilot_metrics()
+    registry.register(Snapshot([*status_metrics(report), *deployment_metrics(deployments), *autopilot]))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

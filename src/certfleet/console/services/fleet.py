@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
+from prometheus_client.core import Metric
 
 from certfleet.console.services.audit import Actor, Audit
 from certfleet.csr import CsrInfo, describe_csr
@@ -173,6 +174,12 @@ class Fleet:
     def deployments(self, lineage: str | None = None, limit: int = 50) -> list[DeploymentRecord]:
         """Newest first."""
         return self._store.deployments(lineage, limit=limit)
+
+    def autopilot_metrics(self) -> list[Metric]:
+        """Each lineage's next renewal and last outcome, and the alerts sent (the autopilot's)."""
+        from certfleet.autopilot.schedule import families
+
+        return families(self._store)
 
     def audit_log(self, limit: int = 100) -> list[AuditEntry]:
         return self._store.audit_log(limit=limit)
