@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from certfleet.errors import InputError, StoreError
+from certfleet.errors import InputError, NotFoundError, StoreError
 from certfleet.fleet.model import NodeSpec, TargetSpec
 from certfleet.keys import public_key_id
 from certfleet.store import _vault
@@ -201,7 +201,7 @@ class StoreBase:
     def _node_row(self, s: Session, name: str) -> NodeRow:
         row = s.scalar(select(NodeRow).where(NodeRow.name == name).options(selectinload(NodeRow.targets)))
         if row is None:
-            raise InputError(f"no node named {name[:80]!r}", hint="`certfleet node list` shows the nodes")
+            raise NotFoundError(f"no node named {name[:80]!r}", hint="`certfleet node list` shows the nodes")
         return row
 
     @staticmethod
@@ -222,7 +222,7 @@ class StoreBase:
         if row is not None:
             return row
         if not create:
-            raise InputError(f"no lineage named {name[:80]!r}", hint="`certfleet status` lists the lineages")
+            raise NotFoundError(f"no lineage named {name[:80]!r}", hint="`certfleet status` lists the lineages")
         check_name("lineage", name)
         now = _now()
         row = LineageRow(name=name, key_spec=DEFAULT_KEY_SPEC, subject=None, names=[], created_at=now, updated_at=now)
@@ -266,7 +266,7 @@ class StoreBase:
     def _version_row(self, s: Session, lin: LineageRow, number: int) -> VersionRow:
         row = s.scalar(select(VersionRow).where(VersionRow.lineage_id == lin.id, VersionRow.number == number))
         if row is None:
-            raise InputError(f"lineage {lin.name} has no version {number}", hint=f"`certfleet history {lin.name}`")
+            raise NotFoundError(f"lineage {lin.name} has no version {number}", hint=f"`certfleet history {lin.name}`")
         return row
 
     @staticmethod

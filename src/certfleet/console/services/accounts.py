@@ -16,7 +16,7 @@ from certfleet.clock import Clock
 from certfleet.console import security
 from certfleet.console.models import AccountRow, ApiTokenRow, LoginFailureRow, SessionRow, Sessions, SetupTokenRow
 from certfleet.console.services.audit import Actor, Audit, AuthMethod, ConsoleAction
-from certfleet.errors import InputError
+from certfleet.errors import InputError, NotFoundError
 
 __all__ = [
     "API_TOKEN_PREFIX",
@@ -301,7 +301,7 @@ class Accounts:
         with self._db(write=True) as s:
             row = s.get(ApiTokenRow, token_id)
             if row is None:
-                raise InputError(f"no API token with id {token_id}")
+                raise NotFoundError(f"no API token with id {token_id}")
             row.revoked_at = row.revoked_at or self._clock()
             name = row.name
         self._audit.record(actor, ConsoleAction.TOKEN_REVOKE, {"token": name, "id": token_id})
