@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, selectinload
 from certfleet.errors import InputError, NotFoundError, StoreError
 from certfleet.fleet.model import NodeSpec, TargetSpec
 from certfleet.keys import public_key_id
+from certfleet.redact import clean
 from certfleet.store import _vault
 from certfleet.store._engine import Database
 from certfleet.store._models import (
@@ -96,8 +97,9 @@ def _pem(*certs: x509.Certificate) -> str:
 
 
 def _bounded_output(text: str) -> str:
-    # the end of a failing command's output says why it failed: keep that part
-    return text if len(text) <= MAX_OUTPUT else "…" + text[-(MAX_OUTPUT - 1) :]
+    # the end of a failing command's output says why it failed: keep that part, and never a key
+    # it printed, whoever recorded the result
+    return clean(text, MAX_OUTPUT)
 
 
 class StoreBase:
