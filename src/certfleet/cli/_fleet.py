@@ -158,10 +158,18 @@ def node_add(
 
     files = {"known_hosts": known_hosts, "identity": identity}
     options = {key: str(path) for key, path in files.items() if path is not None}
-    spec = make_node(
-        name, names, targets, transport=transport, test_cmd=test, reload_cmd=reload, probe=probe, options=options
-    )
     with open_store() as store:
+        spec = make_node(
+            name,
+            names,
+            targets,
+            transport=transport,
+            test_cmd=test,
+            reload_cmd=reload,
+            probe=probe,
+            options=options,
+            store_home=store.home,
+        )
         store.add_node(spec, lineage=lineage)
         lineages = store.node_lineages(name)
     emit({**spec.to_dict(), "lineages": lineages}, as_json, lambda _: _node_lines(spec, lineages))

@@ -29,12 +29,13 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from certfleet.csr import Subject
 from certfleet.errors import FormatError, InputError, LimitError
 from certfleet.fleet.model import NodeSpec, TargetSpec
-from certfleet.fleet.nodes import make_node
+from certfleet.fleet.nodes import check_target_location, make_node
 from certfleet.keys import parse_key_spec
 from certfleet.names import normalize_name
 from certfleet.store import DEFAULT_KEY_SPEC, LineageRecord, Store, check_name
@@ -236,6 +237,8 @@ def apply(store: Store, fleet: Fleet) -> ApplyResult:
     updated: list[str] = []
     unchanged: list[str] = []
     for node in fleet.nodes:
+        _check_locations(node, store.home)
+    for node in fleet.nodes:
         label = f"node {node.name}"
         if store.put_node(node):
             (updated if node.name in existing_nodes else created).append(label)
@@ -259,6 +262,18 @@ def apply(store: Store, fleet: Fleet) -> ApplyResult:
         else:
             unchanged.append(label)
     return ApplyResult(tuple(created), tuple(updated), tuple(unchanged))
+
+
+def _check_locations(node: NodeSpec, store_home: Path) -> None:
+    # read without a store, a fleet file's targets are checked again against the store's folder
+    local = node.transport == "local"
+    for target in node.targets:
+        folder = target.options.get("dir") if target.kind == "command" else target.path
+        if isinstance(folder, str):
+            try:
+                check_target_location(folder, store_home=store_home, local=local)
+            except InputError as exc:
+                raise _at(_where("nodes", node.name), exc) from None
 
 
 def _lineage_of(record: LineageRecord) -> LineageSpec:
