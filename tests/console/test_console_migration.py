@@ -34,7 +34,7 @@ def test_console_migration_matches_the_models_and_goes_down_and_up(tmp_path: Pat
     db.upgrade("0001_initial")
     assert not (_tables(db) & CONSOLE_TABLES)
     db.upgrade()
-    assert db.current() == {"0002_console"} == db.heads()
+    assert db.current() == db.heads()
     assert _tables(db) >= CONSOLE_TABLES
 
     def include(name: str | None, type_: str, parents: dict[str, str | None]) -> bool:
@@ -61,4 +61,6 @@ def test_console_migration_matches_the_models_and_goes_down_and_up(tmp_path: Pat
 
 def test_a_fresh_store_has_the_console_tables(tmp_path: Path) -> None:
     with Store.init(tmp_path / "home") as store:
-        assert "0002_console" in store.schema_revision()
+        assert store.schema_revision() == store._db.heads()
+        with store.session() as s:
+            assert s.get(certfleet.console.models.AccountRow, 1) is None

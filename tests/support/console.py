@@ -194,12 +194,15 @@ def _accepts(port: int) -> bool:
 
 
 def add_node(env: ConsoleEnv, csrf: str, name: str, names: list[str], targets: list[str], **fields: str) -> Any:
+    """Add a node through its form (as the admin: the password goes with it, asked again when
+    the node runs commands)."""
     data = {
         "csrf_token": csrf,
         "name": name,
         "names": "\n".join(names),
         "targets": "\n".join(targets),
         "transport": "local",
+        "password": PASSWORD,
         **fields,
     }
     return env.client.post("/nodes", data=data)

@@ -10,12 +10,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from certfleet.console.deps import console_of, wants_json
+from certfleet.console.roles import Role
 from certfleet.console.services.accounts import SessionInfo
 
 __all__ = ["error_response", "render", "templates"]
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 templates.env.globals["site"] = "certfleet"
+templates.env.globals["Role"] = Role  # a page shows what the account may do: actor.may(Role("operator"))
 
 
 def render(request: Request, name: str, context: dict[str, Any], *, status_code: int = 200) -> HTMLResponse:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from certfleet.console.roles import LineageScope, Role
 from certfleet.store import Store
 
 __all__ = ["Actor", "Audit", "AuthMethod", "ConsoleAction"]
@@ -18,19 +20,38 @@ class AuthMethod(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who makes a request: the account, and how it proved it."""
+    """Who makes a request: the account, how it proved it, and what it may do: its role and the
+    lineages it is kept to (a token's, when it came with one: never more than its account's)."""
 
     account_id: int
     username: str
     method: AuthMethod
     token_name: str | None = None
+    role: Role = Role.VIEWER
+    lineages: LineageScope = None
+    token_id: int | None = None
+    token_expires_at: dt.datetime | None = None
 
     @property
     def audit_name(self) -> str:
         return f"{self.username} (token {self.token_name})" if self.token_name else self.username
 
+    def may(self, role: Role) -> bool:
+        return self.role.covers(role)
+
+    def allows(self, lineage: str) -> bool:
+        """Whether the account (or token) may see and act on ``lineage``."""
+        return self.lineages is None or lineage in self.lineages
+
     def to_dict(self) -> dict[str, Any]:
-        return {"username": self.username, "method": self.method.value, "token": self.token_name}
+        return {
+            "username": self.username,
+            "method": self.method.value,
+            "token": self.token_name,
+            "role": self.role.value,
+            "lineages": sorted(self.lineages) if self.lineages is not None else None,
+            "expires_at": self.token_expires_at.isoformat() if self.token_expires_at else None,
+        }
 
 
 class ConsoleAction(StrEnum):
@@ -40,6 +61,11 @@ class ConsoleAction(StrEnum):
     LOGIN_FAILED = "console.login-failed"
     LOGOUT = "console.logout"
     ACCOUNT_CREATE = "console.account-create"
+    ACCOUNT_REMOVE = "console.account-remove"
+    PASSWORD_RESET = "console.password-reset"  # noqa: S105 (an audit action, not a secret)
+    UNLOCK = "console.unlock"
+    PASSWORD_CONFIRM_FAILED = "console.password-confirm-failed"  # noqa: S105
+    NODE_COMMANDS = "console.node-commands"
     TOKEN_CREATE = "console.token-create"  # noqa: S105 (an audit action, not a secret)
     TOKEN_REVOKE = "console.token-revoke"  # noqa: S105
     PROFILE_SAVE = "client.profile-save"
