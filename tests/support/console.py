@@ -148,17 +148,28 @@ class Served:
 
 
 @contextmanager
-def serve(home: Path, *args: str, env: dict[str, str] | None = None, startup: float = 60.0) -> Iterator[Served]:
-    """Run ``certfleet serve`` on a free 127.0.0.1 port until the block ends."""
+def serve(
+    home: Path, *args: str, env: dict[str, str] | None = None, startup: float = 60.0, nofile: int | None = None
+) -> Iterator[Served]:
+    """Run ``certfleet serve`` on a free 127.0.0.1 port until the block ends; ``nofile`` lowers
+    the number of files the process may open (RLIMIT_NOFILE)."""
     require_peer("certfleet serve")
     port = free_port()
     out_path, err_path = home.parent / f"serve-{port}.out", home.parent / f"serve-{port}.err"
+
+    def limits() -> None:
+        if nofile is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
     with out_path.open("wb") as out, err_path.open("wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "certfleet", "serve", "--bind", "127.0.0.1", "--port", str(port), *args],
             stdout=out,
             stderr=err,
             env={**os.environ, "CERTFLEET_HOME": str(home), "PYTHONUNBUFFERED": "1", **(env or {})},
+            preexec_fn=limits if nofile is not None else None,  # noqa: PLW1509 (only setrlimit, before exec)
         )
     served = Served(port, home, proc, out_path, err_path)
     try:
