@@ -53,7 +53,7 @@ SYSTEM = "/ /etc /etc/ //etc /var /tmp /usr /usr/share/nginx /bin /sbin/x /lib64
 def test_a_target_never_lands_in_a_system_folder(path: str) -> None:
     with pytest.raises(InputError, match="system folder"):
         check_target_location(path)
-    with pytest.raises(InputError, match="system folder|root folder"):
+    with pytest.raises(InputError, match=r"system folder|root folder"):
         make_node("main", ["www.example.test"], [f"nginx:{path}"])
 
 
