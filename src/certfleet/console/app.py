@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import Match, Mount
 
 from certfleet.clock import Clock, utc_now
 from certfleet.console.core import Console
@@ -61,13 +61,17 @@ def _status_for(exc: CertfleetError) -> int:
     return 400
 
 
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
 def _allowed_methods(app: FastAPI, scope: dict[str, object]) -> str:
     """The methods some route answers at the request's path (``Allow`` on a 405)."""
-    methods: set[str] = set()
-    for route in app.router.routes:
-        match, _ = route.matches({**scope, "type": "http"})
-        if match is not Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
+    routes = [r for r in app.router.routes if not isinstance(r, Mount)]
+    methods = {
+        method
+        for method in _METHODS
+        if any(r.matches({**scope, "type": "http", "method": method})[0] is Match.FULL for r in routes)
+    }
     if "GET" in methods:
         methods.add("HEAD")
     return ", ".join(sorted(methods))
