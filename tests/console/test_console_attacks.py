@@ -323,6 +323,23 @@ def test_argon2_checks_run_a_few_at_a_time(env: ConsoleEnv, monkeypatch: pytest.
     assert 1 <= counting.peak <= security.HASH_CONCURRENCY
 
 
+def test_a_login_the_console_is_too_busy_to_check_is_asked_again_and_not_counted(
+    env: ConsoleEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create_admin(env)
+    monkeypatch.setattr(security, "HASH_WAIT", 0.05)
+    held = [security._slots.acquire(timeout=5) for _ in range(security.HASH_CONCURRENCY)]
+    try:
+        assert all(held)
+        for _ in range(PAIR_FREE + 2):
+            busy = login(env.new_client())
+            assert busy.status_code == 503 and int(busy.headers["retry-after"]) >= 1
+    finally:
+        for _ in held:
+            security._slots.release()
+    assert login(env.new_client()).status_code == 303  # none of those counted against the admin
+
+
 # -- 7. two edits of one node were mixed ---------------------------------------------------------------------------
 
 

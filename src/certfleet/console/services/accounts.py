@@ -198,16 +198,17 @@ class Accounts:
         """
         name = username.strip()[:64]
         attempt = self.throttle.begin(name, address)
-        good = False
         try:
             token, info = self._login(name, password, address=address)
-            good = True
         except LoginRefused:
+            self.throttle.settle(attempt, good=False)
             detail = {"account": name, "address": address}
             self._audit.record_as("console:-", ConsoleAction.LOGIN_FAILED, detail)
             raise
-        finally:
-            self.throttle.settle(attempt, good=good)
+        except BaseException:  # not checked (too busy, the store failed): it counts for nothing
+            self.throttle.forget(attempt)
+            raise
+        self.throttle.settle(attempt, good=True)
         self._audit.record(info.actor, ConsoleAction.LOGIN, {"address": address})
         return token, info
 
@@ -285,14 +286,15 @@ class Accounts:
         """The account's password asked again before a change that runs something on a machine;
         counted and throttled like a login. Refused: :class:`~certfleet.console.roles.Forbidden`."""
         attempt = self.throttle.begin(actor.username, address)
-        good = False
         try:
             with self._db(write=False) as s:
                 row = s.get(AccountRow, actor.account_id)
                 stored = row.password_hash if row is not None else _DUMMY_HASH
             good = row is not None and bool(password) and security.verify_password(stored, password)
-        finally:
-            self.throttle.settle(attempt, good=good)
+        except BaseException:
+            self.throttle.forget(attempt)
+            raise
+        self.throttle.settle(attempt, good=good)
         if not good:
             self._audit.record(actor, ConsoleAction.PASSWORD_CONFIRM_FAILED, {"address": address})
             raise Forbidden(

@@ -94,11 +94,21 @@ class LoginThrottle:
         (pair, _), (address, free) = attempt.keys
         with self._db(write=True) as s:
             s.execute(delete(LoginFailureRow).where(LoginFailureRow.key == pair))
-            row = s.get(LoginFailureRow, address, with_for_update=True)
-            if row is not None:
-                row.failures = max(row.failures - 1, 0)
-                wait = security.backoff(row.failures, free)
-                row.locked_until = row.last_at + wait if wait and row.failures else None
+            self._take_back(s, address, free)
+
+    def forget(self, attempt: Attempt) -> None:
+        """The password was never checked (the console was too busy): the attempt counts for nothing."""
+        with self._db(write=True) as s:
+            for key, free in attempt.keys:
+                self._take_back(s, key, free)
+
+    @staticmethod
+    def _take_back(s: Session, key: str, free: int) -> None:
+        row = s.get(LoginFailureRow, key, with_for_update=True)
+        if row is not None:
+            row.failures = max(row.failures - 1, 0)
+            wait = security.backoff(row.failures, free)
+            row.locked_until = row.last_at + wait if wait and row.failures else None
 
     def unlock(self, *, name: str | None = None, address: str | None = None) -> int:
         """Forget the counts of ``name`` (from every address), of ``address``, or, with neither,
