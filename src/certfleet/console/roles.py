@@ -55,9 +55,7 @@ def parse_role(text: str, *, account: bool = False) -> Role:
     except ValueError:
         role = None
     if role is None or role not in allowed:
-        raise InputError(
-            f"unknown role {text[:20]!r}", hint=f"use one of {', '.join(r.value for r in allowed)}"
-        )
+        raise InputError(f"unknown role {text[:20]!r}", hint=f"use one of {', '.join(r.value for r in allowed)}")
     return role
 
 

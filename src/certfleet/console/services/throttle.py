@@ -131,9 +131,7 @@ class LoginThrottle:
         wanted = {n.lower(): n for n in names}
         with self._db(write=False) as s:
             rows = s.scalars(
-                select(LoginFailureRow).where(
-                    LoginFailureRow.key.like("pair:%"), LoginFailureRow.locked_until > now
-                )
+                select(LoginFailureRow).where(LoginFailureRow.key.like("pair:%"), LoginFailureRow.locked_until > now)
             ).all()
             return {wanted[k] for k in (r.key.rpartition("|")[2] for r in rows) if k in wanted}
 

@@ -45,9 +45,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("lineages", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("parent_id", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("expires_at", UTCDateTime(), nullable=True))
-    tokens = sa.table(
-        "console_api_tokens", sa.column("role", sa.String), sa.column("expires_at", UTCDateTime())
-    )
+    tokens = sa.table("console_api_tokens", sa.column("role", sa.String), sa.column("expires_at", UTCDateTime()))
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=_TOKEN_DAYS)
     op.execute(tokens.update().values(role="admin", expires_at=expires))
     with op.batch_alter_table("console_api_tokens") as batch:
