@@ -504,3 +504,16 @@ def test_the_setup_admin_stays_and_accounts_migrate_as_admins(tmp_path: Path) ->
     [admin] = env.console.accounts.accounts()
     assert admin.role.value == "admin"
     assert login(env.new_client(), "admin", PASSWORD).status_code == 303
+
+
+def test_a_busy_store_while_checking_who_asks_is_a_503(env: ConsoleEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    from certfleet.errors import StoreBusyError
+
+    token = account_token(env, "admin", "admin")
+
+    def busy(_: str) -> None:
+        raise StoreBusyError("store is busy: another certfleet is writing; try again")
+
+    monkeypatch.setattr(env.console.tokens, "bearer", busy)
+    r = bearer(env, token).get("/api/v1/lineages")
+    assert r.status_code == 503 and "busy" in r.json()["error"] and r.headers["retry-after"]

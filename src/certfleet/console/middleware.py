@@ -19,6 +19,7 @@ from certfleet.console.core import Console
 from certfleet.console.deps import API_PREFIX, SESSION_COOKIE, identify, is_public
 from certfleet.console.roles import Role
 from certfleet.console.services.clients import CLIENT_PATH
+from certfleet.errors import EnvError
 
 __all__ = ["SMALL_BODY", "BodyTooLarge", "Guard"]
 
@@ -123,9 +124,13 @@ class Guard:
         headers = {k: v for k, v in scope.get("headers", []) if k in (b"authorization", b"cookie")}
         authorization = headers.get(b"authorization", b"").decode("latin-1")
         cookie = _cookie(headers.get(b"cookie", b"").decode("latin-1"), SESSION_COOKIE)
-        found = await to_thread.run_sync(identify, self.console, authorization, cookie)
         path: str = scope.get("path", "")
         api = path.startswith(API_PREFIX) or path == "/metrics"
+        try:
+            found = await to_thread.run_sync(identify, self.console, authorization, cookie)
+        except EnvError as exc:  # the store is busy or unreadable: say so, as the routes do
+            body = {"error": str(exc), "hint": exc.hint or "try again in a moment", "code": type(exc).__name__}
+            return JSONResponse(body, status_code=503, headers={"retry-after": "2"})
         if found is None:
             if api:
                 return JSONResponse(
