@@ -31,7 +31,10 @@ from certfleet.testing import TestCA, make_key
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from support import mark_running  # noqa: E402
 from support.servers import Nginx, Site, run_nginx  # noqa: E402 (the tests' own nginx launcher)
+
+mark_running(peer=True)  # a benchmark starts real servers on purpose
 
 SSLYZE_VENV = HERE / ".venv-sslyze"
 # distinct certificates for every server, but a few keys shared between them: making a thousand

@@ -45,6 +45,10 @@ _EXPORTS = {
     "KeySpec": "keys",
     "generate_key": "keys",
     "key_matches": "keys",
+    "Inspection": "inspection",
+    "inspect": "inspection",
+    "OutputFormat": "export",
+    "write_bundle": "export",
     "Subject": "csr",
     "build_csr": "csr",
     "TrustStore": "trust",
@@ -70,11 +74,13 @@ __all__ = [
     "FormatError",
     "HttpFetcher",
     "InputError",
+    "Inspection",
     "KeySpec",
     "LimitError",
     "NamePlan",
     "NetworkError",
     "OperationFailed",
+    "OutputFormat",
     "PasswordError",
     "Pool",
     "ProbeResult",
@@ -94,6 +100,7 @@ __all__ = [
     "describe",
     "fingerprint",
     "generate_key",
+    "inspect",
     "key_matches",
     "lint",
     "load_trust",
@@ -103,6 +110,7 @@ __all__ = [
     "read_bytes",
     "read_pool",
     "verify_chain",
+    "write_bundle",
 ]
 
 if TYPE_CHECKING:
@@ -123,7 +131,9 @@ if TYPE_CHECKING:
         StoreBusyError,
         StoreError,
     )
+    from certfleet.export import OutputFormat, write_bundle
     from certfleet.formats import Pool, read_bytes, read_pool
+    from certfleet.inspection import Inspection, inspect
     from certfleet.keys import KeySpec, generate_key, key_matches
     from certfleet.lint import lint
     from certfleet.names import NamePlan, coverage, normalize_name, plan

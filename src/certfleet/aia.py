@@ -15,6 +15,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
+from certfleet import extensions
 from certfleet.certinfo import UNPARSABLE, readable
 from certfleet.errors import CertfleetError, FormatError, NetworkError
 
@@ -139,9 +140,8 @@ class HttpFetcher:
 
 def ca_issuers_urls(cert: x509.Certificate) -> list[str]:
     """The caIssuers URLs of ``cert``'s Authority Information Access extension, in order."""
-    try:
-        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
-    except (x509.ExtensionNotFound, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, ValueError, TypeError):
+    aia = extensions.get(cert, x509.AuthorityInformationAccess)
+    if aia is None:
         return []  # absent, or too broken to follow
     urls = [
         d.access_location.value

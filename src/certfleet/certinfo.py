@@ -5,6 +5,7 @@ from __future__ import annotations
 import binascii
 import datetime as dt
 import functools
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from certfleet import extensions
 from certfleet.errors import FormatError
 
 __all__ = [
@@ -25,11 +27,16 @@ __all__ = [
     "describe",
     "fingerprint",
     "is_ca",
+    "is_precertificate",
     "is_self_issued",
+    "key_name",
     "key_type",
     "lone_pem_der",
+    "name_key",
+    "other_names",
     "printable",
     "readable",
+    "same_name",
     "san_names",
 ]
 
@@ -68,11 +75,42 @@ def key_type(key: PublicKeyTypes) -> str:
     return "unknown"
 
 
+def key_name(key: object) -> str:
+    """What kind of key ``key`` (public or private) is, in words: ``an X25519 key``, ``a DSA key``."""
+    kinds: tuple[tuple[tuple[type, ...], str], ...] = (
+        ((rsa.RSAPrivateKey, rsa.RSAPublicKey), "an RSA key"),
+        ((ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey), "an EC key"),
+        ((ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey), "an Ed25519 key"),
+        ((ed448.Ed448PrivateKey, ed448.Ed448PublicKey), "an Ed448 key"),
+    )
+    found = next((name for classes, name in kinds if isinstance(key, classes)), None)
+    return found if found is not None else _rare_key_name(key)
+
+
+def _rare_key_name(key: object) -> str:
+    import warnings
+
+    from cryptography.hazmat.primitives.asymmetric import dh, x448, x25519
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    with warnings.catch_warnings():
+        # cryptography warns when its DSA and DH classes are so much as named
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        kinds: tuple[tuple[tuple[type, ...], str], ...] = (
+            ((dsa.DSAPrivateKey, dsa.DSAPublicKey), "a DSA key"),
+            ((x25519.X25519PrivateKey, x25519.X25519PublicKey), "an X25519 key"),
+            ((x448.X448PrivateKey, x448.X448PublicKey), "an X448 key"),
+            ((dh.DHPrivateKey, dh.DHPublicKey), "a Diffie-Hellman (DH) key"),
+        )
+    return next(
+        (name for classes, name in kinds if isinstance(key, classes)), "a key of a kind certfleet does not know"
+    )
+
+
 def san_names(cert: x509.Certificate) -> tuple[list[str], list[str]]:
     """(DNS names, IP addresses) from the subjectAltName extension, in certificate order."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError, TypeError):  # hostile certificates
+    san = extensions.get(cert, x509.SubjectAlternativeName)
+    if san is None:
         return [], []
     dns = [str(n) for n in san.get_values_for_type(x509.DNSName)]
     ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
@@ -114,6 +152,29 @@ def is_self_issued(cert: x509.Certificate) -> bool:
     return cert.subject == cert.issuer
 
 
+NameKey = tuple[frozenset[tuple[str, "str | bytes"]], ...]
+
+
+def name_key(name: x509.Name) -> NameKey:
+    """``name`` as RFC 5280 (section 7.1) compares names: each value case-folded, its spaces
+    collapsed and trimmed, its string type ignored (RFC 4518's preparation, in short)."""
+    return tuple(frozenset((a.oid.dotted_string, _prepared(a.value)) for a in rdn) for rdn in name.rdns)
+
+
+def _prepared(value: str | bytes) -> str | bytes:
+    if isinstance(value, bytes):
+        return value
+    return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
+
+
+def same_name(a: x509.Name, b: x509.Name) -> bool:
+    """True when the names are the same (RFC 5280 section 7.1): byte for byte, or once prepared."""
+    try:
+        return a == b or name_key(a) == name_key(b)
+    except NAME_ERRORS:  # undecodable names name nobody
+        return False
+
+
 def readable(item: _Signed) -> _Signed:
     """``item`` (a certificate or CSR), once its names decode; FormatError when they do not.
 
@@ -143,10 +204,37 @@ def cert_public_key(cert: x509.Certificate | x509.CertificateSigningRequest) -> 
 
 def is_ca(cert: x509.Certificate) -> bool:
     """True when basicConstraints says CA; a broken extension counts as absent."""
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError, TypeError):
-        return False
+    constraints = extensions.get(cert, x509.BasicConstraints)
+    return constraints is not None and constraints.ca
+
+
+def is_precertificate(cert: x509.Certificate) -> bool:
+    """True for a CT precertificate: the poison extension (RFC 6962) makes it unusable by design."""
+    return extensions.get(cert, x509.PrecertPoison) is not None
+
+
+def other_names(item: x509.Certificate | x509.CertificateSigningRequest) -> tuple[str, ...]:
+    """The subjectAltName entries that are neither DNS names nor IP addresses, worded for a report."""
+    found = extensions.decoded(item)
+    san = found.find(x509.SubjectAlternativeName)
+    out = [_general_name(n) for n in san.value if not isinstance(n, x509.DNSName | x509.IPAddress)] if san else []
+    return (*out, *found.unusable_names)
+
+
+def _general_name(name: x509.GeneralName) -> str:
+    if isinstance(name, x509.RFC822Name):
+        text = f"email {name.value}"
+    elif isinstance(name, x509.UniformResourceIdentifier):
+        text = f"URI {name.value}"
+    elif isinstance(name, x509.DirectoryName):
+        text = f"directory name {_rfc4514(name.value)}"
+    elif isinstance(name, x509.RegisteredID):
+        text = f"registered ID {name.value.dotted_string}"
+    elif isinstance(name, x509.OtherName):
+        text = f"other name {name.type_id.dotted_string}"
+    else:
+        text = "a name of an unknown type"
+    return printable(text, 200)
 
 
 def _signature_algorithm(cert: x509.Certificate) -> str:
@@ -183,6 +271,12 @@ class CertInfo:
     key_type: str
     signature_algorithm: str
     common_name: str | None
+    # subjectAltName entries beyond DNS names and IP addresses (email, URI, x400Address...)
+    other_names: tuple[str, ...] = ()
+    # extensions that do not decode, or appear twice
+    faults: tuple[str, ...] = ()
+    # a CT precertificate (the critical poison extension): logged by the CA, accepted by no client
+    precertificate: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -197,6 +291,9 @@ class CertInfo:
             "is_ca": self.is_ca,
             "key_type": self.key_type,
             "signature_algorithm": self.signature_algorithm,
+            "other_names": list(self.other_names),
+            "faults": list(self.faults),
+            "precertificate": self.precertificate,
         }
 
     def days_left(self, now: dt.datetime) -> int:
@@ -239,4 +336,7 @@ def _describe(cert: x509.Certificate) -> CertInfo:
         key_type=key_type(key) if key is not None else "unknown",
         signature_algorithm=_signature_algorithm(cert),
         common_name=common_name(cert),
+        other_names=other_names(cert),
+        faults=extensions.decoded(cert).faults,
+        precertificate=is_precertificate(cert),
     )

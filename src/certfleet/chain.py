@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -15,15 +16,17 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, Pub
 from certfleet.aia import Fetcher, ca_issuers_urls, fetch_from_aia
 from certfleet.certinfo import describe, fingerprint, is_ca, key_type, readable
 from certfleet.errors import FormatError, InputError, NetworkError
-from certfleet.findings import label
+from certfleet.findings import issuer_name_problem, label
 from certfleet.formats import Pool, PoolCert, PoolKey
 from certfleet.keys import key_matches, public_half
 from certfleet.lint import lint
+from certfleet.paths import CertPath, PathEnd, find_paths
 from certfleet.problems import Problem, ProblemCode, Severity
-from certfleet.trust import CertPath, PathEnd, TrustStore, find_paths
+from certfleet.signatures import signed_by
+from certfleet.trust import TrustStore
 from certfleet.verify import verify_chain
 
-__all__ = ["ChainResult", "DropReason", "Dropped", "LeafKey", "build_chain"]
+__all__ = ["ChainResult", "DropReason", "Dropped", "LeafKey", "build_chain", "no_certificate", "pick_leaf"]
 
 _MAX_FETCH_ROUNDS = 4  # leaf → intermediate → cross-sign → ...; real chains need one or two
 _MAX_LISTED = 8
@@ -102,20 +105,38 @@ def _newest(items: Sequence[PoolCert]) -> PoolCert:
     return max(items, key=lambda i: (not is_ca(i.cert), i.cert.not_valid_before_utc))
 
 
-def _pick_leaf(
-    items: Sequence[PoolCert], key: PrivateKeyTypes | PublicKeyTypes | None, pool_keys: Sequence[PoolKey]
+def pick_leaf(
+    items: Sequence[PoolCert],
+    keys: Sequence[PrivateKeyTypes | PublicKeyTypes] = (),
+    pool_keys: Sequence[PoolKey] = (),
 ) -> tuple[PoolCert, bool]:
-    """The leaf, and whether ``key`` is its key."""
-    if key is not None:
-        matching = [i for i in items if key_matches(key, i.cert)]
+    """The leaf among ``items``, and whether it is the certificate of one of ``keys``.
+
+    The newest certificate of one of ``keys`` (with none given, of the only key in ``pool_keys``),
+    an end-entity one before a CA (a renewal may keep its key); else the only end-entity
+    certificate (with none, the CA certificate that issued none of the others); else, of several,
+    the only one whose key is among ``pool_keys``. Raises InputError when there is no
+    certificate, or several could be the leaf.
+    """
+    if not items:
+        raise InputError("no certificate among the inputs", hint="give the certificate the CA sent")
+    if not keys and len(pool_keys) == 1:
+        keys = [pool_keys[0].key]
+    if keys:
+        matching = [i for i in items if any(key_matches(k, i.cert) for k in keys)]
         if matching:
             return _newest(matching), True
     candidates = [i for i in items if not is_ca(i.cert)]
+    if len(candidates) > 1:
+        # an issuer that does not say it is a CA (no basicConstraints, cA=false) is still no leaf
+        issuing = [i for i in candidates if any(o is not i and signed_by(o.cert, i.cert) for o in items)]
+        if len(issuing) < len(candidates):
+            candidates = [i for i in candidates if i not in issuing]
     if not candidates:
         # only CA certificates: the leaf is the one that issued none of the others
         issuers = {i.cert.issuer.public_bytes() for i in items if i.cert.issuer != i.cert.subject}
         candidates = [i for i in items if i.cert.subject.public_bytes() not in issuers]
-    if len(candidates) > 1 and key is None and pool_keys:
+    if len(candidates) > 1 and not keys and pool_keys:
         keyed = [i for i in candidates if any(key_matches(k.key, i.cert) for k in pool_keys)]
         if len(keyed) == 1:
             return keyed[0], True
@@ -192,6 +213,17 @@ def _incomplete_hint(
     return dataclasses.replace(problem, hint=hint)
 
 
+def no_certificate(pool: Pool) -> InputError:
+    """The refusal of a pool without a certificate, naming the input and what it holds instead."""
+    held = [("a private key", k.source) for k in pool.keys] + [("a CSR", c.source) for c in pool.csrs]
+    sources = list(dict.fromkeys(source for _, source in held))
+    hint = "give the certificate the CA sent"
+    if len(sources) != 1:
+        return InputError("no certificate among the inputs", hint=hint)
+    what = " and ".join(dict.fromkeys(kind for kind, _ in held))
+    return InputError(f"holds no certificate, only {what}", hint=hint, source=sources[0])
+
+
 def build_chain(
     pool: Pool,
     trust: TrustStore,
@@ -217,16 +249,16 @@ def build_chain(
             exc.with_source(item.source)
             raise
     if not items:
-        raise InputError("no certificate among the inputs", hint="give the certificate the CA sent")
+        raise no_certificate(pool)
     if key is None and len(pool.keys) == 1:
         key, key_source = pool.keys[0].key, pool.keys[0].source
-    chosen, key_fits = _pick_leaf(items, key, pool.keys)
+    chosen, key_fits = pick_leaf(items, [key] if key is not None else [], pool.keys)
     if key is None:  # several keys: the one that belongs to the leaf, if any
         owner = next((k for k in pool.keys if key_matches(k.key, chosen.cert)), None)
         if owner is not None:
             key, key_source, key_fits = owner.key, owner.source, True
     leaf = chosen.cert
-    problems: list[Problem] = []
+    problems: list[Problem] = list(pool.problems())  # what could not be read beside what was
     key_match: LeafKey | None = None
     if key is not None:
         key_match = LeafKey(type=key_type(public_half(key)), matches_leaf=key_fits, source=key_source)
@@ -282,10 +314,22 @@ def build_chain(
             )
         )
 
+    # an issuer matched only as RFC 5280 compares names: said (with its file), whatever the verdict below
+    sources = {fingerprint(i.cert): i.source for i in items}
+    loose: dict[str | None, Problem] = {}
+    for child, parent in itertools.pairwise(path.certs):
+        note = issuer_name_problem(child, parent, severity=Severity.WARNING, source=sources.get(fingerprint(parent)))
+        if note is not None:
+            loose[note.subject] = note
+
     dropped = _dropped(pool, chain, path, paths, trust)
     problems.extend(_drop_problem(d) for d in dropped)
     verification = verify_chain(leaf, chain[1:], trust, at=now)
-    problems.extend(_incomplete_hint(p, path.certs[-1], fetcher is not None, errors) for p in verification.problems)
+    for problem in verification.problems:
+        if problem.code is ProblemCode.ISSUER_NAME_DIFFERS and problem.subject in loose:
+            problem = dataclasses.replace(loose.pop(problem.subject), severity=problem.severity)
+        problems.append(_incomplete_hint(problem, path.certs[-1], fetcher is not None, errors))
+    problems.extend(loose.values())  # those the verdict did not need to mention
     seen = {(p.code, p.subject) for p in problems}
     for problem in lint(chain, now=now, trust=trust):
         if (problem.code, problem.subject) not in seen:

@@ -176,7 +176,7 @@ class _Evaluator:
         key = served.chain_der[1:]
         verifier = self._verifiers.get(key)
         if verifier is None:
-            verifier = Verifier(self.trust, served.chain[1:], at=self.now)
+            verifier = Verifier(self.trust, served.chain[1:], at=self.now, reuse_proven=True)
             if len(self._verifiers) < _MAX_VERIFIERS:
                 self._verifiers[key] = verifier
         return verifier

@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
-from certfleet.certinfo import cert_public_key, key_type
+from certfleet import extensions
+from certfleet.certinfo import NAME_ERRORS, cert_public_key, key_type, other_names
 from certfleet.errors import InputError, LimitError
 from certfleet.keys import public_key_id, require_web_key
 from certfleet.names import check_wildcard, is_ip, normalize_name, normalize_names
@@ -213,6 +214,10 @@ class CsrInfo:
     public_key_id: str
     signature_algorithm: str
     signature_valid: bool
+    # subjectAltName entries beyond DNS names and IP addresses (email, URI, x400Address...)
+    other_names: tuple[str, ...] = ()
+    # extensions that do not decode, or appear twice: a CA refuses such a request
+    faults: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -224,23 +229,23 @@ class CsrInfo:
             "public_key_id": self.public_key_id,
             "signature_algorithm": self.signature_algorithm,
             "signature_valid": self.signature_valid,
+            "other_names": list(self.other_names),
+            "faults": list(self.faults),
         }
 
 
 def describe_csr(csr: x509.CertificateSigningRequest) -> CsrInfo:
     """What a CSR asks for, as plain data. A CSR from anywhere may be odd; this never raises for it."""
-    try:
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        dns = tuple(str(n) for n in san.get_values_for_type(x509.DNSName))
-        ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
-    except (x509.ExtensionNotFound, ValueError):
-        dns, ips = (), ()
+    found = extensions.decoded(csr)
+    san = found.find(x509.SubjectAlternativeName)
+    dns = tuple(str(n) for n in san.value.get_values_for_type(x509.DNSName)) if san is not None else ()
+    ips = tuple(str(ip) for ip in san.value.get_values_for_type(x509.IPAddress)) if san is not None else ()
     try:
         subject = csr.subject.rfc4514_string()
         cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         raw_cn = cns[0].value if cns else None
         cn = raw_cn.decode("utf-8", "replace") if isinstance(raw_cn, bytes) else raw_cn
-    except ValueError:
+    except NAME_ERRORS:
         subject, cn = "unreadable subject", None
     public = cert_public_key(csr)
     ktype, kid = (key_type(public), public_key_id(public)) if public is not None else ("unknown", "")
@@ -259,4 +264,6 @@ def describe_csr(csr: x509.CertificateSigningRequest) -> CsrInfo:
         public_key_id=kid,
         signature_algorithm=algorithm,
         signature_valid=valid,
+        other_names=other_names(csr),
+        faults=found.faults,
     )

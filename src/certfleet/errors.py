@@ -17,6 +17,9 @@ errors are mapped to these at the boundary that calls the third party (``raise X
     │       └── StoreBusyError       another certfleet holds the store for too long
     └── OperationFailed              a command ran and found that the job failed (exit 1)
 
+The ACME CA's refusals are ``OperationFailed`` subclasses and an unreachable CA a ``NetworkError``,
+drawn in :mod:`certfleet.acme.errors`.
+
 ``ValueError`` and ``TypeError`` remain for programmer misuse of the library API.
 """
 

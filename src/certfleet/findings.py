@@ -12,15 +12,18 @@ import datetime as dt
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certfleet.certinfo import describe, fingerprint, printable
+from certfleet.certinfo import describe, fingerprint, is_precertificate, printable
+from certfleet.paths import extension
 from certfleet.problems import Problem, ProblemCode, Severity
-from certfleet.trust import extension, weak_signature
+from certfleet.signatures import weak_signature
 
 __all__ = [
     "eku_problem",
     "expiring_problem",
+    "issuer_name_problem",
     "label",
     "no_san_problem",
+    "precertificate_problem",
     "validity_problem",
     "weak_signature_problem",
 ]
@@ -131,6 +134,49 @@ def eku_problem(cert: x509.Certificate, *, prefix: str = "") -> Problem | None:
         Severity.ERROR,
         f"{prefix}extended key usage lacks serverAuth (it allows: {', '.join(allowed) or 'nothing'})",
         "reissue it as a TLS server certificate (extended key usage serverAuth)",
+        fingerprint(cert),
+    )
+
+
+def issuer_name_problem(
+    cert: x509.Certificate,
+    issuer: x509.Certificate,
+    *,
+    severity: Severity = Severity.ERROR,
+    source: str | None = None,
+) -> Problem | None:
+    """``issuer-name-differs`` when ``issuer`` was matched to ``cert``'s issuer name only as RFC 5280
+    compares names (letter case, spaces, string type), not byte for byte as cryptography does.
+
+    ``source``, the file ``issuer`` came from, is named with it.
+    """
+    if cert.issuer.public_bytes() == issuer.subject.public_bytes():
+        return None
+    where = f" ({source})" if source else ""
+    return Problem(
+        ProblemCode.ISSUER_NAME_DIFFERS,
+        severity,
+        f"{label(issuer.subject)}{where} was matched as the issuer of {label(cert.subject)} by RFC 5280's rules: "
+        "the issuer name differs from its subject in letter case, spacing or string type; OpenSSL and "
+        "browsers accept that, strict verifiers (cryptography's, which gives certfleet's verdict) do not",
+        "ask the CA for the intermediate whose subject is exactly the issuer name in the certificate",
+        fingerprint(issuer),
+    )
+
+
+def precertificate_problem(
+    cert: x509.Certificate, *, what: str = "the certificate", source: str | None = None
+) -> Problem | None:
+    """``precertificate`` when ``cert`` is a CT precertificate (RFC 6962's poison extension)."""
+    if not is_precertificate(cert):
+        return None
+    where = f" ({source})" if source else ""
+    return Problem(
+        ProblemCode.PRECERTIFICATE,
+        Severity.ERROR,
+        f"{what}{where} is a CT precertificate (it carries the critical poison extension): "
+        "the CA logs it, and no client accepts it",
+        "use the certificate the CA issued after logging this precertificate: download it again from the CA",
         fingerprint(cert),
     )
 

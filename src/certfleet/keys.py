@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
-from certfleet.certinfo import cert_public_key, describe, key_type
+from certfleet.certinfo import cert_public_key, describe, key_name, key_type
 from certfleet.errors import InputError
 from certfleet.problems import Problem, ProblemCode, Severity
 
@@ -31,6 +31,7 @@ __all__ = [
     "public_half",
     "public_key_id",
     "require_web_key",
+    "security_bits",
 ]
 
 # the private keys certfleet makes and puts in CSRs
@@ -101,6 +102,23 @@ def parse_key_spec(text: str) -> KeySpec:
             hint="use ec:p256 or ec:p384",
         )
     raise InputError(f"{raw!r} is not a key type", hint=f"use one of {_ACCEPTED}")
+
+
+# NIST SP 800-57's levels: what a key of each kind is worth against the best known attack
+_RSA_LEVELS = ((15360, 256), (7680, 192), (3072, 128), (2048, 112), (1024, 80))
+_CURVE_LEVELS = {"p256": 128, "p384": 192, "p521": 256, "secp256k1": 128}
+
+
+def security_bits(spelled: str) -> int | None:
+    """The NIST security level of a key spelled as :func:`certfleet.certinfo.key_type` spells it
+    (``rsa:4096`` → 128, ``ec:p384`` → 192); None for a kind it does not know. Keys are compared
+    by level, so RSA 4096 and P-256 are equal: moving from one to the other weakens nothing."""
+    kind, _, size = spelled.partition(":")
+    if kind == "rsa" and size.isdigit():
+        return next((level for bits, level in _RSA_LEVELS if int(size) >= bits), 0)
+    if kind == "ec":
+        return _CURVE_LEVELS.get(size)
+    return {"ed25519": 128, "ed448": 224}.get(spelled)
 
 
 def generate_key(spec: KeySpec | str) -> WebKey:
@@ -321,7 +339,4 @@ def require_web_key(key: PrivateKeyTypes) -> WebKey:
                 hint="use ec:p256 or ec:p384",
             )
         return key
-    raise InputError(
-        f"{type(key).__name__.removeprefix('_')} keys cannot be used for a web certificate",
-        hint="use ec:p256 or rsa:2048",
-    )
+    raise InputError(f"{key_name(key)} cannot be used for a web certificate", hint="use ec:p256 or rsa:2048")

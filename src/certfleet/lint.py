@@ -2,48 +2,115 @@
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import itertools
 import math
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.x509.oid import NameOID
 
-from certfleet.certinfo import cert_public_key, common_name, fingerprint, is_ca, is_self_issued, readable, san_names
+from certfleet.certinfo import (
+    cert_public_key,
+    common_name,
+    fingerprint,
+    is_ca,
+    is_self_issued,
+    printable,
+    readable,
+    san_names,
+)
 from certfleet.findings import (
     eku_problem,
     expiring_problem,
     label,
     no_san_problem,
+    precertificate_problem,
     validity_problem,
     weak_signature_problem,
 )
 from certfleet.names import canonical_name
 from certfleet.problems import EXPIRING_DAYS, Problem, ProblemCode, Severity
-from certfleet.trust import Signature, TrustStore, check_signature, is_self_signed
+from certfleet.signatures import Signature, check_signature, is_self_signed
+from certfleet.trust import TrustStore
 
-__all__ = ["MAX_VALIDITY", "lint", "max_validity_days"]
+__all__ = ["MAX_VALIDITY", "ValidityRule", "lint", "max_validity_days", "validity_rule"]
 
-# CA/B Forum Baseline Requirements (ballot SC-081): the longest validity of a subscriber
-# certificate, by the date it was issued (notBefore). Newest first; the last row has no start.
-MAX_VALIDITY: tuple[tuple[dt.datetime | None, int], ...] = (
-    (dt.datetime(2029, 3, 15, tzinfo=dt.UTC), 47),
-    (dt.datetime(2027, 3, 15, tzinfo=dt.UTC), 100),
-    (dt.datetime(2026, 3, 15, tzinfo=dt.UTC), 200),
-    (None, 398),
+
+@dataclass(frozen=True, slots=True)
+class ValidityRule:
+    """The longest validity of a subscriber certificate issued (notBefore) on or after ``start``."""
+
+    start: dt.datetime
+    rule: str  # where the limit comes from
+    days: int | None = None  # a limit in days (both ends counted, any part of a day a whole day)
+    months: int | None = None  # or in calendar months
+
+    @property
+    def limit(self) -> str:
+        return f"{self.days} days" if self.days is not None else f"{self.months} months"
+
+    def allows(self, not_before: dt.datetime, not_after: dt.datetime) -> bool:
+        if self.months is not None:
+            return not_after <= _add_months(not_before, self.months)
+        assert self.days is not None  # noqa: S101 (every rule has days or months)
+        return _days(not_before, not_after) <= self.days
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start": self.start.date().isoformat(), "limit": self.limit, "rule": self.rule}
+
+
+def _utc(year: int, month: int, day: int) -> dt.datetime:
+    return dt.datetime(year, month, day, tzinfo=dt.UTC)
+
+
+# The CA/B Forum Baseline Requirements over the years, newest first. Before the first of them
+# took effect (2012-07-01) no rule bounded a certificate's validity.
+MAX_VALIDITY: tuple[ValidityRule, ...] = (
+    ValidityRule(_utc(2029, 3, 15), "CA/B Forum ballot SC-081", days=47),
+    ValidityRule(_utc(2027, 3, 15), "CA/B Forum ballot SC-081", days=100),
+    ValidityRule(_utc(2026, 3, 15), "CA/B Forum ballot SC-081", days=200),
+    ValidityRule(_utc(2020, 9, 1), "CA/B Forum ballot SC31", days=398),
+    ValidityRule(_utc(2018, 3, 1), "CA/B Forum ballot 193", days=825),
+    ValidityRule(_utc(2015, 4, 1), "CA/B Forum Baseline Requirements", months=39),
+    ValidityRule(_utc(2012, 7, 1), "CA/B Forum Baseline Requirements 1.0", months=60),
 )
+
+
+def validity_rule(not_before: dt.datetime) -> ValidityRule | None:
+    """The rule in force for a certificate issued at ``not_before``; None before there was one."""
+    return next((rule for rule in MAX_VALIDITY if not_before >= rule.start), None)
+
+
+def max_validity_days(not_before: dt.datetime) -> int | None:
+    """The longest validity, in days, of a certificate issued at ``not_before``; None before any rule."""
+    rule = validity_rule(not_before)
+    if rule is None:
+        return None
+    if rule.days is not None:
+        return rule.days
+    assert rule.months is not None  # noqa: S101 (every rule has days or months)
+    return (_add_months(not_before, rule.months) - not_before).days
+
+
+def _add_months(when: dt.datetime, months: int) -> dt.datetime:
+    month0 = when.month - 1 + months
+    year, month = when.year + month0 // 12, month0 % 12 + 1
+    return when.replace(year=year, month=month, day=min(when.day, calendar.monthrange(year, month)[1]))
+
+
+def _days(not_before: dt.datetime, not_after: dt.datetime) -> int:
+    # the Baseline Requirements count both ends inclusive, and any part of a day as a whole day
+    return math.ceil(((not_after - not_before).total_seconds() + 1) / 86400)
+
 
 _GOOD_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384"}
 _MIN_RSA_BITS = 2048
-
-
-def max_validity_days(not_before: dt.datetime) -> int:
-    """The CA/B Forum maximum validity, in days, for a certificate issued at ``not_before``."""
-    for start, days in MAX_VALIDITY:
-        if start is None or not_before >= start:
-            return days
-    raise AssertionError("MAX_VALIDITY ends with a row without a start")
 
 
 def _weak_key(cert: x509.Certificate, name: str | None) -> Problem | None:
@@ -60,7 +127,7 @@ def _weak_key(cert: x509.Certificate, name: str | None) -> Problem | None:
     elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
         reason = "is Ed25519/Ed448, which browsers and phones do not accept for web certificates"
     elif isinstance(key, dsa.DSAPublicKey):
-        reason = "is DSA, which TLS clients no longer accept"
+        reason = "is DSA, which no TLS client accepts"
     else:
         reason = "is of a type clients do not know"
     return Problem(
@@ -73,17 +140,16 @@ def _weak_key(cert: x509.Certificate, name: str | None) -> Problem | None:
 
 
 def _validity_too_long(cert: x509.Certificate) -> Problem | None:
-    not_before = cert.not_valid_before_utc
-    # the Baseline Requirements count both ends inclusive, and any part of a day as a whole day
-    seconds = (cert.not_valid_after_utc - not_before).total_seconds() + 1
-    days = math.ceil(seconds / 86400)
-    limit = max_validity_days(not_before)
-    if days <= limit:
+    not_before, not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
+    rule = validity_rule(not_before)
+    if rule is None or rule.allows(not_before, not_after):
         return None
+    seconds = (not_after - not_before).total_seconds() + 1
     return Problem(
         ProblemCode.VALIDITY_TOO_LONG,
         Severity.WARNING,
-        f"valid for {_span(seconds)}; certificates issued on {not_before:%Y-%m-%d} may live at most {limit} days",
+        f"valid for {_span(seconds)}; certificates issued on {not_before:%Y-%m-%d} may live at most {rule.limit} "
+        f"({rule.rule}, in force from {rule.start:%Y-%m-%d})",
         "clients that follow the CA/B Forum rules may refuse it; have it reissued with a shorter validity",
         fingerprint(cert),
     )
@@ -112,6 +178,45 @@ def _san_problems(leaf: x509.Certificate) -> list[Problem]:
             fingerprint(leaf),
         )
     ]
+
+
+# name attributes with bounds (RFC 5280's upper bounds, ISO 3166 country codes): (least, most) characters
+_BOUNDED = {
+    NameOID.COUNTRY_NAME: ("country code", 2, 2),
+    NameOID.JURISDICTION_COUNTRY_NAME: ("jurisdiction country code", 2, 2),
+    NameOID.COMMON_NAME: ("common name", 1, 64),
+}
+
+
+def _malformed_name(cert: x509.Certificate, name: str | None) -> list[Problem]:
+    """``malformed-name`` for each subject attribute out of its bounds (cryptography only warns)."""
+    what = "the certificate's" if name is None else f"the certificate {name}'s"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the very thing reported here
+        attributes = list(cert.subject)
+    problems: list[Problem] = []
+    for attribute in attributes:
+        bounds = _BOUNDED.get(attribute.oid)
+        if bounds is None or not isinstance(attribute.value, str):
+            continue
+        kind, least, most = bounds
+        size = len(attribute.value.encode())
+        if least <= size <= most:
+            continue
+        if most == 2:
+            detail = f"has the {kind} {printable(attribute.value, 40)!r}; a country code is two letters (ISO 3166)"
+        else:
+            detail = f"{kind} is {size} bytes long; RFC 5280 allows {least} to {most}"
+        problems.append(
+            Problem(
+                ProblemCode.MALFORMED_NAME,
+                Severity.WARNING,
+                f"{what} subject {detail}",
+                "have it reissued with the name corrected: strict clients may refuse it",
+                fingerprint(cert),
+            )
+        )
+    return problems
 
 
 def lint(
@@ -166,6 +271,10 @@ def lint(
                 )
             )
         problems.extend(p for p in found if p is not None)
+        problems.extend(_malformed_name(cert, name))
+    poisoned = precertificate_problem(leaf)
+    if poisoned is not None:
+        problems.append(poisoned)
     if not is_ca(leaf):
         problems.extend(_san_problems(leaf))
         found_validity = _validity_too_long(leaf)

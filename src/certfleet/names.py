@@ -32,6 +32,7 @@ __all__ = [
     "Coverage",
     "MissingName",
     "NamePlan",
+    "NamesReport",
     "canonical_name",
     "check_wildcard",
     "coverage",
@@ -524,3 +525,23 @@ def plan(required: Iterable[str], *, limit: int = DEFAULT_NAME_LIMIT, wildcards:
         plain_count=plain,
         notes=tuple(notes),
     )
+
+
+@dataclass(frozen=True)
+class NamesReport:
+    """A names plan, and with a certificate, which of the names it covers."""
+
+    plan: NamePlan
+    coverage: Coverage | None
+    cert: str | None  # where the certificate came from
+
+    @property
+    def ok(self) -> bool:
+        return self.plan.fits and (self.coverage is None or self.coverage.complete)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan.to_dict(),
+            "coverage": self.coverage.to_dict() if self.coverage is not None else None,
+            "cert": self.cert,
+        }

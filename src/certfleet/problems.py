@@ -34,6 +34,16 @@ class ProblemCode(StrEnum):
     INCOMPLETE_CHAIN = "incomplete-chain"
     INVALID = "invalid"  # any other path-validation failure; the message carries the detail
     SELF_SIGNED = "self-signed"
+    # the structure of the path: a certificate that may not stand where it stands
+    MISSING_BASIC_CONSTRAINTS = "missing-basic-constraints"  # an issuer without basicConstraints
+    NOT_A_CA = "not-a-ca"  # an issuer whose basicConstraints says cA=false
+    MISSING_KEY_CERT_SIGN = "missing-key-cert-sign"  # an issuer whose key usage lacks keyCertSign
+    PATH_LENGTH_EXCEEDED = "path-length-exceeded"  # more intermediates than a pathLenConstraint allows
+    NAME_CONSTRAINTS_VIOLATED = "name-constraints-violated"  # names outside an issuer's name constraints
+    UNKNOWN_CRITICAL_EXTENSION = "unknown-critical-extension"  # a critical extension clients do not know
+    PRECERTIFICATE = "precertificate"  # a CT precertificate (the poison extension), not the certificate
+    # an issuer matched as RFC 5280 compares names (case, spaces, string type), not byte for byte
+    ISSUER_NAME_DIFFERS = "issuer-name-differs"
     # the chain as served
     WRONG_ORDER = "wrong-order"
     ROOT_INCLUDED = "root-included"
@@ -48,13 +58,23 @@ class ProblemCode(StrEnum):
     EXPIRING_SOON = "expiring-soon"
     NO_SAN = "no-san"
     CN_NOT_IN_SAN = "cn-not-in-san"
+    MALFORMED_NAME = "malformed-name"  # a name attribute out of its bounds (a country code of three letters)
     # keys
     KEY_MISMATCH = "key-mismatch"
+    # reading the inputs: an item left unread beside the ones that were read
+    UNREADABLE_ITEM = "unreadable-item"  # damaged or cut short
+    PASSWORD_NEEDED = "password-needed"  # noqa: S105 (encrypted; no password given opens it)
+    UNSUPPORTED_ITEM = "unsupported-item"  # of a kind no TLS client accepts (a DSA certificate)
+    IGNORED_ITEM = "ignored-item"  # of no use to a server (a certificate revocation list)
     # endpoints
     HANDSHAKE_FAILED = "handshake-failed"
     UNREACHABLE = "unreachable"
     TIMEOUT = "timeout"
     SERVES_OTHER_CERTIFICATE = "serves-other-certificate"
+    # a lineage's versions and deployments
+    DOWNGRADE = "downgrade"  # a version that would replace the active one is worse in some way
+    INTERRUPTED = "interrupted"  # a deploy never finished on a node
+    UNPROVEN = "unproven"  # a node's live files point at a version no deploy proved there
 
 
 @dataclass(frozen=True, slots=True)

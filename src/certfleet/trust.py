@@ -1,58 +1,38 @@
-"""Trust stores: the roots a client starts from (Mozilla's by default, the system's, or the user's).
-
-Also the search for paths from a certificate up to them, which verification and chain building share.
-"""
+"""Trust stores: the roots a client starts from (Mozilla's by default, the system's, or the user's),
+and reading them from files. The search for paths up to them is :mod:`certfleet.paths`; who signed
+what is :mod:`certfleet.signatures`."""
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import functools
 import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
-from types import MappingProxyType
-from typing import TypeVar
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 
 # the same enums as serialization's, from the module that defines them: the public package also
 # loads SSH keys and ciphers, which every start of a command that only compares certificates would
 # pay for; should cryptography move them, the public package still has them
 try:
-    from cryptography.hazmat.primitives._serialization import Encoding, PublicFormat
+    from cryptography.hazmat.primitives._serialization import Encoding
 except ImportError:  # pragma: no cover - another cryptography
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+    from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 
-from certfleet.certinfo import NAME_ERRORS, UNPARSABLE, lone_pem_der, readable
+from certfleet.certinfo import NAME_ERRORS, UNPARSABLE, NameKey, lone_pem_der, name_key, readable
 from certfleet.errors import EnvError, FormatError, InputError
+from certfleet.signatures import spki
 
 # certifi, ssl and certfleet.formats are imported where they are used (the Mozilla roots, the
 # system's roots, a file that is not one plain PEM certificate): ``verify --each`` given one PEM
 # file of roots and one of intermediates needs none of them, and its start is measured
 
-__all__ = [
-    "MAX_PATH_LENGTH",
-    "WEAK_SIGNATURES",
-    "CertPath",
-    "PathEnd",
-    "Signature",
-    "TrustStore",
-    "check_signature",
-    "extension",
-    "find_paths",
-    "is_self_signed",
-    "load_trust",
-    "read_certificates",
-    "signed_by",
-    "weak_signature",
-]
+__all__ = ["TrustStore", "load_trust", "read_certificates"]
 
 # Where Linux distributions and BSDs keep the bundle of their trusted roots.
 _SYSTEM_BUNDLES = (
@@ -66,94 +46,6 @@ _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTI
 _MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 
 
-def _spki(cert: x509.Certificate) -> bytes:
-    return cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-
-
-# signature algorithms whose hash clients refuse: a certificate signed so is refused whoever made it
-WEAK_SIGNATURES: Mapping[str, str] = MappingProxyType(
-    {
-        "1.2.840.113549.1.1.2": "MD2",  # md2WithRSAEncryption
-        "1.2.840.113549.1.1.4": "MD5",  # md5WithRSAEncryption
-        "1.2.840.113549.1.1.5": "SHA-1",  # sha1WithRSAEncryption
-        "1.3.14.3.2.29": "SHA-1",  # sha1WithRSASignature (OIW)
-        "1.2.840.10045.4.1": "SHA-1",  # ecdsa-with-SHA1
-        "1.2.840.10040.4.3": "SHA-1",  # dsa-with-sha1
-    }
-)
-
-
-def weak_signature(cert: x509.Certificate) -> str | None:
-    """The weak hash ``cert`` is signed with (``SHA-1``, ``MD5``, ``MD2``), or None."""
-    return WEAK_SIGNATURES.get(cert.signature_algorithm_oid.dotted_string)
-
-
-class Signature(StrEnum):
-    """What checking one certificate's signature with a candidate issuer found."""
-
-    GOOD = "good"  # the issuer's name and key made it, with an algorithm clients accept
-    WEAK = "weak"  # the issuer's name and key made it, but over SHA-1 or MD5, which clients refuse
-    UNCHECKED = "unchecked"  # the names fit, but the algorithm is one certfleet cannot check (MD2, GOST)
-    BAD = "bad"  # the names differ, or that key did not make this signature
-
-    @property
-    def made(self) -> bool:
-        """True when the issuer is proven to have made the signature, strong or weak."""
-        return self in (Signature.GOOD, Signature.WEAK)
-
-
-def check_signature(cert: x509.Certificate, issuer: x509.Certificate) -> Signature:
-    """Whether ``issuer``'s name and key made ``cert``'s signature (names alone prove nothing).
-
-    Checked with the issuer's public key directly: cryptography's own check refuses SHA-1 and MD5
-    signatures, and a SHA-1 intermediate must still be put in its place (and reported as weak,
-    not as out of order). Remembered per pair: lint, path search and verification ask again.
-    """
-    return _check_signature(cert, issuer)
-
-
-@functools.lru_cache(maxsize=2048)
-def _check_signature(cert: x509.Certificate, issuer: x509.Certificate) -> Signature:
-    try:
-        if cert.issuer != issuer.subject:
-            return Signature.BAD
-    except NAME_ERRORS:  # undecodable names name nobody
-        return Signature.BAD
-    try:
-        key = issuer.public_key()
-        params = cert.signature_algorithm_parameters
-        algorithm = cert.signature_hash_algorithm
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        return Signature.UNCHECKED
-    data, signature = cert.tbs_certificate_bytes, cert.signature
-    try:
-        if isinstance(key, rsa.RSAPublicKey) and algorithm is not None:
-            # md5WithRSAEncryption comes without parameters: it is PKCS#1 v1.5, like every RSA scheme but PSS
-            key.verify(signature, data, params if isinstance(params, padding.PSS) else padding.PKCS1v15(), algorithm)
-        elif isinstance(key, ec.EllipticCurvePublicKey) and isinstance(params, ec.ECDSA):
-            key.verify(signature, data, params)
-        elif isinstance(key, dsa.DSAPublicKey) and algorithm is not None:
-            key.verify(signature, data, algorithm)
-        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey) and params is None:
-            key.verify(signature, data)
-        else:  # an algorithm this kind of key cannot make
-            return Signature.BAD
-    except InvalidSignature:
-        return Signature.BAD
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        return Signature.UNCHECKED
-    return Signature.WEAK if weak_signature(cert) is not None else Signature.GOOD
-
-
-def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    """True when ``issuer``'s name and key made ``cert``'s signature, with any hash (see :func:`check_signature`)."""
-    return check_signature(cert, issuer).made
-
-
-def is_self_signed(cert: x509.Certificate) -> bool:
-    return cert.subject == cert.issuer and signed_by(cert, cert)
-
-
 @dataclass(frozen=True)
 class TrustStore:
     """A set of trust anchors; a certificate is trusted when a path from it ends at one of these."""
@@ -164,6 +56,7 @@ class TrustStore:
     # an anchor is a name and a key: a re-issued root (new dates, same key) is the same anchor
     _anchors: frozenset[tuple[bytes, bytes]] = field(init=False, repr=False, compare=False)
     _ders: frozenset[bytes] = field(init=False, repr=False, compare=False)
+    _loose: dict[NameKey, list[x509.Certificate]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_subject: dict[bytes, list[x509.Certificate]] = {}
@@ -181,7 +74,7 @@ class TrustStore:
             by_subject.setdefault(subject, []).append(cert)
             # a key type we cannot read still anchors by its DER
             with contextlib.suppress(ValueError, UnsupportedAlgorithm):
-                anchors.add((subject, _spki(cert)))
+                anchors.add((subject, spki(cert)))
         object.__setattr__(self, "certs", tuple(unique))
         object.__setattr__(self, "_by_subject", {k: tuple(v) for k, v in by_subject.items()})
         object.__setattr__(self, "_anchors", frozenset(anchors))
@@ -241,13 +134,24 @@ class TrustStore:
         try:
             subject = cert.subject.public_bytes()
             # most certificates asked about (leaves, intermediates) share no name with an anchor
-            return subject in self._by_subject and (subject, _spki(cert)) in self._anchors
+            return subject in self._by_subject and (subject, spki(cert)) in self._anchors
         except (ValueError, UnsupportedAlgorithm):
             return False
 
     def named(self, name: x509.Name) -> tuple[x509.Certificate, ...]:
         """The anchors whose subject is ``name`` (no signature check)."""
         return self._by_subject.get(name.public_bytes(), ())
+
+    def named_loosely(self, name: x509.Name) -> tuple[x509.Certificate, ...]:
+        """The anchors whose subject is ``name`` as RFC 5280 compares names (case, spaces, string type)."""
+        if not self._loose:  # made on first use: an issuer named byte for byte, the usual case, never needs it
+            for cert in self.certs:
+                with contextlib.suppress(*NAME_ERRORS):
+                    self._loose.setdefault(name_key(cert.subject), []).append(cert)
+        try:
+            return tuple(self._loose.get(name_key(name), ()))
+        except NAME_ERRORS:
+            return ()
 
 
 @functools.cache
@@ -331,148 +235,3 @@ def load_trust(
 
 
 # --- paths up to an anchor ----------------------------------------------------------------------
-
-_E = TypeVar("_E", bound=x509.ExtensionType)
-
-MAX_PATH_LENGTH = 8  # certificates in a path, leaf and anchor included; real chains have 3 or 4
-_SEARCH_BUDGET = 512  # issuer look-ups per search, so hostile input cannot blow up
-_MAX_PATHS = 32
-_MAX_SIGNATURE_CHECKS = 1024  # per search; an honest pool needs a handful
-
-
-class PathEnd(StrEnum):
-    TRUSTED = "trusted"  # the last certificate is a trust anchor
-    UNTRUSTED_ROOT = "untrusted-root"  # the last certificate is self-signed and not an anchor
-    MISSING_ISSUER = "missing-issuer"  # no certificate at hand issued the last one
-    TOO_LONG = "too-long"  # the search stopped at MAX_PATH_LENGTH
-
-
-@dataclass(frozen=True)
-class CertPath:
-    certs: tuple[x509.Certificate, ...]  # leaf first; the anchor is included when the end is TRUSTED
-    end: PathEnd
-
-    @property
-    def trusted(self) -> bool:
-        return self.end is PathEnd.TRUSTED
-
-
-def _key_id(cert: x509.Certificate) -> tuple[bytes, bytes] | None:
-    try:
-        return cert.subject.public_bytes(), _spki(cert)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        return None
-
-
-def extension(cert: x509.Certificate, kind: type[_E]) -> _E | None:
-    """The extension ``kind`` of ``cert``, or None when it is absent or does not parse.
-
-    Hostile certificates break extension parsing in many ways (duplicates, malformed name
-    constraints); for certfleet's explanations a broken extension is an absent one.
-    """
-    try:
-        return cert.extensions.get_extension_for_class(kind).value
-    except (x509.ExtensionNotFound, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, ValueError, TypeError):
-        return None
-
-
-def _aki(cert: x509.Certificate) -> bytes | None:
-    aki = extension(cert, x509.AuthorityKeyIdentifier)
-    return aki.key_identifier if aki is not None else None
-
-
-def _ski(cert: x509.Certificate) -> bytes | None:
-    ski = extension(cert, x509.SubjectKeyIdentifier)
-    return ski.digest if ski is not None else None
-
-
-def _valid_at(cert: x509.Certificate, at: dt.datetime | None) -> bool:
-    return at is None or cert.not_valid_before_utc <= at <= cert.not_valid_after_utc
-
-
-def find_paths(
-    leaf: x509.Certificate,
-    pool: Sequence[x509.Certificate],
-    trust: TrustStore,
-    *,
-    at: dt.datetime | None = None,
-    max_depth: int = MAX_PATH_LENGTH,
-    first_trusted: bool = False,
-) -> list[CertPath]:
-    """Every path up from ``leaf`` through ``pool`` towards ``trust``, best first (bounded search).
-
-    Issuers are proven by signature, not by name; AKI/SKI only orders the candidates. Best is a
-    path that ends at an anchor, then one whose certificates are all valid at ``at``, then the
-    shorter; among paths that end nowhere, the one that got furthest. ``first_trusted`` stops at
-    the first path that reaches an anchor (anchors and matching key identifiers are tried first).
-    """
-    readable(leaf)
-    by_subject: dict[bytes, list[x509.Certificate]] = {}
-    seen_der: set[bytes] = set()
-    for cert in pool:
-        readable(cert)
-        der = cert.public_bytes(Encoding.DER)
-        if der not in seen_der:
-            seen_der.add(der)
-            by_subject.setdefault(cert.subject.public_bytes(), []).append(cert)
-
-    budget = _SEARCH_BUDGET
-    signed: dict[tuple[int, int], bool] = {}
-    paths: list[CertPath] = []
-
-    def candidates(cert: x509.Certificate) -> list[tuple[x509.Certificate, bool]]:
-        """Certificates named as ``cert``'s issuer, best first; signatures are checked as they are used."""
-        nonlocal budget
-        budget -= 1
-        aki = _aki(cert)
-        issuer_name = cert.issuer.public_bytes()
-        found = [(a, True) for a in trust.named(cert.issuer)]
-        found += [(c, trust.contains(c)) for c in by_subject.get(issuer_name, ())]
-        # anchors first, then a matching key identifier, then those valid now
-        found.sort(key=lambda item: (not item[1], aki is not None and _ski(item[0]) != aki, not _valid_at(item[0], at)))
-        return found
-
-    def issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-        key = (id(cert), id(issuer))
-        if key not in signed:
-            if len(signed) >= _MAX_SIGNATURE_CHECKS:
-                return False  # a maze of look-alike certificates: stop proving, report what was found
-            signed[key] = signed_by(cert, issuer)
-        return signed[key]
-
-    def stop() -> bool:
-        return len(paths) >= _MAX_PATHS or (first_trusted and bool(paths) and paths[-1].trusted)
-
-    def walk(path: list[x509.Certificate], keys: set[tuple[bytes, bytes] | None]) -> None:
-        cert = path[-1]
-        if trust.contains(cert):
-            paths.append(CertPath(tuple(path), PathEnd.TRUSTED))
-            return
-        if is_self_signed(cert):
-            paths.append(CertPath(tuple(path), PathEnd.UNTRUSTED_ROOT))
-            return
-        if len(path) >= max_depth or budget <= 0:
-            paths.append(CertPath(tuple(path), PathEnd.TOO_LONG))
-            return
-        went_on = False
-        for issuer, is_anchor in candidates(cert):
-            if _key_id(issuer) in keys or not issued(cert, issuer):
-                continue
-            went_on = True
-            if is_anchor:
-                paths.append(CertPath((*path, issuer), PathEnd.TRUSTED))
-            else:
-                walk([*path, issuer], keys | {_key_id(issuer)})
-            if stop():
-                return
-        if not went_on:
-            paths.append(CertPath(tuple(path), PathEnd.MISSING_ISSUER))
-
-    walk([leaf], {_key_id(leaf)})
-    rank = {PathEnd.TRUSTED: 0, PathEnd.UNTRUSTED_ROOT: 1, PathEnd.MISSING_ISSUER: 2, PathEnd.TOO_LONG: 3}
-
-    def order(p: CertPath) -> tuple[int, bool, int]:
-        length = len(p.certs) if p.trusted else -len(p.certs)
-        return rank[p.end], not all(_valid_at(c, at) for c in p.certs), length
-
-    return sorted(paths, key=order)

@@ -12,7 +12,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -23,31 +23,21 @@ from certfleet.certinfo import NAME_ERRORS, cert_public_key, describe, fingerpri
 from certfleet.errors import CertfleetError, InputError
 from certfleet.findings import (
     eku_problem,
-    label,
     no_san_problem,
     validity_problem,
-    weak_signature_problem,
 )
 from certfleet.leafscan import LeafFacts, leaf_facts
+from certfleet.paths import MAX_PATH_LENGTH, CertPath, PathEnd, extension, find_paths
 from certfleet.problems import Problem, ProblemCode, Severity
-from certfleet.trust import (
-    MAX_PATH_LENGTH,
-    CertPath,
-    PathEnd,
-    Signature,
-    TrustStore,
-    check_signature,
-    extension,
-    find_paths,
-    is_self_signed,
-)
+from certfleet.signatures import is_self_signed
+from certfleet.trust import TrustStore
 
 __all__ = ["Verification", "Verifier", "parse_name", "verify_chain"]
 
 _MIN_RSA_BITS = 2048
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")  # a name cryptography takes as it is
-_MAX_PROVEN = 16  # intermediates remembered for the shortcut; a bundle of leaves has a few
+_MAX_PROVEN = 16  # intermediates remembered by reuse_proven; a bundle of leaves has a few
 _MAX_NAMES = 1024  # names a verifier remembers in their parsed form
 
 
@@ -124,9 +114,16 @@ def _name_problem(leaf: x509.Certificate, name: str) -> Problem | None:
 
 
 _PATH_CODES = frozenset(
-    {ProblemCode.INCOMPLETE_CHAIN, ProblemCode.UNTRUSTED, ProblemCode.SELF_SIGNED, ProblemCode.INVALID}
+    {
+        ProblemCode.INCOMPLETE_CHAIN,
+        ProblemCode.UNTRUSTED,
+        ProblemCode.SELF_SIGNED,
+        ProblemCode.INVALID,
+        ProblemCode.ISSUER_NAME_DIFFERS,
+    }
 )
 # fragments of cryptography's refusals, and the codes of certfleet's findings that explain them
+# (and, first, certfleet.diagnose's structural faults, each explained by its own code)
 _EXPLAINED_BY: tuple[tuple[str, frozenset[ProblemCode]], ...] = (
     ("not valid at validation time", frozenset({ProblemCode.EXPIRED, ProblemCode.NOT_YET_VALID})),
     ("subjectAltName", frozenset({ProblemCode.NAME_MISMATCH, ProblemCode.NO_SAN})),
@@ -142,8 +139,11 @@ _ALGORITHM = re.compile(r"AlgorithmIdentifier \{ oid: [^}]*?, params: (\w+)[^}]*
 
 
 def _explained(reason: str, problems: Sequence[Problem]) -> bool:
+    from certfleet.diagnose import STRUCTURAL
+
     codes = {p.code for p in problems}
-    for fragment, codes_that_explain in _EXPLAINED_BY:
+    structural = tuple((fragment, frozenset({code})) for fragment, code in STRUCTURAL)
+    for fragment, codes_that_explain in (*structural, *_EXPLAINED_BY):
         if fragment in reason:
             return bool(codes & codes_that_explain)
     return False
@@ -231,8 +231,29 @@ def _covered(dns: Sequence[str], name: str) -> bool:
     return any(covers(n, name) for n in dns)
 
 
+def _facts_if_undecodable(leaf: x509.Certificate) -> LeafFacts | None:
+    """The leaf's facts, read from its DER, when cryptography cannot decode its extensions.
+
+    cryptography decodes a certificate's extensions all at once: one that no verifier step reads
+    (a malformed certificate policy) would hide the subjectAltName and the extended key usage,
+    which its verifier parses on their own. leafscan reads those as cryptography would, or not
+    at all. For any other leaf, cryptography's decoding (kept by the certificate) is used.
+    """
+    try:
+        _ = leaf.extensions
+    except (x509.DuplicateExtension, x509.UnsupportedGeneralNameType, ValueError, TypeError):
+        return leaf_facts(leaf.tbs_certificate_bytes)
+    return None
+
+
 class Verifier:
-    """Verifies many leaves against one trust store and one set of intermediates, built once."""
+    """Verifies many leaves against one trust store and one set of intermediates, built once.
+
+    With ``reuse_proven``, an intermediate that a leaf's full verification proved up to an anchor
+    is remembered, and the next leaf it issued is checked against it alone (see ``_shortcut``):
+    the same verdicts, in about half the time per leaf when many leaves share intermediates.
+    Without it, every leaf is verified on its own, as by a fresh verifier.
+    """
 
     def __init__(
         self,
@@ -241,6 +262,7 @@ class Verifier:
         *,
         at: dt.datetime,
         max_depth: int | None = None,
+        reuse_proven: bool = False,
     ) -> None:
         if at.tzinfo is None:
             raise ValueError("at must be timezone-aware")
@@ -248,6 +270,7 @@ class Verifier:
         self.at = at.astimezone(dt.UTC)
         self.untrusted = [readable(c) for c in untrusted]
         self.max_depth = max_depth
+        self.reuse_proven = reuse_proven
         self._builder: PolicyBuilder | None = None
         # intermediates proven up to an anchor, with the rest of their path; trusted by one verifier
         self._proven: list[tuple[x509.Certificate, tuple[x509.Certificate, ...]]] = []
@@ -257,88 +280,34 @@ class Verifier:
             builder = PolicyBuilder().store(Store(list(trust.certs))).time(self.at)
             self._builder = builder.max_chain_depth(max_depth) if max_depth is not None else builder
 
-    def verify(self, leaf: x509.Certificate, name: str | None = None, *, der: bytes | None = None) -> Verification:
-        """Verify ``leaf`` for ``name`` (DNS or IP; None: the leaf's own first name).
+    @property
+    def proven(self) -> tuple[x509.Certificate, ...]:
+        """The intermediates ``reuse_proven`` has remembered so far, in the order proven."""
+        return tuple(cert for cert, _ in self._proven)
 
-        ``der``, the leaf's own encoding (exactly the bytes ``leaf`` was loaded from) when the
-        caller has it, saves encoding it again.
-        """
-        result = self.verify_many((leaf,), name, ders=(der,))[0]
-        if isinstance(result, CertfleetError):
-            raise result
-        return result
+    def verify(self, leaf: x509.Certificate, name: str | None = None) -> Verification:
+        """Verify ``leaf`` for ``name`` (DNS or IP; None: the leaf's own first name)."""
+        facts = _facts_if_undecodable(leaf)
+        step = self._prepare(leaf, name, facts)
+        if isinstance(step, Verification):
+            return step
+        subject, shown = step
+        chain, reason = self._verdict(leaf, subject)
+        if chain is None:
+            return self._explain(leaf, subject, shown, reason)
+        return self._accepted(leaf, chain, subject, shown, facts)
 
-    def verify_many(
-        self,
-        leaves: Sequence[x509.Certificate],
-        name: str | None = None,
-        *,
-        ders: Sequence[bytes | None] | None = None,
-    ) -> list[Verification | CertfleetError]:
-        """:meth:`verify` for each of ``leaves``, in order: its Verification, or the error it raised.
-
-        ``ders`` are the leaves' own encodings, where the caller has them. The answers are those
-        of :meth:`verify` leaf by leaf; the work is done in steps over all the leaves (what each
-        one is checked for, then cryptography's verdicts one after another, then the rules phones
-        add), which keeps each step's code and data warm: in a batch of thousands of leaves that
-        saves a sixth of the time per leaf.
-        """
-        results: list[Verification | CertfleetError | None] = [None] * len(leaves)
-        pending: list[tuple[int, x509.Certificate, LeafFacts | None, Subject, str | None]] = []
-        for index, leaf in enumerate(leaves):
-            try:
-                step = self._prepare(leaf, name, ders[index] if ders is not None else None)
-            except CertfleetError as exc:
-                results[index] = exc
-                continue
-            if isinstance(step, Verification):
-                results[index] = step
-            else:
-                facts, subject, shown = step
-                pending.append((index, leaf, facts, subject, shown))
-        builder = self._builder
-        # cryptography's verdicts, one after another; a refusal is explained at once
-        chains: list[list[x509.Certificate] | None] = []
-        for index, leaf, _, subject, shown in pending:
-            chain = self._shortcut(leaf, subject)
-            if chain is None:
-                reason: str | None = None
-                if builder is not None:  # (always: without it, _prepare explained the leaf)
-                    try:
-                        chain = builder.build_server_verifier(subject).verify(leaf, self.untrusted)
-                    except (VerificationError, ValueError) as exc:  # ValueError: a name cryptography refuses
-                        reason = str(exc)
-                if chain is None:
-                    chains.append(None)
-                    try:
-                        results[index] = self._explain(leaf, subject, shown, reason)
-                    except CertfleetError as error:
-                        results[index] = error
-                    continue
-                self._remember(chain)
-            chains.append(chain)
-        for (index, leaf, facts, subject, shown), chain in zip(pending, chains, strict=True):
-            if chain is None:
-                continue
-            try:
-                if not self._issuer_decodes(chain):
-                    readable(leaf)
-                refusals = _phone_rules(leaf, subject, facts)
-            except CertfleetError as exc:
-                results[index] = exc
-                continue
-            results[index] = Verification(valid=not refusals, chain=tuple(chain), problems=tuple(refusals), name=shown)
-        return cast(list[Verification | CertfleetError], results)  # every leaf has its answer now
+    # verify() in three steps, which certfleet._batch also runs over many leaves at a time:
+    # what the leaf is checked for, cryptography's verdict, then the rules phones add.
 
     def _prepare(
-        self, leaf: x509.Certificate, name: str | None, der: bytes | None
-    ) -> Verification | tuple[LeafFacts | None, Subject, str | None]:
-        """What ``leaf`` is to be checked for (its facts, the subject, the name shown), or its
-        Verification already when it has no name to check or nothing can be trusted."""
-        facts = leaf_facts(der if der is not None else leaf.tbs_certificate_bytes)
-        # As readable(leaf), in two steps: the subject now (the facts say it decodes), the issuer
-        # once a path is found (it then names an issuer whose subject decodes), or at once when
-        # none is (see _explain).
+        self, leaf: x509.Certificate, name: str | None, facts: LeafFacts | None = None
+    ) -> Verification | tuple[Subject, str | None]:
+        """What ``leaf`` is to be checked for (the subject, the name shown), or its Verification
+        already when it has no name to check or nothing can be trusted."""
+        # As readable(leaf), in two steps: the subject now (unless the facts say it decodes), the
+        # issuer once a path is found (it then names an issuer whose subject decodes), or at once
+        # when none is (see _explain).
         if facts is None:
             try:
                 _ = leaf.subject
@@ -363,7 +332,36 @@ class Verifier:
             shown, subject = own
         if self._builder is None:
             return self._explain(leaf, subject, shown, None)
-        return facts, subject, shown
+        return subject, shown
+
+    def _verdict(self, leaf: x509.Certificate, subject: Subject) -> tuple[list[x509.Certificate] | None, str | None]:
+        """cryptography's verdict: the validated chain, or None and cryptography's reason."""
+        chain = self._shortcut(leaf, subject)
+        if chain is not None:
+            return chain, None
+        if self._builder is None:  # (never: without it, _prepare explained the leaf)
+            return None, None
+        try:
+            chain = self._builder.build_server_verifier(subject).verify(leaf, self.untrusted)
+        except (VerificationError, ValueError) as exc:  # ValueError: a name cryptography refuses
+            return None, str(exc)
+        if self.reuse_proven:
+            self._remember(chain)
+        return chain, None
+
+    def _accepted(
+        self,
+        leaf: x509.Certificate,
+        chain: Sequence[x509.Certificate],
+        subject: Subject,
+        shown: str | None,
+        facts: LeafFacts | None = None,
+    ) -> Verification:
+        """The Verification of a leaf cryptography accepted: valid unless phones refuse it."""
+        if not self._issuer_decodes(chain):
+            readable(leaf)
+        refusals = _phone_rules(leaf, subject, facts)
+        return Verification(valid=not refusals, chain=tuple(chain), problems=tuple(refusals), name=shown)
 
     @staticmethod
     def _issuer_decodes(chain: Sequence[x509.Certificate]) -> bool:
@@ -386,11 +384,12 @@ class Verifier:
                 self._names[name] = parsed
         return parsed
 
-    # Leaves that share intermediates: once a full verification proves an intermediate up to an
-    # anchor (at this time, under this policy), the next leaf it issued needs only its own link,
-    # checked by a verifier that trusts that intermediate. Nothing above the intermediate can
-    # change the verdict on such a leaf unless it constrains names, or a depth limit applies; in
-    # those cases every leaf takes the full path.
+    # reuse_proven: leaves that share intermediates. Once a full verification proves an
+    # intermediate up to an anchor (at this time, under this policy), the next leaf it issued
+    # needs only its own link, checked by a verifier that trusts that intermediate. Nothing above
+    # the intermediate can change the verdict on such a leaf unless it constrains names, or a
+    # depth limit applies; in those cases every leaf takes the full path. (A path length
+    # constraint above it counts the intermediates between, never the leaf: the proof holds.)
     def _shortcut(self, leaf: x509.Certificate, subject: Subject) -> list[x509.Certificate] | None:
         if self._proven_builder is None:
             return None
@@ -428,6 +427,9 @@ class Verifier:
 
         ``reason`` is cryptography's message; it is reported as well unless those checks explain it.
         """
+        # only here: a leaf whose chain is valid never needs the diagnosis
+        from certfleet.diagnose import path_problems, structural_problems
+
         readable(leaf)  # the issuer's name too: nothing proved that it decodes
         problems: list[Problem] = []
         path = self._best_path(leaf)
@@ -457,8 +459,11 @@ class Verifier:
             add(problem)
 
         if not self_signed:
-            for problem in self._path_problems(path):
+            for problem in path_problems(path, self.trust, self.untrusted, self.at, self.max_depth):
                 add(problem)
+        # what cryptography finds wrong with the path itself, asked without a name
+        for problem in structural_problems(leaf, path, self.untrusted, self.trust, self.at):
+            add(problem)
         if (reason is not None and not _explained(reason, problems)) or not problems:
             add(
                 Problem(
@@ -478,102 +483,6 @@ class Verifier:
             leaf, self.untrusted, self.trust, at=self.at, max_depth=min(depth, MAX_PATH_LENGTH), first_trusted=True
         )
         return paths[0] if paths else CertPath((leaf,), PathEnd.MISSING_ISSUER)
-
-    def _path_problems(self, path: CertPath) -> list[Problem]:
-        # only here: certfleet.aia brings http.client and urllib, which a valid leaf never needs
-        from certfleet.aia import ca_issuers_urls
-
-        problems: list[Problem] = []
-        last = path.certs[-1]
-        # an issuer named but not proven, because nobody can check the algorithm: said with the signature below
-        unchecked = False
-        if path.end is PathEnd.MISSING_ISSUER:
-            named = [*self.trust.named(last.issuer), *(c for c in self.untrusted if c.subject == last.issuer)]
-            unchecked = any(check_signature(last, c) is Signature.UNCHECKED for c in named)
-            if named:
-                if not unchecked:
-                    problems.append(
-                        Problem(
-                            ProblemCode.INVALID,
-                            Severity.ERROR,
-                            f"{label(last.subject)} names {label(last.issuer)} as its issuer, "
-                            "but no certificate of that name here signed it",
-                            "get the intermediate that matches this certificate from the CA",
-                            fingerprint(last),
-                        )
-                    )
-            elif last is path.certs[0] or ca_issuers_urls(last):
-                # a leaf's issuer, or one the CA publishes: an intermediate left out of the bundle
-                what = "intermediate" if last is path.certs[0] else "certificate"
-                problems.append(
-                    Problem(
-                        ProblemCode.INCOMPLETE_CHAIN,
-                        Severity.ERROR,
-                        f"the {what} {label(last.issuer)} that issued {label(last.subject)} is missing; "
-                        "a phone will refuse this chain",
-                        "add the CA's intermediate bundle, or let `certfleet chain` fetch it",
-                        fingerprint(last),
-                    )
-                )
-            else:
-                problems.append(
-                    Problem(
-                        ProblemCode.UNTRUSTED,
-                        Severity.ERROR,
-                        f"the chain ends at {label(last.subject)}, issued by {label(last.issuer)}, "
-                        f"which is not among the trusted roots ({self.trust.source})",
-                        "if this is your own CA, give its root with --trust; else add the CA's intermediate bundle",
-                        fingerprint(last),
-                    )
-                )
-        elif path.end is PathEnd.UNTRUSTED_ROOT:
-            problems.append(
-                Problem(
-                    ProblemCode.UNTRUSTED,
-                    Severity.ERROR,
-                    f"the chain ends at the root {label(last.subject)}, which is not among the trusted roots "
-                    f"({self.trust.source})",
-                    "if this is your own CA, give its root with --trust (and install it on the clients)",
-                    fingerprint(last),
-                )
-            )
-        elif path.end is PathEnd.TOO_LONG:
-            problems.append(
-                Problem(
-                    ProblemCode.INVALID,
-                    Severity.ERROR,
-                    f"no path to a trusted root with at most {self.max_depth} intermediates"
-                    if self.max_depth is not None and len(path.certs) >= self.max_depth + 2
-                    else f"no path to a trusted root within {len(path.certs)} certificates",
-                    "check the chain with `certfleet chain`",
-                    fingerprint(path.certs[0]),
-                )
-            )
-        elif self.max_depth is not None and len(path.certs) - 2 > self.max_depth:
-            problems.append(
-                Problem(
-                    ProblemCode.INVALID,
-                    Severity.ERROR,
-                    f"the chain has {len(path.certs) - 2} intermediates, more than the {self.max_depth} allowed",
-                    "use a shorter chain",
-                    fingerprint(path.certs[0]),
-                )
-            )
-        for index, cert in enumerate(path.certs):
-            anchor = path.trusted and index == len(path.certs) - 1
-            found: list[Problem | None] = []
-            # the leaf's own validity and usages are judged by _explain
-            what = (
-                "the certificate" if index == 0 else f"the {'root' if anchor else 'intermediate'} {label(cert.subject)}"
-            )
-            if index > 0:
-                found.append(validity_problem(cert, self.at, prefix=f"{what} "))
-            if index > 0 and not anchor:  # an anchor is trusted as a name and a key, whatever usages it lists
-                found.append(eku_problem(cert, prefix=f"{what} "))
-            if not anchor and not is_self_signed(cert):  # nor does any client check a root's own signature
-                found.append(weak_signature_problem(cert, what=what, unchecked=unchecked and cert is last))
-            problems.extend(p for p in found if p is not None)
-        return problems
 
 
 def verify_chain(

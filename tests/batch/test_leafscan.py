@@ -19,14 +19,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.name import _ASN1Type
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 import certfleet.verify
 from certfleet import leafscan
+from certfleet._batch.verifier import BatchVerifier
+from certfleet.errors import CertfleetError
 from certfleet.leafscan import LeafFacts, leaf_facts
 from certfleet.testing import TestCA, general_names, make_key
 from certfleet.trust import TrustStore
-from certfleet.verify import Verifier
+from certfleet.verify import Verification, Verifier
 from support import LIMBO
 
 NOW = dt.datetime.now(dt.UTC)
@@ -273,7 +275,13 @@ def _leaves(ca: TestCA) -> list[tuple[str, x509.Certificate, str | None]]:
     ]
 
 
-def test_verdicts_are_the_same_without_the_facts(ca: TestCA, monkeypatch: pytest.MonkeyPatch) -> None:
+def _one(verifier: BatchVerifier, leaf: x509.Certificate, name: str | None, der: bytes | None) -> Verification:
+    result = verifier.verify_many([leaf], name, ders=[der])[0]
+    assert not isinstance(result, CertfleetError), result
+    return result
+
+
+def test_verdicts_are_the_same_without_the_facts(ca: TestCA) -> None:
     trust = TrustStore((ca.root_cert,))
     cases = _leaves(ca)
     answered: list[LeafFacts] = []
@@ -284,17 +292,36 @@ def test_verdicts_are_the_same_without_the_facts(ca: TestCA, monkeypatch: pytest
             answered.append(facts)
         return facts
 
-    monkeypatch.setattr(certfleet.verify, "leaf_facts", counted)
-    fast = Verifier(trust, ca.chain, at=NOW)
-    with_facts = [fast.verify(leaf, name, der=leaf.public_bytes(Encoding.DER)) for _, leaf, name in cases]
-    monkeypatch.setattr(certfleet.verify, "leaf_facts", lambda der: None)
-    slow = Verifier(trust, ca.chain, at=NOW)
-    without = [slow.verify(leaf, name) for _, leaf, name in cases]
-    for (what, _, _), one, other in zip(cases, with_facts, without, strict=True):
-        assert one == other, what
+    fast = BatchVerifier(trust, ca.chain, at=NOW, facts=counted)
+    with_facts = [_one(fast, leaf, name, leaf.public_bytes(Encoding.DER)) for _, leaf, name in cases]
+    slow = BatchVerifier(trust, ca.chain, at=NOW, facts=lambda der: None)
+    without = [_one(slow, leaf, name, None) for _, leaf, name in cases]
+    plain = Verifier(trust, ca.chain, at=NOW)  # Verifier.verify never reads the DER
+    for (what, leaf, name), one, other in zip(cases, with_facts, without, strict=True):
+        assert one == other == plain.verify(leaf, name), what
     # both verdicts are covered, and all but the two unusual leaves went the fast way
     assert {v.valid for v in with_facts} == {True, False}
     assert len(answered) == len(cases) - 2
+
+
+def test_a_leaf_whose_other_extensions_do_not_decode_is_judged_on_its_names_and_usage(ca: TestCA) -> None:
+    # a certificate policy cryptography cannot parse: Certificate.extensions fails as a whole, while
+    # its verifier, which reads the SAN and the EKU on their own, accepts the leaf
+    broken_policy = x509.UnrecognizedExtension(ExtensionOID.CERTIFICATE_POLICIES, b"\x30\x03\x02\x01\x00")
+    issuer_key_id = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())  # type: ignore[arg-type]
+    extensions = [_san("www.example.test"), SERVER_AUTH, (issuer_key_id, False), (broken_policy, False)]
+    leaf = _leaf(CN, extensions, ca)
+    with pytest.raises(ValueError):
+        _ = leaf.extensions
+    trust = TrustStore((ca.root_cert,))
+    plain = Verifier(trust, ca.chain, at=NOW).verify(leaf)
+    assert plain.valid, plain.problems
+    assert plain.name == "www.example.test"
+    batch = BatchVerifier(trust, ca.chain, at=NOW)
+    assert _one(batch, leaf, None, leaf.public_bytes(Encoding.DER)) == plain
+    # without the facts, the extensions are read one by one (certfleet.extensions): the same verdict
+    blind = BatchVerifier(trust, ca.chain, at=NOW, facts=lambda der: None)
+    assert _one(blind, leaf, None, None) == plain
 
 
 def test_curve_constants_are_the_ones_phones_accept() -> None:

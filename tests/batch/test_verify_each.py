@@ -1,5 +1,6 @@
 """verify --each: its start without Typer, its batch shared with a forked child, its per-leaf
-shortcuts; each held to the answers of the plain way (Typer, one process, the full readers)."""
+shortcuts; each held to the answers of the plain way (Typer, one process, the full readers).
+Processes are chosen through the batch's executor, never by patching os.fork."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 import certfleet.cli as cli_module
 from certfleet import testing
+from certfleet._batch import files as batch_files
+from certfleet._batch import options as batch_options
+from certfleet._batch.executor import Executor, ForkExecutor, InProcessExecutor, Output
+from certfleet._batch.files import GROUP_BYTES, EachResult, check_leaf_file, check_leaf_files, read_file
+from certfleet._batch.options import Arity, EachOptions, parse_args
+from certfleet._batch.verifier import BatchVerifier
 from certfleet.certinfo import fingerprint
-from certfleet.cli import _each
-from certfleet.cli._each import Arity, EachOptions, EachResult, check_leaf_file, parse_args
+from certfleet.cli._each import run_each
+from certfleet.cli._inputs import MAX_INPUT_BYTES
 from certfleet.errors import CertfleetError, FormatError
 from certfleet.problems import Problem, ProblemCode, Severity
 from certfleet.trust import TrustStore
@@ -115,9 +122,9 @@ def test_options_table_is_the_typer_commands() -> None:
         if param.param_type_name == "option":
             assert isinstance(param, typer.core.TyperOption)
             arity = Arity.FLAG if param.is_flag else Arity.MANY if param.multiple else Arity.ONE
-            assert not param.secondary_opts, "a --x/--no-x option: teach cli/_each.py to read it"
+            assert not param.secondary_opts, "a --x/--no-x option: teach certfleet/_batch/options.py to read it"
             typer_table[param.name] = (tuple(param.opts), arity)
-    assert typer_table == dict(_each.OPTIONS)
+    assert typer_table == dict(batch_options.OPTIONS)
     # and EachOptions holds each of them, with the files
     fields = set(EachOptions.__dataclass_fields__)
     assert fields == ({p.name for p in params} - {"each"})
@@ -155,7 +162,7 @@ def test_lean_start_and_typer_answer_alike(
         patch.setattr(cli_module, "_run_typer", typer_not_expected)
         lean = cli(*args)
     with monkeypatch.context() as patch:
-        patch.setattr(_each, "parse_args", lambda args: None)
+        patch.setattr(batch_options, "parse_args", lambda args: None)
         typed = cli(*args)
     assert (lean.code, lean.out, lean.err) == (typed.code, typed.out, typed.err)
     assert lean.out or lean.err
@@ -257,11 +264,12 @@ def test_parse_args_reads_every_option() -> None:
 
 
 def _loaded_after(code: str) -> set[str]:
-    """The top-level packages and certfleet.cli modules a fresh interpreter holds after ``code``."""
+    """The top-level packages, certfleet.cli and certfleet._batch modules a fresh interpreter holds after ``code``."""
     probe = (
         "import sys\n"
         f"{code}\n"
-        "print('\\n'.join(m for m in sys.modules if '.' not in m or m.startswith('certfleet.cli')))"
+        "ours = ('certfleet.cli', 'certfleet._batch')\n"
+        "print('\\n'.join(m for m in sys.modules if '.' not in m or m.startswith(ours)))"
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -275,7 +283,7 @@ def test_each_starts_without_typer_rich_or_the_other_commands(batch: Batch) -> N
         f"from certfleet.cli import main\nimport io, contextlib\n"
         f"with contextlib.redirect_stdout(io.StringIO()):\n    main({args!r})"
     )
-    assert "certfleet.cli._each" in loaded
+    assert {"certfleet.cli._each", "certfleet._batch.runner", "certfleet._batch.executor"} <= loaded
     assert "cryptography" in loaded
     assert not loaded & {"typer", "click", "rich", "pydantic", "asyncio", "sqlalchemy", "multiprocessing"}
     assert not loaded & {f"certfleet.cli.{m}" for m in ("_core", "_common", "_fleet", "_deploy", "_check", "_serve")}
@@ -302,9 +310,8 @@ def test_every_command_is_mapped_to_its_module_and_listed_in_the_help(cli: Any) 
         registered.add((name, info.callback.__module__.rpartition(".")[2]))
     for group in app.registered_groups:  # a group lives in the module of its commands
         assert group.typer_instance is not None
-        modules = {c.callback.__module__ for c in group.typer_instance.registered_commands if c.callback}
-        assert len(modules) == 1, group.name
-        registered.add((group.name, modules.pop().rpartition(".")[2]))
+        (module,) = {c.callback.__module__ for c in group.typer_instance.registered_commands if c.callback}
+        registered.add((group.name, module.rpartition(".")[2]))
     assert registered == set(cli_module.COMMANDS.items())
     result = cli("--help")
     assert result.code == 0
@@ -325,36 +332,37 @@ def test_a_command_of_each_module_answers_alone(command: str) -> None:
 # --- one process or two: the same answers --------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Journaled:
+    """An executor around another that notes, in ``journal``, the process that takes each chunk.
+
+    With ``wait``, a process goes on from its first chunk only once the other process has taken
+    one too, so that both take some however fast either runs; with ``die``, the forked child
+    dies with its first chunk undone."""
+
+    inner: Executor
+    journal: Path
+    wait: bool = False
+    die: bool = False
+
+    def run(self, items: Sequence[str], work: Callable[[Sequence[str]], Output]) -> list[Output]:
+        parent = os.getpid()
+
+        def noted(chunk: Sequence[str]) -> Output:
+            with self.journal.open("a") as fh:
+                fh.write(f"{os.getpid()}\n")
+            if self.wait:
+                _wait_for(lambda: len(set(self.journal.read_text().split())) == 2, "one process took every chunk")
+            if self.die and os.getpid() != parent:
+                os._exit(3)  # a chunk taken, and never done
+            return work(chunk)
+
+        return self.inner.run(items, noted)
+
+
 @pytest.fixture
-def forked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    """Fork for any batch, one leaf per chunk; each chunk's process noted in a journal, the
-    parent taking its first chunk only once the child has taken one, and the child going on only
-    once the parent has, so that both take some however fast either runs."""
-    monkeypatch.setattr(_each, "_forking", lambda count: True)  # whatever the machine's cores
-    monkeypatch.setattr(_each, "_CHUNK_LEAVES", 1)
-    monkeypatch.setattr(_each, "_MIN_CHUNK_LEAVES", 1)
-    journal = tmp_path / "chunks"
-    parent = os.getpid()
-    check, take = _each._Batch.check, _each._Batch._take
-
-    def check_and_note(self: Any, paths: Any) -> Any:
-        with journal.open("a") as fh:
-            fh.write(f"{os.getpid()}\n")
-        if os.getpid() != parent:
-            _wait_for(lambda: str(parent) in journal.read_text().split(), "the parent never took a chunk")
-        return check(self, paths)
-
-    def take_after_the_child(self: Any, queue: int, paths: Any, size: int) -> Any:
-        if os.getpid() == parent:
-            _wait_for(
-                lambda: journal.exists() and set(journal.read_text().split()) - {str(parent)},
-                "the forked child never took a chunk",
-            )
-        return take(self, queue, paths, size)
-
-    monkeypatch.setattr(_each._Batch, "check", check_and_note)
-    monkeypatch.setattr(_each._Batch, "_take", take_after_the_child)
-    yield journal
+def journal(tmp_path: Path) -> Path:
+    return tmp_path / "chunks"
 
 
 def _wait_for(condition: Any, failure: str) -> None:
@@ -367,22 +375,35 @@ def _wait_for(condition: Any, failure: str) -> None:
         time.sleep(0.01)
 
 
+def _run(capsys: pytest.CaptureFixture[str], args: list[str], executor: Executor) -> Any:
+    """``certfleet ARGS`` (verify --each) as the command line runs it, with this executor."""
+    request = parse_args(args)
+    assert request is not None
+    capsys.readouterr()
+    code = run_each(request.options, executor=executor)
+    captured = capsys.readouterr()
+    return int(code), captured.out, captured.err
+
+
 @pytest.mark.parametrize("extra", [["--json"], [], ["--name", "host1.example.test", "--json"]])
 def test_forked_and_single_process_give_the_same_answers(
-    cli: Any, batch: Batch, forked: Path, monkeypatch: pytest.MonkeyPatch, extra: list[str]
+    cli: Any, capsys: pytest.CaptureFixture[str], batch: Batch, journal: Path, extra: list[str]
 ) -> None:
-    with monkeypatch.context() as patch:
-        patch.setattr(_each, "_forking", lambda count: False)
-        single = cli(*_args(batch, *extra))
-    assert set(forked.read_text().split()) == {str(os.getpid())}
-    forked.unlink()
-    two = cli(*_args(batch, *extra))
-    pids = forked.read_text().split()
+    args = _args(batch, *extra)
+    # one leaf per chunk: as many chunks as leaves
+    single = _run(capsys, args, Journaled(InProcessExecutor(chunk=1), journal))
+    assert set(journal.read_text().split()) == {str(os.getpid())}
+    journal.unlink()
+    two = _run(capsys, args, Journaled(ForkExecutor(chunk=1), journal, wait=True))
+    pids = journal.read_text().split()
     assert len(pids) == len(batch.leaves)
     assert len(set(pids)) == 2, "both processes took chunks"
-    assert (two.code, two.out, two.err) == (single.code, single.out, single.err)
-    assert two.code == 2  # unreadable files among the leaves
-    lines = single.out.splitlines()
+    assert two == single
+    plain = cli(*args)  # as a user runs it: the batch is small, one process does it all
+    assert (plain.code, plain.out, plain.err) == single
+    code, out, err = single
+    assert code == 2  # unreadable files among the leaves
+    lines = out.splitlines()
     if extra[-1:] == ["--json"]:
         records = [json.loads(line) for line in lines]
         assert [Path(r["file"]) for r in records] == batch.leaves
@@ -402,41 +423,28 @@ def test_forked_and_single_process_give_the_same_answers(
         assert "error" in by_file["garbage.pem"] and "error" in by_file["a-folder.pem"]
     else:
         assert lines[-1].startswith(f"{len(batch.leaves)} leaves: ")
-    assert len(single.err.splitlines()) == 5  # garbage, empty, broken, missing, a folder
+    assert len(err.splitlines()) == 5  # garbage, empty, broken, missing, a folder
 
 
 def test_a_child_that_dies_leaves_its_chunks_to_the_parent(
-    cli: Any, batch: Batch, forked: Path, monkeypatch: pytest.MonkeyPatch
+    cli: Any, capsys: pytest.CaptureFixture[str], batch: Batch, journal: Path
 ) -> None:
-    with monkeypatch.context() as patch:
-        patch.setattr(_each, "_forking", lambda count: False)
-        single = cli(*_args(batch, "--json"))
-
-    def die(self: Any, queue: int, spill: Any, paths: Any, size: int) -> None:
-        token = os.read(queue, _each._TOKEN)  # a chunk taken, and never done
-        assert token
-        self.check(paths[:1])  # noted in the journal, so the parent goes on
-        os._exit(3)
-
-    monkeypatch.setattr(_each._Batch, "_child", die)
-    two = cli(*_args(batch, "--json"))
-    assert (two.code, two.out, two.err) == (single.code, single.out, single.err)
+    single = cli(*_args(batch, "--json"))
+    two = _run(capsys, _args(batch, "--json"), Journaled(ForkExecutor(chunk=1), journal, wait=True, die=True))
+    assert two == (single.code, single.out, single.err)
+    assert len(set(journal.read_text().split())) == 2  # the child took a chunk before it died
 
 
 def test_no_second_process_to_be_had_means_one_does_all(
-    cli: Any, batch: Batch, monkeypatch: pytest.MonkeyPatch
+    cli: Any, capsys: pytest.CaptureFixture[str], batch: Batch
 ) -> None:
     single = cli(*_args(batch, "--json"))
-    monkeypatch.setattr(_each, "_forking", lambda count: True)
-    monkeypatch.setattr(_each, "_CHUNK_LEAVES", 1)
-    monkeypatch.setattr(_each, "_MIN_CHUNK_LEAVES", 1)
 
     def no_fork() -> int:
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
-    monkeypatch.setattr(os, "fork", no_fork)
-    alone = cli(*_args(batch, "--json"))
-    assert (alone.code, alone.out, alone.err) == (single.code, single.out, single.err)
+    alone = _run(capsys, _args(batch, "--json"), ForkExecutor(chunk=1, fork=no_fork))
+    assert alone == (single.code, single.out, single.err)
 
 
 # --- one leaf: the shortcuts answer as the full way does -----------------------------------------
@@ -445,7 +453,7 @@ def test_no_second_process_to_be_had_means_one_does_all(
 def test_one_verifier_for_many_leaves_answers_as_a_fresh_one_for_each(batch: Batch) -> None:
     root = x509.load_pem_x509_certificate(batch.root.read_bytes())
     inter = x509.load_pem_x509_certificate(batch.inter.read_bytes())
-    shared = Verifier(TrustStore((root,)), [inter], at=NOW)
+    shared = Verifier(TrustStore((root,)), [inter], at=NOW, reuse_proven=True)
     checked = 0
     for path in batch.leaves:
         try:
@@ -457,6 +465,7 @@ def test_one_verifier_for_many_leaves_answers_as_a_fresh_one_for_each(batch: Bat
             alone = verify_chain(leaf, [inter], TrustStore((root,)), name=name, at=NOW)
             assert shared.verify(leaf, name) == alone, path.name
     assert checked > 20
+    assert shared.proven == (inter,)
 
 
 def _pem_variants(cert: x509.Certificate) -> dict[str, bytes]:
@@ -497,8 +506,8 @@ def test_a_pem_leaf_read_straight_reads_as_the_full_reader_does(pki: PKI, tmp_pa
     data = _pem_variants(pki.leaf.cert)[variant]
     path = tmp_path / "leaf.pem"
     path.write_bytes(data)
-    verifier = Verifier(TrustStore((pki.root.cert,)), [pki.inter.cert], at=NOW)
-    result = check_leaf_file(verifier, str(path), None)
+    verifier = BatchVerifier(TrustStore((pki.root.cert,)), [pki.inter.cert], at=NOW)
+    result = check_leaf_file(verifier, str(path), None, limit=MAX_INPUT_BYTES)
     try:
         expected_leaf: x509.Certificate | None = x509.load_pem_x509_certificate(data)
     except ValueError:
@@ -569,17 +578,30 @@ def _undecodable(cert: x509.Certificate, which: str, key: Any) -> x509.Certifica
     return damaged
 
 
+def _verify(verifier: BatchVerifier, way: str, leaf: x509.Certificate, name: str | None = None) -> Any:
+    """``leaf`` verified the plain way, or the batch's (an error raised, as verify does)."""
+    if way == "verify":
+        return verifier.verify(leaf, name)
+    result = verifier.verify_many([leaf], name)[0]
+    if isinstance(result, CertfleetError):
+        raise result
+    return result
+
+
+@pytest.mark.parametrize("way", ["verify", "verify_many"])
 @pytest.mark.parametrize("which", ["subject", "issuer"])
 @pytest.mark.parametrize("name", [None, "www.example.test", "bad..example.test"])
-def test_a_leaf_whose_names_do_not_decode_is_said_so(pki: PKI, which: str, name: str | None) -> None:
+def test_a_leaf_whose_names_do_not_decode_is_said_so(pki: PKI, way: str, which: str, name: str | None) -> None:
     leaf = _undecodable(pki.inter.leaf("www.example.test").cert, which, pki.inter.key)
-    verifier = Verifier(TrustStore((pki.root.cert,)), [pki.inter.cert], at=NOW)
-    verifier.verify(pki.leaf.cert)  # the intermediate proven: the next leaf may take the shortcut
+    verifier = BatchVerifier(TrustStore((pki.root.cert,)), [pki.inter.cert], at=NOW, reuse_proven=True)
+    _verify(verifier, way, pki.leaf.cert)  # the intermediate proven: the next leaf may take the shortcut
+    assert verifier.proven == (pki.inter.cert,)
     with pytest.raises(FormatError, match="subject or issuer name does not decode"):
-        verifier.verify(leaf, name)
+        _verify(verifier, way, leaf, name)
 
 
-def test_a_path_found_does_not_hide_an_issuer_name_that_does_not_decode() -> None:
+@pytest.mark.parametrize("way", ["verify", "verify_many"])
+def test_a_path_found_does_not_hide_an_issuer_name_that_does_not_decode(way: str) -> None:
     # A trust store refuses such an anchor today; should one ever hold it, the leaf it issued
     # verifies in cryptography, and its issuer's name is still said not to decode.
     root = testing.TestCA.root("Broken Root")
@@ -590,9 +612,9 @@ def test_a_path_found_does_not_hide_an_issuer_name_that_does_not_decode() -> Non
     broken_leaf = _resigned(leaf.tbs_certificate_bytes.replace(name, broken), root.key)
     store = TrustStore((root.cert,))
     object.__setattr__(store, "certs", (broken_root,))
-    verifier = Verifier(store, at=NOW)
+    verifier = BatchVerifier(store, at=NOW)
     with pytest.raises(FormatError, match="subject or issuer name does not decode"):
-        verifier.verify(broken_leaf)
+        _verify(verifier, way, broken_leaf)
 
 
 # --- many leaves at once: the steps answer as one leaf at a time does -------------------------------
@@ -620,7 +642,7 @@ def test_verify_many_answers_as_verify_does_leaf_by_leaf(batch: Batch, pki: PKI,
     broken = [_undecodable(pki.inter.leaf("www.example.test").cert, w, pki.inter.key) for w in ("subject", "issuer")]
     leaves[3:3] = broken[:1]
     leaves += broken[1:]
-    shared = Verifier(TrustStore((root,)), [inter], at=NOW)
+    shared = BatchVerifier(TrustStore((root,)), [inter], at=NOW, reuse_proven=True)
     many = shared.verify_many(leaves, name)
     assert len(many) == len(leaves) > 20
     got = [(type(r), str(r)) if isinstance(r, CertfleetError) else r for r in many]
@@ -635,47 +657,50 @@ def test_verify_many_answers_as_verify_does_leaf_by_leaf(batch: Batch, pki: PKI,
 def test_verify_many_without_anything_trusted_refuses_each_leaf(batch: Batch) -> None:
     inter = x509.load_pem_x509_certificate(batch.inter.read_bytes())
     leaf = x509.load_pem_x509_certificate(batch.leaves[1].read_bytes())
-    verifier = Verifier(TrustStore(()), [inter], at=NOW)
+    verifier = BatchVerifier(TrustStore(()), [inter], at=NOW)
     many = verifier.verify_many([leaf, leaf])
     assert many == [verifier.verify(leaf)] * 2
     assert not any(isinstance(r, CertfleetError) or r.valid for r in many)
 
 
-@pytest.mark.parametrize(("leaves", "size"), [(1, _each._GROUP_BYTES), (3, _each._GROUP_BYTES), (64, 1)])
-def test_groups_of_any_bound_give_the_same_records(
-    batch: Batch, monkeypatch: pytest.MonkeyPatch, leaves: int, size: int
-) -> None:
+@pytest.mark.parametrize(("leaves", "size"), [(1, GROUP_BYTES), (3, GROUP_BYTES), (64, 1)])
+def test_groups_of_any_bound_give_the_same_records(batch: Batch, leaves: int, size: int) -> None:
     root = x509.load_pem_x509_certificate(batch.root.read_bytes())
     inter = x509.load_pem_x509_certificate(batch.inter.read_bytes())
     paths = [str(p) for p in batch.leaves]
 
-    def records() -> list[EachResult]:
-        return _each.check_leaf_files(Verifier(TrustStore((root,)), [inter], at=NOW), paths, None, ())
+    def records(**group: int) -> list[EachResult]:
+        verifier = BatchVerifier(TrustStore((root,)), [inter], at=NOW)
+        return check_leaf_files(verifier, paths, None, (), limit=MAX_INPUT_BYTES, **group)
 
     whole = records()
-    monkeypatch.setattr(_each, "_GROUP_LEAVES", leaves)
-    monkeypatch.setattr(_each, "_GROUP_BYTES", size)  # 1: every file makes a group of its own
-    assert records() == whole
+    # a size of 1: every file makes a group of its own
+    assert records(group_leaves=leaves, group_bytes=size) == whole
     assert [r.file for r in whole] == paths
-    assert whole == [check_leaf_file(Verifier(TrustStore((root,)), [inter], at=NOW), p, None, ()) for p in paths]
+    assert whole == [
+        check_leaf_file(BatchVerifier(TrustStore((root,)), [inter], at=NOW), p, None, (), limit=MAX_INPUT_BYTES)
+        for p in paths
+    ]
 
 
 # --- the files, and the end of the process ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size", [0, 1, 977, _each._READ_CHUNK - 1, _each._READ_CHUNK, _each._READ_CHUNK + 1, 200_003])
+_CHUNK = batch_files._READ_CHUNK  # the first read's size
+
+
+@pytest.mark.parametrize("size", [0, 1, 977, _CHUNK - 1, _CHUNK, _CHUNK + 1, 200_003])
 def test_a_file_is_read_whole_whatever_its_size(tmp_path: Path, size: int) -> None:
     data = os.urandom(size)
     path = tmp_path / "leaf"
     path.write_bytes(data)
-    assert _each._read_file(str(path)) == data
+    assert read_file(str(path), MAX_INPUT_BYTES) == data
 
 
-def test_a_file_is_read_up_to_one_byte_over_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_each, "MAX_INPUT_BYTES", 100_000)
+def test_a_file_is_read_up_to_one_byte_over_the_limit(tmp_path: Path) -> None:
     path = tmp_path / "large"
     path.write_bytes(os.urandom(300_000))
-    assert _each._read_file(str(path)) == path.read_bytes()[:100_001]
+    assert read_file(str(path), 100_000) == path.read_bytes()[:100_001]
 
 
 def test_a_pipe_written_in_parts_is_read_whole(tmp_path: Path) -> None:
@@ -695,7 +720,7 @@ def test_a_pipe_written_in_parts_is_read_whole(tmp_path: Path) -> None:
     writer = threading.Thread(target=write)
     writer.start()
     try:
-        assert _each._read_file(str(fifo)) == b"".join(parts)
+        assert read_file(str(fifo), MAX_INPUT_BYTES) == b"".join(parts)
     finally:
         writer.join(timeout=30)
 

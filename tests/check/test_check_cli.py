@@ -141,6 +141,26 @@ def test_nodes_from_the_store(cli: Any, nginx: Nginx, faults: Faults, certfleet_
     assert "web3" in result.err  # skipped: no probe endpoint, and said so
 
 
+def test_a_host_by_name_trusts_the_store_roots_and_the_report_shows_the_chain_and_cipher(
+    cli: Any, nginx: Nginx, faults: Faults, certfleet_home: Path
+) -> None:
+    from certfleet.store import Store
+    from certfleet.trust import TrustStore
+
+    before = cli("check", nginx.target("good"), "--name", "www.example.test")
+    assert before.code == 1 and "untrusted" in before.out  # no store: Mozilla's roots only
+    with Store.init(certfleet_home) as store:
+        for cert in TrustStore.from_pem(faults.roots_pem).certs:
+            store.add_trust_anchor(cert)
+    result = cli("check", nginx.target("good"), "--name", "www.example.test")
+    assert result.code == 0, result.out  # the store's roots, as for --nodes
+    flat = " ".join(result.out.split())
+    assert "chain as sent" in flat
+    assert "leaf: www.example.test" in flat and "intermediate: Faults Issuing Intermediate" in flat
+    assert "a trusted root (not served)" in flat
+    assert "TLSv1.3, cipher TLS_" in flat
+
+
 def test_nodes_without_a_store_is_an_environment_error(cli: Any, certfleet_home: Path) -> None:
     result = cli("check", "--nodes")
     assert result.code == 3

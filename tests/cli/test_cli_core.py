@@ -7,6 +7,7 @@ import datetime as dt
 import http.server
 import json
 import os
+import re
 import stat
 import threading
 from collections.abc import Iterator
@@ -19,9 +20,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certfleet import testing
+from certfleet._batch.executor import ForkExecutor, executor_for
+from certfleet._batch.options import parse_args
 from certfleet.certinfo import fingerprint
 from certfleet.cli import _core
-from certfleet.cli import _each as each_module
+from certfleet.cli._each import run_each
+from conftest import Result
 
 # the 'cli' and 'cli_proc' fixtures come from conftest.py; they return Result(code, out, err)
 
@@ -154,6 +158,16 @@ def test_verify_invalid_says_why_and_exits_1(cli: Any, files: Files, args: list[
     assert code in [p["code"] for p in data["problems"]]
     for problem in data["problems"]:
         assert set(problem) >= {"code", "severity", "message", "hint"}
+
+
+def test_verify_at_gives_one_day_count(cli: Any, files: Files) -> None:
+    not_after = files.pki.leaf.cert.not_valid_after_utc
+    at = (not_after + dt.timedelta(days=55, hours=12)).replace(microsecond=0)
+    result = cli("verify", files.fullchain, "--trust-only", files.root, "--at", at.isoformat())
+    assert result.code == 1, result.err
+    flat = " ".join(result.out.split())
+    counts = {int(n) for n in re.findall(r"(\d+) days ago", flat)}
+    assert counts == {55}, flat  # the leaf's line and the problem's message count alike
 
 
 def test_verify_missing_intermediate_is_not_fetched(cli: Any, files: Files) -> None:
@@ -309,20 +323,29 @@ def test_each_reads_a_fullchain_file_too(cli: Any, files: Files) -> None:
     assert json.loads(result.out)["sha256"] == files.sha(files.pki.leaf.cert)
 
 
+def _each_forked(capsys: Any, files: Files, leaves: list[Path], *extra: Any) -> Any:
+    """verify --each as _each runs it, shared with a forked child, two leaves a chunk."""
+    args = ["verify", "--each", *leaves, "--untrusted", files.inter, "--trust-only", files.root, *extra]
+    request = parse_args([str(a) for a in args])
+    assert request is not None
+    capsys.readouterr()
+    code = run_each(request.options, executor=ForkExecutor(chunk=2))
+    captured = capsys.readouterr()
+    return Result(int(code), captured.out, captured.err)
+
+
 def test_each_in_worker_processes_gives_the_same_answer(
-    cli: Any, files: Files, leaves: list[Path], monkeypatch: pytest.MonkeyPatch
+    cli: Any, capsys: Any, files: Files, leaves: list[Path]
 ) -> None:
     serial = _each(cli, files, leaves * 3, "--json")
-    monkeypatch.setattr(each_module, "_PARALLEL_MIN_LEAVES", 2)
-    monkeypatch.setattr(each_module, "_CHUNK_LEAVES", 2)  # nine chunks, shared by both processes
-    assert each_module._forking(len(leaves) * 3) == (len(os.sched_getaffinity(0)) >= 2)
-    parallel = _each(cli, files, leaves * 3, "--json")
+    # with a threshold of 2, eighteen leaves are worth a second process wherever there are two cores
+    assert isinstance(executor_for(len(leaves) * 3, min_items=2), ForkExecutor) == (len(os.sched_getaffinity(0)) >= 2)
+    parallel = _each_forked(capsys, files, leaves * 3, "--json")  # nine chunks, shared by both processes
     assert parallel.out == serial.out
     assert parallel.code == serial.code == 1
-    human = _each(cli, files, leaves * 3)
+    human = _each_forked(capsys, files, leaves * 3)
     assert human.out.splitlines()[-1] == "18 leaves: 15 valid, 3 invalid"
-    monkeypatch.setattr(each_module, "_PARALLEL_MIN_LEAVES", 1)
-    single = _each(cli, files, leaves[:1])  # fewer leaves than workers
+    single = _each_forked(capsys, files, leaves[:1])  # fewer leaves than workers
     assert single.code == 0, single.err
     assert single.out.splitlines()[-1] == "1 leaf: 1 valid, 0 invalid"
 
@@ -390,6 +413,39 @@ def test_chain_key_that_is_not_the_leafs(cli: Any, files: Files) -> None:
     data = result.json()
     assert data["key"]["matches_leaf"] is False
     assert "key-mismatch" in [p["code"] for p in data["problems"]]
+
+
+def test_reports_count_days_from_the_now_the_command_gives(pki: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from certfleet.chain import build_chain
+    from certfleet.cli import _render
+    from certfleet.formats import read_pool
+    from certfleet.inspection import inspect
+    from certfleet.trust import TrustStore
+
+    pool = read_pool([("fullchain.pem", pki.leaf.fullchain_pem())])
+    not_after = pki.leaf.cert.not_valid_after_utc
+    soon, past = not_after - dt.timedelta(days=5, hours=1), not_after + dt.timedelta(days=2)
+    result = build_chain(pool, TrustStore((pki.root.cert,)), now=soon)
+    for now, said in ((soon, "5 days left"), (past, "expired 2 days ago")):
+        capsys.readouterr()
+        _render.chain_report(result, now=now)
+        tree = capsys.readouterr().out.splitlines()
+        assert any("leaf: www.example.test" in line and said in line for line in tree), tree
+        _render.inspection(inspect(pool, now=now))
+        table = capsys.readouterr().out.splitlines()
+        assert any(line.split()[:1] == ["expires"] and said in line for line in table), table
+
+
+def test_the_renderer_imports_no_command_module() -> None:
+    # results live in the library: the commands import the renderer, never the other way round
+    import ast
+
+    from certfleet.cli import _render
+
+    tree = ast.parse(Path(_render.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert {m for m in imported if m and m.startswith("certfleet.cli.") and m != "certfleet.cli._common"} == set()
 
 
 @pytest.fixture
@@ -714,7 +770,10 @@ def test_match_without_a_key_is_bad_input(cli: Any, files: Files) -> None:
 
 
 def test_names_plan_json(cli: Any) -> None:
-    result = cli("names", "a.example.com", "b.example.com", "c.example.com", "example.com", "--limit", "3", "--json")
+    result = cli(
+        "names", "a.example.com", "b.example.com", "c.example.com", "example.com", "--limit", "3", "--wildcards",
+        "--json",
+    )  # fmt: skip
     assert result.code == 0, result.err
     plan = result.json()["plan"]
     assert plan["limit"] == 3
@@ -748,6 +807,23 @@ def test_names_coverage_of_a_certificate(cli: Any, pki: Any, tmp_path: Path) -> 
     assert "covers every name" in human.out
 
 
+def test_names_picks_the_leaf_as_chain_does(cli: Any, pki: Any, tmp_path: Path) -> None:
+    other = pki.inter.leaf("mail.example.test")
+    both = tmp_path / "both.pem"
+    both.write_bytes(pki.leaf.cert_pem() + other.fullchain_pem())
+    result = cli("names", "mail.example.test", "--cert", both)
+    assert result.code == 2
+    assert result.err.startswith(f"error: {both}: 2 certificates could each be the leaf:")
+    # a PFX-like bundle with the key: the key's certificate is the leaf
+    keyed = tmp_path / "keyed.pem"
+    keyed.write_bytes(both.read_bytes() + other.key_pem())
+    assert cli("names", "mail.example.test", "--cert", keyed).code == 0
+    empty = tmp_path / "key-only.pem"
+    empty.write_bytes(other.key_pem())
+    missing = cli("names", "mail.example.test", "--cert", empty)
+    assert missing.code == 2 and missing.err.startswith(f"error: {empty}: no certificate among the inputs")
+
+
 def test_names_invalid_name_is_bad_input(cli: Any) -> None:
     result = cli("names", "bad..example.com")
     assert result.code == 2
@@ -773,3 +849,17 @@ def test_errors_are_one_line_and_debug_shows_the_traceback(cli_proc: Any, tmp_pa
     assert "Traceback" not in result.err
     debug = cli_proc("--debug", "inspect", missing)
     assert "Traceback" in debug.err
+
+
+def test_help_shows_no_typer_types_for_flags_and_lists(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from certfleet.cli import COMMANDS
+
+    monkeypatch.setenv("COLUMNS", "200")
+    groups = {"node": ["add", "list", "show", "remove"], "trust": ["add", "list", "remove"]}
+    invocations = [[name] for name in COMMANDS if name not in groups]
+    invocations += [[group, sub] for group, subs in groups.items() for sub in subs]
+    for args in [[], *invocations]:
+        shown = cli(*args, "--help")
+        assert shown.code == 0, (args, shown.err)
+        assert "<bool>" not in shown.out and "<list[" not in shown.out, (args, shown.out)
+    assert re.search(r"--node\s+-n\s+<str>\s+Only this node", cli("deploy", "--help").out)  # one value, repeatable

@@ -453,8 +453,10 @@ def test_a_head_on_a_client_link_does_not_use_it_up(env: ConsoleEnv) -> None:
     link = admin.post(f"/api/v1/client-users/{user['id']}/links").json()["url"]
     path = "/" + link.split("/", 3)[3]
     assert env.new_client().head(path).status_code == 200
-    assert env.new_client().get(path).status_code == 200
-    assert env.new_client().get(path).status_code == 410
+    assert env.new_client().get(path).status_code == 200  # the link's page: it uses nothing up
+    assert env.new_client().head(path).status_code == 200
+    assert env.new_client().post(path).status_code == 200  # the button releases the configuration
+    assert env.new_client().post(path).status_code == 410
 
 
 def test_openapi_lists_every_error_status(env: ConsoleEnv) -> None:

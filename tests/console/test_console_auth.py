@@ -225,11 +225,15 @@ def test_logout_form_needs_csrf(env: ConsoleEnv) -> None:
 
 def test_api_token_shown_once_stored_hashed_and_revocable(env: ConsoleEnv) -> None:
     csrf = logged_in(env)
-    page = env.client.post("/tokens", data={"csrf_token": csrf, "name": "prometheus"})
-    assert page.status_code == 200
+    made = env.client.post("/tokens", data={"csrf_token": csrf, "name": "prometheus"})
+    assert made.status_code == 303  # post/redirect/get: a reload makes no second token
+    assert "cft_" not in made.headers["location"]  # the value is never in a URL
+    page = env.client.get(made.headers["location"])
     token = page.text.split('<pre id="new-token">')[1].split("</pre>")[0]
     assert token.startswith("cft_")
+    assert token not in env.client.get(made.headers["location"]).text  # shown once
     assert token not in env.client.get("/tokens").text
+    assert len(env.client.get("/api/v1/tokens").json()) == 1
     assert token.encode() not in _db_bytes(env)
     assert token not in str(env.client.get("/api/v1/tokens").json())
 
@@ -253,7 +257,13 @@ def test_api_token_shown_once_stored_hashed_and_revocable(env: ConsoleEnv) -> No
     assert bot.get("/metrics", headers=auth).status_code == 200
 
     token_id = env.client.get("/api/v1/tokens").json()[0]["id"]
-    assert env.client.post(f"/tokens/{token_id}/revoke", data={"csrf_token": csrf}).status_code == 303
+    # revoking asks first: without the confirmation's answer the form goes to the question
+    unconfirmed = env.client.post(f"/tokens/{token_id}/revoke", data={"csrf_token": csrf})
+    assert unconfirmed.headers["location"] == f"/tokens/{token_id}/revoke"
+    assert "Revoke the API token prometheus" in env.client.get(f"/tokens/{token_id}/revoke").text
+    assert bot.get("/api/v1/me", headers=auth).status_code == 200
+    r = env.client.post(f"/tokens/{token_id}/revoke", data={"csrf_token": csrf, "confirm": "yes"})
+    assert r.status_code == 303 and r.headers["location"].startswith("/tokens?done=token-revoked")
     assert bot.get("/api/v1/me", headers=auth).status_code == 401
     assert bot.get("/api/v1/me", headers={"authorization": "Bearer cft_guessed"}).status_code == 401
 

@@ -10,6 +10,7 @@ import os
 import re
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,11 +51,19 @@ def _profile_and_user(env: ConsoleEnv, csrf: str, hostname: str = "") -> int:
 
 
 def _new_link(env: ConsoleEnv, csrf: str, user_id: int) -> tuple[str, str]:
-    page = env.client.post(f"/clients/users/{user_id}/link", data={"csrf_token": csrf})
-    assert page.status_code == 200
+    made = env.client.post(f"/clients/users/{user_id}/link", data={"csrf_token": csrf})
+    assert made.status_code == 303  # post/redirect/get: a reload makes no second link
+    assert "/client/" not in made.headers["location"]  # the link's token is never in a URL of ours
+    page = env.client.get(made.headers["location"])
     url = re.search(r'<pre id="link-url">(https://[^<]+)</pre>', page.text)
     assert url, page.text
+    # shown once: the same page again holds no link, and the link still works
+    assert "link-url" not in env.client.get(made.headers["location"]).text
     return url.group(1), page.text
+
+
+def _fetch(token: str, env: ConsoleEnv) -> Any:
+    return env.new_client().post(f"/client/{token}")
 
 
 def test_link_fetches_the_configuration_once(env: ConsoleEnv, caplog: pytest.LogCaptureFixture) -> None:
@@ -69,7 +78,10 @@ def test_link_fetches_the_configuration_once(env: ConsoleEnv, caplog: pytest.Log
     assert len(token) >= 43  # 256 bits, URL-safe base64
 
     phone = env.new_client()  # no account, no cookie: the link is the only key
-    first = phone.get(f"/client/{token}")
+    opened = phone.get(f"/client/{token}")  # what a mail preview or a link scanner does
+    assert opened.status_code == 200 and "Get my settings" in opened.text
+    assert "Alice" in opened.text and "{" not in opened.text.split("<main>")[1]  # a page, not the settings
+    first = phone.post(f"/client/{token}")
     assert first.status_code == 200, first.text
     assert first.headers["cache-control"] == "no-store"
     assert first.headers["content-type"].startswith("application/json")
@@ -77,10 +89,13 @@ def test_link_fetches_the_configuration_once(env: ConsoleEnv, caplog: pytest.Log
     port = int(host.rsplit(":", 1)[1])
     assert config == {"server": "localhost", "port": port, "user": "alice", "name": 'Alice "Al" Smith'}
 
-    second = phone.get(f"/client/{token}")
+    second = phone.post(f"/client/{token}")
     assert second.status_code == 410
     assert second.headers["cache-control"] == "no-store"
     assert "used, expired or unknown" in second.text
+    assert phone.get(f"/client/{token}").status_code == 410
+    assert "used, expired or unknown" in phone.get(f"/client/{token}").text
+    assert phone.post("/client/" + "A" * 43).status_code == 410
     assert phone.get("/client/" + "A" * 43).status_code == 410
 
     # the token is nowhere: not in the database, not in the access log
@@ -101,7 +116,7 @@ def test_link_expires(env: ConsoleEnv) -> None:
     user_id = _profile_and_user(env, csrf)
     url, _ = _new_link(env, csrf, user_id)
     env.clock.advance(hours=48, seconds=1)
-    assert env.new_client().get("/client/" + url.rsplit("/", 1)[1]).status_code == 410
+    assert _fetch(url.rsplit("/", 1)[1], env).status_code == 410
 
 
 def test_a_new_link_cancels_the_unused_one(env: ConsoleEnv) -> None:
@@ -109,9 +124,8 @@ def test_a_new_link_cancels_the_unused_one(env: ConsoleEnv) -> None:
     user_id = _profile_and_user(env, csrf)
     old, _ = _new_link(env, csrf, user_id)
     new, _ = _new_link(env, csrf, user_id)
-    path = "/client/" + old.rsplit("/", 1)[1]
-    assert env.new_client().get(path).status_code == 410
-    assert env.new_client().get("/client/" + new.rsplit("/", 1)[1]).status_code == 200
+    assert _fetch(old.rsplit("/", 1)[1], env).status_code == 410
+    assert _fetch(new.rsplit("/", 1)[1], env).status_code == 200
 
 
 def test_links_through_the_api_with_qr(env: ConsoleEnv) -> None:
@@ -129,14 +143,14 @@ def test_links_through_the_api_with_qr(env: ConsoleEnv) -> None:
     assert link["url"].startswith("https://mbg.example.test/client/")
     assert link["qr_svg"].startswith("<svg")
     assert dt.datetime.fromisoformat(link["expires_at"]) > env.clock.now
-    fetched = env.new_client().get("/client/" + link["url"].rsplit("/", 1)[1])
+    fetched = _fetch(link["url"].rsplit("/", 1)[1], env)
     assert fetched.text == "user=bob\n"
     assert fetched.headers["cache-control"] == "no-store"
     # removing the profile removes its users and cancels their links
     other = env.client.post(f"/api/v1/client-users/{user['id']}/links", headers=h).json()
     assert env.client.delete("/api/v1/client-profiles/mobile", headers=h).status_code == 200
     assert env.client.get("/api/v1/client-users").json() == []
-    assert env.new_client().get("/client/" + other["url"].rsplit("/", 1)[1]).status_code == 410
+    assert _fetch(other["url"].rsplit("/", 1)[1], env).status_code == 410
     assert env.client.delete("/api/v1/client-profiles/mobile", headers=h).status_code == 404
 
 

@@ -319,6 +319,13 @@ def test_node_pages_add_edit_remove(env: ConsoleEnv, tmp_path: Path) -> None:
     assert env.store.node("main").names == ("www.example.test", "example.test")
     bad = add_node(env, csrf, "other", ["not a name!"], [f"pem:{tmp_path}/o"])
     assert bad.status_code == 400
-    assert env.client.post("/nodes/main/remove", data={"csrf_token": csrf}).status_code == 303
+    # removing asks first: the form without the confirmation's answer only leads to the question
+    asked = env.client.post("/nodes/main/remove", data={"csrf_token": csrf})
+    assert asked.status_code == 303 and asked.headers["location"] == "/nodes/main/remove"
+    assert len(env.store.nodes()) == 1
+    question = env.client.get("/nodes/main/remove").text
+    assert "Remove node main (www.example.test, example.test)?" in question and "leaves lineage web" in question
+    r = env.client.post("/nodes/main/remove", data={"csrf_token": csrf, "confirm": "yes"})
+    assert r.status_code == 303
     assert env.store.nodes() == []
     assert "Node main removed." in env.client.get("/nodes?done=node-removed&name=main").text

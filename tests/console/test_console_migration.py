@@ -1,5 +1,6 @@
-"""Migrations 0002_console and 0003_access: together they create exactly the console's models, go
-down and up again, and 0003 keeps what was there (accounts become admins, nothing cascades away)."""
+"""Migrations 0002_console and 0006_access (the last of the chain 0001 → 0002 → 0003_lifecycle →
+0004_acme → 0005_last_results → 0006_access): together they create exactly the console's models,
+go down and up again, and 0006 keeps what was there (accounts become admins, nothing cascades away)."""
 
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def test_console_migration_matches_the_models_and_goes_down_and_up(tmp_path: Pat
 
 def test_a_fresh_store_has_the_console_tables(tmp_path: Path) -> None:
     with Store.init(tmp_path / "home") as store:
-        assert store.schema_revision() == store._db.heads()
+        assert store.schema_revision() == store._db.heads()  # 0002_console and every later one
+        assert _tables(store._db) >= CONSOLE_TABLES
         with store.session() as s:
             assert s.get(certfleet.console.models.AccountRow, 1) is None
 
@@ -102,6 +104,11 @@ def test_access_migration_keeps_accounts_sessions_and_tokens_and_redacts_old_out
         assert conn.exec_driver_sql("SELECT version FROM nodes").scalar() == 1
         [output] = conn.exec_driver_sql("SELECT output FROM deployment_results").scalars()
     assert output.startswith("uid=0(root)") and "PRIVATE KEY" not in output
+    assert db.current() == {"0006_access"}
+    db.downgrade("0005_last_results")  # the access migration alone, on top of main's chain
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT is_admin FROM console_accounts").scalar() == 1
+    db.upgrade()
     db.downgrade("0002_console")
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT is_admin FROM console_accounts").scalar() == 1

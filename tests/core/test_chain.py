@@ -17,7 +17,7 @@ from test_verify import undecodable_issuer
 from certfleet import testing
 from certfleet.aia import HttpFetcher
 from certfleet.certinfo import describe, fingerprint
-from certfleet.chain import ChainResult, DropReason, build_chain
+from certfleet.chain import ChainResult, DropReason, build_chain, pick_leaf
 from certfleet.errors import CertfleetError, FormatError, InputError, NetworkError
 from certfleet.formats import InputFormat, Pool, PoolCert, read_pool
 from certfleet.lint import lint
@@ -151,6 +151,36 @@ def test_several_keys_pick_their_leaf(pki: PKI) -> None:
     assert result.key is not None and result.key.matches_leaf and result.key.source == "k1.pem"
 
 
+def test_pick_leaf_the_one_rule_for_every_caller(pki: PKI) -> None:
+    # build_chain, verify, names --cert and import all ask this one function
+    def item(cert: x509.Certificate, source: str) -> PoolCert:
+        return PoolCert(cert, source, InputFormat.PEM)
+
+    later = pki.leaf.cert.not_valid_before_utc + dt.timedelta(days=30)
+    renewed = pki.inter.leaf("www.example.test", private_key=pki.leaf.key, not_before=later)
+    other = pki.inter.leaf("mail.example.test", not_before=later + dt.timedelta(days=1))
+    first, again = item(pki.leaf.cert, "first.pem"), item(renewed.cert, "renewed.pem")
+    mail, ca, root = item(other.cert, "mail.pem"), item(pki.inter.cert, "ca.pem"), item(pki.root.cert, "root.pem")
+
+    # the newest certificate of the keys given (a renewal kept its key), across every key given
+    assert pick_leaf([first, again, ca], [pki.leaf.key]) == (again, True)
+    assert pick_leaf([first, mail, ca], [pki.leaf.key, other.key.public_key()]) == (mail, True)
+    # a key that fits none: the only end-entity certificate, said not to be the key's
+    assert pick_leaf([first, ca], [other.key]) == (first, False)
+    # no key: the only end-entity one; the pool's only key; of several, the one a pool key fits
+    assert pick_leaf([ca, first, root]) == (first, False)
+    stray = testing.TestCA.root("Stray").leaf("stray.test")
+    keys = read_pool([("mail.key", other.key_pem()), ("stray.key", stray.key_pem())]).keys
+    assert pick_leaf([first, mail], pool_keys=keys[:1]) == (mail, True)
+    assert pick_leaf([first, mail], pool_keys=keys) == (mail, True)
+    # only CA certificates: the one that issued none of the others
+    assert pick_leaf([root, ca]) == (ca, False)
+    with pytest.raises(InputError, match=r"2 certificates could each be the leaf: 'www.example.test' \(first.pem\)"):
+        pick_leaf([first, mail, ca])
+    with pytest.raises(InputError, match="no certificate among the inputs"):
+        pick_leaf([])
+
+
 def test_key_that_belongs_to_no_certificate(pki: PKI) -> None:
     other = pki.inter.leaf("mail.example.test")
     pool = pool_of(("cert.pem", pki.leaf.fullchain_pem()), ("old.key", other.key_pem()))
@@ -164,8 +194,12 @@ def test_key_that_belongs_to_no_certificate(pki: PKI) -> None:
 
 
 def test_no_certificate(pki: PKI) -> None:
-    with pytest.raises(InputError, match="no certificate among the inputs"):
+    with pytest.raises(InputError) as caught:
         build_chain(pool_of(("key.pem", pki.leaf.key_pem())), TrustStore((pki.root.cert,)), now=NOW)
+    assert str(caught.value) == "key.pem: holds no certificate, only a private key"
+    two = pool_of(("key.pem", pki.leaf.key_pem()), ("copy.key", pki.leaf.key_pem()))
+    with pytest.raises(InputError, match=r"^no certificate among the inputs$"):
+        build_chain(two, TrustStore((pki.root.cert,)), now=NOW)
 
 
 def test_self_signed_leaf_alone(pki: PKI) -> None:

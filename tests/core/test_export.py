@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,10 @@ from certfleet import testing
 from certfleet.certinfo import fingerprint
 from certfleet.errors import InputError
 from certfleet.export import (
+    LAYOUTS,
     PKCS12_LEGACY_ROUNDS,
     PKCS12_ROUNDS,
-    LayoutKind,
+    OutputFormat,
     der,
     key_pem,
     layout_files,
@@ -27,6 +29,7 @@ from certfleet.export import (
     pkcs7,
     pkcs12,
     private_files,
+    write_bundle,
 )
 from certfleet.testing import make_key
 
@@ -63,6 +66,19 @@ def cert_pubkey(path: Path, *extra: str) -> bytes:
 def key_pubkey(path: Path, *extra: str) -> bytes:
     """The public half of the key in ``path``, as openssl derives it."""
     return openssl("pkey", "-in", path, "-pubout", *extra)
+
+
+def keytool_list(path: Path) -> str:
+    """What Java's keytool says of the PKCS#12 file at ``path`` (opened with PASSWORD)."""
+    proc = subprocess.run(
+        ["keytool", "-list", "-v", "-keystore", path, "-storetype", "PKCS12", "-storepass", PASSWORD],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
 
 
 def subjects(text: bytes) -> list[str]:
@@ -198,19 +214,12 @@ def test_pkcs12_is_read_by_java_keytool_with_the_friendly_name_as_alias(
     leaf = material.leaf
     data = pkcs12(leaf.key, leaf.cert, leaf.chain, password=PASSWORD.encode(), legacy=legacy, friendly_name="micollab")
     path = write(tmp_path, "store.p12", data)
-    proc = subprocess.run(
-        ["keytool", "-list", "-v", "-keystore", path, "-storetype", "PKCS12", "-storepass", PASSWORD],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Your keystore contains 1 entry" in proc.stdout
-    assert "Alias name: micollab" in proc.stdout
-    assert "Entry type: PrivateKeyEntry" in proc.stdout
-    assert "Certificate chain length: 3" in proc.stdout
-    assert "Owner: CN=www.example.test" in proc.stdout
+    listed = keytool_list(path)
+    assert "Your keystore contains 1 entry" in listed
+    assert "Alias name: micollab" in listed
+    assert "Entry type: PrivateKeyEntry" in listed
+    assert "Certificate chain length: 3" in listed
+    assert "Owner: CN=www.example.test" in listed
     wrong = subprocess.run(
         ["keytool", "-list", "-keystore", path, "-storetype", "PKCS12", "-storepass", "wrong-password"],
         capture_output=True,
@@ -262,7 +271,7 @@ def test_a_key_that_does_not_match_the_leaf_is_never_written(material: Material)
     stray = make_key()
     with pytest.raises(InputError, match="does not match the certificate"):
         pkcs12(stray, leaf.cert, leaf.chain, password=b"pw")
-    for kind in LayoutKind:
+    for kind in LAYOUTS:
         with pytest.raises(InputError, match="does not match the certificate"):
             layout_files(kind, stray, leaf.cert, leaf.chain)
 
@@ -273,13 +282,15 @@ def test_a_key_that_does_not_match_the_leaf_is_never_written(material: Material)
 @pytest.mark.parametrize(
     ("kind", "names"),
     [
-        (LayoutKind.APACHE, ["cert.pem", "chain.pem", "privkey.pem"]),
-        (LayoutKind.NGINX, ["fullchain.pem", "privkey.pem"]),
-        (LayoutKind.PEM, ["cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"]),
-        (LayoutKind.HAPROXY, ["combined.pem"]),
+        (OutputFormat.APACHE, ["cert.pem", "chain.pem", "privkey.pem"]),
+        (OutputFormat.NGINX, ["fullchain.pem", "privkey.pem"]),
+        (OutputFormat.PEM, ["cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"]),
+        (OutputFormat.HAPROXY, ["combined.pem"]),
     ],
 )
-def test_layout_files_names_and_content(material: Material, tmp_path: Path, kind: LayoutKind, names: list[str]) -> None:
+def test_layout_files_names_and_content(
+    material: Material, tmp_path: Path, kind: OutputFormat, names: list[str]
+) -> None:
     leaf = material.leaf
     files = layout_files(kind.value, leaf.key, leaf.cert, leaf.chain)
     assert sorted(files) == sorted(names)
@@ -292,7 +303,7 @@ def test_layout_files_names_and_content(material: Material, tmp_path: Path, kind
     if "fullchain.pem" in files:
         assert files["fullchain.pem"] == pem(leaf.cert, *leaf.chain)
         assert fingerprint(x509.load_pem_x509_certificate(files["fullchain.pem"])) == fingerprint(leaf.cert)
-    key_file = tmp_path / ("combined.pem" if kind is LayoutKind.HAPROXY else "privkey.pem")
+    key_file = tmp_path / ("combined.pem" if kind is OutputFormat.HAPROXY else "privkey.pem")
     cert_file = tmp_path / ("cert.pem" if "cert.pem" in files else next(iter(files)))
     assert key_pubkey(key_file) == cert_pubkey(cert_file)
     assert private_files(kind) == {key_file.name}
@@ -300,7 +311,7 @@ def test_layout_files_names_and_content(material: Material, tmp_path: Path, kind
 
 def test_haproxy_combined_pem_is_leaf_chain_key(material: Material, tmp_path: Path) -> None:
     leaf = material.leaf
-    combined = layout_files(LayoutKind.HAPROXY, leaf.key, leaf.cert, leaf.chain)["combined.pem"]
+    combined = layout_files(OutputFormat.HAPROXY, leaf.key, leaf.cert, leaf.chain)["combined.pem"]
     blocks = re.findall(rb"-----BEGIN ([A-Z ]+)-----", combined)
     assert blocks == [b"CERTIFICATE", b"CERTIFICATE", b"CERTIFICATE", b"PRIVATE KEY"]
     path = write(tmp_path, "combined.pem", combined)
@@ -334,7 +345,7 @@ backend none
 def test_haproxy_layout_refuses_an_encrypted_key(material: Material) -> None:
     leaf = material.leaf
     with pytest.raises(InputError, match="HAProxy cannot read an encrypted key"):
-        layout_files(LayoutKind.HAPROXY, leaf.key, leaf.cert, leaf.chain, key_password=b"pw")
+        layout_files(OutputFormat.HAPROXY, leaf.key, leaf.cert, leaf.chain, key_password=b"pw")
 
 
 def _free_port() -> int:
@@ -347,7 +358,7 @@ def _free_port() -> int:
 def test_nginx_layout_is_loaded_by_nginx(material: Material, tmp_path: Path, encrypted: bool) -> None:
     leaf = material.leaf
     files = layout_files(
-        LayoutKind.NGINX, leaf.key, leaf.cert, leaf.chain, key_password=PASSWORD.encode() if encrypted else None
+        OutputFormat.NGINX, leaf.key, leaf.cert, leaf.chain, key_password=PASSWORD.encode() if encrypted else None
     )
     for name, data in files.items():
         write(tmp_path, name, data)
@@ -388,7 +399,7 @@ http {{
 def test_layout_chain_is_empty_when_the_root_issued_the_leaf(tmp_path: Path) -> None:
     root = testing.TestCA.root("Direct Root")
     leaf = root.leaf("direct.example.test")
-    files = layout_files(LayoutKind.PEM, leaf.key, leaf.cert, leaf.chain)
+    files = layout_files(OutputFormat.PEM, leaf.key, leaf.cert, leaf.chain)
     assert files["chain.pem"] == b""
     assert files["fullchain.pem"] == files["cert.pem"]
 
@@ -405,3 +416,95 @@ def test_layout_kind_is_checked(material: Material) -> None:
         ).public_key()
         == leaf.key.public_key()
     )
+
+
+# --- write_bundle: the files `convert` and `export` write ---------------------------------------
+
+_FOLDERS = {
+    OutputFormat.PEM: {"cert.pem": 0o644, "chain.pem": 0o644, "fullchain.pem": 0o644, "privkey.pem": 0o600},
+    OutputFormat.APACHE: {"cert.pem": 0o644, "chain.pem": 0o644, "privkey.pem": 0o600},
+    OutputFormat.NGINX: {"fullchain.pem": 0o644, "privkey.pem": 0o600},
+}
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("fmt", list(OutputFormat))
+def test_write_bundle_writes_what_the_peers_read(material: Material, tmp_path: Path, fmt: OutputFormat) -> None:
+    leaf = material.leaf
+    root = write(tmp_path, "root.pem", pem(material.root))
+    # a folder is made with its parents; a file goes into a folder that exists
+    out = tmp_path / "new" / "out" if fmt.is_folder else tmp_path / "out"
+    password = PASSWORD.encode() if fmt is OutputFormat.PKCS12 else None
+    written = write_bundle(fmt, out, leaf.key if fmt.holds_key else None, leaf.cert, leaf.chain, password=password)
+    modes = {Path(w.path): 0o600 if w.private else 0o644 for w in written}
+    assert {path: _mode(path) for path in modes} == modes
+    if fmt.is_folder:
+        assert _mode(out) == 0o700
+        assert {path.name: mode for path, mode in modes.items()} == _FOLDERS[fmt]
+        cert = out / ("fullchain.pem" if fmt is OutputFormat.NGINX else "cert.pem")
+        chain = out / ("fullchain.pem" if fmt is OutputFormat.NGINX else "chain.pem")
+        assert openssl("verify", "-CAfile", root, "-untrusted", chain, cert).endswith(b": OK\n")
+        assert key_pubkey(out / "privkey.pem") == cert_pubkey(cert)
+        return
+    assert list(modes) == [out]  # one file, whatever the format
+    if fmt is OutputFormat.DER:
+        subject = openssl("x509", "-inform", "DER", "-in", out, "-noout", "-subject")
+        assert subject.strip() == b"subject=CN = www.example.test"
+    elif fmt is OutputFormat.PKCS7:
+        listed = openssl("pkcs7", "-in", out, "-print_certs", "-noout")
+        assert len(subjects(listed)) == 3
+    elif fmt is OutputFormat.HAPROXY:
+        assert openssl("verify", "-CAfile", root, "-untrusted", out, out).endswith(b": OK\n")
+        assert key_pubkey(out) == cert_pubkey(out)
+    else:
+        dumped = write(tmp_path, "dumped.pem", openssl("pkcs12", "-in", out, "-passin", f"pass:{PASSWORD}", "-nodes"))
+        assert key_pubkey(dumped) == cert_pubkey(dumped)
+        assert "Certificate chain length: 3" in keytool_list(out)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "kwargs", "error"),
+    [
+        (OutputFormat.DER, {"password": b"pw"}, "der holds no key, so there is nothing to protect"),
+        (OutputFormat.PKCS7, {"password": b"pw"}, "pkcs7 holds no key"),
+        (OutputFormat.HAPROXY, {"password": b"pw"}, "HAProxy cannot read an encrypted key"),
+        (OutputFormat.NGINX, {"legacy": True}, "--legacy applies to the pkcs12 format only"),
+        (OutputFormat.APACHE, {"friendly_name": "web"}, "--friendly-name applies to the pkcs12 format only"),
+        (OutputFormat.PKCS12, {"password": b""}, "empty password"),
+        (OutputFormat.PEM, {"password": b""}, "empty password"),
+    ],
+)
+def test_write_bundle_refuses_before_writing(
+    material: Material, tmp_path: Path, fmt: OutputFormat, kwargs: dict[str, object], error: str
+) -> None:
+    leaf = material.leaf
+    with pytest.raises(InputError, match=error):
+        write_bundle(fmt, tmp_path / "out", leaf.key, leaf.cert, leaf.chain, **kwargs)  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fmt", [f for f in OutputFormat if f.holds_key])
+def test_write_bundle_never_pairs_a_leaf_with_another_key(
+    material: Material, tmp_path: Path, fmt: OutputFormat
+) -> None:
+    leaf = material.leaf
+    with pytest.raises(InputError, match="does not match the certificate"):
+        write_bundle(fmt, tmp_path / "out", make_key(), leaf.cert, leaf.chain)
+    assert not (tmp_path / "out").exists()
+
+
+def test_write_bundle_folder_and_file_errors(material: Material, tmp_path: Path) -> None:
+    leaf = material.leaf
+    taken = write(tmp_path, "taken", b"")
+    with pytest.raises(InputError, match="exists and is not a folder"):
+        write_bundle(OutputFormat.NGINX, taken, leaf.key, leaf.cert, leaf.chain)
+    with pytest.raises(ValueError, match="holds the private key"):
+        write_bundle(OutputFormat.NGINX, tmp_path / "nginx", None, leaf.cert, leaf.chain)
+    # an existing folder is written into; a second write replaces the files whole
+    first = write_bundle("nginx", tmp_path / "nginx", leaf.key, leaf.cert, leaf.chain)
+    again = write_bundle("nginx", tmp_path / "nginx", leaf.key, leaf.cert, leaf.chain)
+    assert first == again
+    assert sorted(p.name for p in (tmp_path / "nginx").iterdir()) == ["fullchain.pem", "privkey.pem"]

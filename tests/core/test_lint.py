@@ -11,7 +11,7 @@ from test_verify import undecodable_issuer, unknown_signature_algorithm
 from certfleet import testing
 from certfleet.certinfo import fingerprint
 from certfleet.errors import FormatError
-from certfleet.lint import MAX_VALIDITY, lint, max_validity_days
+from certfleet.lint import MAX_VALIDITY, lint, max_validity_days, validity_rule
 from certfleet.problems import Problem, ProblemCode, Severity
 from certfleet.trust import TrustStore
 from conftest import PKI
@@ -123,6 +123,14 @@ def test_weak_key_of_an_intermediate_is_named() -> None:
 @pytest.mark.parametrize(
     ("issued", "limit"),
     [
+        (dt.datetime(2012, 6, 30, 23, 59, 59, tzinfo=dt.UTC), None),  # before the Baseline Requirements
+        (dt.datetime(2012, 7, 1, tzinfo=dt.UTC), 1826),  # 60 months
+        (dt.datetime(2014, 5, 1, tzinfo=dt.UTC), 1826),
+        (dt.datetime(2015, 3, 31, tzinfo=dt.UTC), 1827),  # 60 months over two leap days
+        (dt.datetime(2015, 4, 1, tzinfo=dt.UTC), 1187),  # 39 months
+        (dt.datetime(2018, 2, 28, tzinfo=dt.UTC), 1185),
+        (dt.datetime(2018, 3, 1, tzinfo=dt.UTC), 825),
+        (dt.datetime(2020, 8, 31, 23, 59, 59, tzinfo=dt.UTC), 825),
         (dt.datetime(2020, 9, 1, tzinfo=dt.UTC), 398),
         (dt.datetime(2026, 3, 14, 23, 59, 59, tzinfo=dt.UTC), 398),
         (dt.datetime(2026, 3, 15, tzinfo=dt.UTC), 200),
@@ -133,19 +141,29 @@ def test_weak_key_of_an_intermediate_is_named() -> None:
         (dt.datetime(2040, 1, 1, tzinfo=dt.UTC), 47),
     ],
 )
-def test_max_validity_table(issued: dt.datetime, limit: int) -> None:
+def test_max_validity_table(issued: dt.datetime, limit: int | None) -> None:
     assert max_validity_days(issued) == limit
 
 
 def test_max_validity_is_one_table() -> None:
-    starts = [start for start, _ in MAX_VALIDITY if start is not None]
+    starts = [rule.start for rule in MAX_VALIDITY]
     assert starts == sorted(starts, reverse=True)
-    assert MAX_VALIDITY[-1][0] is None
+    assert all((rule.days is None) != (rule.months is None) for rule in MAX_VALIDITY)
+    assert MAX_VALIDITY[-1].start == dt.datetime(2012, 7, 1, tzinfo=dt.UTC)
+    assert validity_rule(dt.datetime(2000, 1, 1, tzinfo=dt.UTC)) is None
 
 
 @pytest.mark.parametrize(
     ("issued", "days", "too_long"),
     [
+        ("2011-06-01", 3650, False),  # no rule yet
+        ("2014-05-01", 1095, False),
+        ("2014-05-01", 1826, False),  # five years to the day: 60 months
+        ("2014-05-01", 1827, True),
+        ("2016-01-15", 1186, False),  # 39 months less a day
+        ("2016-01-15", 1200, True),
+        ("2019-01-10", 824, False),
+        ("2019-01-10", 825, True),  # both ends count, as for 398 days
         ("2025-06-01", 397, False),
         ("2025-06-01", 398, True),  # the Baseline Requirements count both ends: 398 days and a second
         ("2025-06-01", 399, True),
@@ -164,11 +182,25 @@ def test_validity_too_long(pki: PKI, issued: str, days: int, too_long: bool) -> 
     found = [p for p in lint([leaf.cert, pki.inter.cert], now=at) if p.code is ProblemCode.VALIDITY_TOO_LONG]
     assert bool(found) is too_long
     if found:
+        rule = validity_rule(start)
+        assert rule is not None
         assert found[0].severity is Severity.WARNING
         assert found[0].message == (
-            f"valid for more than {days} days; certificates issued on {issued} may live at most "
-            f"{max_validity_days(start)} days"
+            f"valid for more than {days} days; certificates issued on {issued} may live at most {rule.limit} "
+            f"({rule.rule}, in force from {rule.start:%Y-%m-%d})"
         )
+
+
+def test_a_2014_certificate_is_judged_by_the_rule_of_2014(pki: PKI) -> None:
+    start = dt.datetime(2014, 6, 1, tzinfo=dt.UTC)
+    leaf = pki.inter.leaf("www.example.test", not_before=start, days=2 * 365)
+    problems = lint([leaf.cert, pki.inter.cert], now=start + dt.timedelta(days=1))
+    assert ProblemCode.VALIDITY_TOO_LONG not in codes(problems)  # 398 days would have flagged it
+    longer = pki.inter.leaf("www.example.test", not_before=start, days=6 * 365)
+    (found,) = [p for p in lint([longer.cert, pki.inter.cert], now=start) if p.code is ProblemCode.VALIDITY_TOO_LONG]
+    assert found.message.endswith(
+        "may live at most 60 months (CA/B Forum Baseline Requirements 1.0, in force from 2012-07-01)"
+    )
 
 
 def test_no_san(pki: PKI) -> None:
@@ -264,3 +296,29 @@ def test_expired(pki: PKI) -> None:
 def test_naive_now_is_a_programmer_error(pki: PKI) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         lint([pki.leaf.cert], now=dt.datetime.now())
+
+
+def test_a_dsa_key_is_named_as_such(pki: PKI) -> None:
+    import warnings
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import dsa
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # cryptography deprecates DSA
+        key = dsa.generate_private_key(1024)  # noqa: S505 (a throw-away test key)
+    leaf = pki.leaf.cert
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(leaf.subject)
+        .issuer_name(leaf.issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(leaf.not_valid_before_utc)
+        .not_valid_after(leaf.not_valid_after_utc)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("www.example.test")]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    )
+    cert = builder.sign(pki.inter.key, hashes.SHA256())  # type: ignore[arg-type]
+    problems = [p for p in lint([cert, pki.inter.cert], now=NOW) if p.code is ProblemCode.WEAK_KEY]
+    assert [p.message for p in problems] == ["the certificate's key is DSA, which no TLS client accepts"]

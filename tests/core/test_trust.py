@@ -14,8 +14,9 @@ from test_verify import unknown_signature_algorithm
 
 from certfleet import testing
 from certfleet.errors import InputError
+from certfleet.signatures import Signature, check_signature, is_self_signed, signed_by
 from certfleet.testing import pem
-from certfleet.trust import Signature, TrustStore, check_signature, is_self_signed, load_trust, signed_by
+from certfleet.trust import TrustStore, load_trust
 from conftest import PKI
 
 

@@ -13,8 +13,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from certfleet import testing
 from certfleet.certinfo import fingerprint
 from certfleet.errors import FormatError, InputError
+from certfleet.paths import find_paths
 from certfleet.problems import Severity
-from certfleet.trust import TrustStore, find_paths
+from certfleet.trust import TrustStore
 from certfleet.verify import Verifier, verify_chain
 from conftest import PKI
 
@@ -256,14 +257,17 @@ def test_no_san_at_all(pki: PKI) -> None:
     assert codes(named) == ["no-san"]
 
 
-def test_other_failures_carry_cryptography_words(pki: PKI) -> None:
+def test_a_path_beyond_its_length_constraint_is_named(pki: PKI) -> None:
     # a pathLenConstraint of 0 forbids another intermediate below
     below = pki.inter.intermediate("Too Deep")
     leaf = below.leaf("www.example.test")
     result = verify_chain(leaf.cert, leaf.chain, TrustStore((pki.root.cert,)), at=NOW)
     assert not result.valid
-    assert codes(result) == ["invalid"]
-    assert result.problems[0].message.startswith("a strict client refuses this chain: ")
+    assert codes(result) == ["path-length-exceeded"]
+    assert result.problems[0].message == (
+        "the intermediate 'certfleet Test Intermediate' allows 0 intermediates below it (pathLenConstraint), "
+        "and this chain has 1"
+    )
     assert "<Certificate" not in result.problems[0].message
 
 
@@ -383,8 +387,9 @@ def test_verifier_checks_many_leaves(pki: PKI) -> None:
 
 
 def test_verifier_shortcut_still_checks_each_leaf(pki: PKI) -> None:
-    verifier = Verifier(TrustStore((pki.root.cert,)), [pki.inter.cert], at=NOW)
+    verifier = Verifier(TrustStore((pki.root.cert,)), [pki.inter.cert], at=NOW, reuse_proven=True)
     assert verifier.verify(pki.leaf.cert).valid  # proves the intermediate
+    assert verifier.proven == (pki.inter.cert,)
     forged = testing.TestCA.root("certfleet Test Intermediate").leaf("www.example.test")
     expired = pki.inter.leaf("www.example.test", not_before=NOW - dt.timedelta(days=100), days=10)
     client = pki.inter.leaf("www.example.test", server_auth=False)
@@ -402,12 +407,20 @@ def test_verifier_honours_name_constraints_for_every_leaf(constrained: str) -> N
     extensions = {constrained: [(permitted, True)]}
     root = testing.TestCA.root("Constraining Root", extensions=extensions.get("root", []))
     inter = root.intermediate("Shared Intermediate", extensions=extensions.get("intermediate", []))
-    verifier = Verifier(TrustStore((root.cert,)), [inter.cert], at=NOW)
+    verifier = Verifier(TrustStore((root.cert,)), [inter.cert], at=NOW, reuse_proven=True)
     inside = handmade_leaf(inter, "www.example.test")
     outside = handmade_leaf(inter, "www.elsewhere.test")
     assert verifier.verify(inside).valid
     assert not verifier.verify(outside).valid
     assert verifier.verify(handmade_leaf(inter, "mail.example.test")).valid
+    assert verifier.proven == ()  # a constrained path is never taken as proven
+
+
+def test_a_plain_verifier_remembers_nothing(pki: PKI) -> None:
+    verifier = Verifier(TrustStore((pki.root.cert,)), [pki.inter.cert], at=NOW)
+    assert verifier.verify(pki.leaf.cert).valid
+    assert verifier.verify(pki.inter.leaf("host1.example.test").cert).valid
+    assert verifier.proven == ()
 
 
 def test_find_paths_prefers_a_trusted_end(pki: PKI) -> None:

@@ -197,7 +197,7 @@ async def test_a_deploy_killed_at_any_moment_leaves_whole_pairs_and_the_next_one
         assert served(node) == [new.leaf, *new.chain]
         assert live_pair(folder_of(node))[0] == new.leaf
         versions = folder_of(node) / "versions"
-        assert not [p for p in versions.iterdir() if p.name.startswith(".")]  # no half-written folder left
+        assert not [p for p in versions.iterdir() if p.name.startswith(".tmp-")]  # no half-written folder left
 
 
 def scripted_prober(old: Material, new: Material, script: str) -> Any:

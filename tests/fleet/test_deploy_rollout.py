@@ -4,9 +4,12 @@ the whole lineage; a node reached over SSH with its own known_hosts and key."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import os
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -21,9 +24,10 @@ from certfleet.fleet.rollout import LineageLock
 from certfleet.store import Store
 from certfleet.testing import pem
 from conftest import PKI
+from support.deploy import small_disk
 from support.servers import SshServer, empty_home, sshd
 
-__all__ = ["empty_home", "sshd"]
+__all__ = ["empty_home", "small_disk", "sshd"]
 
 NAMES = {"a": ("a.example.test",), "b": ("b.example.test", "www.example.test")}
 
@@ -154,6 +158,7 @@ def test_one_deploy_of_a_lineage_at_a_time_and_a_killed_one_leaves_no_lock(
     # killed while it holds the lock (its config test still running, orphaned): the lock goes with it
     started.unlink()
     release.unlink()
+    v2 = issue(cli, tmp_path, pki, "v2")  # a is settled on v1: only a new version runs its test again
     killed = subprocess.Popen(
         [sys.executable, "-m", "certfleet", "deploy", "web"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -168,8 +173,48 @@ def test_one_deploy_of_a_lineage_at_a_time_and_a_killed_one_leaves_no_lock(
         if killed.poll() is None:
             killed.kill()
             killed.wait(timeout=30)
+    history = ok(cli_proc("history", "web", "--json")).json()
+    assert history["deployments"][0]["state"] == "interrupted"  # recorded before it touched a node
+    assert {r["node"]: r["outcome"] for r in history["deployments"][0]["results"]}["a"] == "interrupted"
+    assert "INTERRUPTED" in ok(cli_proc("history", "web")).out
+    # status reads a's live link from the node: the new version, switched to and never proven there
+    told = cli_proc("status", "web", "--json")
+    assert told.code == 1
+    a = {n["node"]: n for n in told.json()["lineages"][0]["nodes"]}["a"]
+    assert a["last_deployment"]["state"] == "interrupted"
+    assert (a["live"]["versions"], a["live"]["proven"]) == ([2], False)
+    assert [p["code"] for p in a["problems"]] == ["interrupted"]
+    human = one_line(cli_proc("status", "web").out)
+    assert "never finished here; live points at version 2, which no deploy proved on this node" in human
     finished = ok(cli_proc("deploy", "web", "--json")).json()
-    assert {n["node"]: n["outcome"] for n in finished["nodes"]} == {"a": "ok", "b": "ok"}
+    outcomes = {n["node"]: n["outcome"] for n in finished["nodes"]}
+    assert outcomes["a"] == "ok"  # its test and reload run again: it never finished v2
+    assert outcomes["b"] in {"ok", "unchanged"}  # b may have finished v2 before the kill
+    assert (live_leaf(tmp_path, "a"), live_leaf(tmp_path, "b")) == (v2, v2)
+
+
+def test_a_deploy_is_dated_by_the_clock_it_is_given(cli: Any, certfleet_home: Path, tmp_path: Path, pki: PKI) -> None:
+    from certfleet.fleet.rollout import prepare_deploy
+
+    add_nodes(cli, tmp_path, pki)
+    issue(cli, tmp_path, pki, "v1")
+    minute = [dt.datetime(2030, 1, 1, 0, i, tzinfo=dt.UTC) for i in range(60)]
+    ticks = iter(minute)
+
+    def clock() -> dt.datetime:
+        return next(ticks)
+
+    with Store.open() as store, prepare_deploy(store, "web") as rollout:
+        result = asyncio.run(rollout.run(clock=clock))
+        [recorded] = store.deployments("web")
+    report = result.report
+    assert report.ok
+    # the deployment recorded as running, the engine's start, each node's start and end (two
+    # nodes), the engine's end: six readings
+    assert (report.started_at, report.finished_at) == (minute[1], minute[6])
+    assert {t for n in report.nodes for t in (n.started_at, n.finished_at)} == set(minute[2:6])
+    assert recorded.started_at == minute[0]
+    assert {(r.node, r.finished_at) for r in recorded.results} == {(n.node, n.finished_at) for n in report.nodes}
 
 
 @pytest.mark.peer
@@ -225,3 +270,75 @@ def test_a_node_added_with_its_ssh_files_deploys_through_sshd(
     missing = cli("node", "add", "d", "--name", "d.example.test", "--target", "pem:/srv/d",
                   "--transport", sshd.url, "--identity", tmp_path / "nope")  # fmt: skip
     assert missing.code == 2
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_undo_the_step_print_the_report_and_record_it(  # noqa: PLR0917 (parametrized)
+    cli: Any, certfleet_home: Path, tmp_path: Path, pki: PKI, signum: int, code: int
+) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+    hold = f"touch {shlex.quote(str(started))}; while [ ! -e {shlex.quote(str(release))} ]; do sleep 0.05; done"
+    add_nodes(cli, tmp_path, pki, a=["--test", hold, "--reload", "true"])
+    release.touch()
+    v1 = issue(cli, tmp_path, pki, "v1")
+    ok(cli("deploy", "web"))
+    started.unlink()
+    release.unlink()
+    v2 = issue(cli, tmp_path, pki, "v2")
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "certfleet", "deploy", "web"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for(started, proc)  # a is in its config test, b (no test) is done or nearly
+        time.sleep(0.5)
+        proc.send_signal(signum)
+        time.sleep(0.3)
+        release.touch()  # the test step finishes; then a is switched back
+        out, err = proc.communicate(timeout=120)
+    finally:
+        release.touch()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    said = one_line(out.decode())
+    assert proc.returncode == code, (out, err)
+    assert "stopping: each node finishes or undoes the step it is in" in err.decode()
+    assert "stopped deploy of version 2" in said  # the report, not silence
+    assert "a: the deploy was stopped at reload; switched back to what it had before" in said
+    assert (live_leaf(tmp_path, "a"), live_leaf(tmp_path, "b")) == (v1, v2)
+    [last, *_] = ok(cli("history", "web", "--json")).json()["deployments"]
+    assert last["state"] == "interrupted" and last["version"] == 2
+    assert {r["node"]: r["outcome"] for r in last["results"]} == {"a": "rolled-back", "b": "ok"}
+    assert "INTERRUPTED" in ok(cli("history", "web")).out
+
+
+def test_a_deploy_whose_last_write_fails_prints_its_report_and_the_next_command_records_it(
+    cli: Any, tmp_path: Path, pki: PKI, small_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CERTFLEET_HOME", str(small_disk / "store"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # on another disk
+    filler = small_disk / "filler"
+    # the node's config test fills the store's disk while the deploy runs
+    fill = f"dd if=/dev/zero of={shlex.quote(str(filler))} bs=64k 2>/dev/null; true"
+    add_nodes(cli, tmp_path, pki, a=["--test", fill])
+    v1 = issue(cli, tmp_path, pki, "v1")
+
+    full = cli("deploy", "web")
+    assert full.code == 3, full
+    said = one_line(full.out)
+    assert "deploy of version 1" in said and "a ok" in said and "b ok" in said  # the per-node report
+    err = one_line(full.err)
+    assert "the deploy could not be recorded: the store cannot be written: the disk is full" in err
+    assert "ENOSPC" in err and "restore a backup" not in err
+    assert (live_leaf(tmp_path, "a"), live_leaf(tmp_path, "b")) == (v1, v1)
+    [recovery] = (tmp_path / "state" / "certfleet" / "recovery").iterdir()
+    assert stat.S_IMODE(recovery.stat().st_mode) == 0o600
+
+    filler.unlink()
+    later = ok(cli("history", "web", "--json"))
+    assert f"from {recovery}" in one_line(later.err)
+    [dep] = later.json()["deployments"]
+    assert dep["state"] == "finished"
+    assert {r["node"]: r["outcome"] for r in dep["results"]} == {"a": "ok", "b": "ok"}
+    assert not recovery.exists()

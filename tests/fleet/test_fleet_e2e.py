@@ -158,10 +158,13 @@ def test_two_servers_from_nothing_to_one_certificate(
     back = ok(cli("rollback", "web", "--node", "gateway", "--json")).json()
     assert back["rollback"] is True
     assert [(n["node"], n["outcome"], n["served"]) for n in back["nodes"]] == [("gateway", "ok", fp)]
+    assert (back["nodes"][0]["served_version"], back["nodes"][0]["live_versions"]) == (1, [1])
     assert fingerprint(served_chain(gateway.probe, GATEWAY_NAMES[0])[0]) == fp
     assert fingerprint(served_chain(main.probe, MAIN_NAMES[0])[0]) == renewed["fingerprint"]
     history = ok(cli("history", "web", "--json")).json()
     assert len(history["deployments"]) == 4
+    assert [d["rollback"] for d in history["deployments"]] == [True, False, False, False]
+    assert "rollback to v1" in ok(cli("history", "web")).out
     assert json.dumps(history).count('"rolled-back"') == 0
     assert (back["activates"], back["active"]) == (False, 2)  # the gateway only: the renewal stays active
 
@@ -277,6 +280,85 @@ def test_a_killed_deploy_command_is_finished_by_the_next(
     assert {n["outcome"] for n in finished["nodes"]} <= {"ok", "unchanged"}
     for server, name, folder in sites:
         assert whole_pair(server, name, folder, {new}, [fingerprint(pki.inter.cert)]) == new
-        assert not [p for p in (folder / "versions").iterdir() if p.name.startswith(".")]
+        assert not [p for p in (folder / "versions").iterdir() if p.name.startswith(".tmp-")]
     _, nodes = status_nodes(cli)
     assert {n["serving"] for n in nodes.values()} == {"active"}
+
+
+def live_fp16(folder: Path) -> str | None:
+    """The leaf fingerprint start of the version folder a node's live link points at."""
+    link = folder / "live"
+    return link.readlink().name[:16] if link.is_symlink() else None
+
+
+def _main_switched(main_folder: Path, new: str) -> bool:
+    return live_fp16(main_folder) == new[:16]
+
+
+@pytest.mark.usefixtures("home")
+@pytest.mark.parametrize("point", ["uploading", "switched", "serving"])
+def test_a_deploy_killed_at_any_point_is_told_truly_by_history_and_status(
+    point: str, cli: Any, tmp_path: Path, pki: PKI, fleet: Fleet
+) -> None:
+    main, gateway = fleet.main, fleet.gateway
+    setup_fleet(cli, tmp_path, pki, fleet)
+    old = fingerprint(served_chain(main.probe, MAIN_NAMES[0])[0])
+    csr_file = tmp_path / "web-2.csr"
+    ok(cli("request", "web", "--out", csr_file))
+    ok(cli("import", "web", ca_zip(tmp_path, pki, csr_file, "v2.zip"), "--no-fetch"))
+    new = ok(cli("deploy", "web", "--dry-run", "--json")).json()["fingerprint"]
+    sites = {
+        "main": (main, MAIN_NAMES[0], tmp_path / "main" / "tls"),
+        "gateway": (gateway, GATEWAY_NAMES[0], tmp_path / "gateway" / "tls"),
+    }
+    main_folder = sites["main"][2]
+    reached = {
+        # a new version folder on a node: the deploy has started touching nodes
+        "uploading": lambda: any(
+            p.name.startswith((".tmp-", new[:16])) for s in sites.values() for p in (s[2] / "versions").iterdir()
+        ),
+        # main's live link points at the new version: switched, not yet proven
+        "switched": lambda: _main_switched(main_folder, new),
+        # main serves the new certificate: reloaded, its probe still confirming
+        "serving": lambda: fingerprint(served_chain(main.probe, MAIN_NAMES[0])[0]) == new,
+    }[point]
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "certfleet", "deploy", "web"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and not reached() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        killed_running = proc.poll() is None
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed_running, "the deploy ended before the point was reached"
+
+    [last, *_] = ok(cli("history", "web", "--json")).json()["deployments"]
+    assert (last["version"], last["state"]) == (2, "interrupted")
+    assert "INTERRUPTED" in ok(cli("history", "web")).out
+    told = cli("status", "web", "--json")
+    assert told.code == 1  # an interrupted deploy is something to act on
+    nodes = {n["node"]: n for n in told.json()["lineages"][0]["nodes"]}
+    versions = {old: 1, new: 2}
+    for name, (server, host, folder) in sites.items():
+        really = whole_pair(server, host, folder, {old, new}, [fingerprint(pki.inter.cert)])
+        node = nodes[name]
+        assert (node["served_fingerprint"], node["served_version"]) == (really, versions[really]), name
+        if node["last_deployment"]["outcome"] == "interrupted":
+            link = live_fp16(folder)
+            assert link in (old[:16], new[:16]), link
+            assert node["live"]["versions"] == [1 if link == old[:16] else 2], (name, node)
+            assert node["live"]["proven"] is (link == old[:16]), (name, node)
+            assert "interrupted" in [p["code"] for p in node["problems"]]
+        else:  # it finished before the kill, and its result was recorded
+            assert node["last_deployment"]["outcome"] == "ok" and really == new
+
+    finished = ok(cli("deploy", "web", "--json")).json()
+    assert {n["outcome"] for n in finished["nodes"]} <= {"ok", "unchanged"}
+    _, settled = status_nodes(cli)
+    assert {n["serving"] for n in settled.values()} == {"active"}

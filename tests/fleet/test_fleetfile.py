@@ -109,12 +109,68 @@ def test_apply_updates_exactly_what_the_file_says(store: Store) -> None:
     assert store.node("gw1").targets[1] == TargetSpec(
         "pkcs12", "/srv/pfx", {"legacy": True, "password_env": "PFX_PASSWORD"}
     )
-    # a lineage whose fields are left out takes the defaults
-    result = fleetfile.apply(store, fleetfile.loads("[lineages.web]\n"))
+    # a lineage whose fields are left out keeps them; present and empty clears them
+    assert fleetfile.apply(store, fleetfile.loads("[lineages.web]\n")).unchanged == ("lineage web",)
+    result = fleetfile.apply(store, fleetfile.loads('[lineages.web]\nkey = ""\nsubject = ""\nnodes = []\n'))
     assert result.updated == ("lineage web",)
     web = store.lineage("web")
     assert (web.key_spec, web.subject, web.names, web.nodes) == ("rsa:2048", None, (), ())
     assert [n.name for n in store.nodes()] == ["dmz.gw2", "gw1", "main"]  # nodes not named stay
+
+
+OLDER = """\
+version = 1
+
+[lineages.web]
+key = "rsa:2048"
+nodes = ["gw1", "main"]
+
+[nodes.main]
+names = ["mc.example.test", "example.test"]
+probe = "127.0.0.1:443"
+"""
+
+
+def test_an_older_file_clears_nothing_it_does_not_mention(store: Store) -> None:
+    fleetfile.apply(store, fleetfile.loads(CANONICAL))
+    before = store.lineage("web")
+    audit_before = len(store.audit_log(limit=1000))
+    result = fleetfile.apply(store, fleetfile.loads(OLDER))  # written before subjects, tests and targets
+    assert not result.changed, result.changes
+    assert store.lineage("web") == before
+    assert store.lineage("web").subject == 'C=CA,O=Example "Quoted" Corp,CN=mc.example.test'
+    main = store.node("main")
+    assert (main.test_cmd, main.reload_cmd) == ("nginx -t", "nginx -s reload")
+    assert main.targets == (TargetSpec("nginx", "/etc/nginx/tls/web"),)
+    assert len(store.audit_log(limit=1000)) == audit_before
+
+
+def test_apply_shows_each_change_and_a_dry_run_makes_none(store: Store) -> None:
+    fleetfile.apply(store, fleetfile.loads(CANONICAL))
+    edited = OLDER.replace('probe = "127.0.0.1:443"', 'probe = "127.0.0.1:8443"\ntest = ""') + (
+        '\n[lineages.web2]\nsubject = "O=Example,CN=mc.example.test"\nnodes = ["main"]\n'
+    )
+    planned = fleetfile.apply(store, fleetfile.loads(edited), dry_run=True)
+    assert (planned.dry_run, planned.created, planned.updated) == (True, ("lineage web2",), ("node main",))
+    assert [(c.field, c.before, c.after) for c in planned.changes["node main"]] == [
+        ("test", "nginx -t", None),
+        ("probe", "127.0.0.1:443", "127.0.0.1:8443"),
+    ]
+    web2 = {c.field: (c.before, c.after) for c in planned.changes["lineage web2"]}
+    assert web2["subject"] == (None, "O=Example,CN=mc.example.test") and web2["key"] == (None, "rsa:2048")
+    assert planned.to_dict()["changes"]["node main"][0] == {"field": "test", "from": "nginx -t", "to": None}
+    assert store.node("main").probe == "127.0.0.1:443" and [r.name for r in store.lineages()] == ["mail", "web"]
+
+    done = fleetfile.apply(store, fleetfile.loads(edited))
+    assert not done.dry_run and done.changes == planned.changes
+    assert (store.node("main").probe, store.node("main").test_cmd) == ("127.0.0.1:8443", None)
+    assert store.lineage("web2").subject == "O=Example,CN=mc.example.test"
+
+
+def test_a_new_node_needs_its_names_and_targets(store: Store) -> None:
+    with pytest.raises(InputError, match=r"nodes\.gw9: a new node needs targets"):
+        fleetfile.apply(store, fleetfile.loads('[nodes.gw9]\nnames = ["gw9.example.test"]\n'))
+    assert store.nodes() == []
 
 
 def test_targets_may_be_written_short(store: Store) -> None:

@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from certfleet import testing
 from certfleet.errors import InputError
-from certfleet.fleet.lineage import ExportFormat, export_lineage, import_package, request
-from certfleet.fleet.nodes import make_node
+from certfleet.export import OutputFormat
+from certfleet.fleet.lineage import ImportResult, export_lineage, import_package, request
+from certfleet.fleet.nodes import add_to_lineage, make_node
 from certfleet.problems import ProblemCode
 from certfleet.store import Store, VersionState, public_key_id
 
@@ -128,6 +129,34 @@ def test_make_node_refuses(kwargs: dict[str, object], message: str) -> None:
 # -- request ---------------------------------------------------------------------------------------
 
 
+def test_add_to_lineage(store: Store) -> None:
+    # as the console's node form calls it: one node into a lineage that may not exist yet
+    record = add_to_lineage(store, "mail", ["gw1"])
+    assert (record.name, record.nodes, record.key_spec) == ("mail", ("gw1",), "rsa:2048")
+    assert add_to_lineage(store, "web", ["gw1"]).nodes == ("gw1", "main")
+    assert add_to_lineage(store, "web", ["gw1"]).nodes == ("gw1", "main")  # once a member, still one
+    assert store.node_lineages("gw1") == ["mail", "web"]
+    # as the fleet file calls it: exactly these members
+    assert add_to_lineage(store, "web", ["main"], only=True).nodes == ("main",)
+    assert add_to_lineage(store, "mail", [], only=True).nodes == ()
+    actions = [e.action for e in store.audit_log(limit=10)]
+    assert "lineage.create" in actions and "lineage.update" in actions
+
+
+@pytest.mark.parametrize(
+    ("lineage", "nodes", "message"),
+    [
+        ("web", ["gw9", "main", "gw8"], "lineage web names unknown node\\(s\\): gw9, gw8"),
+        ("bad name", ["gw1"], "lineage name"),
+    ],
+)
+def test_add_to_lineage_refusals_change_nothing(store: Store, lineage: str, nodes: list[str], message: str) -> None:
+    before = store.lineages()
+    with pytest.raises(InputError, match=message):
+        add_to_lineage(store, lineage, nodes)
+    assert store.lineages() == before
+
+
 def test_request_covers_every_node_and_keeps_the_key_inside(store: Store) -> None:
     result = request(store, "web", nodes=["main", "gw1"], subject="C=CA,O=Example Corp")
     assert result.plan.entries == (
@@ -212,6 +241,98 @@ def test_import_zip_with_shuffled_chain(store: Store, ca: CA) -> None:
     again = import_package(store, "web", [("again.zip", ca.package(leaf, seed=3))], now=NOW)
     assert again.accepted and again.already
     assert len(store.versions("web")) == 1
+
+
+def _issue_next(store: Store, ca: CA, *, days: int = 90, key_spec: str | None = None) -> x509.Certificate:
+    """A new request for web, signed by the CA for ``days``: what the CA sends back."""
+    request(store, "web", key_spec=key_spec)
+    return ca.inter2.sign_csr(_csr(store), days=days)
+
+
+def _import(store: Store, ca: CA, leaf: x509.Certificate, **kwargs: bool) -> ImportResult:
+    return import_package(store, "web", [("ca.zip", ca.package(leaf))], now=NOW, **kwargs)
+
+
+def test_importing_a_version_again_changes_nothing_unless_asked(store: Store, ca: CA) -> None:
+    store.put_lineage("web", add_nodes=["main"])
+    v1 = _issue_next(store, ca)
+    assert _import(store, ca, v1).activated
+    v2 = _issue_next(store, ca, days=120)
+    assert _import(store, ca, v2).active == 2
+    audit_before = len(store.audit_log(limit=1000))
+
+    again = _import(store, ca, v1)  # the old package, from the downloads folder
+    assert again.accepted and again.already and not again.activated
+    assert (again.version.number if again.version else None, again.active) == (1, 2)
+    assert store.lineage("web").active.number == 2  # type: ignore[union-attr]
+    assert len(store.audit_log(limit=1000)) == audit_before  # nothing happened at all
+
+    # on purpose: v1 is worse than v2 (it expires sooner), so it takes --force as well
+    refused = _import(store, ca, v1, activate=True)
+    assert not refused.accepted
+    assert [p.code for p in refused.problems] == [ProblemCode.DOWNGRADE]
+    assert "version 1 expires on" in refused.problems[0].message and "sooner than the active version 2" in (
+        refused.problems[0].message
+    )
+    assert store.lineage("web").active.number == 2  # type: ignore[union-attr]
+    forced = _import(store, ca, v1, activate=True, force=True)
+    assert forced.accepted and forced.activated and forced.forced
+    assert store.lineage("web").active.number == 1  # type: ignore[union-attr]
+
+
+def test_a_withdrawn_version_is_never_activated_by_an_import(store: Store, ca: CA) -> None:
+    store.put_lineage("web", add_nodes=["main"])
+    _import(store, ca, _issue_next(store, ca))
+    v2 = _issue_next(store, ca, days=120)
+    _import(store, ca, v2)
+    store.activate("web", 1, withdraw=True)  # what a rollback of the whole lineage does
+    assert store.version("web", 2).withdrawn_at is not None
+
+    again = _import(store, ca, v2)
+    assert again.accepted and again.already and not again.activated
+    assert again.to_dict()["withdrawn"] is True
+    assert store.lineage("web").active.number == 1  # type: ignore[union-attr]
+    back = _import(store, ca, v2, activate=True)  # v2 is better than v1: no --force needed
+    assert back.activated
+    assert store.version("web", 2).withdrawn_at is None
+    assert store.lineage("web").active.number == 2  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("days", "key_spec", "drop_name", "said"),
+    [
+        (19, None, False, "expires on"),
+        (120, "rsa:2048", False, "has a weaker key: rsa:2048 (112-bit security)"),
+        (120, None, True, "does not cover turn.example.test"),
+    ],
+)
+def test_a_worse_renewal_is_refused_unless_forced(  # noqa: PLR0917 (parametrized)
+    store: Store, ca: CA, days: int, key_spec: str | None, drop_name: bool, said: str
+) -> None:
+    store.put_lineage("web", add_nodes=["main"], names=["turn.example.test"])
+    _import(store, ca, _issue_next(store, ca, key_spec="ec:p384"))
+    if drop_name:
+        store.put_lineage("web", names=[])  # the next request no longer asks for turn
+    worse = _issue_next(store, ca, days=days, key_spec=key_spec)
+    refused = _import(store, ca, worse)
+    assert not refused.accepted and refused.comparison is not None and refused.comparison.worse
+    [problem] = refused.problems
+    assert problem.code is ProblemCode.DOWNGRADE
+    assert said in problem.message
+    assert "--force" in problem.hint
+    assert [v.state for v in store.versions("web")] == [VersionState.ISSUED, VersionState.PENDING]
+    assert store.lineage("web").active.number == 1  # type: ignore[union-attr]
+    assert refused.to_dict()["comparison"]["active"] == 1
+    forced = _import(store, ca, worse, force=True)
+    assert forced.accepted and forced.forced
+    assert store.lineage("web").active.number == 2  # type: ignore[union-attr]
+
+
+def test_a_move_from_rsa_4096_to_p256_weakens_nothing(store: Store, ca: CA) -> None:
+    store.put_lineage("web", add_nodes=["main"])
+    _import(store, ca, _issue_next(store, ca, key_spec="rsa:4096"))
+    moved = _import(store, ca, _issue_next(store, ca, days=120, key_spec="ec:p256"))
+    assert moved.accepted and moved.comparison is not None and not moved.comparison.worse
 
 
 def test_import_refuses_names_missing_for_a_node(store: Store, ca: CA) -> None:
@@ -326,7 +447,7 @@ def _openssl(*args: str) -> str:
 @pytest.mark.parametrize("legacy", [False, True])
 def test_export_pkcs12_read_by_openssl(store: Store, issued: x509.Certificate, tmp_path: Path, legacy: bool) -> None:
     out = tmp_path / "web.pfx"
-    result = export_lineage(store, "web", ExportFormat.PKCS12, out, password=b"s3cret pass", legacy=legacy)
+    result = export_lineage(store, "web", OutputFormat.PKCS12, out, password=b"s3cret pass", legacy=legacy)
     assert result.files == (str(out),) and result.key_encrypted
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     info = _openssl("pkcs12", "-in", str(out), "-info", "-noout", "-passin", "pass:s3cret pass")
@@ -345,7 +466,7 @@ def test_export_pkcs12_read_by_openssl(store: Store, issued: x509.Certificate, t
 
 def test_export_pem_folder_with_encrypted_key(store: Store, issued: x509.Certificate, tmp_path: Path, ca: CA) -> None:
     folder = tmp_path / "pem"
-    result = export_lineage(store, "web", ExportFormat.PEM, folder, password=b"pem-pass")
+    result = export_lineage(store, "web", OutputFormat.PEM, folder, password=b"pem-pass")
     assert sorted(Path(f).name for f in result.files) == ["cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"]
     assert stat.S_IMODE((folder / "privkey.pem").stat().st_mode) == 0o600
     assert b"ENCRYPTED PRIVATE KEY" in (folder / "privkey.pem").read_bytes()
@@ -360,11 +481,11 @@ def test_export_pem_folder_with_encrypted_key(store: Store, issued: x509.Certifi
 @pytest.mark.parametrize(
     ("fmt", "kwargs", "message"),
     [
-        (ExportFormat.PKCS12, {"password": None}, "refusing to write the private key unencrypted"),
-        (ExportFormat.HAPROXY, {"password": b"x"}, "HAProxy cannot read an encrypted key"),
-        (ExportFormat.NGINX, {"password": b"x", "legacy": True}, "--legacy applies to the pkcs12 format only"),
-        (ExportFormat.PEM, {"password": b"x", "no_key_password": True}, "not both"),
-        (ExportFormat.PEM, {"password": b"x", "version": 9}, "has no version 9"),
+        (OutputFormat.PKCS12, {"password": None}, "refusing to write the private key unencrypted"),
+        (OutputFormat.HAPROXY, {"password": b"x"}, "HAProxy cannot read an encrypted key"),
+        (OutputFormat.NGINX, {"password": b"x", "legacy": True}, "--legacy applies to the pkcs12 format only"),
+        (OutputFormat.PEM, {"password": b"x", "no_key_password": True}, "not both"),
+        (OutputFormat.PEM, {"password": b"x", "version": 9}, "has no version 9"),
     ],
 )
 def test_export_refusals(
@@ -372,7 +493,7 @@ def test_export_refusals(
     issued: x509.Certificate,
     tmp_path: Path,
     *,
-    fmt: ExportFormat,
+    fmt: OutputFormat,
     kwargs: dict[str, object],
     message: str,
 ) -> None:
@@ -382,8 +503,9 @@ def test_export_refusals(
 
 
 def test_export_haproxy_in_the_clear_when_asked(store: Store, issued: x509.Certificate, tmp_path: Path) -> None:
-    result = export_lineage(store, "web", ExportFormat.HAPROXY, tmp_path / "hap", password=None, no_key_password=True)
-    combined = tmp_path / "hap" / "combined.pem"
+    # one combined file, as `convert --to haproxy` writes it (not a folder holding combined.pem)
+    combined = tmp_path / "hap.pem"
+    result = export_lineage(store, "web", OutputFormat.HAPROXY, combined, password=None, no_key_password=True)
     assert result.files == (str(combined),) and not result.key_encrypted
     assert stat.S_IMODE(combined.stat().st_mode) == 0o600
     data = combined.read_bytes()
@@ -394,4 +516,4 @@ def test_export_haproxy_in_the_clear_when_asked(store: Store, issued: x509.Certi
 def test_export_before_any_certificate(store: Store, tmp_path: Path) -> None:
     request(store, "web", nodes=["main"])
     with pytest.raises(InputError, match="has no certificate yet"):
-        export_lineage(store, "web", ExportFormat.PKCS12, tmp_path / "x.pfx", password=b"pw")
+        export_lineage(store, "web", OutputFormat.PKCS12, tmp_path / "x.pfx", password=b"pw")

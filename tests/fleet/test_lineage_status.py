@@ -96,6 +96,9 @@ def test_status_tells_what_each_node_serves(fleet: Store) -> None:
     assert nodes["gw4"].last_outcome is None
     assert [p.code for p in nodes["gw1"].problems] == [ProblemCode.SERVES_OTHER_CERTIFICATE]
     assert "version 1, not the active version 2" in nodes["gw1"].problems[0].message
+    assert nodes["gw1"].problems[0].hint == "deploy the active version: `certfleet deploy web`"  # its real name
+    # its last deployment was rolled back: what it has live is read from it (nothing, at /srv/tls)
+    assert nodes["gw1"].live is not None and nodes["gw1"].live_proven is not False
     assert nodes["gw3"].problems and nodes["gw3"].problems[0].message.startswith("gw3: ")
     assert [n.ok for n in web.nodes] == [False, False, False, True, True]  # sorted by name: gw1..gw4, main
     assert not report.ok

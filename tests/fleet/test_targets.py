@@ -133,23 +133,40 @@ async def test_switch_back_restores_what_was_live(tmp_path: Path, pairs: list[Ma
         assert await target.live_version(tx) == second
         await target.switch_back(tx, undo_second)
         assert await target.live_version(tx) == first
-        fallback = await target.fallback(tx, second)
-        assert fallback is not None
         await target.switch_back(tx, undo_first)  # before the first deploy there was nothing
         assert not live.is_symlink()
         assert await target.live_version(tx) is None
 
 
-async def test_fallback_is_the_version_most_recently_live(tmp_path: Path, pairs: list[Material]) -> None:
+@pytest.mark.parametrize("damage", ["remove", "change", "list"])
+async def test_a_damaged_version_folder_is_built_again(tmp_path: Path, pairs: list[Material], damage: str) -> None:
     target = make_target(TargetSpec("pem", str(tmp_path / "web")))
+    folder = tmp_path / "web" / "versions"
     async with open_transport("local") as tx:
-        names = [await install(target, tx, m) for m in pairs[:3]]
-        for i, name in enumerate(names):  # mtimes a second apart, oldest first
-            os.utime(tmp_path / "web" / "versions" / name, (1_000_000 + i, 1_000_000 + i))
-        undo = await target.fallback(tx, names[2])
-        assert undo is not None
-        await target.switch_back(tx, undo)
-        assert await target.live_version(tx) == names[1]
+        name = await install(target, tx, pairs[0])
+        files = target.render(pairs[0])
+        assert await target.check(tx, name, files) is None
+        listing = (folder / f".{name}.sha256").read_text()
+        assert "  privkey.pem\n" in listing  # sha256sum -c reads it
+        if damage == "remove":  # what an interrupted cleanup leaves
+            (folder / name / "privkey.pem").unlink()
+            said = "privkey.pem is missing"
+        elif damage == "change":
+            (folder / name / "chain.pem").write_bytes(b"edited by hand\n")
+            said = "chain.pem was changed"
+        else:  # a folder from before the lists, or one whose list is lost
+            (folder / f".{name}.sha256").unlink()
+            said = "has no list of its files"
+        problem = await target.check(tx, name, files)
+        assert problem is not None and said in problem
+        await target.upload(tx, name, files)  # built again, in place: live points at a whole folder
+        assert await target.check(tx, name, files) is None
+        assert await target.live_version(tx) == name
+    checked = subprocess.run(
+        ["sha256sum", "-c", f"../.{name}.sha256"], cwd=folder / name, capture_output=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout
+    assert sorted(p.name for p in folder.iterdir()) == sorted([name, f".{name}.sha256"])
 
 
 async def test_prune_keeps_the_live_version_and_the_newest_others(tmp_path: Path, pairs: list[Material]) -> None:
@@ -162,7 +179,9 @@ async def test_prune_keeps_the_live_version_and_the_newest_others(tmp_path: Path
             os.utime(versions / name, (1_000_000 + when, 1_000_000 + when))
         await target.prune(tx, keep=3)
         assert await target.live_version(tx) == names[3]
-    assert sorted(p.name for p in versions.iterdir()) == sorted([names[3], names[2], names[1]])
+    kept = sorted([names[3], names[2], names[1]])
+    assert sorted(p.name for p in versions.iterdir() if p.is_dir()) == kept
+    assert sorted(p.name for p in versions.iterdir() if not p.is_dir()) == sorted(f".{n}.sha256" for n in kept)
 
 
 async def test_a_live_folder_that_is_not_a_symlink_is_never_replaced(tmp_path: Path, pairs: list[Material]) -> None:

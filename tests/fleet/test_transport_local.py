@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from certfleet.errors import InputError
+from certfleet.errors import EnvError, InputError
 from certfleet.fleet.transports import open_transport, scheme_of
 from certfleet.fleet.transports.local import LocalTransport
+from support.deploy import small_disk
+
+__all__ = ["small_disk"]
 
 
 async def test_a_command_that_leaves_a_daemon_behind_returns_at_once(tmp_path: Path) -> None:
@@ -64,3 +67,12 @@ def test_the_registry_gives_the_local_transport() -> None:
 def test_unknown_transports_are_refused(url: str) -> None:
     with pytest.raises(InputError, match="unknown transport"):
         open_transport(url)
+
+
+async def test_a_full_disk_is_named_as_such(small_disk: Path) -> None:
+    (small_disk / "filler").write_bytes(b"\0" * (8 * 1024 * 1024 // 2))
+    with pytest.raises(EnvError) as info:
+        async with open_transport("local") as tx:
+            await tx.write_file(str(small_disk / "big"), b"x" * (4 * 1024 * 1024), mode=0o644)
+    assert "No space left on device" in info.value.message
+    assert "the disk is full (ENOSPC)" in (info.value.hint or "")

@@ -26,12 +26,40 @@ async def test_a_known_host_with_a_key_file_connects(sshd: SshServer, empty_home
     assert "connected" in result.output
 
 
-async def test_an_unknown_host_key_is_refused(sshd: SshServer, empty_home: Path) -> None:
+def _fingerprint(public_key_file: Path) -> str:
+    """SHA256:... as OpenSSH's own ssh-keygen prints it."""
+    listed = subprocess.run(["ssh-keygen", "-lf", str(public_key_file)], capture_output=True, text=True, check=True)
+    return listed.stdout.split()[1]
+
+
+async def test_a_changed_host_key_is_named_as_changed_with_both_fingerprints(
+    sshd: SshServer, empty_home: Path
+) -> None:
+    # known_hosts holds another key for this very host:port: what an interception looks like
     options = {**sshd.options, "known_hosts": str(sshd.unknown_hosts)}
-    with pytest.raises(NetworkError, match="host key") as info:
+    with pytest.raises(NetworkError) as info:
         async with open_transport(sshd.url, options):
             pass
-    assert "ssh-keyscan" in (info.value.hint or "")
+    message, hint = info.value.message, info.value.hint or ""
+    assert f"the host key of 127.0.0.1:{sshd.port} has CHANGED" in message
+    assert "intercepting" in message
+    recorded = _fingerprint(sshd.workdir / "other_host_key.pub")
+    offered = _fingerprint(sshd.host_key.with_suffix(".pub"))
+    assert f"recorded {recorded}, offered {offered}" in message
+    assert "out of band" in hint and "do not add the offered key" in hint
+    assert ">>" not in hint and "ssh-keyscan" not in hint
+
+
+async def test_a_host_missing_from_known_hosts_shows_the_offered_fingerprint(
+    sshd: SshServer, empty_home: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "known_hosts"
+    elsewhere.write_text(sshd.unknown_hosts.read_text().replace(f"[127.0.0.1]:{sshd.port}", "[192.0.2.1]:22"))
+    with pytest.raises(NetworkError, match="is not in") as info:
+        async with open_transport(sshd.url, {**sshd.options, "known_hosts": str(elsewhere)}):
+            pass
+    assert f"it offers {_fingerprint(sshd.host_key.with_suffix('.pub'))}" in info.value.message
+    assert "CHANGED" not in info.value.message
 
 
 async def test_without_known_hosts_every_host_is_refused(sshd: SshServer, empty_home: Path) -> None:

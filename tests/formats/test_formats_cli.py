@@ -27,7 +27,7 @@ def _zip(*members: tuple[str, bytes]) -> bytes:
 def _broken_base64(pki: PKI) -> bytes:
     lines = pki.inter.cert_pem().split(b"\n")
     lines[2] = b"@@" + lines[2][2:]
-    return pki.leaf.cert_pem() + b"\n".join(lines)
+    return b"\n".join(lines)  # alone: nothing else in the file is usable
 
 
 def _pfx(pki: PKI) -> bytes:
@@ -73,7 +73,7 @@ _BAD: dict[str, tuple[str, Callable[[PKI], bytes], str]] = {
         lambda p: bytes(50 * 1000 * 1000),
         "huge.pem: larger than 20 MiB; not a certificate package",
     ),
-    "broken-base64": ("bundle.pem", _broken_base64, "bundle.pem: block 2 (CERTIFICATE): broken base64"),
+    "broken-base64": ("bundle.pem", _broken_base64, "bundle.pem: block 1 (CERTIFICATE): broken base64"),
 }
 
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from certfleet import testing
 from certfleet.certinfo import fingerprint
 from certfleet.errors import FormatError, PasswordError
-from certfleet.formats import InputFormat, detect_format, read_bytes
+from certfleet.formats import InputFormat, Unread, detect_format, read_bytes
 from certfleet.keys import public_key_id
 from conftest import PKI
 from support.formats import openssl
@@ -97,12 +97,12 @@ def test_der_encrypted_pkcs8(pki: PKI, tmp_path: Path) -> None:
 
     with pytest.raises(PasswordError) as caught:
         read_bytes("enc.der", data)
-    assert caught.value.message == "encrypted private key: a password is needed"
+    assert caught.value.message == "encrypted DER private key: encrypted; a password is needed"
     assert caught.value.source == "enc.der"
 
     with pytest.raises(PasswordError) as caught:
         read_bytes("enc.der", data, passwords=[b"nope"])
-    assert caught.value.message == "wrong password for the encrypted private key"
+    assert caught.value.message == "encrypted DER private key: wrong password"
 
 
 @pytest.mark.parametrize("outform", ["PEM", "DER"])
@@ -141,10 +141,31 @@ def test_concatenated_der_certificates(pki: PKI) -> None:
 def test_bytes_after_der(pki: PKI) -> None:
     der = pki.leaf.cert.public_bytes(serialization.Encoding.DER)
 
-    with pytest.raises(FormatError) as caught:
-        read_bytes("leaf.der", der + b"trailing words")
+    pool = read_bytes("leaf.der", der + b"trailing words")
 
-    assert caught.value.message == f"unexpected bytes after the DER data, at byte {len(der):,}"
+    assert [fingerprint(c.cert) for c in pool.certificates] == [fingerprint(pki.leaf.cert)]
+    assert [str(u) for u in pool.unreadable] == [f"leaf.der: unexpected bytes after the DER data, at byte {len(der):,}"]
+    assert pool.unreadable[0].reason is Unread.DAMAGED
+
+
+def test_junk_between_der_certificates_is_skipped(pki: PKI) -> None:
+    der = [c.public_bytes(serialization.Encoding.DER) for c in (pki.leaf.cert, pki.inter.cert)]
+    junk = b"\x30\x03garbage between the two"
+
+    pool = read_bytes("chain.der", der[0] + junk + der[1])
+
+    assert [fingerprint(c.cert) for c in pool.certificates] == [fingerprint(pki.leaf.cert), fingerprint(pki.inter.cert)]
+    start = len(der[0])
+    assert [u.message for u in pool.unreadable] == [
+        f"unexpected bytes after the DER data, from byte {start:,} to {start + len(junk):,}"
+    ]
+
+
+def test_only_junk_after_a_cut_short_der_is_refused(pki: PKI) -> None:
+    der = pki.leaf.cert.public_bytes(serialization.Encoding.DER)
+
+    with pytest.raises(FormatError, match="DER certificate: cut short"):
+        read_bytes("leaf.der", der[:-10])
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.99])
@@ -192,4 +213,4 @@ def test_der_crl_is_not_a_damaged_certificate(pki: PKI) -> None:
     with pytest.raises(FormatError) as caught:
         read_bytes("root.crl", crl.public_bytes(serialization.Encoding.DER))
 
-    assert caught.value.message == "a certificate revocation list (CRL), which certfleet does not use"
+    assert caught.value.message == "DER CRL: a certificate revocation list: a server does not need it"

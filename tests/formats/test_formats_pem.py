@@ -184,8 +184,10 @@ def test_encrypted_key_with_its_password(
     assert public_key_id(pool.keys[0].key) == public_key_id(leaf.key)
 
 
-_NEEDED = ((), "encrypted private key: a password is needed")
-_WRONG = ((b"wrong", b"also wrong"), "wrong password for the encrypted private key")
+_NEEDED = ((), "encrypted; a password is needed")
+_WRONG = ((b"wrong", b"also wrong"), "wrong password")
+_LABELS = {"pkcs8-aes256": "ENCRYPTED PRIVATE KEY", "rsa-traditional-aes256": "RSA PRIVATE KEY"}
+_LABELS |= {"rsa-traditional-3des": "RSA PRIVATE KEY", "ec-aes256": "EC PRIVATE KEY"}
 
 
 @pytest.mark.parametrize("case", _ENCRYPTED, ids="-".join)
@@ -194,8 +196,9 @@ def test_encrypted_key_without_the_password(
     case: tuple[str, str], given: tuple[tuple[bytes, ...], str], pki: PKI, rsa_leaf: testing.TestLeaf, tmp_path: Path
 ) -> None:
     kind, algorithm = case
-    passwords, message = given
+    passwords, why = given
     data = _encrypt_key(kind, rsa_leaf if algorithm == "rsa" else pki.leaf, tmp_path)
+    message = f"block 1 ({_LABELS[kind]}): {why}"
 
     with pytest.raises(PasswordError) as caught:
         read_bytes("server.key", data, passwords=passwords)
@@ -218,12 +221,16 @@ def test_broken_base64_names_the_block(pki: PKI) -> None:
     second = pki.inter.cert_pem()
     lines = second.split(b"\n")
     lines[3] = lines[3][:10] + b"*!" + lines[3][12:]
-    data = pki.leaf.cert_pem() + b"\n".join(lines)
+    broken = b"\n".join(lines)
+
+    pool = read_bytes("bundle.pem", pki.leaf.cert_pem() + broken)
+
+    assert [fingerprint(c.cert) for c in pool.certificates] == [fingerprint(pki.leaf.cert)]
+    assert [str(u) for u in pool.unreadable] == ["bundle.pem: block 2 (CERTIFICATE): broken base64"]
 
     with pytest.raises(FormatError) as caught:
-        read_bytes("bundle.pem", data)
-
-    assert caught.value.message == "block 2 (CERTIFICATE): broken base64"
+        read_bytes("bundle.pem", broken)  # alone, nothing is usable: the file is refused
+    assert caught.value.message == "block 1 (CERTIFICATE): broken base64"
     assert caught.value.source == "bundle.pem"
     assert caught.value.exit_code is ExitCode.BAD_INPUT
 
@@ -239,20 +246,26 @@ def test_truncated_pem_has_no_end_line(pki: PKI) -> None:
     data = pki.leaf.fullchain_pem()
     cut = data[: len(pki.leaf.cert_pem()) + 200]
 
-    with pytest.raises(FormatError) as caught:
-        read_bytes("fullchain.pem", cut)
+    pool = read_bytes("fullchain.pem", cut)
 
-    assert caught.value.message == "block 2 (CERTIFICATE): no END line; the file is cut short"
-    assert caught.value.source == "fullchain.pem"
+    assert [fingerprint(c.cert) for c in pool.certificates] == [fingerprint(pki.leaf.cert)]
+    (unread,) = pool.unreadable
+    assert unread.message == "block 2 (CERTIFICATE): no END line; the file is cut short"
+    assert unread.source == "fullchain.pem"
+    assert "download or export it again" in (unread.hint or "")
 
 
 def test_truncated_block_followed_by_another(pki: PKI) -> None:
     first = pki.leaf.cert_pem()
     data = first[:300] + b"\n" + pki.inter.cert_pem()
 
-    with pytest.raises(FormatError) as caught:
-        read_bytes("glued.pem", data)
+    pool = read_bytes("glued.pem", data)
 
+    assert [fingerprint(c.cert) for c in pool.certificates] == [fingerprint(pki.inter.cert)]
+    assert [u.message for u in pool.unreadable] == ["block 1 (CERTIFICATE): no END line; the file is cut short"]
+
+    with pytest.raises(FormatError) as caught:
+        read_bytes("glued.pem", first[:300])
     assert caught.value.message == "block 1 (CERTIFICATE): no END line; the file is cut short"
 
 

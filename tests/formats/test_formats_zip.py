@@ -252,9 +252,13 @@ def test_broken_member_names_the_member(pki: PKI) -> None:
     lines[2] = b"!!" + lines[2][2:]
     data = make_zip(("good.pem", pki.inter.cert_pem()), ("certs/bad.pem", b"\n".join(lines)))
 
-    with pytest.raises(FormatError) as caught:
-        read_bytes("pkg.zip", data)
+    pool = read_bytes("pkg.zip", data)  # the good member is read, the broken one named
 
+    assert [c.source for c in pool.certificates] == ["pkg.zip!good.pem"]
+    assert [str(u) for u in pool.unreadable] == ["pkg.zip!certs/bad.pem: block 1 (CERTIFICATE): broken base64"]
+
+    with pytest.raises(FormatError) as caught:
+        read_bytes("pkg.zip", make_zip(("certs/bad.pem", b"\n".join(lines))))
     assert str(caught.value) == "pkg.zip!certs/bad.pem: block 1 (CERTIFICATE): broken base64"
 
 

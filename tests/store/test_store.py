@@ -1,19 +1,23 @@
-"""The store: opening, sealing keys, records, history, and what two processes at once do to it."""
+"""The store: opening, sealing keys, records, history and migrations, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import os
-import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from sqlalchemy import event
+from sqlalchemy import inspect as sa_inspect
 
 from certfleet import testing
 from certfleet.certinfo import fingerprint
@@ -23,13 +27,20 @@ from certfleet.store import (
     KEY_FILE,
     PASSPHRASE_ENV,
     AuditAction,
+    Base,
+    DeploymentState,
     NodeResult,
     Store,
     VersionState,
     default_home,
     public_key_id,
 )
+from certfleet.store._engine import Database, _alembic_config
 from certfleet.testing import make_key
+from support.postgres import Backend, backend, pg_url, postgres
+
+# the fixtures of either backend, imported where they are used
+__all__ = ["backend", "pg_url", "postgres"]
 
 UTC = dt.UTC
 
@@ -65,7 +76,7 @@ def _same_key(a: object, b: object) -> bool:
 
 
 @pytest.fixture
-def store(certfleet_home: Path) -> Iterator[Store]:
+def store(backend: Backend) -> Iterator[Store]:
     s = Store.init()
     yield s
     s.close()
@@ -79,7 +90,8 @@ def ca() -> testing.TestCA:
 # -- opening ---------------------------------------------------------------------------------------
 
 
-def test_init_creates_private_home_and_is_idempotent(certfleet_home: Path) -> None:
+def test_init_creates_private_home_and_is_idempotent(backend: Backend) -> None:
+    certfleet_home = backend.home
     first = Store.init()
     assert first.created
     first.add_node(_node("main"))
@@ -90,18 +102,21 @@ def test_init_creates_private_home_and_is_idempotent(certfleet_home: Path) -> No
     second.close()
     assert stat.S_IMODE(certfleet_home.stat().st_mode) == 0o700
     assert stat.S_IMODE((certfleet_home / KEY_FILE).stat().st_mode) == 0o600
-    assert stat.S_IMODE((certfleet_home / "certfleet.db").stat().st_mode) == 0o600
+    if backend.is_sqlite:
+        assert stat.S_IMODE((certfleet_home / "certfleet.db").stat().st_mode) == 0o600
+    else:
+        assert not (certfleet_home / "certfleet.db").exists()
     assert len((certfleet_home / KEY_FILE).read_bytes()) == 32
     inits = [e for e in Store.open().audit_log() if e.action == AuditAction.INIT]
     assert len(inits) == 1
 
 
-def test_open_without_store_says_run_init(certfleet_home: Path) -> None:
+def test_open_without_store_says_run_init(backend: Backend) -> None:
     with pytest.raises(StoreError) as err:
         Store.open()
     assert err.value.hint == "run `certfleet init`"
     assert err.value.exit_code == 3
-    assert not certfleet_home.exists()  # opening never creates
+    assert not backend.home.exists()  # opening never creates
 
 
 @pytest.mark.parametrize(
@@ -122,54 +137,91 @@ def test_default_home(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expe
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf", "99999"])
-def test_bad_busy_timeout_is_refused(store: Store, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+def test_bad_busy_timeout_is_refused(certfleet_home: Path, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    Store.init().close()
     monkeypatch.setenv("CERTFLEET_BUSY_TIMEOUT", value)
     with pytest.raises(StoreError, match="CERTFLEET_BUSY_TIMEOUT"):
         Store.open()
 
 
-def test_migrations_from_empty_to_head_match_the_models(tmp_path: Path) -> None:
+# every revision, oldest first; a store may have been left at any of them
+REVISIONS = [r.revision for r in reversed(list(ScriptDirectory.from_config(_alembic_config()).walk_revisions()))]
+# the fleet's own tables (later migrations, such as the console's, are checked by their owners)
+FLEET_TABLES = {"settings", "lineages", "versions", "nodes", "targets", "lineage_nodes", "trust_anchors"}
+FLEET_TABLES |= {"deployments", "deployment_results", "deployment_last_results", "audit_log"}
+
+
+def _schema_diff(db: Database) -> list[object]:
     from alembic.autogenerate import compare_metadata
-    from alembic.runtime.migration import MigrationContext
-
-    from certfleet.store import Base
-    from certfleet.store._engine import Database
-
-    db = Database(f"sqlite:///{tmp_path / 'm.db'}", timeout=5)
-    assert db.current() == set()
-    db.upgrade("0001_initial")
-    assert db.current() == {"0001_initial"}
-    db.downgrade("base")
-    assert db.current() == set()
-    with db.engine.connect() as conn:
-        left = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert left == {"alembic_version"}
-    db.upgrade()
-    assert db.current() == db.heads()
-    # the fleet's own tables (later migrations, such as the console's, are checked by their owners)
-    mine = {"settings", "lineages", "versions", "nodes", "targets", "lineage_nodes", "trust_anchors"}
-    mine |= {"deployments", "deployment_results", "audit_log"}
 
     def include(name: str | None, type_: str, parents: dict[str, str | None]) -> bool:
         if type_ == "schema":
             return True
-        return (name if type_ == "table" else parents.get("table_name")) in mine
+        return (name if type_ == "table" else parents.get("table_name")) in FLEET_TABLES
 
     def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
         # models of later migrations (the console's) are on the same Base once imported
-        return getattr(getattr(obj, "table", obj), "name", name) in mine
+        return getattr(getattr(obj, "table", obj), "name", name) in FLEET_TABLES
 
     with db.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"include_name": include, "include_object": include_object})
-        diff = compare_metadata(context, Base.metadata)
-    assert diff == []  # the models and the migrations describe the same schema
+        return list(compare_metadata(context, Base.metadata))
+
+
+def _tables(db: Database) -> set[str]:
+    with db.engine.connect() as conn:
+        return set(sa_inspect(conn).get_table_names())
+
+
+def test_migrations_up_down_up_match_the_models(backend: Backend) -> None:
+    backend.home.mkdir(mode=0o700)
+    db = Database(backend.url, timeout=5)
+    assert db.current() == set()
+    db.upgrade(REVISIONS[0])
+    assert db.current() == {REVISIONS[0]}
+    db.downgrade("base")
+    assert db.current() == set()
+    assert _tables(db) == {"alembic_version"}
+    db.upgrade()
+    assert db.current() == db.heads() == {REVISIONS[-1]}
+    db.downgrade("base")
+    assert _tables(db) == {"alembic_version"}
+    db.upgrade()
+    assert _schema_diff(db) == []  # the models and the migrations describe the same schema
     db.dispose()
 
 
-def test_a_store_from_a_newer_certfleet(store: Store, certfleet_home: Path) -> None:
+@pytest.mark.parametrize("start", REVISIONS[:-1])
+def test_a_store_at_every_earlier_schema_is_brought_up_to_date(
+    backend: Backend, ca: testing.TestCA, start: str
+) -> None:
+    store = Store.init()
+    store.add_node(_node("main"), lineage="web")
+    store.add_node(_node("gw1"), lineage="web")
+    csr, key = _pending(store)
+    v = store.issue("web", ca.sign_csr(csr), ca.chain)
+    t0 = dt.datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    store.record_deployment("web", v.number, [NodeResult(n, Outcome.FAILED, t0, t0) for n in ("main", "gw1")])
+    store.record_deployment("web", v.number, [NodeResult("main", Outcome.OK, t0, t0)])
+    before = {n: (d.id, r) for n, (d, r) in store.last_results("web").items()}
     store.close()
-    with sqlite3.connect(certfleet_home / "certfleet.db") as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    assert before["main"][1].outcome is Outcome.OK and before["gw1"][1].outcome is Outcome.FAILED
+
+    db = Database(backend.url, timeout=5)
+    db.downgrade(start)
+    assert db.current() == {start}
+    db.dispose()
+    reopened = Store.open()  # the newer migrations run on opening
+    assert reopened.schema_revision() == {REVISIONS[-1]}
+    assert {n: (d.id, r) for n, (d, r) in reopened.last_results("web").items()} == before
+    assert _same_key(reopened.material("web").key, key)
+    assert [n.name for n in reopened.nodes("web")] == ["gw1", "main"]
+    reopened.close()
+
+
+def test_a_store_from_a_newer_certfleet(store: Store, backend: Backend) -> None:
+    store.close()
+    backend.execute("UPDATE alembic_version SET version_num = '9999_future'")
     with pytest.raises(StoreError, match="schema is newer than this certfleet knows"):
         Store.open()
 
@@ -177,8 +229,25 @@ def test_a_store_from_a_newer_certfleet(store: Store, certfleet_home: Path) -> N
 def test_a_damaged_database(certfleet_home: Path) -> None:
     certfleet_home.mkdir(mode=0o700)
     (certfleet_home / "certfleet.db").write_bytes(b"this is not a database, " * 100)
-    with pytest.raises(StoreError, match="the store cannot be used: file is not a database"):
+    with pytest.raises(StoreError, match=r"the store cannot be used \(file is not a database\)") as info:
         Store.open()
+    assert "restore the certfleet home from a backup" in (info.value.hint or "")
+
+
+def test_a_database_server_that_refuses_connections_is_named_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("psycopg")
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("CERTFLEET_DATABASE_URL", f"postgresql+psycopg://certfleet@127.0.0.1:{port}/certfleet")
+    with pytest.raises(StoreError, match="cannot reach the store's database server") as info:
+        Store.open(tmp_path)
+    assert "PostgreSQL runs and accepts connections" in (info.value.hint or "")
+    assert "backup" not in (info.value.hint or "")
 
 
 # -- sealing keys ----------------------------------------------------------------------------------
@@ -199,7 +268,7 @@ def _secret_fragments(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> li
 
 
 @pytest.mark.parametrize("spec", ["ec:p256", "rsa:2048"])
-def test_key_is_never_stored_in_clear(store: Store, certfleet_home: Path, ca: testing.TestCA, spec: str) -> None:
+def test_key_is_never_stored_in_clear(store: Store, backend: Backend, ca: testing.TestCA, spec: str) -> None:
     csr, key = _pending(store, spec=spec)
     assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
     store.issue("web", ca.sign_csr(csr), ca.chain)
@@ -207,41 +276,41 @@ def test_key_is_never_stored_in_clear(store: Store, certfleet_home: Path, ca: te
     fragments = _secret_fragments(key)
 
     def files() -> bytes:
-        return b"".join(p.read_bytes() for p in certfleet_home.iterdir() if p.name.startswith("certfleet.db"))
+        return b"".join(p.read_bytes() for p in backend.home.iterdir() if p.name.startswith("certfleet.db"))
 
-    while_open = files()
+    while_open = files() if backend.is_sqlite else b""
     store.close()
-    after_close = files()
-    assert b"CERTIFICATE" in after_close  # the search can find what is there
-    for data in (while_open, after_close):
+    after_close = files() if backend.is_sqlite else b""
+    values = backend.stored_values()
+    assert b"CERTIFICATE" in values  # the search can find what is there
+    for data in (while_open, after_close, values):
         for fragment in fragments:
             assert fragment not in data
 
 
-def test_wrong_master_key_is_refused(store: Store, certfleet_home: Path, ca: testing.TestCA) -> None:
+def test_wrong_master_key_is_refused_on_opening(store: Store, backend: Backend, ca: testing.TestCA) -> None:
     csr, _ = _pending(store)
     store.issue("web", ca.sign_csr(csr), ca.chain)
     store.close()
-    key_file = certfleet_home / KEY_FILE
+    before = backend.stored_values()
+    key_file = backend.home / KEY_FILE
     key_file.chmod(0o600)
     key_file.write_bytes(os.urandom(32))
-    reopened = Store.open()
-    assert reopened.lineage("web").active is not None  # records stay readable without the key
-    with pytest.raises(StoreError, match="cannot decrypt the keys: wrong master key or passphrase"):
-        reopened.material("web")
-    with pytest.raises(StoreError, match="wrong master key"):  # and nothing new is sealed under it
-        _pending(reopened)
-    reopened.close()
+    for attempt in (Store.open, Store.init):  # refused before anything is read, sealed or written
+        with pytest.raises(StoreError, match="cannot decrypt the keys: wrong master key or passphrase") as err:
+            attempt()
+        assert err.value.hint == "use the master.key or the CERTFLEET_PASSPHRASE this store was created with"
+    assert backend.stored_values() == before
 
 
 @pytest.mark.parametrize(
     ("mode", "message"),
     [(0o644, "readable by others"), (None, "master key file is missing")],
 )
-def test_master_key_file_problems(store: Store, certfleet_home: Path, mode: int | None, message: str) -> None:
+def test_master_key_file_problems(store: Store, backend: Backend, mode: int | None, message: str) -> None:
     _pending(store)
     store.close()
-    key_file = certfleet_home / KEY_FILE
+    key_file = backend.home / KEY_FILE
     if mode is None:
         key_file.unlink()
     else:
@@ -250,19 +319,22 @@ def test_master_key_file_problems(store: Store, certfleet_home: Path, mode: int 
         Store.open().pending_keys("web")
 
 
-def test_passphrase_store(certfleet_home: Path, monkeypatch: pytest.MonkeyPatch, ca: testing.TestCA) -> None:
+def test_passphrase_store(backend: Backend, monkeypatch: pytest.MonkeyPatch, ca: testing.TestCA) -> None:
     monkeypatch.setenv(PASSPHRASE_ENV, "correct horse battery staple")
     store = Store.init()
-    assert not (certfleet_home / KEY_FILE).exists()
+    assert not (backend.home / KEY_FILE).exists()
     csr, key = _pending(store)
     store.close()
 
     monkeypatch.setenv(PASSPHRASE_ENV, "wrong")
     with pytest.raises(StoreError, match="wrong master key or passphrase"):
-        Store.open().pending_keys("web")
+        Store.open()
     monkeypatch.delenv(PASSPHRASE_ENV)
+    without = Store.open()  # records can be read without the passphrase, keys cannot
+    assert without.lineage("web").name == "web"
     with pytest.raises(StoreError, match="CERTFLEET_PASSPHRASE is not set"):
-        Store.open().pending_keys("web")
+        without.pending_keys("web")
+    without.close()
     monkeypatch.setenv(PASSPHRASE_ENV, "correct horse battery staple")
     reopened = Store.open()
     [(version, found)] = reopened.pending_keys("web")
@@ -271,13 +343,12 @@ def test_passphrase_store(certfleet_home: Path, monkeypatch: pytest.MonkeyPatch,
     reopened.close()
 
 
-def test_sealed_key_is_bound_to_its_record(store: Store, certfleet_home: Path) -> None:
+def test_sealed_key_is_bound_to_its_record(store: Store, backend: Backend) -> None:
     _pending(store)
     _pending(store)
     store.close()
-    with sqlite3.connect(certfleet_home / "certfleet.db") as conn:
-        (sealed,) = conn.execute("SELECT key_sealed FROM versions WHERE number = 1").fetchone()
-        conn.execute("UPDATE versions SET key_sealed = ? WHERE number = 2", (sealed,))
+    [(sealed,)] = backend.execute("SELECT key_sealed FROM versions WHERE number = 1")
+    backend.execute("UPDATE versions SET key_sealed = :sealed WHERE number = 2", {"sealed": sealed})
     reopened = Store.open()
     with pytest.raises(StoreError, match="cannot decrypt"):
         reopened.pending_keys("web")
@@ -415,6 +486,25 @@ def test_a_certificate_found_by_its_fingerprint(store: Store, ca: testing.TestCA
     assert store.version_with_chain_certificate(fingerprint(leaf)) is None
 
 
+def test_an_issued_version_moves_only_when_asked(store: Store, ca: testing.TestCA) -> None:
+    csr1, _ = _pending(store)
+    cert1 = ca.sign_csr(csr1)
+    store.issue("web", cert1, ca.chain)
+    csr2, _ = _pending(store)
+    store.issue("web", ca.sign_csr(csr2), ca.chain)
+    assert store.issue("web", cert1, ca.chain).active is False  # imported again: stays as it was
+    assert store.lineage("web").active.number == 2  # type: ignore[union-attr]
+
+    store.activate("web", 1, withdraw=True)  # a rollback of the whole lineage
+    withdrawn = store.version("web", 2)
+    assert withdrawn.withdrawn_at is not None and not withdrawn.active
+    assert store.audit_log(action="version.withdraw")[0].detail == {"lineage": "web", "version": 2}
+    assert store.issue("web", withdrawn.leaf, ca.chain).active is False  # type: ignore[arg-type]
+    assert store.version("web", 2).withdrawn_at is not None
+    assert store.issue("web", withdrawn.leaf, ca.chain, activate=True).active  # type: ignore[arg-type]
+    assert store.version("web", 2).withdrawn_at is None  # made active on purpose: no longer withdrawn
+
+
 def test_issue_for_an_unknown_key(store: Store, ca: testing.TestCA) -> None:
     _pending(store)
     stranger = ca.leaf("www.example.test")
@@ -479,6 +569,181 @@ def test_deployments_history(store: Store, ca: testing.TestCA) -> None:
     assert last["main"][1].served_fingerprint == v.fingerprint
     assert deps[0].to_dict()["results"][0]["outcome"] == "ok"
     assert store.audit_log(action="deploy")[0].detail["nodes"] == {"gw1": "ok"}
+
+
+def test_last_results_cost_the_same_whatever_the_history(store: Store, ca: testing.TestCA, backend: Backend) -> None:
+    names = ["gw1", "gw2", "main"]
+    for name in names:
+        store.add_node(_node(name), lineage="web")
+    csr, _ = _pending(store)
+    v = store.issue("web", ca.sign_csr(csr), ca.chain)
+    t0 = dt.datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+    def read() -> tuple[int, dict[str, tuple[int, NodeResult]]]:
+        statements: list[str] = []
+
+        def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            statements.append(statement)
+
+        event.listen(store._db.engine, "before_cursor_execute", seen)
+        try:
+            last = store.last_results("web")
+        finally:
+            event.remove(store._db.engine, "before_cursor_execute", seen)
+        return len(statements), {n: (d.id, r) for n, (d, r) in last.items()}
+
+    def deploy(round_: int) -> None:
+        at = t0 + dt.timedelta(minutes=round_)
+        outcome = Outcome.OK if round_ % 3 else Outcome.FAILED
+        store.record_deployment(
+            "web", v.number, [NodeResult(n, outcome, at, at, output=f"{round_}") for n in names[: 1 + round_ % 3]]
+        )
+
+    assert read() == (read()[0], {})
+    deploy(0)
+    first, _ = read()
+    for round_ in range(1, 40):
+        deploy(round_)
+    after, last = read()
+    assert after == first  # the same statements after 40 deployments as after one
+    expected: dict[str, tuple[int, NodeResult]] = {}
+    for d in store.deployments("web", limit=500):  # what the whole history says
+        for r in d.results:
+            expected.setdefault(r.node, (d.id, r))
+    assert last == expected
+    assert [r.output for _, r in sorted(last.values(), key=lambda x: x[1].node)] == ["39", "38", "38"]
+    assert len(backend.execute("SELECT * FROM deployment_last_results")) == 3
+
+
+def test_a_deployment_is_recorded_before_it_starts_and_node_by_node(store: Store, ca: testing.TestCA) -> None:
+    for name in ("a", "b", "c"):
+        store.add_node(_node(name), lineage="web")
+    csr, _ = _pending(store)
+    v = store.issue("web", ca.sign_csr(csr), ca.chain)
+    t0 = dt.datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    dep = store.start_deployment("web", v.number, ["a", "b", "c"], started_at=t0, rollback=True)
+    [running] = store.deployments("web")
+    assert (running.id, running.state, running.rollback) == (dep, DeploymentState.RUNNING, True)
+    assert running.pid == os.getpid()
+    assert {r.node: r.outcome for r in running.results} == dict.fromkeys("abc", Outcome.INTERRUPTED)
+    assert store.audit_log(action="deploy.start")[0].detail["nodes"] == ["a", "b", "c"]
+
+    store.record_node(dep, NodeResult("b", Outcome.OK, t0, t0 + dt.timedelta(seconds=4)))
+    [running] = store.deployments("web")
+    assert {r.node: r.outcome for r in running.results}["b"] is Outcome.OK
+    assert running.finished_at == t0 + dt.timedelta(seconds=4)
+    assert not running.ok
+
+    done = [NodeResult(n, Outcome.OK, t0, t0 + dt.timedelta(seconds=5)) for n in "abc"]
+    store.finish_deployment(dep, done)
+    [finished] = store.deployments("web")
+    assert finished.state is DeploymentState.FINISHED and finished.ok
+    assert finished.to_dict()["state"] == "finished"
+    assert store.audit_log(action="deploy")[0].detail["state"] == "finished"
+
+
+def test_last_results_follow_every_write_of_a_deployment(store: Store, ca: testing.TestCA) -> None:
+    for name in ("a", "b", "c"):
+        store.add_node(_node(name), lineage="web")
+    csr, _ = _pending(store)
+    v = store.issue("web", ca.sign_csr(csr), ca.chain)
+    t0 = dt.datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+    def last() -> dict[str, tuple[int, DeploymentState, Outcome]]:
+        statements: list[str] = []
+
+        def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            statements.append(statement)
+
+        event.listen(store._db.engine, "before_cursor_execute", seen)
+        try:
+            got = store.last_results("web")
+        finally:
+            event.remove(store._db.engine, "before_cursor_execute", seen)
+        assert [q for q in statements if q.lstrip().upper().startswith("SELECT")] == statements[-1:]
+        assert "deployment_last_results" in statements[-1]
+        # what the whole history says: each node's result in the newest deployment that has it
+        expected: dict[str, tuple[int, DeploymentState, Outcome]] = {}
+        for d in store.deployments("web", limit=500):
+            for r in d.results:
+                expected.setdefault(r.node, (d.id, d.state, r.outcome))
+        mine = {n: (d.id, d.state, r.outcome) for n, (d, r) in got.items()}
+        assert mine == expected
+        return mine
+
+    assert last() == {}
+    old = store.record_deployment("web", v.number, [NodeResult("a", Outcome.OK, t0, t0)])
+    assert last() == {"a": (old, DeploymentState.FINISHED, Outcome.OK)}
+    dep = store.start_deployment("web", v.number, ["a", "b"], started_at=t0)
+    running = dict.fromkeys("ab", (dep, DeploymentState.RUNNING, Outcome.INTERRUPTED))
+    assert last() == running
+    store.record_node(dep, NodeResult("b", Outcome.FAILED, t0, t0, failed_step="test"))
+    assert last() == running | {"b": (dep, DeploymentState.RUNNING, Outcome.FAILED)}
+    store.record_node(dep, NodeResult("c", Outcome.OK, t0, t0))  # a node the start did not name
+    assert last()["c"] == (dep, DeploymentState.RUNNING, Outcome.OK)
+    # a late write to an older deployment (a recovery file) leaves the newer results in place
+    store.finish_deployment(old, [NodeResult("a", Outcome.ROLLED_BACK, t0, t0), NodeResult("c", Outcome.OK, t0, t0)])
+    assert last()["a"] == (dep, DeploymentState.RUNNING, Outcome.INTERRUPTED)
+    store.finish_deployment(dep, [NodeResult("a", Outcome.OK, t0, t0)], state=DeploymentState.INTERRUPTED)
+    assert last() == {
+        "a": (dep, DeploymentState.INTERRUPTED, Outcome.OK),
+        "b": (dep, DeploymentState.INTERRUPTED, Outcome.FAILED),
+        "c": (dep, DeploymentState.INTERRUPTED, Outcome.OK),
+    }
+
+    killed = store.start_deployment("web", v.number, ["b"])
+    gone = os.fork()
+    if gone == 0:
+        os._exit(0)
+    os.waitpid(gone, 0)
+    with store.session(write=True) as s:  # as if the process that ran it had been killed
+        s.execute(sqlalchemy.text("UPDATE deployments SET pid = :pid WHERE id = :id"), {"pid": gone, "id": killed})
+    assert last()["b"] == (killed, DeploymentState.INTERRUPTED, Outcome.INTERRUPTED)
+    assert store.mark_interrupted("web") == [killed]
+    assert last()["b"] == (killed, DeploymentState.INTERRUPTED, Outcome.INTERRUPTED)
+    with pytest.raises(InputError, match="no lineage named 'nope'"):
+        store.last_results("nope")
+
+
+def test_a_deployment_whose_process_is_gone_was_interrupted(store: Store, ca: testing.TestCA) -> None:
+    store.add_node(_node("a"), lineage="web")
+    csr, _ = _pending(store)
+    v = store.issue("web", ca.sign_csr(csr), ca.chain)
+    dep = store.start_deployment("web", v.number, ["a"])
+    gone = os.fork()
+    if gone == 0:
+        os._exit(0)
+    os.waitpid(gone, 0)
+    with store.session(write=True) as s:  # as if the process that ran it had been killed
+        s.execute(sqlalchemy.text("UPDATE deployments SET pid = :pid"), {"pid": gone})
+    [record] = store.deployments("web")
+    assert record.state is DeploymentState.INTERRUPTED
+    assert [r.outcome for r in record.results] == [Outcome.INTERRUPTED]
+    assert store.mark_interrupted("web") == [dep]
+    assert store.mark_interrupted("web") == []  # recorded as such now
+
+
+def test_the_lifecycle_migration_keeps_what_was_recorded(tmp_path: Path, ca: testing.TestCA) -> None:
+    from certfleet.store._engine import Database
+
+    home = tmp_path / "home"
+    with Store.init(home) as store:
+        csr, _ = _pending(store)
+        v = store.issue("web", ca.sign_csr(csr), ca.chain)
+        store.record_deployment("web", v.number, [NodeResult("a", Outcome.OK, store.versions("web")[0].created_at,
+                                                            store.versions("web")[0].created_at)])  # fmt: skip
+    db = Database(f"sqlite:///{home / 'certfleet.db'}", timeout=5)
+    db.downgrade("0002_console")
+    with db.engine.connect() as conn:
+        columns = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(deployments)")}
+        assert "state" not in columns
+        assert conn.exec_driver_sql("SELECT count(*) FROM deployment_results").scalar() == 1
+    db.upgrade()
+    db.dispose()
+    with Store.open(home) as store:
+        [dep] = store.deployments("web")
+        assert (dep.state, dep.rollback, dep.pid) == (DeploymentState.FINISHED, False, None)
+        assert [r.outcome for r in dep.results] == [Outcome.OK]
 
 
 def test_audit_never_records_a_password(store: Store) -> None:

@@ -4,7 +4,9 @@ format helpers, and where the repository and the shared conformance data are."""
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-LIMBO = REPO.parent / "shared" / "conformance" / "x509-limbo.json.gz"
+_SUITE = Path("shared") / "conformance" / "x509-limbo.json.gz"
+# the suite lives beside the checkout; a git worktree may sit a folder or two deeper
+LIMBO = next((folder / _SUITE for folder in REPO.parents if (folder / _SUITE).is_file()), REPO.parent / _SUITE)
 
 # whether the running test is marked ``peer``: set by conftest before its fixtures, read by every
 # launcher of a real server, so that ``-m "not peer"`` never starts one

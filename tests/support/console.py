@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from certfleet.console.app import create_app
 from certfleet.console.core import Console
 from certfleet.console.settings import ConsoleSettings
+from certfleet.console.tls import TLSContexts
 from certfleet.store import Store
 from support import REPO, require_peer
 from support.servers import free_port
@@ -72,14 +73,19 @@ class ConsoleEnv:
         console: Console = self.app.state.console
         return console
 
-    def new_client(self) -> TestClient:
-        return RecordingClient(self.app, base_url="https://testserver", follow_redirects=False, bodies=self.responses)
+    def new_client(self, host: str = "testserver") -> TestClient:
+        """Another browser, with no cookie, reaching the console at ``host``."""
+        return RecordingClient(self.app, base_url=f"https://{host}", follow_redirects=False, bodies=self.responses)
 
 
-def make_env(home: Path, *, settings: ConsoleSettings | None = None) -> ConsoleEnv:
+def make_env(
+    home: Path, *, settings: ConsoleSettings | None = None, tls: Callable[[Store], TLSContexts] | None = None
+) -> ConsoleEnv:
+    """An app over a fresh store; ``tls`` makes the console's own TLS contexts over that store."""
     store = Store.init(home)
     clock = Clock()
-    app = create_app(store, settings=settings or ConsoleSettings(probe_timeout=2.0), clock=clock)
+    contexts = tls(store) if tls is not None else None
+    app = create_app(store, settings=settings or ConsoleSettings(probe_timeout=2.0), clock=clock, tls=contexts)
     bodies: list[bytes] = []
     client = RecordingClient(app, base_url="https://testserver", follow_redirects=False, bodies=bodies)
     return ConsoleEnv(home, store, app, clock, client, bodies)
@@ -297,6 +303,8 @@ def generate_csr(
         "/csr",
         data={"csrf_token": csrf, "lineage": lineage, "nodes": nodes, "key": "ec:p256", **fields},
     )
+    assert r.status_code == 303, r.text  # post/redirect/get: the CSR's own page
+    r = env.client.get(r.headers["location"])
     assert r.status_code == 200, r.text
     found = re.search(r'<pre id="csr-pem">(.*?)</pre>', r.text, re.S)
     assert found
@@ -304,11 +312,16 @@ def generate_csr(
 
 
 def upload(env: ConsoleEnv, csrf: str, lineage: str, files: list[tuple[str, bytes]], password: str = "") -> Any:
-    return env.client.post(
+    """Send the CA's files; an import that waits for its confirmation is shown on its own page,
+    which this follows to."""
+    r = env.client.post(
         "/import",
         data={"csrf_token": csrf, "lineage": lineage, "password": password},
         files=[("files", (name, data, "application/octet-stream")) for name, data in files],
     )
+    if r.status_code == 303 and r.headers["location"].startswith("/import/"):
+        return env.client.get(r.headers["location"])
+    return r
 
 
 def confirm_link(html_text: str) -> str | None:

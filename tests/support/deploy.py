@@ -3,6 +3,7 @@ first, and checks of what a node serves and what its live folder holds."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,7 +21,7 @@ from certfleet.keys import key_matches
 from conftest import PKI
 from support.servers import served_chain, tls_server
 
-__all__ = ["NAMES", "folder_of", "live_pair", "material", "old_new", "served", "site", "stack"]
+__all__ = ["NAMES", "folder_of", "live_pair", "material", "old_new", "served", "site", "small_disk", "stack"]
 
 NAMES = ("www.example.test", "example.test")
 
@@ -53,6 +54,22 @@ async def site(stack: ExitStack, tmp_path: Path, kind: str, first: Material, nam
     server = stack.enter_context(tls_server(kind, tmp_path / name / "server", folder / "live"))
     spec = {"test_cmd": server.test_cmd, "reload_cmd": server.reload_cmd, "probe": server.probe, **node}
     return NodeSpec(name, NAMES, (target,), **spec)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs that a test may fill: a disk that runs full (needs root, as CI runs)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, check=False
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def folder_of(node: NodeSpec) -> Path:

@@ -1,8 +1,9 @@
 """The ``certfleet`` command line: a thin face over the library.
 
-Commands live in one module per area (``_core``, ``_fleet``, ``_deploy``, ``_check``, ``_serve``,
-``_account``) and register themselves on the Typer app of ``_common``. :func:`main` imports only the module of
-the command asked for (all of them for the overview, or for a command it does not know), and
+Commands live in one module per area (``_core``, ``_make``, ``_fleet``, ``_status``, ``_acme``, ``_deploy``,
+``_check``, ``_serve``, ``_store``, ``_account``)
+and register themselves on the Typer app of ``_common``. :func:`main` imports only
+the module of the command asked for (all of them for the overview, or for a command it does not know), and
 runs ``verify --each`` without Typer at all (see ``_each``). Every :class:`CertfleetError` is
 mapped to one printed line, a hint and the exit code of DESIGN.md; a traceback only with
 ``--debug``.
@@ -10,14 +11,16 @@ mapped to one printed line, a hint and the exit code of DESIGN.md; a traceback o
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
+import re
 import sys
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from certfleet.cli._state import state
 from certfleet.errors import CertfleetError, ExitCode
 
 if TYPE_CHECKING:
@@ -25,24 +28,14 @@ if TYPE_CHECKING:
 
 __all__ = ["COMMANDS", "app", "main", "run", "state"]
 
-
-@dataclass
-class _State:
-    debug: bool = False
-    # a batch ran (verify --each): nothing is left to clean up but memory (see run)
-    batch: bool = False
-
-
-state = _State()
-
 # every command and command group, and the module that registers it
 COMMANDS: dict[str, str] = {
     "inspect": "_core",
     "verify": "_core",
     "chain": "_core",
     "convert": "_core",
-    "key": "_core",
-    "csr": "_core",
+    "key": "_make",
+    "csr": "_make",
     "match": "_core",
     "names": "_core",
     "init": "_fleet",
@@ -50,8 +43,9 @@ COMMANDS: dict[str, str] = {
     "export-fleet": "_fleet",
     "request": "_fleet",
     "import": "_fleet",
-    "status": "_fleet",
-    "history": "_fleet",
+    "status": "_status",
+    "history": "_status",
+    "audit": "_status",
     "export": "_fleet",
     "node": "_fleet",
     "trust": "_fleet",
@@ -60,10 +54,15 @@ COMMANDS: dict[str, str] = {
     "check": "_check",
     "watch": "_check",
     "serve": "_serve",
+    "issuer": "_acme",
+    "lineage": "_acme",
+    "issue": "_acme",
+    "revoke": "_acme",
+    "store": "_store",
     "account": "_account",
 }
 # in the order the overview lists them
-_MODULES = ("_core", "_fleet", "_deploy", "_check", "_serve", "_account")
+_MODULES = ("_core", "_make", "_fleet", "_status", "_acme", "_deploy", "_check", "_serve", "_store", "_account")
 
 
 def __getattr__(name: str) -> Any:
@@ -110,14 +109,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     # certifi's bundle and CA packages hold certificates with a zero serial; cryptography warns
     # about each one, which says nothing useful to someone reading a certificate package
     warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
+    # a name attribute out of its bounds (a country code of three letters, a common name of 65
+    # characters): cryptography warns each time it decodes one; lint reports it (malformed-name)
+    warnings.filterwarnings("ignore", message="Attribute's length must be", category=UserWarning)
     args = list(sys.argv[1:] if argv is None else argv)
+    state.wrote_json = False
     try:
         return _dispatch(args)
     except CertfleetError as exc:
         if state.debug:
             raise
         _error(str(exc), exc.hint)
-        return int(exc.exit_code)
+        return _refused(args, str(exc), exc.hint, exc.source, exc.exit_code)
     except KeyboardInterrupt:
         _console_err().print("interrupted")
         return 130
@@ -126,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         # a file or socket the library did not expect to fail; still one line, never a traceback
         _error(str(exc), None)
-        return int(ExitCode.ENVIRONMENT)
+        return _refused(args, str(exc), None, None, ExitCode.ENVIRONMENT)
     except Exception as exc:
         if state.debug:
             raise
@@ -138,22 +141,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             highlight=False,
             soft_wrap=True,
         )
-        console_err.print("[dim]hint:[/] run again with --debug for the traceback, and report it", highlight=False)
-        return int(ExitCode.ENVIRONMENT)
+        hint = "run again with --debug for the traceback, and report it"
+        console_err.print(f"[dim]hint:[/] {hint}", highlight=False)
+        return _refused(args, f"unexpected error: {type(exc).__name__}: {exc}", hint, None, ExitCode.ENVIRONMENT)
+
+
+def _refused(args: Sequence[str], message: str, hint: str | None, source: str | None, code: ExitCode) -> int:
+    """The exit code of an error; with --json, the error is a JSON object on stdout as well."""
+    options = args[: args.index("--")] if "--" in args else args
+    if "--json" in options and not state.wrote_json:
+        import json
+
+        error = {"error": message, "hint": hint, "source": source, "exit_code": int(code)}
+        try:
+            sys.stdout.write(json.dumps(error, indent=2) + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass  # stdout is gone: the error is on stderr, and the exit code says it
+    return int(code)
 
 
 def _dispatch(args: list[str]) -> int:
     if "--each" not in args:  # parse_args answers None without it; the batch's modules stay unloaded
         return _run_typer(args)
-    from certfleet.cli import _each
+    from certfleet._batch import options
 
-    request = _each.parse_args(args)
+    request = options.parse_args(args)
     if request is None:
         return _run_typer(args)
+    from certfleet.cli._each import run_each
+
     state.debug = request.debug
     state.batch = True
     try:
-        return int(_each.run_each(request.options))
+        return int(run_each(request.options))
     except (EOFError, KeyboardInterrupt):
         # what Click makes of an interrupted command, so both ways of running it answer alike
         sys.stderr.write("\n")
@@ -168,6 +189,7 @@ def _run_typer(args: list[str]) -> int:
 
     _register(_modules_for(args))
     command = typer.main.get_command(app)
+    _plain_types(command)
     try:
         result = command.main(args=args, prog_name="certfleet", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -186,6 +208,44 @@ def _run_typer(args: list[str]) -> int:
             _console_err().print(str(exc), highlight=False, markup=False)
         return int(ExitCode.BAD_INPUT)
     return int(result) if isinstance(result, int) else 0
+
+
+def _plain_types(command: Any) -> None:
+    """Help without Typer's ``<bool>`` beside every flag and ``<list[str]>`` beside every
+    repeatable option: a flag shows no value, a repeatable one the type of one value. (Typer
+    vendors its own click, so its commands and options are recognized by what they have.)"""
+    for param in command.params:
+        _plain_type(param)
+    make_help = command.get_help_option
+
+    def help_option(ctx: Any) -> Any:
+        option = make_help(ctx)
+        if option is not None:
+            _plain_type(option)
+        return option
+
+    command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        _plain_types(sub)
+
+
+def _plain_type(param: Any) -> None:
+    shown = getattr(param, "display_type_rich", None)
+    if shown is None:
+        return
+    if getattr(param, "is_flag", False):
+        param.display_type_rich = _no_value
+    else:
+        param.display_type_rich = functools.partial(_one_value, shown)
+
+
+def _no_value(ctx: Any) -> None:
+    return None
+
+
+def _one_value(shown: Callable[[Any], str | None], ctx: Any) -> str | None:
+    text = shown(ctx)
+    return re.sub(r"<list\[(.*)\]>", r"<\1>", text) if text else text
 
 
 def _console_err() -> Console:

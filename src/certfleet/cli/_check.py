@@ -18,6 +18,7 @@ from certfleet.probe import StartTLS
 from certfleet.problems import EXPIRING_DAYS, Severity
 
 if TYPE_CHECKING:
+    from cryptography import x509
     from rich.text import Text
 
     from certfleet.check import CheckReport, EndpointReport
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 _PROGRESS_FROM = 20
 # the report lists every endpoint up to this many; beyond, only those with problems (or --all)
 _LIST_ALL_UP_TO = 50
+# and shows the chain and cipher of each up to this many
+_DETAIL_UP_TO = 5
 
 
 class FailOn(StrEnum):
@@ -130,15 +133,26 @@ def _trust(trust: list[Path] | None, trust_only: list[Path] | None, system: bool
     from certfleet.trust import load_trust
 
     store = load_trust(read_inputs(trust or []), read_inputs(trust_only or []), system=system)
-    if nodes and not trust_only:
-        # the roots the store was told to trust (a private CA) are what its nodes chain to
-        from certfleet.store import Store
-
-        with Store.open() as opened:
-            anchors = [a.cert for a in opened.trust_anchors()]
-        if anchors:
-            store = store.plus(anchors, source=f"{store.source} + the store's roots")
+    if trust_only:
+        return store
+    # the roots the store was told to trust (a private CA) are what its nodes chain to, whether
+    # they are checked with --nodes or by name; without a store, only --nodes needs one
+    anchors = _store_anchors(required=nodes)
+    if anchors:
+        store = store.plus(anchors, source=f"{store.source} + the store's roots")
     return store
+
+
+def _store_anchors(*, required: bool) -> list[x509.Certificate]:
+    from certfleet.store import Store
+
+    try:
+        with Store.open() as opened:
+            return [a.cert for a in opened.trust_anchors()]
+    except StoreError:
+        if required:
+            raise
+        return []
 
 
 def _status(endpoint: EndpointReport, fail_on: Severity) -> str:
@@ -172,7 +186,7 @@ def _render(report: CheckReport, fail_on: Severity, *, show_all: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from certfleet.cli._render import problem_list
+    from certfleet.cli._render import chain_tree, problem_list
 
     now = report.checked_at
     # a healthy fleet of hundreds is a wall of "ok": past a screenful, list only what needs a look
@@ -202,9 +216,16 @@ def _render(report: CheckReport, fail_on: Severity, *, show_all: bool) -> None:
         table.add_row(*row)
     if listed:
         console.print(table)
+    # a few endpoints: each one's chain as sent and its cipher, as for one certificate
+    detailed = len(listed) <= _DETAIL_UP_TO
     for endpoint in listed:
-        if endpoint.problems:
+        if endpoint.problems or (detailed and endpoint.chain):
             console.print(Text(f"\n{endpoint.target.label or endpoint.target}  ({endpoint.name})", style="bold"))
+        if detailed and endpoint.chain:
+            console.print(chain_tree(endpoint.chain, None, now=now, label="chain as sent", rooted=endpoint.verified))
+            protocol = endpoint.probe.tls_version or "-"
+            console.print(Text(f"{protocol}, cipher {endpoint.probe.cipher or '-'}"), highlight=False)
+        if endpoint.problems:
             console.print(problem_list(endpoint.problems))
     counts = report.counts()
     failing = len(report.failed(fail_on))

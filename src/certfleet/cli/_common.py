@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from collections.abc import Callable
@@ -11,8 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from certfleet.cli import state
 from certfleet.cli._inputs import MAX_INPUT_BYTES, PASSWORD_ENV, passwords, read_inputs
+from certfleet.cli._state import state
 
 if TYPE_CHECKING:
     from certfleet.store import Store
@@ -72,15 +73,43 @@ LineageArg = Annotated[str, typer.Argument(help="The lineage: one named certific
 
 
 def open_store() -> Store:
-    """The store of this machine, opened (a context manager)."""
+    """The store of this machine, opened (a context manager). A deploy whose last write failed
+    left its results in a recovery file: they are recorded first."""
     from certfleet.store import Store
 
-    return Store.open()
+    store = Store.open()
+    _record_recovered(store)
+    return store
+
+
+def _record_recovered(store: Store) -> None:
+    from certfleet.errors import CertfleetError
+    from certfleet.fleet.recovery import record_recovered, recovery_folders
+
+    if not any(folder.is_dir() for folder in recovery_folders(store.home)):
+        return
+    try:
+        for found in record_recovered(store):
+            console_err.print(
+                f"recorded deployment #{found.deployment} of {found.lineage} from {found.path} "
+                "(the deploy could not record its end itself)",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+    except CertfleetError as exc:
+        console_err.print(
+            f"warning: a deploy's results wait in a recovery file; the store cannot take them yet: {exc}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def write_json(payload: Any) -> None:
     """Print ``payload`` as indented JSON; what is not JSON (dates, paths) as its ``str()``."""
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    state.wrote_json = True
 
 
 def emit(result: Any, as_json: bool, render: Callable[[Any], None]) -> None:
@@ -89,3 +118,18 @@ def emit(result: Any, as_json: bool, render: Callable[[Any], None]) -> None:
         write_json(result.to_dict() if hasattr(result, "to_dict") else result)
     else:
         render(result)
+
+
+def say(text: str, *, markup: bool = False) -> None:
+    """One line of a report; user values (names, paths, commands) are never read as Rich markup."""
+    console.print(text, markup=markup, soft_wrap=True, highlight=False)
+
+
+def short_fp(fp: str | None) -> str:
+    """A fingerprint as reports show it: its first 16 hex digits."""
+    return f"{fp[:16]}…" if fp else "-"
+
+
+def when(value: dt.datetime | None) -> str:
+    """A time as reports show it, in UTC to the minute."""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "-"

@@ -1,16 +1,17 @@
-"""The core commands: inspect, verify, chain, convert, key, csr, match, names.
+"""The commands that read certificate packages: inspect, verify, chain, convert, match, names.
 
-Each command reads its inputs at the edge (files, passwords, the clock), calls the library, and
-renders the result: through ``certfleet.cli._render`` for people, through the result's
-``to_dict()`` for ``--json``. Library modules are imported inside the commands, so that starting
-one command does not pay for the others (``verify --each`` is benchmarked whole-process).
+Each command reads its inputs at the edge (files, passwords, the clock: to the second, as the
+reports show it), calls the library, and renders the result: through ``certfleet.cli._render``
+for people, through the result's ``to_dict()`` for ``--json``. Library modules are imported
+inside the commands, so that starting one command does not pay for the others (``verify --each``
+is benchmarked whole-process).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -29,19 +30,17 @@ from certfleet.cli._common import (
 )
 from certfleet.cli._each import EachOptions, EachResult, check_leaf_file, run_each
 from certfleet.cli._inputs import load_trust_files as _trust
-from certfleet.cli._inputs import now as _now
-from certfleet.cli._inputs import parse_at
+from certfleet.cli._inputs import parse_at, read_pool_files, read_secret
+from certfleet.clock import utc_now
 from certfleet.errors import ExitCode, InputError, OperationFailed
+from certfleet.export import OutputFormat
 
 if TYPE_CHECKING:
-    from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
     from certfleet.chain import ChainResult
-    from certfleet.csr import CsrInfo
+    from certfleet.export import WrittenFile
     from certfleet.formats import Pool
-    from certfleet.keys import MatchResult
-    from certfleet.names import Coverage, NamePlan
 
 __all__ = ["EachResult", "check_leaf_file", "parse_at"]
 
@@ -82,73 +81,7 @@ def _exit(code: ExitCode) -> None:
         raise typer.Exit(int(code))
 
 
-def _read_pool(files: Sequence[str | Path], password: list[str] | None, password_file: Path | None) -> Pool:
-    from certfleet.formats import read_pool
-
-    return read_pool(read_inputs([Path(f) for f in files]), passwords=passwords(password, password_file))
-
-
-def _secret(value: str | None, file: Path | None, what: str) -> bytes | None:
-    """A password for something we write: from the option, or the first line of a file."""
-    if value is not None and file is not None:
-        raise InputError(f"give the {what} once: as an option or as a file, not both")
-    if file is not None:
-        return _first_line(file)
-    return value.encode() if value is not None else None
-
-
-def _first_line(file: Path) -> bytes:
-    try:
-        lines = file.read_bytes().splitlines()
-    except OSError as exc:
-        raise InputError(f"cannot read password file: {exc.strerror}", source=str(file)) from exc
-    return lines[0] if lines else b""
-
-
 # --- inspect ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Inspection:
-    """Everything found in the inputs, with which key belongs to which certificate and CSR."""
-
-    pool: Pool
-    now: dt.datetime
-    match: MatchResult
-
-    def to_dict(self) -> dict[str, Any]:
-        from certfleet.certinfo import describe
-        from certfleet.csr import describe_csr
-        from certfleet.keys import key_matches
-
-        pool = self.pool
-        certs = []
-        for item in pool.certificates:
-            entry = item.to_dict()
-            entry["days_left"] = describe(item.cert).days_left(self.now)
-            certs.append(entry)
-        keys = []
-        for pk in pool.keys:
-            entry = pk.to_dict()
-            entry["certificates"] = [
-                {"sha256": describe(pc.cert).sha256, "source": pc.source}
-                for pc in pool.unique_certificates()
-                if key_matches(pk.key, pc.cert)
-            ]
-            entry["csrs"] = [pc.source for pc in pool.csrs if key_matches(pk.key, pc.csr)]
-            keys.append(entry)
-        csrs = []
-        for pc in pool.csrs:
-            entry = {**describe_csr(pc.csr).to_dict(), "source": pc.source, "format": pc.format.value}
-            entry["key"] = next((pk.source for pk in pool.keys if key_matches(pk.key, pc.csr)), None)
-            csrs.append(entry)
-        return {
-            "certificates": certs,
-            "keys": keys,
-            "csrs": csrs,
-            "ignored": list(pool.ignored),
-            "problems": [p.to_dict() for p in self.match.problems],
-        }
 
 
 @app.command(
@@ -163,10 +96,10 @@ def inspect_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Show every certificate, key and CSR in the files, and which key belongs to which."""
-    from certfleet.keys import match
+    from certfleet.inspection import inspect
 
-    pool = _read_pool(files, password, password_file)
-    report = Inspection(pool=pool, now=_now(), match=match(pool))
+    pool = read_pool_files(files, password, password_file)
+    report = inspect(pool, now=utc_now().replace(microsecond=0))
     emit(report, as_json, views.inspection)
 
 
@@ -218,7 +151,7 @@ def verify_cmd(
     prints one JSON object per leaf, one per line.
     """
     if each:
-        # certfleet.cli.main runs the same without Typer (cli/_each.py reads these options)
+        # certfleet.cli.main runs the same without Typer (certfleet._batch.options reads these options)
         options = EachOptions(
             files=tuple(files),
             name=name,
@@ -233,7 +166,7 @@ def verify_cmd(
         )
         _exit(run_each(options))
         return
-    from certfleet.chain import build_chain
+    from certfleet.chain import no_certificate, pick_leaf
     from certfleet.formats import read_pool
     from certfleet.verify import verify_chain
 
@@ -244,9 +177,15 @@ def verify_cmd(
     intermediates = [item.cert for item in extra.unique_certificates()] if extra is not None else []
 
     pool = read_pool(read_inputs([Path(f) for f in files]), passwords=pw)
-    leaf = build_chain(pool, store, now=when).leaf
+    if not pool.unique_certificates():
+        raise no_certificate(pool)
+    chosen, _ = pick_leaf(pool.unique_certificates(), pool_keys=pool.keys)
+    leaf = chosen.cert
     others = [item.cert for item in pool.unique_certificates() if item.cert != leaf]
     result = verify_chain(leaf, [*others, *intermediates], store, name=name, at=when)
+    unread = (*pool.problems(), *(extra.problems() if extra is not None else ()))
+    if unread:  # what could not be read beside what was: said with the verdict
+        result = dataclasses.replace(result, problems=(*unread, *result.problems))
     emit(result, as_json, lambda r: views.verification(r, at=when, trust=store))
     _exit(ExitCode.OK if result.valid else ExitCode.PROBLEMS)
 
@@ -264,6 +203,7 @@ def _build(
     system_trust: bool,
     password: list[str] | None,
     password_file: Path | None,
+    now: dt.datetime,
 ) -> tuple[ChainResult, Pool]:
     from certfleet.aia import HttpFetcher
     from certfleet.chain import build_chain
@@ -281,7 +221,7 @@ def _build(
         pool = pool.merge(key_pool)
     store = _trust(trust, trust_only, system_trust)
     result = build_chain(
-        pool, store, now=_now(), fetcher=None if no_fetch else HttpFetcher(), key=key_obj, key_source=key_source
+        pool, store, now=now, fetcher=None if no_fetch else HttpFetcher(), key=key_obj, key_source=key_source
     )
     return result, pool
 
@@ -305,6 +245,10 @@ def chain_cmd(
         typer.Option("--out", metavar="PATH", help="Write the chain to serve (leaf first, no root) to this PEM file."),
     ] = None,
     force: ForceOpt = False,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", metavar="TIME", help="Judge the chain at this time (ISO 8601; UTC unless an offset)."),
+    ] = None,
     password: PasswordOpt = None,
     password_file: PasswordFileOpt = None,
     as_json: JsonOpt = False,
@@ -317,6 +261,7 @@ def chain_cmd(
     from certfleet.export import pem
     from certfleet.fsutil import atomic_write
 
+    now = parse_at(at)
     result, _ = _build(
         files=files,
         key=key,
@@ -326,6 +271,7 @@ def chain_cmd(
         system_trust=system_trust,
         password=password,
         password_file=password_file,
+        now=now,
     )
     failed = views.chain_failed(result)
     written: list[str] = []
@@ -338,31 +284,13 @@ def chain_cmd(
             payload["written"] = written
         write_json(payload)
     else:
-        views.chain_report(result, written)
+        views.chain_report(result, written, now=now)
         if out is not None and not written:
             views.say(f"not written: {out} (the chain has errors; --force writes it anyway)", style="bold red")
     _exit(ExitCode.PROBLEMS if failed else ExitCode.OK)
 
 
 # --- convert ------------------------------------------------------------------------------------
-
-_FORMATS = ("pem", "der", "pkcs7", "pkcs12", "apache", "nginx", "haproxy")
-
-
-@dataclass(frozen=True)
-class Conversion:
-    """What ``convert`` wrote, and the chain it wrote from."""
-
-    to: str
-    written: tuple[tuple[str, bool], ...]  # (path, holds the private key)
-    chain: ChainResult
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "to": self.to,
-            "written": [{"path": p, "private": private} for p, private in self.written],
-            "chain": self.chain.to_dict(),
-        }
 
 
 @app.command(
@@ -376,7 +304,8 @@ def convert_cmd(
     *,
     files: FilesArg,
     to: Annotated[
-        str, typer.Option("--to", metavar="FORMAT", help=f"Output format: {', '.join(_FORMATS)}.", case_sensitive=False)
+        str,
+        typer.Option("--to", metavar="FORMAT", help=f"Output format: {', '.join(OutputFormat)}.", case_sensitive=False),
     ],
     out: Annotated[Path, typer.Option("--out", metavar="PATH", help="Output file, or folder for pem/apache/nginx.")],
     out_password: Annotated[
@@ -419,29 +348,22 @@ def convert_cmd(
 ) -> None:
     """Read any package, build the chain, and write it in the format a server wants.
 
-    pem/apache/nginx write a folder of PEM files; haproxy one combined file; pkcs12 a .pfx (an
-    output password is required, AES-256 unless --legacy). Key files are written mode 0600.
+    pem/apache/nginx write a folder of PEM files (left mode 0700); haproxy one combined file;
+    pkcs12 a .pfx (an output password is required, AES-256 unless --legacy). Key files are written
+    mode 0600. `certfleet export` writes the same files from the store.
     """
-    from certfleet import export
-    from certfleet.fsutil import atomic_write, write_private
+    from certfleet.export import check_bundle, write_bundle
 
-    kind = to.strip().lower()
-    if kind not in _FORMATS:
-        raise InputError(f"--to {to!r} is not a format certfleet writes", hint=f"use one of {', '.join(_FORMATS)}")
-    secret = _secret(out_password, out_password_file, "output password")
-    if kind == "pkcs12":
-        if secret is None and not no_password:
-            raise InputError(
-                "a PKCS#12 file needs a password",
-                hint="give --out-password or --out-password-file (or --no-password for an unprotected file)",
-            )
-        if secret is not None and not secret:
-            raise InputError("the output password is empty", hint="give a password, or --no-password")
-    elif kind in {"der", "pkcs7"} and secret is not None:
-        raise InputError(f"--to {kind} holds no key, so there is nothing to protect with --out-password")
-    if (legacy or friendly_name is not None) and kind != "pkcs12":
-        raise InputError("--legacy and --friendly-name apply to --to pkcs12 only")
+    kind = _output_format(to)
+    secret = read_secret(out_password, out_password_file, "output password")
+    if kind is OutputFormat.PKCS12 and secret is None and not no_password:
+        raise InputError(
+            "a PKCS#12 file needs a password",
+            hint="give --out-password or --out-password-file (or --no-password for an unprotected file)",
+        )
+    check_bundle(kind, password=secret, legacy=legacy, friendly_name=friendly_name)
 
+    now = utc_now().replace(microsecond=0)
     result, pool = _build(
         files=files,
         key=key,
@@ -451,62 +373,53 @@ def convert_cmd(
         system_trust=system_trust,
         password=password,
         password_file=password_file,
+        now=now,
     )
     if views.chain_failed(result) and not force:
         if not as_json:
-            views.chain_report(result)
+            views.chain_report(result, now=now)
         else:
-            write_json(Conversion(kind, (), result).to_dict())
+            write_json(_conversion(kind, (), result))
         raise OperationFailed(
             "nothing written: the chain is not complete or has errors",
             hint="fix what is listed above, or give --force to write the files anyway",
         )
-    leaf, chain = result.chain[0], result.chain[1:]
-    private_key = _key_for(kind, result, pool, key)
-    written: list[tuple[str, bool]] = []
-    if kind == "der":
-        atomic_write(out, export.der(leaf))
-        written.append((str(out), False))
-    elif kind == "pkcs7":
-        atomic_write(out, export.pkcs7(list(result.chain)))
-        written.append((str(out), False))
-    elif kind == "pkcs12":
-        assert private_key is not None  # noqa: S101 (_key_for refuses pkcs12 without a key)
-        data = export.pkcs12(
-            private_key, leaf, list(chain), password=secret or None, legacy=legacy, friendly_name=friendly_name
-        )
-        write_private(out, data)
-        written.append((str(out), True))
-    elif kind == "haproxy":
-        assert private_key is not None  # noqa: S101
-        files_ = export.layout_files(kind, private_key, leaf, list(chain), key_password=secret)
-        write_private(out, files_["combined.pem"])
-        written.append((str(out), True))
-    else:
-        assert private_key is not None  # noqa: S101
-        files_ = export.layout_files(kind, private_key, leaf, list(chain), key_password=secret)
-        private = export.private_files(kind)
-        _make_folder(out)
-        for file_name, data in files_.items():
-            target = out / file_name
-            if file_name in private:
-                write_private(target, data)
-            else:
-                atomic_write(target, data)
-            written.append((str(target), file_name in private))
-    emit(Conversion(kind, tuple(written), result), as_json, views.conversion)
+    private_key = _key_for(kind, result, pool) if kind.holds_key else None
+    if friendly_name is None and kind is OutputFormat.PKCS12:  # the source's alias, kept (keytool shows "1" without)
+        friendly_name = pool.friendly_name(result.chain[0])
+    written = write_bundle(
+        kind,
+        out,
+        private_key,
+        result.chain[0],
+        result.chain[1:],
+        password=secret,
+        legacy=legacy,
+        friendly_name=friendly_name,
+    )
+    emit(_conversion(kind, written, result), as_json, lambda _: views.conversion(result, kind, written, now=now))
     _exit(ExitCode.PROBLEMS if views.chain_failed(result) else ExitCode.OK)
 
 
-def _key_for(kind: str, result: ChainResult, pool: Pool, key: Path | None) -> PrivateKeyTypes | None:
-    if kind in {"der", "pkcs7"}:
-        return None
-    from certfleet.keys import key_matches
+def _conversion(kind: OutputFormat, written: Sequence[WrittenFile], result: ChainResult) -> dict[str, Any]:
+    return {"to": kind.value, "written": [w.to_dict() for w in written], "chain": result.to_dict()}
 
-    leaf = result.chain[0]
-    for pk in pool.keys:
-        if key_matches(pk.key, leaf):
-            return pk.key
+
+def _output_format(text: str) -> OutputFormat:
+    try:
+        return OutputFormat(text.strip().lower())
+    except ValueError:
+        raise InputError(
+            f"--to {text!r} is not a format certfleet writes", hint=f"use one of {', '.join(OutputFormat)}"
+        ) from None
+
+
+def _key_for(kind: OutputFormat, result: ChainResult, pool: Pool) -> PrivateKeyTypes:
+    from certfleet.inspection import key_of
+
+    found = key_of(pool.keys, result.chain[0])
+    if found is not None:
+        return found.key
     if pool.keys:
         raise InputError(
             "no key among the files belongs to the certificate",
@@ -516,180 +429,6 @@ def _key_for(kind: str, result: ChainResult, pool: Pool, key: Path | None) -> Pr
         f"--to {kind} needs the private key, and none is among the files",
         hint="add the key file (the one made with the CSR), or --key KEY",
     )
-
-
-def _make_folder(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError as exc:
-        raise InputError("exists and is not a folder", source=str(path), hint="give a folder for --out") from exc
-    except OSError as exc:
-        raise InputError(f"cannot create the folder: {exc.strerror}", source=str(path)) from exc
-    if not path.is_dir():
-        raise InputError("exists and is not a folder", source=str(path), hint="give a folder for --out")
-
-
-# --- key ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class KeyWritten:
-    path: str
-    type: str
-    public_key_id: str
-    encrypted: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "type": self.type, "public_key_id": self.public_key_id, "encrypted": self.encrypted}
-
-
-def _write_key(key: PrivateKeyTypes, path: Path, passphrase: bytes | None, force: bool) -> KeyWritten:
-    from certfleet.certinfo import key_type
-    from certfleet.export import key_pem
-    from certfleet.fsutil import write_private
-    from certfleet.keys import public_key_id
-
-    if path.exists() and not force:
-        raise InputError(
-            "already exists; a key is never overwritten by accident",
-            source=str(path),
-            hint="choose another path, or give --force",
-        )
-    write_private(path, key_pem(key, passphrase))
-    return KeyWritten(str(path), key_type(key.public_key()), public_key_id(key), passphrase is not None)
-
-
-PassphraseOpt = Annotated[
-    str | None,
-    typer.Option("--passphrase", metavar="PASSPHRASE", help="Encrypt the key with this passphrase (AES-256)."),
-]
-PassphraseFileOpt = Annotated[
-    Path | None,
-    typer.Option("--passphrase-file", metavar="FILE", help="Read the passphrase from the first line of this file."),
-]
-
-
-@app.command("key", epilog="Example: certfleet key --type ec:p256 --out www.example.com.key")
-def key_cmd(
-    *,
-    out: Annotated[Path, typer.Option("--out", metavar="PATH", help="Where to write the key (mode 0600).")],
-    type_: Annotated[
-        str, typer.Option("--type", metavar="TYPE", help="rsa:2048, rsa:3072, rsa:4096, ec:p256 or ec:p384.")
-    ] = "ec:p256",
-    passphrase: PassphraseOpt = None,
-    passphrase_file: PassphraseFileOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Make a new private key for a web certificate, written mode 0600 from the start."""
-    from certfleet.keys import generate_key, parse_key_spec
-
-    spec = parse_key_spec(type_)
-    secret = _secret(passphrase, passphrase_file, "passphrase")
-    result = _write_key(generate_key(spec), out, secret, force)
-    emit(result, as_json, views.key_written)
-
-
-# --- csr ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CsrWritten:
-    path: str
-    csr: CsrInfo
-    plan: NamePlan
-    key: KeyWritten | None  # the key made for it, when --new-key
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "csr": self.csr.to_dict(),
-            "plan": self.plan.to_dict(),
-            "key": self.key.to_dict() if self.key is not None else None,
-        }
-
-
-@app.command(
-    "csr",
-    epilog=(
-        "Example: certfleet csr --new-key ec:p256 --key-out www.key --name www.example.com "
-        '--name mbg.example.com --subject "C=CA,ST=Ontario,L=Ottawa,O=Example Inc" --out www.csr'
-    ),
-)
-def csr_cmd(
-    *,
-    out: Annotated[Path, typer.Option("--out", metavar="PATH", help="Where to write the CSR (PEM).")],
-    name: Annotated[
-        list[str] | None, typer.Option("--name", "-n", metavar="NAME", help="A DNS name or IP to cover (repeatable).")
-    ] = None,
-    key: Annotated[
-        Path | None, typer.Option("--key", metavar="FILE", help="An existing private key to make the CSR with.")
-    ] = None,
-    new_key: Annotated[
-        str | None,
-        typer.Option("--new-key", metavar="TYPE", help="Make a new key of this type (rsa:2048, ec:p256, ...)."),
-    ] = None,
-    key_out: Annotated[
-        Path | None, typer.Option("--key-out", metavar="FILE", help="Where to write the new key (mode 0600).")
-    ] = None,
-    subject: Annotated[
-        str | None,
-        typer.Option(
-            "--subject", metavar="SUBJECT", help='Subject fields, e.g. "C=CA,ST=Ontario,L=Ottawa,O=Example,CN=..."'
-        ),
-    ] = None,
-    country: Annotated[str | None, typer.Option("--country", metavar="CC", help="C: two letters.")] = None,
-    state: Annotated[str | None, typer.Option("--state", metavar="TEXT", help="ST: state or province.")] = None,
-    locality: Annotated[str | None, typer.Option("--locality", metavar="TEXT", help="L: city.")] = None,
-    org: Annotated[str | None, typer.Option("--org", metavar="TEXT", help="O: organization.")] = None,
-    cn: Annotated[str | None, typer.Option("--cn", metavar="NAME", help="CN (default: the first name).")] = None,
-    passphrase: PassphraseOpt = None,
-    passphrase_file: PassphraseFileOpt = None,
-    password: PasswordOpt = None,
-    password_file: PasswordFileOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Make a certificate signing request (SHA-256) with every name as a subjectAltName."""
-    import dataclasses
-
-    from certfleet.csr import Subject, build_csr, describe_csr
-    from certfleet.fsutil import atomic_write
-    from certfleet.keys import generate_key, parse_key_spec
-    from certfleet.names import plan
-
-    if (key is None) == (new_key is None):
-        raise InputError("give either --key KEY or --new-key TYPE --key-out KEY", hint="certfleet csr --help")
-    if new_key is not None and key_out is None:
-        raise InputError("--new-key needs --key-out: where to keep the new key", hint="e.g. --key-out www.key")
-    subj = Subject.parse(subject) if subject else Subject()
-    given = {"country": country, "state": state, "locality": locality, "organization": org, "common_name": cn}
-    for field_name, value in given.items():
-        if value is not None:
-            if getattr(subj, field_name) is not None:
-                raise InputError(f"the subject field {field_name} is given twice (in --subject and as an option)")
-            subj = dataclasses.replace(subj, **{field_name: value})
-    names = list(name or [])
-    key_report: KeyWritten | None = None
-    private_key: PrivateKeyTypes
-    if key is not None:
-        pool = _read_pool([key], password, password_file)
-        if not pool.keys:
-            raise InputError("holds no private key", source=str(key), hint="give the key file")
-        private_key = pool.keys[0].key
-    else:
-        assert new_key is not None and key_out is not None  # noqa: S101 (checked above)
-        private_key = generate_key(parse_key_spec(new_key))
-    csr = build_csr(private_key, names, subj)
-    info = describe_csr(csr)
-    # the names exactly as requested, counted against the usual CA limit
-    names_plan = plan([*info.dns_names, *info.ip_addresses], wildcards=False)
-    if new_key is not None and key_out is not None:
-        key_report = _write_key(private_key, key_out, _secret(passphrase, passphrase_file, "passphrase"), False)
-    from cryptography.hazmat.primitives import serialization
-
-    atomic_write(out, csr.public_bytes(serialization.Encoding.PEM))
-    report = CsrWritten(str(out), info, names_plan, key_report)
-    emit(report, as_json, views.csr_written)
 
 
 # --- match --------------------------------------------------------------------------------------
@@ -706,7 +445,7 @@ def match_cmd(
     """Say which key belongs to which certificate and CSR. Exit 1 on a key that matches none."""
     from certfleet.keys import match
 
-    pool = _read_pool(files, password, password_file)
+    pool = read_pool_files(files, password, password_file)
     if not pool.keys:
         raise InputError("no private key among the files", hint="give the key files too (they are never printed)")
     result = match(pool)
@@ -715,36 +454,6 @@ def match_cmd(
 
 
 # --- names --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NamesReport:
-    plan: NamePlan
-    coverage: Coverage | None  # with --cert
-    cert: str | None
-
-    @property
-    def ok(self) -> bool:
-        return self.plan.fits and (self.coverage is None or self.coverage.complete)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "plan": self.plan.to_dict(),
-            "coverage": self.coverage.to_dict() if self.coverage is not None else None,
-            "cert": self.cert,
-        }
-
-
-def _leaf_of(pool: Pool, source: str) -> x509.Certificate:
-    from certfleet.certinfo import describe
-
-    certs = [item.cert for item in pool.unique_certificates()]
-    leaves = [c for c in certs if not describe(c).is_ca]
-    if len(leaves) > 1:
-        raise InputError(f"holds {len(leaves)} server certificates", source=source, hint="give the file of one")
-    if not certs:
-        raise InputError("holds no certificate", source=source, hint="give the certificate file")
-    return leaves[0] if leaves else certs[0]
 
 
 @app.command(
@@ -762,19 +471,31 @@ def names_cmd(
     limit: Annotated[
         int, typer.Option("--limit", metavar="N", help="The CA's maximum number of names.", min=1, max=1000)
     ] = 15,
-    no_wildcards: Annotated[bool, typer.Option("--no-wildcards", help="Never propose a wildcard.")] = False,
+    wildcards: Annotated[
+        bool,
+        typer.Option(
+            "--wildcards/--no-wildcards",
+            help="Let the plan use wildcards where two or more names share a parent (as `request --wildcards`).",
+        ),
+    ] = False,
     password: PasswordOpt = None,
     password_file: PasswordFileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Plan the names of a certificate (SAN list or wildcards, against the CA's limit), and check coverage."""
-    from certfleet.names import coverage, plan
+    from certfleet.names import NamesReport, coverage, plan
 
-    names_plan = plan(names, limit=limit, wildcards=not no_wildcards)
+    names_plan = plan(names, limit=limit, wildcards=wildcards)
     cover = None
     if cert is not None:
-        pool = _read_pool([cert], password, password_file)
-        cover = coverage(_leaf_of(pool, str(cert)), names)
+        from certfleet.chain import pick_leaf
+
+        pool = read_pool_files([cert], password, password_file)
+        try:
+            leaf, _ = pick_leaf(pool.unique_certificates(), pool_keys=pool.keys)
+        except InputError as exc:
+            raise exc.with_source(str(cert)) from None
+        cover = coverage(leaf.cert, names)
     report = NamesReport(names_plan, cover, str(cert) if cert is not None else None)
     emit(report, as_json, views.names_report)
     _exit(ExitCode.OK if report.ok else ExitCode.PROBLEMS)

@@ -7,6 +7,7 @@ records every node's result; this module shows each node's progress and the outc
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
@@ -73,10 +74,51 @@ def _progress(nodes: Sequence[NodeSpec], enabled: bool) -> Iterator[Callable[[Pr
 
 
 def _execute(rollout: Rollout, as_json: bool) -> int:
+    stopped_by: list[int] = []
     with rollout, _progress(rollout.nodes, not as_json) as progress:
-        result = asyncio.run(rollout.run(progress=progress))
+        result = asyncio.run(_stoppable(rollout, progress, stopped_by))
     emit(result, as_json, _render)
+    if result.record_error is not None:
+        error = result.record_error
+        where = (
+            f"every node's result is in {result.recovery}; the next certfleet command records it"
+            if result.recovery is not None
+            else "no recovery file could be written either: keep this report"
+        )
+        console_err.print(f"[bold red]error:[/] the deploy could not be recorded: {escape(str(error))}", soft_wrap=True)
+        console_err.print(f"[dim]hint:[/] {escape(error.hint or '')}{'; ' if error.hint else ''}{escape(where)}")
+        return int(ExitCode.ENVIRONMENT)
+    if stopped_by:
+        return 128 + stopped_by[0]  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports them
     return int(ExitCode.OK if result.report.ok else ExitCode.PROBLEMS)
+
+
+async def _stoppable(
+    rollout: Rollout, progress: Callable[[ProgressEvent], None] | None, stopped_by: list[int]
+) -> DeployResult:
+    """Run the rollout; the first Ctrl-C or SIGTERM asks it to stop (each node finishes or undoes
+    its step, then the report is printed and recorded), a second Ctrl-C abandons it."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def asked(signum: int) -> None:
+        if not stopped_by:
+            console_err.print(
+                "stopping: each node finishes or undoes the step it is in (Ctrl-C again abandons it)",
+                highlight=False,
+            )
+        stopped_by.append(signum)
+        stop.set()
+        loop.remove_signal_handler(signal.SIGINT)  # the next Ctrl-C is a KeyboardInterrupt
+
+    for signum in signals:
+        loop.add_signal_handler(signum, asked, signum)
+    try:
+        return await rollout.run(progress=progress, stop=stop)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
 
 
 _STYLE = {"ok": "green", "unchanged": "green", "planned": "cyan", "rolled-back": "yellow", "failed": "bold red"}
@@ -87,6 +129,8 @@ def _render(result: DeployResult) -> None:
 
     report = result.report
     what = "dry run of" if report.dry_run else "rollback to" if result.rollback else "deploy of"
+    if report.stopped:
+        what = f"stopped {what}"
     counts: dict[str, int] = {}
     for n in report.nodes:
         counts[n.outcome.value] = counts.get(n.outcome.value, 0) + 1
@@ -101,7 +145,7 @@ def _render(result: DeployResult) -> None:
         table.add_column(column)
     for n in report.nodes:
         style = _STYLE.get(n.outcome.value, "")
-        serves = "-" if n.served is None else "this version" if n.served == report.fingerprint else n.served[:16] + "…"
+        serves = _version_text(result, n.served)
         table.add_row(
             escape(n.node),
             f"[{style}]{n.outcome.value}[/]",
@@ -111,8 +155,12 @@ def _render(result: DeployResult) -> None:
         )
     console.print(table)
     for n in report.nodes:
-        if n.outcome.value in ("failed", "rolled-back") or (report.dry_run and n.message):
+        if n.outcome.value in ("failed", "rolled-back", "skipped") or (report.dry_run and n.message):
             console.print(f"[bold]{escape(n.node)}[/]: {escape(n.message)}", soft_wrap=True)
+            if n.outcome.value in ("failed", "rolled-back") and n.live is not None:
+                live = ", ".join(_version_text(result, v, folder=True) for v in n.live)
+                serves = f"; it serves {_version_text(result, n.served)}" if n.served is not None else ""
+                console.print(f"    live now: {escape(live)}{escape(serves)}", soft_wrap=True, highlight=False)
             lines = [line for line in n.output.strip().splitlines() if line.strip()][-15:]
             for line in lines:
                 console.print(f"    {escape(line)}", soft_wrap=True, highlight=False)
@@ -128,6 +176,18 @@ def _render(result: DeployResult) -> None:
                 soft_wrap=True,
                 highlight=False,
             )
+
+
+def _version_text(result: DeployResult, fingerprint: str | None, *, folder: bool = False) -> str:
+    """A leaf fingerprint (or version folder) as the lineage's version it is: ``v2``, ``this version``."""
+    if fingerprint is None:
+        return "nothing" if folder else "-"
+    number = result.version_of(fingerprint)
+    if number is None:
+        return f"{fingerprint[:16]}… (not a version of {result.lineage})"
+    if number == result.version and not folder:
+        return f"this version (v{number})"
+    return f"v{number}"
 
 
 @app.command(

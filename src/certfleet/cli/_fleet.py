@@ -1,17 +1,17 @@
-"""Fleet commands: init, node, apply, export-fleet, request, import, status, history, export, trust.
+"""Fleet commands: init, node, apply, export-fleet, request, import, export, trust (what the fleet
+has and what happened to it: ``_status``).
 
-A thin face over :mod:`certfleet.store`, :mod:`certfleet.fleet.lineage`,
-:mod:`certfleet.fleet.status` and :mod:`certfleet.fleet.fleetfile`. Library modules are imported
+A thin face over :mod:`certfleet.store`, :mod:`certfleet.fleet.lineage` and
+:mod:`certfleet.fleet.fleetfile`. Library modules are imported
 inside the commands, so that ``certfleet --help`` starts fast.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
+import json
 import sys
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -30,14 +30,17 @@ from certfleet.cli._common import (
     passwords,
     read_inputs,
 )
+from certfleet.cli._common import say as _say
+from certfleet.cli._common import when as _when
+from certfleet.clock import utc_now
 from certfleet.errors import ExitCode, InputError
+from certfleet.export import OutputFormat
 
 if TYPE_CHECKING:
     from certfleet.fleet.fleetfile import ApplyResult
     from certfleet.fleet.lineage import ExportResult, ImportResult, RequestResult
     from certfleet.fleet.model import NodeSpec
-    from certfleet.fleet.status import HistoryReport, StatusReport
-    from certfleet.store import TrustAnchor
+    from certfleet.store import TrustAnchor, VersionRecord
 
 node_app = typer.Typer(help="Add, list, show and remove nodes (the servers that present a certificate).")
 trust_app = typer.Typer(help="Roots that imports trust besides Mozilla's: a private or test CA.")
@@ -64,23 +67,6 @@ IdentityOpt = Annotated[
         resolve_path=True,
     ),
 ]
-
-
-def _say(text: str, *, markup: bool = False) -> None:
-    # one line each; user values (names, paths, commands) are never read as Rich markup
-    console.print(text, markup=markup, soft_wrap=True, highlight=False)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _short(fp: str | None) -> str:
-    return f"{fp[:16]}…" if fp else "-"
-
-
-def _when(value: dt.datetime | None) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "-"
 
 
 # -- init ------------------------------------------------------------------------------------------
@@ -151,13 +137,21 @@ def node_add(
     reload: Annotated[str | None, typer.Option("--reload", help="Reload command, e.g. 'nginx -s reload'.")] = None,
     probe: Annotated[str | None, typer.Option("--probe", help="HOST:PORT where the node serves TLS.")] = None,
     lineage: Annotated[str | None, typer.Option("--lineage", "-l", help="Make the node a member of it.")] = None,
+    webroot: Annotated[
+        str | None, typer.Option("--webroot", help="ACME http-01: the folder the node's web server publishes.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a node."""
     from certfleet.fleet.nodes import make_node
+    from certfleet.store import check_name
 
     files = {"known_hosts": known_hosts, "identity": identity}
     options = {key: str(path) for key, path in files.items() if path is not None}
+    if webroot:
+        options["webroot"] = webroot
+    if lineage is not None:
+        check_name("lineage", lineage)  # a bad --lineage adds no node
     with open_store() as store:
         spec = make_node(
             name,
@@ -220,13 +214,18 @@ def node_remove(name: Annotated[str, typer.Argument(help="The node.")]) -> None:
 # -- fleet file ------------------------------------------------------------------------------------
 
 
-@app.command("apply", epilog="Example: certfleet apply fleet.toml")
+@app.command("apply", epilog="Examples: certfleet apply fleet.toml --dry-run   ·   certfleet apply fleet.toml")
 def apply_cmd(
     file: Annotated[Path, typer.Argument(help="The fleet file (TOML); - is stdin.")],
     *,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; change nothing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create or update the nodes and lineages a fleet file declares."""
+    """Create or update the nodes and lineages a fleet file declares, showing each field that changes.
+
+    A field the file leaves out stays as the store has it; to clear one, give its key empty
+    (subject = "", names = [], test = "").
+    """
     from certfleet.fleet import fleetfile
 
     [(source, data)] = read_inputs([file])
@@ -239,16 +238,29 @@ def apply_cmd(
     except InputError as exc:
         raise exc.with_source(source) from None
     with open_store() as store:
-        result = fleetfile.apply(store, fleet)
+        result = fleetfile.apply(store, fleet, dry_run=dry_run)
 
     def render(r: ApplyResult) -> None:
-        for label, items in (("created", r.created), ("updated", r.updated), ("unchanged", r.unchanged)):
+        labels = (("would create", "would update") if r.dry_run else ("created", "updated")) + ("unchanged",)
+        width = max(len(label) for label in labels)
+        for label, items in zip(labels, (r.created, r.updated, r.unchanged), strict=True):
             for item in items:
-                _say(f"{label:<10} {item}")
+                _say(f"{label:<{width}}  {item}")
+                for change in r.changes.get(item, ()):
+                    _say(f"{'':<{width}}    {change.field}: {_shown(change.before)} -> {_shown(change.after)}")
         if not r.changed:
-            _say("nothing changed")
+            _say("nothing to change" if r.dry_run else "nothing changed")
+        elif r.dry_run:
+            _say("dry run: nothing was changed")
 
     emit(result, as_json, render)
+
+
+def _shown(value: Any) -> str:
+    """A field's value in a diff line: lists and tables as JSON, nothing as (none)."""
+    if value is None or value in ([], {}):
+        return "(none)"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 @app.command("export-fleet", epilog="Example: certfleet export-fleet --out fleet.toml")
@@ -286,11 +298,17 @@ def request_cmd(
     ] = None,
     names: Annotated[list[str] | None, typer.Option("--name", "-n", help="A further name to cover; repeat.")] = None,
     key: Annotated[
-        str | None, typer.Option("--key", help="rsa:2048 (the default), rsa:3072, ec:p256 or ec:p384.")
+        str | None, typer.Option("--key", help="rsa:2048 (the default), rsa:3072, rsa:4096, ec:p256 or ec:p384.")
     ] = None,
     subject: Annotated[str | None, typer.Option(help="e.g. 'C=CA,O=Example,CN=mc.example.com'.")] = None,
     limit: Annotated[int, typer.Option(help="The most names the CA allows in one certificate.")] = 15,
-    wildcards: Annotated[bool, typer.Option("--wildcards", help="Let the plan use wildcards.")] = False,
+    wildcards: Annotated[
+        bool,
+        typer.Option(
+            "--wildcards/--no-wildcards",
+            help="Let the plan use wildcards where two or more names share a parent (as `names --wildcards`).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Make a key inside the store and the CSR for every name of the lineage's nodes."""
@@ -334,31 +352,48 @@ def import_cmd(
     password: PasswordOpt = None,
     password_file: PasswordFileOpt = None,
     no_fetch: Annotated[bool, typer.Option("--no-fetch", help="Do not fetch missing intermediates (AIA).")] = False,
+    activate: Annotated[
+        bool,
+        typer.Option("--activate", help="Make it the active version even if it was imported before (or withdrawn)."),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Accept a version that expires sooner, covers fewer names or has a weaker key than the active one.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> int:
-    """Match the CA's certificate to the waiting key, fix its chain, check every node's names, store it."""
+    """Match the CA's certificate to the waiting key, fix its chain, check every node's names, store it.
+
+    A new version becomes the active one. A certificate imported before changes nothing unless
+    --activate; one worse than the active version is refused unless --force.
+    """
     from certfleet.aia import HttpFetcher
     from certfleet.fleet.lineage import import_package
 
     inputs = read_inputs(files)
+    now = utc_now()
     with open_store() as store:
         result = import_package(
             store,
             lineage,
             inputs,
-            now=_now(),
+            now=now,
             passwords=passwords(password, password_file),
             fetcher=None if no_fetch else HttpFetcher(),
+            activate=activate,
+            force=force,
         )
-    emit(result, as_json, _render_import)
+    emit(result, as_json, lambda r: _render_import(r, now=now))
     return int(ExitCode.OK if result.accepted else ExitCode.PROBLEMS)
 
 
-def _render_import(r: ImportResult) -> None:
+def _render_import(r: ImportResult, *, now: dt.datetime) -> None:
     from certfleet.certinfo import describe
     from certfleet.cli import _render
 
-    now = _now()
     console.print(_render.cert_line(describe(r.chain.leaf)))
     _say(f"  from {r.leaf_source}; key: {r.key_source}")
     root = describe(r.chain.root) if r.chain.root is not None else None
@@ -373,123 +408,39 @@ def _render_import(r: ImportResult) -> None:
     shown = list(r.problems) + [p for p in r.chain.problems if (p.code, p.subject, p.message) not in refusals]
     if shown:
         _render.print_problems(console, shown)
+    if r.comparison is not None:
+        c = r.comparison
+        _say(f"  compared with the active version {c.active}:")
+        sooner, weaker = "  sooner" * c.expires_sooner, "  weaker" * c.weaker_key
+        _say(f"    expires  {c.not_after:%Y-%m-%d} (active: {c.active_not_after:%Y-%m-%d}){sooner}")
+        _say(f"    key      {c.key} (active: {c.active_key}){weaker}")
+        if c.lost_names:
+            _say(f"    names    not covered any more: {', '.join(c.lost_names)}")
+        if r.forced:
+            _say("  accepted anyway (--force)")
     if r.accepted and r.version is not None:
-        done = "already imported as" if r.already else "stored as"
-        step = f"`certfleet deploy {r.lineage}`"
-        console.print(
-            _render.verdict(True, f"{done} version {r.version.number} of {r.lineage}, now active: {step}", "")
-        )
+        console.print(_render.verdict(True, _import_outcome(r, r.version), ""))
     elif not r.accepted:
         console.print(_render.verdict(False, "", f"refused: nothing was stored for {r.lineage}"))
 
 
-# -- status and history ----------------------------------------------------------------------------
-
-
-@app.command("status", epilog="Example: certfleet status --json")
-def status_cmd(
-    lineage: Annotated[str | None, typer.Argument(help="Only this lineage.")] = None,
-    *,
-    no_probe: Annotated[bool, typer.Option("--no-probe", help="Do not connect to the nodes.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds for each probe.", min=0.1, max=120)] = 5.0,
-    as_json: JsonOpt = False,
-) -> int:
-    """Per lineage: the active certificate and days left; per node: last deployment and what it serves now."""
-    from certfleet.fleet.status import status
-
-    with open_store() as store:
-        report = asyncio.run(status(store, now=_now(), lineage=lineage, probe=not no_probe, timeout=timeout))
-    emit(report, as_json, _render_status)
-    return int(ExitCode.OK if report.ok else ExitCode.PROBLEMS)
-
-
-_HEALTH_STYLE = {"good": "green", "warn": "yellow", "bad": "bold red", "none": "dim"}
-
-
-def _render_status(report: StatusReport) -> None:
-    from rich.table import Table
-
-    from certfleet.cli import _render
-
-    if not report.lineages:
-        _say("no lineages yet: `certfleet request LINEAGE --node NAME --out FILE.csr`")
-    for lin in report.lineages:
-        active = lin.active
-        head = f"[bold]{escape(lin.name)}[/]  "
-        if active is None:
-            head += "no certificate yet"
-        else:
-            days = lin.days_left if lin.days_left is not None else 0
-            head += f"version {active.number}  sha256 {_short(active.fingerprint)}  {days} days left"
-        if lin.pending:
-            head += f"  ({lin.pending} waiting for the CA)"
-        _say(head, markup=True)
-        if active is not None:
-            _say(f"  names: {', '.join(active.names)}")
-        if lin.chain is not None:
-            verdict = "complete and trusted" if lin.chain.valid else "a strict client refuses it"
-            _say(f"  chain: {verdict}")
-        table = Table(box=None, padding=(0, 2), show_edge=False)
-        for column in ("node", "probe", "last deployment", "serves now"):
-            table.add_column(column)
-        for n in lin.nodes:
-            last = "-"
-            if n.last_outcome is not None:
-                last = f"v{n.last_version} {n.last_outcome.value}"
-                if n.last_failed_step:
-                    last += f" at {n.last_failed_step}"
-                last += f"  {_when(n.last_deployed_at)}"
-            serving = n.serving.value
-            if n.served_version is not None:
-                serving += f" (v{n.served_version})"
-            if n.report is not None and n.report.probe.ok and not n.report.ok:
-                serving += ", refused by a strict client"
-            style = _HEALTH_STYLE[n.health.value]
-            table.add_row(n.node, escape(n.probe or "-"), escape(last), f"[{style}]{escape(serving)}[/]")
-        if lin.nodes:
-            console.print(table)
-        problems = [*lin.all_problems, *(p for n in lin.nodes for p in n.problems)]
-        if problems:
-            _render.print_problems(console, problems)
-        console.print()
-
-
-@app.command("history", epilog="Example: certfleet history web")
-def history_cmd(lineage: LineageArg, *, as_json: JsonOpt = False) -> None:
-    """The versions of a lineage and its deployments, node by node."""
-    from certfleet.fleet.status import history
-
-    with open_store() as store:
-        report = history(store, lineage)
-    emit(report, as_json, _render_history)
-
-
-def _render_history(r: HistoryReport) -> None:
-    _say(f"[bold]{escape(r.lineage.name)}[/]  versions:", markup=True)
-    for v in r.versions:
-        mark = "*" if v.active else " "
-        _say(
-            f" {mark} v{v.number:<3} {v.state.value:<8} {v.key_spec:<9} sha256 {_short(v.fingerprint):<18} "
-            f"until {_when(v.not_after):<21} made {_when(v.created_at)}"
-        )
-    _say("deployments:" if r.deployments else "no deployments yet")
-    for d in r.deployments:
-        _say(f"  #{d.id} v{d.version} by {d.actor} at {_when(d.finished_at)}")
-        for res in d.results:
-            why = f" at {res.failed_step}" if res.failed_step else ""
-            _say(f"      {res.node:<16} {res.outcome.value}{why}")
+def _import_outcome(r: ImportResult, version: VersionRecord) -> str:
+    number, step = version.number, f"`certfleet deploy {r.lineage}`"
+    if not r.already:
+        return f"stored as version {number} of {r.lineage}, now active: {step}"
+    if r.activated:
+        return f"already imported as version {number} of {r.lineage}, made active again: {step}"
+    if version.active:
+        return f"already imported as version {number} of {r.lineage}, the active version: nothing changed"
+    withdrawn = version.withdrawn_at
+    why = f", withdrawn by a rollback on {_when(withdrawn)}" if withdrawn is not None else ""
+    return (
+        f"already imported as version {number} of {r.lineage}{why}: nothing changed, the active version stays "
+        f"{r.active if r.active is not None else '-'} (--activate makes version {number} the active one)"
+    )
 
 
 # -- export ----------------------------------------------------------------------------------------
-
-
-class ExportFormatOpt(StrEnum):
-    # the values of fleet.lineage.ExportFormat, spelled here so that --help needs no library import
-    PKCS12 = "pkcs12"
-    PEM = "pem"
-    APACHE = "apache"
-    NGINX = "nginx"
-    HAPROXY = "haproxy"
 
 
 @app.command(
@@ -499,8 +450,10 @@ class ExportFormatOpt(StrEnum):
 def export_cmd(
     lineage: LineageArg,
     *,
-    fmt: Annotated[ExportFormatOpt, typer.Option("--format", "-f", help="pkcs12: one file; the others: a folder.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The .pfx file, or the folder for PEM files.")],
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="pem, apache, nginx: a folder; the others: one file.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The file, or the folder for pem, apache and nginx.")],
     password: PasswordOpt = None,
     password_file: PasswordFileOpt = None,
     no_key_password: Annotated[
@@ -513,14 +466,14 @@ def export_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Write the key and chain for a server certfleet cannot reach (the key encrypted with a password)."""
-    from certfleet.fleet.lineage import ExportFormat, export_lineage
+    from certfleet.fleet.lineage import export_lineage
 
     given = passwords(password, password_file)
     with open_store() as store:
         result = export_lineage(
             store,
             lineage,
-            ExportFormat(fmt.value),
+            fmt,
             out,
             password=given[0] if given else None,
             no_key_password=no_key_password,
@@ -530,7 +483,8 @@ def export_cmd(
 
     def render(r: ExportResult) -> None:
         how = "encrypted with the password" if r.key_encrypted else "UNENCRYPTED (mode 0600)"
-        _say(f"exported version {r.version} of {r.lineage} as {r.format.value}; the key is {how}:")
+        key = f"; the key is {how}" if r.format.holds_key else " (no key)"
+        _say(f"exported version {r.version} of {r.lineage} as {r.format.value}{key}:")
         for f in r.files:
             _say(f"  {f}")
 

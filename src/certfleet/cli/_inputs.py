@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from certfleet.clock import utc_now
 from certfleet.errors import InputError, LimitError
 
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from certfleet.formats import Pool
     from certfleet.trust import TrustStore
 
 __all__ = [
@@ -25,10 +27,11 @@ __all__ = [
     "PASSWORD_ENV",
     "load_trust_files",
     "load_untrusted_files",
-    "now",
     "parse_at",
     "passwords",
     "read_inputs",
+    "read_pool_files",
+    "read_secret",
 ]
 
 PASSWORD_ENV = "CERTFLEET_PASSWORD"  # noqa: S105 (the name of a variable, not a password)
@@ -37,15 +40,11 @@ MAX_INPUT_BYTES = 20 * 1024 * 1024
 _MAX_AT_CHARS = 64
 
 
-def now() -> dt.datetime:
-    """The current time, UTC, to the second: what ``--at`` defaults to."""
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
-
-
 def parse_at(text: str | None) -> dt.datetime:
-    """``--at``: ISO 8601 date or date-time; UTC when no offset is given; now when None."""
+    """``--at``: ISO 8601 date or date-time; UTC when no offset is given; now (to the second, as
+    reports show it) when None."""
     if text is None:
-        return now()
+        return utc_now().replace(microsecond=0)
     value = text.strip()
     hint = "write it as 2026-05-01, 2026-05-01T12:00 or 2026-05-01T12:00:00+02:00"
     if len(value) > _MAX_AT_CHARS:
@@ -63,15 +62,28 @@ def passwords(password: Sequence[str] | None, password_file: Path | None) -> lis
     """Every password the user gave, in the order tried: options, then file, then environment."""
     out = [p.encode() for p in password or []]
     if password_file is not None:
-        try:
-            first = password_file.read_bytes().splitlines()
-        except OSError as exc:
-            raise InputError(f"cannot read password file: {exc.strerror}", source=str(password_file)) from exc
-        out.append(first[0] if first else b"")
+        out.append(_first_line(password_file))
     env = os.environ.get(PASSWORD_ENV)
     if env is not None:
         out.append(env.encode())
     return out
+
+
+def read_secret(value: str | None, file: Path | None, what: str) -> bytes | None:
+    """A password for something we write: from the option, or the first line of a file."""
+    if value is not None and file is not None:
+        raise InputError(f"give the {what} once: as an option or as a file, not both")
+    if file is not None:
+        return _first_line(file)
+    return value.encode() if value is not None else None
+
+
+def _first_line(file: Path) -> bytes:
+    try:
+        lines = file.read_bytes().splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read password file: {exc.strerror}", source=str(file)) from exc
+    return lines[0] if lines else b""
 
 
 def read_inputs(paths: Sequence[Path]) -> list[tuple[str, bytes]]:
@@ -97,6 +109,13 @@ def read_inputs(paths: Sequence[Path]) -> list[tuple[str, bytes]]:
             )
         out.append((name, data))
     return out
+
+
+def read_pool_files(files: Sequence[str | Path], password: Sequence[str] | None, password_file: Path | None) -> Pool:
+    """What ``read_pool`` finds in the named files, with every password the user gave."""
+    from certfleet.formats import read_pool
+
+    return read_pool(read_inputs([Path(f) for f in files]), passwords=passwords(password, password_file))
 
 
 def load_trust_files(trust: Sequence[Path] | None, trust_only: Sequence[Path] | None, system: bool) -> TrustStore:

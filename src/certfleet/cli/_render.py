@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 
     from certfleet.certinfo import CertInfo
     from certfleet.chain import ChainResult
-    from certfleet.cli._core import Conversion, CsrWritten, Inspection, KeyWritten, NamesReport
+    from certfleet.export import CsrWritten, KeyWritten, OutputFormat, WrittenFile
+    from certfleet.inspection import Inspection
     from certfleet.keys import MatchResult
-    from certfleet.names import NamePlan
+    from certfleet.names import NamePlan, NamesReport
     from certfleet.problems import Problem, Severity
     from certfleet.trust import TrustStore
     from certfleet.verify import Verification
@@ -68,10 +69,6 @@ def _iso(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
-
-
 # --- building blocks ----------------------------------------------------------------------------
 
 
@@ -79,16 +76,20 @@ def days_left_text(info: CertInfo, now: dt.datetime) -> Text:
     """``41 days left`` in a colour that says how urgent it is; expired and future dates in words."""
     if now < info.not_before:
         return Text(f"not valid until {_iso(info.not_before)}", style="bold red")
+    if now > info.not_after:
+        # counted as the problem's message counts it, so one report never says 56 and 55
+        ago = (now - info.not_after).days
+        when = f"{ago} day{'' if ago == 1 else 's'} ago" if ago else "less than a day ago"
+        return Text(f"expired {when}", style="bold red")
     days = info.days_left(now)
-    if days < 0:
-        return Text(f"expired {-days} days ago", style="bold red")
     style = "bold red" if days < 7 else "yellow" if days < 30 else "green"
     return Text(f"{days} days left", style=style)
 
 
 def _names(info: CertInfo) -> str:
     names = [*info.dns_names, *info.ip_addresses]
-    return ", ".join(names) if names else "(no subjectAltName)"
+    text = ", ".join(names) if names else "(no subjectAltName)"
+    return text + (f"; also {', '.join(info.other_names)}" if info.other_names else "")
 
 
 def cert_table(
@@ -113,8 +114,12 @@ def cert_table(
     table.add_row("key", info.key_type)
     table.add_row("signature", info.signature_algorithm)
     table.add_row("CA", "yes" if info.is_ca else "no")
+    if info.precertificate:
+        table.add_row("kind", Text("CT precertificate: not the certificate to serve", style="yellow"))
     table.add_row("serial", info.serial)
     table.add_row("sha256", info.sha256)
+    for fault in info.faults:
+        table.add_row("fault", Text(fault, style="yellow"))
     if source:
         table.add_row("source", source)
     for field, value in extra:
@@ -129,10 +134,18 @@ def cert_line(info: CertInfo) -> Text:
     return line
 
 
-def chain_tree(chain: Sequence[CertInfo], root: CertInfo | None, *, now: dt.datetime, label: str = "chain") -> Tree:
+def chain_tree(
+    chain: Sequence[CertInfo],
+    root: CertInfo | None,
+    *,
+    now: dt.datetime,
+    label: str = "chain",
+    rooted: bool | None = None,
+) -> Tree:
     """The chain as a client walks it: the leaf, under it its issuer, and so on down to the root.
 
-    ``root`` is the trust anchor reached (not served); None draws "no trusted root reached".
+    ``root`` is the trust anchor reached (not served); None draws "no trusted root reached",
+    unless ``rooted`` says a root was reached without naming it.
     """
     from rich.tree import Tree
 
@@ -148,6 +161,8 @@ def chain_tree(chain: Sequence[CertInfo], root: CertInfo | None, *, now: dt.date
         line = Text("root (trusted, not served): ", style="bold green")
         line.append_text(cert_line(root))
         node.add(line)
+    elif rooted:
+        node.add(Text("a trusted root (not served)", style="bold green"))
     elif chain:
         node.add(Text("no trusted root reached", style="bold red"))
     return tree
@@ -185,9 +200,9 @@ def verdict(ok: bool, good: str, bad: str) -> Text:
 
 
 def inspection(report: Inspection) -> None:
-    from certfleet.certinfo import describe
+    """Every certificate, key and CSR found; days left are counted from ``report.now``."""
+    from certfleet.certinfo import describe, fingerprint
 
-    data = report.to_dict()
     pool = report.pool
     say(
         Text(
@@ -195,41 +210,46 @@ def inspection(report: Inspection) -> None:
             style="bold",
         )
     )
-    for i, (item, entry) in enumerate(zip(pool.certificates, data["certificates"], strict=True), start=1):
+    for i, item in enumerate(pool.certificates, start=1):
         extra: list[tuple[str, str | Text]] = [("format", item.format.value)]
         if item.friendly_name:
             extra.append(("friendly name", item.friendly_name))
         console.print()
         table = cert_table(
-            describe(item.cert), now=report.now, title=f"certificate {i}", source=entry["source"], extra=extra
+            describe(item.cert), now=report.now, title=f"certificate {i}", source=item.source, extra=extra
         )
         console.print(table)
-    for i, entry in enumerate(data["keys"], start=1):
+    for i, found in enumerate(report.keys, start=1):
+        key = found.key
         console.print()
-        say(Text(f"key {i}: {entry['type']}", style="bold"))
-        say(f"  source    {entry['source']} ({entry['format']}{', encrypted' if entry['encrypted'] else ''})")
-        for cert in entry["certificates"]:
-            say(f"  matches   certificate {cert['source']} sha256:{cert['sha256'][:16]}…")
-        if entry["csrs"]:
-            say(f"  matches   CSR {', '.join(entry['csrs'])}")
-        if not entry["certificates"] and not entry["csrs"]:
+        say(Text(f"key {i}: {key.key_type}", style="bold"))
+        say(f"  source    {key.source} ({key.format.value}{', encrypted' if key.encrypted else ''})")
+        for cert in found.certificates:
+            say(f"  matches   certificate {cert.source} sha256:{fingerprint(cert.cert)[:16]}…")
+        if found.csrs:
+            say(f"  matches   CSR {', '.join(c.source for c in found.csrs)}")
+        if not found.certificates and not found.csrs:
             say("  matches   nothing among these files", style="yellow")
-    for i, entry in enumerate(data["csrs"], start=1):
+    for i, request in enumerate(report.csrs, start=1):
+        info = request.info
         console.print()
         say(Text(f"CSR {i}", style="bold"))
-        names = ", ".join([*entry["dns_names"], *entry["ip_addresses"]]) or "(no subjectAltName)"
-        say(f"  subject   {entry['subject']}")
+        names = ", ".join([*info.dns_names, *info.ip_addresses]) or "(no subjectAltName)"
+        names += f"; also {', '.join(info.other_names)}" if info.other_names else ""
+        say(f"  subject   {info.subject}")
         say(f"  names     {names}")
-        say(f"  key       {entry['key_type']}")
-        say(f"  signature {entry['signature_algorithm']}{'' if entry['signature_valid'] else ' (INVALID)'}")
-        say(f"  key file  {entry['key'] or 'not among these files'}")
-        say(f"  source    {entry['source']}")
+        say(f"  key       {info.key_type}")
+        say(f"  signature {info.signature_algorithm}{'' if info.signature_valid else ' (INVALID)'}")
+        say(f"  key file  {request.key.source if request.key is not None else 'not among these files'}")
+        for fault in info.faults:
+            say(f"  fault     {fault}", style="yellow")
+        say(f"  source    {request.csr.source}")
     if pool.ignored:
         console.print()
         say(f"ignored (held nothing usable): {', '.join(pool.ignored)}")
-    if report.match.problems:
+    if report.problems:
         console.print()
-        print_problems(console, report.match.problems)
+        print_problems(console, report.problems)
 
 
 def verification(result: Verification, *, at: dt.datetime, trust: TrustStore) -> None:
@@ -251,10 +271,10 @@ def chain_failed(result: ChainResult) -> bool:
     return not result.complete or any(p.severity.value == "error" for p in result.problems)
 
 
-def chain_report(result: ChainResult, written: Sequence[str] = ()) -> None:
+def chain_report(result: ChainResult, written: Sequence[str] = (), *, now: dt.datetime) -> None:
+    """The chain to serve, with days left counted from ``now``."""
     from certfleet.certinfo import describe
 
-    now = _now()
     say(
         verdict(
             not chain_failed(result),
@@ -278,12 +298,12 @@ def chain_report(result: ChainResult, written: Sequence[str] = ()) -> None:
     print_problems(console, result.problems)
 
 
-def conversion(report: Conversion) -> None:
-    chain_report(report.chain)
+def conversion(result: ChainResult, to: OutputFormat, written: Sequence[WrittenFile], *, now: dt.datetime) -> None:
+    chain_report(result, now=now)
     console.print()
-    say(verdict(True, f"wrote {report.to}", ""))
-    for path, private in report.written:
-        say(f"  {path}{'  (private key, mode 0600)' if private else ''}")
+    say(verdict(True, f"wrote {to}", ""))
+    for file in written:
+        say(f"  {file.path}{'  (private key, mode 0600)' if file.private else ''}")
 
 
 def key_written(report: KeyWritten) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Annotated
 
 import typer
 
 from certfleet.cli._common import app
+from certfleet.errors import EnvError
 
 
 @app.command(rich_help_panel="Console", epilog="Example: certfleet serve --port 8443")
@@ -20,6 +22,27 @@ def serve(
 ) -> None:
     """Serve the web console and its API over HTTPS (TLS 1.2 and 1.3 only); on a fresh machine,
     with a bootstrap certificate and a one-time link that creates the administrator."""
+    _can_listen(bind, port)  # before a URL is printed that would not answer
     from certfleet.console.server import ServeOptions, run
 
     run(ServeOptions(bind=bind, port=port, lineage=lineage))
+
+
+def _can_listen(bind: str, port: int) -> None:
+    """Refuse at once, in one line, an address the console could not listen on."""
+    try:
+        infos = socket.getaddrinfo(bind or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        hint = "give an address of this machine"
+        raise EnvError(f"cannot listen on {bind}:{port}: {exc.strerror}", hint=hint) from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        # as the server will: a port whose old connections linger in TIME_WAIT is free
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise EnvError(
+                f"cannot listen on {bind}:{port}: {exc.strerror or exc}",
+                hint="choose another --port, or stop what uses it",
+            ) from exc

@@ -15,14 +15,16 @@ from certfleet.console.services.accounts import Accounts
 from certfleet.console.services.audit import Audit
 from certfleet.console.services.certificates import Certificates
 from certfleet.console.services.clients import Clients
+from certfleet.console.services.exports import Exports
 from certfleet.console.services.fleet import Fleet
 from certfleet.console.services.imports import Imports
 from certfleet.console.services.jobs import Jobs
+from certfleet.console.services.reveals import Reveals
 from certfleet.console.services.status import Status
 from certfleet.console.services.tokens import Tokens
 from certfleet.console.services.trust import Trust
 from certfleet.console.settings import ConsoleSettings
-from certfleet.console.tls import BOOTSTRAP_LABEL, TLSContexts
+from certfleet.console.tls import ServedCertificate, TLSContexts
 from certfleet.store import Store
 
 __all__ = ["Console"]
@@ -45,11 +47,13 @@ class Console:
     status: Status
     certificates: Certificates
     trust: Trust
+    exports: Exports
+    reveals: Reveals
 
     @classmethod
     def over(cls, store: Store, *, settings: ConsoleSettings, clock: Clock, tls: TLSContexts | None) -> Console:
         audit = Audit(store)
-        trust = Trust(store, settings.extra_trust)
+        trust = Trust(store, audit, settings.extra_trust)
         clients = Clients(store.session, audit=audit, clock=clock)
         return cls(
             settings=settings,
@@ -72,17 +76,15 @@ class Console:
             status=Status(store, settings=settings, clock=clock, trust=trust, clients=clients),
             certificates=Certificates(store, trust=trust, clock=clock, expiring_days=settings.expiring_days, tls=tls),
             trust=trust,
+            exports=Exports(audit),
+            reveals=Reveals(clock=clock),
         )
 
-    def served_fingerprint(self) -> str | None:
-        """The leaf the console serves by default (shown at the foot of every page)."""
-        served = self.tls.served if self.tls is not None else ()
-        return served[0].fingerprint if served else None
+    def served_for(self, host: str | None) -> ServedCertificate | None:
+        """The certificate the console serves a client that connects to ``host`` (None without TLS)."""
+        return self.tls.served_for(host) if self.tls is not None else None
 
-    def served_fingerprint_for(self, host: str) -> str:
+    def served_fingerprint_for(self, host: str | None) -> str:
         """The leaf the console serves for ``host`` (what a client that pins would expect)."""
-        return self.tls.served_for(host).fingerprint if self.tls is not None else ""
-
-    def serves_bootstrap(self) -> bool:
-        """Whether the console still serves its self-signed bootstrap certificate."""
-        return self.tls is not None and any(s.label == BOOTSTRAP_LABEL for s in self.tls.served)
+        served = self.served_for(host)
+        return served.fingerprint if served is not None else ""

@@ -47,11 +47,23 @@ class BootstrapStore:
         self.clock = clock
         self.folder = store.home / CONSOLE_FOLDER
         self.created = False
+        self._loaded: ServedCertificate | None = None
 
     def _paths(self) -> tuple[Path, Path]:
         return self.folder / "bootstrap.crt", self.folder / "bootstrap.key.sealed"
 
+    def due(self) -> bool:
+        """Whether the certificate must be read, or made again because it runs out soon."""
+        loaded = self._loaded
+        return loaded is None or loaded.leaf.not_valid_after_utc - _BOOTSTRAP_MARGIN <= self.clock()
+
     def load_or_create(self) -> ServedCertificate:
+        if not self.due() and self._loaded is not None:
+            return self._loaded
+        self._loaded = self._load_or_create()
+        return self._loaded
+
+    def _load_or_create(self) -> ServedCertificate:
         cert_path, key_path = self._paths()
         now = self.clock()
         if cert_path.is_file() and key_path.is_file():
@@ -67,7 +79,7 @@ class BootstrapStore:
             if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
                 raise StoreError("the console's bootstrap key is of an unexpected kind")
             if cert.not_valid_after_utc - _BOOTSTRAP_MARGIN > now:
-                return ServedCertificate(BOOTSTRAP_LABEL, key, cert, ())
+                return ServedCertificate(BOOTSTRAP_LABEL, key, cert, (), bootstrap=True)
         new_key, new_cert = bootstrap_certificate(now=now)
         der = new_key.private_bytes(
             serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -78,12 +90,12 @@ class BootstrapStore:
         atomic_write(key_path, self.store.vault().seal(der, _BOOTSTRAP_AAD), mode=0o600)
         atomic_write(cert_path, new_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
         self.created = True
-        return ServedCertificate(BOOTSTRAP_LABEL, new_key, new_cert, ())
+        return ServedCertificate(BOOTSTRAP_LABEL, new_key, new_cert, (), bootstrap=True)
 
 
 class StoreCertificates:
-    """The certificates to serve: the active version of every lineage (``default`` first), or the
-    bootstrap certificate while none has one."""
+    """The certificates to serve: the active version of every lineage (``default`` first), and the
+    bootstrap certificate for the names none of them covers and for clients that send no name."""
 
     def __init__(self, store: Store, *, default: str | None = None, bootstrap: BootstrapStore) -> None:
         self.store = store
@@ -97,14 +109,15 @@ class StoreCertificates:
         return active
 
     def generation(self) -> str:
-        return ";".join(f"{name}={fp}" for name, fp in self._active()) or BOOTSTRAP_LABEL
+        active = ";".join(f"{name}={fp}" for name, fp in self._active())
+        return f"{active}|{BOOTSTRAP_LABEL}:{'due' if self.bootstrap.due() else 'ok'}"
 
     def certificates(self) -> Sequence[ServedCertificate]:
         out = []
         for name, _ in self._active():
             material = self.store.material(name)
             out.append(ServedCertificate(name, material.key, material.leaf, material.chain))
-        return out or [self.bootstrap.load_or_create()]
+        return [*out, self.bootstrap.load_or_create()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,15 +168,16 @@ def run(options: ServeOptions, *, out: TextIO = sys.stdout, settings: ConsoleSet
     app = create_app(store, settings=settings, tls=tls)
     console = app.state.console
 
-    first = tls.served[0]
-    if first.label == BOOTSTRAP_LABEL:
-        said = "created" if bootstrap.created else "using"
-        print(f"{said} a self-signed bootstrap certificate for {', '.join(first.names())}", file=out)
-        print(f"  SHA-256 fingerprint: {colon_hex(first.fingerprint)}", file=out)
-        print("  (compare it with what the browser shows before you trust the page)", file=out)
-    else:
-        for served in tls.served:
+    for served in tls.served:
+        if not served.bootstrap:
             print(f"serving lineage {served.label}: {', '.join(served.names())} ({served.fingerprint[:16]}…)", file=out)
+    own = tls.bootstrap
+    if own is not None:
+        said = "created" if bootstrap.created else "using"
+        names = [name for name, cert in tls.by_name() if cert is own]
+        print(f"{said} a self-signed bootstrap certificate for {', '.join(names)}", file=out)
+        print(f"  SHA-256 fingerprint: {colon_hex(own.fingerprint)}", file=out)
+        print("  (compare it with what the browser shows before you trust the page)", file=out)
     if not console.accounts.has_accounts():
         token = console.accounts.new_setup_token()
         hours = console.settings.setup_ttl.total_seconds() / 3600

@@ -1,5 +1,11 @@
 """The console's own TLS: the bootstrap certificate, SNI per lineage, and switching without restart.
 
+SNI picks the certificate: a name a lineage's active certificate covers gets that one; the names
+none covers keep the self-signed bootstrap certificate when it covers them (``localhost``, the
+machine's name) and so does a client that sends no name (one that connects by IP address, as to
+the ``https://127.0.0.1:8443`` that ``certfleet serve`` prints): the console keeps answering at the
+address it printed after the first import. Any other name gets the default lineage's.
+
 ``ssl.SSLContext`` only loads keys from files, so each key is written, encrypted with a one-off
 random password, into an anonymous in-memory file (``memfd``) that lives for the call; the clear
 key never touches a disk.
@@ -56,6 +62,7 @@ class ServedCertificate:
     key: CertificateIssuerPrivateKeyTypes
     leaf: x509.Certificate
     chain: tuple[x509.Certificate, ...]  # intermediates, leaf's issuer first
+    bootstrap: bool = False  # the console's self-signed certificate (``label`` is then BOOTSTRAP_LABEL)
 
     @property
     def fingerprint(self) -> str:
@@ -77,7 +84,8 @@ class CertificateSource(Protocol):
         ...
 
     def certificates(self) -> Sequence[ServedCertificate]:
-        """Every certificate to serve; the first is the default when SNI matches none."""
+        """Every certificate to serve: the lineages' (the first is the default for a name none
+        covers) and the bootstrap one."""
         ...
 
 
@@ -132,6 +140,12 @@ def _load(ctx: ssl.SSLContext, served: ServedCertificate) -> None:
             ) from exc
 
 
+def _is_ip(name: str) -> bool:
+    from certfleet.names import is_ip
+
+    return is_ip(name)
+
+
 def _covers(pattern: str, name: str) -> bool:
     from certfleet.names import covers
 
@@ -183,7 +197,7 @@ class TLSContexts:
             if not served:
                 raise StoreError("no certificate to serve", hint="import a certificate or let the console bootstrap")
             contexts = []
-            for item in served:
+            for item in sorted(served, key=lambda item: item.bootstrap):  # the bootstrap one last
                 ctx = server_context()
                 _load(ctx, item)
                 contexts.append((item, ctx))
@@ -192,23 +206,42 @@ class TLSContexts:
             log.info("serving %s", ", ".join(f"{s.label} ({s.fingerprint[:16]})" for s in served))
             return True
 
+    @property
+    def bootstrap(self) -> ServedCertificate | None:
+        """The bootstrap certificate, when the source serves one."""
+        return next((s for s, _ in self._contexts if s.bootstrap), None)
+
     def _pick(self, server_name: str | None) -> tuple[ServedCertificate, ssl.SSLContext]:
-        contexts = self._contexts
-        if server_name:
-            wanted = server_name.rstrip(".").lower()
+        contexts = self._contexts  # the lineages' first, the bootstrap one last
+        wanted = (server_name or "").rstrip(".").lower()
+        if wanted and not _is_ip(wanted):
             for served, ctx in contexts:
                 if any(_covers(pattern, wanted) for pattern in served.names()):
                     return served, ctx
-        return contexts[0]
+            return contexts[0]
+        # no name: a client that connects by IP address (clients send no SNI for one)
+        return next(((s, c) for s, c in contexts if s.bootstrap), contexts[0])
 
     def pick(self, server_name: str | None) -> ssl.SSLContext:
         """The context a client asking for ``server_name`` (SNI) gets: the first certificate that
-        covers the name, else the default (the first)."""
+        covers the name (a lineage's before the bootstrap one), the default lineage's for a name
+        none covers, the bootstrap certificate for a client that sends no name."""
         return self._pick(server_name)[1]
 
     def served_for(self, server_name: str | None) -> ServedCertificate:
-        """The certificate a client asking for ``server_name`` is served."""
+        """The certificate a client connecting to ``server_name`` (a name, an IP address, or None)
+        is served."""
         return self._pick(server_name)[0]
+
+    def by_name(self) -> list[tuple[str, ServedCertificate]]:
+        """Each name a served certificate holds, and the certificate a client asking for it gets
+        (a wildcard stands for the names it covers)."""
+        out: dict[str, ServedCertificate] = {}
+        for served in self.served:
+            for name in served.names():
+                if name not in out:
+                    out[name] = served if name.startswith("*.") else self.served_for(name)
+        return list(out.items())
 
     def _on_client_hello(self, conn: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext) -> None:
         if self._clock() - self._checked >= self._interval:

@@ -16,25 +16,35 @@ Per node, in order (each is a :class:`Step`)::
 * **probe** its endpoint until it serves the deployed leaf and chain (a reload finishes after
   the reload command returns), for up to ``probe_wait`` seconds.
 
-A failure after the switch switches every target back to the version before, reloads again if a
-reload had run, and reports the failed step with its output: outcome ``rolled-back``. A failure
-before it leaves the node untouched: ``failed``. Nodes run in parallel (at most
-``concurrency``), each with its own connection; one node's failure never touches another.
+A failure after the switch points every target switched back at exactly what it had before this
+deploy (whatever version that was, or nothing on a first deploy), reloads again if a reload had
+run, and reports the failed step with its output and what the node serves afterwards: outcome
+``rolled-back``. A failure before it leaves the node untouched: ``failed``. A target that
+already pointed at this version is not switched, so nothing of it is undone. Nodes run in
+parallel (at most ``concurrency``), each with its own connection; one node's failure never
+touches another.
 
 Deploying again is safe and finishes an interrupted deploy: a node whose targets already point
-at this version and which serves it is only verified (``unchanged``); one whose targets point at
-it but which does not serve it yet (killed before the reload) is tested, reloaded and probed;
-half-written temporary folders are removed by the next upload.
+at this version, whose files still match their list, and which serves it is only verified
+(``unchanged``; without a probe endpoint, matching files are enough once the caller says the
+node was settled on this version before); one whose targets point at it but which does not serve
+it yet (killed before the reload) is tested, reloaded and probed; a damaged version folder is
+built again; half-written temporary folders are removed by the next upload.
+
+Stopping (``stop`` set: Ctrl-C, SIGTERM) lets each node finish the step it is in, then undoes
+what that node changed (``rolled-back``) or, when it changed nothing yet, leaves it (``skipped``);
+nodes not started yet are ``skipped``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
@@ -42,6 +52,7 @@ from typing import Any, Protocol, TypeVar
 from cryptography.hazmat.primitives import serialization
 
 from certfleet.certinfo import fingerprint
+from certfleet.clock import Clock, utc_now
 from certfleet.endpoint import Endpoint
 from certfleet.errors import CertfleetError, InputError
 from certfleet.fleet.model import Material, NodeSpec, Outcome
@@ -98,6 +109,8 @@ class NodeOutcome:
     duration: float = 0.0  # seconds
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    # what each target has live at the end (a version name, or None: nothing), when it is known
+    live: tuple[str | None, ...] | None = None
 
     @property
     def ok(self) -> bool:
@@ -114,6 +127,7 @@ class NodeOutcome:
             "duration": round(self.duration, 3),
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "live": list(self.live) if self.live is not None else None,
         }
 
 
@@ -127,16 +141,18 @@ class DeployReport:
     started_at: dt.datetime
     finished_at: dt.datetime
     dry_run: bool = False
+    stopped: bool = False  # stopped before the end (Ctrl-C, SIGTERM): some nodes skipped or undone
 
     @property
     def ok(self) -> bool:
-        return all(n.ok for n in self.nodes)
+        return not self.stopped and all(n.ok for n in self.nodes)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "fingerprint": self.fingerprint,
             "version_id": self.version_id,
             "dry_run": self.dry_run,
+            "stopped": self.stopped,
             "ok": self.ok,
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat(),
@@ -175,10 +191,6 @@ class DeployOptions:
             raise ValueError("timeouts must be positive")
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def _tail(text: str) -> str:
     return text if len(text) <= MAX_REPORT_OUTPUT else "..." + text[-MAX_REPORT_OUTPUT:]
 
@@ -195,6 +207,17 @@ class _Failed(Exception):
         self.step = step
         self.message = message
         self.output = output
+
+
+class _Stopped(_Failed):
+    """The deploy was asked to stop before ``step``."""
+
+    def __init__(self, step: Step) -> None:
+        super().__init__(step, f"the deploy was stopped at {step.value}")
+
+
+# the steps a stop request ends a node's deploy before (render, connect and verify change nothing)
+_STOPPABLE = frozenset({Step.CONNECT, Step.UPLOAD, Step.SWITCH, Step.TEST, Step.RELOAD, Step.PROBE})
 
 
 @dataclass
@@ -214,30 +237,47 @@ class _NodeDeploy:
         options: DeployOptions,
         progress: Callable[[ProgressEvent], None] | None,
         prober: Prober,
+        *,
+        clock: Clock,
+        stop: asyncio.Event | None = None,
+        settled: bool = True,
     ) -> None:
         self.node = node
         self.material = material
         self.options = options
         self.progress = progress
         self.prober = prober
+        self.clock = clock
+        self.stop = stop
+        self.settled = settled  # the node finished this version before: matching files need no reload
         self.expected = (
             material.leaf.public_bytes(serialization.Encoding.DER),
             *(c.public_bytes(serialization.Encoding.DER) for c in material.chain),
         )
         self.step = Step.RENDER
-        self.switched: list[tuple[Target, Undo | None]] = []
+        self.switched: list[tuple[Target, Undo]] = []
         self.reloaded = False
         self.notes: list[str] = []
+        self.live: list[str | None] | None = None  # each target's live version, as it is now
+        self.targets: list[Target] = []
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
     def _enter(self, step: Step) -> None:
+        if step in _STOPPABLE and self.stopping:
+            raise _Stopped(step)
         self.step = step
         if self.progress is not None:
             self.progress(ProgressEvent(self.node.name, step))
 
     async def run(self) -> NodeOutcome:
-        started, clock = _now(), time.monotonic()
+        started, ticks = self.clock(), time.monotonic()
         try:
             outcome = await self._run()
+        except _Stopped as exc:
+            outcome = NodeOutcome(self.node.name, Outcome.SKIPPED, exc.step, f"{exc.message}: the node was not touched")
         except _Failed as exc:
             outcome = NodeOutcome(self.node.name, Outcome.FAILED, exc.step, exc.message, _tail(exc.output))
         except Exception as exc:  # a surprise on one node is that node's failure, never the batch's
@@ -248,9 +288,10 @@ class _NodeDeploy:
             outcome,
             message=redact(outcome.message),
             output=redact(outcome.output),
-            duration=time.monotonic() - clock,
+            duration=time.monotonic() - ticks,
             started_at=started,
-            finished_at=_now(),
+            finished_at=self.clock(),
+            live=tuple(self.live) if self.live is not None else None,
         )
         if self.progress is not None:
             self.progress(ProgressEvent(self.node.name, None, outcome))
@@ -282,6 +323,7 @@ class _NodeDeploy:
     async def _run(self) -> NodeOutcome:
         self._enter(Step.RENDER)
         rendered = await self._guard(Step.RENDER, asyncio.to_thread(self._render), self.options.step_timeout)
+        self.targets = [t for t, _, _ in rendered]
         try:
             endpoint = self.node.endpoint()
         except InputError as exc:
@@ -305,7 +347,15 @@ class _NodeDeploy:
     ) -> NodeOutcome:
         name = self.node.name
         live = [await self._guard(Step.CONNECT, t.live_version(tx), self.options.step_timeout) for t, _, _ in rendered]
-        current = all(now == version for now, (_, version, _) in zip(live, rendered, strict=True))
+        self.live = list(live)
+        damaged: set[int] = set()
+        for i, ((target, version, files), now) in enumerate(zip(rendered, live, strict=True)):
+            if now == version:
+                wrong = await self._guard(Step.CONNECT, target.check(tx, version, files), self.options.step_timeout)
+                if wrong is not None:
+                    damaged.add(i)
+                    self.notes.append(f"{target.label}: {wrong}; building it again")
+        current = all(now == version for now, (_, version, _) in zip(live, rendered, strict=True)) and not damaged
         if current and endpoint is not None:
             self._enter(Step.VERIFY)
             served = await self._probe(endpoint, wait=_VERIFY_WAIT, patient=False)
@@ -314,16 +364,18 @@ class _NodeDeploy:
                     name, Outcome.UNCHANGED, None, "already serves this version", served=served.fingerprint
                 )
             self.notes.append(f"this version is in place but not served yet ({served.detail}); finishing the deploy")
+        elif current and self.settled:
+            return NodeOutcome(name, Outcome.UNCHANGED, None, "its live files already are this version (no probe)")
         if self.options.dry_run:
             plan = [
-                f"{t.label}: {now or 'nothing'} -> {version}"
-                for (t, version, _), now in zip(rendered, live, strict=True)
-                if now != version
+                f"{t.label}: {now or 'nothing'} -> {version}" + (" (built again)" if i in damaged else "")
+                for i, ((t, version, _), now) in enumerate(zip(rendered, live, strict=True))
+                if now != version or i in damaged
             ]
             message = "would deploy: " + "; ".join(plan) if plan else "would test, reload and probe"
             return NodeOutcome(name, Outcome.PLANNED, None, message, "\n".join(self.notes))
         try:
-            return await self._deploy(tx, rendered, live, endpoint)
+            return await self._deploy(tx, rendered, live, damaged, endpoint)
         except _Failed as failure:
             return await self._roll_back(tx, failure, endpoint)
 
@@ -332,20 +384,24 @@ class _NodeDeploy:
         tx: Transport,
         rendered: list[tuple[Target, str, tuple[TargetFile, ...]]],
         live: list[str | None],
+        damaged: set[int],
         endpoint: Endpoint | None,
     ) -> NodeOutcome:
         opts = self.options
+        changing = [i for i, ((_, version, _), now) in enumerate(zip(rendered, live, strict=True)) if now != version]
+        changing += sorted(damaged)
         self._enter(Step.UPLOAD)
-        for (target, version, files), now in zip(rendered, live, strict=True):
-            if now != version:
-                await self._guard(Step.UPLOAD, target.upload(tx, version, files), opts.step_timeout)
+        for i in changing:
+            target, version, files = rendered[i]
+            await self._guard(Step.UPLOAD, target.upload(tx, version, files), opts.step_timeout)
         self._enter(Step.SWITCH)
-        for (target, version, _), now in zip(rendered, live, strict=True):
-            if now == version:
-                undo = await self._guard(Step.SWITCH, target.fallback(tx, version), opts.step_timeout)
-            else:
-                undo = await self._guard(Step.SWITCH, target.switch(tx, version), opts.step_timeout)
+        for i in changing:
+            # a target already on this version is not switched: there is nothing of it to undo
+            target, version, _ = rendered[i]
+            undo = await self._guard(Step.SWITCH, target.switch(tx, version), opts.step_timeout)
             self.switched.append((target, undo))
+            if self.live is not None:
+                self.live[i] = version
         if self.node.test_cmd:
             self._enter(Step.TEST)
             await self._command(Step.TEST, tx, self.node.test_cmd, "the configuration test failed")
@@ -358,7 +414,7 @@ class _NodeDeploy:
             self._enter(Step.PROBE)
             served = await self._probe(endpoint, wait=opts.probe_wait)
             if not served.matches:
-                raise _Failed(Step.PROBE, served.detail)
+                raise _Stopped(Step.PROBE) if self.stopping else _Failed(Step.PROBE, served.detail)
             served_fp = served.fingerprint
         for target, _, _ in rendered:
             try:
@@ -399,7 +455,7 @@ class _NodeDeploy:
                     return served
                 step = _CONFIRM_PAUSE
             else:
-                if not patient:
+                if not patient or self.stopping:
                     return served
                 if streak:
                     self.notes.append(f"the old chain came back after a reload: {served.detail}")
@@ -436,18 +492,23 @@ class _NodeDeploy:
     async def _roll_back(self, tx: Transport, failure: _Failed, endpoint: Endpoint | None) -> NodeOutcome:
         name = self.node.name
         output = [failure.output] if failure.output else []
-        undone = [(t, u) for t, u in self.switched if u is not None]
-        if not undone:
-            if self.switched:
-                output.append("no earlier version on the node to switch back to")
-            return NodeOutcome(name, Outcome.FAILED, failure.step, failure.message, _tail("\n".join(output)))
+        if not self.switched:
+            if isinstance(failure, _Stopped) and not self.reloaded:
+                return NodeOutcome(name, Outcome.SKIPPED, failure.step, f"{failure.message}: the node is as it was")
+            message = failure.message
+            if self.reloaded or failure.step in (Step.TEST, Step.PROBE):
+                message += "; its live files were this version already and are left as they were"
+            return NodeOutcome(name, Outcome.FAILED, failure.step, message, _tail("\n".join(output)))
         self._enter(Step.ROLLBACK)
         problems = []
-        for target, undo in reversed(undone):
+        for target, undo in reversed(self.switched):
             try:
                 await asyncio.wait_for(target.switch_back(tx, undo), self.options.step_timeout)
             except Exception as exc:
                 problems.append(f"{target.label}: cannot switch back: {exc}")
+        # what each target has live now, read back rather than assumed
+        with contextlib.suppress(Exception):
+            self.live = [await asyncio.wait_for(t.live_version(tx), self.options.step_timeout) for t in self.targets]
         if self.reloaded and self.node.reload_cmd:
             result = await tx.run(self.node.reload_cmd, timeout=self.options.command_timeout)
             if not result.ok:
@@ -463,7 +524,10 @@ class _NodeDeploy:
             output.extend(problems)
             message = f"{failure.message}; switching back failed"
             return NodeOutcome(name, Outcome.FAILED, failure.step, message, _tail("\n".join(output)), served_fp)
-        message = f"{failure.message}; switched back to what it had before"
+        before = ", ".join(f"{t.label}: {u.describe()}" for t, u in self.switched)
+        message = f"{failure.message}; switched back to what it had before ({before})"
+        if endpoint is not None:
+            message += f"; it serves {served_fp[:16]}" if served_fp else "; the probe gets no certificate now"
         return NodeOutcome(name, Outcome.ROLLED_BACK, failure.step, message, _tail("\n".join(output)), served_fp)
 
     async def _probe_after_rollback(self, endpoint: Endpoint) -> str | None:
@@ -493,22 +557,38 @@ async def deploy(
     options: DeployOptions | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
     prober: Prober | None = None,
+    clock: Clock = utc_now,
+    stop: asyncio.Event | None = None,
+    settled: Collection[str] | None = None,
 ) -> DeployReport:
     """Deploy ``material`` to every node in parallel; never raises for a failing node.
 
     ``progress`` is called as each node enters a step and when it finishes. ``prober`` replaces
-    :func:`certfleet.probe.probe` (the same signature).
+    :func:`certfleet.probe.probe` (the same signature). ``clock`` dates the report and each
+    node's outcome (durations are measured on the monotonic clock). Setting ``stop`` ends the
+    deploy early: each node finishes or undoes its step. ``settled``: the nodes known to have
+    finished this version before (from the history); a node without a probe endpoint whose live
+    files match is ``unchanged`` only if it is one of them (None: every such node is).
     """
     opts = options or DeployOptions()
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):
         raise ValueError("node names must be unique")
-    started = _now()
+    started = clock()
     limit = asyncio.Semaphore(opts.concurrency)
 
     async def one(node: NodeSpec) -> NodeOutcome:
         async with limit:
-            return await _NodeDeploy(node, material, opts, progress, prober or _default_prober).run()
+            return await _NodeDeploy(
+                node,
+                material,
+                opts,
+                progress,
+                prober or _default_prober,
+                clock=clock,
+                stop=stop,
+                settled=settled is None or node.name in settled,
+            ).run()
 
     outcomes = await asyncio.gather(*(one(n) for n in nodes))
     return DeployReport(
@@ -516,6 +596,7 @@ async def deploy(
         version_id=material.version_id,
         nodes=tuple(outcomes),
         started_at=started,
-        finished_at=_now(),
+        finished_at=clock(),
         dry_run=opts.dry_run,
+        stopped=stop is not None and stop.is_set(),
     )

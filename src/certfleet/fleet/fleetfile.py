@@ -17,13 +17,18 @@
     kind = "nginx"
     path = "/etc/nginx/tls/web"
 
-Each node and lineage in the file is set to exactly what the file says (a field left out takes
-its default); nodes and lineages the file does not name are left alone. :func:`dumps` writes the
-store's fleet in the same form, so ``apply`` of what ``export-fleet`` wrote changes nothing.
+Each node and lineage in the file is set to what the file says. A field the file leaves out is
+left as the store has it (a new node or lineage takes the default), so an older file never
+clears what was added since; clearing takes the key, present and empty (``subject = ""``,
+``names = []``, ``test = ""``). Nodes and lineages the file does not name are left alone.
+:func:`apply` returns what changes field by field, and with ``dry_run`` changes nothing.
+:func:`dumps` writes the store's fleet in the same form, so ``apply`` of what ``export-fleet``
+wrote changes nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import tomllib
@@ -35,7 +40,7 @@ from typing import Any
 from certfleet.csr import Subject
 from certfleet.errors import FormatError, InputError, LimitError
 from certfleet.fleet.model import NodeSpec, TargetSpec
-from certfleet.fleet.nodes import check_target_location, make_node
+from certfleet.fleet.nodes import add_to_lineage, check_target_location, make_node
 from certfleet.keys import parse_key_spec
 from certfleet.names import normalize_name
 from certfleet.store import DEFAULT_KEY_SPEC, LineageRecord, Store, check_name
@@ -44,6 +49,7 @@ __all__ = [
     "FLEET_VERSION",
     "MAX_FLEET_BYTES",
     "ApplyResult",
+    "Change",
     "Fleet",
     "LineageSpec",
     "apply",
@@ -63,19 +69,46 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 @dataclass(frozen=True, slots=True)
 class LineageSpec:
-    """A lineage as the fleet file declares it."""
+    """A lineage as the fleet file declares it. None: the file does not mention the field (the
+    store's value stays); ``subject=""``: the file clears it."""
 
     name: str
-    key_spec: str = DEFAULT_KEY_SPEC
+    key_spec: str | None = None
     subject: str | None = None
-    names: tuple[str, ...] = ()
-    nodes: tuple[str, ...] = ()
+    names: tuple[str, ...] | None = None
+    nodes: tuple[str, ...] | None = None
+
+
+# a node's fields as the fleet file spells them, and as NodeSpec names them
+_NODE_FIELDS = {
+    "names": "names",
+    "targets": "targets",
+    "transport": "transport",
+    "test": "test_cmd",
+    "reload": "reload_cmd",
+    "probe": "probe",
+    "options": "options",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Fleet:
     nodes: tuple[NodeSpec, ...] = ()
     lineages: tuple[LineageSpec, ...] = ()
+    # by node name, the fleet-file keys its table gives; a node not listed gives every field
+    node_keys: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One field of a node or lineage: what the store has, and what it gets."""
+
+    field: str
+    before: Any
+    after: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "from": self.before, "to": self.after}
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +116,8 @@ class ApplyResult:
     created: tuple[str, ...] = ()  # "node main", "lineage web"
     updated: tuple[str, ...] = ()
     unchanged: tuple[str, ...] = ()
-    changes: Mapping[str, Any] = field(default_factory=dict)  # what changed, by entry
+    changes: Mapping[str, tuple[Change, ...]] = field(default_factory=dict)  # by entry: each field that changes
+    dry_run: bool = False  # nothing was written: this is what apply would do
 
     @property
     def changed(self) -> bool:
@@ -95,6 +129,8 @@ class ApplyResult:
             "updated": list(self.updated),
             "unchanged": list(self.unchanged),
             "changed": self.changed,
+            "dry_run": self.dry_run,
+            "changes": {label: [c.to_dict() for c in changes] for label, changes in self.changes.items()},
         }
 
 
@@ -155,18 +191,26 @@ def _target(value: Any, where: str) -> str | TargetSpec:
     return TargetSpec(kind=kind, path=path, options=_table(table.get("options", {}), f"{where} target options"))
 
 
-def _node(name: str, value: Any) -> NodeSpec:
+# stand-ins for the names and targets a node's table leaves out, so that what it does give is
+# checked now; the store's own names and targets take their place when the file is applied
+_SOME_NAME = "placeholder.invalid"
+_SOME_TARGET = TargetSpec("pem", "/placeholder")
+
+
+def _node(name: str, value: Any) -> tuple[NodeSpec, frozenset[str]]:
     where = _where("nodes", name)
     table = _table(value, where)
     _known(table, _NODE_KEYS, where)
+    given = frozenset(table)
     targets = table.get("targets", [])
     if not isinstance(targets, list):
         raise FormatError(f"{where}: targets must be a list")
+    names = _texts(table, "names", where)
     try:
-        return make_node(
+        spec = make_node(
             name,
-            _texts(table, "names", where),
-            [_target(t, where) for t in targets],
+            names if "names" in given else [_SOME_NAME],
+            [_target(t, where) for t in targets] if "targets" in given else [_SOME_TARGET],
             transport=_text(table, "transport", where),
             test_cmd=_text(table, "test", where),
             reload_cmd=_text(table, "reload", where),
@@ -175,6 +219,11 @@ def _node(name: str, value: Any) -> NodeSpec:
         )
     except InputError as exc:
         raise _at(where, exc) from None
+    if "names" not in given:
+        spec = dataclasses.replace(spec, names=())
+    if "targets" not in given:
+        spec = dataclasses.replace(spec, targets=())
+    return spec, given
 
 
 def _lineage(name: str, value: Any) -> LineageSpec:
@@ -185,13 +234,15 @@ def _lineage(name: str, value: Any) -> LineageSpec:
         check_name("lineage", name)
         key = _text(table, "key", where)
         subject = _text(table, "subject", where)
-        parsed = str(Subject.parse(subject)) if subject else ""
+        names = _texts(table, "names", where)
+        nodes = _texts(table, "nodes", where)
         return LineageSpec(
             name=name,
-            key_spec=parse_key_spec(key).value if key else DEFAULT_KEY_SPEC,
-            subject=parsed or None,
-            names=tuple(dict.fromkeys(normalize_name(n) for n in _texts(table, "names", where))),
-            nodes=tuple(sorted(set(_texts(table, "nodes", where)))),
+            # an empty key is the default policy; a key left out keeps the store's
+            key_spec=(parse_key_spec(key).value if key else DEFAULT_KEY_SPEC) if "key" in table else None,
+            subject=(str(Subject.parse(subject)) if subject else "") if "subject" in table else None,
+            names=tuple(dict.fromkeys(normalize_name(n) for n in names)) if "names" in table else None,
+            nodes=tuple(sorted(set(nodes))) if "nodes" in table else None,
         )
     except InputError as exc:
         raise _at(where, exc) from None
@@ -213,55 +264,118 @@ def loads(text: str) -> Fleet:
     lineages = _table(data.get("lineages", {}), "lineages")
     if len(nodes) > MAX_ENTRIES or len(lineages) > MAX_ENTRIES:
         raise LimitError(f"more than {MAX_ENTRIES} nodes or lineages in one fleet file")
+    read = [_node(name, value) for name, value in nodes.items()]
     return Fleet(
-        nodes=tuple(_node(name, value) for name, value in nodes.items()),
+        nodes=tuple(spec for spec, _ in read),
         lineages=tuple(_lineage(name, value) for name, value in lineages.items()),
+        node_keys={spec.name: given for spec, given in read},
     )
 
 
 # -- applying and exporting --------------------------------------------------------------------
 
 
-def apply(store: Store, fleet: Fleet) -> ApplyResult:
-    """Make the store's nodes and lineages what ``fleet`` says; the rest is left alone."""
+def _merged_node(node: NodeSpec, given: frozenset[str] | None, before: NodeSpec | None) -> NodeSpec:
+    """What the store gets for ``node``: the fields the file gives, the store's for the others."""
+    where = _where("nodes", node.name)
+    if given is None:
+        return node
+    if before is None:
+        missing = [k for k in ("names", "targets") if k not in given]
+        if missing:
+            raise InputError(f"{where}: a new node needs {' and '.join(missing)}")
+        return node
+    kept = {attr: getattr(before, attr) for key, attr in _NODE_FIELDS.items() if key not in given}
+    merged = dataclasses.replace(node, **kept)
+    try:  # the fields together (SSH options want an SSH transport, whichever side they came from)
+        return make_node(
+            merged.name,
+            merged.names,
+            merged.targets,
+            transport=merged.transport,
+            test_cmd=merged.test_cmd,
+            reload_cmd=merged.reload_cmd,
+            probe=merged.probe,
+            options=dict(merged.options),
+        )
+    except InputError as exc:
+        raise _at(where, exc) from None
+
+
+def _merged_lineage(lin: LineageSpec, before: LineageRecord | None) -> LineageSpec:
+    base = _lineage_of(before) if before is not None else LineageSpec(lin.name, DEFAULT_KEY_SPEC, None, (), ())
+    return LineageSpec(
+        lin.name,
+        key_spec=lin.key_spec if lin.key_spec is not None else base.key_spec,
+        subject=(lin.subject or None) if lin.subject is not None else base.subject,
+        names=lin.names if lin.names is not None else base.names,
+        nodes=lin.nodes if lin.nodes is not None else base.nodes,
+    )
+
+
+def _changes(before: dict[str, Any] | None, after: dict[str, Any]) -> tuple[Change, ...]:
+    return tuple(
+        Change(key, before.get(key) if before is not None else None, value)
+        for key, value in after.items()
+        if before is None or before.get(key) != value
+    )
+
+
+def _lineage_fields(lin: LineageSpec) -> dict[str, Any]:
+    return {"key": lin.key_spec, "subject": lin.subject, "names": list(lin.names or ()), "nodes": list(lin.nodes or ())}
+
+
+def _node_fields(node: NodeSpec) -> dict[str, Any]:
+    out = node.to_dict()
+    del out["name"]
+    return out
+
+
+def apply(store: Store, fleet: Fleet, *, dry_run: bool = False) -> ApplyResult:
+    """Make the store's nodes and lineages what ``fleet`` says (fields it leaves out stay as they
+    are); the rest is left alone. Every entry is checked before anything is written; with
+    ``dry_run`` nothing is, and the result says what would change."""
     existing_nodes = {n.name: n for n in store.nodes()}
     known = set(existing_nodes) | {n.name for n in fleet.nodes}
     for lin in fleet.lineages:
-        unknown = [n for n in lin.nodes if n not in known]
+        unknown = [n for n in lin.nodes or () if n not in known]
         if unknown:
             raise InputError(
                 f"lineage {lin.name} names unknown node(s): {', '.join(unknown)}",
                 hint="declare them under [nodes.NAME] in the fleet file, or add them with `certfleet node add`",
             )
+    existing_lineages = {r.name: r for r in store.lineages()}
+    nodes = [_merged_node(n, fleet.node_keys.get(n.name), existing_nodes.get(n.name)) for n in fleet.nodes]
+    lineages = [_merged_lineage(lin, existing_lineages.get(lin.name)) for lin in fleet.lineages]
     created: list[str] = []
     updated: list[str] = []
     unchanged: list[str] = []
-    for node in fleet.nodes:
+    for node in nodes:  # checked before anything is written, dry run or not
         _check_locations(node, store.home)
-    for node in fleet.nodes:
-        label = f"node {node.name}"
-        if store.put_node(node):
-            (updated if node.name in existing_nodes else created).append(label)
-        else:
-            unchanged.append(label)
-    existing_lineages = {r.name: r for r in store.lineages()}
-    for lin in fleet.lineages:
-        label = f"lineage {lin.name}"
-        before = existing_lineages.get(lin.name)
-        after = store.put_lineage(
-            lin.name,
-            key_spec=lin.key_spec,
-            subject=lin.subject or "",
-            names=list(lin.names),
-            nodes=list(lin.nodes),
-        )
-        if before is None:
-            created.append(label)
-        elif _lineage_of(before) != _lineage_of(after):
-            updated.append(label)
-        else:
-            unchanged.append(label)
-    return ApplyResult(tuple(created), tuple(updated), tuple(unchanged))
+    changes: dict[str, tuple[Change, ...]] = {}
+    for node in nodes:
+        label, before = f"node {node.name}", existing_nodes.get(node.name)
+        diff = _changes(_node_fields(before) if before is not None else None, _node_fields(node))
+        (unchanged if not diff else created if before is None else updated).append(label)
+        if diff:
+            changes[label] = diff
+    for lin in lineages:
+        label, record = f"lineage {lin.name}", existing_lineages.get(lin.name)
+        diff = _changes(_lineage_fields(_lineage_of(record)) if record is not None else None, _lineage_fields(lin))
+        (unchanged if not diff else created if record is None else updated).append(label)
+        if diff:
+            changes[label] = diff
+    if not dry_run:
+        for node in nodes:
+            if f"node {node.name}" in changes:
+                store.put_node(node)
+        for lin in lineages:
+            if f"lineage {lin.name}" in changes:
+                store.put_lineage(
+                    lin.name, key_spec=lin.key_spec, subject=lin.subject or "", names=list(lin.names or ())
+                )
+                add_to_lineage(store, lin.name, list(lin.nodes or ()), only=True)
+    return ApplyResult(tuple(created), tuple(updated), tuple(unchanged), changes, dry_run=dry_run)
 
 
 def _check_locations(node: NodeSpec, store_home: Path) -> None:
@@ -337,12 +451,14 @@ def dumps(fleet: Fleet) -> str:
     lines += [f"version = {FLEET_VERSION}", ""]
     for lin in fleet.lineages:
         lines.append(f"[lineages.{_key(lin.name)}]")
-        lines.append(f"key = {_value(lin.key_spec)}")
+        if lin.key_spec is not None:
+            lines.append(f"key = {_value(lin.key_spec)}")
         if lin.subject:
             lines.append(f"subject = {_value(lin.subject)}")
         if lin.names:
             lines.append(f"names = {_value(list(lin.names))}")
-        lines.append(f"nodes = {_value(list(lin.nodes))}")
+        if lin.nodes is not None:
+            lines.append(f"nodes = {_value(list(lin.nodes))}")
         lines.append("")
     for node in fleet.nodes:
         lines.append(f"[nodes.{_key(node.name)}]")

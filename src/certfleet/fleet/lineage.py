@@ -13,32 +13,33 @@ import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certfleet.aia import Fetcher
-from certfleet.certinfo import describe, fingerprint
-from certfleet.chain import ChainResult, build_chain
+from certfleet.certinfo import describe, fingerprint, key_type
+from certfleet.chain import ChainResult, build_chain, pick_leaf
 from certfleet.csr import Subject, build_csr
 from certfleet.errors import InputError, OperationFailed
+from certfleet.export import OutputFormat, check_bundle, write_bundle
 from certfleet.fleet.nodes import lineage_names, required_names
 from certfleet.formats import read_pool
-from certfleet.keys import generate_key, parse_key_spec, public_key_id
+from certfleet.keys import generate_key, parse_key_spec, public_key_id, security_bits
 from certfleet.names import DEFAULT_NAME_LIMIT, Coverage, NamePlan, coverage, normalize_name, plan
 from certfleet.problems import Problem, ProblemCode, Severity
 from certfleet.store import AuditAction, Store, VersionRecord, VersionState, check_name
 from certfleet.trust import TrustStore
 
 __all__ = [
-    "ExportFormat",
     "ExportResult",
     "ImportResult",
     "NodeCoverage",
     "RequestResult",
+    "VersionComparison",
     "export_lineage",
     "import_package",
     "request",
@@ -121,14 +122,14 @@ def request(
             f"lineage {lineage} has no names to request",
             hint="give the nodes with --node, or the names with --name",
         )
-    names_plan = plan(required, limit=limit, wildcards=wildcards)
+    the_subject = Subject.parse(record.subject) if record.subject else None
+    names_plan = _with_common_name(plan(required, limit=limit, wildcards=wildcards), the_subject)
     if not names_plan.fits:
         raise InputError(
             f"{names_plan.count} names are over the CA's limit of {limit}",
             hint=names_plan.notes[-1] if names_plan.notes else "split the nodes over two lineages",
         )
     key = generate_key(record.key_spec)
-    the_subject = Subject.parse(record.subject) if record.subject else None
     csr = build_csr(key, names_plan.entries, the_subject)
     version = store.add_pending(lineage, key, csr, names_plan.entries)
     return RequestResult(
@@ -139,6 +140,23 @@ def request(
         subject=csr.subject.rfc4514_string(),
         nodes=record.nodes,
         csr_pem=csr.public_bytes(serialization.Encoding.PEM),
+    )
+
+
+def _with_common_name(names_plan: NamePlan, subject: Subject | None) -> NamePlan:
+    """The plan with the subject's common name among its entries: public CAs require the CN to be
+    a SAN, so the CSR lists it, and it counts against the CA's limit like any other name."""
+    if subject is None or subject.common_name is None:
+        return names_plan
+    cn = normalize_name(subject.common_name)
+    if cn in names_plan.entries:
+        return names_plan
+    note = f"the common name {cn} is listed as a name too (CAs require it among the names)"
+    return dataclasses.replace(
+        names_plan,
+        entries=(cn, *names_plan.entries),
+        covered_by=MappingProxyType({**names_plan.covered_by, cn: cn}),
+        notes=(*names_plan.notes, note),
     )
 
 
@@ -155,9 +173,100 @@ class NodeCoverage:
 
 
 @dataclass(frozen=True, slots=True)
+class VersionComparison:
+    """A certificate that would become the active version, against the active one: what it would
+    lose. Any loss refuses the import unless it is forced."""
+
+    active: int  # the active version's number
+    active_not_after: dt.datetime
+    not_after: dt.datetime
+    active_key: str
+    key: str
+    lost_names: tuple[str, ...]  # names the active version covers and this one does not
+
+    @property
+    def expires_sooner(self) -> bool:
+        return self.not_after < self.active_not_after
+
+    @property
+    def weaker_key(self) -> bool:
+        mine, theirs = security_bits(self.key), security_bits(self.active_key)
+        return mine is not None and theirs is not None and mine < theirs
+
+    @property
+    def worse(self) -> bool:
+        return self.expires_sooner or self.weaker_key or bool(self.lost_names)
+
+    def problems(self, lineage: str, now: dt.datetime, what: str) -> list[Problem]:
+        """One ``downgrade`` problem for each loss, each showing both sides."""
+        out: list[str] = []
+        if self.expires_sooner:
+            out.append(
+                f"{what} expires on {self.not_after:%Y-%m-%d} ({_days_left(self.not_after, now)}), sooner than "
+                f"the active version {self.active} ({self.active_not_after:%Y-%m-%d}, "
+                f"{_days_left(self.active_not_after, now)})"
+            )
+        if self.lost_names:
+            out.append(
+                f"{what} does not cover {', '.join(self.lost_names)}, which the active version {self.active} covers"
+            )
+        if self.weaker_key:
+            out.append(
+                f"{what} has a weaker key: {self.key} ({security_bits(self.key)}-bit security) where the active "
+                f"version {self.active} has {self.active_key} ({security_bits(self.active_key)}-bit)"
+            )
+        hint = f"if this is what you want, import it again with --force; else keep version {self.active}"
+        return [Problem(ProblemCode.DOWNGRADE, Severity.ERROR, message, hint, lineage) for message in out]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "active": self.active,
+            "not_after": self.not_after.isoformat(),
+            "active_not_after": self.active_not_after.isoformat(),
+            "expires_sooner": self.expires_sooner,
+            "key": self.key,
+            "active_key": self.active_key,
+            "weaker_key": self.weaker_key,
+            "lost_names": list(self.lost_names),
+        }
+
+
+def _days_left(when: dt.datetime, now: dt.datetime) -> str:
+    days = (when - now).days
+    if when <= now:
+        return "expired"
+    return "1 day left" if days == 1 else f"{days} days left"
+
+
+def compare_with_active(leaf: x509.Certificate, active: VersionRecord) -> VersionComparison | None:
+    """What ``leaf`` would lose against the ``active`` version; None when there is nothing to compare."""
+    if active.leaf is None or active.not_after is None:
+        return None
+    info, before = describe(leaf), describe(active.leaf)
+    theirs = [*before.dns_names, *before.ip_addresses]
+    try:
+        lost = tuple(m.name for m in coverage(leaf, theirs).missing)
+    except InputError:  # a name the active certificate carries that is not one we check
+        mine = {*info.dns_names, *info.ip_addresses}
+        lost = tuple(n for n in theirs if n not in mine)
+    return VersionComparison(
+        active=active.number,
+        active_not_after=active.not_after,
+        not_after=info.not_after,
+        active_key=before.key_type,
+        key=key_type(leaf.public_key()),
+        lost_names=lost,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ImportResult:
-    """What ``import`` found. ``accepted``: stored as ``version`` and made active (unless it was a
-    preview); otherwise ``problems`` holds every reason for the refusal."""
+    """What ``import`` found. ``accepted``: the certificate is fine and stored as ``version``
+    (unless it was a preview); otherwise ``problems`` holds every reason for the refusal.
+
+    A new version becomes the active one. A certificate imported before (``already``) changes
+    nothing, unless ``activate`` was asked for. A certificate that would become active and is
+    worse than the active version (``comparison``) is refused unless forced."""
 
     lineage: str
     accepted: bool
@@ -168,6 +277,10 @@ class ImportResult:
     problems: tuple[Problem, ...]  # the errors that refuse the import
     version: VersionRecord | None = None
     already: bool = False  # the certificate was imported before; nothing new was stored
+    activated: bool = False  # it is (or, in a preview, would be) the active version because of this import
+    active: int | None = None  # the lineage's active version afterwards (or, in a preview, then)
+    comparison: VersionComparison | None = None  # against the version it would replace as the active one
+    forced: bool = False  # the comparison showed losses and the import was forced
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -175,6 +288,11 @@ class ImportResult:
             "accepted": self.accepted,
             "already_imported": self.already,
             "version": self.version.number if self.version is not None else None,
+            "activated": self.activated,
+            "active": self.active,
+            "withdrawn": self.version is not None and self.version.withdrawn_at is not None,
+            "comparison": self.comparison.to_dict() if self.comparison is not None else None,
+            "forced": self.forced,
             "leaf_source": self.leaf_source,
             "key_source": self.key_source,
             "chain": self.chain.to_dict(),
@@ -238,6 +356,8 @@ def import_package(
     fetcher: Fetcher | None = None,
     trust: TrustStore | None = None,
     save: bool = True,
+    activate: bool = False,
+    force: bool = False,
 ) -> ImportResult:
     """Read whatever the CA sent, match it to the lineage's key, fix the chain, check the names.
 
@@ -246,6 +366,11 @@ def import_package(
     rebuilt in order from the package, the store's anchors and, with ``fetcher``, the CA's AIA
     URLs. It must reach a trusted root and cover every name of every node of the lineage.
     ``save=False`` checks without storing (a preview).
+
+    Versions move only when asked: a new version becomes the active one, but a certificate that
+    is a version already (the active one, an older one, one a rollback withdrew) changes
+    nothing unless ``activate``. One that would become active while it expires sooner than the
+    active version, covers fewer names, or has a weaker key is refused unless ``force``.
     """
     record = store.lineage(lineage)
     pool = read_pool(inputs, passwords=passwords)
@@ -271,7 +396,8 @@ def import_package(
     if not ranked:
         raise _no_match(store, lineage, [pc.cert for pc in leaves], list(pending.values()))
     best = min(r for r, _ in ranked)
-    chosen = max((pc for r, pc in ranked if r == best), key=lambda pc: pc.cert.not_valid_before_utc)
+    # the newest certificate of the lineage's keys of the best kind
+    chosen, _ = pick_leaf(leaves, [pc.cert.public_key() for r, pc in ranked if r == best])
     leaf = chosen.cert
     pkid = public_key_id(leaf.public_key())
     package_key = package_keys.get(pkid) if best == 1 else None
@@ -309,17 +435,28 @@ def import_package(
                     node or lineage,
                 )
             )
-    accepted = not problems
-    version: VersionRecord | None = None
     fp = fingerprint(leaf)
-    already = any(v.fingerprint == fp for v in versions)
+    existing = next((v for v in versions if v.fingerprint == fp), None)
+    current = record.active
+    becomes_active = (activate or existing is None) and not (current is not None and current.fingerprint == fp)
+    comparison = compare_with_active(leaf, current) if becomes_active and current is not None else None
+    if comparison is not None and comparison.worse and not force:
+        what = f"version {existing.number}" if existing is not None else "this certificate"
+        problems.extend(comparison.problems(lineage, now, what))
+    accepted = not problems
+    version: VersionRecord | None = existing
     if accepted and save:
         version = store.issue(
             lineage,
             leaf,
             chain.chain[1:],
             key=package_key.key if package_key is not None else None,
+            activate=becomes_active,
         )
+    if accepted and becomes_active:
+        active = version.number if version is not None else None
+    else:
+        active = current.number if current is not None else None
     return ImportResult(
         lineage=lineage,
         accepted=accepted,
@@ -329,7 +466,11 @@ def import_package(
         coverage=tuple(covered),
         problems=tuple(problems),
         version=version,
-        already=already,
+        already=existing is not None,
+        activated=accepted and becomes_active,
+        active=active,
+        comparison=comparison,
+        forced=accepted and comparison is not None and comparison.worse,
     )
 
 
@@ -346,19 +487,11 @@ def _import_hint(problem: Problem) -> Problem:
 # -- export ------------------------------------------------------------------------------------
 
 
-class ExportFormat(StrEnum):
-    PKCS12 = "pkcs12"  # one .pfx file
-    PEM = "pem"  # a folder: cert.pem, chain.pem, fullchain.pem, privkey.pem
-    APACHE = "apache"  # a folder: cert.pem, chain.pem, privkey.pem
-    NGINX = "nginx"  # a folder: fullchain.pem, privkey.pem
-    HAPROXY = "haproxy"  # a folder: combined.pem
-
-
 @dataclass(frozen=True, slots=True)
 class ExportResult:
     lineage: str
     version: int
-    format: ExportFormat
+    format: OutputFormat
     files: tuple[str, ...]
     key_encrypted: bool
     legacy: bool = False
@@ -377,7 +510,7 @@ class ExportResult:
 def export_lineage(
     store: Store,
     lineage: str,
-    fmt: ExportFormat,
+    fmt: OutputFormat | str,
     out: Path,
     *,
     password: bytes | None,
@@ -386,47 +519,42 @@ def export_lineage(
     version: int | None = None,
 ) -> ExportResult:
     """Write the key and chain of a version (the active one by default) for a server certfleet
-    does not reach. The key is encrypted with ``password``; in the clear only when the caller
-    says so with ``no_key_password``. Every key file is 0600."""
-    from certfleet import export, fsutil
-
+    does not reach, with :func:`certfleet.export.write_bundle`. The key is encrypted with
+    ``password``; in the clear only when the caller says so with ``no_key_password``. Every key
+    file is 0600."""
+    kind = OutputFormat(fmt)
     if password is not None and no_key_password:
         raise InputError("give either a password or --no-key-password, not both")
-    if password is None and not no_key_password:
+    if kind.holds_key and password is None and not no_key_password:
         raise InputError(
             "refusing to write the private key unencrypted",
             hint="give --password to protect it, or --no-key-password if the file must hold it in the clear",
         )
-    if legacy and fmt is not ExportFormat.PKCS12:
-        raise InputError("--legacy applies to the pkcs12 format only")
+    check_bundle(kind, password=password, legacy=legacy)
     material = store.material(lineage, version)
     number = version if version is not None else _active_number(store, lineage)
-    files: list[str] = []
-    if fmt is ExportFormat.PKCS12:
-        data = export.pkcs12(
-            material.key, material.leaf, material.chain, password=password, legacy=legacy, friendly_name=lineage
-        )
-        fsutil.write_private(out, data)
-        files.append(str(out))
-    else:
-        layout = export.LayoutKind(fmt.value)
-        written = export.layout_files(layout, material.key, material.leaf, material.chain, key_password=password)
-        folder = fsutil.ensure_private_dir(out)
-        private = export.private_files(layout)
-        for name, data in written.items():
-            fsutil.atomic_write(folder / name, data, mode=0o600 if name in private else 0o644)
-            files.append(str(folder / name))
+    written = write_bundle(
+        kind,
+        out,
+        material.key,
+        material.leaf,
+        material.chain,
+        password=password,
+        legacy=legacy,
+        friendly_name=lineage if kind is OutputFormat.PKCS12 else None,
+    )
+    files = [w.path for w in written]
     store.audit(
         AuditAction.EXPORT,
         {
             "lineage": lineage,
             "version": number,
-            "format": fmt.value,
+            "format": kind.value,
             "files": files,
             "key_encrypted": password is not None,
         },
     )
-    return ExportResult(lineage, number, fmt, tuple(files), key_encrypted=password is not None, legacy=legacy)
+    return ExportResult(lineage, number, kind, tuple(files), key_encrypted=password is not None, legacy=legacy)
 
 
 def _active_number(store: Store, lineage: str) -> int:

@@ -28,6 +28,9 @@ class Outcome(StrEnum):
     UNCHANGED = "unchanged"  # the node already had and served this version
     PLANNED = "planned"  # dry run: this node would be deployed
     SKIPPED = "skipped"  # nothing done: the node was left out
+    # the deploy ended before this node's result was known (its process was killed): the node
+    # may be half way; only what it has live and serves now tells
+    INTERRUPTED = "interrupted"
 
     @property
     def ok(self) -> bool:

@@ -1,5 +1,5 @@
 """Nodes: the servers that present a lineage's certificate, checked before the store keeps them,
-and the names a lineage must cover because of them."""
+made members of lineages, and the names a lineage must cover because of them."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from certfleet.errors import InputError
 from certfleet.fleet import targets
 from certfleet.fleet.model import NodeSpec, TargetSpec
 from certfleet.names import normalize_name, normalize_names
-from certfleet.store import LineageRecord, check_name
+from certfleet.store import LineageRecord, Store, check_name
 
 __all__ = [
+    "add_to_lineage",
     "check_target_location",
     "lineage_names",
     "make_node",
@@ -206,6 +207,24 @@ def make_node(
         probe=_check_probe(probe) if probe else None,
         options=dict(options or {}),
     )
+
+
+def add_to_lineage(store: Store, lineage: str, nodes: Sequence[str], *, only: bool = False) -> LineageRecord:
+    """Make ``nodes`` members of ``lineage``, which is created (with the default key policy) when
+    new; with ``only``, they become its only members. Every node must exist already. The CLI's
+    ``node add --lineage``, the fleet file and the console's node form all come here."""
+    check_name("lineage", lineage)
+    wanted = list(dict.fromkeys(nodes))
+    known = {n.name for n in store.nodes()}
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise InputError(
+            f"lineage {lineage} names unknown node(s): {', '.join(unknown)}",
+            hint="add each node first: `certfleet node add NAME --name DNS --target KIND:PATH`",
+        )
+    if only:
+        return store.put_lineage(lineage, nodes=wanted)
+    return store.put_lineage(lineage, add_nodes=wanted)
 
 
 def required_names(record: LineageRecord, nodes: Sequence[NodeSpec]) -> dict[str, tuple[str, ...]]:

@@ -8,30 +8,40 @@ underneath, which knows nothing of the store::
         result = await rollout.run(progress=show)          # deployed, recorded, unlocked
 
 A rollback deploys the issued version before the active one (or ``to``). For the whole lineage
-it also makes that version the active one, so that the next ``deploy`` does not install the
-withdrawn certificate again; for some nodes only, the active version stays as it is.
+it also makes that version the active one and withdraws the one it replaces, so that neither the
+next ``deploy`` nor an import installs the withdrawn certificate again; for some nodes only, the
+active version stays as it is.
 
-The lock is an ``flock`` on a file under the store's home, taken without waiting: the kernel
-drops it when its holder exits, however it exits (SIGKILL too), so it is never left stale. It
-excludes deploys on this machine, which is where the store's keys are.
+Every deploy is in the history before it touches a node: recorded as running with all its
+nodes, each node's result written as it finishes (in a thread of its own, so a slow store never
+holds up a node), the whole marked finished at the end, or interrupted when it was stopped. A
+process killed half way leaves it running, which reads as interrupted once the process is gone.
+When the last write fails, every node's result goes to a recovery file
+(:mod:`certfleet.fleet.recovery`) and the result says where.
+
+The lock is the store's (``store.deploy_lock``): an ``flock`` under the store's home on SQLite, a
+PostgreSQL advisory lock when the store is shared; taken without waiting, never left stale.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import datetime as dt
-import fcntl
-import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from certfleet.errors import EnvError, InputError
+from certfleet.clock import Clock, utc_now
+from certfleet.errors import CertfleetError, InputError
 from certfleet.fleet.deploy import DeployOptions, DeployReport, NodeOutcome, Prober, ProgressEvent, deploy
-from certfleet.fleet.model import NodeSpec
-from certfleet.store import AuditAction, NodeResult, Store, VersionRecord, VersionState
+from certfleet.fleet.model import NodeSpec, Outcome
+from certfleet.fleet.recovery import write_recovery
+from certfleet.store import AuditAction, DeploymentState, NodeResult, Store, VersionRecord, VersionState
+from certfleet.store import FileDeployLock as LineageLock
 
 __all__ = [
     "DeployResult",
@@ -44,7 +54,6 @@ __all__ = [
     "select_nodes",
 ]
 
-LOCK_FOLDER = "locks"
 
 @dataclass(frozen=True, slots=True)
 class DeployResult:
@@ -58,8 +67,24 @@ class DeployResult:
     rollback: bool = False
     activates: bool = False  # a rollback of the whole lineage: ``version`` becomes the active one
     active: int | None = None
+    # the lineage's versions by leaf fingerprint: which one each node serves and has live
+    versions: Mapping[str, int] = field(default_factory=dict)
+    deployment: int | None = None  # its id in the history, also when the last write failed
+    record_error: CertfleetError | None = None  # the last write failed: the nodes' results are in...
+    recovery: Path | None = None  # ...this file, which the next command records
+
+    def version_of(self, fingerprint: str | None) -> int | None:
+        """The lineage's version whose leaf has ``fingerprint`` (a full one, or a version folder's
+        16-digit start)."""
+        if not fingerprint:
+            return None
+        return next((n for fp, n in self.versions.items() if fp.startswith(fingerprint[:16])), None)
 
     def to_dict(self) -> dict[str, Any]:
+        report = self.report.to_dict()
+        for node, out in zip(self.report.nodes, report["nodes"], strict=True):
+            out["served_version"] = self.version_of(node.served)
+            out["live_versions"] = None if node.live is None else [self.version_of(v) for v in node.live]
         return {
             "lineage": self.lineage,
             "version": self.version,
@@ -67,13 +92,16 @@ class DeployResult:
             "activates": self.activates,
             "active": self.active,
             "deployment": self.recorded,
-            **self.report.to_dict(),
+            "record_error": str(self.record_error) if self.record_error is not None else None,
+            "recovery_file": str(self.recovery) if self.recovery is not None else None,
+            **report,
         }
 
 
-def node_result(outcome: NodeOutcome) -> NodeResult:
-    """One node's outcome as the history keeps it: the message and the node's output together."""
-    now = dt.datetime.now(dt.UTC)
+def node_result(outcome: NodeOutcome, *, clock: Clock = utc_now) -> NodeResult:
+    """One node's outcome as the history keeps it: the message and the node's output together
+    (an outcome the engine did not date is dated by ``clock``)."""
+    now = clock()
     return NodeResult(
         node=outcome.node,
         outcome=outcome.outcome,
@@ -128,67 +156,6 @@ def previous_version(store: Store, lineage: str, to: int | None = None) -> Versi
     return earlier[-1]
 
 
-class LineageLock:
-    """The right to deploy one lineage: an exclusive ``flock`` on ``<home>/locks/deploy-<lineage>.lock``,
-    taken without waiting. The file holds the pid of its holder, for the message others get."""
-
-    def __init__(self, home: Path, lineage: str) -> None:
-        self.lineage = lineage
-        self.path = home / LOCK_FOLDER / f"deploy-{lineage}.lock"
-        self._fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def acquire(self) -> None:
-        """Take the lock, or raise :class:`EnvError` naming the process that holds it."""
-        if self._fd is not None:
-            raise ValueError("the lock is held already")
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # CLOEXEC: a command the deploy runs on this machine must not inherit (and keep) the lock
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            raise EnvError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _pid_in(fd)
-            os.close(fd)
-            raise EnvError(
-                f"a deploy of lineage {self.lineage} is already running" + (f" (pid {holder})" if holder else ""),
-                hint="wait for it to finish, then run this again",
-            ) from None
-        except OSError as exc:
-            os.close(fd)
-            raise EnvError(f"cannot lock {self.path}: {exc.strerror or exc}") from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        """Let go of the lock (closing the file is what releases it); a no-op when not held."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-    def __enter__(self) -> Self:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()
-
-
-def _pid_in(fd: int) -> int | None:
-    with contextlib.suppress(OSError, ValueError):
-        return int(os.pread(fd, 32, 0).decode("ascii").strip()) or None
-    return None
-
-
 class Rollout:
     """One version of a lineage on its way to some of its nodes. Made by :func:`prepare_deploy`
     or :func:`prepare_rollback`, which check everything and lock the lineage (a dry run changes
@@ -213,7 +180,7 @@ class Rollout:
         self.options = options
         self.rollback = rollback
         self.activates = activates
-        self._lock = LineageLock(store.home, lineage)
+        self._lock = store.deploy_lock(lineage)
         if not options.dry_run:
             self._lock.acquire()
 
@@ -229,44 +196,153 @@ class Rollout:
         self.release()
 
     async def run(
-        self, *, progress: Callable[[ProgressEvent], None] | None = None, prober: Prober | None = None
+        self,
+        *,
+        progress: Callable[[ProgressEvent], None] | None = None,
+        prober: Prober | None = None,
+        stop: asyncio.Event | None = None,
+        clock: Clock = utc_now,
     ) -> DeployResult:
         """Deploy the version to the nodes (never raising for a failing node), record every node's
-        result, and let go of the lineage."""
+        result, and let go of the lineage. Setting ``stop`` ends it early: each node finishes or
+        undoes its step, and the deployment is recorded as interrupted. ``clock`` dates the deploy
+        (see :func:`deploy`)."""
         try:
-            store, number = self.store, self.version.number
-            if self.rollback and not self.options.dry_run:
-                before = store.lineage(self.lineage).active
-                store.audit(
-                    AuditAction.ROLLBACK,
-                    {
-                        "lineage": self.lineage,
-                        "version": number,
-                        "from": before.number if before is not None else None,
-                        "nodes": [n.name for n in self.nodes],
-                        "activates": self.activates,
-                    },
-                )
-                if self.activates:
-                    store.activate(self.lineage, number)
-            material = store.material(self.lineage, number)
-            report = await deploy(material, self.nodes, options=self.options, progress=progress, prober=prober)
-            recorded = None
-            if not self.options.dry_run:
-                results = [node_result(n) for n in report.nodes]
-                recorded = store.record_deployment(self.lineage, number, results, started_at=report.started_at)
-            active = store.lineage(self.lineage).active
+            if self.options.dry_run:
+                return await self._dry_run(progress, prober, clock)
+            return await self._run(progress, prober, stop, clock)
         finally:
             self.release()
+
+    async def _dry_run(
+        self, progress: Callable[[ProgressEvent], None] | None, prober: Prober | None, clock: Clock
+    ) -> DeployResult:
+        number = self.version.number
+        material = self.store.material(self.lineage, number)
+        report = await deploy(material, self.nodes, options=self.options, progress=progress, prober=prober, clock=clock)
+        active = self.store.lineage(self.lineage).active
+        return self._result(report, None, active.number if active is not None else None)
+
+    async def _run(
+        self,
+        progress: Callable[[ProgressEvent], None] | None,
+        prober: Prober | None,
+        stop: asyncio.Event | None,
+        clock: Clock,
+    ) -> DeployResult:
+        store, number = self.store, self.version.number
+        store.mark_interrupted(self.lineage)  # we hold the lock: any deploy recorded as running died
+        settled = _settled(store, self.lineage, number)
+        material = store.material(self.lineage, number)
+        deployment = store.start_deployment(
+            self.lineage, number, [n.name for n in self.nodes], started_at=clock(), rollback=self.rollback
+        )
+        if self.rollback:
+            before = store.lineage(self.lineage).active
+            store.audit(
+                AuditAction.ROLLBACK,
+                {
+                    "lineage": self.lineage,
+                    "version": number,
+                    "from": before.number if before is not None else None,
+                    "nodes": [n.name for n in self.nodes],
+                    "activates": self.activates,
+                },
+            )
+            if self.activates:
+                store.activate(self.lineage, number, withdraw=True)
+        recorder = _Recorder(store, deployment)
+
+        def on_progress(event: ProgressEvent) -> None:
+            if event.step is None and event.outcome is not None:
+                recorder.node_done(event.outcome)
+            if progress is not None:
+                progress(event)
+
+        try:
+            report = await deploy(
+                material,
+                self.nodes,
+                options=self.options,
+                progress=on_progress,
+                prober=prober,
+                stop=stop,
+                settled=settled,
+                clock=clock,
+            )
+        finally:
+            await recorder.drain()
+        state = DeploymentState.INTERRUPTED if report.stopped else DeploymentState.FINISHED
+        results = [node_result(n, clock=clock) for n in report.nodes]
+        try:
+            store.finish_deployment(deployment, results, state=state, finished_at=report.finished_at)
+            active = store.lineage(self.lineage).active
+        except CertfleetError as exc:
+            recovery = write_recovery(
+                store,
+                deployment=deployment,
+                lineage=self.lineage,
+                version=number,
+                state=state,
+                results=results,
+                finished_at=report.finished_at,
+            )
+            return dataclasses.replace(
+                self._result(report, None, None), deployment=deployment, record_error=exc, recovery=recovery
+            )
+        return self._result(report, deployment, active.number if active is not None else None)
+
+    def _result(self, report: DeployReport, recorded: int | None, active: int | None) -> DeployResult:
+        try:
+            versions = {v.fingerprint: v.number for v in self.store.versions(self.lineage) if v.fingerprint}
+        except CertfleetError:  # the store is failing: the report is still worth printing
+            versions = {self.version.fingerprint: self.version.number} if self.version.fingerprint else {}
         return DeployResult(
             lineage=self.lineage,
-            version=number,
+            version=self.version.number,
             report=report,
             recorded=recorded,
             rollback=self.rollback,
             activates=self.activates,
-            active=active.number if active is not None else None,
+            active=active,
+            versions=versions,
+            deployment=recorded,
         )
+
+
+def _settled(store: Store, lineage: str, number: int) -> set[str]:
+    """The nodes whose latest result in the history is this version deployed or verified."""
+    return {
+        node
+        for node, (dep, result) in store.last_results(lineage).items()
+        if dep.version == number and result.outcome in (Outcome.OK, Outcome.UNCHANGED)
+    }
+
+
+class _Recorder:
+    """Writes each node's result to the store as it comes, in order, in a thread of its own: a
+    store that is slow (busy, on a slow disk) never holds up the nodes. A write that fails is
+    left to the last one, which carries every result."""
+
+    def __init__(self, store: Store, deployment: int) -> None:
+        self.store = store
+        self.deployment = deployment
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="certfleet-record")
+        self._pending: list[asyncio.Future[None]] = []
+
+    def node_done(self, outcome: NodeOutcome) -> None:
+        loop = asyncio.get_running_loop()
+        self._pending.append(loop.run_in_executor(self._pool, self._write, node_result(outcome)))
+
+    def _write(self, result: NodeResult) -> None:
+        with contextlib.suppress(CertfleetError):
+            self.store.record_node(self.deployment, result)
+
+    async def drain(self) -> None:
+        try:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        finally:
+            self._pool.shutdown(wait=False)
 
 
 def prepare_deploy(

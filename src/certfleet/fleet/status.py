@@ -4,10 +4,15 @@
 ``/metrics`` all read it. Each node's probe endpoint is checked as ``certfleet check`` checks it
 (:func:`certfleet.check.check`: the chain as served, verified without fetching, and linted), so a
 node that serves the active leaf without its intermediate is reported as a strict client sees it.
+
+A node whose last deployment did not end well (interrupted, failed, rolled back) is also asked
+what it has live (:mod:`certfleet.fleet.live`): after a killed deploy its ``live`` may point at a
+version that was never tested, reloaded or probed there, and only the node can tell.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
@@ -28,11 +33,20 @@ from certfleet.fleet.health import (
     unique_problems,
     version_health,
 )
+from certfleet.fleet.live import LiveState, read_live, version_of_folder
 from certfleet.fleet.model import NodeSpec, Outcome
 from certfleet.fleet.nodes import lineage_names
 from certfleet.probe import StartTLS
 from certfleet.problems import EXPIRING_DAYS, Problem, ProblemCode, Severity, worst
-from certfleet.store import DeploymentRecord, LineageRecord, NodeResult, Store, VersionRecord, VersionState
+from certfleet.store import (
+    DeploymentRecord,
+    DeploymentState,
+    LineageRecord,
+    NodeResult,
+    Store,
+    VersionRecord,
+    VersionState,
+)
 from certfleet.trust import TrustStore
 
 __all__ = [
@@ -90,6 +104,11 @@ class NodeStatus:
     last: NodeResult | None = None  # the node's result in the lineage's last deployment to it
     last_version: int | None = None
     problems: tuple[Problem, ...] = ()  # the endpoint's, names the served leaf misses, an older version served
+    last_deployment: int | None = None
+    last_state: DeploymentState | None = None  # of the last deployment: interrupted means never finished
+    live: LiveState | None = None  # read from the node when its last deployment did not end well
+    live_versions: tuple[int | None, ...] = ()  # the lineage's version each target's live holds
+    live_proven: bool | None = None  # False: live points at a version no deploy proved on this node
 
     @property
     def served(self) -> CertInfo | None:
@@ -108,7 +127,18 @@ class NodeStatus:
         return self.last.finished_at if self.last is not None else None
 
     @property
+    def interrupted(self) -> bool:
+        return self.last_outcome is Outcome.INTERRUPTED
+
+    @property
+    def settled(self) -> bool:
+        """No deploy was left half way here, and live points at nothing a deploy did not prove."""
+        return not self.interrupted and self.live_proven is not False
+
+    @property
     def health(self) -> Health:
+        if not self.settled:
+            return Health.BAD
         if self.serving is Serving.NOT_PROBED:
             return Health.NONE
         if self.report is None or not self.report.ok:  # down, or a strict client refuses what it serves
@@ -117,7 +147,7 @@ class NodeStatus:
 
     @property
     def ok(self) -> bool:
-        """Serves the active version and a strict client accepts it, or is not probed."""
+        """Settled, and serves the active version and a strict client accepts it (or is not probed)."""
         return self.health is not Health.BAD
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,7 +164,17 @@ class NodeStatus:
             "served": served.to_dict() if served is not None else None,
             "check": self.report.to_dict() if self.report is not None else None,
             "checked_at": self.checked_at.isoformat() if self.checked_at else None,
-            "last_deployment": None if self.last is None else {**self.last.to_dict(), "version": self.last_version},
+            "last_deployment": None
+            if self.last is None
+            else {
+                **self.last.to_dict(),
+                "id": self.last_deployment,
+                "state": self.last_state.value if self.last_state else None,
+                "version": self.last_version,
+            },
+            "live": None
+            if self.live is None
+            else {**self.live.to_dict(), "versions": list(self.live_versions), "proven": self.live_proven},
             "problems": [p.to_dict() for p in self.problems],
         }
 
@@ -324,20 +364,44 @@ async def status(
         trust = trust_for(store)
     records = [store.lineage(lineage)] if lineage is not None else store.lineages()
     members = {r.name: store.nodes(r.name) for r in records}
+    lasts = {r.name: store.last_results(r.name) for r in records}
+    unique = {n.name: n for nodes in members.values() for n in nodes}
+    unsettled = [
+        unique[name]
+        for last in lasts.values()
+        for name, (_, result) in last.items()
+        if name in unique and result.outcome in _UNSETTLED
+    ]
     checked: dict[str, Checked] = {}
+    lives: dict[str, LiveState] = {}
     if probe:
-        targets = probe_targets(n for nodes in members.values() for n in nodes if _probe_readable(n))
+        targets = probe_targets(n for n in unique.values() if _probe_readable(n))
         run = checker or _checker(trust, now, timeout, expiring_days)
         if reuse is not None:
             run = _reusing(reuse, run)
         names = list(targets.endpoints)
-        if names:
-            checked = dict(zip(names, await run([targets.endpoints[n] for n in names]), strict=True))
+        checking = run([targets.endpoints[n] for n in names]) if names else _no_checks()
+        reports, lives = await asyncio.gather(checking, read_live(unsettled, timeout=max(timeout, 5.0) * 3))
+        checked = dict(zip(names, reports, strict=True))
     out = [
-        _lineage_status(store, record, members[record.name], checked, trust=trust, now=now, expiring_days=expiring_days)
+        _lineage_status(
+            store,
+            record,
+            members[record.name],
+            checked,
+            last=lasts[record.name],
+            lives=lives,
+            trust=trust,
+            now=now,
+            expiring_days=expiring_days,
+        )
         for record in records
     ]
     return StatusReport(checked_at=now, probed=probe, lineages=tuple(out))
+
+
+async def _no_checks() -> Sequence[Checked]:
+    return ()
 
 
 def _probe_readable(node: NodeSpec) -> bool:
@@ -355,6 +419,8 @@ def _lineage_status(
     nodes: Sequence[NodeSpec],
     checked: Mapping[str, Checked],
     *,
+    last: Mapping[str, tuple[DeploymentRecord, NodeResult]],
+    lives: Mapping[str, LiveState],
     trust: TrustStore,
     now: dt.datetime,
     expiring_days: int,
@@ -362,20 +428,31 @@ def _lineage_status(
     versions = store.versions(record.name)
     by_fp = {v.fingerprint: v for v in versions if v.fingerprint}
     active = record.active
-    last = store.last_results(record.name)
     required = lineage_names(record, nodes)
     chain = None
     if active is not None and active.leaf is not None:
         chain = version_health(
             active.leaf, active.chain, trust=trust, now=now, required=required, expiring_days=expiring_days
         )
+    proven = _proven(store, record.name) if any(n.name in lives for n in nodes) else {}
     return LineageStatus(
         record=record,
         required=required,
         chain=chain,
         days_left=active.days_left(now) if active is not None else None,
         waiting=tuple(v for v in versions if v.state is VersionState.PENDING),
-        nodes=tuple(_node_status(node, record, checked.get(node.name), by_fp, last.get(node.name)) for node in nodes),
+        nodes=tuple(
+            _node_status(
+                node,
+                record,
+                checked.get(node.name),
+                by_fp,
+                last=last.get(node.name),
+                live=lives.get(node.name),
+                proven=proven,
+            )
+            for node in nodes
+        ),
         problems=_expiry_problems(active, now, expiring_days),
     )
 
@@ -385,7 +462,10 @@ def _node_status(
     record: LineageRecord,
     seen: Checked | None,
     versions: Mapping[str, VersionRecord],
+    *,
     last: tuple[DeploymentRecord, NodeResult] | None,
+    live: LiveState | None,
+    proven: Mapping[str, set[int]],
 ) -> NodeStatus:
     deployment, result = last if last is not None else (None, None)
     base = NodeStatus(
@@ -395,32 +475,46 @@ def _node_status(
         serving=Serving.NOT_PROBED,
         last=result,
         last_version=deployment.version if deployment is not None else None,
+        last_deployment=deployment.id if deployment is not None else None,
+        last_state=deployment.state if deployment is not None else None,
     )
-    if seen is None:
-        return base
-    report = seen.report
-    served_fp = report.chain[0].sha256 if report.probe.ok and report.chain else None
-    active = record.active
-    serving = serving_of(served_fp, active.fingerprint if active is not None else None, versions)
-    match = versions.get(served_fp) if served_fp is not None else None
-    found = tuple(
-        dataclasses.replace(p, message=f"{node.name}: {p.message}")
-        for p in (*report.problems, *served_problems(report, node.names))
-    )
-    if serving in (Serving.OLDER, Serving.OTHER):
-        found += (_serving_problem(node, serving, match.number if match else None, active),)
-    return dataclasses.replace(
-        base,
-        serving=serving,
-        served_fingerprint=served_fp,
-        served_version=match.number if match else None,
-        report=report,
-        checked_at=seen.at,
-        problems=found,
-    )
+    if live is not None:
+        live_versions: tuple[int | None, ...] = ()
+        live_proven: bool | None = None
+        if live.error is None:
+            numbers = {fp: v.number for fp, v in versions.items()}
+            live_versions = tuple(version_of_folder(t, numbers) for t in live.targets)
+            live_proven = all(
+                t is None or v in proven.get(node.name, ()) for t, v in zip(live.targets, live_versions, strict=True)
+            )
+        base = dataclasses.replace(base, live=live, live_versions=live_versions, live_proven=live_proven)
+    if seen is not None:
+        report = seen.report
+        served_fp = report.chain[0].sha256 if report.probe.ok and report.chain else None
+        active = record.active
+        serving = serving_of(served_fp, active.fingerprint if active is not None else None, versions)
+        match = versions.get(served_fp) if served_fp is not None else None
+        found = tuple(
+            dataclasses.replace(p, message=f"{node.name}: {p.message}")
+            for p in (*report.problems, *served_problems(report, node.names))
+        )
+        if serving in (Serving.OLDER, Serving.OTHER):
+            found += (_serving_problem(record.name, node, serving, match.number if match else None, active),)
+        base = dataclasses.replace(
+            base,
+            serving=serving,
+            served_fingerprint=served_fp,
+            served_version=match.number if match else None,
+            report=report,
+            checked_at=seen.at,
+            problems=found,
+        )
+    return dataclasses.replace(base, problems=base.problems + _settle_problems(record.name, base))
 
 
-def _serving_problem(node: NodeSpec, serving: Serving, version: int | None, active: VersionRecord | None) -> Problem:
+def _serving_problem(
+    lineage: str, node: NodeSpec, serving: Serving, version: int | None, active: VersionRecord | None
+) -> Problem:
     if serving is Serving.OLDER:
         what = f"version {version}, not the active version {active.number if active else '-'}"
     else:
@@ -429,9 +523,75 @@ def _serving_problem(node: NodeSpec, serving: Serving, version: int | None, acti
         ProblemCode.SERVES_OTHER_CERTIFICATE,
         Severity.ERROR,
         f"{node.name} serves {what}",
-        "deploy the active version: `certfleet deploy LINEAGE`",
+        f"deploy the active version: `certfleet deploy {lineage}`",
         node.name,
     )
+
+
+# the last result of a node that may have left it half way: its live files are read back
+_UNSETTLED = frozenset({Outcome.INTERRUPTED, Outcome.FAILED, Outcome.ROLLED_BACK})
+
+
+
+def _proven(store: Store, lineage: str) -> dict[str, set[int]]:
+    """By node: the versions a deploy proved there (deployed or verified, to the end)."""
+    out: dict[str, set[int]] = {}
+    for dep in store.deployments(lineage, limit=500):
+        for r in dep.results:
+            if r.outcome in (Outcome.OK, Outcome.UNCHANGED):
+                out.setdefault(r.node, set()).add(dep.version)
+    return out
+
+
+def _live_text(n: NodeStatus) -> str:
+    if n.live is None:
+        return "not read"
+    if n.live.error is not None:
+        return f"cannot be read ({n.live.error})"
+    shown = [
+        "nothing" if t is None else f"version {v}" if v is not None else f"{t} (not a version of the lineage)"
+        for t, v in zip(n.live.targets, n.live_versions, strict=True)
+    ]
+    return ", ".join(dict.fromkeys(shown)) or "no target"
+
+
+def _unproven(n: NodeStatus) -> str:
+    return ", which no deploy proved on this node" if n.live_proven is False else ""
+
+
+def _settle_problems(lineage: str, n: NodeStatus) -> tuple[Problem, ...]:
+    """What a deploy that never finished, or a live pointer nobody proved, leaves to do."""
+    out: list[Problem] = []
+    if n.served_version is not None:
+        serves = f"the node serves version {n.served_version}"
+    elif n.serving is Serving.NOT_PROBED:
+        serves = "what it serves is not probed"
+    elif n.serving is Serving.UNREACHABLE:
+        serves = "its endpoint does not answer"
+    else:
+        serves = "the node serves a certificate that is not one of the lineage's versions"
+    if n.interrupted:
+        out.append(
+            Problem(
+                ProblemCode.INTERRUPTED,
+                Severity.ERROR,
+                f"{n.node}: deployment #{n.last_deployment} of version {n.last_version} never finished here; "
+                f"live points at {_live_text(n)}{_unproven(n)}; {serves}",
+                f"finish it with `certfleet deploy {lineage}`, or go back with `certfleet rollback {lineage}`",
+                n.node,
+            )
+        )
+    elif n.live_proven is False:
+        out.append(
+            Problem(
+                ProblemCode.UNPROVEN,
+                Severity.ERROR,
+                f"{n.node}: live points at {_live_text(n)}{_unproven(n)}; {serves}",
+                f"`certfleet deploy {lineage}` tests, reloads and probes the active version there",
+                n.node,
+            )
+        )
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from certfleet.formats._common import (
     MAX_RATIO,
     MAX_TOTAL_BYTES,
 )
-from certfleet.formats._model import InputFormat, Pool, PoolCert, PoolCSR, PoolKey
+from certfleet.formats._model import InputFormat, Pool, PoolCert, PoolCSR, PoolKey, Unread, Unreadable
 from certfleet.formats._pool import detect_format, read_bytes, read_pool
 
 __all__ = [
@@ -31,6 +31,8 @@ __all__ = [
     "PoolCSR",
     "PoolCert",
     "PoolKey",
+    "Unread",
+    "Unreadable",
     "detect_format",
     "read_bytes",
     "read_pool",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from certfleet.errors import FormatError
+from certfleet.errors import CertfleetError, FormatError
 
 MiB = 1024 * 1024
 # one input, as read from a file or standard input; a CA package is a few kilobytes
@@ -32,6 +32,30 @@ class NothingUsable(FormatError):
 
     def __init__(self, message: str = NOT_RECOGNIZED, *, hint: str | None = HINT_FORMATS) -> None:
         super().__init__(message, hint=hint)
+
+
+class NotNeeded(NothingUsable):
+    """Something certfleet recognises and a server has no use for (a certificate revocation list)."""
+
+
+class Unsupported(FormatError):
+    """One of our formats, read correctly, holding what no TLS client accepts (a DSA certificate)."""
+
+
+HINT_CRL = "a server sends certificates, not CRLs; give the certificate files the CA sent"
+HINT_DSA = "have the certificate reissued for an RSA or ECDSA key"
+
+
+def crl(what: str) -> NotNeeded:
+    return NotNeeded(f"{what}: a certificate revocation list: a server does not need it", hint=HINT_CRL)
+
+
+def named(exc: CertfleetError, what: str) -> CertfleetError:
+    """``exc`` with its message starting with the item it is about ("block 2 (CERTIFICATE): ...")."""
+    if not exc.message.startswith(what):
+        exc.message = f"{what}: {exc.message}"
+        exc.args = (exc.message,)
+    return exc
 
 
 def damaged(what: str) -> FormatError:

@@ -14,12 +14,14 @@ from enum import Enum
 from cryptography import x509
 
 from certfleet.certinfo import UNPARSABLE
-from certfleet.errors import FormatError
-from certfleet.formats._common import HINT_DAMAGED, NothingUsable, damaged
-from certfleet.formats._model import InputFormat, Pool, PoolCert, PoolCSR, PoolKey, combine
+from certfleet.errors import CertfleetError, FormatError, LimitError
+from certfleet.formats._common import HINT_DAMAGED, HINT_DSA, NothingUsable, Unsupported, crl, damaged, named
+from certfleet.formats._model import InputFormat, Pool, PoolCert, PoolCSR, PoolKey, Unreadable, combine
 
 _SEQUENCE, _INTEGER, _OCTET_STRING, _OID, _CONTEXT_0 = 0x30, 0x02, 0x04, 0x06, 0xA0
+_TIMES = (0x17, 0x18)  # UTCTime, GeneralizedTime
 _SIGNED_DATA = bytes.fromhex("2a864886f70d010702")  # 1.2.840.113549.1.7.2
+_DSA = bytes.fromhex("2a8648ce380401")  # 1.2.840.10040.4.1, a DSA subjectPublicKeyInfo
 _PADDING = b"\x00\r\n\t "  # what tools leave after a DER object
 
 
@@ -30,6 +32,7 @@ class DerKind(Enum):
     PKCS12 = "PKCS#12"
     KEY = "DER private key"
     ENCRYPTED_KEY = "encrypted DER private key"
+    CRL = "DER CRL"
 
 
 # structures that open with a small version INTEGER: (version, tag of the next field) -> kind
@@ -111,10 +114,58 @@ def _classify(data: bytes, outer: _Tlv) -> DerKind | None:
         return None
     if inner.tag == _CONTEXT_0:
         return DerKind.CERTIFICATE
+    if _is_crl(data, first):
+        return DerKind.CRL
     if inner.tag != _INTEGER or inner.end is None:
         return None
     is_zero = inner.end - inner.content == 1 and inner.end <= len(data) and data[inner.content] == 0
     return DerKind.CSR if is_zero else DerKind.CERTIFICATE  # a CSR's version 0, a v1 certificate's serial
+
+
+def _is_crl(data: bytes, tbs: _Tlv) -> bool:
+    """A CRL's TBS: an optional version, the signature algorithm, the issuer, then a time
+    (a certificate has its validity there as a SEQUENCE, a CSR its [0] attributes)."""
+    tags: list[int] = []
+    pos = tbs.content
+    while len(tags) < 4:
+        item = _tlv(data, pos)
+        if item is None or item.end is None:
+            return False
+        tags.append(item.tag)
+        pos = item.end
+    if tags[0] == _INTEGER:
+        tags = tags[1:]
+    return tags[:3] == [_SEQUENCE, _SEQUENCE, tags[2]] and tags[2] in _TIMES
+
+
+def key_algorithm(der: bytes) -> bytes | None:
+    """The OID (its DER value) of the subjectPublicKeyInfo algorithm of the certificate ``der``, or None."""
+    cert = _tlv(der, 0)
+    tbs = _tlv(der, cert.content) if cert is not None else None
+    if tbs is None or tbs.end is None:
+        return None
+    pos = tbs.content
+    fields: list[_Tlv] = []
+    while len(fields) < 7:
+        item = _tlv(der, pos)
+        if item is None or item.end is None:
+            return None
+        fields.append(item)
+        pos = item.end
+    spki = fields[6] if fields[0].tag == _CONTEXT_0 else fields[5]
+    algorithm = _tlv(der, spki.content)
+    oid = _tlv(der, algorithm.content) if algorithm is not None else None
+    if oid is None or oid.end is None or oid.tag != _OID:
+        return None
+    return der[oid.content : oid.end]
+
+
+def unloadable(der: bytes, what: str) -> FormatError:
+    """Why cryptography refused the certificate ``der``: a DSA key whose parameters it inherits
+    (RFC 3279, which cryptography cannot read), else damage."""
+    if key_algorithm(der) == _DSA:
+        return Unsupported(f"{what}: uses DSA, which no TLS client accepts", hint=HINT_DSA)
+    return damaged(what)
 
 
 def object_end(data: bytes) -> int | None:
@@ -126,32 +177,70 @@ def object_end(data: bytes) -> int | None:
 
 
 def read_der(source: str, data: bytes, passwords: Sequence[bytes]) -> Pool:
-    """Every DER object in ``data`` (usually one; a few tools concatenate certificates)."""
+    """Every DER object in ``data`` (usually one; a few tools concatenate certificates).
+
+    An object that does not load, and bytes between objects, are reported beside the objects
+    that do; the data is refused only when nothing in it is usable.
+    """
     objects: list[Pool] = []
+    failed: list[CertfleetError] = []
     pos = 0
+    number = 0
     while pos < len(data):
         found = sniff(data, pos)
         if found is None:
             if pos == 0:
                 raise NothingUsable()
-            raise FormatError(f"unexpected bytes after the DER data, at byte {pos:,}", hint=HINT_DAMAGED)
+            resume = _next_certificate(data, pos)
+            where = f"at byte {pos:,}" if resume is None else f"from byte {pos:,} to {resume:,}"
+            failed.append(FormatError(f"unexpected bytes after the DER data, {where}", hint=HINT_DAMAGED))
+            if resume is None:
+                break
+            pos = resume
+            continue
+        number += 1
+        what = found.kind.value if number == 1 else f"object {number} ({found.kind.value})"
         if found.truncated:
             have = len(data) - pos
-            raise FormatError(f"{found.kind.value}: cut short ({have:,} of {found.needed:,} bytes)", hint=HINT_DAMAGED)
-        objects.append(load(found.kind, data[pos : found.end], source, passwords))
+            failed.append(FormatError(f"{what}: cut short ({have:,} of {found.needed:,} bytes)", hint=HINT_DAMAGED))
+            break
+        try:
+            objects.append(load(found.kind, data[pos : found.end], source, passwords, what))
+        except LimitError:
+            raise
+        except CertfleetError as exc:
+            # the first object's errors name it already ("PKCS#12: ...", "DER certificate: ...")
+            failed.append(named(exc, what) if number > 1 else exc)
         pos = found.end
         while pos < len(data) and data[pos] in _PADDING:
             pos += 1
-    return combine(objects)
+    pool = combine(objects)
+    if not pool:
+        raise failed[0] if failed else NothingUsable()
+    return combine([pool, Pool(unreadable=tuple(Unreadable.from_error(e, source) for e in failed))])
 
 
-def load(kind: DerKind, der: bytes, source: str, passwords: Sequence[bytes]) -> Pool:
-    """Load one DER object of a known kind."""
+def _next_certificate(data: bytes, pos: int) -> int | None:
+    """Where the next whole DER certificate starts after junk at ``pos``, if one does."""
+    at = data.find(b"\x30", pos + 1)
+    while at >= 0:
+        found = sniff(data, at)
+        if found is not None and found.kind is DerKind.CERTIFICATE and not found.truncated:
+            return at
+        at = data.find(b"\x30", at + 1)
+    return None
+
+
+def load(kind: DerKind, der: bytes, source: str, passwords: Sequence[bytes], what: str | None = None) -> Pool:
+    """Load one DER object of a known kind; ``what`` names it in errors (default: its kind)."""
+    what = what or kind.value
     # the readers of everything but certificates and CSRs load on demand (see the package docstring)
+    if kind is DerKind.CRL:
+        raise crl(what)
     if kind is DerKind.PKCS7:
         from certfleet.formats import _pkcs7
 
-        return _pkcs7.read(der, source)
+        return _pkcs7.read(der, source, what)
     if kind is DerKind.PKCS12:
         from certfleet.formats import _pkcs12
 
@@ -160,7 +249,7 @@ def load(kind: DerKind, der: bytes, source: str, passwords: Sequence[bytes]) -> 
         from certfleet.formats._keys import load_key
 
         encrypted = kind is DerKind.ENCRYPTED_KEY
-        key = load_key(der, pem=False, encrypted=encrypted, passwords=passwords, what=kind.value)
+        key = load_key(der, pem=False, encrypted=encrypted, passwords=passwords, what=what)
         return Pool(keys=(PoolKey(key, source, InputFormat.DER, encrypted=encrypted),))
     # certificate or CSR: the guess from the first TBS field is wrong for v1 certificates with
     # serial 0 (old appliances made those), so the other loader gets a turn
@@ -171,10 +260,10 @@ def load(kind: DerKind, der: bytes, source: str, passwords: Sequence[bytes]) -> 
         except UNPARSABLE:
             continue
     try:
-        x509.load_der_x509_crl(der)  # same outer shape as a certificate
+        x509.load_der_x509_crl(der)  # a CRL whose shape the sniffing did not foresee
     except UNPARSABLE:
-        raise damaged(kind.value) from None
-    raise NothingUsable("a certificate revocation list (CRL), which certfleet does not use", hint=None)
+        raise unloadable(der, what) from None
+    raise crl(what)
 
 
 def _certificate(der: bytes, source: str) -> Pool:

@@ -9,8 +9,9 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes, PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import load_der_private_key, load_pem_private_key
 
-from certfleet.errors import FormatError, PasswordError
-from certfleet.formats._common import HINT_PASSWORD, damaged
+from certfleet.certinfo import key_name
+from certfleet.errors import PasswordError
+from certfleet.formats._common import HINT_PASSWORD, Unsupported, damaged
 
 _SIGNING = (
     rsa.RSAPrivateKey,
@@ -36,28 +37,26 @@ def load_key(
         except TypeError:  # encrypted after all: a structure our sniffing did not foresee
             encrypted = True
         except UnsupportedAlgorithm as exc:
-            raise FormatError(f"{what}: a key type certfleet cannot use", hint="use an RSA or ECDSA key") from exc
+            raise Unsupported(f"{what}: a key type certfleet cannot use", hint="use an RSA or ECDSA key") from exc
         except ValueError as exc:
             raise damaged(what) from exc
     if not passwords:
-        raise PasswordError("encrypted private key: a password is needed", hint=HINT_PASSWORD)
+        raise PasswordError(f"{what}: encrypted; a password is needed", hint=HINT_PASSWORD)
     for password in passwords:
         try:
             return signing_key(loader(data, password), what)
         except UnsupportedAlgorithm as exc:
-            raise FormatError(
+            raise Unsupported(
                 f"{what}: encrypted with a cipher certfleet cannot read",
                 hint="re-encrypt it with: openssl pkcs8 -topk8 -v2 aes256",
             ) from exc
         except (ValueError, TypeError):
             continue
-    raise PasswordError("wrong password for the encrypted private key", hint=HINT_PASSWORD)
+    raise PasswordError(f"{what}: wrong password", hint=HINT_PASSWORD)
 
 
 def signing_key(key: PrivateKeyTypes, what: str) -> CertificateIssuerPrivateKeyTypes:
     """``key`` if it can sign certificates; a FormatError naming ``what`` if not (X25519, DH)."""
     if isinstance(key, _SIGNING):
         return key
-    raise FormatError(
-        f"{what}: a {type(key).__name__} cannot serve as a web certificate key", hint="use an RSA or ECDSA key"
-    )
+    raise Unsupported(f"{what}: {key_name(key)} cannot serve as a web certificate key", hint="use an RSA or ECDSA key")

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from cryptography import x509
 
 from certfleet.certinfo import UNPARSABLE
-from certfleet.errors import FormatError
-from certfleet.formats._common import HINT_DAMAGED, NothingUsable, damaged
-from certfleet.formats._der import object_end
-from certfleet.formats._model import InputFormat, Pool, PoolCert, PoolCSR, PoolKey, combine
+from certfleet.errors import CertfleetError, FormatError, LimitError
+from certfleet.formats._common import HINT_DAMAGED, NothingUsable, NotNeeded, crl, damaged, named
+from certfleet.formats._der import object_end, unloadable
+from certfleet.formats._model import InputFormat, Pool, PoolCert, PoolCSR, PoolKey, Unreadable, combine
 
 BEGIN = b"-----BEGIN "
 _BEGIN_LINE = re.compile(rb"-----BEGIN ([A-Z0-9][A-Z0-9 #._/-]{0,63})-----")
@@ -25,12 +25,20 @@ _KEYS = frozenset({b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY", b"DSA 
 _ENCRYPTED_KEY = b"ENCRYPTED PRIVATE KEY"
 _CSR = frozenset({b"CERTIFICATE REQUEST", b"NEW CERTIFICATE REQUEST"})
 _PKCS7 = frozenset({b"PKCS7", b"PKCS #7 SIGNED DATA", b"CMS"})
+_CRL = frozenset({b"X509 CRL"})
 _USED = _CERTIFICATE | _KEYS | _CSR | _PKCS7 | {_TRUSTED, _ENCRYPTED_KEY}
 
 
 def read_pem(source: str, data: bytes, passwords: Sequence[bytes]) -> Pool:
+    """Every block of ``data`` that certfleet uses, in order.
+
+    A block that cannot be read (damaged, cut short, encrypted without its password) is reported
+    beside the blocks that can; the data is refused only when nothing in it is usable.
+    """
     found: list[Pool] = []
     skipped: list[str] = []
+    failed: list[CertfleetError] = []
+    noted: list[NothingUsable] = []  # blocks we recognise and have no use for (a CRL)
     empty: list[NothingUsable] = []  # blocks of a kind we use that hold nothing (a PKCS#7 without certificates)
     number = 0
     pos = 0
@@ -42,25 +50,39 @@ def read_pem(source: str, data: bytes, passwords: Sequence[bytes]) -> Pool:
         stop = data.find(end_line, match.end())
         following = data.find(BEGIN, match.end())
         if stop < 0 or 0 <= following < stop:
-            raise FormatError(f"{what}: no END line; the file is cut short", hint=HINT_DAMAGED)
+            failed.append(FormatError(f"{what}: no END line; the file is cut short", hint=HINT_DAMAGED))
+            if following < 0:
+                break
+            pos = following  # the next block may be whole
+            continue
         pos = stop + len(end_line)
+        if label in _CRL:
+            noted.append(crl(what))
+            continue
         if label not in _USED:
             skipped.append(label.decode())
             continue
         try:
             found.append(_block(label, data[match.end() : stop], what, source, passwords))
+        except NotNeeded as exc:
+            noted.append(exc)
         except NothingUsable as exc:
             empty.append(exc)
+        except LimitError:
+            raise
+        except CertfleetError as exc:
+            failed.append(named(exc, what))
     pool = combine(found)
     if not pool:
-        if empty:
-            raise empty[0]
+        if failed or noted or empty:
+            raise (failed or noted or empty)[0]
         if skipped:
             raise NothingUsable(
                 f"holds no certificate, key, CSR or PKCS#7, only {', '.join(dict.fromkeys(skipped))}", hint=None
             )
         raise NothingUsable()
-    return pool
+    unread = tuple(Unreadable.from_error(exc, source) for exc in (*failed, *noted))
+    return combine([pool, Pool(unreadable=unread)]) if unread else pool
 
 
 def _block(label: bytes, body: bytes, what: str, source: str, passwords: Sequence[bytes]) -> Pool:
@@ -69,9 +91,10 @@ def _block(label: bytes, body: bytes, what: str, source: str, passwords: Sequenc
         if label == _TRUSTED:
             der = der[: object_end(der) or len(der)]
         try:
-            return Pool(certificates=(PoolCert(x509.load_der_x509_certificate(der), source, InputFormat.PEM),))
+            cert = x509.load_der_x509_certificate(der)
         except UNPARSABLE as exc:
-            raise damaged(what) from exc
+            raise unloadable(der, what) from exc
+        return Pool(certificates=(PoolCert(cert, source, InputFormat.PEM),))
     if label in _CSR:
         try:
             return Pool(csrs=(PoolCSR(x509.load_der_x509_csr(der), source, InputFormat.PEM),))

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable
 
 from certfleet.certinfo import printable
-from certfleet.errors import FormatError, LimitError
+from certfleet.errors import CertfleetError, FormatError, LimitError
 from certfleet.formats._common import (
     HINT_DAMAGED,
     MAX_DEPTH,
@@ -25,9 +25,10 @@ from certfleet.formats._common import (
     Budget,
     MiB,
     NothingUsable,
+    NotNeeded,
     damaged,
 )
-from certfleet.formats._model import Pool, combine
+from certfleet.formats._model import Pool, Unreadable, combine
 
 # the ratio is judged once this much came out of one member: small members cannot be bombs, and a
 # short, repetitive PEM compresses far better than a whole one
@@ -54,17 +55,34 @@ def read_zip(source: str, data: bytes, *, depth: int, budget: Budget, read_membe
         members = _members(source, archive)
         found: list[Pool] = []
         ignored: list[str] = []
+        # members that are ours but cannot be read (damaged, encrypted): reported beside the others
+        failed: list[CertfleetError] = []
         for info in members:
             member = _member(source, info)
-            content = _inflate(archive, info, member, budget)
             try:
+                if info.flag_bits & 0x1:
+                    raise FormatError(
+                        "encrypted zip member; certfleet does not open password-protected zips",
+                        hint="unzip it with its password and give certfleet the files inside",
+                        source=member,
+                    )
+                content = _inflate(archive, info, member, budget)
                 found.append(read_member(member, content, depth + 1))
+            except NotNeeded as exc:
+                failed.append(exc)  # a CRL: named, not silently dropped
             except NothingUsable:
                 ignored.append(member)  # a README, an invoice, an installation guide
-    pool = combine([*found, Pool(ignored=tuple(ignored))])
+            except LimitError:
+                raise  # a bomb refuses the whole zip
+            except CertfleetError as exc:
+                failed.append(exc.with_source(member))
+    pool = combine(found)
     if not pool:
+        if failed and not isinstance(failed[0], NotNeeded):
+            raise failed[0]
         raise NothingUsable("zip holds no certificate, key, CSR, PKCS#7 or PKCS#12")
-    return pool
+    unread = tuple(Unreadable.from_error(exc, source) for exc in failed)
+    return combine([pool, Pool(ignored=tuple(ignored), unreadable=unread)])
 
 
 def _members(source: str, archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
@@ -87,12 +105,6 @@ def _members(source: str, archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
         member = _member(source, info)
         if info.is_dir() or _junk(info.filename):
             continue
-        if info.flag_bits & 0x1:
-            raise FormatError(
-                "encrypted zip member; certfleet does not open password-protected zips",
-                hint="unzip it with its password and give certfleet the files inside",
-                source=member,
-            )
         if info.file_size > MAX_MEMBER_BYTES:
             raise LimitError(_too_big(MAX_MEMBER_BYTES, "per member"), hint=_HINT_BOMB, source=member)
         claimed += info.file_size

@@ -5,12 +5,15 @@ SQLite (or PostgreSQL) through SQLAlchemy, schema by Alembic migrations shipped 
 """
 
 from certfleet.store._base import DEFAULT_KEY_SPEC, check_name, public_key_id
+from certfleet.store._copy import CopyResult, copy_store
 from certfleet.store._engine import BUSY_ENV, HOME_ENV, URL_ENV, default_home
+from certfleet.store._locks import DeployLock, FileDeployLock
 from certfleet.store._models import Base
 from certfleet.store._records import (
     AuditAction,
     AuditEntry,
     DeploymentRecord,
+    DeploymentState,
     LineageRecord,
     NodeResult,
     TrustAnchor,
@@ -30,7 +33,11 @@ __all__ = [
     "AuditAction",
     "AuditEntry",
     "Base",
+    "CopyResult",
+    "DeployLock",
     "DeploymentRecord",
+    "DeploymentState",
+    "FileDeployLock",
     "LineageRecord",
     "NodeResult",
     "Store",
@@ -38,6 +45,7 @@ __all__ = [
     "VersionRecord",
     "VersionState",
     "check_name",
+    "copy_store",
     "default_home",
     "public_key_id",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import getpass
 import json
 import os
@@ -17,12 +16,13 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from certfleet.clock import utc_now
 from certfleet.errors import InputError, NotFoundError, StoreError
 from certfleet.fleet.model import NodeSpec, TargetSpec
 from certfleet.keys import public_key_id
 from certfleet.redact import clean
 from certfleet.store import _vault
-from certfleet.store._engine import Database
+from certfleet.store._engine import Database, retried
 from certfleet.store._models import (
     AuditRow,
     LineageRow,
@@ -49,10 +49,6 @@ MAX_OUTPUT = 64 * 1024  # characters of a failing step's output kept in the hist
 MAX_ACTOR = 128
 MAX_DETAIL = 16 * 1024
 _SECRET_KEY = re.compile(r"pass|secret|token|private", re.IGNORECASE)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _default_actor() -> str:
@@ -115,11 +111,13 @@ class StoreBase:
     def __repr__(self) -> str:
         return f"Store(home={str(self.home)!r}, actor={self.actor!r})"
 
+    @retried
     def _setting(self, key: str) -> str | None:
         with self._db.session(write=False) as s:
             row = s.get(SettingRow, key)
             return row.value if row is not None else None
 
+    @retried
     def _init_vault(self) -> bool:
         """Choose how keys are sealed, once; False when the store already had a vault."""
         passphrase = _vault.passphrase_from_env()
@@ -141,6 +139,19 @@ class StoreBase:
         self._vault = vault
         return True
 
+    def _check_secret(self, *, required: bool) -> None:
+        """Refuse a wrong master key or passphrase now, before anything is sealed or written under
+        it. A missing one is refused now when ``required`` (init), else when a key is first needed:
+        records stay readable and changeable on a machine that does not hold the secret."""
+        if not required:
+            mode = self._setting("vault.mode")
+            if mode == "keyfile" and not (self.home / _vault.KEY_FILE).exists():
+                return
+            if mode == "passphrase" and _vault.passphrase_from_env() is None:
+                return
+        self.vault()
+
+    @retried
     def vault(self) -> _vault.Vault:
         """The key that seals private keys, loaded and checked on first use."""
         if self._vault is not None:
@@ -180,6 +191,7 @@ class StoreBase:
             raise StoreError("a stored key is of a kind certfleet does not use", hint="restore the store from a backup")
         return key
 
+    @retried
     def audit(self, action: str, detail: dict[str, Any] | None = None, *, actor: str | None = None) -> None:
         """Record a change made outside the store's own methods (an export, a console login...).
         ``detail`` must never hold a secret."""
@@ -187,11 +199,20 @@ class StoreBase:
             self._audit(s, action, detail or {}, actor=actor)
 
     def _audit(self, s: Session, action: str, detail: dict[str, Any], *, actor: str | None = None) -> None:
+        s.add(AuditRow(**self._audit_values(action, detail, actor=actor)))
+
+    def _audit_values(self, action: str, detail: dict[str, Any], *, actor: str | None = None) -> dict[str, Any]:
         plain = _redacted(json.loads(json.dumps(detail, default=str)))
         if len(json.dumps(plain)) > MAX_DETAIL:
             plain = {"truncated": True}
-        s.add(AuditRow(at=_now(), actor=(actor or self.actor)[:MAX_ACTOR], action=str(action)[:64], detail=plain))
+        return {
+            "at": utc_now(),
+            "actor": (actor or self.actor)[:MAX_ACTOR],
+            "action": str(action)[:64],
+            "detail": plain,
+        }
 
+    @retried
     def audit_log(self, *, limit: int = 100, action: str | None = None) -> list[AuditEntry]:
         """The newest ``limit`` entries, newest first."""
         with self._db.session(write=False) as s:
@@ -226,7 +247,7 @@ class StoreBase:
         if not create:
             raise NotFoundError(f"no lineage named {name[:80]!r}", hint="`certfleet status` lists the lineages")
         check_name("lineage", name)
-        now = _now()
+        now = utc_now()
         row = LineageRow(name=name, key_spec=DEFAULT_KEY_SPEC, subject=None, names=[], created_at=now, updated_at=now)
         s.add(row)
         s.flush()
@@ -250,6 +271,7 @@ class StoreBase:
             not_after=row.not_after,
             issued_at=row.issued_at,
             active=row.id == active_id,
+            withdrawn_at=row.withdrawn_at,
         )
 
     def _lineage_record(self, row: LineageRow) -> LineageRecord:

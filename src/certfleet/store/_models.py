@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Enum,
@@ -23,17 +24,19 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from certfleet.fleet.model import Outcome
-from certfleet.store._records import VersionState
+from certfleet.store._records import DeploymentState, VersionState
 
 __all__ = [
     "AuditRow",
     "Base",
     "DeploymentRow",
+    "LastResultRow",
     "LineageRow",
     "NodeResultRow",
     "NodeRow",
@@ -81,7 +84,7 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {dt.datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
 
 
-def _enum(cls: type[VersionState] | type[Outcome]) -> Enum:
+def _enum(cls: type[VersionState] | type[Outcome] | type[DeploymentState]) -> Enum:
     return Enum(
         cls,
         native_enum=False,
@@ -146,6 +149,8 @@ class VersionRow(Base):
     not_after: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     issued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # set when a rollback of the whole lineage moved away from it (migration 0003)
+    withdrawn_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     lineage: Mapped[LineageRow] = relationship(back_populates="versions", foreign_keys=[lineage_id])
 
@@ -165,7 +170,7 @@ class NodeRow(Base):
     probe: Mapped[str | None] = mapped_column(String(300))
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # one more at every change of the node or of its lineages: an edit made on an older view is
-    # refused (added by migration 0003_access)
+    # refused (added by migration 0006_access)
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
@@ -209,7 +214,14 @@ class DeploymentRow(Base):
     version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
     actor: Mapped[str] = mapped_column(String(128))
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # the last change while it runs; the end once finished
     finished_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # migration 0003: written as running before any node is touched, finished at the end
+    state: Mapped[DeploymentState] = mapped_column(_enum(DeploymentState), server_default="finished")
+    rollback: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # the process that runs it: a running deployment whose process is gone was interrupted
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
 
     lineage: Mapped[LineageRow] = relationship()
     version: Mapped[VersionRow] = relationship()
@@ -233,6 +245,20 @@ class NodeResultRow(Base):
     finished_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
     deployment: Mapped[DeploymentRow] = relationship(back_populates="results")
+
+
+class LastResultRow(Base):
+    """Each node's newest result in a deployment of a lineage, one row per (lineage, node), written
+    with every node result (``Store._keep_last_results``; migration 0005): what ``status`` shows is
+    read in one query, whatever the history's length."""
+
+    __tablename__ = "deployment_last_results"
+
+    lineage_id: Mapped[int] = mapped_column(ForeignKey("lineages.id", ondelete="CASCADE"), primary_key=True)
+    node_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("deployment_results.id", ondelete="CASCADE"), index=True)
+
+    result: Mapped[NodeResultRow] = relationship()
 
 
 class AuditRow(Base):

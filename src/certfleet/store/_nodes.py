@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from certfleet.clock import utc_now
 from certfleet.errors import ConflictError, InputError
 from certfleet.fleet.model import NodeSpec
 from certfleet.store._base import (
@@ -15,13 +16,14 @@ from certfleet.store._base import (
     MAX_TARGETS,
     StoreBase,
     _check_text,
-    _now,
     check_name,
 )
+from certfleet.store._engine import retried
 from certfleet.store._models import (
     LineageRow,
     NodeRow,
     TargetRow,
+    lineage_nodes,
 )
 from certfleet.store._records import (
     AuditAction,
@@ -65,6 +67,7 @@ class NodesMixin(StoreBase):
             TargetRow(position=i, kind=t.kind, path=t.path, options=dict(t.options)) for i, t in enumerate(spec.targets)
         ]
 
+    @retried
     def add_node(self, spec: NodeSpec, *, lineage: str | None = None) -> NodeSpec:
         """Add a new node (refused when the name is taken), optionally as a member of ``lineage``
         (created with the default key policy when new)."""
@@ -75,7 +78,7 @@ class NodesMixin(StoreBase):
                     f"node {spec.name} exists",
                     hint="`certfleet node remove` it first, or change it with `certfleet apply`",
                 )
-            now = _now()
+            now = utc_now()
             row = NodeRow(name=spec.name, created_at=now, updated_at=now)
             self._fill_node(row, spec)
             s.add(row)
@@ -83,16 +86,17 @@ class NodesMixin(StoreBase):
             if lineage is not None:
                 lin = self._lineage_row(s, lineage, create=True)
                 lin.nodes.append(row)
-                lin.updated_at = _now()
+                lin.updated_at = utc_now()
                 self._audit(s, AuditAction.LINEAGE_ATTACH, {"lineage": lineage, "node": spec.name})
         return spec
 
+    @retried
     def put_node(self, spec: NodeSpec) -> bool:
         """Create or replace a node; True when anything changed."""
         self._check_node(spec)
         with self._db.session(write=True) as s:
             row = s.scalar(select(NodeRow).where(NodeRow.name == spec.name).options(selectinload(NodeRow.targets)))
-            now = _now()
+            now = utc_now()
             if row is None:
                 row = NodeRow(name=spec.name, created_at=now, updated_at=now)
                 self._fill_node(row, spec)
@@ -110,11 +114,13 @@ class NodesMixin(StoreBase):
             self._audit(s, AuditAction.NODE_UPDATE, spec.to_dict())
             return True
 
+    @retried
     def node_version(self, name: str) -> int:
         """The node's version: one more at every change of the node or of its lineages."""
         with self._db.session(write=False) as s:
             return self._node_row(s, name).version
 
+    @retried
     def save_node(
         self, spec: NodeSpec, *, lineages: Sequence[str], version: int | None = None, create: bool = False
     ) -> int:
@@ -132,7 +138,7 @@ class NodesMixin(StoreBase):
                 .options(selectinload(NodeRow.targets), selectinload(NodeRow.lineages))
                 .with_for_update()
             )
-            now = _now()
+            now = utc_now()
             if create and row is not None:
                 raise InputError(f"node {spec.name} exists", hint="edit it from the nodes page")
             if row is None and not create:
@@ -178,22 +184,33 @@ class NodesMixin(StoreBase):
             s.flush()
             return row.version
 
+    @retried
     def node(self, name: str) -> NodeSpec:
         with self._db.session(write=False) as s:
             return self._spec(self._node_row(s, name))
 
+    @retried
     def nodes(self, lineage: str | None = None) -> list[NodeSpec]:
         """Every node sorted by name, or the members of ``lineage``."""
         with self._db.session(write=False) as s:
             if lineage is None:
                 rows = s.scalars(select(NodeRow).order_by(NodeRow.name).options(selectinload(NodeRow.targets)))
                 return [self._spec(r) for r in rows]
-            return [self._spec(r) for r in sorted(self._lineage_row(s, lineage).nodes, key=lambda n: n.name)]
+            members = (
+                select(NodeRow)
+                .join(lineage_nodes, lineage_nodes.c.node_id == NodeRow.id)
+                .where(lineage_nodes.c.lineage_id == self._lineage_row(s, lineage).id)
+                .order_by(NodeRow.name)
+                .options(selectinload(NodeRow.targets))
+            )
+            return [self._spec(r) for r in s.scalars(members)]
 
+    @retried
     def node_lineages(self, name: str) -> list[str]:
         with self._db.session(write=False) as s:
             return [lin.name for lin in self._node_row(s, name).lineages]
 
+    @retried
     def remove_node(self, name: str) -> None:
         with self._db.session(write=True) as s:
             row = self._node_row(s, name)
@@ -201,14 +218,17 @@ class NodesMixin(StoreBase):
             s.delete(row)
             self._audit(s, AuditAction.NODE_REMOVE, {"node": name, "lineages": lineages})
 
+    @retried
     def lineage(self, name: str) -> LineageRecord:
         with self._db.session(write=False) as s:
             return self._lineage_record(self._lineage_row(s, name))
 
+    @retried
     def lineages(self) -> list[LineageRecord]:
         with self._db.session(write=False) as s:
             return [self._lineage_record(r) for r in s.scalars(select(LineageRow).order_by(LineageRow.name))]
 
+    @retried
     def put_lineage(
         self,
         name: str,
@@ -241,19 +261,26 @@ class NodesMixin(StoreBase):
                 for node in set(members).symmetric_difference(row.nodes):
                     node.version += 1
                 row.nodes = members
+            attached = []
             for n in add_nodes:
                 node = self._node_row(s, n)
                 if node not in row.nodes:
                     row.nodes.append(node)
                     node.version += 1
+                    attached.append(n)
             after = self._lineage_record(row)
             changed = {k: v for k, v in after.to_dict().items() if k != "updated_at" and before.get(k) != v}
             if changed:
-                row.updated_at = _now()
-                self._audit(s, AuditAction.LINEAGE_UPDATE, {"lineage": name, **changed})
+                row.updated_at = utc_now()
+                if nodes is None and set(changed) == {"nodes"}:  # members added, nothing else: an attach each
+                    for n in attached:
+                        self._audit(s, AuditAction.LINEAGE_ATTACH, {"lineage": name, "node": n})
+                else:
+                    self._audit(s, AuditAction.LINEAGE_UPDATE, {"lineage": name, **changed})
                 after = self._lineage_record(row)
             return after
 
+    @retried
     def detach(self, lineage: str, node: str) -> None:
         with self._db.session(write=True) as s:
             row = self._lineage_row(s, lineage)
@@ -261,5 +288,5 @@ class NodesMixin(StoreBase):
             if member in row.nodes:
                 row.nodes.remove(member)
                 member.version += 1
-                row.updated_at = _now()
+                row.updated_at = utc_now()
                 self._audit(s, AuditAction.LINEAGE_DETACH, {"lineage": lineage, "node": node})

@@ -16,6 +16,7 @@ __all__ = [
     "AuditAction",
     "AuditEntry",
     "DeploymentRecord",
+    "DeploymentState",
     "LineageRecord",
     "NodeResult",
     "TrustAnchor",
@@ -27,6 +28,16 @@ __all__ = [
 class VersionState(StrEnum):
     PENDING = "pending"  # key + CSR, waiting for the CA
     ISSUED = "issued"  # key + leaf + chain
+
+
+class DeploymentState(StrEnum):
+    """Where a deployment stands: recorded as ``running`` before it touches a node, ``finished``
+    once every node's result is in; ``interrupted`` when its process ended first (killed, or
+    stopped by Ctrl-C or SIGTERM), so some nodes may have been changed and never proven."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"
 
 
 class AuditAction(StrEnum):
@@ -43,11 +54,14 @@ class AuditAction(StrEnum):
     VERSION_REQUEST = "version.request"
     VERSION_ISSUE = "version.issue"
     VERSION_ACTIVATE = "version.activate"
+    VERSION_WITHDRAW = "version.withdraw"
     TRUST_ADD = "trust.add"
     TRUST_REMOVE = "trust.remove"
+    DEPLOY_START = "deploy.start"
     DEPLOY = "deploy"
     ROLLBACK = "rollback"
     EXPORT = "export"
+    STORE_COPY = "store.copy"
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -73,6 +87,8 @@ class VersionRecord:
     not_after: dt.datetime | None = None
     issued_at: dt.datetime | None = None
     active: bool = False
+    # when a rollback of the whole lineage moved away from it; only an explicit activation brings it back
+    withdrawn_at: dt.datetime | None = None
 
     def days_left(self, now: dt.datetime) -> int | None:
         return (self.not_after - now).days if self.not_after is not None else None
@@ -88,6 +104,7 @@ class VersionRecord:
             "names": list(self.names),
             "created_at": _iso(self.created_at),
             "issued_at": _iso(self.issued_at),
+            "withdrawn_at": _iso(self.withdrawn_at),
             "fingerprint": self.fingerprint,
             "not_before": _iso(self.not_before),
             "not_after": _iso(self.not_after),
@@ -152,12 +169,16 @@ class DeploymentRecord:
     fingerprint: str | None
     actor: str
     started_at: dt.datetime
-    finished_at: dt.datetime
+    finished_at: dt.datetime  # when it last changed, while it runs
     results: tuple[NodeResult, ...] = field(default=())
+    state: DeploymentState = DeploymentState.FINISHED
+    rollback: bool = False
+    host: str | None = None  # the machine and process that ran it
+    pid: int | None = None
 
     @property
     def ok(self) -> bool:
-        return all(r.outcome.ok for r in self.results)
+        return self.state is DeploymentState.FINISHED and all(r.outcome.ok for r in self.results)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -166,7 +187,11 @@ class DeploymentRecord:
             "version": self.version,
             "fingerprint": self.fingerprint,
             "actor": self.actor,
+            "state": self.state.value,
+            "rollback": self.rollback,
             "ok": self.ok,
+            "host": self.host,
+            "pid": self.pid,
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
             "results": [r.to_dict() for r in self.results],

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterable, Iterator
+import socket
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, selectinload
 
-from certfleet.errors import StoreError
+from certfleet.clock import utc_now
+from certfleet.errors import InputError, StoreError
+from certfleet.fleet.model import Outcome
 from certfleet.store._base import (
     _bounded_output,
     _check_text,
-    _now,
 )
-from certfleet.store._engine import DB_FILE, Database, busy_timeout, database_url, default_home
+from certfleet.store._engine import DB_FILE, Database, busy_timeout, database_url, default_home, retried
+from certfleet.store._issuers import IssuersMixin
+from certfleet.store._locks import AdvisoryDeployLock, DeployLock, FileDeployLock
 from certfleet.store._models import (
     DeploymentRow,
+    LastResultRow,
     LineageRow,
     NodeResultRow,
     VersionRow,
@@ -28,14 +33,46 @@ from certfleet.store._nodes import NodesMixin
 from certfleet.store._records import (
     AuditAction,
     DeploymentRecord,
+    DeploymentState,
     NodeResult,
 )
 from certfleet.store._versions import VersionsMixin
 
 __all__ = ["Store"]
 
+_CHUNK = 500  # names per statement: far below SQLite's bound on parameters
+_HOST = socket.gethostname() or "localhost"
 
-class Store(NodesMixin, VersionsMixin):
+
+def _check_results(results: Iterable[NodeResult]) -> None:
+    for r in results:
+        _check_text("a node name", r.node, 64)
+        _check_text("a failed step", r.failed_step, 32)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
+def _state(row: DeploymentRow) -> DeploymentState:
+    return _state_of(row.state, row.host, row.pid)
+
+
+def _state_of(state: DeploymentState, host: str | None, pid: int | None) -> DeploymentState:
+    """A running deployment whose process, on this machine, is gone was interrupted (killed). One
+    run from another machine is taken at its word: only that machine can tell."""
+    if state is DeploymentState.RUNNING and host == _HOST[:255] and pid and not _alive(pid):
+        return DeploymentState.INTERRUPTED
+    return state
+
+
+class Store(NodesMixin, VersionsMixin, IssuersMixin):
     """The certfleet store. Open it with :meth:`init` or :meth:`open`; every method is one
     short transaction and returns frozen values; every change is written to the audit trail."""
 
@@ -57,11 +94,17 @@ class Store(NodesMixin, VersionsMixin):
             except OSError as exc:
                 raise StoreError(f"cannot create the database in {home}: {exc.strerror}") from exc
         db = Database(url, timeout=busy_timeout())
-        db.upgrade()
-        store = cls(home, db, actor=actor)
-        store.created = store._init_vault()
-        if store.created:
-            store.audit(AuditAction.INIT, {"home": str(home), "keys": store.key_protection})
+        try:
+            db.upgrade()
+            store = cls(home, db, actor=actor)
+            store.created = store._init_vault()
+            if store.created:
+                store.audit(AuditAction.INIT, {"home": str(home), "keys": store.key_protection})
+            else:  # a store made earlier, maybe on another machine: this one must hold its secret
+                store._check_secret(required=True)
+        except BaseException:
+            db.dispose()
+            raise
         return store
 
     @classmethod
@@ -72,15 +115,19 @@ class Store(NodesMixin, VersionsMixin):
         if url == f"sqlite:///{home / DB_FILE}" and not (home / DB_FILE).is_file():
             raise StoreError(f"no certfleet store in {home}", hint="run `certfleet init`")
         db = Database(url, timeout=busy_timeout())
-        current = db.current()
-        if not current:
+        try:
+            current = db.current()
+            if not current:
+                raise StoreError(f"no certfleet store in {home}", hint="run `certfleet init`")
+            if current != db.heads():
+                db.upgrade()
+            store = cls(home, db, actor=actor)
+            if store._setting("vault.mode") is None:
+                raise StoreError(f"the certfleet store in {home} was never finished", hint="run `certfleet init`")
+            store._check_secret(required=False)
+        except BaseException:
             db.dispose()
-            raise StoreError(f"no certfleet store in {home}", hint="run `certfleet init`")
-        if current != db.heads():
-            db.upgrade()
-        store = cls(home, db, actor=actor)
-        if store._setting("vault.mode") is None:
-            raise StoreError(f"the certfleet store in {home} was never finished", hint="run `certfleet init`")
+            raise
         return store
 
     def with_actor(self, actor: str) -> Store:
@@ -122,6 +169,21 @@ class Store(NodesMixin, VersionsMixin):
         with self._db.session(write=write) as s:
             yield s
 
+    def deploy_lock(self, lineage: str) -> DeployLock:
+        """The right to deploy ``lineage``, not taken yet: ``acquire()`` (or ``with``) takes it
+        without waiting, or raises :class:`~certfleet.errors.EnvError` "a deploy of lineage web is
+        already running (pid N)". An ``flock`` under the home on SQLite, a PostgreSQL advisory
+        lock held for the session otherwise (one store, several machines)."""
+        if self._db.is_sqlite:
+            return FileDeployLock(self.home, lineage)
+        return AdvisoryDeployLock(self._db, lineage, self._lineage_id(lineage))
+
+    @retried
+    def _lineage_id(self, lineage: str) -> int:
+        with self._db.session(write=False) as s:
+            return self._lineage_row(s, lineage).id
+
+    @retried
     def active_fingerprints(self) -> dict[str, str]:
         """Each lineage that has an active version: its leaf fingerprint, by lineage name (sorted).
         A cheap query, for callers that only need to notice a newly activated version."""
@@ -133,6 +195,7 @@ class Store(NodesMixin, VersionsMixin):
             ).all()
         return {str(name): str(fp) for name, fp in rows if fp}
 
+    @retried
     def record_deployment(
         self,
         lineage: str,
@@ -140,51 +203,209 @@ class Store(NodesMixin, VersionsMixin):
         results: Iterable[NodeResult],
         *,
         started_at: dt.datetime | None = None,
+        rollback: bool = False,
     ) -> int:
-        """Keep the outcome of deploying ``version`` of ``lineage``, one result per node; its id."""
+        """Keep the outcome of deploying ``version`` of ``lineage``, one result per node; its id.
+        What :meth:`start_deployment` and :meth:`finish_deployment` do, in one transaction."""
         results = list(results)
-        for r in results:
-            _check_text("a node name", r.node, 64)
-            _check_text("a failed step", r.failed_step, 32)
+        _check_results(results)
         with self._db.session(write=True) as s:
-            lin = self._lineage_row(s, lineage)
-            ver = self._version_row(s, lin, version)
-            now = _now()
-            row = DeploymentRow(
-                lineage_id=lin.id,
-                version_id=ver.id,
-                actor=self.actor,
-                started_at=started_at or min((r.started_at for r in results), default=now),
-                finished_at=max((r.finished_at for r in results), default=now),
-                results=[
-                    NodeResultRow(
-                        node_name=r.node,
-                        outcome=r.outcome,
-                        failed_step=r.failed_step,
-                        output=_bounded_output(r.output),
-                        served_fingerprint=r.served_fingerprint,
-                        started_at=r.started_at,
-                        finished_at=r.finished_at,
-                    )
-                    for r in results
-                ],
-            )
-            s.add(row)
-            s.flush()
-            self._audit(
+            row = self._start(
                 s,
-                AuditAction.DEPLOY,
-                {
-                    "lineage": lineage,
-                    "version": version,
-                    "deployment": row.id,
-                    "nodes": {r.node: r.outcome.value for r in results},
-                },
+                lineage,
+                version,
+                [r.node for r in results],
+                started_at=started_at or min((r.started_at for r in results), default=None),
+                rollback=rollback,
             )
+            self._finish(s, row, results, state=DeploymentState.FINISHED, finished_at=None)
             return row.id
 
+    @retried
+    def start_deployment(
+        self,
+        lineage: str,
+        version: int,
+        nodes: Sequence[str],
+        *,
+        started_at: dt.datetime | None = None,
+        rollback: bool = False,
+    ) -> int:
+        """Record a deployment as running, before it touches a node: every node's result is
+        ``interrupted`` until :meth:`record_node` or :meth:`finish_deployment` says otherwise,
+        so a process killed half way leaves a true account. Its id."""
+        for node in nodes:
+            _check_text("a node name", node, 64)
+        with self._db.session(write=True) as s:
+            return self._start(s, lineage, version, nodes, started_at=started_at, rollback=rollback).id
+
+    def _start(
+        self,
+        s: Session,
+        lineage: str,
+        version: int,
+        nodes: Sequence[str],
+        *,
+        started_at: dt.datetime | None,
+        rollback: bool,
+    ) -> DeploymentRow:
+        lin = self._lineage_row(s, lineage)
+        ver = self._version_row(s, lin, version)
+        now = started_at or utc_now()
+        row = DeploymentRow(
+            lineage=lin,
+            version=ver,
+            actor=self.actor,
+            started_at=now,
+            finished_at=now,
+            state=DeploymentState.RUNNING,
+            rollback=rollback,
+            host=_HOST[:255],
+            pid=os.getpid(),
+            results=[
+                NodeResultRow(node_name=n, outcome=Outcome.INTERRUPTED, output="", started_at=now, finished_at=now)
+                for n in dict.fromkeys(nodes)
+            ],
+        )
+        s.add(row)
+        s.flush()
+        self._keep_last_results(s, row)
+        self._audit(
+            s,
+            AuditAction.DEPLOY_START,
+            {"lineage": lineage, "version": version, "deployment": row.id, "nodes": list(dict.fromkeys(nodes))},
+        )
+        return row
+
+    @retried
+    def record_node(self, deployment: int, result: NodeResult) -> None:
+        """One node of a running deployment has its result."""
+        _check_results([result])
+        with self._db.session(write=True) as s:
+            row = self._deployment_row(s, deployment)
+            self._put_result(row, result)
+            row.finished_at = max(row.finished_at, result.finished_at)
+            s.flush()
+            self._keep_last_results(s, row)
+
+    @retried
+    def finish_deployment(
+        self,
+        deployment: int,
+        results: Iterable[NodeResult],
+        *,
+        state: DeploymentState = DeploymentState.FINISHED,
+        finished_at: dt.datetime | None = None,
+    ) -> None:
+        """Every node's result, and the deployment's end: ``finished``, or ``interrupted`` when
+        it was stopped before every node was done (what each node got is in its result)."""
+        results = list(results)
+        _check_results(results)
+        with self._db.session(write=True) as s:
+            self._finish(s, self._deployment_row(s, deployment), results, state=state, finished_at=finished_at)
+
+    def _finish(
+        self,
+        s: Session,
+        row: DeploymentRow,
+        results: list[NodeResult],
+        *,
+        state: DeploymentState,
+        finished_at: dt.datetime | None,
+    ) -> None:
+        for r in results:
+            self._put_result(row, r)
+        row.state = state
+        row.finished_at = finished_at or max((r.finished_at for r in results), default=utc_now())
+        s.flush()
+        self._keep_last_results(s, row)
+        self._audit(
+            s,
+            AuditAction.DEPLOY,
+            {
+                "lineage": row.lineage.name,
+                "version": row.version.number,
+                "deployment": row.id,
+                "state": state.value,
+                "nodes": {r.node_name: r.outcome.value for r in row.results},
+            },
+        )
+
+    @retried
+    def mark_interrupted(self, lineage: str) -> list[int]:
+        """Deployments of ``lineage`` recorded as running by a process of this machine that is
+        gone: recorded as interrupted. Called by the next deploy, which holds the lineage's lock."""
+        with self._db.session(write=True) as s:
+            lin = self._lineage_row(s, lineage)
+            rows = s.scalars(
+                select(DeploymentRow)
+                .where(DeploymentRow.lineage_id == lin.id, DeploymentRow.state == DeploymentState.RUNNING)
+                .order_by(DeploymentRow.id)
+                .options(selectinload(DeploymentRow.results))
+            )
+            stale = [r for r in rows if _state(r) is DeploymentState.INTERRUPTED]
+            for r in stale:
+                r.state = DeploymentState.INTERRUPTED
+                # its nodes' results stay the `interrupted` placeholders of start_deployment
+                self._keep_last_results(s, r)
+            return [r.id for r in stale]
+
+    def _deployment_row(self, s: Session, deployment: int) -> DeploymentRow:
+        row = s.scalar(
+            select(DeploymentRow).where(DeploymentRow.id == deployment).options(selectinload(DeploymentRow.results))
+        )
+        if row is None:
+            raise InputError(f"no deployment {deployment}")
+        return row
+
+    @staticmethod
+    def _put_result(row: DeploymentRow, result: NodeResult) -> None:
+        found = next((r for r in row.results if r.node_name == result.node), None)
+        if found is None:
+            found = NodeResultRow(node_name=result.node)
+            row.results.append(found)
+        found.outcome = result.outcome
+        found.failed_step = result.failed_step
+        found.output = _bounded_output(result.output)
+        found.served_fingerprint = result.served_fingerprint
+        found.started_at = result.started_at
+        found.finished_at = result.finished_at
+
+    @staticmethod
+    def _keep_last_results(s: Session, row: DeploymentRow) -> None:
+        """Point each node of deployment ``row`` (flushed) at its result there in
+        ``deployment_last_results``, unless a newer deployment of the lineage already has the node
+        (a deploy's results recovered late). Called in the transaction that writes the results;
+        writes are serialized (see _engine), so nothing moves between the read and the write."""
+        newest = {r.node_name: r.id for r in sorted(row.results, key=lambda r: r.id)}
+        names = sorted(newest)
+        for i in range(0, len(names), _CHUNK):
+            chunk = names[i : i + _CHUNK]
+            now = {
+                node: (result_id, deployment_id)
+                for node, result_id, deployment_id in s.execute(
+                    select(LastResultRow.node_name, LastResultRow.result_id, NodeResultRow.deployment_id)
+                    .join(NodeResultRow, NodeResultRow.id == LastResultRow.result_id)
+                    .where(LastResultRow.lineage_id == row.lineage_id, LastResultRow.node_name.in_(chunk))
+                )
+            }
+            moved = [n for n in chunk if n not in now or (now[n][0] != newest[n] and now[n][1] <= row.id)]
+            if not moved:
+                continue
+            s.execute(
+                delete(LastResultRow).where(
+                    LastResultRow.lineage_id == row.lineage_id, LastResultRow.node_name.in_(moved)
+                )
+            )
+            s.execute(
+                insert(LastResultRow),
+                [{"lineage_id": row.lineage_id, "node_name": n, "result_id": newest[n]} for n in moved],
+            )
+
+    @retried
     def deployments(self, lineage: str | None = None, *, limit: int = 50) -> list[DeploymentRecord]:
-        """The newest ``limit`` deployments (of ``lineage``, or of all), newest first."""
+        """The newest ``limit`` deployments (of ``lineage``, or of all), newest first. One recorded
+        as running whose process (on this machine) is gone is ``interrupted``."""
         with self._db.session(write=False) as s:
             q = (
                 select(DeploymentRow)
@@ -207,6 +428,10 @@ class Store(NodesMixin, VersionsMixin):
                     actor=d.actor,
                     started_at=d.started_at,
                     finished_at=d.finished_at,
+                    state=_state(d),
+                    rollback=bool(d.rollback),
+                    host=d.host,
+                    pid=d.pid,
                     results=tuple(
                         NodeResult(
                             node=r.node_name,
@@ -223,10 +448,64 @@ class Store(NodesMixin, VersionsMixin):
                 for d in s.scalars(q)
             ]
 
+    @retried
     def last_results(self, lineage: str) -> dict[str, tuple[DeploymentRecord, NodeResult]]:
-        """For each node, its most recent result in a deployment of ``lineage``."""
+        """For each node, its most recent result in a deployment of ``lineage`` (an ``interrupted``
+        placeholder while that deployment runs), with that deployment (whose ``results`` hold this
+        node's result only: ``deployments()`` has them all). One query over
+        ``deployment_last_results``, one row per node, whatever the length of the history."""
+        with self._db.session(write=False) as s:
+            rows = s.execute(
+                select(
+                    NodeResultRow.node_name,
+                    NodeResultRow.outcome,
+                    NodeResultRow.started_at,
+                    NodeResultRow.finished_at,
+                    NodeResultRow.failed_step,
+                    NodeResultRow.output,
+                    NodeResultRow.served_fingerprint,
+                    DeploymentRow.id,
+                    DeploymentRow.actor,
+                    DeploymentRow.started_at,
+                    DeploymentRow.finished_at,
+                    DeploymentRow.state,
+                    DeploymentRow.rollback,
+                    DeploymentRow.host,
+                    DeploymentRow.pid,
+                    VersionRow.number,
+                    VersionRow.fingerprint,
+                )
+                # from the lineage, so that one with no results yet still gives a row
+                .select_from(LineageRow)
+                .outerjoin(LastResultRow, LastResultRow.lineage_id == LineageRow.id)
+                .outerjoin(NodeResultRow, NodeResultRow.id == LastResultRow.result_id)
+                .outerjoin(DeploymentRow, DeploymentRow.id == NodeResultRow.deployment_id)
+                .outerjoin(VersionRow, VersionRow.id == DeploymentRow.version_id)
+                .where(LineageRow.name == lineage)
+                .order_by(LastResultRow.node_name)
+            ).all()
+            if not rows:
+                self._lineage_row(s, lineage)  # raises: no such lineage
         out: dict[str, tuple[DeploymentRecord, NodeResult]] = {}
-        for dep in self.deployments(lineage, limit=500):
-            for r in dep.results:
-                out.setdefault(r.node, (dep, r))
+        for row in rows:
+            (node, outcome, r_start, r_end, step, output, served) = row[:7]
+            (dep_id, actor, d_start, d_end, state, rollback, host, pid, number, fp) = row[7:]
+            if node is None:  # the lineage's row, without results
+                continue
+            result = NodeResult(node, outcome, r_start, r_end, step, output, served)
+            record = DeploymentRecord(
+                id=dep_id,
+                lineage=lineage,
+                version=number,
+                fingerprint=fp,
+                actor=actor,
+                started_at=d_start,
+                finished_at=d_end,
+                results=(result,),
+                state=_state_of(state, host, pid),
+                rollback=bool(rollback),
+                host=host,
+                pid=pid,
+            )
+            out[node] = (record, result)
         return out

@@ -88,7 +88,8 @@ def read_key_file(home: Path) -> bytes:
     except FileNotFoundError as exc:
         raise StoreError(
             f"the master key file is missing: {path}",
-            hint="restore master.key from your backup; without it the stored keys cannot be read",
+            hint=f"copy {KEY_FILE} (0600) from the machine that made the store, or restore it from your backup;"
+            " without it the stored keys cannot be read",
         ) from exc
     except OSError as exc:
         raise StoreError(f"cannot read the master key file {path}: {exc.strerror}") from exc

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from certfleet.certinfo import describe
 from certfleet.console.deps import (
@@ -27,6 +27,7 @@ from certfleet.console.roles import Role
 from certfleet.console.routes.forms import read_uploads
 from certfleet.console.services.certificates import pem_text
 from certfleet.console.services.clients import qr_svg
+from certfleet.console.services.exports import FORMATS
 from certfleet.console.services.fleet import CsrValues, NodeValues
 from certfleet.console.services.status import lineage_json
 
@@ -361,11 +362,14 @@ async def client_warnings(console: ConsoleDep, refresh: bool = False) -> list[JS
 
 
 class SubjectIn(BaseModel):
+    """No organizational unit: public CAs refuse it (CA/B Forum ballot SC47)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     country: Annotated[str, Field(max_length=2)] = ""
     state: Annotated[str, Field(max_length=128)] = ""
     locality: Annotated[str, Field(max_length=128)] = ""
     organization: Annotated[str, Field(max_length=64)] = ""
-    organizational_unit: Annotated[str, Field(max_length=64)] = ""
 
 
 class CsrIn(BaseModel):
@@ -373,11 +377,29 @@ class CsrIn(BaseModel):
     names: list[OneName] = Field(default_factory=list, max_length=100, description="names beyond the nodes' names")
     key: str = Field("ec:p256", max_length=20, examples=["ec:p256", "rsa:2048"])
     subject: SubjectIn = SubjectIn()
+    common_name: str = Field("", max_length=253, description="one of the names; the first name when empty")
     wildcards: bool = Field(False, description="propose a wildcard where two or more names share a parent")
 
 
 class DeployIn(BaseModel):
     nodes: list[str] = Field(default_factory=list, max_length=200, description="all of the lineage's nodes when empty")
+    dry_run: bool = Field(False, description="only say what each node would change; nothing changed or recorded")
+
+
+class RollbackIn(BaseModel):
+    nodes: list[str] = Field(
+        default_factory=list,
+        max_length=200,
+        description="all of the lineage's nodes when empty: then the version also becomes the active one",
+    )
+    to: int | None = Field(None, ge=1, description="the version to go back to; the one before the active when empty")
+
+
+class ExportIn(BaseModel):
+    format: str = Field("pkcs12", max_length=20, description=", ".join(f.value for f in FORMATS))
+    password: str = Field(min_length=1, max_length=1024, description="encrypts the key (and the PKCS#12 file)")
+    version: int | None = Field(None, ge=1, description="the active version when empty")
+    legacy: bool = Field(False, description="PKCS#12 that Windows Server 2016 and old Java open (3DES, SHA-1 MAC)")
 
 
 @router.get("/lineages/{name}/plan", summary="How the lineage's names would go into a CSR (SAN list or wildcards)")
@@ -395,6 +417,7 @@ def csr(console: ConsoleDep, name: str, body: CsrIn, actor: OperatorDep) -> JSON
         key=body.key,
         subject=tuple((k, v) for k, v in body.subject.model_dump().items()),
         wildcards=body.wildcards,
+        common_name=body.common_name,
     )
     return console.fleet.request_csr(actor, values).to_dict()
 
@@ -422,18 +445,74 @@ def import_files(
     files: Annotated[list[UploadFile], File(description="any format certfleet reads")],
     password: Annotated[str, Form(max_length=1024)] = "",
     confirm: Annotated[bool, Form()] = False,
+    force: Annotated[bool, Form(description="accept a version weaker than the active one")] = False,
 ) -> JSON:
     console.fleet.check_lineage(actor, name)
     inputs = read_uploads(files, limit=console.settings.upload_limit)
     passwords = [password.encode()] if password else []
-    result = console.imports.read(actor, name, inputs, passwords, save=confirm)
+    result = console.imports.read(actor, name, inputs, passwords, save=confirm, force=force)
     return {**result.to_dict(), "saved": result.version is not None}
 
 
-@router.post("/lineages/{name}/deploy", status_code=202, summary="Deploy the active version; follow the job")
+@router.post(
+    "/lineages/{name}/deploy",
+    status_code=202,
+    summary="Deploy the active version (or plan it: dry_run); follow the job",
+)
 def deploy(console: ConsoleDep, name: str, body: DeployIn, actor: OperatorDep) -> JSON:
     console.fleet.check_lineage(actor, name)
-    return console.jobs.start(actor, name, body.nodes).to_dict()
+    return console.jobs.start(actor, name, body.nodes, dry_run=body.dry_run).to_dict()
+
+
+@router.post(
+    "/lineages/{name}/rollback",
+    status_code=202,
+    summary="Deploy an earlier version; to every node it also becomes the active one; follow the job",
+)
+def rollback(console: ConsoleDep, name: str, body: RollbackIn, actor: OperatorDep) -> JSON:
+    console.fleet.check_lineage(actor, name)
+    return console.jobs.rollback(actor, name, body.nodes, to=body.to).to_dict()
+
+
+@router.post(
+    "/lineages/{name}/export",
+    summary="A version's key and chain as a file: PKCS#12, or PEM files in a zip; the key encrypted (admin)",
+    response_class=Response,
+)
+def export(console: ConsoleDep, name: str, body: ExportIn, actor: AdminDep) -> Response:
+    console.fleet.check_lineage(actor, name)
+    download = console.exports.download(
+        actor, name, version=body.version, fmt=body.format, password=body.password, legacy=body.legacy
+    )
+    return Response(
+        download.data,
+        media_type=download.media_type,
+        headers={"content-disposition": f'attachment; filename="{download.filename}"'},
+    )
+
+
+# -- trust anchors ------------------------------------------------------------------------------------------
+
+
+@router.get("/trust-anchors", summary="The roots imports trust besides Mozilla's")
+def trust_anchors(console: ConsoleDep, actor: ViewerDep) -> list[JSON]:
+    return [a.to_dict() for a in console.trust.anchors()]
+
+
+@router.post("/trust-anchors", status_code=201, summary="Trust the CA certificates sent (multipart files) (admin)")
+def trust_add(
+    console: ConsoleDep,
+    *,
+    actor: AdminDep,
+    files: Annotated[list[UploadFile], File(description="CA certificates, any format certfleet reads")],
+) -> list[JSON]:
+    inputs = read_uploads(files, limit=console.settings.upload_limit, what="the CA's root certificate")
+    return [{**a.to_dict(), "added": new} for a, new in console.trust.add(actor, inputs)]
+
+
+@router.delete("/trust-anchors/{sha256}", summary="Stop trusting an anchor (admin)")
+def trust_remove(console: ConsoleDep, sha256: str, actor: AdminDep) -> JSON:
+    return {"removed": console.trust.remove(actor, sha256).fingerprint}
 
 
 @router.get("/deploy/jobs/{job_id}", summary="A deploy's progress, per node")

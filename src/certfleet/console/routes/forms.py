@@ -27,12 +27,12 @@ __all__ = [
     "read_uploads",
 ]
 
+# no organizational unit: public CAs refuse it since September 2022 (CA/B Forum ballot SC47)
 SUBJECT_FIELDS = (
     ("country", "Country (2 letters)", 2),
     ("state", "State or province", 128),
     ("locality", "City", 128),
     ("organization", "Organization", 64),
-    ("organizational_unit", "Unit", 64),
 )
 
 
@@ -109,12 +109,17 @@ def csr_values(form: FormData) -> CsrValues:
         key=_field(form, "key", 20) or "ec:p256",
         subject=tuple((name, _field(form, name, 256)) for name, _, _ in SUBJECT_FIELDS),
         wildcards=_field(form, "wildcards", 10) == "on",
+        common_name=_field(form, "common_name", 300),
     )
 
 
-def csr_form_context(console: Console, actor: Actor, lineage: str | None) -> dict[str, Any]:
-    """The form, prefilled from the lineage: its nodes and their names, its key and subject, and
-    the two ways to cover the names (each name, or wildcards where names share a parent)."""
+def csr_form_context(
+    console: Console, actor: Actor, lineage: str | None, *, values: CsrValues | None = None
+) -> dict[str, Any]:
+    """The form, prefilled from the lineage (or from ``values``, a form sent back): its nodes and
+    their names, the common name chosen among them, its key and subject, and the two ways to cover
+    the names (each name, or wildcards where names share a parent). Only the lineages and nodes
+    ``actor`` may see."""
     from certfleet.csr import Subject
     from certfleet.keys import KeySpec
     from certfleet.names import plan
@@ -122,14 +127,20 @@ def csr_form_context(console: Console, actor: Actor, lineage: str | None) -> dic
     records = console.fleet.visible_lineages(actor)
     nodes = console.fleet.visible_nodes(actor)
     record = next((r for r in records if r.name == lineage), None)
-    member = set(record.nodes) if record else set()
+    member = set(values.nodes) if values is not None else set(record.nodes) if record else set()
     required = list(lineage_names(record, [n for n in nodes if n.name in member])) if record is not None else []
     plans = {}
     if required:
         for wild in (False, True):
             with contextlib.suppress(InputError):
                 plans["wildcard" if wild else "san"] = plan(required, wildcards=wild)
-    subject = Subject.parse(record.subject) if record is not None and record.subject else Subject()
+    subject = Subject()
+    with contextlib.suppress(InputError):  # a subject stored by hand may not parse: start afresh
+        subject = Subject.parse(record.subject) if record is not None and record.subject else Subject()
+    given = dict(values.subject) if values is not None else {}
+    common_name = values.common_name if values is not None else subject.common_name or ""
+    if common_name not in required:
+        common_name = required[0] if required else ""
     return {
         "title": "Generate CSR",
         "here": "csr",
@@ -138,14 +149,19 @@ def csr_form_context(console: Console, actor: Actor, lineage: str | None) -> dic
         "nodes": nodes,
         "member": member,
         "required": required,
+        "common_name": common_name,
         "plans": plans,
         "keys": [k.value for k in KeySpec],
-        "key": record.key_spec if record is not None else "ec:p256",
-        "subject_fields": [(name, label, limit, getattr(subject, name) or "") for name, label, limit in SUBJECT_FIELDS],
+        "key": values.key if values is not None else record.key_spec if record is not None else "ec:p256",
+        "subject_fields": [
+            (name, label, limit, given.get(name, getattr(subject, name) or "")) for name, label, limit in SUBJECT_FIELDS
+        ],
     }
 
 
-def read_uploads(items: Iterable[object], *, limit: int) -> list[tuple[str, bytes]]:
+def read_uploads(
+    items: Iterable[object], *, limit: int, what: str = "the files the CA sent"
+) -> list[tuple[str, bytes]]:
     """The uploaded files, each bounded; an empty file field is ignored."""
     out: list[tuple[str, bytes]] = []
     total = 0
@@ -163,5 +179,5 @@ def read_uploads(items: Iterable[object], *, limit: int) -> list[tuple[str, byte
             )
         out.append((name, data))
     if not out:
-        raise InputError("choose the files the CA sent", hint="PEM, DER, PKCS#7, PKCS#12/PFX or a zip")
+        raise InputError(f"choose {what}", hint="PEM, DER, PKCS#7, PKCS#12/PFX or a zip")
     return out

@@ -1,11 +1,13 @@
-"""The server-rendered pages behind the login. Plain HTML forms; every change goes through a
-service and is audited. The pages that need no login are in :mod:`certfleet.console.routes.public`."""
+"""The server-rendered pages behind the login: the dashboard, certificates, nodes, history and
+audit, API tokens and client deployment. Plain HTML forms; every change goes through a service and
+is audited. The certificate's life (CSR, import, deploy, rollback, export, trust anchors) is in
+:mod:`certfleet.console.routes.lifecycle`; the pages that need no login in
+:mod:`certfleet.console.routes.public`."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from anyio import from_thread
 from fastapi import APIRouter, Depends, Path, Request
@@ -24,13 +26,14 @@ from certfleet.console.deps import (
     form_text,
 )
 from certfleet.console.pictures import timeline_svg
-from certfleet.console.roles import Forbidden, Role, parse_role
+from certfleet.console.roles import Role, parse_role
 from certfleet.console.routes import forms
+from certfleet.console.routes.answers import confirm_page, confirmed, done_messages, page_status, redirect, refusal
+from certfleet.console.services.audit import action_kinds
 from certfleet.console.services.certificates import pem_text
-from certfleet.console.services.clients import CONTENT_TYPES, PLACEHOLDERS, qr_svg
-from certfleet.console.services.throttle import LoginThrottled
+from certfleet.console.services.clients import CONTENT_TYPES, PLACEHOLDERS, ClientLink, qr_svg
 from certfleet.console.templating import render
-from certfleet.errors import CertfleetError, ConflictError, InputError
+from certfleet.errors import CertfleetError, ConflictError, NotFoundError
 
 __all__ = ["router"]
 
@@ -43,48 +46,12 @@ DEFAULT_TEMPLATE = """{
   "port": ${port},
   "username": "${username}",
   "display_name": "${display_name}",
-  "certificate_sha256": "${fingerprint}"
+  "ca_pin_sha256": "${ca_pin_sha256}",
+  "names": "${names}"
 }
 """
-
-# messages shown after a change, by code: never text taken from the request
-DONE = {
-    "node-saved": "Node {} saved.",
-    "node-removed": "Node {} removed.",
-    "token-revoked": "Token {} revoked.",
-    "profile-saved": "Client profile {} saved.",
-    "user-added": "Client user {} added.",
-    "user-removed": "Client user {} removed.",
-    "imported": "Certificate imported into {} and made active.",
-    "activated": "Version activated for {}.",
-}
-
-
-def done_messages(request: Request) -> list[tuple[str, str]]:
-    code = request.query_params.get("done", "")
-    if code in DONE:
-        return [("good", DONE[code].format(request.query_params.get("name", "")[:80]))]
-    return []
-
-
-def refusal(exc: CertfleetError) -> list[tuple[str, str]]:
-    """Why a form was refused, shown above it: the error's line and its hint."""
-    return [("bad", f"{exc}" + (f" — {exc.hint}" if exc.hint else ""))]
-
-
-def _page_status(exc: CertfleetError) -> int:
-    """The status of a form shown again with why it was refused (the API's statuses)."""
-    if isinstance(exc, ConflictError):
-        return 409
-    if isinstance(exc, LoginThrottled):
-        return 429
-    return 403 if isinstance(exc, Forbidden) else 400
-
-
-def redirect(path: str, done: str | None = None, name: str = "", anchor: str = "") -> RedirectResponse:
-    if done:
-        path = f"{path}?done={done}&name={quote(name[:80])}"
-    return RedirectResponse(path + (f"#{quote(anchor)}" if anchor else ""), status_code=303)
+# what a page after a redirect asks the reveals for
+_TOKEN, _LINK = "api-token", "client-link"
 
 
 @router.post("/logout")
@@ -107,6 +74,7 @@ async def dashboard(request: Request, console: ConsoleDep, actor: ViewerDep) -> 
         for v in report.lineages
         if v.active is not None and v.active.not_before is not None and v.active.not_after is not None
     }
+    here = console.served_for(request.url.hostname)
     return render(
         request,
         "dashboard.html",
@@ -116,7 +84,10 @@ async def dashboard(request: Request, console: ConsoleDep, actor: ViewerDep) -> 
             "views": report.lineages,
             "timelines": timelines,
             "warnings": warnings,
-            "bootstrap": console.serves_bootstrap(),
+            "host": request.url.hostname or "",
+            "bootstrap": here is not None and here.bootstrap,
+            "served_names": console.certificates.served_names(),
+            "rollback": {v.name for v in report.lineages if len(console.fleet.issued(v.name)) > 1},
             "messages": done_messages(request),
         },
     )
@@ -171,6 +142,7 @@ def nodes(request: Request, console: ConsoleDep, actor: ViewerDep) -> Response:
             "nodes": specs,
             "memberships": console.fleet.memberships(specs),
             "messages": done_messages(request),
+            "wide": True,
         },
     )
 
@@ -203,12 +175,34 @@ def node_save(request: Request, console: ConsoleDep, actor: OperatorDep, form: F
             ctx["conflict"] = True
             ctx["current"] = forms.node_now(console, values.original)
         ctx["messages"] = refusal(exc)
-        return render(request, "node_form.html", ctx, status_code=_page_status(exc))
+        return render(request, "node_form.html", ctx, status_code=page_status(exc))
     return redirect("/nodes", "node-saved", spec.name)
 
 
+@router.get("/nodes/{name}/remove", response_class=HTMLResponse)
+def node_remove_confirm(request: Request, name: str, console: ConsoleDep, actor: OperatorDep) -> Response:
+    spec = console.fleet.visible_node(actor, name, change=True)
+    lineages = console.fleet.node_lineages(name)
+    details = [
+        f"It leaves lineage {lineage}: the next certificate of {lineage} no longer covers its names."
+        for lineage in lineages
+    ]
+    details.append("The files certfleet deployed on it stay where they are, and it keeps serving them.")
+    return confirm_page(
+        request,
+        title=f"Remove node {spec.name}",
+        question=f"Remove node {spec.name} ({', '.join(spec.names)})?",
+        details=details,
+        action=f"/nodes/{spec.name}/remove",
+        button="Remove the node",
+        back="/nodes",
+    )
+
+
 @router.post("/nodes/{name}/remove")
-def node_remove(name: str, console: ConsoleDep, actor: OperatorDep) -> Response:
+def node_remove(name: str, console: ConsoleDep, actor: OperatorDep, form: FormDep) -> Response:
+    if not confirmed(form):
+        return RedirectResponse(f"/nodes/{name}/remove", status_code=303)
     console.fleet.remove_node(actor, name)
     return redirect("/nodes", "node-removed", name)
 
@@ -226,15 +220,26 @@ def history(request: Request, console: ConsoleDep, actor: ViewerDep) -> Response
             "title": "History",
             "here": "history",
             "versions": versions,
+            "active_of": {name: any(v.active for v in items) for name, items in versions.items()},
             "deployments": console.fleet.visible_deployments(actor, None, 100),
+            "wide": True,
         },
     )
 
 
 @router.get("/audit", response_class=HTMLResponse)
 def audit(request: Request, console: ConsoleDep, actor: ViewerDep) -> Response:
-    entries = console.fleet.visible_audit(actor, limit=500)
-    return render(request, "audit.html", {"title": "Audit", "here": "audit", "entries": entries})
+    query = request.query_params
+    try:
+        number = int(query.get("page", "1"))
+    except ValueError:
+        number = 1
+    page = console.audit.page(kind=query.get("kind", ""), text=query.get("q", ""), number=number, scope=actor.lineages)
+    return render(
+        request,
+        "audit.html",
+        {"title": "Audit", "here": "audit", "page": page, "kinds": action_kinds(), "wide": True},
+    )
 
 
 # -- API tokens ---------------------------------------------------------------------------------------
@@ -253,11 +258,22 @@ def _tokens_context(console: ConsoleDep, actor: ViewerDep) -> dict[str, Any]:
 
 @router.get("/tokens", response_class=HTMLResponse)
 def tokens(request: Request, console: ConsoleDep, actor: ViewerDep) -> Response:
-    return render(request, "tokens.html", {**_tokens_context(console, actor), "messages": done_messages(request)})
+    # a new token comes here after its form's redirect, once: shown in this response only
+    new = console.reveals.take(actor.account_id, _TOKEN, request.query_params.get("new", ""), tuple)
+    return render(
+        request,
+        "tokens.html",
+        {
+            **_tokens_context(console, actor),
+            "new_token": new[0] if new else "",
+            "new_token_name": new[1] if new else "",
+            "messages": done_messages(request),
+        },
+    )
 
 
-@router.post("/tokens", response_class=HTMLResponse)
-def token_create(request: Request, console: ConsoleDep, actor: ViewerDep, form: FormDep) -> Response:
+@router.post("/tokens")
+def token_create(console: ConsoleDep, actor: ViewerDep, form: FormDep) -> Response:
     try:
         days_text = form_text(form, "days", 10).strip()
         days = int(days_text) if days_text else None
@@ -267,16 +283,32 @@ def token_create(request: Request, console: ConsoleDep, actor: ViewerDep, form: 
     token, info = console.tokens.create(
         actor, form_text(form, "name", 200), role=parse_role(role_text) if role_text else None, days=days
     )
-    # shown in this response only; never stored in clear, never in a redirect URL
-    return render(
+    # never stored in clear, never in a URL: the page after the redirect takes it from memory
+    return redirect("/tokens", query={"new": console.reveals.put(actor.account_id, _TOKEN, (token, info.name))})
+
+
+@router.get("/tokens/{token_id}/revoke", response_class=HTMLResponse)
+def token_revoke_confirm(request: Request, token_id: Id, console: ConsoleDep, actor: ViewerDep) -> Response:
+    found = next((t for t in console.tokens.visible(actor) if t.id == token_id and not t.revoked_at), None)
+    if found is None:
+        return redirect("/tokens")
+    return confirm_page(
         request,
-        "tokens.html",
-        {**_tokens_context(console, actor), "new_token": token, "new_token_name": info.name, "new_token_info": info},
+        title=f"Revoke token {found.name}",
+        question=f"Revoke the API token {found.name} of {found.username}?",
+        details=["Whatever uses it (a monitoring system, a script) is refused from the next request on."],
+        action=f"/tokens/{token_id}/revoke",
+        button="Revoke the token",
+        back="/tokens",
     )
 
 
 @router.post("/tokens/{token_id}/revoke")
-def token_revoke(token_id: Id, console: ConsoleDep, actor: ViewerDep) -> Response:
+def token_revoke(token_id: Id, console: ConsoleDep, actor: ViewerDep, form: FormDep) -> Response:
+    if not any(t.id == token_id for t in console.tokens.visible(actor)):
+        raise NotFoundError(f"no API token with id {token_id}")
+    if not confirmed(form):
+        return RedirectResponse(f"/tokens/{token_id}/revoke", status_code=303)
     return redirect("/tokens", "token-revoked", console.tokens.revoke(actor, token_id))
 
 
@@ -302,7 +334,12 @@ def _clients_context(request: Request, console: ConsoleDep) -> dict[str, Any]:
 
 @router.get("/clients", response_class=HTMLResponse)
 def clients(request: Request, console: ConsoleDep, actor: ViewerDep) -> Response:
-    return render(request, "clients.html", _clients_context(request, console))
+    ctx = _clients_context(request, console)
+    # a new link comes here after its form's redirect, once: its URL is shown in this response only
+    link = console.reveals.take(actor.account_id, _LINK, request.query_params.get("link", ""), ClientLink)
+    if link is not None:
+        ctx.update({"link": link, "qr": Markup(qr_svg(link.url))})  # noqa: S704 (segno's own SVG markup)
+    return render(request, "clients.html", ctx)
 
 
 @router.post("/clients/profiles")
@@ -344,153 +381,32 @@ def client_user_add(request: Request, console: ConsoleDep, actor: OperatorDep, f
     return redirect("/clients", "user-added", user.username)
 
 
+@router.get("/clients/users/{user_id}/remove", response_class=HTMLResponse)
+def client_user_remove_confirm(request: Request, user_id: Id, console: ConsoleDep, actor: OperatorDep) -> Response:
+    user = next((u for u in console.clients.users() if u.id == user_id), None)
+    if user is None:
+        return redirect("/clients")
+    return confirm_page(
+        request,
+        title=f"Remove client user {user.username}",
+        question=f"Remove {user.username} from the client profile {user.profile}?",
+        details=["Their deployment link stops working; a client already configured keeps its settings."],
+        action=f"/clients/users/{user_id}/remove",
+        button="Remove the user",
+        back="/clients",
+    )
+
+
 @router.post("/clients/users/{user_id}/remove")
-def client_user_remove(user_id: Id, console: ConsoleDep, actor: OperatorDep) -> Response:
+def client_user_remove(user_id: Id, console: ConsoleDep, actor: OperatorDep, form: FormDep) -> Response:
+    if not any(u.id == user_id for u in console.clients.users()):
+        raise NotFoundError(f"no client user with id {user_id}")
+    if not confirmed(form):
+        return RedirectResponse(f"/clients/users/{user_id}/remove", status_code=303)
     return redirect("/clients", "user-removed", console.clients.remove_user(actor, user_id))
 
 
-@router.post("/clients/users/{user_id}/link", response_class=HTMLResponse)
-def client_link(request: Request, user_id: Id, console: ConsoleDep, actor: OperatorDep) -> Response:
+@router.post("/clients/users/{user_id}/link")
+def client_link(user_id: Id, console: ConsoleDep, actor: OperatorDep) -> Response:
     link = console.clients.new_link(actor, user_id)
-    ctx = _clients_context(request, console)
-    ctx.update({"link": link, "qr": Markup(qr_svg(link.url))})  # noqa: S704 (segno's own SVG markup)
-    return render(request, "clients.html", ctx)
-
-
-# -- generate CSR ---------------------------------------------------------------------------------------
-
-
-@router.get("/csr", response_class=HTMLResponse)
-def csr_form(request: Request, console: ConsoleDep, actor: OperatorDep) -> Response:
-    lineage = request.query_params.get("lineage") or None
-    if lineage is None:
-        records = console.fleet.visible_lineages(actor)
-        lineage = records[0].name if len(records) == 1 else None
-    elif not actor.allows(lineage):
-        lineage = None
-    return render(request, "csr.html", forms.csr_form_context(console, actor, lineage))
-
-
-@router.post("/csr", response_class=HTMLResponse)
-def csr_generate(request: Request, console: ConsoleDep, actor: OperatorDep, form: FormDep) -> Response:
-    values = forms.csr_values(form)
-    try:
-        result = console.fleet.request_csr(actor, values)
-    except CertfleetError as exc:
-        ctx = forms.csr_form_context(console, actor, values.lineage if actor.allows(values.lineage) else None)
-        ctx["messages"] = refusal(exc)
-        return render(request, "csr.html", ctx, status_code=_page_status(exc))
-    return render(
-        request,
-        "csr_done.html",
-        {"title": "CSR ready", "here": "csr", "result": result, "csr": result.csr_pem.decode("ascii")},
-    )
-
-
-@router.get("/csr/{lineage}/{number}.csr")
-def csr_download(lineage: str, number: Id, console: ConsoleDep, actor: ViewerDep) -> Response:
-    console.fleet.check_lineage(actor, lineage)
-    return Response(
-        console.fleet.csr_pem(lineage, number),
-        media_type="application/pkcs10",
-        headers={"content-disposition": f'attachment; filename="{lineage}-{number}.csr"'},
-    )
-
-
-# -- import ---------------------------------------------------------------------------------------------
-
-
-def _import_context(console: ConsoleDep, actor: OperatorDep, lineage: str | None) -> dict[str, Any]:
-    records = console.fleet.visible_lineages(actor)
-    if lineage is not None and not actor.allows(lineage):
-        lineage = None
-    if lineage is None and len(records) == 1:
-        lineage = records[0].name
-    return {
-        "title": "Import",
-        "here": "import",
-        "lineages": records,
-        "lineage": lineage or "",
-        "limit_mib": console.settings.upload_limit // (1024 * 1024),
-    }
-
-
-@router.get("/import", response_class=HTMLResponse)
-def import_form(request: Request, console: ConsoleDep, actor: OperatorDep) -> Response:
-    return render(request, "import.html", _import_context(console, actor, request.query_params.get("lineage")))
-
-
-@router.post("/import", response_class=HTMLResponse)
-def import_preview(request: Request, console: ConsoleDep, actor: OperatorDep, form: FormDep) -> Response:
-    """Read the upload and show what it holds, without saving anything."""
-    lineage = form_text(form, "lineage", 64)
-    try:
-        console.fleet.check_lineage(actor, lineage)
-        inputs = forms.read_uploads(form.getlist("files"), limit=console.settings.upload_limit)
-        password = form_text(form, "password", 1024)
-        result, preview = console.imports.preview(actor, lineage, inputs, [password.encode()] if password else [])
-    except CertfleetError as exc:
-        ctx = _import_context(console, actor, lineage or None)
-        ctx["messages"] = refusal(exc)
-        return render(request, "import.html", ctx, status_code=413 if "too large" in str(exc) else 400)
-    picture, _ = console.certificates.chain_picture(result.chain.leaf, list(result.chain.chain[1:]))
-    return render(
-        request,
-        "import_preview.html",
-        {
-            "title": "Import: findings",
-            "here": "import",
-            "r": result,
-            "leaf": describe(result.chain.leaf),
-            "chain": [describe(c) for c in result.chain.chain[1:]],
-            "root": describe(result.chain.root) if result.chain.root is not None else None,
-            "picture": picture,
-            "preview": preview,
-            "files": [name for name, _ in inputs],
-        },
-    )
-
-
-@router.post("/import/{preview_id}/confirm")
-def import_confirm(preview_id: str, console: ConsoleDep, actor: OperatorDep) -> Response:
-    preview = console.imports.confirm(actor, preview_id)
-    return redirect("/", "imported", preview.lineage, anchor=f"lineage-{preview.lineage}")
-
-
-# -- deploy ---------------------------------------------------------------------------------------------
-
-
-@router.get("/deploy", response_class=HTMLResponse)
-def deploy_form(request: Request, console: ConsoleDep, actor: OperatorDep) -> Response:
-    records = [r for r in console.fleet.visible_lineages(actor) if r.active is not None]
-    lineage = request.query_params.get("lineage") or (records[0].name if records else "")
-    members = console.fleet.nodes(lineage) if lineage in {r.name for r in records} else []
-    return render(
-        request,
-        "deploy.html",
-        {
-            "title": "Deploy",
-            "here": "deploy",
-            "lineages": records,
-            "lineage": lineage,
-            "nodes": members,
-            "jobs": [j for j in console.jobs.recent(10) if actor.allows(j.lineage)],
-        },
-    )
-
-
-@router.post("/deploy")
-def deploy_start(console: ConsoleDep, actor: OperatorDep, form: FormDep) -> Response:
-    lineage = console.fleet.check_lineage(actor, form_text(form, "lineage", 64))
-    chosen = [v for v in form.getlist("nodes") if isinstance(v, str)][:200]
-    if not chosen:
-        raise InputError("choose at least one node to deploy to")
-    job = console.jobs.start(actor, lineage, chosen)
-    return RedirectResponse(f"/deploy/jobs/{job.id}", status_code=303)
-
-
-@router.get("/deploy/jobs/{job_id}", response_class=HTMLResponse)
-def deploy_job(request: Request, job_id: str, console: ConsoleDep, actor: ViewerDep) -> Response:
-    job = console.jobs.get(job_id)
-    console.fleet.check_lineage(actor, job.lineage)
-    return render(request, "deploy_job.html", {"title": f"Deploy {job.lineage}", "here": "deploy", "job": job})
+    return redirect("/clients", query={"link": console.reveals.put(actor.account_id, _LINK, link)}, anchor="new-link")

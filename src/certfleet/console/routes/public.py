@@ -143,12 +143,28 @@ def client_head(token: str) -> Response:
     return Response(status_code=200, headers={"cache-control": "no-store"})
 
 
-@router.get(CLIENT_PATH + "{token}")
+@router.get(CLIENT_PATH + "{token}", response_class=HTMLResponse)
+def client_page(request: Request, token: str, console: ConsoleDep) -> Response:
+    """The page a deployment link opens. It uses nothing up: mail previews and link scanners open
+    every link they see; the configuration waits for the button (a POST) the client sends."""
+    try:
+        info = console.clients.peek(token)
+    except LinkRefused as exc:
+        return render(
+            request,
+            "client_link.html",
+            {"title": "Deployment link", "refused": str(exc), "hint": exc.hint or ""},
+            status_code=410,
+        )
+    return render(request, "client_link.html", {"title": "Deployment link", "info": info})
+
+
+@router.post(CLIENT_PATH + "{token}")
 def client_fetch(request: Request, token: str, console: ConsoleDep) -> Response:
     """A client fetches its configuration with its one-time link (no account: the link is the key)."""
     try:
         ctype, body, _ = console.clients.fetch(
-            token, address=client_address(request), fingerprint=console.served_fingerprint_for
+            token, address=client_address(request), certificate=console.certificates.client_values
         )
     except LinkRefused as exc:
         return PlainTextResponse(f"{exc}\n{exc.hint or ''}\n", status_code=410, headers={"cache-control": "no-store"})

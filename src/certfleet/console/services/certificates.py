@@ -1,9 +1,14 @@
-"""Certificates the console knows (the store's versions and anchors, what it serves itself), and
-their chains as a strict client validates them, drawn from leaf to root."""
+"""Certificates the console knows (the store's versions and anchors, what it serves itself), their
+chains as a strict client validates them, drawn from leaf to root; which certificate the console
+serves for each name; and what a client's configuration may pin of the certificate it is served."""
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -12,21 +17,33 @@ from cryptography.hazmat.primitives import serialization
 from certfleet.certinfo import describe
 from certfleet.clock import Clock
 from certfleet.console.pictures import ChainBox, chain_svg
-from certfleet.console.tls import TLSContexts
-from certfleet.errors import InputError, NotFoundError
+from certfleet.console.tls import ServedCertificate, TLSContexts
+from certfleet.errors import CertfleetError, InputError, NotFoundError
 from certfleet.fleet.health import Health
+from certfleet.fleet.nodes import lineage_names
 from certfleet.problems import ProblemCode, Severity
 from certfleet.store import Store
 from certfleet.trust import TrustStore
 from certfleet.verify import Verification, verify_chain
 
-__all__ = ["Certificates", "pem_text"]
+__all__ = ["Certificates", "ServedName", "pem_text"]
 
 _HEX = frozenset("0123456789abcdef")
 
 
 def pem_text(*certs: x509.Certificate) -> str:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class ServedName:
+    """A name the console answers to, and the certificate a client that asks for it gets."""
+
+    name: str  # "" for a client that sends no name (one that connects by IP address)
+    label: str  # the lineage, or "bootstrap"
+    fingerprint: str
+    bootstrap: bool
+    not_after: dt.datetime
 
 
 class Certificates:
@@ -101,3 +118,54 @@ class Certificates:
                 )
             )
         return chain_svg(boxes), verification
+
+    # -- what the console serves ------------------------------------------------------------------
+
+    def served_names(self) -> list[ServedName]:
+        """Each name the console's certificates hold and the certificate it gets, then what a client
+        that sends no name gets."""
+        if self._tls is None:
+            return []
+        pairs = [*self._tls.by_name(), ("", self._tls.served_for(None))]
+        return [ServedName(n, c.label, c.fingerprint, c.bootstrap, c.leaf.not_valid_after_utc) for n, c in pairs]
+
+    def client_values(self, host: str) -> dict[str, str]:
+        """The certificate placeholders of a client configuration, for the certificate the console
+        serves for ``host``: the issuing CA's public key (SHA-256 of its SubjectPublicKeyInfo, as hex
+        and as the base64 "pin-sha256" form), the lineage's names, and the leaf's fingerprint."""
+        served = self._tls.served_for(host) if self._tls is not None else None
+        if served is None:
+            return {}
+        issuer = self._issuer(served)
+        pin = b""
+        if issuer is not None:
+            pin = hashlib.sha256(
+                issuer.public_key().public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            ).digest()
+        return {
+            "ca_spki_sha256": pin.hex(),
+            "ca_pin_sha256": base64.b64encode(pin).decode("ascii") if pin else "",
+            "names": ",".join(self._names(served)),
+            "fingerprint": served.fingerprint,
+        }
+
+    def _issuer(self, served: ServedCertificate) -> x509.Certificate | None:
+        if served.chain:
+            return served.chain[0]
+        if served.leaf.issuer == served.leaf.subject:
+            return served.leaf  # self-signed: its own issuer
+        path = verify_chain(served.leaf, (), self._trust(), at=self._clock()).chain  # issued by a root itself
+        return path[1] if len(path) > 1 else None
+
+    def _names(self, served: ServedCertificate) -> tuple[str, ...]:
+        if not served.bootstrap:
+            try:
+                record = self._store.lineage(served.label)
+                names = lineage_names(record, self._store.nodes(record.name))
+            except CertfleetError:  # the lineage went away since it was loaded
+                names = ()
+            if names:
+                return names
+        return served.names()

@@ -1,8 +1,10 @@
 """Client deployment: profiles (a settings template), users, and one-time deployment links.
 
-A link carries a 256-bit token; only its SHA-256 is stored. Fetching the configuration uses the
-link up in the same transaction that reads it, so two fetches can never both succeed. Every
-change, and every fetch, is written to the audit trail.
+A link carries a 256-bit token; only its SHA-256 is stored. Opening the link shows a page and uses
+nothing up: mail and chat previews and link scanners fetch every link they see. The configuration
+is released only to the request the client makes on purpose (a POST to the link, which the page's
+button sends), and that uses the link up in the same transaction that reads it, so two fetches can
+never both succeed. Every change, and every fetch, is written to the audit trail.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from xml.sax.saxutils import escape as xml_escape
 import segno
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from certfleet.clock import Clock
 from certfleet.console import security
@@ -33,13 +36,17 @@ __all__ = [
     "ClientProfile",
     "ClientUser",
     "Clients",
+    "LinkInfo",
     "LinkRefused",
     "qr_svg",
 ]
 
 CLIENT_PATH = "/client/"
 MAX_TEMPLATE = 64 * 1024
-PLACEHOLDERS = ("username", "display_name", "email", "server", "host", "port", "profile", "fingerprint")
+# the certificate's placeholders, filled for the profile's host: the issuing CA's key and the
+# lineage's names stay the same across renewals; the leaf's fingerprint changes at each one
+CERTIFICATE_PLACEHOLDERS = ("ca_spki_sha256", "ca_pin_sha256", "names", "fingerprint")
+PLACEHOLDERS = ("username", "display_name", "email", "server", "host", "port", "profile", *CERTIFICATE_PLACEHOLDERS)
 CONTENT_TYPES = ("application/json", "application/xml", "text/plain", "application/x-plist")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?$")
@@ -115,6 +122,16 @@ class ClientLink:
 
     def __repr__(self) -> str:  # the URL carries the token
         return f"ClientLink(user={self.user!r}, expires_at={self.expires_at.isoformat()})"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkInfo:
+    """What the page of an unused link shows: whose it is, until when."""
+
+    user: str
+    display_name: str
+    profile: str
+    expires_at: dt.datetime
 
 
 def split_host(hostname: str) -> tuple[str, int]:
@@ -317,31 +334,50 @@ class Clients:
             url = f"https://{user.profile.hostname}{CLIENT_PATH}{token}"
             return ClientLink(user.username, user.profile.name, url, expires)
 
-    def fetch(self, token: str, *, address: str, fingerprint: Callable[[str], str]) -> tuple[str, str, str]:
+    def peek(self, token: str) -> LinkInfo:
+        """Whose the link is, without using it (what a link scanner's GET sees). Refused when used,
+        expired or unknown."""
+        now = self._clock()
+        with self._db(write=False) as s:
+            link = self._usable(s, token, now)
+            user = link.user
+            return LinkInfo(user.username, user.display_name, user.profile.name, link.expires_at)
+
+    def fetch(
+        self, token: str, *, address: str, certificate: Callable[[str], Mapping[str, str]]
+    ) -> tuple[str, str, str]:
         """Use a link: (content type, configuration, user name). Refused when used or expired.
 
-        ``fingerprint(host)`` gives the SHA-256 of the certificate served for the host, for
-        clients that pin it. The fetch is audited under the actor ``client``.
+        ``certificate(host)`` gives the certificate placeholders (``CERTIFICATE_PLACEHOLDERS``) for
+        the certificate served for the profile's host. The fetch is audited under the actor ``client``.
         """
-        content_type, body, user = self._fetch(token, address=address, fingerprint=fingerprint)
+        content_type, body, user = self._fetch(token, address=address, certificate=certificate)
         self._audit.record_as("client", ConsoleAction.FETCH, {"user": user, "address": address})
         return content_type, body, user
 
-    def _fetch(self, token: str, *, address: str, fingerprint: Callable[[str], str]) -> tuple[str, str, str]:
+    @staticmethod
+    def _usable(s: Session, token: str, now: dt.datetime) -> ClientLinkRow:
         if not token or len(token) > 128:
             raise LinkRefused("this deployment link is not valid")
+        link = s.scalar(select(ClientLinkRow).where(ClientLinkRow.token_hash == security.token_hash(token)))
+        if link is None or link.used_at is not None or link.expires_at <= now:
+            raise LinkRefused(
+                "this deployment link is used, expired or unknown",
+                hint="ask the administrator for a new link",
+            )
+        return link
+
+    def _fetch(
+        self, token: str, *, address: str, certificate: Callable[[str], Mapping[str, str]]
+    ) -> tuple[str, str, str]:
         now = self._clock()
         with self._db(write=True) as s:
-            link = s.scalar(select(ClientLinkRow).where(ClientLinkRow.token_hash == security.token_hash(token)))
-            if link is None or link.used_at is not None or link.expires_at <= now:
-                raise LinkRefused(
-                    "this deployment link is used, expired or unknown",
-                    hint="ask the administrator for a new link",
-                )
+            link = self._usable(s, token, now)
             link.used_at = now
             link.used_from = address[:64]
             user, prof = link.user, link.user.profile
             host, port = split_host(prof.hostname)
+            served = certificate(host.strip("[]"))
             values = {
                 "username": user.username,
                 "display_name": user.display_name,
@@ -350,6 +386,6 @@ class Clients:
                 "host": host,
                 "port": str(port),
                 "profile": prof.name,
-                "fingerprint": fingerprint(host.strip("[]")),
+                **{name: served.get(name, "") for name in CERTIFICATE_PLACEHOLDERS},
             }
             return prof.content_type, render_template(prof.template, prof.content_type, values), user.username

@@ -16,12 +16,13 @@ from cryptography.hazmat.primitives import serialization
 
 from certfleet.console.roles import Forbidden, Role
 from certfleet.console.services.audit import Actor, Audit, ConsoleAction
+from certfleet.csr import CsrInfo, describe_csr
 from certfleet.errors import InputError, NotFoundError
 from certfleet.fleet.lineage import RequestResult, request
 from certfleet.fleet.model import NodeSpec
 from certfleet.fleet.nodes import lineage_names, make_node
 from certfleet.names import NamePlan, plan
-from certfleet.store import AuditEntry, DeploymentRecord, LineageRecord, Store, VersionRecord
+from certfleet.store import AuditEntry, DeploymentRecord, LineageRecord, Store, VersionRecord, VersionState
 
 __all__ = ["SSH_FIELDS", "CsrValues", "Fleet", "NodeValues", "build_node", "commands_of", "split_names"]
 
@@ -113,13 +114,16 @@ class CsrValues:
     nodes: tuple[str, ...]
     names: str
     key: str
-    subject: tuple[tuple[str, str], ...]
+    subject: tuple[tuple[str, str], ...]  # country, state, locality, organization: CAs refuse a unit now
     wildcards: bool
+    common_name: str = ""  # one of the names; the first name when none is chosen
 
     def subject_text(self) -> str | None:
         from certfleet.csr import Subject
 
-        given = {k: v for k, v in self.subject if v}
+        given = {k: v for k, v in self.subject if v and k != "organizational_unit"}
+        if self.common_name:
+            given["common_name"] = self.common_name
         return str(Subject(**given)) if given else None
 
 
@@ -211,6 +215,20 @@ class Fleet:
     def plan(self, lineage: str, *, wildcards: bool) -> NamePlan:
         """How the lineage's names would go into a CSR."""
         return plan(self.required_names(lineage), wildcards=wildcards)
+
+    def version(self, lineage: str, number: int) -> VersionRecord:
+        return self._store.version(lineage, number)
+
+    def csr_info(self, lineage: str, number: int) -> tuple[VersionRecord, CsrInfo]:
+        """A version and what its CSR asks for (the "CSR ready" page)."""
+        version = self._store.version(lineage, number)
+        if version.csr is None:
+            raise InputError(f"version {number} of {lineage} has no CSR")
+        return version, describe_csr(version.csr)
+
+    def issued(self, lineage: str) -> list[VersionRecord]:
+        """The versions with a certificate, newest first: what can be exported or rolled back to."""
+        return [v for v in reversed(self._store.versions(lineage)) if v.state is VersionState.ISSUED]
 
     def csr_pem(self, lineage: str, number: int) -> bytes:
         """The CSR of a version, as PEM (what the CA's form takes)."""

@@ -35,6 +35,7 @@ class ImportPreview:
     passwords: tuple[bytes, ...]
     created: dt.datetime
     result: ImportResult
+    force: bool = False  # the sender accepts a version weaker than the active one
 
     def __repr__(self) -> str:
         return f"ImportPreview(id={self.id!r}, lineage={self.lineage!r}, files={len(self.inputs)})"
@@ -49,7 +50,14 @@ class Imports:
         self._lock = threading.Lock()
 
     def read(
-        self, actor: Actor, lineage: str, inputs: Sequence[tuple[str, bytes]], passwords: Sequence[bytes], *, save: bool
+        self,
+        actor: Actor,
+        lineage: str,
+        inputs: Sequence[tuple[str, bytes]],
+        passwords: Sequence[bytes],
+        *,
+        save: bool,
+        force: bool = False,
     ) -> ImportResult:
         """What the files hold for ``lineage`` (``import_package``), saved and made active only
         with ``save`` and when a strict client accepts it."""
@@ -64,18 +72,27 @@ class Imports:
             fetcher=HttpFetcher(timeout=10.0) if self._settings.fetch_aia else None,
             trust=self._trust(),
             save=save,
+            force=force,
         )
 
     def preview(
-        self, actor: Actor, lineage: str, inputs: Sequence[tuple[str, bytes]], passwords: Sequence[bytes]
+        self,
+        actor: Actor,
+        lineage: str,
+        inputs: Sequence[tuple[str, bytes]],
+        passwords: Sequence[bytes],
+        *,
+        force: bool = False,
     ) -> tuple[ImportResult, ImportPreview | None]:
-        """Read the files without saving; an import that would be accepted waits for its confirmation."""
-        result = self.read(actor, lineage, inputs, passwords, save=False)
+        """Read the files without saving; an import that would be accepted waits for its
+        confirmation. ``force`` accepts a version that expires sooner, covers fewer names or has a
+        weaker key than the active one."""
+        result = self.read(actor, lineage, inputs, passwords, save=False, force=force)
         if not result.accepted:
             return result, None
         now = self._clock()
         preview = ImportPreview(
-            secrets.token_urlsafe(12), actor.account_id, lineage, tuple(inputs), tuple(passwords), now, result
+            secrets.token_urlsafe(12), actor.account_id, lineage, tuple(inputs), tuple(passwords), now, result, force
         )
         with self._lock:
             for stale in [k for k, p in self._previews.items() if now - p.created > self._settings.import_ttl]:
@@ -86,20 +103,28 @@ class Imports:
             self._previews[preview.id] = preview
         return result, preview
 
+    def get(self, actor: Actor, preview_id: str) -> ImportPreview:
+        """An import waiting for its sender's confirmation (its findings page)."""
+        with self._lock:
+            return self._waiting(actor, preview_id)
+
+    def _waiting(self, actor: Actor, preview_id: str) -> ImportPreview:
+        # called with the lock held
+        preview = self._previews.get(preview_id)
+        if (
+            preview is None
+            or preview.account_id != actor.account_id
+            or self._clock() - preview.created > self._settings.import_ttl
+        ):
+            raise InputError("this import is no longer waiting: upload the files again", hint="imports wait 15 minutes")
+        return preview
+
     def confirm(self, actor: Actor, preview_id: str) -> ImportPreview:
         """Save what ``preview_id`` showed, now that its sender confirmed it."""
         with self._lock:
-            preview = self._previews.get(preview_id)
-            if (
-                preview is None
-                or preview.account_id != actor.account_id
-                or self._clock() - preview.created > self._settings.import_ttl
-            ):
-                raise InputError(
-                    "this import is no longer waiting: upload the files again", hint="imports wait 15 minutes"
-                )
+            preview = self._waiting(actor, preview_id)
             del self._previews[preview_id]
-        result = self.read(actor, preview.lineage, preview.inputs, preview.passwords, save=True)
+        result = self.read(actor, preview.lineage, preview.inputs, preview.passwords, save=True, force=preview.force)
         if not result.accepted:  # the store changed since the preview
             raise InputError("the import was refused: " + "; ".join(p.message for p in result.problems))
         return preview

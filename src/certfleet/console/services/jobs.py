@@ -1,6 +1,7 @@
 """Deploys started from the console: each runs in its own thread and event loop, so a page can
 follow its per-node progress while it runs, whatever serves the requests. ``Jobs`` keeps the
-recent ones for their pages."""
+recent ones for their pages. A job deploys the active version, rolls back to an earlier one, or
+only plans a deploy (a dry run: every node's steps checked, nothing changed, nothing recorded)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,10 @@ from typing import Any
 from certfleet.clock import Clock
 from certfleet.console.services.audit import Actor, Audit
 from certfleet.errors import CertfleetError, NotFoundError
-from certfleet.fleet.deploy import NodeOutcome, ProgressEvent, Step
-from certfleet.fleet.rollout import prepare_deploy
-from certfleet.store import Store
+from certfleet.fleet.deploy import DeployOptions, NodeOutcome, ProgressEvent, Step
+from certfleet.fleet.rollout import Rollout, prepare_deploy, prepare_rollback
 
-__all__ = ["DeployJob", "JobState", "Jobs", "start_deploy"]
+__all__ = ["DeployJob", "JobKind", "JobState", "Jobs", "start_job"]
 
 log = logging.getLogger("certfleet.console")
 
@@ -54,9 +54,15 @@ class JobState(StrEnum):
     ERROR = "error"
 
 
+class JobKind(StrEnum):
+    DEPLOY = "deploy"
+    DRY_RUN = "dry-run"  # the steps each node would take; nothing changed, nothing recorded
+    ROLLBACK = "rollback"  # an earlier version; to every node, it becomes the active one
+
+
 @dataclass
 class DeployJob:
-    """One deploy of a lineage's active version to chosen nodes, and how far each node is."""
+    """One version of a lineage on its way to chosen nodes, and how far each node is."""
 
     id: str
     lineage: str
@@ -66,6 +72,8 @@ class DeployJob:
     account_id: int
     started_at: dt.datetime
     nodes: dict[str, NodeProgress]
+    kind: JobKind = JobKind.DEPLOY
+    activates: bool = False  # a rollback to every node: the version becomes the active one
     state: JobState = JobState.RUNNING
     error: str = ""
     deployment_id: int | None = None
@@ -92,6 +100,8 @@ class DeployJob:
         with self._lock:
             return {
                 "id": self.id,
+                "kind": self.kind.value,
+                "activates": self.activates,
                 "lineage": self.lineage,
                 "version": self.version,
                 "fingerprint": self.fingerprint,
@@ -107,29 +117,21 @@ class DeployJob:
             }
 
 
-def start_deploy(
-    store: Store,
-    lineage: str,
-    node_names: Sequence[str],
-    *,
-    job_id: str,
-    account_id: int,
-    clock: Clock,
-) -> DeployJob:
-    """Deploy the active version of ``lineage`` to the named nodes (all its nodes when none), in a
-    thread of its own. Refused at once, before the thread starts, when there is nothing to deploy
-    or another deploy of the lineage runs."""
-    rollout = prepare_deploy(store, lineage, node_names)
+def start_job(rollout: Rollout, *, kind: JobKind, job_id: str, account_id: int, clock: Clock) -> DeployJob:
+    """Run ``rollout`` (checked and locked by the library already) in a thread of its own."""
     job = DeployJob(
         id=job_id,
-        lineage=lineage,
+        lineage=rollout.lineage,
         version=rollout.version.number,
         fingerprint=rollout.version.fingerprint or "",
-        actor=store.actor,
+        actor=rollout.store.actor,
         account_id=account_id,
         started_at=clock(),
         nodes={n.name: NodeProgress(n.name) for n in rollout.nodes},
+        kind=kind,
+        activates=rollout.activates,
     )
+    lineage = rollout.lineage
 
     def run() -> None:
         try:
@@ -145,7 +147,7 @@ def start_deploy(
             job.finished_at = clock()
 
     try:
-        threading.Thread(target=run, name=f"certfleet-deploy-{job_id}", daemon=True).start()
+        threading.Thread(target=run, name=f"certfleet-{kind.value}-{job_id}", daemon=True).start()
     except BaseException:
         rollout.release()
         raise
@@ -161,16 +163,23 @@ class Jobs:
         self._jobs: dict[str, DeployJob] = {}
         self._lock = threading.Lock()
 
-    def start(self, actor: Actor, lineage: str, nodes: Sequence[str]) -> DeployJob:
+    def start(self, actor: Actor, lineage: str, nodes: Sequence[str], *, dry_run: bool = False) -> DeployJob:
         """Deploy the active version of ``lineage`` to ``nodes`` (all its nodes when none), recorded
-        in the name of ``actor``; refused at once when another deploy of the lineage runs."""
-        job = start_deploy(
-            self._audit.store_for(actor),
-            lineage,
-            nodes,
-            job_id=secrets.token_urlsafe(12),
-            account_id=actor.account_id,
-            clock=self._clock,
+        in the name of ``actor``; refused at once when another deploy of the lineage runs. A dry run
+        plans each node's steps and changes nothing."""
+        store = self._audit.store_for(actor)
+        rollout = prepare_deploy(store, lineage, nodes, options=DeployOptions(dry_run=True) if dry_run else None)
+        return self._run(actor, rollout, JobKind.DRY_RUN if dry_run else JobKind.DEPLOY)
+
+    def rollback(self, actor: Actor, lineage: str, nodes: Sequence[str], *, to: int | None = None) -> DeployJob:
+        """Deploy the version before the active one (or ``to``) to ``nodes``; with none named, to
+        every node of the lineage, and that version becomes the active one."""
+        rollout = prepare_rollback(self._audit.store_for(actor), lineage, nodes, to=to)
+        return self._run(actor, rollout, JobKind.ROLLBACK)
+
+    def _run(self, actor: Actor, rollout: Rollout, kind: JobKind) -> DeployJob:
+        job = start_job(
+            rollout, kind=kind, job_id=secrets.token_urlsafe(12), account_id=actor.account_id, clock=self._clock
         )
         with self._lock:
             self._jobs[job.id] = job

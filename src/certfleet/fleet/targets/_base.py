@@ -15,6 +15,12 @@ complete or absent; ``live`` is switched by renaming a new symlink over it, so a
 old set of files or the new one, never a mix. Temporary names start with a dot and are cleaned
 up by the next upload, whatever killed the last one.
 
+Beside each folder, ``versions/.<version>.sha256`` lists its files and their SHA-256 (the format
+of ``sha256sum``: ``cd versions/<version> && sha256sum -c ../.<version>.sha256``). A folder is
+reused only when it still matches its list; one that does not (a file removed by hand or by an
+interrupted cleanup) is built again. The list lives outside the folder because some servers
+load every file of a folder they are pointed at (HAProxy's ``crt`` with a directory).
+
 Adding a target: one module with a :class:`Target` subclass, and one line in :data:`TARGETS`.
 """
 
@@ -65,6 +71,10 @@ class TargetFile:
 @dataclass(frozen=True, slots=True)
 class Undo:
     """How to put a target back as it was before a switch. Targets subclass it."""
+
+    def describe(self) -> str:
+        """What the target had before, for a report."""
+        return "what it had"
 
 
 def temp_token() -> str:
@@ -183,21 +193,45 @@ class Target(ABC):
         """Make ``version`` live in one atomic step; on failure leave the node as it was and raise."""
 
     @abstractmethod
-    async def fallback(self, tx: Transport, version: str) -> Undo | None:
-        """``version`` is live already: how to go back to the one before it, if that is known."""
-
-    @abstractmethod
     async def switch_back(self, tx: Transport, undo: Undo) -> None:
-        """Undo a :meth:`switch` (or go to a :meth:`fallback`)."""
+        """Undo a :meth:`switch`: the target is exactly as it was before it."""
+
+    async def check(self, tx: Transport, version: str, files: tuple[TargetFile, ...]) -> str | None:
+        """Whether ``version`` on the node still holds exactly its files: None when it does, else
+        what is wrong with it (then :meth:`upload` builds it again)."""
+        return None
 
     async def prune(self, tx: Transport, keep: int = KEEP_VERSIONS) -> None:
         """Remove old versions beyond the newest ``keep``; targets without versions keep nothing."""
         return None
 
 
+def manifest(files: tuple[TargetFile, ...]) -> bytes:
+    """The list of a version's files as ``sha256sum`` writes it: ``<sha256>  <name>`` a line."""
+    return "".join(f"{hashlib.sha256(f.data).hexdigest()}  {f.name}\n" for f in files).encode()
+
+
+def read_manifest(data: bytes) -> dict[str, str] | None:
+    """The names and digests of a list written by :func:`manifest`; None when it is not one."""
+    out: dict[str, str] = {}
+    try:
+        lines = data.decode("ascii").splitlines()
+    except UnicodeDecodeError:
+        return None
+    for line in lines:
+        digest, sep, name = line.partition("  ")
+        if not sep or not re.fullmatch(r"[0-9a-f]{64}", digest) or not _NAME_RE.match(name):
+            return None
+        out[name] = digest
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class LinkUndo(Undo):
     link: str | None  # what `live` pointed at before; None: it did not exist
+
+    def describe(self) -> str:
+        return f"live -> {self.link}" if self.link is not None else "no live link (a first deploy)"
 
 
 class VersionedTarget(Target):
@@ -264,10 +298,12 @@ class VersionedTarget(Target):
     async def upload(self, tx: Transport, version: str, files: tuple[TargetFile, ...]) -> None:
         _, versions, _ = await self._paths(tx)
         await self.cleanup(tx)
-        if version in await tx.listdir(versions):
-            return  # renamed into place only once complete, so it is whole
+        present = version in await tx.listdir(versions)
+        if present and await self.check(tx, version, files) is None:
+            return  # renamed into place only once complete, and still what its list says
         await tx.mkdir(versions, parents=True)
-        staging = f"{versions}/{TMP_PREFIX}{version}-{temp_token()}"
+        token = temp_token()
+        staging = f"{versions}/{TMP_PREFIX}{version}-{token}"
         await tx.mkdir(staging)
         paths = [staging]
         for item in files:
@@ -277,8 +313,38 @@ class VersionedTarget(Target):
         if (self.owner or self.group) and await tx.is_root():
             await tx.chown(paths, owner=self.owner, group=self.group)
         await tx.sync_dir(staging)
-        await tx.rename(staging, f"{versions}/{version}")
+        # the list first: a folder without one is never taken as whole
+        listing = f"{versions}/{TMP_PREFIX}{version}-{token}.sha256"
+        await tx.write_file(listing, manifest(files), mode=0o644)
+        await tx.rename(listing, self._manifest_path(versions, version))
+        if present:  # damaged: moved aside, then replaced (live, if it points there, is whole again)
+            damaged = f"{versions}/{TMP_PREFIX}damaged-{version}-{token}"
+            await tx.rename(f"{versions}/{version}", damaged)
+            await tx.rename(staging, f"{versions}/{version}")
+            await tx.remove_tree(damaged)
+        else:
+            await tx.rename(staging, f"{versions}/{version}")
         await tx.sync_dir(versions)
+
+    @staticmethod
+    def _manifest_path(versions: str, version: str) -> str:
+        return f"{versions}/.{version}.sha256"
+
+    async def check(self, tx: Transport, version: str, files: tuple[TargetFile, ...]) -> str | None:
+        _, versions, _ = await self._paths(tx)
+        listing = await tx.read_file(self._manifest_path(versions, version))
+        if listing is None:
+            return f"versions/{version} has no list of its files"
+        expected = read_manifest(listing)
+        if expected is None or set(expected) != {f.name for f in files}:
+            return f"versions/{version} does not list the files of this target"
+        for name, digest in expected.items():
+            data = await tx.read_file(f"{versions}/{version}/{name}")
+            if data is None:
+                return f"versions/{version}/{name} is missing"
+            if hashlib.sha256(data).hexdigest() != digest:
+                return f"versions/{version}/{name} was changed"
+        return None
 
     async def _point_live(self, tx: Transport, link: str | None) -> None:
         root, _, live = await self._paths(tx)
@@ -306,10 +372,6 @@ class VersionedTarget(Target):
         await self._point_live(tx, f"versions/{version}")
         await tx.touch(f"{versions}/{version}")  # newest activation first when pruning
         return LinkUndo(before)
-
-    async def fallback(self, tx: Transport, version: str) -> Undo | None:
-        others = await self._by_age(tx, exclude={version})
-        return LinkUndo(f"versions/{others[0]}") if others else None
 
     async def switch_back(self, tx: Transport, undo: Undo) -> None:
         if not isinstance(undo, LinkUndo):
@@ -344,6 +406,9 @@ class VersionedTarget(Target):
                 kept.add(name)
             else:
                 await tx.remove_tree(f"{versions}/{name}")
+        for name in await tx.listdir(versions):  # the lists of the folders removed
+            if name.startswith(".") and name.endswith(".sha256") and name[1:-7] not in kept:
+                await tx.remove(f"{versions}/{name}")
 
 
 # kind -> "module:Class", imported on first use: adding a target is one module and one line here

@@ -14,7 +14,7 @@ __all__ = ["LayoutTarget"]
 class LayoutTarget(VersionedTarget):
     """Writes ``export.layout_files(layout, ...)`` into each version folder."""
 
-    layout: ClassVar[export.LayoutKind]
+    layout: ClassVar[export.OutputFormat]
 
     def file_names(self) -> dict[str, str]:
         """Layout file name -> the name written on the node (the same unless options rename it)."""

@@ -15,4 +15,4 @@ __all__ = ["ApacheTarget"]
 
 class ApacheTarget(LayoutTarget):
     kind = "apache"
-    layout = export.LayoutKind.APACHE
+    layout = export.OutputFormat.APACHE

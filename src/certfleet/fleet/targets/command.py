@@ -63,8 +63,8 @@ class CommandTarget(VersionedTarget):
         return self._root
 
     def render(self, material: Material) -> tuple[TargetFile, ...]:
-        files = export.layout_files(export.LayoutKind.PEM, material.key, material.leaf, material.chain)
-        private = export.private_files(export.LayoutKind.PEM)
+        files = export.layout_files(export.OutputFormat.PEM, material.key, material.leaf, material.chain)
+        private = export.private_files(export.OutputFormat.PEM)
         return tuple(TargetFile(name, data, secret=name in private) for name, data in files.items())
 
     async def _run(self, tx: Transport, version: str) -> None:

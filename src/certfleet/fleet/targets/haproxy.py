@@ -10,4 +10,4 @@ __all__ = ["HAProxyTarget"]
 
 class HAProxyTarget(LayoutTarget):
     kind = "haproxy"
-    layout = export.LayoutKind.HAPROXY
+    layout = export.OutputFormat.HAPROXY

@@ -43,6 +43,12 @@ _OWNER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}\$?$")
 class _FileUndo(Undo):
     previous: bytes | None = field(repr=False)  # the file as it was (it holds a key); None: absent
 
+    def describe(self) -> str:
+        if self.previous is None:
+            return "no Secret file (a first deploy)"
+        found = _VERSION_RE.search(self.previous)
+        return f"the Secret of {found.group(1).decode()}" if found else "the Secret file it had"
+
 
 class K8sSecretTarget(Target):
     kind = "k8s-secret"
@@ -69,7 +75,7 @@ class K8sSecretTarget(Target):
                 raise InputError(f"not a user or group name: {value!r}")
 
     def render(self, material: Material) -> tuple[TargetFile, ...]:
-        files = export.layout_files(export.LayoutKind.NGINX, material.key, material.leaf, material.chain)
+        files = export.layout_files(export.OutputFormat.NGINX, material.key, material.leaf, material.chain)
         crt = base64.b64encode(files["fullchain.pem"]).decode()
         key = base64.b64encode(files["privkey.pem"]).decode()
         namespace = f"  namespace: {self.namespace}\n" if self.namespace else ""
@@ -121,8 +127,10 @@ class K8sSecretTarget(Target):
         await tx.sync_dir(self.folder)
         return _FileUndo(previous)
 
-    async def fallback(self, tx: Transport, version: str) -> Undo | None:
-        return None  # the file before this version was replaced; nothing certain to go back to
+    async def check(self, tx: Transport, version: str, files: tuple[TargetFile, ...]) -> str | None:
+        (item,) = files
+        data = await tx.read_file(self.path)
+        return None if data == item.data else f"{self.path} is not the Secret of this version"
 
     async def switch_back(self, tx: Transport, undo: Undo) -> None:
         if not isinstance(undo, _FileUndo):

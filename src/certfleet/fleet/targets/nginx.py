@@ -14,4 +14,4 @@ __all__ = ["NginxTarget"]
 
 class NginxTarget(LayoutTarget):
     kind = "nginx"
-    layout = export.LayoutKind.NGINX
+    layout = export.OutputFormat.NGINX

@@ -20,7 +20,7 @@ _RENAMES = {"cert": "cert.pem", "chain": "chain.pem", "fullchain": "fullchain.pe
 
 class PemTarget(LayoutTarget):
     kind = "pem"
-    layout = export.LayoutKind.PEM
+    layout = export.OutputFormat.PEM
     options_allowed: ClassVar[frozenset[str]] = VersionedTarget.options_allowed | frozenset(_RENAMES)
 
     def __init__(self, spec: TargetSpec) -> None:

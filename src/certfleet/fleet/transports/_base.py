@@ -188,6 +188,9 @@ class Transport(ABC):
         """Run ``command`` with ``sh`` on the node; never raises for a failing or slow command."""
 
 
+# options a node carries for other parts than its transport (the webroot ACME's http-01 writes to)
+NODE_OPTIONS = frozenset({"webroot"})
+
 # scheme -> "module:Class"; imported on first use so that asyncssh loads only for SSH nodes
 TRANSPORTS: Mapping[str, str] = {
     "local": "certfleet.fleet.transports.local:LocalTransport",
@@ -210,4 +213,4 @@ def open_transport(url: str, options: Mapping[str, Any] | None = None) -> Transp
         raise InputError(f"unknown transport {url!r}", hint=f"use one of: {known} (for example ssh://user@host:22)")
     module, _, name = where.partition(":")
     cls: type[Transport] = getattr(importlib.import_module(module), name)
-    return cls(url, options or {})
+    return cls(url, {k: v for k, v in (options or {}).items() if k not in NODE_OPTIONS})

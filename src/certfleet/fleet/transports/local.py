@@ -22,10 +22,21 @@ __all__ = ["LocalTransport", "command_environment"]
 T = TypeVar("T")
 
 
+# the fault, said plainly: a full disk needs space, not a check of the folder's permissions
+_FAULT_HINTS = {
+    errno.ENOSPC: "the disk is full (ENOSPC): free space on it, then deploy again",
+    errno.EDQUOT: "the user's disk quota is used up (EDQUOT): free space or raise the quota",
+    errno.EROFS: "the filesystem is mounted read-only (EROFS)",
+    errno.EACCES: "certfleet's user may not write there (EACCES): give it the folder, or deploy as its owner",
+    errno.EPERM: "certfleet's user may not do this there (EPERM)",
+    errno.ENOENT: "a folder on the way does not exist (ENOENT): create it, or fix the target's path",
+}
+
+
 def _os_error(action: str, path: str, exc: OSError) -> EnvError:
     return EnvError(
         f"cannot {action} {path}: {exc.strerror or exc}",
-        hint="check that the folder exists and that certfleet may write there",
+        hint=_FAULT_HINTS.get(exc.errno or 0, "check that the folder exists and that certfleet may write there"),
     )
 
 

@@ -2,7 +2,9 @@
 
 The server's host key must already be known: it is checked against ``known_hosts`` (the node's
 ``known_hosts`` option, or ``~/.ssh/known_hosts``), and an unknown or changed key is refused,
-never learned. Authentication is by key: the node's ``identity`` option names a private key
+never learned. A changed key is said to be one, with the recorded and the offered fingerprints:
+it may be someone in the middle, so the advice is to verify the new key out of band, never to
+append it. Authentication is by key: the node's ``identity`` option names a private key
 file, otherwise the SSH agent and the usual ``~/.ssh/id_*`` files are tried.
 
 Node options: ``known_hosts`` (path), ``identity`` (path), ``connect_timeout`` (seconds).
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import ipaddress
 import shlex
 import time
 import urllib.parse
@@ -143,13 +146,7 @@ class SshTransport(Transport):
                 self._sftp = await self._conn.start_sftp_client()
         except asyncssh.HostKeyNotVerifiable as exc:
             await self.close()
-            where = self._known_hosts or "~/.ssh/known_hosts"
-            raise NetworkError(
-                f"refused: the host key of {self.host}:{self.port} is not in {where} ({exc.reason})",
-                hint=f"check the key with the server's administrator, then add it: ssh-keyscan -p {self.port} "
-                f"{self.host} >> {where}",
-                source=self.label,
-            ) from exc
+            raise await self._host_key_refused(exc) from exc
         except asyncssh.PermissionDenied as exc:
             await self.close()
             raise NetworkError(
@@ -167,6 +164,35 @@ class SshTransport(Transport):
         except (asyncssh.KeyImportError, ValueError) as exc:
             await self.close()
             raise InputError(f"cannot use the SSH key {self._identity}: {exc}", source=self.label) from exc
+
+    async def _host_key_refused(self, exc: asyncssh.HostKeyNotVerifiable) -> NetworkError:
+        """Why the host key was refused: a key known_hosts does not hold, or one that CHANGED."""
+        where = self._known_hosts or "~/.ssh/known_hosts"
+        recorded = _recorded_keys(self._known_hosts or str(Path(where).expanduser()), self.host, self.port)
+        algorithms = [a.decode() for key in recorded for a in key.sig_algorithms]
+        offered = await _offered_key(self.host, self.port, algorithms, self._connect_timeout)
+        offered_fp = offered.get_fingerprint() if offered is not None else "unknown (the server did not say again)"
+        endpoint = f"{self.host}:{self.port}"
+        if recorded:
+            fingerprints = ", ".join(dict.fromkeys(k.get_fingerprint() for k in recorded))
+            entry = f"[{self.host}]:{self.port}" if self.port != 22 else self.host
+            return NetworkError(
+                f"refused: the host key of {endpoint} has CHANGED since it was recorded in {where}: someone may "
+                f"be intercepting the connection, or the server was reinstalled; recorded {fingerprints}, "
+                f"offered {offered_fp}",
+                hint="do not deploy and do not add the offered key: verify it out of band (on the server's console, "
+                "`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`, or from its administrator); only if it is the "
+                f"server's new key, remove the old entry (`ssh-keygen -R '{entry}' -f {where}`) and record the "
+                "verified one",
+                source=self.label,
+            )
+        return NetworkError(
+            f"refused: the host key of {endpoint} is not in {where} ({exc.reason}); it offers {offered_fp}",
+            hint="compare that fingerprint with the server's own (on its console, "
+            "`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`, or from its administrator); if they match, add "
+            f"it: ssh-keyscan -p {self.port} {self.host} >> {where}",
+            source=self.label,
+        )
 
     async def close(self) -> None:
         if self._sftp is not None:
@@ -326,6 +352,34 @@ class SshTransport(Transport):
             proc.kill()
         with contextlib.suppress(Exception):
             proc.close()
+
+
+def _recorded_keys(path: str, host: str, port: int) -> list[asyncssh.SSHKey]:
+    """The keys ``path`` records for ``host:port`` (none when it cannot be read)."""
+    try:
+        known = asyncssh.read_known_hosts(path)
+    except (OSError, ValueError, asyncssh.Error):
+        return []
+    try:
+        ipaddress.ip_address(host)
+        addr = host
+    except ValueError:
+        addr = ""
+    return list(known.match(host, addr, port)[0])
+
+
+async def _offered_key(
+    host: str, port: int, algorithms: Sequence[str], timeout: float
+) -> asyncssh.SSHKey | None:
+    """The host key the server offers, of the kind recorded (a second, unauthenticated handshake)."""
+    try:
+        async with asyncio.timeout(timeout):
+            key: asyncssh.SSHKey | None = await asyncssh.get_server_host_key(
+                host, port, server_host_key_algs=list(algorithms) or (), config=None
+            )
+            return key
+    except (asyncssh.Error, OSError, TimeoutError, ValueError):
+        return None
 
 
 def _reason(exc: BaseException) -> str:
