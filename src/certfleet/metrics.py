@@ -34,6 +34,16 @@ The fleet's status (the console, from :func:`certfleet.fleet.status.status`):
     certfleet_node_cert_expiry_seconds{lineage,node}  seconds until what the node serves expires
     certfleet_deployments_total{outcome}              deployments, ok or failed
     certfleet_deployment_node_results_total{outcome}  per-node results of deployments
+
+The autopilot (the console, and ``certfleet renew --metrics-file``), from each lineage's renewal
+state as the last pass left it:
+
+    certfleet_lineage_next_renewal_timestamp_seconds{lineage,reason}  when the next renewal is planned
+    certfleet_lineage_last_renewal_timestamp_seconds{lineage}         when a pass last acted for it
+    certfleet_lineage_last_renewal_success{lineage}                   1 when that went well, 0 when it failed
+    certfleet_lineage_last_renewal_info{lineage,outcome}              1, with the outcome as a label
+    certfleet_lineage_renewal_failures{lineage}                       failed passes in a row
+    certfleet_alerts_sent_total{event,kind}                           alerts delivered (alert, repeat, resolved)
 """
 
 from __future__ import annotations
@@ -42,7 +52,7 @@ import datetime as dt
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -54,6 +64,7 @@ from prometheus_client.registry import Collector
 from certfleet.errors import EnvError, InputError
 
 if TYPE_CHECKING:
+    from certfleet.autopilot.ledger import RenewalState
     from certfleet.check import CheckReport, EndpointReport
     from certfleet.fleet.status import StatusReport
     from certfleet.store import DeploymentRecord
@@ -62,6 +73,7 @@ __all__ = [
     "CheckMetrics",
     "MetricsServer",
     "Snapshot",
+    "autopilot_metrics",
     "deployment_metrics",
     "endpoint_metrics",
     "parse_listen",
@@ -214,6 +226,56 @@ def deployment_metrics(deployments: Iterable[DeploymentRecord], *, namespace: st
     for result in Outcome:
         per_node.add_metric([result.value], float(by_node.get(result.value, 0)))
     return [whole, per_node]
+
+
+def autopilot_metrics(
+    states: Iterable[RenewalState], sent: Mapping[tuple[str, str], int], *, namespace: str = NAMESPACE
+) -> list[Metric]:
+    """Each lineage's next renewal and last renewal outcome, and the alerts sent by event and kind
+    (``sent``: (event, kind) -> count, as :meth:`certfleet.autopilot.alerts.Alerts.sent_counts`)."""
+    ns = namespace
+    next_at = GaugeMetricFamily(
+        f"{ns}_lineage_next_renewal_timestamp_seconds",
+        "When the lineage's next renewal is planned (or its next try after a failure), as Unix time; "
+        "reason: ari-window, third-left, half-left, manual-reminder...",
+        labels=["lineage", "reason"],
+    )
+    last_at = GaugeMetricFamily(
+        f"{ns}_lineage_last_renewal_timestamp_seconds",
+        "When the autopilot last acted for the lineage (issued, deployed, requested, or failed), as Unix time.",
+        labels=["lineage"],
+    )
+    last_ok = GaugeMetricFamily(
+        f"{ns}_lineage_last_renewal_success",
+        "1 when the autopilot's last action for the lineage went well, 0 when it failed or left nodes behind.",
+        labels=["lineage"],
+    )
+    last_info = GaugeMetricFamily(
+        f"{ns}_lineage_last_renewal_info",
+        "The outcome of the autopilot's last action for the lineage, as a label: "
+        "renewed, deployed, partial, failed, requested.",
+        labels=["lineage", "outcome"],
+    )
+    failures = GaugeMetricFamily(
+        f"{ns}_lineage_renewal_failures", "Failed autopilot passes in a row for the lineage.", labels=["lineage"]
+    )
+    alerts = CounterMetricFamily(
+        f"{ns}_alerts_sent",
+        "Alerts delivered to at least one destination, by event and kind (alert, repeat, resolved, test).",
+        labels=["event", "kind"],
+    )
+    for state in states:
+        name = state.lineage
+        if state.next_renewal_at is not None:
+            next_at.add_metric([name, state.next_reason or ""], state.next_renewal_at.timestamp())
+        failures.add_metric([name], float(state.failures))
+        if state.last_attempt_at is not None and state.last_outcome is not None:
+            last_at.add_metric([name], state.last_attempt_at.timestamp())
+            last_ok.add_metric([name], 1.0 if state.last_outcome.ok else 0.0)
+            last_info.add_metric([name, state.last_outcome.value], 1.0)
+    for (event, kind), count in sorted(sent.items()):
+        alerts.add_metric([event, kind], float(count))
+    return [next_at, last_at, last_ok, last_info, failures, alerts]
 
 
 class Snapshot(Collector):

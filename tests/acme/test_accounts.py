@@ -168,7 +168,7 @@ def test_the_first_issuer_unreachable_the_second_issues(
     assert issued["ok"] and issued["issuer"] == "second"
     (tried, won) = issued["attempts"]
     assert tried["issuer"] == "first" and tried["exit_code"] == 3 and "did not answer" in tried["error"]
-    assert won == {"issuer": "second", "error": None, "hint": None, "exit_code": None}
+    assert won == {"issuer": "second", "error": None, "hint": None, "exit_code": None, "retry_after": None}
     shown = expect(cli("lineage", "show", "web", "--json")).json()
     assert shown["issuers"] == ["first", "second"] and shown["versions"][0]["issuer"] == "second"
     with Store.open() as store:

@@ -1,6 +1,7 @@
-"""Migrations 0002_console and 0006_access (the last of the chain 0001 → 0002 → 0003_lifecycle →
-0004_acme → 0005_last_results → 0006_access): together they create exactly the console's models,
-go down and up again, and 0006 keeps what was there (accounts become admins, nothing cascades away)."""
+"""Migrations 0002_console and 0007_access (the last of the chain 0001 → 0002 → 0003_lifecycle →
+0004_acme → 0005_last_results → 0006_autopilot → 0007_access): together they create exactly the
+console's models, go down and up again, and 0007 keeps what was there (accounts become admins,
+nothing cascades away)."""
 
 from __future__ import annotations
 
@@ -104,8 +105,8 @@ def test_access_migration_keeps_accounts_sessions_and_tokens_and_redacts_old_out
         assert conn.exec_driver_sql("SELECT version FROM nodes").scalar() == 1
         [output] = conn.exec_driver_sql("SELECT output FROM deployment_results").scalars()
     assert output.startswith("uid=0(root)") and "PRIVATE KEY" not in output
-    assert db.current() == {"0006_access"}
-    db.downgrade("0005_last_results")  # the access migration alone, on top of main's chain
+    assert db.current() == {"0007_access"}
+    db.downgrade("0006_autopilot")  # the access migration alone, on top of main's chain
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT is_admin FROM console_accounts").scalar() == 1
     db.upgrade()

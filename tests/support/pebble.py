@@ -88,6 +88,7 @@ class PebbleServer(Server):
         alternate_roots: int = 0,
         env: Mapping[str, str] | None = None,
         host: str = "127.0.0.1",
+        validity: int = VALIDITY,
     ) -> None:
         super().__init__(workdir, host=host)
         self.management_port = free_port(host)
@@ -112,7 +113,7 @@ class PebbleServer(Server):
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": eab is not None,
                 "externalAccountMACKeys": dict(eab or {}),
-                "certificateValidityPeriod": VALIDITY,
+                "certificateValidityPeriod": validity,  # seconds
             }
         }
         self.conf = workdir / "pebble-config.json"

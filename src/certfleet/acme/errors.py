@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 _MAX_DETAIL = 400
+_URN = "urn:ietf:params:acme:error:"
 
 
 def _clip(text: str | None) -> str:
@@ -260,6 +261,11 @@ def mapped(
         return AcmeProblem("the CA did not validate the names", source=issuer)
     if isinstance(exc, acme_errors.IssuanceError):
         return mapped(exc.error, issuer=issuer, headers=headers, body=body)
+    problem = body or {}
+    if isinstance(exc, acme_errors.ConflictError) and str(problem.get("type", "")).startswith(_URN):
+        # the library turns every 409 into ConflictError and drops its problem (alreadyReplaced, RFC 9773)
+        code = str(problem["type"])[len(_URN) :]
+        return problem_error(code, str(problem.get("detail") or ""), issuer=issuer)
     if isinstance(exc, requests.exceptions.SSLError):
         return CAUnreachable(
             f"the CA's HTTPS certificate is not trusted: {_clip(str(exc))}",

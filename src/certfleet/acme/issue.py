@@ -16,6 +16,7 @@ only in memory and is dropped. A manual issuer stops the list: the CSR waits for
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -84,9 +85,16 @@ class Attempt:
     error: str | None = None
     hint: str | None = None
     exit_code: int | None = None
+    retry_after: dt.datetime | None = None  # the CA asked not to try again before this
 
     def to_dict(self) -> dict[str, Any]:
-        return {"issuer": self.issuer, "error": self.error, "hint": self.hint, "exit_code": self.exit_code}
+        return {
+            "issuer": self.issuer,
+            "error": self.error,
+            "hint": self.hint,
+            "exit_code": self.exit_code,
+            "retry_after": self.retry_after.isoformat() if self.retry_after is not None else None,
+        }
 
 
 class AllIssuersFailed(OperationFailed):
@@ -143,6 +151,7 @@ class IssueResult:
     reused: tuple[str, ...] = ()  # names the CA had validated already
     cleanup: tuple[str, ...] = ()  # proofs that could not be removed
     seconds: float = 0.0
+    replaced: str | None = None  # the ARI CertID the order named as the certificate it replaces
 
     @property
     def ok(self) -> bool:
@@ -167,6 +176,7 @@ class IssueResult:
             "reused_authorizations": list(self.reused),
             "cleanup": list(self.cleanup),
             "seconds": round(self.seconds, 3),
+            "replaces": self.replaced,
             "import": self.imported.to_dict() if self.imported is not None else None,
             "preflight": self.preflight.to_dict() if self.preflight is not None else None,
             "request": self.request.to_dict() if self.request is not None else None,
@@ -232,7 +242,7 @@ async def dry_run(store: Store, lineage: str, *, dns: DnsSettings | None = None)
 
 
 def _attempt(issuer: str, exc: CertfleetError) -> Attempt:
-    return Attempt(issuer, str(exc), exc.hint, int(exc.exit_code))
+    return Attempt(issuer, str(exc), exc.hint, int(exc.exit_code), getattr(exc, "retry_after", None))
 
 
 async def issue(
@@ -243,8 +253,12 @@ async def issue(
     progress: Progress | None = None,
     dns: DnsSettings | None = None,
     check_first: bool = True,
+    replaces: Mapping[str, str] | None = None,
 ) -> IssueResult:
-    """Issue ``lineage``'s certificate from its first issuer that can (see the module's words)."""
+    """Issue ``lineage``'s certificate from its first issuer that can (see the module's words).
+
+    ``replaces``: issuer name -> the ARI CertID of the certificate that issuer made and this one
+    renews (RFC 9773); an order to that issuer names it."""
     started = time.monotonic()
     dns = dns or DnsSettings()
     the_plan = plan_issue(store, lineage, dns=dns)
@@ -284,7 +298,15 @@ async def issue(
             tell(IssueEvent("failed", issuer.name, detail=why))
             continue
         try:
-            result = await _from_acme(store, the_plan, issuer, clock=clock, tell=tell, tried=attempts)
+            result = await _from_acme(
+                store,
+                the_plan,
+                issuer,
+                clock=clock,
+                tell=tell,
+                tried=attempts,
+                replaces=(replaces or {}).get(issuer.name),
+            )
         except (AcmeProblem, CAUnreachable) as exc:
             attempts.append(_attempt(issuer.name, exc))
             tell(IssueEvent("failed", issuer.name, detail=str(exc)))
@@ -324,6 +346,7 @@ async def _from_acme(
     clock: Clock,
     tell: Progress,
     tried: Sequence[Attempt],
+    replaces: str | None = None,
 ) -> dict[str, Any]:
     lineage = the_plan.lineage
     policy = the_plan.policy
@@ -344,7 +367,7 @@ async def _from_acme(
         if wanted and profile is None:
             tell(IssueEvent("order", issuer.name, detail=f"the CA offers no profile {wanted}: ordering without one"))
         kinds = {n: s.kind for n, s in the_plan.assignment.items()}
-        order = Order(conn, csr_pem, kinds, profile=profile)
+        order = Order(conn, csr_pem, kinds, profile=profile, replaces=replaces)
         downloaded, reused, leftovers = await _solve(order, the_plan, issuer.name, tell)
     chain_pem, top, matched = choose_chain(downloaded.fullchain_pem, downloaded.alternates, policy.preferred_chain)
     found = matched if policy.preferred_chain else None
@@ -379,6 +402,7 @@ async def _from_acme(
         "key": key_words,
         "reused": tuple(reused),
         "cleanup": tuple(leftovers),
+        "replaced": order.replaces,
     }
 
 

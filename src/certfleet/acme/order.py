@@ -16,11 +16,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from acme import challenges as acme_challenges
 from acme import messages
 from cryptography import x509
+from josepy.json_util import field
 from requests.utils import parse_header_links
 
 from certfleet.acme.challenges import Task
@@ -36,6 +37,12 @@ WORKERS = 8  # connections that fetch authorizations and answer challenges side 
 T = TypeVar("T")
 R = TypeVar("R")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,256}")
+
+
+class _NewOrder(messages.NewOrder):
+    """A new order that names the certificate it replaces (RFC 9773 §5), which the library's lacks."""
+
+    replaces: str | None = field("replaces", omitempty=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +69,14 @@ class Order:
         kinds: Mapping[str, ChallengeType],
         *,
         profile: str | None = None,
+        replaces: str | None = None,
         timeout: float = ORDER_TIMEOUT,
     ) -> None:
         self.conn = conn
         self.csr_pem = csr_pem
         self.kinds = kinds
         self.profile = profile
+        self.replaces = replaces  # the ARI CertID of the certificate this order renews
         self.deadline = time.monotonic() + timeout
         self._orderr: messages.OrderResource | None = None
         self._pending: list[_Pending] = []
@@ -113,11 +122,27 @@ class Order:
             messages.Identifier(typ=messages.IDENTIFIER_IP if is_ip(n) else messages.IDENTIFIER_FQDN, value=n)
             for n in self.kinds
         ]
-        order = messages.NewOrder(identifiers=identifiers, profile=self.profile) if self.profile else None
-        order = order or messages.NewOrder(identifiers=identifiers)
-        response = conn.call(
-            conn.net.post, client.directory["newOrder"], order, new_nonce_url=client.directory["newNonce"]
-        )
+        fields: dict[str, Any] = {"identifiers": tuple(identifiers)}
+        if self.profile:
+            fields["profile"] = self.profile
+        if self.replaces:
+            fields["replaces"] = self.replaces
+
+        def send() -> Any:
+            order = _NewOrder(**fields)
+            return conn.call(
+                conn.net.post, client.directory["newOrder"], order, new_nonce_url=client.directory["newNonce"]
+            )
+
+        try:
+            response = send()
+        except AcmeProblem as exc:
+            # the certificate was renewed already (another client of the account did it): order afresh
+            if exc.problem != "alreadyReplaced" or "replaces" not in fields:
+                raise
+            self.replaces = None
+            del fields["replaces"]
+            response = send()
         body = messages.Order.from_json(response.json())
 
         def fetch(c: Connection, url: str) -> messages.AuthorizationResource:

@@ -1,7 +1,7 @@
 """The ``certfleet`` command line: a thin face over the library.
 
-Commands live in one module per area (``_core``, ``_make``, ``_fleet``, ``_status``, ``_acme``, ``_deploy``,
-``_check``, ``_serve``, ``_store``, ``_account``)
+Commands live in one module per area (``_core``, ``_make``, ``_fleet``, ``_status``, ``_acme``, ``_renew``,
+``_deploy``, ``_check``, ``_serve``, ``_store``, ``_account``)
 and register themselves on the Typer app of ``_common``. :func:`main` imports only
 the module of the command asked for (all of them for the overview, or for a command it does not know), and
 runs ``verify --each`` without Typer at all (see ``_each``). Every :class:`CertfleetError` is
@@ -59,10 +59,24 @@ COMMANDS: dict[str, str] = {
     "issue": "_acme",
     "revoke": "_acme",
     "store": "_store",
+    "renew": "_renew",
+    "alert": "_renew",
     "account": "_account",
 }
 # in the order the overview lists them
-_MODULES = ("_core", "_make", "_fleet", "_status", "_acme", "_deploy", "_check", "_serve", "_store", "_account")
+_MODULES = (
+    "_core",
+    "_make",
+    "_fleet",
+    "_status",
+    "_acme",
+    "_renew",
+    "_deploy",
+    "_check",
+    "_serve",
+    "_store",
+    "_account",
+)
 
 
 def __getattr__(name: str) -> Any:

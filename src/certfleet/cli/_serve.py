@@ -19,13 +19,23 @@ def serve(
         str | None,
         typer.Option("--lineage", help="Serve this lineage's active version by default (SNI picks among all)."),
     ] = None,
+    renew_every: Annotated[
+        float, typer.Option("--renew-every", help="Minutes between the autopilot's renewal passes.", min=1, max=1440)
+    ] = 15.0,
+    autopilot: Annotated[
+        bool, typer.Option("--autopilot/--no-autopilot", help="Renew, deploy and alert from this process.")
+    ] = True,
 ) -> None:
     """Serve the web console and its API over HTTPS (TLS 1.2 and 1.3 only); on a fresh machine,
-    with a bootstrap certificate and a one-time link that creates the administrator."""
+    with a bootstrap certificate and a one-time link that creates the administrator. The
+    autopilot runs in the same process (`certfleet renew`, every 15 minutes) unless told not to."""
+    import datetime as dt
+
     _can_listen(bind, port)  # before a URL is printed that would not answer
     from certfleet.console.server import ServeOptions, run
 
-    run(ServeOptions(bind=bind, port=port, lineage=lineage))
+    every = dt.timedelta(minutes=renew_every) if autopilot else None
+    run(ServeOptions(bind=bind, port=port, lineage=lineage, autopilot=every))
 
 
 def _can_listen(bind: str, port: int) -> None:

@@ -139,6 +139,10 @@ _RULES = (
     ),
     _rule(r"choose another path, or give --force", "choose another path"),
     _rule(
+        r"look at the store \(`certfleet history`, `certfleet status`\) before running it again",
+        "look at the History page and the Dashboard before trying again",
+    ),
+    _rule(
         rf"`certfleet issue {_LINEAGE}` for a new certificate",
         r"import a new certificate for \g<lineage>",
     ),

@@ -40,7 +40,7 @@ class AccountRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(256))
-    # a Role's value; the database's default is the narrowest (migration 0006_access)
+    # a Role's value; the database's default is the narrowest (migration 0007_access)
     role: Mapped[str] = mapped_column(String(16), server_default="viewer")
     # the lineages the account may see and act on; None: every lineage
     lineages: Mapped[list[Any] | None] = mapped_column(JSON)

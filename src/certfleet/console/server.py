@@ -126,6 +126,7 @@ class ServeOptions:
     port: int = 8443
     lineage: str | None = None
     home: Path | None = None
+    autopilot: dt.timedelta | None = dt.timedelta(minutes=15)  # between renewal passes; None: no autopilot
 
 
 def _url_host(bind: str) -> str:
@@ -208,6 +209,12 @@ def run(options: ServeOptions, *, out: TextIO = sys.stdout, settings: ConsoleSet
     # and picks up a newly activated version without a restart
     config.ssl = tls.context
     server = uvicorn.Server(config)
+    pilot = None
+    if options.autopilot is not None:
+        from certfleet.autopilot.background import Autopilot
+
+        pilot = Autopilot(store.home, interval=options.autopilot).start()
+        print(f"autopilot: a renewal pass now, then every {options.autopilot.total_seconds() / 60:g} min", file=out)
     try:
         with asyncio.Runner(loop_factory=console_loop_factory(connections)) as runner:
             runner.run(server.serve())
@@ -217,4 +224,6 @@ def run(options: ServeOptions, *, out: TextIO = sys.stdout, settings: ConsoleSet
             hint="choose another --port, or stop what uses it",
         ) from exc
     finally:
+        if pilot is not None:
+            pilot.stop()
         store.close()

@@ -25,5 +25,6 @@ async def metrics(console: ConsoleDep, actor: Annotated[Actor, Depends(require(R
     report = await console.status.report(scope=actor.lineages)
     deployments = console.fleet.visible_deployments(actor, None, limit=10_000)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Snapshot([*status_metrics(report), *deployment_metrics(deployments)]))
+    autopilot = console.fleet.autopilot_metrics(actor)
+    registry.register(Snapshot([*status_metrics(report), *deployment_metrics(deployments), *autopilot]))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

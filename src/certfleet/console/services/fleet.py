@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
+from prometheus_client.core import Metric
 
 from certfleet.console.roles import Forbidden, Role
 from certfleet.console.services.audit import Actor, Audit, ConsoleAction
@@ -240,6 +241,22 @@ class Fleet:
     def deployments(self, lineage: str | None = None, limit: int = 50) -> list[DeploymentRecord]:
         """Newest first."""
         return self._store.deployments(lineage, limit=limit)
+
+    def autopilot_metrics(self, actor: Actor | None = None) -> list[Metric]:
+        """Each lineage's next renewal and last outcome, and the alerts sent (the autopilot's);
+        for an ``actor`` kept to some lineages, only the samples of those lineages."""
+        from certfleet.autopilot.schedule import families
+
+        found = families(self._store)
+        if actor is None or actor.lineages is None:
+            return found
+        for family in found:
+            family.samples = [
+                sample
+                for sample in family.samples
+                if "lineage" not in sample.labels or actor.allows(sample.labels["lineage"])
+            ]
+        return found
 
     def audit_log(self, limit: int = 100) -> list[AuditEntry]:
         return self._store.audit_log(limit=limit)

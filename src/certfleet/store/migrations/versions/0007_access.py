@@ -6,8 +6,8 @@ Every existing account becomes an admin (it was the one kind there was); existin
 their account's role and expire 90 days from now. The login counters start over, and the output
 of earlier deployments is redacted as new output is.
 
-Revision ID: 0006_access
-Revises: 0005_last_results
+Revision ID: 0007_access
+Revises: 0006_autopilot
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from alembic import op
 from certfleet.redact import clean
 from certfleet.store._models import UTCDateTime
 
-revision = "0006_access"
-down_revision = "0005_last_results"
+revision = "0007_access"
+down_revision = "0006_autopilot"
 branch_labels = None
 depends_on = None
 

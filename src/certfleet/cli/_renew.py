@@ -1,0 +1,316 @@
+"""``certfleet renew`` (one autopilot pass, for cron or a systemd timer) and ``certfleet alert``
+(where alerts go: Apprise URLs, shown masked; the repeat interval; the expiry stages).
+
+A thin face over :mod:`certfleet.autopilot`; the library is imported inside the commands so that
+``certfleet --help`` loads none of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from certfleet.cli._common import JsonOpt, app, console, console_err, emit, open_store, write_json
+from certfleet.errors import ExitCode, InputError
+
+if TYPE_CHECKING:
+    from certfleet.autopilot.alerts import AlertSent, Delivery
+    from certfleet.autopilot.renew import LineageRun, RenewReport
+    from certfleet.store import Store
+
+alert_app = typer.Typer(help="Where alerts go (Apprise URLs: e-mail, Slack, Teams, Matrix, webhooks...).")
+app.add_typer(alert_app, name="alert")
+
+_STYLE = {
+    "issued": "green",
+    "deployed": "green",
+    "requested": "cyan",
+    "nothing": "dim",
+    "waiting": "yellow",
+    "skipped": "yellow",
+    "failed": "bold red",
+}
+
+
+def _say(text: str, *, err: bool = False) -> None:
+    (console_err if err else console).print(text, markup=False, soft_wrap=True, highlight=False)
+
+
+def _run_line(run: LineageRun) -> None:
+    style = _STYLE.get(run.action.value, "cyan")
+    reason = run.plan.reason.value
+    console.print(
+        f"[bold]{escape(run.lineage)}[/]  [{style}]{run.action.value}[/]  {escape(run.summary)}  [dim]({reason})[/]",
+        soft_wrap=True,
+        highlight=False,
+    )
+    if run.hint and not run.ok:
+        console.print(f"    [dim]hint:[/] {escape(run.hint)}", soft_wrap=True, highlight=False)
+    if run.deployed is not None:
+        for node in run.deployed.report.nodes:
+            if not node.ok:
+                console.print(
+                    f"    {escape(node.node)}: {node.outcome.value}: {escape(node.message)}",
+                    soft_wrap=True,
+                    highlight=False,
+                )
+
+
+def _alert_line(sent: AlertSent, *, dry_run: bool) -> None:
+    if dry_run:
+        _say(f"would send {sent.kind.value}: {sent.title}")
+        return
+    if not sent.deliveries:
+        _say(f"{sent.kind.value} not sent (no destination: `certfleet alert add URL`): {sent.title}")
+        return
+    where = ", ".join(d.shown + ("" if d.ok else f" (failed: {d.error})") for d in sent.deliveries)
+    _say(f"{sent.kind.value} {'sent' if sent.delivered else 'not delivered'}: {sent.title} -> {where}")
+
+
+def _render(report: RenewReport, *, streamed: bool) -> None:
+    if not streamed:
+        for run in report.lineages:
+            _run_line(run)
+    if not report.lineages:
+        _say("no lineage yet")
+    for sent in report.alerts:
+        _alert_line(sent, dry_run=report.dry_run)
+    unsent = {c.key for c in report.conditions} - {a.key for a in report.alerts}
+    if report.dry_run and report.conditions and not report.alerts:
+        _say(f"{len(report.conditions)} alert(s) open already, none due to be sent again")
+    elif unsent and not report.dry_run:
+        _say(f"{len(unsent)} alert(s) still open (sent before; repeated after the repeat interval)")
+
+
+@app.command(
+    "renew",
+    epilog="Examples: certfleet renew   ·   certfleet renew --dry-run   ·   certfleet renew --lineage web --force",
+)
+def renew_cmd(
+    *,
+    lineage: Annotated[
+        list[str] | None, typer.Option("--lineage", "-l", help="Only this lineage; repeat for more.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be done and why; change nothing, send nothing.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Renew now, whatever the plan says.")] = False,
+    no_preflight: Annotated[bool, typer.Option("--no-preflight", help="Order without the ACME preflight.")] = False,
+    no_probe: Annotated[
+        bool, typer.Option("--no-probe", help="Do not probe every node after the pass (no serving alerts).")
+    ] = False,
+    concurrency: Annotated[int, typer.Option(help="Nodes deployed at once.", min=1, max=64)] = 8,
+    manual_days: Annotated[
+        int, typer.Option("--manual-days", help="Remind manual lineages this many days ahead.", min=0, max=3650)
+    ] = 30,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option("--metrics-file", help="Write the autopilot's metrics there (node_exporter's textfile format)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Renew every due lineage (issue, import, deploy, prove on every node); say when the others are due.
+
+    One pass: each due lineage is issued, imported, deployed to every node and proven served;
+    the others are left alone with the time they will be due; the alerts are sent.
+
+    Safe to run from several timers at once: one pass runs, the others say so and stop (exit 0).
+    A failure never touches what is live; it is retried at a later pass, after a backoff.
+    """
+    from certfleet.autopilot.renew import RenewSettings, renew
+    from certfleet.fleet.deploy import DeployOptions
+
+    settings = RenewSettings(
+        manual_days=manual_days,
+        preflight=not no_preflight,
+        probe=not no_probe,
+        deploy=DeployOptions(concurrency=concurrency),
+    )
+    streamed = not as_json
+    with open_store() as store:
+        report = asyncio.run(
+            renew(
+                store, lineages=lineage or (), dry_run=dry_run, force=force, settings=settings,
+                on_lineage=_run_line if streamed else None,
+            )
+        )  # fmt: skip
+        if metrics_file is not None and not report.busy:
+            _write_metrics(store, metrics_file)
+    if report.busy:
+        if as_json:
+            write_json(report.to_dict())
+        else:
+            _say(report.busy, err=True)
+        return int(ExitCode.OK)
+    emit(report, as_json, lambda r: _render(r, streamed=streamed))
+    return int(ExitCode.OK if report.ok else ExitCode.PROBLEMS)
+
+
+def _write_metrics(store: Store, path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from certfleet.autopilot.schedule import families
+    from certfleet.fsutil import atomic_write
+    from certfleet.metrics import Snapshot
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Snapshot(families(store)))
+    try:
+        atomic_write(path, generate_latest(registry), mode=0o644)
+    except OSError as exc:
+        raise InputError(f"cannot write the metrics to {path}: {exc.strerror or exc}") from exc
+
+
+# -- alert -------------------------------------------------------------------------------------------
+
+EventsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--events",
+        "-e",
+        help="Only these events (comma-separated or repeated): renewal-failed, deploy-rolled-back, deploy-failed, "
+        "serving-other, expiring, manual-waiting, revoked-served. Default: all.",
+    ),
+]
+
+
+def _read_url(url: str) -> str:
+    if url != "-":
+        return url.strip()
+    line = sys.stdin.readline(8192).strip()
+    if not line:
+        raise InputError("no URL on standard input")
+    return line
+
+
+def _deliveries(deliveries: list[Delivery]) -> None:
+    for d in deliveries:
+        _say(
+            f"{d.destination:>3}  {'delivered' if d.ok else 'FAILED':<9}  {d.shown}"
+            + (f"  {d.error}" if d.error else "")
+        )
+
+
+@alert_app.command(
+    "add",
+    epilog="Examples: certfleet alert add 'mailtos://user:password@mail.example.com?to=pki@example.com'  ·  "
+    "certfleet alert add json://hooks.example.com/certfleet --events renewal-failed,deploy-failed  ·  "
+    "certfleet alert add - < url.txt (keeps the URL out of the shell's history)",
+)
+def alert_add(
+    url: Annotated[str, typer.Argument(help="An Apprise URL, or - to read it from standard input.")],
+    *,
+    events: EventsOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Send alerts to this destination (sealed in the store; only its masked form is ever shown)."""
+    from certfleet.autopilot.alerts import Alerts, parse_events
+
+    wanted = parse_events(events or ())
+    with open_store() as store:
+        added = Alerts(store).add(_read_url(url), wanted)
+    emit(
+        added,
+        as_json,
+        lambda d: _say(f"alert destination {d.id} added: {d.shown} ({', '.join(wanted) or 'all events'})"),
+    )
+    return 0
+
+
+@alert_app.command("list")
+def alert_list(*, as_json: JsonOpt = False) -> int:
+    """The destinations, the settings, and the alerts open now."""
+    from certfleet.autopilot.alerts import Alerts
+
+    with open_store() as store:
+        alerts = Alerts(store)
+        destinations, opened, settings = alerts.destinations(), alerts.open_alerts(), alerts.settings()
+    payload = {
+        "destinations": [d.to_dict() for d in destinations],
+        "settings": settings.to_dict(),
+        "open": [a.to_dict() for a in opened],
+    }
+
+    def render(_: object) -> None:
+        if not destinations:
+            _say("no alert destination yet: `certfleet alert add URL` (an Apprise URL)")
+        for d in destinations:
+            _say(f"{d.id:>3}  {d.shown}  ({', '.join(d.events) or 'all events'})")
+        hours = settings.repeat.total_seconds() / 3600
+        days = ", ".join(str(d) for d in settings.expiry_days)
+        expiry = f"{days} days left" if days else "two thirds and five sixths of the lifetime"
+        _say(f"alerts repeat every {hours:g} h; expiry alerts at {expiry}")
+        for a in opened:
+            sent = (
+                f"sent {a.sent}x, last {a.last_sent_at:%Y-%m-%d %H:%M} UTC" if a.last_sent_at else "not delivered yet"
+            )
+            _say(f"open: {a.title} (since {a.first_seen_at:%Y-%m-%d %H:%M} UTC; {sent})")
+
+    emit(payload, as_json, render)
+    return 0
+
+
+@alert_app.command("remove")
+def alert_remove(
+    destination: Annotated[int, typer.Argument(help="The destination's number (`certfleet alert list`).")],
+    *,
+    as_json: JsonOpt = False,
+) -> int:
+    """Stop sending alerts to a destination."""
+    from certfleet.autopilot.alerts import Alerts
+
+    with open_store() as store:
+        gone = Alerts(store).remove(destination)
+    emit(gone, as_json, lambda d: _say(f"alert destination {d.id} removed: {d.shown}"))
+    return 0
+
+
+@alert_app.command("test")
+def alert_test(
+    destination: Annotated[int | None, typer.Argument(help="One destination (default: every one).")] = None,
+    *,
+    as_json: JsonOpt = False,
+) -> int:
+    """Send a test message, and say where it was delivered."""
+    from certfleet.autopilot.alerts import Alerts
+
+    with open_store() as store:
+        deliveries = Alerts(store).test(destination)
+    emit({"deliveries": [d.to_dict() for d in deliveries]}, as_json, lambda _: _deliveries(deliveries))
+    return int(ExitCode.OK if all(d.ok for d in deliveries) else ExitCode.PROBLEMS)
+
+
+@alert_app.command(
+    "config", epilog="Examples: certfleet alert config --repeat-hours 12 --expiry-days 14 --expiry-days 3"
+)
+def alert_config(
+    *,
+    repeat_hours: Annotated[
+        float | None, typer.Option("--repeat-hours", help="Send an open alert again after this many hours (24).")
+    ] = None,
+    expiry_days: Annotated[
+        list[int] | None,
+        typer.Option("--expiry-days", help="Alert at these days left instead of 2/3 and 5/6 of the lifetime; repeat."),
+    ] = None,
+    lifetime: Annotated[
+        bool, typer.Option("--lifetime", help="Alert past 2/3 and 5/6 of the lifetime again (the default).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> int:
+    """Show or change the repeat interval and when expiry alerts start."""
+    from certfleet.autopilot.alerts import Alerts
+
+    if lifetime and expiry_days:
+        raise InputError("give --expiry-days or --lifetime, not both")
+    days = [] if lifetime else expiry_days
+    with open_store() as store:
+        alerts = Alerts(store)
+        changed = repeat_hours is not None or days is not None
+        settings = alerts.set_settings(repeat_hours=repeat_hours, expiry_days=days) if changed else alerts.settings()
+    emit(settings, as_json, lambda s: _say(", ".join(f"{k}: {v}" for k, v in s.to_dict().items())))
+    return 0
