@@ -8,7 +8,9 @@ errors are mapped to these at the boundary that calls the third party (``raise X
     ├── InputError                   bad input: a file we cannot read, a bad option value (exit 2)
     │   ├── FormatError              bytes that are not a certificate, key, CSR or package
     │   ├── PasswordError            a password is needed, or the one given is wrong
-    │   └── LimitError               an input over a size, count or depth limit (zip bombs too)
+    │   ├── LimitError               an input over a size, count or depth limit (zip bombs too)
+    │   ├── NotFoundError            what the input names does not exist (a node, a lineage, an id)
+    │   └── ConflictError            a change made on a stale view: someone changed it meanwhile
     ├── EnvError                     the environment failed us (exit 3)
     │   ├── NetworkError             a fetch or connection that could not be made
     │   └── StoreError               the store is missing, locked or unreadable
@@ -28,12 +30,14 @@ from typing import ClassVar
 
 __all__ = [
     "CertfleetError",
+    "ConflictError",
     "EnvError",
     "ExitCode",
     "FormatError",
     "InputError",
     "LimitError",
     "NetworkError",
+    "NotFoundError",
     "OperationFailed",
     "PasswordError",
     "StoreBusyError",
@@ -85,6 +89,14 @@ class PasswordError(InputError):
 
 
 class LimitError(InputError):
+    pass
+
+
+class NotFoundError(InputError):
+    pass
+
+
+class ConflictError(InputError):
     pass
 
 

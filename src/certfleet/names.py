@@ -53,6 +53,24 @@ _MAX_LABEL_OCTETS = 63
 _LDH = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 _IP_CHARS = re.compile(r"[0-9A-Fa-f:.%]+\Z")
 _DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+# characters IDNA's mapping drops without a word (a zero-width space, a soft hyphen, a variation
+# selector): a name holding one is not the name its author saw, so it is refused, never changed
+_IGNORABLE = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]")
+
+
+def _invisible(text: str) -> str | None:
+    """The first character of ``text`` that shows nothing, if any (spaces are IDNA's to refuse,
+    with the label they are in)."""
+    import unicodedata
+
+    if text.isascii() and text.isprintable():
+        return None
+    for c in text:
+        if c.isspace():
+            continue
+        if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") or _IGNORABLE.match(c):
+            return c
+    return None
 
 
 @functools.cache
@@ -157,6 +175,13 @@ def _normalize(name: str) -> str:
     shown = text or name
     if not text:
         raise _refuse(shown, "it is empty")
+    bad = _invisible(text)
+    if bad is not None:
+        raise _refuse(
+            shown,
+            f"an invisible character (U+{ord(bad):04X}) is not allowed in a name",
+            hint="type the name again: it holds a character that does not show",
+        )
     ip = _ip_text(text)
     if ip is not None:
         return ip

@@ -319,7 +319,7 @@ def test_every_command_is_mapped_to_its_module_and_listed_in_the_help(cli: Any) 
         assert f" {name} " in result.out, name
 
 
-@pytest.mark.parametrize("command", ["verify", "status", "node", "trust", "rollback", "watch", "serve"])
+@pytest.mark.parametrize("command", ["verify", "status", "node", "trust", "rollback", "watch", "serve", "account"])
 def test_a_command_of_each_module_answers_alone(command: str) -> None:
     # a fresh process, as a user starts it: the command's own module is enough for its help
     proc = subprocess.run(

@@ -155,6 +155,9 @@ def test_whole_flow_in_chromium(tmp_path: Path, pki: TestCA, nginx: tuple[NginxS
         page.fill("#reload_cmd", web.reload_cmd)
         page.fill("#probe", web.probe)
         page.fill("#new_lineage", "web")
+        page.click("text=Save node")  # without the password again, commands are not saved
+        expect(page.locator(".alert.bad")).to_contain_text("needs your password again")
+        page.fill("#password", PASSWORD)
         page.click("text=Save node")
         expect(page.locator(".alert.good")).to_contain_text("Node main saved.")
         page.goto(f"{base}/nodes/new")

@@ -34,6 +34,6 @@ def test_leaf_intermediate_and_anchor_by_fingerprint(tmp_path: Path) -> None:
     pem = env.client.get(f"/certificates/{fingerprint(leaf)}.pem")
     assert pem.status_code == 200 and pem.text.startswith("-----BEGIN CERTIFICATE-----")
     unknown = env.client.get("/api/v1/certificates/" + "ab" * 32)
-    assert unknown.status_code == 400 and "no certificate abababab" in unknown.json()["error"]
+    assert unknown.status_code == 404 and "no certificate abababab" in unknown.json()["error"]
     assert env.client.get("/api/v1/certificates/xyz").status_code == 400
     env.store.close()

@@ -280,10 +280,11 @@ def test_chunked_upload_over_the_limit_is_cut_off(env: ConsoleEnv) -> None:
 
 
 def test_nodes_through_the_api(env: ConsoleEnv, tmp_path: Path) -> None:
+    from certfleet.console.roles import Role
     from certfleet.console.services.audit import Actor, AuthMethod
 
     logged_in(env)
-    token, _ = env.console.accounts.new_api_token(Actor(1, "admin", AuthMethod.SESSION), "ci")
+    token, _ = env.console.tokens.create(Actor(1, "admin", AuthMethod.SESSION, role=Role.ADMIN), "ci")
     bot = env.new_client()
     bot.headers["authorization"] = f"Bearer {token}"
     body = {"name": "gw1", "names": ["GW.Example.Test"], "targets": [f"haproxy:{tmp_path}/gw"], "lineages": ["web"]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from certfleet.errors import CertfleetError, InputError, LimitError
@@ -342,3 +344,17 @@ def test_normalize_names_refuses_what_no_certificate_can_hold(names: list[str], 
 )
 def test_canonical_name_never_raises(raw: str, expected: str) -> None:
     assert canonical_name(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("exa\u200bmple.test", "U+200B"),  # a zero-width space, which IDNA's mapping drops silently
+        ("ex\u00adample.test", "U+00AD"),  # a soft hyphen, dropped the same way
+        ("example\ufe0f.test", "U+FE0F"),  # a variation selector
+        ("exam\u2060ple.test", "U+2060"),  # a word joiner
+    ],
+)
+def test_a_name_holding_an_invisible_character_is_refused_not_changed(raw: str, shown: str) -> None:
+    with pytest.raises(InputError, match=re.escape(shown)):
+        normalize_name(raw)

@@ -123,6 +123,75 @@ def logged_in(env: ConsoleEnv) -> str:
     return csrf_of(env.client.get("/tokens").text)
 
 
+def account_token(
+    env: ConsoleEnv,
+    username: str,
+    role: str,
+    *,
+    token_role: str | None = None,
+    lineages: list[str] | None = None,
+    days: int | None = None,
+) -> str:
+    """An API token of the account ``username`` with ``role`` (the account is made when missing; the
+    setup link's admin first), itself of ``token_role`` (the account's role when None)."""
+    from certfleet.console.roles import Role
+    from certfleet.console.services.audit import Actor, AuthMethod
+
+    if not env.console.accounts.has_accounts():
+        create_admin(env)
+    known = {a.username: a for a in env.console.accounts.accounts()}
+    info = known.get(username) or env.console.accounts.add(
+        username, PASSWORD, Role(role), lineages=lineages, by="console:test"
+    )
+    actor = Actor(info.id, info.username, AuthMethod.SESSION, role=info.role, lineages=info.lineages)
+    wanted = Role(token_role) if token_role else None
+    token, _ = env.console.tokens.create(actor, f"{username}-{token_role or role}", role=wanted, days=days)
+    return token
+
+
+def bearer(env: ConsoleEnv, token: str, *, address: str = "testclient") -> TestClient:
+    """A client of the env's app that sends ``token`` with every request."""
+    client = RecordingClient(
+        env.app, base_url="https://testserver", follow_redirects=False, bodies=env.responses, client=(address, 50000)
+    )
+    client.headers["authorization"] = f"Bearer {token}"
+    return client
+
+
+ANYONE = "anyone"
+
+
+def _requirements(dependant: Any) -> Iterator[Any]:
+    from certfleet.console.deps import RoleRequirement
+
+    for sub in dependant.dependencies:
+        if isinstance(sub.call, RoleRequirement):
+            yield sub.call.role
+        yield from _requirements(sub)
+
+
+def _api_routes(routes: Any) -> Iterator[Any]:
+    from fastapi.routing import APIRoute
+
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif getattr(route, "original_router", None) is not None:  # a router included in the app
+            yield from _api_routes(route.original_router.routes)
+
+
+def route_roles(app: FastAPI) -> dict[tuple[str, str], str]:
+    """Every route of the console, ``(method, path)``, and the role it declares (the highest one
+    its dependencies require), or :data:`ANYONE` for a route that declares none."""
+    out: dict[tuple[str, str], str] = {}
+    for route in _api_routes(app.routes):
+        roles = list(_requirements(route.dependant))
+        need = max(roles, key=lambda r: r.rank).value if roles else ANYONE
+        for method in sorted(route.methods or ()):
+            out[(method, route.path)] = need
+    return out
+
+
 # -- certfleet serve as a real process ----------------------------------------------------------------
 
 
@@ -154,17 +223,28 @@ class Served:
 
 
 @contextmanager
-def serve(home: Path, *args: str, env: dict[str, str] | None = None, startup: float = 60.0) -> Iterator[Served]:
-    """Run ``certfleet serve`` on a free 127.0.0.1 port until the block ends."""
+def serve(
+    home: Path, *args: str, env: dict[str, str] | None = None, startup: float = 60.0, nofile: int | None = None
+) -> Iterator[Served]:
+    """Run ``certfleet serve`` on a free 127.0.0.1 port until the block ends; ``nofile`` lowers
+    the number of files the process may open (RLIMIT_NOFILE)."""
     require_peer("certfleet serve")
     port = free_port()
     out_path, err_path = home.parent / f"serve-{port}.out", home.parent / f"serve-{port}.err"
+
+    def limits() -> None:
+        if nofile is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
     with out_path.open("wb") as out, err_path.open("wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "certfleet", "serve", "--bind", "127.0.0.1", "--port", str(port), *args],
             stdout=out,
             stderr=err,
             env={**os.environ, "CERTFLEET_HOME": str(home), "PYTHONUNBUFFERED": "1", **(env or {})},
+            preexec_fn=limits if nofile is not None else None,  # noqa: PLW1509 (only setrlimit, before exec)
         )
     served = Served(port, home, proc, out_path, err_path)
     try:
@@ -200,12 +280,15 @@ def _accepts(port: int) -> bool:
 
 
 def add_node(env: ConsoleEnv, csrf: str, name: str, names: list[str], targets: list[str], **fields: str) -> Any:
+    """Add a node through its form (as the admin: the password goes with it, asked again when
+    the node runs commands)."""
     data = {
         "csrf_token": csrf,
         "name": name,
         "names": "\n".join(names),
         "targets": "\n".join(targets),
         "transport": "local",
+        "password": PASSWORD,
         **fields,
     }
     return env.client.post("/nodes", data=data)

@@ -1,7 +1,8 @@
 """The ``certfleet`` command line: a thin face over the library.
 
-Commands live in one module per area (``_core``, ``_make``, ``_fleet``, ``_status``, ``_acme``, ``_deploy``,
-``_check``, ``_serve``, ``_store``) and register themselves on the Typer app of ``_common``. :func:`main` imports only
+Commands live in one module per area (``_core``, ``_make``, ``_fleet``, ``_status``, ``_acme``, ``_renew``,
+``_deploy``, ``_check``, ``_serve``, ``_store``, ``_account``)
+and register themselves on the Typer app of ``_common``. :func:`main` imports only
 the module of the command asked for (all of them for the overview, or for a command it does not know), and
 runs ``verify --each`` without Typer at all (see ``_each``). Every :class:`CertfleetError` is
 mapped to one printed line, a hint and the exit code of DESIGN.md; a traceback only with
@@ -60,9 +61,22 @@ COMMANDS: dict[str, str] = {
     "store": "_store",
     "renew": "_renew",
     "alert": "_renew",
+    "account": "_account",
 }
 # in the order the overview lists them
-_MODULES = ("_core", "_make", "_fleet", "_status", "_acme", "_renew", "_deploy", "_check", "_serve", "_store")
+_MODULES = (
+    "_core",
+    "_make",
+    "_fleet",
+    "_status",
+    "_acme",
+    "_renew",
+    "_deploy",
+    "_check",
+    "_serve",
+    "_store",
+    "_account",
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -143,22 +143,28 @@ def node_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Add a node."""
-    from certfleet.fleet.nodes import add_to_lineage, make_node
+    from certfleet.fleet.nodes import make_node
     from certfleet.store import check_name
 
     files = {"known_hosts": known_hosts, "identity": identity}
     options = {key: str(path) for key, path in files.items() if path is not None}
     if webroot:
         options["webroot"] = webroot
-    spec = make_node(
-        name, names, targets, transport=transport, test_cmd=test, reload_cmd=reload, probe=probe, options=options
-    )
     if lineage is not None:
         check_name("lineage", lineage)  # a bad --lineage adds no node
     with open_store() as store:
-        store.add_node(spec)
-        if lineage is not None:
-            add_to_lineage(store, lineage, [spec.name])
+        spec = make_node(
+            name,
+            names,
+            targets,
+            transport=transport,
+            test_cmd=test,
+            reload_cmd=reload,
+            probe=probe,
+            options=options,
+            store_home=store.home,
+        )
+        store.add_node(spec, lineage=lineage)
         lineages = store.node_lineages(name)
     emit({**spec.to_dict(), "lineages": lineages}, as_json, lambda _: _node_lines(spec, lineages))
 

@@ -21,6 +21,7 @@ from certfleet.console.services.imports import Imports
 from certfleet.console.services.jobs import Jobs
 from certfleet.console.services.reveals import Reveals
 from certfleet.console.services.status import Status
+from certfleet.console.services.tokens import Tokens
 from certfleet.console.services.trust import Trust
 from certfleet.console.settings import ConsoleSettings
 from certfleet.console.tls import ServedCertificate, TLSContexts
@@ -38,6 +39,7 @@ class Console:
     tls: TLSContexts | None
     audit: Audit
     accounts: Accounts
+    tokens: Tokens
     clients: Clients
     fleet: Fleet
     imports: Imports
@@ -66,6 +68,7 @@ class Console:
                 session_max=settings.session_max,
                 setup_ttl=settings.setup_ttl,
             ),
+            tokens=Tokens(store.session, audit=audit, clock=clock),
             clients=clients,
             fleet=Fleet(store, audit),
             imports=Imports(audit, settings=settings, clock=clock, trust=trust),

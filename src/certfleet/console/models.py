@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from certfleet.store._models import Base, UTCDateTime
@@ -40,12 +40,15 @@ class AccountRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(256))
-    is_admin: Mapped[bool] = mapped_column(Boolean, default=True)
+    # a Role's value; the database's default is the narrowest (migration 0007_access)
+    role: Mapped[str] = mapped_column(String(16), server_default="viewer")
+    # the lineages the account may see and act on; None: every lineage
+    lineages: Mapped[list[Any] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     def __repr__(self) -> str:
-        return f"AccountRow(username={self.username!r})"
+        return f"AccountRow(username={self.username!r}, role={self.role!r})"
 
 
 class SessionRow(Base):
@@ -83,7 +86,14 @@ class ApiTokenRow(Base):
     name: Mapped[str] = mapped_column(String(64))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("console_accounts.id", ondelete="CASCADE"), index=True)
+    # at most the account's role; "metrics" reads /metrics and nothing else
+    role: Mapped[str] = mapped_column(String(16))
+    lineages: Mapped[list[Any] | None] = mapped_column(JSON)
+    # the token that made this one, if a token did: revoking it revokes this one (no foreign key:
+    # tokens are revoked, never deleted, and SQLite cannot add one to an existing table)
+    parent_id: Mapped[int | None] = mapped_column(Integer, index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
@@ -94,7 +104,9 @@ class ApiTokenRow(Base):
 
 
 class LoginFailureRow(Base):
-    """Failed logins in a row, per account name and per client address ("account:x", "address:y")."""
+    """Login attempts not (yet) known to have succeeded, in a row: per account name and client
+    address together ("pair:ADDRESS|NAME") and per client address ("address:ADDRESS"). An attempt is
+    counted before its password is checked, and uncounted when the password was right."""
 
     __tablename__ = "console_login_failures"
 

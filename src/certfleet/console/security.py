@@ -1,26 +1,39 @@
-"""Secrets of the console: password hashes, tokens stored only as hashes, login backoff."""
+"""Secrets of the console: password hashes, tokens stored only as hashes, login backoff.
+
+Each argon2 hash or check takes ~64 MiB for a tenth of a second; at most
+:data:`HASH_CONCURRENCY` run at once in the process, so a burst of logins queues (then is told
+to come back) instead of taking the machine's memory.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import hmac
+import math
 import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from certfleet.errors import InputError
+from certfleet.errors import EnvError, InputError
 
 __all__ = [
+    "HASHER",
+    "HASH_CONCURRENCY",
     "MAX_PASSWORD",
     "MIN_PASSWORD",
+    "PasswordChecksBusy",
     "backoff",
     "check_password_policy",
     "hash_password",
     "needs_rehash",
     "new_token",
     "same",
+    "seconds_up",
     "token_hash",
     "verify_password",
 ]
@@ -31,24 +44,45 @@ MAX_PASSWORD = 1024  # argon2 would take anything; a bound keeps a request from 
 FREE_FAILURES = 3
 MAX_WAIT = dt.timedelta(minutes=15)
 
-_hasher = PasswordHasher()
+HASHER = PasswordHasher()
+HASH_CONCURRENCY = 2
+HASH_WAIT = 10.0  # seconds a check may wait for its turn before the login is told to come back
+_slots = threading.BoundedSemaphore(HASH_CONCURRENCY)
+
+
+class PasswordChecksBusy(EnvError):
+    """More logins at once than the console checks; the caller tries again shortly (HTTP 503)."""
+
+    retry_after = 2
+
+
+@contextmanager
+def _slot() -> Iterator[None]:
+    if not _slots.acquire(timeout=HASH_WAIT):
+        raise PasswordChecksBusy("too many logins at once", hint="try again in a few seconds")
+    try:
+        yield
+    finally:
+        _slots.release()
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    with _slot():
+        return HASHER.hash(password)
 
 
 def verify_password(stored: str, password: str) -> bool:
     if len(password) > MAX_PASSWORD:
         return False
-    try:
-        return _hasher.verify(stored, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
+    with _slot():
+        try:
+            return HASHER.verify(stored, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
 
 
 def needs_rehash(stored: str) -> bool:
-    return _hasher.check_needs_rehash(stored)
+    return HASHER.check_needs_rehash(stored)
 
 
 def check_password_policy(password: str, username: str) -> None:
@@ -77,9 +111,15 @@ def same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8", "replace"), b.encode("utf-8", "replace"))
 
 
-def backoff(failures: int) -> dt.timedelta:
-    """How long logins wait after ``failures`` failures in a row: none at first, then doubling."""
-    if failures < FREE_FAILURES:
+def backoff(failures: int, free: int = FREE_FAILURES) -> dt.timedelta:
+    """How long logins wait after ``failures`` failures in a row: none for the first ``free``,
+    then 1 s, doubling up to :data:`MAX_WAIT`."""
+    if failures < free:
         return dt.timedelta(0)
-    seconds = 2 ** min(failures - FREE_FAILURES, 20)
+    seconds = 2 ** min(failures - free, 20)
     return min(dt.timedelta(seconds=seconds), MAX_WAIT)
+
+
+def seconds_up(wait: dt.timedelta) -> int:
+    """A wait in whole seconds, at least one (what ``Retry-After`` says)."""
+    return max(math.ceil(wait.total_seconds()), 1)

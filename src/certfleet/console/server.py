@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from certfleet.certinfo import UNPARSABLE
 from certfleet.clock import Clock, utc_now
 from certfleet.console.app import create_app
+from certfleet.console.connections import Connections, connection_limit, console_loop_factory, protocol_class
 from certfleet.console.settings import ConsoleSettings
 from certfleet.console.tls import BOOTSTRAP_LABEL, ServedCertificate, TLSContexts, bootstrap_certificate
 from certfleet.errors import EnvError, InputError, StoreError
@@ -185,16 +186,23 @@ def run(options: ServeOptions, *, out: TextIO = sys.stdout, settings: ConsoleSet
         print(f"  (valid for {hours:g} hour, works once): {setup_url(options.bind, options.port, token)}", file=out)
     print(f"certfleet console on https://{_url_host(options.bind)}:{options.port}/", file=out, flush=True)
 
+    # a cap on connections and on the time a request's headers may take (see connections.py)
+    connections = Connections(connection_limit())
     config = uvicorn.Config(
         app,
         host=options.bind,
         port=options.port,
+        http=protocol_class(connections),
         log_config=None,
         access_log=False,
         server_header=False,
         proxy_headers=False,
         lifespan="off",
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=5,  # an idle connection is closed after this
+        limit_concurrency=connections.limit + 1,  # requests past it are answered 503 at once
+        h11_max_incomplete_event_size=16 * 1024,  # request line and headers
+        backlog=256,
     )
     config.load()
     # uvicorn builds its context from files; the console's context switches certificates by SNI
@@ -208,7 +216,8 @@ def run(options: ServeOptions, *, out: TextIO = sys.stdout, settings: ConsoleSet
         pilot = Autopilot(store.home, interval=options.autopilot).start()
         print(f"autopilot: a renewal pass now, then every {options.autopilot.total_seconds() / 60:g} min", file=out)
     try:
-        asyncio.run(server.serve())
+        with asyncio.Runner(loop_factory=console_loop_factory(connections)) as runner:
+            runner.run(server.serve())
     except OSError as exc:
         raise EnvError(
             f"cannot listen on {options.bind}:{options.port}: {exc.strerror or exc}",

@@ -11,12 +11,14 @@ from fastapi.templating import Jinja2Templates
 
 from certfleet.console.deps import console_of, wants_json
 from certfleet.console.hints import Face, console_hint
+from certfleet.console.roles import Role
 from certfleet.console.services.accounts import SessionInfo
 
 __all__ = ["error_response", "error_title", "render", "templates"]
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 templates.env.globals["site"] = "certfleet"
+templates.env.globals["Role"] = Role  # a page shows what the account may do: actor.may(Role("operator"))
 templates.env.filters["hint"] = console_hint
 
 # an error page's title, by status: what happened, in a word or two

@@ -59,6 +59,7 @@ from certfleet.fleet.model import Material, NodeSpec, Outcome
 from certfleet.fleet.targets import KEEP_VERSIONS, StepError, Target, TargetFile, Undo, make_target
 from certfleet.fleet.transports import CommandResult, Transport, open_transport
 from certfleet.probe import ProbeResult
+from certfleet.redact import redact
 
 __all__ = [
     "DeployOptions",
@@ -282,8 +283,11 @@ class _NodeDeploy:
         except Exception as exc:  # a surprise on one node is that node's failure, never the batch's
             message = f"unexpected error during {self.step.value}: {type(exc).__name__}: {exc}"
             outcome = NodeOutcome(self.node.name, Outcome.FAILED, self.step, message)
+        # whatever a step said (a command's output, an error's text) is shown and stored: never a key
         outcome = dataclasses.replace(
             outcome,
+            message=redact(outcome.message),
+            output=redact(outcome.output),
             duration=time.monotonic() - ticks,
             started_at=started,
             finished_at=self.clock(),

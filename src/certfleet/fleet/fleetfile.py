@@ -34,12 +34,13 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from certfleet.csr import Subject
 from certfleet.errors import FormatError, InputError, LimitError
 from certfleet.fleet.model import NodeSpec, TargetSpec
-from certfleet.fleet.nodes import add_to_lineage, make_node
+from certfleet.fleet.nodes import add_to_lineage, check_target_location, make_node
 from certfleet.keys import parse_key_spec
 from certfleet.names import normalize_name
 from certfleet.store import DEFAULT_KEY_SPEC, LineageRecord, Store, check_name
@@ -349,6 +350,8 @@ def apply(store: Store, fleet: Fleet, *, dry_run: bool = False) -> ApplyResult:
     created: list[str] = []
     updated: list[str] = []
     unchanged: list[str] = []
+    for node in nodes:  # checked before anything is written, dry run or not
+        _check_locations(node, store.home)
     changes: dict[str, tuple[Change, ...]] = {}
     for node in nodes:
         label, before = f"node {node.name}", existing_nodes.get(node.name)
@@ -373,6 +376,18 @@ def apply(store: Store, fleet: Fleet, *, dry_run: bool = False) -> ApplyResult:
                 )
                 add_to_lineage(store, lin.name, list(lin.nodes or ()), only=True)
     return ApplyResult(tuple(created), tuple(updated), tuple(unchanged), changes, dry_run=dry_run)
+
+
+def _check_locations(node: NodeSpec, store_home: Path) -> None:
+    # read without a store, a fleet file's targets are checked again against the store's folder
+    local = node.transport == "local"
+    for target in node.targets:
+        folder = target.options.get("dir") if target.kind == "command" else target.path
+        if isinstance(folder, str):
+            try:
+                check_target_location(folder, store_home=store_home, local=local)
+            except InputError as exc:
+                raise _at(_where("nodes", node.name), exc) from None
 
 
 def _lineage_of(record: LineageRecord) -> LineageSpec:

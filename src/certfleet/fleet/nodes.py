@@ -3,7 +3,10 @@ made members of lineages, and the names a lineage must cover because of them."""
 
 from __future__ import annotations
 
+import os
+import posixpath
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,14 +16,82 @@ from certfleet.fleet.model import NodeSpec, TargetSpec
 from certfleet.names import normalize_name, normalize_names
 from certfleet.store import LineageRecord, Store, check_name
 
-__all__ = ["add_to_lineage", "lineage_names", "make_node", "parse_target_spec", "required_names", "target_kinds"]
+__all__ = [
+    "add_to_lineage",
+    "check_target_location",
+    "lineage_names",
+    "make_node",
+    "parse_target_spec",
+    "required_names",
+    "target_kinds",
+]
 
 _MAX_COMMAND = 4096
+# a target writes a versions/ folder and a live link into its path: never into a system folder
+# itself (where they would sit beside what the system needs), never anywhere under the folders
+# of programs, libraries, devices and the kernel
+_NOT_ITSELF = frozenset(
+    ("/", "/etc", "/var", "/var/lib", "/home", "/root", "/opt", "/srv", "/run", "/mnt", "/media", "/usr/local")
+) | {"/tmp", "/var/tmp"}  # noqa: S108 (refusing these folders, not using them)
+_NOT_UNDER = ("/usr", "/bin", "/sbin", "/boot", "/dev", "/proc", "/sys")
 
 
 def target_kinds() -> tuple[str, ...]:
     """The target kinds a node may name: the deploy engine's registry."""
     return tuple(targets.target_kinds())
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _system_folder(path: str) -> str | None:
+    """The system folder ``path`` is, or lies in, when a target may not be there."""
+    if path in _NOT_ITSELF:
+        return path
+    parts = path.split("/")
+    if parts[1].startswith("lib"):  # /lib, /lib32, /lib64, /libx32
+        return "/" + parts[1]
+    if _under(path, "/usr/local"):
+        # hand-built servers keep their configuration here (/usr/local/nginx/conf, /usr/local/etc)
+        inner = parts[3]
+        return f"/usr/local/{inner}" if inner in ("bin", "sbin") or inner.startswith("lib") else None
+    return next((folder for folder in _NOT_UNDER if _under(path, folder)), None)
+
+
+def check_target_location(path: str, *, store_home: Path | None = None, local: bool = True) -> str:
+    """``path`` as a target's folder (or file): absolute, normalized, outside the system folders
+    and, for a node on this machine (``local``), outside the store's own folder ``store_home``
+    and whichever folder its symlinks lead to."""
+    if not path.startswith("/"):
+        raise InputError(
+            f"target path {path[:80]!r} is not absolute",
+            hint="give the folder on the node as an absolute path, e.g. /etc/nginx/tls",
+        )
+    if ".." in path.split("/"):
+        raise InputError(f"target path {path[:80]!r} must not hold '..'")
+    normal = posixpath.normpath(path)
+    if normal.startswith("//"):
+        normal = "/" + normal.lstrip("/")
+    seen = [normal]
+    if local:
+        seen.append(os.path.realpath(normal))
+    for where in seen:
+        system = _system_folder(where)
+        if system is not None:
+            said = f"{normal[:80]!r}" + (f" (which leads to {where[:80]!r})" if where != normal else "")
+            raise InputError(
+                f"target path {said} is in the system folder {system}",
+                hint="give a folder of its own, e.g. /etc/nginx/certfleet",
+            )
+        if local and store_home is not None:
+            home = os.path.realpath(store_home)
+            if _under(where, home) or _under(where, str(store_home)):
+                raise InputError(
+                    f"target path {normal[:80]!r} is inside the certfleet store ({store_home})",
+                    hint="deploy into the server's own folder, e.g. /etc/nginx/certfleet",
+                )
+    return normal
 
 
 def parse_target_spec(text: str) -> TargetSpec:
@@ -100,8 +171,11 @@ def make_node(
     reload_cmd: str | None = None,
     probe: str | None = None,
     options: dict[str, Any] | None = None,
+    store_home: Path | None = None,
 ) -> NodeSpec:
-    """A checked node: names normalized (A-labels, lowercase), targets known, transport and probe read."""
+    """A checked node: names normalized (A-labels, lowercase), targets known and where a target
+    may be (:func:`check_target_location`; ``store_home`` is the store's folder, which a node on
+    this machine never writes into), transport and probe read."""
     check_name("node", name)
     normal = normalize_names(names)
     if not normal:
@@ -116,6 +190,11 @@ def make_node(
             _check_command(f"the {what} command", value)
         commands[what] = value or None
     checked_transport = _check_transport(transport or "local")
+    local = checked_transport == "local"
+    for target in specs:
+        folder = target.options.get("dir") if target.kind == "command" else target.path
+        if isinstance(folder, str):
+            check_target_location(folder, store_home=store_home, local=local)
     if options and checked_transport == "local":
         _no_ssh_options(name, options)
     return NodeSpec(

@@ -25,6 +25,7 @@ from typing import Any
 
 from certfleet.errors import InputError
 from certfleet.fleet.model import Outcome
+from certfleet.redact import MAX_TEXT, clean
 from certfleet.store import DeploymentState, NodeResult, Store
 
 __all__ = ["Recovered", "record_recovered", "recovery_folders", "write_recovery"]
@@ -69,7 +70,8 @@ def write_recovery(
         "version": version,
         "state": state.value,
         "finished_at": finished_at.isoformat(),
-        "results": [r.to_dict() for r in results],
+        # a command's output enters a record here first: never a key it printed, even in the file
+        "results": [{**r.to_dict(), "output": clean(r.output, MAX_TEXT)} for r in results],
     }
     data = json.dumps(payload, indent=1).encode()
     name = f"deployment-{deployment}-{os.getpid()}.json"
@@ -110,7 +112,7 @@ def _result(item: dict[str, Any]) -> NodeResult:
         started_at=dt.datetime.fromisoformat(item["started_at"]),
         finished_at=dt.datetime.fromisoformat(item["finished_at"]),
         failed_step=item.get("failed_step"),
-        output=str(item.get("output") or ""),
+        output=clean(str(item.get("output") or ""), MAX_TEXT),
         served_fingerprint=item.get("served_fingerprint"),
     )
 

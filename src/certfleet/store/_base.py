@@ -17,9 +17,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from certfleet.clock import utc_now
-from certfleet.errors import InputError, StoreError
+from certfleet.errors import InputError, NotFoundError, StoreError
 from certfleet.fleet.model import NodeSpec, TargetSpec
 from certfleet.keys import public_key_id
+from certfleet.redact import clean
 from certfleet.store import _vault
 from certfleet.store._engine import Database, retried
 from certfleet.store._models import (
@@ -92,8 +93,9 @@ def _pem(*certs: x509.Certificate) -> str:
 
 
 def _bounded_output(text: str) -> str:
-    # the end of a failing command's output says why it failed: keep that part
-    return text if len(text) <= MAX_OUTPUT else "…" + text[-(MAX_OUTPUT - 1) :]
+    # the end of a failing command's output says why it failed: keep that part, and never a key
+    # it printed, whoever recorded the result
+    return clean(text, MAX_OUTPUT)
 
 
 class StoreBase:
@@ -222,7 +224,7 @@ class StoreBase:
     def _node_row(self, s: Session, name: str) -> NodeRow:
         row = s.scalar(select(NodeRow).where(NodeRow.name == name).options(selectinload(NodeRow.targets)))
         if row is None:
-            raise InputError(f"no node named {name[:80]!r}", hint="`certfleet node list` shows the nodes")
+            raise NotFoundError(f"no node named {name[:80]!r}", hint="`certfleet node list` shows the nodes")
         return row
 
     @staticmethod
@@ -243,7 +245,7 @@ class StoreBase:
         if row is not None:
             return row
         if not create:
-            raise InputError(f"no lineage named {name[:80]!r}", hint="`certfleet status` lists the lineages")
+            raise NotFoundError(f"no lineage named {name[:80]!r}", hint="`certfleet status` lists the lineages")
         check_name("lineage", name)
         now = utc_now()
         row = LineageRow(name=name, key_spec=DEFAULT_KEY_SPEC, subject=None, names=[], created_at=now, updated_at=now)
@@ -288,7 +290,7 @@ class StoreBase:
     def _version_row(self, s: Session, lin: LineageRow, number: int) -> VersionRow:
         row = s.scalar(select(VersionRow).where(VersionRow.lineage_id == lin.id, VersionRow.number == number))
         if row is None:
-            raise InputError(f"lineage {lin.name} has no version {number}", hint=f"`certfleet history {lin.name}`")
+            raise NotFoundError(f"lineage {lin.name} has no version {number}", hint=f"`certfleet history {lin.name}`")
         return row
 
     @staticmethod

@@ -169,6 +169,9 @@ class NodeRow(Base):
     reload_cmd: Mapped[str | None] = mapped_column(Text)
     probe: Mapped[str | None] = mapped_column(String(300))
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # one more at every change of the node or of its lineages: an edit made on an older view is
+    # refused (added by migration 0007_access)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from certfleet.clock import utc_now
-from certfleet.errors import InputError
+from certfleet.errors import ConflictError, InputError
 from certfleet.fleet.model import NodeSpec
 from certfleet.store._base import (
     MAX_COMMAND,
@@ -110,8 +110,79 @@ class NodesMixin(StoreBase):
             s.flush()
             self._fill_node(row, spec)
             row.updated_at = now
+            row.version += 1
             self._audit(s, AuditAction.NODE_UPDATE, spec.to_dict())
             return True
+
+    @retried
+    def node_version(self, name: str) -> int:
+        """The node's version: one more at every change of the node or of its lineages."""
+        with self._db.session(write=False) as s:
+            return self._node_row(s, name).version
+
+    @retried
+    def save_node(
+        self, spec: NodeSpec, *, lineages: Sequence[str], version: int | None = None, create: bool = False
+    ) -> int:
+        """Create the node (``create``: refused when the name exists) or change it, and make its
+        lineages exactly ``lineages`` (a new one is created), in one transaction; with
+        ``version``, refused (:class:`~certfleet.errors.ConflictError`) when the node changed
+        since that version was read. The node's new version."""
+        self._check_node(spec)
+        for lineage in lineages:
+            check_name("lineage", lineage)
+        with self._db.session(write=True) as s:
+            row = s.scalar(
+                select(NodeRow)
+                .where(NodeRow.name == spec.name)
+                .options(selectinload(NodeRow.targets), selectinload(NodeRow.lineages))
+                .with_for_update()
+            )
+            now = utc_now()
+            if create and row is not None:
+                raise InputError(f"node {spec.name} exists", hint="edit it from the nodes page")
+            if row is None and not create:
+                raise ConflictError(f"node {spec.name} was removed meanwhile", hint="add it again if it is needed")
+            if row is not None and version is not None and row.version != version:
+                raise ConflictError(
+                    f"node {spec.name} was changed by someone else meanwhile (version {row.version}, not {version})",
+                    hint="reload it, check what changed, and make your change again",
+                )
+            new = row is None
+            changed = False
+            if row is None:
+                row = NodeRow(name=spec.name, created_at=now, updated_at=now, version=1)
+                self._fill_node(row, spec)
+                s.add(row)
+                s.flush()
+                self._audit(s, AuditAction.NODE_ADD, spec.to_dict())
+            elif self._spec(row) != spec:
+                for t in list(row.targets):
+                    s.delete(t)
+                s.flush()
+                self._fill_node(row, spec)
+                row.updated_at = now
+                changed = True
+                self._audit(s, AuditAction.NODE_UPDATE, spec.to_dict())
+            wanted = list(dict.fromkeys(lineages))
+            current = {lin.name: lin for lin in row.lineages}
+            for name in wanted:
+                if name not in current:
+                    lin = self._lineage_row(s, name, create=True)
+                    lin.nodes.append(row)
+                    lin.updated_at = now
+                    changed = True
+                    self._audit(s, AuditAction.LINEAGE_ATTACH, {"lineage": name, "node": spec.name})
+            for name, lin in current.items():
+                if name not in wanted:
+                    lin.nodes.remove(row)
+                    lin.updated_at = now
+                    changed = True
+                    self._audit(s, AuditAction.LINEAGE_DETACH, {"lineage": name, "node": spec.name})
+            if changed and not new:
+                row.version += 1
+            s.flush()
+            return row.version
 
     @retried
     def node(self, name: str) -> NodeSpec:
@@ -186,12 +257,16 @@ class NodesMixin(StoreBase):
             if names is not None:
                 row.names = list(dict.fromkeys(names))
             if nodes is not None:
-                row.nodes = [self._node_row(s, n) for n in dict.fromkeys(nodes)]
+                members = [self._node_row(s, n) for n in dict.fromkeys(nodes)]
+                for node in set(members).symmetric_difference(row.nodes):
+                    node.version += 1
+                row.nodes = members
             attached = []
             for n in add_nodes:
                 node = self._node_row(s, n)
                 if node not in row.nodes:
                     row.nodes.append(node)
+                    node.version += 1
                     attached.append(n)
             after = self._lineage_record(row)
             changed = {k: v for k, v in after.to_dict().items() if k != "updated_at" and before.get(k) != v}
@@ -212,5 +287,6 @@ class NodesMixin(StoreBase):
             member = self._node_row(s, node)
             if member in row.nodes:
                 row.nodes.remove(member)
+                member.version += 1
                 row.updated_at = utc_now()
                 self._audit(s, AuditAction.LINEAGE_DETACH, {"lineage": lineage, "node": node})

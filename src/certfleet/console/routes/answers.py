@@ -14,10 +14,12 @@ from starlette.datastructures import FormData
 
 from certfleet.console.deps import form_text
 from certfleet.console.hints import console_hint
+from certfleet.console.roles import Forbidden
+from certfleet.console.services.throttle import LoginThrottled
 from certfleet.console.templating import render
-from certfleet.errors import CertfleetError
+from certfleet.errors import CertfleetError, ConflictError, LimitError
 
-__all__ = ["DONE", "confirm_page", "confirmed", "done_messages", "redirect", "refusal"]
+__all__ = ["DONE", "confirm_page", "confirmed", "done_messages", "page_status", "redirect", "refusal"]
 
 # messages shown after a change, by code: never text taken from the request
 DONE = {
@@ -47,6 +49,17 @@ def refusal(exc: CertfleetError) -> list[tuple[str, str]]:
     """Why a form was refused, shown above it: the error's line and its hint, in the console's words."""
     hint = console_hint(exc.hint)
     return [("bad", f"{exc}" + (f" — {hint}" if hint else ""))]
+
+
+def page_status(exc: CertfleetError) -> int:
+    """The status of a form shown again with why it was refused (the API's statuses)."""
+    if isinstance(exc, ConflictError):
+        return 409
+    if isinstance(exc, LoginThrottled):
+        return 429
+    if isinstance(exc, LimitError):
+        return 413
+    return 403 if isinstance(exc, Forbidden) else 400
 
 
 def redirect(

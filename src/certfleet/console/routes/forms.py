@@ -10,6 +10,8 @@ from starlette.datastructures import FormData, UploadFile
 
 from certfleet.console.core import Console
 from certfleet.console.deps import form_text
+from certfleet.console.roles import Role
+from certfleet.console.services.audit import Actor
 from certfleet.console.services.fleet import CsrValues, NodeValues
 from certfleet.errors import InputError, LimitError
 from certfleet.fleet.model import NodeSpec
@@ -20,6 +22,7 @@ __all__ = [
     "csr_form_context",
     "csr_values",
     "node_form_context",
+    "node_now",
     "node_values",
     "read_uploads",
 ]
@@ -41,6 +44,11 @@ def _chosen(form: FormData, name: str, limit: int) -> tuple[str, ...]:
     return tuple(v for v in form.getlist(name) if isinstance(v, str) and v)[:limit]
 
 
+def _version(form: FormData) -> int | None:
+    text = _field(form, "version", 12)
+    return int(text) if text.isdigit() and 0 < int(text) < 2**31 else None
+
+
 def node_values(form: FormData) -> NodeValues:
     return NodeValues(
         name=_field(form, "name", 64),
@@ -55,14 +63,20 @@ def node_values(form: FormData) -> NodeValues:
         lineages=_chosen(form, "lineages", 50),
         new_lineage=_field(form, "new_lineage", 64),
         original=_field(form, "original", 64),
+        version=_version(form),
     )
 
 
-def node_form_context(console: Console, spec: NodeSpec | None, *, values: NodeValues | None = None) -> dict[str, Any]:
-    lineages = [r.name for r in console.fleet.lineages()]
+def node_form_context(
+    console: Console, actor: Actor, spec: NodeSpec | None, *, values: NodeValues | None = None
+) -> dict[str, Any]:
+    """The node form: what an operator may change, and (for an admin) what the node runs, with
+    the password asked again to change that."""
+    lineages = [r.name for r in console.fleet.visible_lineages(actor)]
     if values is None:
         member = tuple(console.fleet.node_lineages(spec.name)) if spec else ()
-        values = NodeValues.of(spec, member)
+        version = console.fleet.node_version(spec.name) if spec else None
+        values = NodeValues.of(spec, member, version)
     return {
         "title": f"Node {values.name}" if values.original else "New node",
         "here": "nodes",
@@ -70,7 +84,21 @@ def node_form_context(console: Console, spec: NodeSpec | None, *, values: NodeVa
         "lineages": lineages,
         "kinds": target_kinds(),
         "editing": bool(values.original),
+        "admin": actor.may(Role.ADMIN),
+        "conflict": False,
+        "current": None,
     }
+
+
+def node_now(console: Console, name: str) -> NodeValues | None:
+    """The node as it is saved now (shown beside a change refused because it came too late)."""
+    if not name:
+        return None
+    try:
+        spec = console.fleet.node(name)
+    except InputError:
+        return None
+    return NodeValues.of(spec, tuple(console.fleet.node_lineages(name)), console.fleet.node_version(name))
 
 
 def csr_values(form: FormData) -> CsrValues:
@@ -85,16 +113,19 @@ def csr_values(form: FormData) -> CsrValues:
     )
 
 
-def csr_form_context(console: Console, lineage: str | None, *, values: CsrValues | None = None) -> dict[str, Any]:
+def csr_form_context(
+    console: Console, actor: Actor, lineage: str | None, *, values: CsrValues | None = None
+) -> dict[str, Any]:
     """The form, prefilled from the lineage (or from ``values``, a form sent back): its nodes and
     their names, the common name chosen among them, its key and subject, and the two ways to cover
-    the names (each name, or wildcards where names share a parent)."""
+    the names (each name, or wildcards where names share a parent). Only the lineages and nodes
+    ``actor`` may see."""
     from certfleet.csr import Subject
     from certfleet.keys import KeySpec
     from certfleet.names import plan
 
-    records = console.fleet.lineages()
-    nodes = console.fleet.nodes()
+    records = console.fleet.visible_lineages(actor)
+    nodes = console.fleet.visible_nodes(actor)
     record = next((r for r in records if r.name == lineage), None)
     member = set(values.nodes) if values is not None else set(record.nodes) if record else set()
     required = list(lineage_names(record, [n for n in nodes if n.name in member])) if record is not None else []

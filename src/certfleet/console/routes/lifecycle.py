@@ -6,27 +6,30 @@ key, a second import or a second deploy."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
 from certfleet.certinfo import describe
 from certfleet.console.core import Console
-from certfleet.console.deps import ActorDep, ConsoleDep, FormDep, checked_csrf, form_text
+from certfleet.console.deps import AdminDep, ConsoleDep, FormDep, OperatorDep, ViewerDep, checked_csrf, form_text
 from certfleet.console.routes import forms
-from certfleet.console.routes.answers import confirm_page, confirmed, done_messages, redirect, refusal
+from certfleet.console.routes.answers import confirm_page, confirmed, done_messages, page_status, redirect, refusal
+from certfleet.console.services.audit import Actor
 from certfleet.console.services.exports import FORMATS
 from certfleet.console.services.imports import ImportPreview
 from certfleet.console.services.jobs import JobKind
 from certfleet.console.templating import render
-from certfleet.errors import CertfleetError, InputError, LimitError
+from certfleet.errors import CertfleetError, InputError
 from certfleet.names import DEFAULT_NAME_LIMIT
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(checked_csrf)])
+# ids in paths are database integers: past what every backend stores is a 422, never a 500
+Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def _attachment(name: str) -> dict[str, str]:
@@ -37,30 +40,34 @@ def _attachment(name: str) -> dict[str, str]:
 
 
 @router.get("/csr", response_class=HTMLResponse)
-def csr_form(request: Request, console: ConsoleDep) -> Response:
+def csr_form(request: Request, console: ConsoleDep, actor: OperatorDep) -> Response:
     lineage = request.query_params.get("lineage") or None
     if lineage is None:
-        records = console.fleet.lineages()
+        records = console.fleet.visible_lineages(actor)
         lineage = records[0].name if len(records) == 1 else None
-    return render(request, "csr.html", forms.csr_form_context(console, lineage))
+    elif not actor.allows(lineage):
+        lineage = None
+    return render(request, "csr.html", forms.csr_form_context(console, actor, lineage))
 
 
 @router.post("/csr")
-def csr_generate(request: Request, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+def csr_generate(request: Request, console: ConsoleDep, actor: OperatorDep, form: FormDep) -> Response:
     values = forms.csr_values(form)
     try:
         result = console.fleet.request_csr(actor, values)
     except CertfleetError as exc:
-        ctx = forms.csr_form_context(console, values.lineage or None, values=values)
+        lineage = values.lineage if values.lineage and actor.allows(values.lineage) else None
+        ctx = forms.csr_form_context(console, actor, lineage, values=values if lineage else None)
         ctx["messages"] = refusal(exc)
-        return render(request, "csr.html", ctx, status_code=400)
+        return render(request, "csr.html", ctx, status_code=page_status(exc))
     # the key is made: reloading the page this leads to shows the same CSR, never a new key
     return RedirectResponse(f"/csr/{result.lineage}/{result.version.number}", status_code=303)
 
 
 # before the page: "{number}" would take "1.csr" and refuse it
 @router.get("/csr/{lineage}/{number}.csr")
-def csr_download(lineage: str, number: int, console: ConsoleDep) -> Response:
+def csr_download(lineage: str, number: Id, console: ConsoleDep, actor: ViewerDep) -> Response:
+    console.fleet.check_lineage(actor, lineage)
     return Response(
         console.fleet.csr_pem(lineage, number),
         media_type="application/pkcs10",
@@ -69,7 +76,8 @@ def csr_download(lineage: str, number: int, console: ConsoleDep) -> Response:
 
 
 @router.get("/csr/{lineage}/{number}", response_class=HTMLResponse)
-def csr_ready(request: Request, lineage: str, number: int, console: ConsoleDep) -> Response:
+def csr_ready(request: Request, lineage: str, number: Id, console: ConsoleDep, actor: ViewerDep) -> Response:
+    console.fleet.check_lineage(actor, lineage)
     version, info = console.fleet.csr_info(lineage, number)
     return render(
         request,
@@ -90,8 +98,10 @@ def csr_ready(request: Request, lineage: str, number: int, console: ConsoleDep) 
 # -- import ---------------------------------------------------------------------------------------------
 
 
-def _import_context(console: Console, lineage: str | None) -> dict[str, Any]:
-    records = console.fleet.lineages()
+def _import_context(console: Console, actor: Actor, lineage: str | None) -> dict[str, Any]:
+    records = console.fleet.visible_lineages(actor)
+    if lineage is not None and not actor.allows(lineage):
+        lineage = None
     if lineage is None and len(records) == 1:
         lineage = records[0].name
     return {
@@ -104,8 +114,8 @@ def _import_context(console: Console, lineage: str | None) -> dict[str, Any]:
 
 
 @router.get("/import", response_class=HTMLResponse)
-def import_form(request: Request, console: ConsoleDep) -> Response:
-    return render(request, "import.html", _import_context(console, request.query_params.get("lineage")))
+def import_form(request: Request, console: ConsoleDep, actor: OperatorDep) -> Response:
+    return render(request, "import.html", _import_context(console, actor, request.query_params.get("lineage")))
 
 
 def _findings(request: Request, console: Console, preview: ImportPreview | None, **shown: Any) -> HTMLResponse:
@@ -129,10 +139,11 @@ def _findings(request: Request, console: Console, preview: ImportPreview | None,
 
 
 @router.post("/import")
-def import_preview(request: Request, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+def import_preview(request: Request, console: ConsoleDep, actor: OperatorDep, form: FormDep) -> Response:
     """Read the upload and show what it holds, without saving anything."""
     lineage = form_text(form, "lineage", 64)
     try:
+        console.fleet.check_lineage(actor, lineage)
         inputs = forms.read_uploads(form.getlist("files"), limit=console.settings.upload_limit)
         password = form_text(form, "password", 1024)
         force = form_text(form, "force", 8) == "yes"
@@ -140,22 +151,22 @@ def import_preview(request: Request, console: ConsoleDep, actor: ActorDep, form:
             actor, lineage, inputs, [password.encode()] if password else [], force=force
         )
     except CertfleetError as exc:
-        ctx = _import_context(console, lineage or None)
+        ctx = _import_context(console, actor, lineage or None)
         ctx["messages"] = refusal(exc)
-        return render(request, "import.html", ctx, status_code=413 if isinstance(exc, LimitError) else 400)
+        return render(request, "import.html", ctx, status_code=page_status(exc))
     if preview is not None:  # waits for its confirmation: its own page, which a reload shows again
         return RedirectResponse(f"/import/{preview.id}", status_code=303)
     return _findings(request, console, None, result=result, files=[name for name, _ in inputs])
 
 
 @router.get("/import/{preview_id}", response_class=HTMLResponse)
-def import_findings(request: Request, preview_id: str, console: ConsoleDep, actor: ActorDep) -> Response:
+def import_findings(request: Request, preview_id: str, console: ConsoleDep, actor: OperatorDep) -> Response:
     preview = console.imports.get(actor, preview_id)
     return _findings(request, console, preview, result=preview.result, files=[name for name, _ in preview.inputs])
 
 
 @router.post("/import/{preview_id}/confirm")
-def import_confirm(preview_id: str, console: ConsoleDep, actor: ActorDep) -> Response:
+def import_confirm(preview_id: str, console: ConsoleDep, actor: OperatorDep) -> Response:
     preview = console.imports.confirm(actor, preview_id)
     return redirect("/", "imported", preview.lineage, anchor=f"lineage-{preview.lineage}")
 
@@ -164,8 +175,8 @@ def import_confirm(preview_id: str, console: ConsoleDep, actor: ActorDep) -> Res
 
 
 @router.get("/deploy", response_class=HTMLResponse)
-def deploy_form(request: Request, console: ConsoleDep) -> Response:
-    records = [r for r in console.fleet.lineages() if r.active is not None]
+def deploy_form(request: Request, console: ConsoleDep, actor: OperatorDep) -> Response:
+    records = [r for r in console.fleet.visible_lineages(actor) if r.active is not None]
     lineage = request.query_params.get("lineage") or (records[0].name if records else "")
     members = console.fleet.nodes(lineage) if lineage in {r.name for r in records} else []
     return render(
@@ -177,7 +188,7 @@ def deploy_form(request: Request, console: ConsoleDep) -> Response:
             "lineages": records,
             "lineage": lineage,
             "nodes": members,
-            "jobs": console.jobs.recent(10),
+            "jobs": [j for j in console.jobs.recent(10) if actor.allows(j.lineage)],
         },
     )
 
@@ -190,16 +201,18 @@ def _chosen_nodes(form: FormData) -> list[str]:
 
 
 @router.post("/deploy")
-def deploy_start(console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+def deploy_start(console: ConsoleDep, actor: OperatorDep, form: FormDep) -> Response:
     """Deploy the active version, or with the dry-run button only plan it."""
     dry_run = form_text(form, "action", 20) == JobKind.DRY_RUN.value
-    job = console.jobs.start(actor, form_text(form, "lineage", 64), _chosen_nodes(form), dry_run=dry_run)
+    lineage = console.fleet.check_lineage(actor, form_text(form, "lineage", 64))
+    job = console.jobs.start(actor, lineage, _chosen_nodes(form), dry_run=dry_run)
     return RedirectResponse(f"/deploy/jobs/{job.id}", status_code=303)
 
 
 @router.get("/deploy/jobs/{job_id}", response_class=HTMLResponse)
-def deploy_job(request: Request, job_id: str, console: ConsoleDep) -> Response:
+def deploy_job(request: Request, job_id: str, console: ConsoleDep, actor: ViewerDep) -> Response:
     job = console.jobs.get(job_id)
+    console.fleet.check_lineage(actor, job.lineage)
     title = {
         JobKind.DEPLOY: f"Deploy {job.lineage}",
         JobKind.DRY_RUN: f"Dry run of {job.lineage}",
@@ -209,8 +222,8 @@ def deploy_job(request: Request, job_id: str, console: ConsoleDep) -> Response:
 
 
 @router.get("/rollback", response_class=HTMLResponse)
-def rollback_form(request: Request, console: ConsoleDep) -> Response:
-    lineage = request.query_params.get("lineage", "")
+def rollback_form(request: Request, console: ConsoleDep, actor: OperatorDep) -> Response:
+    lineage = console.fleet.check_lineage(actor, request.query_params.get("lineage", ""))
     record = console.fleet.lineage(lineage)
     issued = console.fleet.issued(lineage)
     earlier = [v for v in issued if not v.active]
@@ -238,9 +251,9 @@ def rollback_form(request: Request, console: ConsoleDep) -> Response:
 
 
 @router.post("/rollback")
-def rollback_start(console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+def rollback_start(console: ConsoleDep, actor: OperatorDep, form: FormDep) -> Response:
     """Deploy an earlier version; to every node, it also becomes the active one."""
-    lineage = form_text(form, "lineage", 64)
+    lineage = console.fleet.check_lineage(actor, form_text(form, "lineage", 64))
     try:
         to = int(form_text(form, "to", 10))
     except ValueError as exc:
@@ -270,8 +283,8 @@ def _export_context(console: Console, lineage: str, version: int | None) -> dict
 
 
 @router.get("/export", response_class=HTMLResponse)
-def export_form(request: Request, console: ConsoleDep) -> Response:
-    lineage = request.query_params.get("lineage", "")
+def export_form(request: Request, console: ConsoleDep, actor: AdminDep) -> Response:
+    lineage = console.fleet.check_lineage(actor, request.query_params.get("lineage", ""))
     version = request.query_params.get("version", "")
     return render(
         request, "export.html", _export_context(console, lineage, int(version) if version.isdigit() else None)
@@ -279,10 +292,10 @@ def export_form(request: Request, console: ConsoleDep) -> Response:
 
 
 @router.post("/export")
-def export_download(request: Request, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+def export_download(request: Request, console: ConsoleDep, actor: AdminDep, form: FormDep) -> Response:
     """The version's key and chain as a file to save: nothing is made in the console, so the
-    answer is the download itself."""
-    lineage = form_text(form, "lineage", 64)
+    answer is the download itself. The key leaves the store: an admin's."""
+    lineage = console.fleet.check_lineage(actor, form_text(form, "lineage", 64))
     number = form_text(form, "version", 10)
     version = int(number) if number.isdigit() else None
     password = form_text(form, "password", 1024)
@@ -300,7 +313,7 @@ def export_download(request: Request, console: ConsoleDep, actor: ActorDep, form
     except CertfleetError as exc:
         ctx = _export_context(console, lineage, version)
         ctx["messages"] = refusal(exc)
-        return render(request, "export.html", ctx, status_code=400)
+        return render(request, "export.html", ctx, status_code=page_status(exc))
     return Response(download.data, media_type=download.media_type, headers=_attachment(download.filename))
 
 
@@ -308,7 +321,7 @@ def export_download(request: Request, console: ConsoleDep, actor: ActorDep, form
 
 
 @router.get("/trust", response_class=HTMLResponse)
-def trust(request: Request, console: ConsoleDep) -> Response:
+def trust(request: Request, console: ConsoleDep, actor: ViewerDep) -> Response:
     return render(request, "trust.html", _trust_context(request, console))
 
 
@@ -322,7 +335,7 @@ def _trust_context(request: Request, console: Console) -> dict[str, Any]:
 
 
 @router.post("/trust")
-def trust_add(request: Request, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+def trust_add(request: Request, console: ConsoleDep, actor: AdminDep, form: FormDep) -> Response:
     try:
         inputs = forms.read_uploads(
             form.getlist("files"), limit=console.settings.upload_limit, what="the CA's root certificate"
@@ -331,13 +344,13 @@ def trust_add(request: Request, console: ConsoleDep, actor: ActorDep, form: Form
     except CertfleetError as exc:
         ctx = _trust_context(request, console)
         ctx["messages"] = refusal(exc)
-        return render(request, "trust.html", ctx, status_code=413 if isinstance(exc, LimitError) else 400)
+        return render(request, "trust.html", ctx, status_code=page_status(exc))
     subjects = ", ".join(describe(a.cert).common_name or a.subject for a, _ in added)
     return redirect("/trust", "anchor-added" if any(new for _, new in added) else "anchor-known", subjects)
 
 
 @router.get("/trust/{sha256}/remove", response_class=HTMLResponse)
-def trust_remove_confirm(request: Request, sha256: str, console: ConsoleDep) -> Response:
+def trust_remove_confirm(request: Request, sha256: str, console: ConsoleDep, actor: AdminDep) -> Response:
     anchor = console.trust.anchor(sha256)
     return confirm_page(
         request,
@@ -354,7 +367,7 @@ def trust_remove_confirm(request: Request, sha256: str, console: ConsoleDep) -> 
 
 
 @router.post("/trust/{sha256}/remove")
-def trust_remove(sha256: str, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+def trust_remove(sha256: str, console: ConsoleDep, actor: AdminDep, form: FormDep) -> Response:
     if not confirmed(form):
         return RedirectResponse(f"/trust/{sha256}/remove", status_code=303)
     anchor = console.trust.remove(actor, sha256)

@@ -3,11 +3,15 @@ deployments, in the vocabulary of :mod:`certfleet.metrics`."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from certfleet.console.deps import ConsoleDep, checked_csrf
+from certfleet.console.deps import ConsoleDep, checked_csrf, require
+from certfleet.console.roles import Role
+from certfleet.console.services.audit import Actor
 from certfleet.metrics import Snapshot, deployment_metrics, status_metrics
 
 __all__ = ["router"]
@@ -16,10 +20,11 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(checked_csrf)]
 
 
 @router.get("/metrics")
-async def metrics(console: ConsoleDep) -> Response:
-    report = await console.status.report()
-    deployments = console.fleet.deployments(None, limit=10_000)
+async def metrics(console: ConsoleDep, actor: Annotated[Actor, Depends(require(Role.METRICS))]) -> Response:
+    """Every role may read it, and a ``metrics`` token nothing else."""
+    report = await console.status.report(scope=actor.lineages)
+    deployments = console.fleet.visible_deployments(actor, None, limit=10_000)
     registry = CollectorRegistry(auto_describe=False)
-    autopilot = console.fleet.autopilot_metrics()
+    autopilot = console.fleet.autopilot_metrics(actor)
     registry.register(Snapshot([*status_metrics(report), *deployment_metrics(deployments), *autopilot]))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

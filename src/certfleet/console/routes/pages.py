@@ -7,27 +7,39 @@ is audited. The certificate's life (CSR, import, deploy, rollback, export, trust
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 from anyio import from_thread
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 
 from certfleet.certinfo import describe
-from certfleet.console.deps import SESSION_COOKIE, ActorDep, ConsoleDep, FormDep, checked_csrf, form_text
+from certfleet.console.deps import (
+    SESSION_COOKIE,
+    ConsoleDep,
+    FormDep,
+    OperatorDep,
+    ViewerDep,
+    checked_csrf,
+    client_address,
+    form_text,
+)
 from certfleet.console.pictures import timeline_svg
+from certfleet.console.roles import Role, parse_role
 from certfleet.console.routes import forms
-from certfleet.console.routes.answers import confirm_page, confirmed, done_messages, redirect, refusal
+from certfleet.console.routes.answers import confirm_page, confirmed, done_messages, page_status, redirect, refusal
 from certfleet.console.services.audit import action_kinds
 from certfleet.console.services.certificates import pem_text
 from certfleet.console.services.clients import CONTENT_TYPES, PLACEHOLDERS, ClientLink, qr_svg
 from certfleet.console.templating import render
-from certfleet.errors import CertfleetError
+from certfleet.errors import CertfleetError, ConflictError, NotFoundError
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(checked_csrf)])
+# ids in paths are database integers: past what every backend stores is a 422, never a 500
+Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 DEFAULT_TEMPLATE = """{
   "server": "${host}",
@@ -43,7 +55,7 @@ _TOKEN, _LINK = "api-token", "client-link"
 
 
 @router.post("/logout")
-def logout(request: Request, console: ConsoleDep, actor: ActorDep) -> Response:
+def logout(request: Request, console: ConsoleDep, actor: ViewerDep) -> Response:
     console.accounts.logout(actor, request.cookies.get(SESSION_COOKIE, ""))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
@@ -51,10 +63,10 @@ def logout(request: Request, console: ConsoleDep, actor: ActorDep) -> Response:
 
 
 @router.get("/", response_class=HTMLResponse)
-async def dashboard(request: Request, console: ConsoleDep) -> Response:
+async def dashboard(request: Request, console: ConsoleDep, actor: ViewerDep) -> Response:
     refresh = request.query_params.get("refresh") == "1"
     report, warnings = await asyncio.gather(
-        console.status.report(refresh=refresh), console.status.client_warnings(refresh=refresh)
+        console.status.report(refresh=refresh, scope=actor.lineages), console.status.client_warnings(refresh=refresh)
     )
     warn = console.settings.expiring_days
     timelines = {
@@ -83,8 +95,10 @@ async def dashboard(request: Request, console: ConsoleDep) -> Response:
 
 # before the page: "{sha256}" alone would take "….pem" too
 @router.get("/certificates/{sha256}.pem")
-def certificate_pem(sha256: str, console: ConsoleDep) -> Response:
-    cert, _, _ = console.certificates.find(sha256)
+def certificate_pem(sha256: str, console: ConsoleDep, actor: ViewerDep) -> Response:
+    cert, _, lineage = console.certificates.find(sha256)
+    if lineage is not None:
+        console.fleet.check_lineage(actor, lineage)
     return Response(
         pem_text(cert),
         media_type="application/x-pem-file",
@@ -93,8 +107,10 @@ def certificate_pem(sha256: str, console: ConsoleDep) -> Response:
 
 
 @router.get("/certificates/{sha256}", response_class=HTMLResponse)
-def certificate(request: Request, sha256: str, console: ConsoleDep) -> Response:
+def certificate(request: Request, sha256: str, console: ConsoleDep, actor: ViewerDep) -> Response:
     cert, chain, lineage = console.certificates.find(sha256)
+    if lineage is not None:
+        console.fleet.check_lineage(actor, lineage)
     picture, verification = console.certificates.chain_picture(cert, chain)
     info = describe(cert)
     return render(
@@ -115,8 +131,8 @@ def certificate(request: Request, sha256: str, console: ConsoleDep) -> Response:
 
 
 @router.get("/nodes", response_class=HTMLResponse)
-def nodes(request: Request, console: ConsoleDep) -> Response:
-    specs = console.fleet.nodes()
+def nodes(request: Request, console: ConsoleDep, actor: ViewerDep) -> Response:
+    specs = console.fleet.visible_nodes(actor)
     return render(
         request,
         "nodes.html",
@@ -132,30 +148,40 @@ def nodes(request: Request, console: ConsoleDep) -> Response:
 
 
 @router.get("/nodes/new", response_class=HTMLResponse)
-def node_new(request: Request, console: ConsoleDep) -> Response:
-    return render(request, "node_form.html", forms.node_form_context(console, None))
+def node_new(request: Request, console: ConsoleDep, actor: OperatorDep) -> Response:
+    return render(request, "node_form.html", forms.node_form_context(console, actor, None))
 
 
 @router.get("/nodes/{name}/edit", response_class=HTMLResponse)
-def node_edit(request: Request, name: str, console: ConsoleDep) -> Response:
-    return render(request, "node_form.html", forms.node_form_context(console, console.fleet.node(name)))
+def node_edit(request: Request, name: str, console: ConsoleDep, actor: OperatorDep) -> Response:
+    spec = console.fleet.visible_node(actor, name, change=True)
+    return render(request, "node_form.html", forms.node_form_context(console, actor, spec))
 
 
 @router.post("/nodes")
-def node_save(request: Request, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+def node_save(request: Request, console: ConsoleDep, actor: OperatorDep, form: FormDep) -> Response:
     values = forms.node_values(form)
+    password = form_text(form, "password", 2000)
+
+    def confirm() -> None:
+        console.accounts.confirm_password(actor, password, address=client_address(request))
+
     try:
-        spec = console.fleet.save_node(actor, values)
+        spec, _ = console.fleet.save_node(actor, values, confirm=confirm)
     except CertfleetError as exc:
-        ctx = forms.node_form_context(console, None, values=values)
+        conflict = isinstance(exc, ConflictError)
+        ctx = forms.node_form_context(console, actor, None, values=values)
+        if conflict:  # what is saved now, and the change that was refused, side by side
+            ctx["conflict"] = True
+            ctx["current"] = forms.node_now(console, values.original)
         ctx["messages"] = refusal(exc)
-        return render(request, "node_form.html", ctx, status_code=400)
+        return render(request, "node_form.html", ctx, status_code=page_status(exc))
     return redirect("/nodes", "node-saved", spec.name)
 
 
 @router.get("/nodes/{name}/remove", response_class=HTMLResponse)
-def node_remove_confirm(request: Request, name: str, console: ConsoleDep) -> Response:
-    spec = console.fleet.node(name)
+def node_remove_confirm(request: Request, name: str, console: ConsoleDep, actor: OperatorDep) -> Response:
+    spec = console.fleet.visible_node(actor, name, change=True)
     lineages = console.fleet.node_lineages(name)
     details = [
         f"It leaves lineage {lineage}: the next certificate of {lineage} no longer covers its names."
@@ -174,7 +200,7 @@ def node_remove_confirm(request: Request, name: str, console: ConsoleDep) -> Res
 
 
 @router.post("/nodes/{name}/remove")
-def node_remove(name: str, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+def node_remove(name: str, console: ConsoleDep, actor: OperatorDep, form: FormDep) -> Response:
     if not confirmed(form):
         return RedirectResponse(f"/nodes/{name}/remove", status_code=303)
     console.fleet.remove_node(actor, name)
@@ -185,8 +211,8 @@ def node_remove(name: str, console: ConsoleDep, actor: ActorDep, form: FormDep) 
 
 
 @router.get("/history", response_class=HTMLResponse)
-def history(request: Request, console: ConsoleDep) -> Response:
-    versions = console.fleet.every_version()
+def history(request: Request, console: ConsoleDep, actor: ViewerDep) -> Response:
+    versions = {k: v for k, v in console.fleet.every_version().items() if actor.allows(k)}
     return render(
         request,
         "history.html",
@@ -195,20 +221,20 @@ def history(request: Request, console: ConsoleDep) -> Response:
             "here": "history",
             "versions": versions,
             "active_of": {name: any(v.active for v in items) for name, items in versions.items()},
-            "deployments": console.fleet.deployments(None, 100),
+            "deployments": console.fleet.visible_deployments(actor, None, 100),
             "wide": True,
         },
     )
 
 
 @router.get("/audit", response_class=HTMLResponse)
-def audit(request: Request, console: ConsoleDep) -> Response:
+def audit(request: Request, console: ConsoleDep, actor: ViewerDep) -> Response:
     query = request.query_params
     try:
         number = int(query.get("page", "1"))
     except ValueError:
         number = 1
-    page = console.audit.page(kind=query.get("kind", ""), text=query.get("q", ""), number=number)
+    page = console.audit.page(kind=query.get("kind", ""), text=query.get("q", ""), number=number, scope=actor.lineages)
     return render(
         request,
         "audit.html",
@@ -219,17 +245,26 @@ def audit(request: Request, console: ConsoleDep) -> Response:
 # -- API tokens ---------------------------------------------------------------------------------------
 
 
+def _tokens_context(console: ConsoleDep, actor: ViewerDep) -> dict[str, Any]:
+    return {
+        "title": "API tokens",
+        "here": "tokens",
+        "tokens": console.tokens.visible(actor),
+        "roles": [r.value for r in Role if actor.may(r)],
+        "role": actor.role.value,
+        "now": console.clock(),
+    }
+
+
 @router.get("/tokens", response_class=HTMLResponse)
-def tokens(request: Request, console: ConsoleDep, actor: ActorDep) -> Response:
+def tokens(request: Request, console: ConsoleDep, actor: ViewerDep) -> Response:
     # a new token comes here after its form's redirect, once: shown in this response only
     new = console.reveals.take(actor.account_id, _TOKEN, request.query_params.get("new", ""), tuple)
     return render(
         request,
         "tokens.html",
         {
-            "title": "API tokens",
-            "here": "tokens",
-            "tokens": console.accounts.api_tokens(),
+            **_tokens_context(console, actor),
             "new_token": new[0] if new else "",
             "new_token_name": new[1] if new else "",
             "messages": done_messages(request),
@@ -238,15 +273,23 @@ def tokens(request: Request, console: ConsoleDep, actor: ActorDep) -> Response:
 
 
 @router.post("/tokens")
-def token_create(console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
-    token, info = console.accounts.new_api_token(actor, form_text(form, "name", 200))
+def token_create(console: ConsoleDep, actor: ViewerDep, form: FormDep) -> Response:
+    try:
+        days_text = form_text(form, "days", 10).strip()
+        days = int(days_text) if days_text else None
+    except ValueError:
+        days = 0
+    role_text = form_text(form, "role", 20).strip()
+    token, info = console.tokens.create(
+        actor, form_text(form, "name", 200), role=parse_role(role_text) if role_text else None, days=days
+    )
     # never stored in clear, never in a URL: the page after the redirect takes it from memory
     return redirect("/tokens", query={"new": console.reveals.put(actor.account_id, _TOKEN, (token, info.name))})
 
 
 @router.get("/tokens/{token_id}/revoke", response_class=HTMLResponse)
-def token_revoke_confirm(request: Request, token_id: int, console: ConsoleDep) -> Response:
-    found = next((t for t in console.accounts.api_tokens() if t.id == token_id and not t.revoked_at), None)
+def token_revoke_confirm(request: Request, token_id: Id, console: ConsoleDep, actor: ViewerDep) -> Response:
+    found = next((t for t in console.tokens.visible(actor) if t.id == token_id and not t.revoked_at), None)
     if found is None:
         return redirect("/tokens")
     return confirm_page(
@@ -261,10 +304,12 @@ def token_revoke_confirm(request: Request, token_id: int, console: ConsoleDep) -
 
 
 @router.post("/tokens/{token_id}/revoke")
-def token_revoke(token_id: int, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+def token_revoke(token_id: Id, console: ConsoleDep, actor: ViewerDep, form: FormDep) -> Response:
+    if not any(t.id == token_id for t in console.tokens.visible(actor)):
+        raise NotFoundError(f"no API token with id {token_id}")
     if not confirmed(form):
         return RedirectResponse(f"/tokens/{token_id}/revoke", status_code=303)
-    return redirect("/tokens", "token-revoked", console.accounts.revoke_api_token(actor, token_id))
+    return redirect("/tokens", "token-revoked", console.tokens.revoke(actor, token_id))
 
 
 # -- client deployment --------------------------------------------------------------------------------
@@ -288,7 +333,7 @@ def _clients_context(request: Request, console: ConsoleDep) -> dict[str, Any]:
 
 
 @router.get("/clients", response_class=HTMLResponse)
-def clients(request: Request, console: ConsoleDep, actor: ActorDep) -> Response:
+def clients(request: Request, console: ConsoleDep, actor: ViewerDep) -> Response:
     ctx = _clients_context(request, console)
     # a new link comes here after its form's redirect, once: its URL is shown in this response only
     link = console.reveals.take(actor.account_id, _LINK, request.query_params.get("link", ""), ClientLink)
@@ -298,7 +343,7 @@ def clients(request: Request, console: ConsoleDep, actor: ActorDep) -> Response:
 
 
 @router.post("/clients/profiles")
-def client_profile_save(request: Request, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+def client_profile_save(request: Request, console: ConsoleDep, actor: OperatorDep, form: FormDep) -> Response:
     try:
         hours = int(form_text(form, "link_hours", 10) or "72")
     except ValueError:
@@ -320,7 +365,7 @@ def client_profile_save(request: Request, console: ConsoleDep, actor: ActorDep, 
 
 
 @router.post("/clients/users")
-def client_user_add(request: Request, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+def client_user_add(request: Request, console: ConsoleDep, actor: OperatorDep, form: FormDep) -> Response:
     try:
         user = console.clients.add_user(
             actor,
@@ -337,7 +382,7 @@ def client_user_add(request: Request, console: ConsoleDep, actor: ActorDep, form
 
 
 @router.get("/clients/users/{user_id}/remove", response_class=HTMLResponse)
-def client_user_remove_confirm(request: Request, user_id: int, console: ConsoleDep) -> Response:
+def client_user_remove_confirm(request: Request, user_id: Id, console: ConsoleDep, actor: OperatorDep) -> Response:
     user = next((u for u in console.clients.users() if u.id == user_id), None)
     if user is None:
         return redirect("/clients")
@@ -353,13 +398,15 @@ def client_user_remove_confirm(request: Request, user_id: int, console: ConsoleD
 
 
 @router.post("/clients/users/{user_id}/remove")
-def client_user_remove(user_id: int, console: ConsoleDep, actor: ActorDep, form: FormDep) -> Response:
+def client_user_remove(user_id: Id, console: ConsoleDep, actor: OperatorDep, form: FormDep) -> Response:
+    if not any(u.id == user_id for u in console.clients.users()):
+        raise NotFoundError(f"no client user with id {user_id}")
     if not confirmed(form):
         return RedirectResponse(f"/clients/users/{user_id}/remove", status_code=303)
     return redirect("/clients", "user-removed", console.clients.remove_user(actor, user_id))
 
 
 @router.post("/clients/users/{user_id}/link")
-def client_link(user_id: int, console: ConsoleDep, actor: ActorDep) -> Response:
+def client_link(user_id: Id, console: ConsoleDep, actor: OperatorDep) -> Response:
     link = console.clients.new_link(actor, user_id)
     return redirect("/clients", query={"link": console.reveals.put(actor.account_id, _LINK, link)}, anchor="new-link")

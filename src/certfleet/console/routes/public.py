@@ -137,6 +137,12 @@ def setup(request: Request, token: str, console: ConsoleDep, form: FormDep) -> R
     return RedirectResponse("/login", status_code=303)
 
 
+@router.head(CLIENT_PATH + "{token}")
+def client_head(token: str) -> Response:
+    """A HEAD says nothing about a link and never uses it up (link checkers and previewers send one)."""
+    return Response(status_code=200, headers={"cache-control": "no-store"})
+
+
 @router.get(CLIENT_PATH + "{token}", response_class=HTMLResponse)
 def client_page(request: Request, token: str, console: ConsoleDep) -> Response:
     """The page a deployment link opens. It uses nothing up: mail previews and link scanners open

@@ -3,11 +3,13 @@ trail as the audit page reads it: filtered, a page at a time, each detail in wor
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from certfleet.console.roles import LineageScope, Role
 from certfleet.store import AuditAction, AuditEntry, Store
 
 __all__ = ["Actor", "Audit", "AuditLine", "AuditPage", "AuthMethod", "ConsoleAction", "readable"]
@@ -23,19 +25,38 @@ class AuthMethod(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who makes a request: the account, and how it proved it."""
+    """Who makes a request: the account, how it proved it, and what it may do: its role and the
+    lineages it is kept to (a token's, when it came with one: never more than its account's)."""
 
     account_id: int
     username: str
     method: AuthMethod
     token_name: str | None = None
+    role: Role = Role.VIEWER
+    lineages: LineageScope = None
+    token_id: int | None = None
+    token_expires_at: dt.datetime | None = None
 
     @property
     def audit_name(self) -> str:
         return f"{self.username} (token {self.token_name})" if self.token_name else self.username
 
+    def may(self, role: Role) -> bool:
+        return self.role.covers(role)
+
+    def allows(self, lineage: str) -> bool:
+        """Whether the account (or token) may see and act on ``lineage``."""
+        return self.lineages is None or lineage in self.lineages
+
     def to_dict(self) -> dict[str, Any]:
-        return {"username": self.username, "method": self.method.value, "token": self.token_name}
+        return {
+            "username": self.username,
+            "method": self.method.value,
+            "token": self.token_name,
+            "role": self.role.value,
+            "lineages": sorted(self.lineages) if self.lineages is not None else None,
+            "expires_at": self.token_expires_at.isoformat() if self.token_expires_at else None,
+        }
 
 
 class ConsoleAction(StrEnum):
@@ -45,6 +66,11 @@ class ConsoleAction(StrEnum):
     LOGIN_FAILED = "console.login-failed"
     LOGOUT = "console.logout"
     ACCOUNT_CREATE = "console.account-create"
+    ACCOUNT_REMOVE = "console.account-remove"
+    PASSWORD_RESET = "console.password-reset"  # noqa: S105 (an audit action, not a secret)
+    UNLOCK = "console.unlock"
+    PASSWORD_CONFIRM_FAILED = "console.password-confirm-failed"  # noqa: S105
+    NODE_COMMANDS = "console.node-commands"
     TOKEN_CREATE = "console.token-create"  # noqa: S105 (an audit action, not a secret)
     TOKEN_REVOKE = "console.token-revoke"  # noqa: S105
     PROFILE_SAVE = "client.profile-save"
@@ -120,19 +146,31 @@ class Audit:
         """For what happens before anyone is logged in (a failed login, a client's fetch)."""
         self.store.audit(action, detail, actor=who)
 
-    def page(self, *, kind: str = "", text: str = "", number: int = 1, size: int = PAGE_SIZE) -> AuditPage:
+    def page(
+        self,
+        *,
+        kind: str = "",
+        text: str = "",
+        number: int = 1,
+        size: int = PAGE_SIZE,
+        scope: LineageScope = None,
+    ) -> AuditPage:
         """Page ``number`` of the entries whose action is of ``kind`` (``node`` takes ``node.add``...)
         and whose who, what or detail holds ``text``; a filter looks through the newest
-        ``SCAN_LIMIT`` entries."""
+        ``SCAN_LIMIT`` entries. With ``scope`` (an account kept to some lineages), only the
+        entries about one of those lineages."""
         number = max(1, min(number, SCAN_LIMIT // size))
         kind, text = kind.strip()[:40], text.strip()[:200]
-        filtered = bool(kind or text)
+        filtered = bool(kind or text) or scope is not None
         wanted = SCAN_LIMIT if filtered else number * size + 1
         entries = self.store.audit_log(limit=wanted)
+        searched = len(entries)
+        if scope is not None:
+            entries = [e for e in entries if isinstance(e.detail.get("lineage"), str) and e.detail["lineage"] in scope]
         lines = [AuditLine.of(e) for e in entries if not kind or e.action == kind or e.action.startswith(f"{kind}.")]
         if text:
             lines = [line for line in lines if line.matches(text)]
         start = (number - 1) * size
         return AuditPage(
-            tuple(lines[start : start + size]), number, len(lines) > start + size, kind, text, len(entries)
+            tuple(lines[start : start + size]), number, len(lines) > start + size, kind, text, searched
         )

@@ -18,7 +18,7 @@ from certfleet.certinfo import describe
 from certfleet.clock import Clock
 from certfleet.console.pictures import ChainBox, chain_svg
 from certfleet.console.tls import ServedCertificate, TLSContexts
-from certfleet.errors import CertfleetError, InputError
+from certfleet.errors import CertfleetError, InputError, NotFoundError
 from certfleet.fleet.health import Health
 from certfleet.fleet.nodes import lineage_names
 from certfleet.problems import ProblemCode, Severity
@@ -79,7 +79,7 @@ class Certificates:
             for served in self._tls.served:
                 if served.fingerprint == sha256:
                     return served.leaf, list(served.chain), None
-        raise InputError(f"no certificate {sha256[:16]}… in the store", hint="the dashboard links every certificate")
+        raise NotFoundError(f"no certificate {sha256[:16]}… in the store", hint="the dashboard links every certificate")
 
     def chain_picture(self, leaf: x509.Certificate, chain: Sequence[x509.Certificate]) -> tuple[Any, Verification]:
         """The validated chain as boxes (leaf to root), with a dashed box where one is missing."""

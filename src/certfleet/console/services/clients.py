@@ -27,7 +27,7 @@ from certfleet.clock import Clock
 from certfleet.console import security
 from certfleet.console.models import ClientLinkRow, ClientProfileRow, ClientUserRow, Sessions
 from certfleet.console.services.audit import Actor, Audit, ConsoleAction
-from certfleet.errors import InputError
+from certfleet.errors import InputError, NotFoundError
 
 __all__ = [
     "CLIENT_PATH",
@@ -246,7 +246,7 @@ class Clients:
         with self._db(write=True) as s:
             row = s.scalar(select(ClientProfileRow).where(ClientProfileRow.name == name))
             if row is None:
-                raise InputError(f"no client profile named {name!r}")
+                raise NotFoundError(f"no client profile named {name!r}")
             s.delete(row)
         self._audit.record(actor, ConsoleAction.PROFILE_REMOVE, {"profile": name})
 
@@ -294,7 +294,7 @@ class Clients:
         with self._db(write=True) as s:
             row = s.get(ClientUserRow, user_id)
             if row is None:
-                raise InputError(f"no client user with id {user_id}")
+                raise NotFoundError(f"no client user with id {user_id}")
             name = row.username
             s.delete(row)
         self._audit.record(actor, ConsoleAction.USER_REMOVE, {"user": name})
@@ -317,7 +317,7 @@ class Clients:
         with self._db(write=True) as s:
             user = s.get(ClientUserRow, user_id)
             if user is None:
-                raise InputError(f"no client user with id {user_id}")
+                raise NotFoundError(f"no client user with id {user_id}")
             for old in user.links:
                 if old.used_at is None and old.expires_at > now:
                     old.expires_at = now

@@ -7,23 +7,25 @@ or a JSON body holds into their arguments, and makes each change in the name of 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from prometheus_client.core import Metric
 
-from certfleet.console.services.audit import Actor, Audit
+from certfleet.console.roles import Forbidden, Role
+from certfleet.console.services.audit import Actor, Audit, ConsoleAction
 from certfleet.csr import CsrInfo, describe_csr
-from certfleet.errors import InputError
+from certfleet.errors import InputError, NotFoundError
 from certfleet.fleet.lineage import RequestResult, request
 from certfleet.fleet.model import NodeSpec
-from certfleet.fleet.nodes import add_to_lineage, lineage_names, make_node
+from certfleet.fleet.nodes import lineage_names, make_node
 from certfleet.names import NamePlan, plan
 from certfleet.store import AuditEntry, DeploymentRecord, LineageRecord, Store, VersionRecord, VersionState
 
-__all__ = ["SSH_FIELDS", "CsrValues", "Fleet", "NodeValues", "build_node", "split_names"]
+__all__ = ["SSH_FIELDS", "CsrValues", "Fleet", "NodeValues", "build_node", "commands_of", "split_names"]
 
 _SPLIT = re.compile(r"[\s,]+")
 
@@ -52,9 +54,10 @@ class NodeValues:
     lineages: tuple[str, ...] = ()
     new_lineage: str = ""
     original: str = ""
+    version: int | None = None  # the node's version the form (or the caller) saw; None: any
 
     @classmethod
-    def of(cls, spec: NodeSpec | None, lineages: tuple[str, ...] = ()) -> NodeValues:
+    def of(cls, spec: NodeSpec | None, lineages: tuple[str, ...] = (), version: int | None = None) -> NodeValues:
         if spec is None:
             return cls(lineages=lineages)
         return cls(
@@ -69,10 +72,26 @@ class NodeValues:
             identity=str(spec.options.get("identity", "")),
             lineages=lineages,
             original=spec.name,
+            version=version,
         )
 
 
-def build_node(values: NodeValues, kept: Mapping[str, Any] | None = None) -> NodeSpec:
+def commands_of(spec: NodeSpec | None) -> dict[str, Any]:
+    """What a node runs, and how it is reached: what only an admin sets or changes."""
+    if spec is None:
+        return {"test_cmd": None, "reload_cmd": None, "command_targets": [], "transport": "local", "ssh": {}}
+    return {
+        "test_cmd": spec.test_cmd,
+        "reload_cmd": spec.reload_cmd,
+        "command_targets": [t.path for t in spec.targets if t.kind == "command"],
+        "transport": spec.transport,
+        "ssh": {k: spec.options[k] for k in SSH_FIELDS if spec.options.get(k)},
+    }
+
+
+def build_node(
+    values: NodeValues, kept: Mapping[str, Any] | None = None, *, store_home: Path | None = None
+) -> NodeSpec:
     """The node the values describe, checked by the library (names, targets, transport, probe);
     ``kept`` are the node's options the console does not show."""
     options = {k: v for k, v in (kept or {}).items() if k not in SSH_FIELDS}
@@ -86,6 +105,7 @@ def build_node(values: NodeValues, kept: Mapping[str, Any] | None = None) -> Nod
         reload_cmd=values.reload_cmd or None,
         probe=values.probe or None,
         options=options,
+        store_home=store_home,
     )
 
 
@@ -109,11 +129,58 @@ class CsrValues:
 
 
 class Fleet:
-    """Reads go to the store; changes are made in the name of the account that asks."""
+    """Reads go to the store; changes are made in the name of the account that asks.
+
+    An account (or token) kept to some lineages sees those lineages, the nodes that belong to
+    one of them, their history and their audit entries; it changes a node only when every
+    lineage of the node is one of its own. Anything else is, for it, something that does not
+    exist.
+    """
 
     def __init__(self, store: Store, audit: Audit) -> None:
         self._store = store
         self._audit = audit
+
+    # -- what an actor may reach ----------------------------------------------------------------------
+
+    @staticmethod
+    def check_lineage(actor: Actor, lineage: str) -> str:
+        if not actor.allows(lineage):
+            raise NotFoundError(f"no lineage named {lineage[:80]!r}", hint="`certfleet status` lists the lineages")
+        return lineage
+
+    def visible_lineages(self, actor: Actor) -> list[LineageRecord]:
+        return [r for r in self._store.lineages() if actor.allows(r.name)]
+
+    def visible_nodes(self, actor: Actor, lineage: str | None = None) -> list[NodeSpec]:
+        if lineage is not None:
+            self.check_lineage(actor, lineage)
+        specs = self._store.nodes(lineage)
+        if actor.lineages is None or lineage is not None:
+            return specs
+        return [n for n in specs if any(actor.allows(name) for name in self._store.node_lineages(n.name))]
+
+    def visible_node(self, actor: Actor, name: str, *, change: bool = False) -> NodeSpec:
+        """The node, when ``actor`` may see it (``change``: may change it)."""
+        spec = self._store.node(name)
+        if actor.lineages is not None:
+            member = self._store.node_lineages(name)
+            reach = all if change else any
+            if not member or not reach(actor.allows(n) for n in member):
+                raise NotFoundError(f"no node named {name[:80]!r}", hint="the nodes page lists the nodes")
+        return spec
+
+    def visible_deployments(self, actor: Actor, lineage: str | None = None, limit: int = 50) -> list[DeploymentRecord]:
+        if lineage is not None:
+            self.check_lineage(actor, lineage)
+        found = self._store.deployments(lineage, limit=limit)
+        return [d for d in found if actor.allows(d.lineage)]
+
+    def visible_audit(self, actor: Actor, limit: int = 100) -> list[AuditEntry]:
+        entries = self._store.audit_log(limit=limit)
+        if actor.lineages is None:
+            return entries
+        return [e for e in entries if isinstance(e.detail.get("lineage"), str) and actor.allows(e.detail["lineage"])]
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -175,46 +242,78 @@ class Fleet:
         """Newest first."""
         return self._store.deployments(lineage, limit=limit)
 
-    def autopilot_metrics(self) -> list[Metric]:
-        """Each lineage's next renewal and last outcome, and the alerts sent (the autopilot's)."""
+    def autopilot_metrics(self, actor: Actor | None = None) -> list[Metric]:
+        """Each lineage's next renewal and last outcome, and the alerts sent (the autopilot's);
+        for an ``actor`` kept to some lineages, only the samples of those lineages."""
         from certfleet.autopilot.schedule import families
 
-        return families(self._store)
+        found = families(self._store)
+        if actor is None or actor.lineages is None:
+            return found
+        for family in found:
+            family.samples = [
+                sample
+                for sample in family.samples
+                if "lineage" not in sample.labels or actor.allows(sample.labels["lineage"])
+            ]
+        return found
 
     def audit_log(self, limit: int = 100) -> list[AuditEntry]:
         return self._store.audit_log(limit=limit)
 
     # -- changing -----------------------------------------------------------------------------------
 
-    def save_node(self, actor: Actor, values: NodeValues) -> NodeSpec:
-        """Create the node (``values.original`` empty) or change it, and set its lineages."""
+    def node_version(self, name: str) -> int:
+        return self._store.node_version(name)
+
+    def save_node(
+        self, actor: Actor, values: NodeValues, *, confirm: Callable[[], None] | None = None
+    ) -> tuple[NodeSpec, int]:
+        """Create the node (``values.original`` empty) or change it, and set its lineages, in one
+        transaction; refused with a conflict when ``values.version`` is not the node's version
+        any more. The node and its new version.
+
+        Setting or changing what the node runs (its test and reload commands, a command target)
+        or how it is reached (its transport, SSH files) needs the admin role, and ``confirm``
+        (the console asks for the password again) is called before anything is saved; the
+        change is audited with the commands.
+        """
         store = self._audit.store_for(actor)
         original = values.original
         if original and original != values.name:
             raise InputError("a node keeps its name", hint="add a new node and remove the old one")
-        existing = {n.name: n for n in store.nodes()}
-        if not original and values.name in existing:
-            raise InputError(f"node {values.name} exists", hint="edit it from the nodes page")
-        before = existing.get(original) if original else None
-        spec = build_node(values, before.options if before is not None else None)
-        store.put_node(spec)
-        wanted = set(values.lineages)
-        if values.new_lineage:
-            wanted.add(values.new_lineage)
-        current = set(store.node_lineages(spec.name))
-        for lineage in sorted(wanted - current):
-            add_to_lineage(store, lineage, [spec.name])
-        for lineage in sorted(current - wanted):
-            store.detach(lineage, spec.name)
-        return spec
+        before = self.visible_node(actor, original, change=True) if original else None
+        wanted = sorted(set(values.lineages) | ({values.new_lineage} if values.new_lineage else set()))
+        for lineage in wanted:
+            self.check_lineage(actor, lineage)
+        if actor.lineages is not None and not wanted:
+            raise Forbidden("name one of your lineages for the node")
+        spec = build_node(values, before.options if before is not None else None, store_home=self._store.home)
+        commands = commands_of(spec)
+        if commands != commands_of(before):
+            if not actor.may(Role.ADMIN):
+                raise Forbidden(
+                    "setting or changing a node's commands or transport needs the admin role",
+                    hint="leave the commands, command targets and transport as they are, or ask an administrator",
+                )
+            if confirm is not None:
+                confirm()
+        version = store.save_node(spec, lineages=wanted, version=values.version, create=not original)
+        if commands != commands_of(before):
+            self._audit.record(actor, ConsoleAction.NODE_COMMANDS, {"node": spec.name, **commands})
+        return spec, version
 
     def remove_node(self, actor: Actor, name: str) -> None:
+        self.visible_node(actor, name, change=True)
         self._audit.store_for(actor).remove_node(name)
 
     def request_csr(self, actor: Actor, values: CsrValues) -> RequestResult:
         """A key made and kept inside the store, and the CSR for every name the lineage needs."""
         if not values.lineage:
             raise InputError("name the lineage the certificate is for", hint="e.g. web")
+        self.check_lineage(actor, values.lineage)
+        for node in values.nodes:
+            self.visible_node(actor, node)
         return request(
             self._audit.store_for(actor),
             values.lineage,

@@ -17,7 +17,7 @@ from typing import Any
 
 from certfleet.clock import Clock
 from certfleet.console.services.audit import Actor, Audit
-from certfleet.errors import CertfleetError, InputError
+from certfleet.errors import CertfleetError, NotFoundError
 from certfleet.fleet.deploy import DeployOptions, NodeOutcome, ProgressEvent, Step
 from certfleet.fleet.rollout import Rollout, prepare_deploy, prepare_rollback
 
@@ -192,7 +192,7 @@ class Jobs:
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
-            raise InputError("no such deploy", hint="deploys are listed on the deploy page while the console runs")
+            raise NotFoundError("no such deploy", hint="deploys are listed on the deploy page while the console runs")
         return job
 
     def recent(self, limit: int = 10) -> list[DeployJob]:

@@ -4,6 +4,7 @@ the client profiles' hosts a phone would refuse."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 
 from certfleet.check import check
 from certfleet.clock import Clock
+from certfleet.console.roles import LineageScope
 from certfleet.console.services.clients import ClientProfile, Clients
 from certfleet.console.settings import ConsoleSettings
 from certfleet.endpoint import Endpoint, parse_endpoint
@@ -125,9 +127,12 @@ class Status:
             trust=trust,
         )
 
-    async def report(self, *, lineage: str | None = None, refresh: bool = False) -> StatusReport:
-        """The fleet's status, as `certfleet status` reports it."""
-        return await status(
+    async def report(
+        self, *, lineage: str | None = None, refresh: bool = False, scope: LineageScope = None
+    ) -> StatusReport:
+        """The fleet's status, as `certfleet status` reports it; only the lineages of ``scope``
+        when the account or token is kept to some."""
+        report = await status(
             self._store,
             now=self._clock(),
             lineage=lineage,
@@ -136,6 +141,9 @@ class Status:
             expiring_days=self._settings.expiring_days,
             checker=functools.partial(self.probes.check, refresh=refresh),
         )
+        if scope is None:
+            return report
+        return dataclasses.replace(report, lineages=tuple(v for v in report.lineages if v.name in scope))
 
     async def client_warnings(self, *, refresh: bool = False) -> list[ClientWarning]:
         """Client profiles whose host serves a certificate a strict client (a phone) would refuse."""

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Self
 
 from certfleet.errors import InputError
+from certfleet.redact import clean
 
 __all__ = [
     "MAX_OUTPUT",
@@ -44,7 +45,7 @@ class CommandResult:
 
     command: str
     exit_status: int | None
-    output: str  # stdout and stderr together, the last MAX_OUTPUT bytes, decoded leniently
+    output: str  # stdout and stderr together, the last MAX_OUTPUT bytes, decoded leniently, redacted
     timed_out: bool = False
 
     @property
@@ -67,8 +68,10 @@ class CommandResult:
 
 
 def decode_output(data: bytes) -> str:
+    """What is kept of a command's output: its end, decoded, with any key material it printed
+    removed (:func:`certfleet.redact.clean`) before anything stores or shows it."""
     tail = data[-MAX_OUTPUT:]
-    return tail.decode("utf-8", "replace")
+    return clean(tail.decode("utf-8", "replace"), MAX_OUTPUT)
 
 
 def with_env(command: str, env: Mapping[str, str] | None) -> str:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from certfleet.errors import EnvError, InputError
 from certfleet.fleet.transports._base import MAX_OUTPUT, MAX_READ, CommandResult, Transport, decode_output
 
-__all__ = ["LocalTransport"]
+__all__ = ["LocalTransport", "command_environment"]
 
 T = TypeVar("T")
 
@@ -133,6 +133,19 @@ def _chown(paths: Sequence[str], owner: str | None, group: str | None) -> None:
         os.chown(path, uid, gid, follow_symlinks=False)
 
 
+# what a node's command inherits from certfleet's environment: enough to find programs and speak
+# the locale, nothing else (no CERTFLEET_* secret such as the passphrase, no console setting)
+_INHERITED = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def command_environment() -> dict[str, str]:
+    """The minimal environment a node's command runs with on this machine."""
+    env = {name: os.environ[name] for name in _INHERITED if name in os.environ}
+    env.setdefault("PATH", _DEFAULT_PATH)
+    return env
+
+
 class LocalTransport(Transport):
     """Files and commands on this machine."""
 
@@ -216,7 +229,7 @@ class LocalTransport(Transport):
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=out,
                     stderr=asyncio.subprocess.STDOUT,
-                    env={**os.environ, **(env or {})},
+                    env={**command_environment(), **(env or {})},
                     start_new_session=True,  # its own process group, so a timeout ends all of it
                 )
             except OSError as exc:
