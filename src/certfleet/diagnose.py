@@ -39,7 +39,7 @@ from certfleet.problems import Problem, ProblemCode, Severity
 from certfleet.signatures import Signature, check_signature, is_self_signed
 from certfleet.trust import TrustStore
 
-__all__ = ["STRUCTURAL", "path_problems", "structural_problems"]
+__all__ = ["ALSO_EXPLAINED_BY", "STRUCTURAL", "path_problems", "structural_problems"]
 
 # fragments of cryptography's refusals that name a fault in the structure of the path, and its code
 STRUCTURAL: tuple[tuple[str, ProblemCode], ...] = (
@@ -52,6 +52,11 @@ STRUCTURAL: tuple[tuple[str, ProblemCode], ...] = (
     ("ctPoison", ProblemCode.PRECERTIFICATE),
     ("unaccounted-for critical extensions", ProblemCode.UNKNOWN_CRITICAL_EXTENSION),
 )
+# a precertificate's poison extension is the critical extension some cryptography releases leave
+# unaccounted for, rather than naming ctPoison: the precertificate finding explains that reason
+ALSO_EXPLAINED_BY: dict[ProblemCode, frozenset[ProblemCode]] = {
+    ProblemCode.UNKNOWN_CRITICAL_EXTENSION: frozenset({ProblemCode.PRECERTIFICATE}),
+}
 _HINT_CA = "get the CA's current intermediate certificate (this one cannot issue certificates), or ask the CA"
 
 
@@ -98,7 +103,8 @@ def structural_problems(
     if code is None:
         return []
     found = _scan(path, trust, reason)
-    if not any(p.code is code for p in found):
+    accounted = {code, *ALSO_EXPLAINED_BY.get(code, ())}
+    if not any(p.code in accounted for p in found):
         found.append(_unplaced(code, reason, leaf))
     return found
 
