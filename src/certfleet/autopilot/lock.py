@@ -11,19 +11,15 @@ one place that chooses.
 from __future__ import annotations
 
 import abc
-import contextlib
-import fcntl
-import os
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from certfleet.errors import EnvError
-from certfleet.store import Store
+from certfleet.store import LOCK_FOLDER, Flock, Store
 
 __all__ = ["FileLock", "PassBusy", "PassLock", "pass_lock"]
 
-LOCK_FOLDER = "locks"  # where fleet.rollout keeps the deploy locks too
 LOCK_NAME = "autopilot"
 
 
@@ -57,53 +53,32 @@ class PassLock(abc.ABC):
 
 
 class FileLock(PassLock):
-    """An exclusive ``flock`` on ``<home>/locks/<name>.lock``; the file holds the holder's pid."""
+    """The store's :class:`~certfleet.store.Flock` on ``<home>/locks/<name>.lock``."""
 
     def __init__(self, home: Path, name: str = LOCK_NAME) -> None:
-        self.path = home / LOCK_FOLDER / f"{name}.lock"
-        self._fd: int | None = None
+        self._flock = Flock(home / LOCK_FOLDER / f"{name}.lock", _busy)
+
+    @property
+    def path(self) -> Path:
+        return self._flock.path
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._flock.held
 
     def acquire(self) -> None:
-        if self._fd is not None:
-            raise ValueError("the lock is held already")
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # CLOEXEC: a reload command a deploy runs must not inherit (and keep) the lock
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            raise EnvError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _pid_in(fd)
-            os.close(fd)
-            who = f"pid {holder}" if holder else None
-            raise PassBusy(
-                "another certfleet renew is running" + (f" ({who})" if who else "") + ": this one stops",
-                holder=who,
-                hint="nothing to do: that pass covers every due lineage",
-            ) from None
-        except OSError as exc:
-            os.close(fd)
-            raise EnvError(f"cannot lock {self.path}: {exc.strerror or exc}") from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+        self._flock.acquire()
 
     def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
+        self._flock.release()
 
 
-def _pid_in(fd: int) -> int | None:
-    with contextlib.suppress(OSError, ValueError):
-        return int(os.pread(fd, 32, 0).decode("ascii").strip()) or None
-    return None
+def _busy(holder: str | None) -> PassBusy:
+    return PassBusy(
+        "another certfleet renew is running" + (f" ({holder})" if holder else "") + ": this one stops",
+        holder=holder,
+        hint="nothing to do: that pass covers every due lineage",
+    )
 
 
 def pass_lock(store: Store) -> PassLock:

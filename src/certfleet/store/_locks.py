@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -26,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from certfleet.errors import EnvError
 from certfleet.store._engine import DEPLOY_LOCK_CLASS, Database
 
-__all__ = ["LOCK_FOLDER", "AdvisoryDeployLock", "DeployLock", "FileDeployLock"]
+__all__ = ["LOCK_FOLDER", "AdvisoryDeployLock", "DeployLock", "FileDeployLock", "Flock"]
 
 LOCK_FOLDER = "locks"
 
@@ -65,13 +66,14 @@ class DeployLock:
         self.release()
 
 
-class FileDeployLock(DeployLock):
-    """An exclusive ``flock`` on ``<home>/locks/deploy-<lineage>.lock``, taken without waiting. The
-    file holds the pid of its holder, for the message others get."""
+class Flock:
+    """An exclusive ``flock`` on ``path``, taken without waiting; the file holds its holder's pid.
+    ``busy(holder)`` is the error another holder gets (``holder``: "pid N", when known). The kernel
+    drops it when its holder exits, however it exits (SIGKILL too), so it is never left stale."""
 
-    def __init__(self, home: Path, lineage: str) -> None:
-        super().__init__(lineage)
-        self.path = home / LOCK_FOLDER / f"deploy-{lineage}.lock"
+    def __init__(self, path: Path, busy: Callable[[str | None], EnvError]) -> None:
+        self.path = path
+        self._busy = busy
         self._fd: int | None = None
 
     @property
@@ -83,7 +85,7 @@ class FileDeployLock(DeployLock):
             raise ValueError("the lock is held already")
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # CLOEXEC: a command the deploy runs on this machine must not inherit (and keep) the lock
+            # CLOEXEC: a command run on this machine while it is held must not inherit (and keep) it
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
             raise EnvError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from exc
@@ -92,7 +94,7 @@ class FileDeployLock(DeployLock):
         except BlockingIOError:
             holder = _pid_in(fd)
             os.close(fd)
-            raise self._running(f"pid {holder}" if holder else None) from None
+            raise self._busy(f"pid {holder}" if holder else None) from None
         except OSError as exc:
             os.close(fd)
             raise EnvError(f"cannot lock {self.path}: {exc.strerror or exc}") from exc
@@ -104,6 +106,28 @@ class FileDeployLock(DeployLock):
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)  # closing the file is what releases the lock
+
+
+class FileDeployLock(DeployLock):
+    """A :class:`Flock` on ``<home>/locks/deploy-<lineage>.lock``."""
+
+    def __init__(self, home: Path, lineage: str) -> None:
+        super().__init__(lineage)
+        self._flock = Flock(home / LOCK_FOLDER / f"deploy-{lineage}.lock", self._running)
+
+    @property
+    def path(self) -> Path:
+        return self._flock.path
+
+    @property
+    def held(self) -> bool:
+        return self._flock.held
+
+    def acquire(self) -> None:
+        self._flock.acquire()
+
+    def release(self) -> None:
+        self._flock.release()
 
 
 def _pid_in(fd: int) -> int | None:
