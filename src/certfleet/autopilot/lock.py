@@ -52,25 +52,11 @@ class PassLock(abc.ABC):
         self.release()
 
 
-class FileLock(PassLock):
+class FileLock(Flock, PassLock):
     """The store's :class:`~certfleet.store.Flock` on ``<home>/locks/<name>.lock``."""
 
     def __init__(self, home: Path, name: str = LOCK_NAME) -> None:
-        self._flock = Flock(home / LOCK_FOLDER / f"{name}.lock", _busy)
-
-    @property
-    def path(self) -> Path:
-        return self._flock.path
-
-    @property
-    def held(self) -> bool:
-        return self._flock.held
-
-    def acquire(self) -> None:
-        self._flock.acquire()
-
-    def release(self) -> None:
-        self._flock.release()
+        super().__init__(home / LOCK_FOLDER / f"{name}.lock", _busy)
 
 
 def _busy(holder: str | None) -> PassBusy:

@@ -108,26 +108,12 @@ class Flock:
             os.close(fd)  # closing the file is what releases the lock
 
 
-class FileDeployLock(DeployLock):
+class FileDeployLock(Flock, DeployLock):
     """A :class:`Flock` on ``<home>/locks/deploy-<lineage>.lock``."""
 
     def __init__(self, home: Path, lineage: str) -> None:
-        super().__init__(lineage)
-        self._flock = Flock(home / LOCK_FOLDER / f"deploy-{lineage}.lock", self._running)
-
-    @property
-    def path(self) -> Path:
-        return self._flock.path
-
-    @property
-    def held(self) -> bool:
-        return self._flock.held
-
-    def acquire(self) -> None:
-        self._flock.acquire()
-
-    def release(self) -> None:
-        self._flock.release()
+        DeployLock.__init__(self, lineage)
+        Flock.__init__(self, home / LOCK_FOLDER / f"deploy-{lineage}.lock", self._running)
 
 
 def _pid_in(fd: int) -> int | None:
