@@ -241,6 +241,18 @@ def test_alert_destinations_added_tested_and_removed(env: ConsoleEnv, ca: TestCA
     assert opened == {"manual-waiting:soon", "expiring:soon"}  # 10 days left of 90: past five sixths
     assert 'id="add-alert"' not in sent and 'href="/alerts/1/remove"' not in sent  # a viewer's page
 
+    # when alerts are sent again, and the expiry stages: an admin's, as `certfleet alert config`
+    settings = {"repeat_hours": "6", "expiry_days": "14, 3"}
+    assert operator.post("/alerts/settings", data=settings).status_code == 403
+    saved = env.client.post("/alerts/settings", data={"csrf_token": csrf, **settings})
+    assert saved.status_code == 303
+    page = env.client.get(saved.headers["location"]).text
+    assert "Alert settings saved." in page and "sent again every 6 h" in page and "at 14, 3 days left" in page
+    bad = env.client.post("/alerts/settings", data={"csrf_token": csrf, "repeat_hours": "soon"})
+    assert bad.status_code == 400 and "give the repeat interval in hours" in bad.text
+    back = env.client.put("/api/v1/alerts/settings", json={"expiry_days": []}, headers={"x-csrf-token": csrf})
+    assert back.json() == {"repeat_hours": 6.0, "expiry": "two thirds and five sixths of the lifetime"}
+
     # removing asks first, and only an admin may
     assert operator.post("/alerts/1/remove", data={"confirm": "yes"}).status_code == 403
     assert env.client.post("/alerts/1/remove", data={"csrf_token": csrf}).headers["location"] == "/alerts/1/remove"

@@ -36,6 +36,7 @@ DONE = {
     "anchor-removed": "Trust anchor {} removed.",
     "alert-added": "Alert destination {} added.",
     "alert-removed": "Alert destination {} removed.",
+    "alert-settings": "Alert settings saved.{}",
 }
 CONFIRM_FIELD = "confirm"
 

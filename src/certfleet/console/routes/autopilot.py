@@ -28,7 +28,7 @@ from certfleet.console.routes.answers import confirm_page, confirmed, done_messa
 from certfleet.console.routes.api import ERRORS
 from certfleet.console.services.audit import Actor
 from certfleet.console.templating import render
-from certfleet.errors import CertfleetError
+from certfleet.errors import CertfleetError, InputError
 
 __all__ = ["api", "router"]
 
@@ -111,6 +111,33 @@ def alert_add(request: Request, console: ConsoleDep, actor: AdminDep, form: Form
     return redirect("/alerts", "alert-added", str(added.id))
 
 
+def _settings_values(repeat: str, expiry: str) -> tuple[float | None, list[int]]:
+    """The settings form's fields: hours (empty: unchanged), days left separated by commas or
+    spaces (empty: two thirds and five sixths of the lifetime)."""
+    try:
+        hours = float(repeat) if repeat.strip() else None
+        days = [int(d) for d in expiry.replace(",", " ").split()]
+    except ValueError as exc:
+        raise InputError(
+            "give the repeat interval in hours and the expiry stages as days left",
+            hint="e.g. 24, and 14, 3 (or nothing for two thirds and five sixths of the lifetime)",
+        ) from exc
+    return hours, days
+
+
+@router.post("/alerts/settings")
+def alert_settings(request: Request, console: ConsoleDep, actor: AdminDep, form: FormDep) -> Response:
+    """The repeat interval and the expiry stages (``certfleet alert config``)."""
+    try:
+        hours, days = _settings_values(form_text(form, "repeat_hours", 20), form_text(form, "expiry_days", 100))
+        console.autopilot.set_settings(actor, repeat_hours=hours, expiry_days=days)
+    except CertfleetError as exc:
+        ctx = _alerts_context(request, console, actor)
+        ctx["messages"] = refusal(exc)
+        return render(request, "alerts.html", ctx, status_code=page_status(exc))
+    return redirect("/alerts", "alert-settings", "")
+
+
 @router.post("/alerts/{number}/test")
 def alert_test(number: Id, console: ConsoleDep, actor: OperatorDep) -> Response:
     """A test message through Apprise; the page it leads to says where it got."""
@@ -148,6 +175,13 @@ class AlertIn(BaseModel):
     events: list[Event] = Field(default_factory=list, max_length=len(Event), description="none: every event")
 
 
+class AlertSettingsIn(BaseModel):
+    repeat_hours: float | None = Field(None, gt=0, le=8760, description="send an open alert again after this")
+    expiry_days: list[Annotated[int, Field(ge=1, le=3650)]] | None = Field(
+        None, max_length=4, description="alert at these days left; [] for two thirds and five sixths of the lifetime"
+    )
+
+
 @api.get("/schedule", summary="Each lineage's next renewal and why, and the autopilot's last outcome")
 def schedule_json(console: ConsoleDep, actor: ViewerDep) -> list[JSON]:
     return [e.to_dict() for e in console.autopilot.schedule(actor)]
@@ -181,6 +215,12 @@ def alerts_json(console: ConsoleDep, actor: ViewerDep) -> JSON:
 @api.post("/alerts", status_code=201, summary="Add an alert destination")
 def alert_add_json(body: AlertIn, console: ConsoleDep, actor: AdminDep) -> JSON:
     return console.autopilot.add(actor, body.url, [e.value for e in body.events]).to_dict()
+
+
+@api.put("/alerts/settings", summary="The repeat interval and the expiry stages")
+def alert_settings_json(body: AlertSettingsIn, console: ConsoleDep, actor: AdminDep) -> JSON:
+    settings = console.autopilot.set_settings(actor, repeat_hours=body.repeat_hours, expiry_days=body.expiry_days)
+    return settings.to_dict()
 
 
 @api.delete("/alerts/{number}", summary="Remove an alert destination")

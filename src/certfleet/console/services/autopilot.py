@@ -210,6 +210,13 @@ class Autopilot:
     def settings(self) -> AlertSettings:
         return self._alerts().settings()
 
+    def set_settings(
+        self, actor: Actor, *, repeat_hours: float | None = None, expiry_days: Sequence[int] | None = None
+    ) -> AlertSettings:
+        """The repeat interval and the expiry stages, as ``certfleet alert config`` sets them
+        (``expiry_days`` empty: two thirds and five sixths of the lifetime)."""
+        return self._alerts(actor).set_settings(repeat_hours=repeat_hours, expiry_days=expiry_days)
+
     def open_alerts(self, actor: Actor) -> list[OpenAlert]:
         return [a for a in self._alerts().open_alerts() if a.lineage is None or actor.allows(a.lineage)]
 
