@@ -13,17 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from fastapi.testclient import TestClient
 
+from certfleet.acme import accounts
 from certfleet.acme.accounts import add_manual_issuer
 from certfleet.autopilot.lock import pass_lock
 from certfleet.console.settings import ConsoleSettings
 from certfleet.fleet.lineage import import_package
+from certfleet.fleet.nodes import make_node
 from certfleet.store import VersionState
 from certfleet.testing import TestCA
 from support.console import ConsoleEnv, account_token, bearer, csrf_of, logged_in, make_env
+from support.pebble import MAIN_IP, PebbleServer, WebrootNginx, acme_env, bind, http_port, pebble, snakeoil
 from support.receivers import WebhookSink
 from support.servers import free_port
+
+__all__ = ["acme_env", "bind", "http_port", "pebble"]  # fixtures
 
 SECRET = "s3cr3t-T0ken-value"
 DAY = dt.timedelta(days=1)
@@ -327,3 +333,72 @@ def test_the_pages_link_each_other(env: ConsoleEnv) -> None:
     assert "No lineage yet." in viewer.get("/schedule").text
     assert "None yet: alerts are not sent anywhere." in viewer.get("/alerts").text
     assert viewer.get("/schedule/runs/nojob").status_code == 404
+
+
+# -- renew now on an ACME lineage: Pebble, BIND and a real nginx node ------------------------------------
+
+
+@pytest.mark.peer  # Pebble, BIND and nginx
+@pytest.mark.usefixtures("acme_env")
+def test_renew_now_on_an_acme_lineage_issues_deploys_and_proves(
+    pebble: PebbleServer, http_port: int, tmp_path: Path
+) -> None:
+    env = make_env(tmp_path / "home", settings=ConsoleSettings(probe_timeout=5.0, fetch_aia=False))
+    store = env.store
+    store.add_trust_anchor(x509.load_pem_x509_certificate(pebble.root_pem()))
+    accounts.add_acme_issuer(store, "pebble", pebble.directory, agree_tos=True, ca_bundle=pebble.ca_bundle.read_text())
+    server = WebrootNginx(
+        tmp_path / "main", webroot=tmp_path / "main" / "www", http_host=MAIN_IP, http_port=http_port,
+        live=tmp_path / "main" / "tls" / "live", placeholder=snakeoil(tmp_path / "snakeoil"),
+    )  # fmt: skip
+    with server:
+        server.point_at_live()
+        store.put_node(
+            make_node(
+                "main", ["acme.test", "www.acme.test"], [f"nginx:{server.workdir / 'tls'}"],
+                test_cmd=server.test_cmd, reload_cmd=server.reload_cmd, probe=server.probe,
+                options={"webroot": str(server.webroot)},
+            )
+        )  # fmt: skip
+        store.put_lineage("web", nodes=["main"])
+        store.set_policy("web", issuers=["pebble"])
+        operator = bearer(env, account_token(env, "ops", "operator"))
+        rows = _rows(operator.get("/schedule").text)
+        assert rows["web"]["reason"] == "no-certificate" and rows["web"]["due"] == "yes"
+
+        # the console's clock stands still in these tests: a moment ahead, the certificate Pebble
+        # is about to issue is valid already
+        env.clock.now = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)
+        started = operator.post("/schedule/web/renew")
+        assert started.status_code == 303, started.text
+        job = _wait(operator, _job_id(started.headers["location"]), timeout=240)
+        assert job["ok"] is True and job["run"]["action"] == "issued", job["steps"]
+        assert [n["outcome"] for n in job["run"]["deploy"]["nodes"]] == ["ok"]
+        assert any(step.startswith("order") for step in job["steps"])  # the ACME steps, as they came
+        page = operator.get(started.headers["location"]).text
+        assert 'data-action="issued"' in page and '<tr data-node="main">' in page
+        active = store.lineage("web").active
+        assert active is not None and active.fingerprint == _served(server, "acme.test", pebble)
+
+        rows = _rows(operator.get("/schedule").text)  # 90 days from Pebble: a third of them left
+        assert rows["web"]["reason"] == "third-left" and rows["web"]["due"] == "no"
+        assert _rows(operator.get("/schedule").text)["web"]["next"] != "never"
+        listed = {e["lineage"]: e for e in operator.get("/api/v1/schedule").json()}
+        assert listed["web"]["last"]["last_outcome"] == "renewed" and listed["web"]["active"] == 1
+
+
+def _served(server: WebrootNginx, name: str, pebble: PebbleServer) -> str:
+    """The fingerprint a strict client (chain and name checked against Pebble's root) is served."""
+    import socket
+    import ssl
+
+    from certfleet.certinfo import fingerprint
+
+    context = ssl.create_default_context(cadata=pebble.root_pem().decode())
+    with (
+        socket.create_connection((server.host, server.port), timeout=10) as sock,
+        context.wrap_socket(sock, server_hostname=name) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return fingerprint(x509.load_der_x509_certificate(der))
