@@ -24,7 +24,7 @@ from certfleet.fleet.lineage import import_package
 from certfleet.fleet.nodes import make_node
 from certfleet.store import VersionState
 from certfleet.testing import TestCA
-from support.console import ConsoleEnv, account_token, bearer, csrf_of, logged_in, make_env
+from support.console import ConsoleEnv, account_token, bearer, csrf_of, key_needles, logged_in, make_env
 from support.pebble import MAIN_IP, PebbleServer, WebrootNginx, acme_env, bind, http_port, pebble, snakeoil
 from support.receivers import WebhookSink
 from support.servers import free_port
@@ -161,6 +161,10 @@ def test_renew_now_on_a_manual_lineage_makes_the_csr_once(env: ConsoleEnv, ca: T
     assert [v.number for v in env.store.versions("soon")] == [1, 2]
     runs = env.client.get("/schedule").text
     assert f'href="/schedule/runs/{job_id}"' in runs and "by console:ops (token ops-operator)" in runs
+    # the new key stayed in the store: in no page and no answer
+    ((_, key),) = env.store.pending_keys("soon")
+    for needle in key_needles(key):
+        assert all(needle not in body for body in env.responses), needle[:20]
 
 
 def test_renew_now_while_a_pass_runs_says_so(env: ConsoleEnv, ca: TestCA) -> None:
