@@ -50,6 +50,7 @@ __all__ = [
     "Kind",
     "OpenAlert",
     "Scope",
+    "SentRecord",
     "parse_events",
 ]
 
@@ -235,6 +236,46 @@ class AlertSettings:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class SentRecord:
+    """An alert sent (or tried), as the audit trail keeps it: where it got, shown masked."""
+
+    at: dt.datetime
+    kind: str
+    event: str
+    key: str
+    title: str
+    delivered: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...]  # (destination shown masked, why)
+
+    @property
+    def lineage(self) -> str | None:
+        """The lineage the alert is about (None: a test message)."""
+        parts = self.key.split(":")
+        return parts[1] if self.event != "test" and len(parts) > 1 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": _iso(self.at),
+            "kind": self.kind,
+            "event": self.event,
+            "key": self.key,
+            "lineage": self.lineage,
+            "title": self.title,
+            "delivered": list(self.delivered),
+            "failed": [{"url": url, "error": error} for url, error in self.failed],
+        }
+
+
+def _sent_record(at: dt.datetime, detail: dict[str, Any]) -> SentRecord:
+    failed = [f for f in detail.get("failed") or () if isinstance(f, dict)]
+    return SentRecord(
+        at, str(detail.get("kind", "")), str(detail.get("event", "")), str(detail.get("key", "")),
+        str(detail.get("title", "")), tuple(str(d) for d in detail.get("delivered") or ()),
+        tuple((str(f.get("url", "")), str(f.get("error") or "")) for f in failed),
+    )  # fmt: skip
+
+
 def _aad(destination_id: int) -> bytes:
     # binds a sealed URL to its row: a ciphertext copied to another row does not open
     return f"certfleet/alert-url/v1/destination={destination_id}".encode()
@@ -392,6 +433,10 @@ class Alerts:
                 .group_by(AlertLogRow.event, AlertLogRow.kind)
             ).all()
         return {(str(event), str(kind)): int(count) for event, kind, count in rows}
+
+    def sent(self, limit: int = 50) -> list[SentRecord]:
+        """The alerts sent (or tried), newest first: the audit trail's words for them."""
+        return [_sent_record(e.at, e.detail) for e in self.store.audit_log(limit=limit, action=AUDIT_SENT)]
 
     def _log(self, sending: _Send, at: dt.datetime) -> None:
         delivered = [d.shown for d in sending.deliveries if d.ok]

@@ -32,26 +32,19 @@ from typing import Any
 
 from certfleet.acme.issue import Attempt, IssueEvent, IssueResult
 from certfleet.acme.lookup import DnsSettings
-from certfleet.acme.model import AccountStatus, IssuerRecord
+from certfleet.acme.model import IssuerRecord
 from certfleet.autopilot import conditions as found
 from certfleet.autopilot.alerts import Alerts, Condition, Event, Scope
 from certfleet.autopilot.ledger import AriCache, Ledger, Outcome, RenewalState
-from certfleet.autopilot.lock import PassBusy, pass_lock
+from certfleet.autopilot.lock import PassBusy, PassLock, pass_lock
 from certfleet.autopilot.notify import Notifier
 from certfleet.autopilot.report import Action, LineageRun, RenewReport, RenewSettings
+from certfleet.autopilot.schedule import facts_for, standing
 from certfleet.clock import Clock, utc_now
 from certfleet.errors import CertfleetError, EnvError, InputError
 from certfleet.fleet.deploy import Prober
 from certfleet.problems import ProblemCode, Severity
-from certfleet.renewal import (
-    Issuing,
-    RenewalFacts,
-    RenewalPlan,
-    RenewalWindow,
-    jitter_for,
-    plan_renewal,
-    retry_delay,
-)
+from certfleet.renewal import Issuing, RenewalPlan, RenewalWindow, plan_renewal, retry_delay
 from certfleet.store import Store, VersionRecord, VersionState
 from certfleet.trust import TrustStore
 
@@ -59,13 +52,6 @@ __all__ = ["Action", "LineageRun", "RenewReport", "RenewSettings", "renew"]
 
 NO_ARI_RECHECK = dt.timedelta(days=1)  # a CA without renewal information is asked again after this
 AUDIT_RENEW = "renew"
-
-
-def _issuing(issuers: Sequence[IssuerRecord]) -> tuple[Issuing, IssuerRecord | None]:
-    usable = [i for i in issuers if not (i.is_acme and i.status is AccountStatus.DEACTIVATED)]
-    if not usable:
-        return Issuing.NONE, None
-    return (Issuing.ACME if usable[0].is_acme else Issuing.MANUAL), usable[0]
 
 
 class _Pass:
@@ -111,28 +97,11 @@ class _Pass:
     # -- one lineage ------------------------------------------------------------------------------
 
     async def lineage(self, name: str) -> LineageRun:
-        store = self.store
-        record = store.lineage(name)
-        issuing, first = _issuing([store.issuer(i) for i in store.policy(name).issuers])
-        active = record.active
-        issued = [v for v in store.versions(name) if v.state is VersionState.ISSUED]
-        revoked_numbers = {r.version for r in store.revocations(name)}
-        revoked = active is None and bool(issued) and issued[-1].number in revoked_numbers
+        where = standing(self.store, name)
+        issuing, first, active = where.issuing, where.first, where.active
         state = self.ledger.state(name)
         window, replaces = await self._ari(name, active, state, issuing)
-        facts = RenewalFacts(
-            lineage=name,
-            issuing=issuing,
-            not_before=active.not_before if active is not None else None,
-            not_after=active.not_after if active is not None else None,
-            revoked=revoked,
-            window=window,
-            failures=state.failures,
-            last_failure=state.last_attempt_at if state.failures else None,
-            retry_after=state.retry_after,
-            manual_days=self.settings.manual_days,
-            jitter=jitter_for(name, active.fingerprint if active is not None else None),
-        )
+        facts = facts_for(where, state, window=window, manual_days=self.settings.manual_days)
         plan = plan_renewal(facts, now=self.now, force=self.force)
         if not self.dry_run:
             self.ledger.plan(name, plan.next_attempt, plan.reason.value)
@@ -454,6 +423,7 @@ async def renew(
     notifier: Notifier | None = None,
     progress: Callable[[IssueEvent], None] | None = None,
     on_lineage: Callable[[LineageRun], None] | None = None,
+    lock: PassLock | None = None,
 ) -> RenewReport:
     """One pass over ``lineages`` (every lineage when none is named); see the module's words.
 
@@ -461,18 +431,26 @@ async def renew(
     renews every lineage named now, whatever its plan. ``clock`` is the one time source (the
     plan, the import's verification, the deploy's dates). ``prober`` replaces the deploy's TLS
     probe, ``notifier`` the delivery of alerts. ``on_lineage`` is told each lineage's run as it
-    ends. Raises :class:`InputError` for an unknown lineage before anything is done.
+    ends. ``lock``: the pass lock, taken already by a caller that wants to know at once whether
+    another pass runs (:func:`certfleet.autopilot.lock.pass_lock`); the pass lets go of it when
+    it ends. Raises :class:`InputError` for an unknown lineage before anything is done.
     """
     started = clock()
     names = list(dict.fromkeys(lineages)) or [r.name for r in store.lineages()]
-    for name in names:
-        store.lineage(name)  # an unknown lineage is refused before the lock is taken
-    lock = pass_lock(store)
-    if not dry_run:
-        try:
-            lock.acquire()
-        except PassBusy as exc:
-            return RenewReport(started, clock(), dry_run=dry_run, forced=force, busy=str(exc))
+    try:
+        for name in names:
+            store.lineage(name)  # an unknown lineage is refused before the lock is taken
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    if lock is None:
+        lock = pass_lock(store)
+        if not dry_run:
+            try:
+                lock.acquire()
+            except PassBusy as exc:
+                return RenewReport(started, clock(), dry_run=dry_run, forced=force, busy=str(exc))
     try:
         work = _Pass(
             store, clock=clock, dry_run=dry_run, force=force, settings=settings or RenewSettings(), dns=dns,

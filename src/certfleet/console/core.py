@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from certfleet.clock import Clock
 from certfleet.console.services.accounts import Accounts
 from certfleet.console.services.audit import Audit
+from certfleet.console.services.autopilot import Autopilot
 from certfleet.console.services.certificates import Certificates
 from certfleet.console.services.clients import Clients
 from certfleet.console.services.exports import Exports
@@ -49,6 +50,7 @@ class Console:
     trust: Trust
     exports: Exports
     reveals: Reveals
+    autopilot: Autopilot
 
     @classmethod
     def over(cls, store: Store, *, settings: ConsoleSettings, clock: Clock, tls: TLSContexts | None) -> Console:
@@ -78,6 +80,7 @@ class Console:
             trust=trust,
             exports=Exports(audit),
             reveals=Reveals(clock=clock),
+            autopilot=Autopilot(audit, clock=clock),
         )
 
     def served_for(self, host: str | None) -> ServedCertificate | None:

@@ -49,6 +49,7 @@ __all__ = [
     "DB_FILE",
     "DEPLOY_LOCK_CLASS",
     "HOME_ENV",
+    "PASS_LOCK",
     "RECONNECT_WINDOW",
     "URL_ENV",
     "WRITE_LOCK",
@@ -75,6 +76,7 @@ RECONNECT_WINDOW = 60.0
 _LOCK_SPACE = 0x63660000  # "cf"
 WRITE_LOCK = (_LOCK_SPACE + 1, 0)  # every write transaction, migrations included
 DEPLOY_LOCK_CLASS = _LOCK_SPACE + 2  # per lineage (its id), held by a session for a whole deploy
+PASS_LOCK = (_LOCK_SPACE + 3, 0)  # the autopilot's one pass at a time, held by a session for a pass
 
 _BUSY = "store is busy: another certfleet is writing; try again"
 _WRITE_OPTION = "certfleet_write"

@@ -7,6 +7,10 @@ machines share the store, it is a session-level advisory lock keyed on the linea
 connection of its own for the whole deploy: the server drops it when that session ends, however
 the holder ends. Both are taken without waiting; another holder is :class:`EnvError` "a deploy of
 lineage web is already running (pid N)".
+
+The autopilot's pass lock (``Store.pass_lock``: one pass at a time over a store, whoever starts
+it) is made the same way: the ``flock`` ``<home>/locks/autopilot.lock`` on SQLite, the advisory
+lock ``PASS_LOCK`` on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -25,9 +29,18 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from certfleet.errors import EnvError
-from certfleet.store._engine import DEPLOY_LOCK_CLASS, Database
+from certfleet.store._engine import DEPLOY_LOCK_CLASS, PASS_LOCK, Database
 
-__all__ = ["LOCK_FOLDER", "AdvisoryDeployLock", "DeployLock", "FileDeployLock", "Flock"]
+__all__ = [
+    "LOCK_FOLDER",
+    "PASS_LOCK_NAME",
+    "AdvisoryDeployLock",
+    "AdvisoryLock",
+    "DeployLock",
+    "FileDeployLock",
+    "Flock",
+    "pass_lock",
+]
 
 LOCK_FOLDER = "locks"
 
@@ -107,6 +120,15 @@ class Flock:
         if fd is not None:
             os.close(fd)  # closing the file is what releases the lock
 
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
 
 class FileDeployLock(Flock, DeployLock):
     """A :class:`Flock` on ``<home>/locks/deploy-<lineage>.lock``."""
@@ -134,17 +156,19 @@ _HOLDER = text(
 )
 
 
-class AdvisoryDeployLock(DeployLock):
-    """``pg_try_advisory_lock(DEPLOY_LOCK_CLASS, lineage id)`` on a connection kept for the deploy.
+class AdvisoryLock:
+    """``pg_try_advisory_lock(cls, obj)`` (``key``), taken without waiting on a connection of its own
+    and held until :meth:`release`: the server drops it when that session ends, however its holder
+    ends. ``busy(holder)`` is the error another holder gets (``holder``: "pid N [on HOST]").
 
     If that connection is cut (a server restart), the server has already let go of the lock: the
-    deploy goes on, and for the rest of it another deploy of the lineage is not kept out.
+    holder's work goes on, and for the rest of it another holder is not kept out.
     """
 
-    def __init__(self, db: Database, lineage: str, lineage_id: int) -> None:
-        super().__init__(lineage)
+    def __init__(self, db: Database, key: tuple[int, int], busy: Callable[[str | None], EnvError]) -> None:
         self._db = db
-        self._key = {"cls": DEPLOY_LOCK_CLASS, "obj": lineage_id}
+        self._key = {"cls": key[0], "obj": key[1]}
+        self._busy = busy
         self._conn: Connection | None = None
 
     @property
@@ -158,14 +182,14 @@ class AdvisoryDeployLock(DeployLock):
         try:
             got = bool(conn.execute(_TRY, self._key).scalar())
             holder = None if got else conn.execute(_HOLDER, self._key).scalar()
-            # a session lock outlives the transaction; ending it keeps no snapshot open for the deploy
+            # a session lock outlives the transaction; ending it keeps no snapshot open meanwhile
             conn.commit()
         except DBAPIError as exc:
             conn.close()
             raise self._db.mapped(exc) from exc
         if not got:
             conn.close()
-            raise self._running(_holder_text(holder))
+            raise self._busy(_holder_text(holder))
         self._conn = conn
 
     def release(self) -> None:
@@ -183,6 +207,37 @@ class AdvisoryDeployLock(DeployLock):
         finally:
             with contextlib.suppress(DBAPIError):
                 conn.close()
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+class AdvisoryDeployLock(AdvisoryLock, DeployLock):
+    """``pg_try_advisory_lock(DEPLOY_LOCK_CLASS, lineage id)`` on a connection kept for the deploy."""
+
+    def __init__(self, db: Database, lineage: str, lineage_id: int) -> None:
+        DeployLock.__init__(self, lineage)
+        AdvisoryLock.__init__(self, db, (DEPLOY_LOCK_CLASS, lineage_id), self._running)
+
+
+# -- the autopilot's pass lock: one pass at a time over a store ------------------------------------
+
+PASS_LOCK_NAME = "autopilot"  # noqa: S105 (a lock file's name)
+
+
+def pass_lock(db: Database, home: Path, busy: Callable[[str | None], EnvError]) -> Flock | AdvisoryLock:
+    """The right to run an autopilot pass over the store, not taken yet: a :class:`Flock` on
+    ``<home>/locks/autopilot.lock`` on SQLite (one machine holds the store and its keys), an
+    :class:`AdvisoryLock` on ``PASS_LOCK`` on PostgreSQL (several machines may share the store)."""
+    if db.is_sqlite:
+        return Flock(home / LOCK_FOLDER / f"{PASS_LOCK_NAME}.lock", busy)
+    return AdvisoryLock(db, PASS_LOCK, busy)
 
 
 def _holder_text(application_name: str | None) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, selectinload
 
 from certfleet.clock import utc_now
-from certfleet.errors import InputError, StoreError
+from certfleet.errors import EnvError, InputError, StoreError
 from certfleet.fleet.model import Outcome
 from certfleet.store._base import (
     _bounded_output,
@@ -21,7 +21,7 @@ from certfleet.store._base import (
 )
 from certfleet.store._engine import DB_FILE, Database, busy_timeout, database_url, default_home, retried
 from certfleet.store._issuers import IssuersMixin
-from certfleet.store._locks import AdvisoryDeployLock, DeployLock, FileDeployLock
+from certfleet.store._locks import AdvisoryDeployLock, AdvisoryLock, DeployLock, FileDeployLock, Flock, pass_lock
 from certfleet.store._models import (
     DeploymentRow,
     LastResultRow,
@@ -177,6 +177,14 @@ class Store(NodesMixin, VersionsMixin, IssuersMixin):
         if self._db.is_sqlite:
             return FileDeployLock(self.home, lineage)
         return AdvisoryDeployLock(self._db, lineage, self._lineage_id(lineage))
+
+    def pass_lock(self, busy: Callable[[str | None], EnvError]) -> Flock | AdvisoryLock:
+        """The right to run an autopilot pass over this store, not taken yet: ``acquire()`` (or
+        ``with``) takes it without waiting, or raises ``busy(holder)`` ("pid N", "pid N on HOST"
+        when known). An ``flock`` under the home on SQLite, a PostgreSQL advisory lock held for
+        the session otherwise, so that passes started on several machines sharing the store
+        still run one at a time."""
+        return pass_lock(self._db, self.home, busy)
 
     @retried
     def _lineage_id(self, lineage: str) -> int:

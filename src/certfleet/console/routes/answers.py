@@ -34,6 +34,9 @@ DONE = {
     "anchor-added": "Trust anchor {} added: imports trust it from now on.",
     "anchor-known": "Trust anchor {} was trusted already.",
     "anchor-removed": "Trust anchor {} removed.",
+    "alert-added": "Alert destination {} added.",
+    "alert-removed": "Alert destination {} removed.",
+    "alert-settings": "Alert settings saved.{}",
 }
 CONFIRM_FIELD = "confirm"
 
