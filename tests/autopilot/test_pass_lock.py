@@ -52,16 +52,21 @@ def _held(backend: Backend) -> bool:
     return bool(rows[0][0])
 
 
+def _wait_for(release: Path) -> str:
+    return f"sh -c 'for i in $(seq 600); do [ -e {release} ] && exit 0; sleep 0.1; done; exit 1'"
+
+
 def _slow_fleet(cli: Any, tmp_path: Path) -> None:
     """Lineage web with a bought certificate imported and one node that lacks it, whose config
-    test takes 3 seconds: the first pass deploys it, holding the lock meanwhile."""
+    test waits until the file ``release`` appears (at most 60 s): the first pass deploys it,
+    holding the lock until the test lets it go, however slow the machine."""
     ca = TestCA.root("Pass Lock Root").intermediate("Pass Lock CA")
     root = tmp_path / "root.pem"
     root.write_bytes(ca.root_cert.public_bytes(Encoding.PEM))
     expect(cli("init"))
     expect(cli("trust", "add", root))
     expect(cli("node", "add", "main", "--name", "www.example.test", "--target", f"pem:{tmp_path / 'main'}",
-               "--test", "sleep 3", "--lineage", "web"))  # fmt: skip
+               "--test", _wait_for(tmp_path / "release"), "--lineage", "web"))  # fmt: skip
     expect(cli("issuer", "add", "shop", "--manual"))
     expect(cli("lineage", "set", "web", "--issuer", "shop"))
     leaf = ca.leaf("www.example.test", days=200)
@@ -80,6 +85,7 @@ def test_two_renews_at_once_one_runs_the_other_stops(cli: Any, backend: Backend,
             assert first.poll() is None and time.monotonic() < deadline, first.communicate()
             time.sleep(0.05)
         second = subprocess.run(argv, capture_output=True, timeout=120, check=False)
+        (tmp_path / "release").touch()
         out, err = first.communicate(timeout=120)
     finally:
         if first.poll() is None:
