@@ -18,6 +18,8 @@ from certfleet.console.services.clients import Clients
 from certfleet.console.services.exports import Exports
 from certfleet.console.services.fleet import Fleet
 from certfleet.console.services.imports import Imports
+from certfleet.console.services.issue_jobs import IssueJobs
+from certfleet.console.services.issuers import Issuers
 from certfleet.console.services.jobs import Jobs
 from certfleet.console.services.reveals import Reveals
 from certfleet.console.services.status import Status
@@ -49,6 +51,8 @@ class Console:
     trust: Trust
     exports: Exports
     reveals: Reveals
+    issuers: Issuers
+    issue_jobs: IssueJobs
 
     @classmethod
     def over(cls, store: Store, *, settings: ConsoleSettings, clock: Clock, tls: TLSContexts | None) -> Console:
@@ -78,6 +82,8 @@ class Console:
             trust=trust,
             exports=Exports(audit),
             reveals=Reveals(clock=clock),
+            issuers=Issuers(store, audit),
+            issue_jobs=IssueJobs(audit, clock=clock),
         )
 
     def served_for(self, host: str | None) -> ServedCertificate | None:
