@@ -155,7 +155,8 @@ def test_eab_missing_wrong_and_right_and_the_hmac_key_never_echoed(
 
         refused = _add(env, csrf, pebble, name="sectigo", eab_kid="kid-certfleet", eab_hmac=wrong)
         assert refused.status_code == 400
-        assert _message(refused.text).startswith("sectigo: the CA refused")
+        said = _message(refused.text)
+        assert said.startswith("sectigo: the CA refused") and "check the EAB key id and HMAC key" in said
         assert 'value="kid-certfleet"' in refused.text  # the key id is shown again, the HMAC key never
         assert env.store.issuers() == []  # nothing stored
 
@@ -166,6 +167,42 @@ def test_eab_missing_wrong_and_right_and_the_hmac_key_never_echoed(
     for secret in (right, wrong):
         assert not any(secret.encode() in body for body in env.responses)
         assert not any(secret in str(e.detail) for e in env.store.audit_log(limit=1000))
+
+
+@pytest.mark.usefixtures("acme_env")
+def test_rollover_deactivate_and_remove_each_asked_first(env: ConsoleEnv, pebble: PebbleServer) -> None:
+    csrf = logged_in(env)
+    assert _add(env, csrf, pebble).status_code == 303
+    before = env.store.issuer("pebble").key_thumbprint
+
+    path = "/issuers/pebble/rollover"
+    assert env.client.post(path, data={"csrf_token": csrf}).headers["location"] == path  # only the question
+    assert env.store.issuer("pebble").key_thumbprint == before
+    assert "Change the account key of pebble at the CA?" in env.client.get(path).text
+    rolled = env.client.post(path, data={"csrf_token": csrf, "confirm": "yes"})
+    assert rolled.status_code == 303
+    assert "the CA now knows the new account key" in env.client.get(rolled.headers["location"]).text
+    after = env.store.issuer("pebble")
+    assert after.key_thumbprint != before and after.key_changed_at is not None
+
+    # a lineage lists it: removing is refused, in the console's words
+    env.store.set_policy("web", issuers=["pebble"])
+    refused = env.client.post("/issuers/pebble/remove", data={"csrf_token": csrf, "confirm": "yes"})
+    assert refused.status_code == 400 and "issuer pebble is used by lineage web" in refused.text
+    assert "choose another issuer on the Issuing page of web first" in refused.text
+
+    done = env.client.post("/issuers/pebble/deactivate", data={"csrf_token": csrf, "confirm": "yes"})
+    assert done.status_code == 303
+    page = env.client.get(done.headers["location"]).text
+    assert "the account is deactivated at the CA" in page and 'id="rollover"' not in page
+    assert env.store.issuer("pebble").status is not None and env.store.issuer("pebble").status.value == "deactivated"  # type: ignore[union-attr]
+    again = env.client.post(path, data={"csrf_token": csrf, "confirm": "yes"})
+    assert again.status_code == 400 and "the account of issuer pebble is deactivated" in again.text
+
+    env.store.set_policy("web", issuers=[])
+    gone = env.client.post("/issuers/pebble/remove", data={"csrf_token": csrf, "confirm": "yes"})
+    assert gone.status_code == 303 and env.store.issuers() == []
+    assert "Issuer pebble removed" in env.client.get(gone.headers["location"]).text
 
 
 @pytest.mark.usefixtures("acme_env")

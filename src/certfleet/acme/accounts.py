@@ -161,7 +161,13 @@ def add_acme_issuer(
                 "the CA asks you to agree to its terms of service before it opens an account",
                 hint=f"read {terms}, then add --agree-tos",
             )
-        regr = conn.register(contact=emails, agree_tos=agree_tos, eab=eab)
+        try:
+            regr = conn.register(contact=emails, agree_tos=agree_tos, eab=eab)
+        except AcmeProblem as exc:
+            if eab is not None and exc.problem in ("unauthorized", "malformed", "accountDoesNotExist"):
+                # the binding is what the CA checks first: its answer names neither the key id nor the key
+                exc.hint = "check the EAB key id and HMAC key: copy both again from your account at the CA"
+            raise
         identities = identities or conn.caa_identities()
     return store.add_issuer(
         name,
