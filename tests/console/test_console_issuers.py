@@ -80,11 +80,13 @@ def _add(env: ConsoleEnv, csrf: str, pebble: PebbleServer, name: str = "pebble",
     )
 
 
-def _wait(env: ConsoleEnv, location: str, timeout: float = 120.0) -> dict[str, Any]:
-    job_id = location.rsplit("/", 1)[1]
+def _wait(client: ConsoleEnv | Any, location: str, timeout: float = 120.0) -> dict[str, Any]:
+    """The issue job at ``location`` (its page or its id), once finished."""
+    http = client.client if isinstance(client, ConsoleEnv) else client
+    job_id = location.rsplit("/", 1)[-1]
     deadline = time.monotonic() + timeout
     while True:
-        job: dict[str, Any] = env.client.get(f"/api/v1/issue/jobs/{job_id}").json()
+        job: dict[str, Any] = http.get(f"/api/v1/issue/jobs/{job_id}").json()
         if job["state"] != "running":
             return job
         assert time.monotonic() < deadline, f"the issue did not finish: {job}"
@@ -292,6 +294,43 @@ def test_preflight_issue_now_and_revoke(
     assert env.store.lineage("web").active.number == 2  # type: ignore[union-attr]
     again = env.client.get(path)
     assert again.status_code == 400 and "revoked already" in again.text
+
+
+@pytest.mark.usefixtures("acme_env")
+def test_the_same_through_the_json_api(
+    env: ConsoleEnv, pebble: PebbleServer, node: WebrootNginx, tmp_path: Path
+) -> None:
+    admin = bearer(env, account_token(env, "admin", "admin"))
+    body = {"name": "main", "names": list(NAMES), "targets": [f"pem:{tmp_path / 'main'}"], "lineages": ["web"],
+            "webroot": str(node.webroot)}  # fmt: skip
+    assert admin.post("/api/v1/nodes", json=body).status_code == 201
+    root = [("files", ("root.pem", pebble.root_pem()))]
+    assert admin.post("/api/v1/trust-anchors", files=root).status_code == 201
+    issuer = {"name": "pebble", "directory": pebble.directory, "ca_bundle": pebble.ca_bundle.read_text()}
+    refused = admin.post("/api/v1/issuers", json=issuer)
+    assert refused.status_code == 400 and refused.json()["hint"].endswith("then send agree_tos")
+    added = admin.post("/api/v1/issuers", json={**issuer, "agree_tos": True})
+    assert added.status_code == 201 and added.json()["status"] == "valid", added.text
+    assert [i["name"] for i in admin.get("/api/v1/issuers").json()] == ["pebble"]
+
+    policy = admin.put("/api/v1/lineages/web/acme", json={"issuers": ["pebble"], "solvers": ["*=http-01:main"]})
+    assert policy.status_code == 200 and policy.json()["solvers"] == ["*=http-01:main"], policy.text
+    shown = admin.get("/api/v1/lineages/web/acme").json()
+    assert {n["name"]: n["where"] for n in shown["names"]} == dict.fromkeys(NAMES, f"http-01 on main ({node.webroot})")
+
+    job = admin.post("/api/v1/lineages/web/issue", json={"dry_run": True})
+    assert job.status_code == 202 and job.json()["kind"] == "preflight"
+    done = _wait(admin, job.json()["id"])
+    assert done["ok"] and done["preflight"]["ok"]
+    job = admin.post("/api/v1/lineages/web/issue", json={})
+    done = _wait(admin, job.json()["id"])
+    assert done["ok"] and done["version"] == 1 and done["result"]["issuer"] == "pebble", done
+
+    revoked = admin.post("/api/v1/lineages/web/revoke", json={"version": 1, "reason": "superseded"})
+    assert revoked.status_code == 200 and revoked.json()["told_ca"] is True, revoked.text
+    assert admin.get("/api/v1/lineages/web/acme").json()["versions"][0]["revoked"] == "superseded"
+    assert admin.post("/api/v1/issuers/pebble/deactivate", json={"confirm": False}).status_code == 400
+    assert admin.post("/api/v1/issuers/pebble/rollover").json()["key_changed_at"] is not None
 
 
 def test_who_may_do_what(env: ConsoleEnv, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
 
 from certfleet.acme.model import RevocationReason
@@ -381,3 +382,96 @@ def lineage_acme_json(console: ConsoleDep, actor: ViewerDep, name: str) -> dict[
             for v in acme.versions
         ],
     }
+
+
+class IssuerIn(BaseModel):
+    name: str = Field(max_length=64, examples=["le"])
+    directory: str = Field("", max_length=1024, examples=["https://acme-v02.api.letsencrypt.org/directory"])
+    manual: bool = Field(False, description="a CA without ACME: CSR out, package in")
+    eab_kid: str = Field("", max_length=512, description="External Account Binding key id")
+    eab_hmac: str = Field("", max_length=512, description="EAB HMAC key (base64url): used once, never stored")
+    contact: list[str] = Field(default_factory=list, max_length=20, examples=[["mailto:pki@example.com"]])
+    agree_tos: bool = Field(False, description="agree to the CA's terms of service")
+    profile: str = Field("", max_length=64)
+    ca_bundle: str = Field("", max_length=65536, description="PEM roots of a private ACME server's own HTTPS")
+    caa_identities: list[str] = Field(default_factory=list, max_length=20)
+
+    def values(self) -> IssuerValues:
+        bundle = (("ca_bundle", self.ca_bundle.encode("utf-8")),) if self.ca_bundle.strip() else ()
+        return IssuerValues(
+            self.name, self.directory, self.eab_kid, self.eab_hmac, tuple(self.contact), self.agree_tos,
+            self.profile, bundle, tuple(self.caa_identities), self.manual,
+        )  # fmt: skip
+
+
+class PolicyIn(BaseModel):
+    issuers: list[str] = Field(default_factory=list, max_length=MAX_ISSUER_ROWS, description="in the order to try")
+    solvers: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_NAME_ROWS,
+        description="PATTERN=http-01[:NODE] or PATTERN=dns-01:METHOD:SETTING (dns-01:hook: admin only)",
+        examples=[["*.example.com=dns-01:rfc2136:/etc/certfleet/tsig.ini"]],
+    )
+    profile: str = Field("", max_length=64)
+    preferred_chain: str = Field("", max_length=256)
+    reuse_key: bool = False
+
+
+class IssueIn(BaseModel):
+    dry_run: bool = Field(False, description="only the preflight: nothing ordered, nothing stored")
+
+
+class RevokeIn(BaseModel):
+    version: int = Field(ge=1, le=2**31 - 1)
+    reason: str = Field(max_length=40, examples=["keyCompromise"])
+
+
+class Confirm(BaseModel):
+    confirm: bool = Field(description="true: deactivating an account cannot be undone")
+
+
+@api_router.post("/issuers", status_code=201, summary="Open an ACME account at a CA (or add the manual CA); admin")
+def issuer_add_json(body: IssuerIn, console: ConsoleDep, actor: AdminDep) -> dict[str, Any]:
+    return console.issuers.add(actor, body.values()).to_dict()
+
+
+@api_router.post("/issuers/{name}/rollover", summary="Change the account key at the CA; admin")
+def issuer_rollover_json(name: str, console: ConsoleDep, actor: AdminDep) -> dict[str, Any]:
+    return console.issuers.rollover(actor, name).to_dict()
+
+
+@api_router.post("/issuers/{name}/deactivate", summary="Deactivate the account at the CA, for good; admin")
+def issuer_deactivate_json(name: str, body: Confirm, console: ConsoleDep, actor: AdminDep) -> dict[str, Any]:
+    if not body.confirm:
+        raise InputError("deactivating an account cannot be undone", hint="send confirm: true")
+    return console.issuers.deactivate(actor, name).to_dict()
+
+
+@api_router.delete("/issuers/{name}", summary="Forget an issuer and its account key; admin")
+def issuer_remove_json(name: str, console: ConsoleDep, actor: AdminDep) -> dict[str, Any]:
+    return {"removed": console.issuers.remove(actor, name).to_dict()}
+
+
+@api_router.put("/lineages/{name}/acme", summary="Set how a lineage is issued (the lists are replaced)")
+def lineage_acme_set_json(name: str, body: PolicyIn, console: ConsoleDep, actor: OperatorDep) -> dict[str, Any]:
+    lineage = console.fleet.check_lineage(actor, name)
+    values = PolicyValues(
+        issuers=tuple(body.issuers),
+        other_rules="\n".join(body.solvers),
+        profile=body.profile,
+        preferred_chain=body.preferred_chain,
+        reuse_key=body.reuse_key,
+    )
+    return console.issuers.set_policy(actor, lineage, values).to_dict()
+
+
+@api_router.post("/lineages/{name}/issue", status_code=202, summary="Issue now, or only the preflight: a job")
+def lineage_issue_json(name: str, body: IssueIn, console: ConsoleDep, actor: OperatorDep) -> dict[str, Any]:
+    lineage = console.fleet.check_lineage(actor, name)
+    return console.issue_jobs.start(actor, lineage, preflight_only=body.dry_run).to_dict()
+
+
+@api_router.post("/lineages/{name}/revoke", summary="Revoke a version at its CA, for good; admin")
+def lineage_revoke_json(name: str, body: RevokeIn, console: ConsoleDep, actor: AdminDep) -> dict[str, Any]:
+    lineage = console.fleet.check_lineage(actor, name)
+    return console.issuers.revoke(actor, lineage, body.version, body.reason).to_dict()
