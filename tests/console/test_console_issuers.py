@@ -297,6 +297,60 @@ def test_preflight_issue_now_and_revoke(
 
 
 @pytest.mark.usefixtures("acme_env")
+def test_a_name_the_ca_could_not_reach_is_told_by_the_preflight_and_nothing_is_ordered(
+    env: ConsoleEnv, pebble: PebbleServer, node: WebrootNginx, tmp_path: Path
+) -> None:
+    csrf = logged_in(env)
+    main = add_node(env, csrf, "main", list(NAMES), [f"pem:{tmp_path / 'main'}"], new_lineage="web",
+                    webroot=str(node.webroot))  # fmt: skip
+    # gw's names resolve to 127.0.0.3, where no web server publishes its webroot
+    gw = add_node(env, csrf, "gw", ["gw.acme.test"], [f"pem:{tmp_path / 'gw'}"], lineages="web",
+                  webroot=str(tmp_path / "gw-www"))  # fmt: skip
+    assert main.status_code == 303 and gw.status_code == 303, gw.text
+    assert _add(env, csrf, pebble).status_code == 303
+    env.store.set_policy("web", issuers=["pebble"])
+
+    r = env.client.post("/lineages/web/issue", data={"csrf_token": csrf, "action": "issue"})
+    job = _wait(env, r.headers["location"])
+    assert job["state"] == "done" and not job["ok"] and job["version"] is None
+    verdicts = {n["name"]: n["ok"] for n in job["preflight"]["names"]}
+    assert verdicts == {"acme.test": True, "www.acme.test": True, "gw.acme.test": False}
+    gw_check = next(
+        c for n in job["preflight"]["names"] if n["name"] == "gw.acme.test" for c in n["checks"] if not c["ok"]
+    )
+    assert gw_check["check"] == "http-01" and "127.0.0.3" in gw_check["message"]
+    page = env.client.get(r.headers["location"]).text
+    assert "preflight failed: nothing was ordered" in page and 'data-ok="no"' in page
+    assert {n["state"] for n in job["names"]} == {"waiting"}  # no authorization was asked for
+    assert env.store.versions("web") == [] and env.store.issuances("web") == []
+
+
+def test_each_names_authorization_follows_the_issues_events() -> None:
+    import datetime as dt
+
+    from certfleet.acme.issue import IssueEvent
+    from certfleet.console.services.issue_jobs import IssueJob, IssueJobKind, NameState
+
+    names = ["a.test", "b.test", "c.test"]
+    job = IssueJob(
+        "j", "web", IssueJobKind.ISSUE, "admin", 1, dt.datetime.now(dt.UTC), dict.fromkeys(names, NameState.WAITING)
+    )
+    job.on_event(IssueEvent("order", "first", detail="3 names"))
+    for name in names[:2]:
+        job.on_event(IssueEvent("present", "first", name, "http-01 on main"))
+    assert job.names == {"a.test": NameState.PENDING, "b.test": NameState.PENDING, "c.test": NameState.WAITING}
+    job.on_event(IssueEvent("failed", "first", detail="first: the CA could not verify b.test by http-01: 404"))
+    assert job.names["b.test"] is NameState.INVALID and job.names["a.test"] is NameState.STOPPED
+    job.on_event(IssueEvent("order", "second", detail="3 names"))  # the next issuer starts afresh
+    assert set(job.names.values()) == {NameState.WAITING}
+    for name in names:
+        job.on_event(IssueEvent("answer", "second", name))
+        job.on_event(IssueEvent("valid", "second", name))
+    job.settle(())
+    assert set(job.names.values()) == {NameState.VALID} and job.to_dict()["issuer"] == "second"
+
+
+@pytest.mark.usefixtures("acme_env")
 def test_the_same_through_the_json_api(
     env: ConsoleEnv, pebble: PebbleServer, node: WebrootNginx, tmp_path: Path
 ) -> None:

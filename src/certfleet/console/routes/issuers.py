@@ -59,6 +59,8 @@ DONE = {
     "revoked": "Version {} revoked: it is never activated or deployed again.",
 }
 MAX_ISSUER_ROWS = 8
+# a CA's terms are a link only with these schemes (Pebble's are a data: text); anything else is text
+LINKABLE = ("https://", "http://", "data:text/plain,")
 MAX_NAME_ROWS = 100
 
 
@@ -106,6 +108,7 @@ def _issuers_context(
         "lineages": console.fleet.visible_lineages(actor),
         "v": values or IssuerValues(),
         "info": info,
+        "linkable": LINKABLE,
         "messages": _done(request),
     }
 
@@ -145,6 +148,7 @@ def issuer(request: Request, name: str, console: ConsoleDep, actor: ViewerDep) -
             "issuer": record,
             "rows": describe_issuer(record),
             "lineages": lineages,
+            "linkable": LINKABLE,
             "messages": _done(request),
         },
     )
@@ -389,7 +393,9 @@ class IssuerIn(BaseModel):
     directory: str = Field("", max_length=1024, examples=["https://acme-v02.api.letsencrypt.org/directory"])
     manual: bool = Field(False, description="a CA without ACME: CSR out, package in")
     eab_kid: str = Field("", max_length=512, description="External Account Binding key id")
-    eab_hmac: str = Field("", max_length=512, description="EAB HMAC key (base64url): used once, never stored")
+    eab_hmac: str = Field(
+        "", max_length=512, repr=False, description="EAB HMAC key (base64url): used once, never stored"
+    )
     contact: list[str] = Field(default_factory=list, max_length=20, examples=[["mailto:pki@example.com"]])
     agree_tos: bool = Field(False, description="agree to the CA's terms of service")
     profile: str = Field("", max_length=64)
