@@ -325,6 +325,41 @@ def test_a_name_the_ca_could_not_reach_is_told_by_the_preflight_and_nothing_is_o
     assert env.store.versions("web") == [] and env.store.issuances("web") == []
 
 
+@pytest.mark.usefixtures("acme_env")
+def test_a_wildcard_by_dns01_chosen_on_the_names_row(
+    env: ConsoleEnv, pebble: PebbleServer, bind: BindServer, tmp_path: Path
+) -> None:
+    csrf = logged_in(env)
+    tsig = bind.credentials(tmp_path / "tsig.ini")
+    added = add_node(env, csrf, "edge", ["*.acme.test"], [f"pem:{tmp_path / 'edge'}"], new_lineage="wild")
+    assert added.status_code == 303, added.text
+    root = [("files", ("root.pem", pebble.root_pem()))]
+    assert env.client.post("/trust", data={"csrf_token": csrf}, files=root).status_code == 303
+    assert _add(env, csrf, pebble).status_code == 303
+
+    # the default (http-01) cannot prove a wildcard: the page says so beside the name
+    page = env.client.get("/lineages/wild/acme").text
+    assert "cannot: *.acme.test is a wildcard: only dns-01 can prove it" in page
+    form = [
+        ("csrf_token", csrf), ("issuer", "pebble"),
+        ("solver_name", "*.acme.test"), ("solver_choice", "dns-01:rfc2136"), ("solver_spec", ""),
+    ]  # fmt: skip
+    empty = env.client.post("/lineages/wild/acme", data=_form(form))
+    assert empty.status_code == 400 and "*.acme.test: dns-01:rfc2136 needs its setting" in _message(empty.text)
+    form[-1] = ("solver_spec", str(tsig))
+    assert env.client.post("/lineages/wild/acme", data=_form(form)).status_code == 303
+    assert [str(r) for r in env.store.policy("wild").solvers] == [f"*.acme.test=dns-01:rfc2136:{tsig}"]
+    page = env.client.get("/lineages/wild/acme").text
+    assert f'value="{tsig}"' in page and "dns-01:rfc2136" in page
+
+    r = env.client.post("/lineages/wild/issue", data={"csrf_token": csrf, "action": "issue"})
+    job = _wait(env, r.headers["location"])
+    assert job["ok"] and job["version"] == 1, job
+    assert job["names"] == [{"name": "*.acme.test", "state": "valid"}]
+    (check,) = (n for n in job["preflight"]["names"] if n["name"] == "*.acme.test")
+    assert check["ok"] and check["solver"].startswith("dns-01:rfc2136")
+
+
 def test_each_names_authorization_follows_the_issues_events() -> None:
     import datetime as dt
 
