@@ -130,6 +130,8 @@ def test_add_an_issuer_the_terms_shown_first_then_agreed(env: ConsoleEnv, pebble
     (issuer,) = env.store.issuers()
     assert issuer.account_url and issuer.ca_bundle and issuer.terms_of_service == terms.group(1)
     assert [e.actor for e in env.store.audit_log(action="issuer.add")] == ["console:admin"]
+    audit = env.client.get("/audit", params={"kind": "issuer"}).text
+    assert "<option selected>issuer</option>" in audit and "issuer.add" in audit
 
     # a second issuer of the same name: one line, nothing changed
     again = _add(env, csrf, pebble)
