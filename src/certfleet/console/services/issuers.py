@@ -13,17 +13,20 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from certfleet.acme import accounts
 from certfleet.acme.model import ChallengeType, IssuerRecord, LineagePolicy, RevocationReason, SolverRule, pick_rule
 from certfleet.acme.revoke import RevokeResult, revoke
 from certfleet.console.roles import Forbidden, Role
 from certfleet.console.services.audit import Actor, Audit
-from certfleet.errors import InputError
+from certfleet.errors import CertfleetError, InputError
 from certfleet.fleet.model import NodeSpec
 from certfleet.fleet.nodes import lineage_names
 from certfleet.store import Store, VersionState
+
+if TYPE_CHECKING:
+    from certfleet.acme.challenges import SolverContext
 
 __all__ = [
     "HOOK",
@@ -229,43 +232,28 @@ class Issuers:
         """The lineage's issuers, each name's solver and where its proof goes, and its versions."""
         if not actor.allows(lineage):
             raise InputError(f"no lineage named {lineage[:80]!r}")
+        from certfleet.acme.challenges import SolverContext
+
         record = self._store.lineage(lineage)
         policy = self._store.policy(lineage)
         members = self._store.nodes(lineage)
+        every = self._store.nodes()
+        context = SolverContext(nodes={n.name: n for n in every}, members=tuple(n.name for n in members))
         names = sorted(lineage_names(record, members))
         solvers = []
         for name in names:
             rule = pick_rule(policy.solvers, name)
             exact_rule = rule is not None and rule.pattern == name
-            solvers.append(NameSolver(name, rule, exact_rule, self._where(lineage, name)))
+            solvers.append(NameSolver(name, rule, exact_rule, _where(rule, name, context)))
         exact = set(names)
-        versions = tuple(self.lineage_versions(lineage))
         return LineageAcme(
             lineage,
             policy,
             tuple(solvers),
             tuple(r for r in policy.solvers if r.pattern not in exact),
-            versions,
-            tuple(self._store.nodes()),
+            tuple(self.lineage_versions(lineage)),
+            tuple(every),
         )
-
-    def _where(self, lineage: str, name: str) -> str:
-        """Where the proof of ``name`` goes, or why it cannot (the issue's own plan says it)."""
-        from certfleet.acme.challenges import SolverContext, make_solver
-        from certfleet.acme.issue import DEFAULT_SOLVER
-        from certfleet.errors import CertfleetError
-
-        try:
-            rule = pick_rule(self._store.policy(lineage).solvers, name) or DEFAULT_SOLVER
-            context = SolverContext(
-                nodes={n.name: n for n in self._store.nodes()},
-                members=tuple(n.name for n in self._store.nodes(lineage)),
-            )
-            solver = make_solver(rule, context)
-            solver.validate([name])
-            return solver.where(name)
-        except CertfleetError as exc:
-            return f"cannot: {exc}"
 
     def set_policy(self, actor: Actor, lineage: str, values: PolicyValues) -> LineagePolicy:
         """As ``certfleet lineage set``: issuers and solvers replace the lists. A hook command runs
@@ -316,6 +304,20 @@ class Issuers:
             )  # fmt: skip
             out.append(line)
         return out
+
+
+def _where(rule: SolverRule | None, name: str, context: SolverContext) -> str:
+    """Where the proof of ``name`` goes, or why it cannot: what the issue's own plan would say
+    (the solver is only made and checked; nothing is run)."""
+    from certfleet.acme.challenges import make_solver
+    from certfleet.acme.issue import DEFAULT_SOLVER
+
+    try:
+        solver = make_solver(rule or DEFAULT_SOLVER, context)
+        solver.validate([name])
+        return solver.where(name)
+    except CertfleetError as exc:
+        return f"cannot: {exc}"
 
 
 def _is_hook(rule: SolverRule) -> bool:
