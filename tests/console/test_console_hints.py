@@ -38,10 +38,11 @@ NOT_IN_THE_CONSOLE = {
     "# certfleet fleet file": "a comment in the fleet file certfleet writes",
     "as `certfleet status` says": "a metric's description",
 }
-# driven from the command line only so far: no console page or API route issues, rolls over or
-# revokes (ACME), renews or sends alerts (the autopilot: its words go to `certfleet renew` and to
-# the alert destinations), or copies a store, so none of their hints can reach a console page yet
-NOT_IN_THE_CONSOLE_YET = ("acme/", "store/_issuers.py", "autopilot/", "renewal.py", "store/_copy.py")
+# driven from the command line only so far: no console page or API route renews or sends alerts
+# (the autopilot: its words go to `certfleet renew` and to the alert destinations), or copies a
+# store, so none of their hints can reach a console page yet. Issuing (acme/, store/_issuers.py)
+# has its pages (Issuers, a lineage's Issuing page, issue now, revoke): its hints are held here
+NOT_IN_THE_CONSOLE_YET = ("autopilot/", "renewal.py", "store/_copy.py")
 
 
 def _text(node: ast.AST) -> str | None:

@@ -10,7 +10,9 @@ refusal leaves nothing behind; a key change keeps the new key in the store befor
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from certfleet.acme.connection import AccountKey, Connection, thumbprint
@@ -22,10 +24,13 @@ from certfleet.store import Store, check_name
 
 __all__ = [
     "ACCOUNT_KEY",
+    "DirectoryInfo",
     "add_acme_issuer",
     "add_manual_issuer",
+    "ca_bundle_pem",
     "connect",
     "deactivate",
+    "directory_info",
     "parse_contact",
     "remove",
     "rollover",
@@ -56,6 +61,58 @@ def _check_directory(url: str) -> str:
             hint="e.g. https://acme-v02.api.letsencrypt.org/directory",
         )
     return url.strip()
+
+
+def ca_bundle_pem(inputs: Iterable[tuple[str, bytes]]) -> str:
+    """The PEM roots of a private ACME server's own HTTPS certificate, from files in any format
+    certfleet reads (``(name, bytes)``); refused when they hold no certificate."""
+    from certfleet.export import pem
+    from certfleet.trust import read_certificates
+
+    files = list(inputs)
+    certs = read_certificates(files)
+    if not certs:
+        names = ", ".join(name for name, _ in files) or "the CA bundle"
+        raise InputError(f"{names} holds no certificate", hint="give the PEM root of the ACME server's HTTPS")
+    return pem(*certs).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryInfo:
+    """What a CA's ACME directory says before an account is opened: its terms, whether it wants
+    External Account Binding, the profiles it offers, its CAA names."""
+
+    url: str
+    terms_of_service: str | None
+    eab_required: bool
+    profiles: dict[str, str]
+    caa_identities: tuple[str, ...]
+    website: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "directory": self.url,
+            "terms_of_service": self.terms_of_service,
+            "external_account_required": self.eab_required,
+            "profiles": dict(self.profiles),
+            "caa_identities": list(self.caa_identities),
+            "website": self.website,
+        }
+
+
+def directory_info(directory_url: str, *, ca_bundle: str | None = None) -> DirectoryInfo:
+    """Read the CA's directory (no account, nothing stored): what to show before agreeing."""
+    url = _check_directory(directory_url)
+    with Connection("directory", url, ca_bundle=ca_bundle) as conn:
+        meta = conn.meta
+        return DirectoryInfo(
+            url=url,
+            terms_of_service=meta.terms_of_service,
+            eab_required=bool(meta.external_account_required),
+            profiles=dict(conn.profiles()),
+            caa_identities=conn.caa_identities(),
+            website=meta.website,
+        )
 
 
 def connect(store: Store, issuer: IssuerRecord, *, key: AccountKey | None = None) -> Connection:
@@ -104,7 +161,13 @@ def add_acme_issuer(
                 "the CA asks you to agree to its terms of service before it opens an account",
                 hint=f"read {terms}, then add --agree-tos",
             )
-        regr = conn.register(contact=emails, agree_tos=agree_tos, eab=eab)
+        try:
+            regr = conn.register(contact=emails, agree_tos=agree_tos, eab=eab)
+        except AcmeProblem as exc:
+            if eab is not None and exc.problem in ("unauthorized", "malformed", "accountDoesNotExist"):
+                # the binding is what the CA checks first: its answer names neither the key id nor the key
+                exc.hint = "check the EAB key id and HMAC key: copy both again from your account at the CA"
+            raise
         identities = identities or conn.caa_identities()
     return store.add_issuer(
         name,

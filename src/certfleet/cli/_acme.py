@@ -136,15 +136,8 @@ def issuer_add(
     bundle = None
     if ca_bundle is not None:
         from certfleet.cli._common import read_inputs
-        from certfleet.trust import read_certificates
 
-        inputs = read_inputs([ca_bundle])
-        certs = read_certificates(inputs)
-        if not certs:
-            raise InputError(f"{ca_bundle} holds no certificate", hint="give the PEM root of the ACME server's HTTPS")
-        from certfleet.export import pem
-
-        bundle = pem(*certs).decode("ascii")
+        bundle = accounts.ca_bundle_pem(read_inputs([ca_bundle]))
     with open_store() as store:
         if manual:
             issuer = accounts.add_manual_issuer(store, name)

@@ -19,6 +19,8 @@ from certfleet.console.services.clients import Clients
 from certfleet.console.services.exports import Exports
 from certfleet.console.services.fleet import Fleet
 from certfleet.console.services.imports import Imports
+from certfleet.console.services.issue_jobs import IssueJobs
+from certfleet.console.services.issuers import Issuers
 from certfleet.console.services.jobs import Jobs
 from certfleet.console.services.reveals import Reveals
 from certfleet.console.services.status import Status
@@ -51,6 +53,8 @@ class Console:
     exports: Exports
     reveals: Reveals
     autopilot: Autopilot
+    issuers: Issuers
+    issue_jobs: IssueJobs
 
     @classmethod
     def over(cls, store: Store, *, settings: ConsoleSettings, clock: Clock, tls: TLSContexts | None) -> Console:
@@ -81,6 +85,8 @@ class Console:
             exports=Exports(audit),
             reveals=Reveals(clock=clock),
             autopilot=Autopilot(audit, clock=clock),
+            issuers=Issuers(store, audit),
+            issue_jobs=IssueJobs(audit, clock=clock),
         )
 
     def served_for(self, host: str | None) -> ServedCertificate | None:

@@ -144,7 +144,7 @@ _RULES = (
     ),
     _rule(
         rf"`certfleet issue {_LINEAGE}` for a new certificate",
-        r"import a new certificate for \g<lineage>",
+        r"issue a new certificate for \g<lineage> (Issue now, on its Issuing page), or import one",
     ),
     # what the store holds
     _rule(r"`certfleet node list` shows the nodes", "the Nodes page lists them"),
@@ -156,6 +156,80 @@ _RULES = (
         "edit it on the Nodes page, or remove it there first",
     ),
     _rule(r"run again with --debug and report it", "see the console's log and report it"),
+    # issuers and issuing (ACME)
+    _rule(
+        r"`certfleet issuer list` shows the issuers", "the Issuers page lists them", "GET /api/v1/issuers lists them"
+    ),
+    _rule(
+        r"`certfleet issuer remove (?P<name>[^`]+)`, then add a new one",
+        r"remove issuer \g<name> on its page, then add a new one on the Issuers page",
+    ),
+    _rule(
+        r"`certfleet issuer rollover (?P<name>[^`]+)` again asks it which one it holds",
+        r"rolling the key of \g<name> over again (its page on the Issuers page) asks it which one it holds",
+    ),
+    _rule(r"then add --agree-tos", 'then tick "I agree to the CA\'s terms of service"', "then send agree_tos"),
+    _rule(r" \(a node's --webroot\)", " (the node's webroot)"),
+    _rule(
+        r"`certfleet node add \.\.\. --webroot /var/www/html` \(or `webroot` in the node's options of the fleet file\)",
+        "fill in the node's Webroot on the Nodes page, e.g. /var/www/html",
+        "send the node's webroot, e.g. /var/www/html",
+    ),
+    _rule(
+        r"add a solver for it: --solver '(?P<name>[^']+)=dns-01:rfc2136:FILE' \(or lexicon, hook\)",
+        r"choose a dns-01 solver for \g<name> on the lineage's Issuing page",
+    ),
+    _rule(
+        r"name the node: --solver '(?P<name>[^']+)=http-01:NODE', or prove it by dns-01",
+        r"choose the node for \g<name> on the lineage's Issuing page, or prove it by dns-01",
+    ),
+    _rule(
+        r"give --eab-kid and --eab-hmac-file with the key id and HMAC key",
+        "fill in the EAB key id and HMAC key",
+        "send eab_kid and eab_hmac, the key id and HMAC key",
+    ),
+    _rule(
+        r"\(`certfleet issue LINEAGE --dry-run` probes it\)", "(the preflight on the lineage's Issuing page probes it)"
+    ),
+    _rule(r"\(`certfleet issue LINEAGE --dry-run`\)", "(the preflight on the lineage's Issuing page)"),
+    _rule(
+        r"\(`certfleet lineage set LINEAGE --issuer A --issuer B`\)",
+        "(on the lineage's Issuing page)",
+    ),
+    _rule(
+        r"`certfleet issuer show NAME`; a deactivated or unknown account needs a new `certfleet issuer add`",
+        "see the issuer's page; a deactivated or unknown account needs a new issuer (the Issuers page)",
+    ),
+    _rule(
+        r"give the root of its HTTPS certificate with --ca-bundle",
+        "choose the root of its HTTPS certificate as the CA bundle",
+        "send the root of its HTTPS certificate as ca_bundle",
+    ),
+    _rule(
+        rf"`certfleet issuer add NAME --acme URL`, then `certfleet lineage set {_LINEAGE} --issuer NAME`",
+        r"add one on the Issuers page, then choose it on the Issuing page of \g<lineage>",
+    ),
+    _rule(
+        rf"add nodes: `certfleet node add \.\.\. --lineage {_LINEAGE}`",
+        r"add nodes to \g<lineage> on the Nodes page",
+        r"add nodes to \g<lineage> with POST /api/v1/nodes",
+    ),
+    _rule(
+        rf"`certfleet lineage set {_LINEAGE} --solver '(?P<name>[^']+)=dns-01:rfc2136:FILE'` "
+        r"\(or dns-01:lexicon:PROVIDER, dns-01:hook:COMMAND\)",
+        r"choose a dns-01 solver for \g<name> on the Issuing page of \g<lineage>",
+    ),
+    _rule(r"choose another solver for the name \(--solver\)", "choose another solver for the name on its Issuing page"),
+    _rule(
+        r"\(give it with `issuer add --caa-identity`\)",
+        "(give it as the CA's CAA domain names when adding the issuer)",
+    ),
+    _rule(r"give the version: --version N", "choose the version to revoke"),
+    _rule(
+        rf"`certfleet lineage set {_LINEAGE} --issuer OTHER` first",
+        r"choose another issuer on the Issuing page of \g<lineage> first",
+    ),
+    _rule(r"give each --issuer once, in the order to try", "choose each issuer once, in the order to try"),
     # nodes
     _rule(
         rf"add one: certfleet node add NAME --name DNS --target KIND:PATH --lineage {_LINEAGE}",

@@ -82,6 +82,7 @@ class NodeIn(BaseModel):
     probe: str | None = Field(None, max_length=300, examples=["collab.example.com:443"])
     known_hosts: str | None = Field(None, max_length=4000, description="SSH: the known_hosts file on this machine")
     identity: str | None = Field(None, max_length=4000, description="SSH: the private key file to log in with")
+    webroot: str | None = Field(None, max_length=4000, description="http-01: the folder its web server publishes")
     lineages: list[LineageName] = Field(default_factory=list, max_length=50)
     version: int | None = Field(
         None, ge=1, le=MAX_ID, description="the node's version as last read: a change made since is a 409"
@@ -103,6 +104,7 @@ class NodeIn(BaseModel):
             probe=self.probe or "",
             known_hosts=self.known_hosts or "",
             identity=self.identity or "",
+            webroot=self.webroot or "",
             lineages=tuple(self.lineages),
             original=original,
             version=self.version,

@@ -60,6 +60,7 @@ def node_values(form: FormData) -> NodeValues:
         probe=_field(form, "probe", 300),
         known_hosts=_field(form, "known_hosts"),
         identity=_field(form, "identity"),
+        webroot=_field(form, "webroot", 4000),
         lineages=_chosen(form, "lineages", 50),
         new_lineage=_field(form, "new_lineage", 64),
         original=_field(form, "original", 64),

@@ -11,6 +11,7 @@ from typing import Any
 
 from certfleet.console.roles import LineageScope, Role
 from certfleet.store import AuditAction, AuditEntry, Store
+from certfleet.store._issuers import IssuerAction
 
 __all__ = ["Actor", "Audit", "AuditLine", "AuditPage", "AuthMethod", "ConsoleAction", "readable"]
 
@@ -125,8 +126,8 @@ class AuditPage:
 
 
 def action_kinds() -> list[str]:
-    """The kinds of action a filter offers: ``node``, ``version``, ``deploy``, ``console``..."""
-    return sorted({a.value.split(".", 1)[0] for a in (*AuditAction, *ConsoleAction)})
+    """The kinds of action a filter offers: ``node``, ``version``, ``deploy``, ``issuer``, ``console``..."""
+    return sorted({a.value.split(".", 1)[0] for a in (*AuditAction, *IssuerAction, *ConsoleAction)})
 
 
 @dataclass(frozen=True, slots=True)

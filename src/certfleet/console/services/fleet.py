@@ -31,6 +31,8 @@ _SPLIT = re.compile(r"[\s,]+")
 
 # the node options the console edits; any other option a node has (from a fleet file) is kept
 SSH_FIELDS = ("known_hosts", "identity")
+# and the folder the node's web server publishes, where http-01 puts its tokens
+EDITED_OPTIONS = (*SSH_FIELDS, "webroot")
 
 
 def split_names(text: str) -> list[str]:
@@ -51,6 +53,7 @@ class NodeValues:
     probe: str = ""
     known_hosts: str = ""
     identity: str = ""
+    webroot: str = ""
     lineages: tuple[str, ...] = ()
     new_lineage: str = ""
     original: str = ""
@@ -70,6 +73,7 @@ class NodeValues:
             probe=spec.probe or "",
             known_hosts=str(spec.options.get("known_hosts", "")),
             identity=str(spec.options.get("identity", "")),
+            webroot=str(spec.options.get("webroot", "")),
             lineages=lineages,
             original=spec.name,
             version=version,
@@ -94,8 +98,8 @@ def build_node(
 ) -> NodeSpec:
     """The node the values describe, checked by the library (names, targets, transport, probe);
     ``kept`` are the node's options the console does not show."""
-    options = {k: v for k, v in (kept or {}).items() if k not in SSH_FIELDS}
-    options.update({k: v for k, v in ((k, getattr(values, k)) for k in SSH_FIELDS) if v})
+    options = {k: v for k, v in (kept or {}).items() if k not in EDITED_OPTIONS}
+    options.update({k: v for k, v in ((k, getattr(values, k)) for k in EDITED_OPTIONS) if v})
     return make_node(
         values.name,
         split_names(values.names),
