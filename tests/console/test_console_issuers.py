@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from certfleet.autopilot.lock import pass_lock
 from certfleet.console.settings import ConsoleSettings
 from certfleet.fleet.nodes import make_node
 from support.bind import BindServer
@@ -250,6 +251,13 @@ def test_preflight_issue_now_and_revoke(
     assert verdicts == dict.fromkeys(NAMES, True)
     shown = env.client.get(r.headers["location"]).text
     assert "preflight passed" in shown and shown.count('data-ok="yes"') == len(NAMES)
+    assert env.store.versions("web") == []
+
+    # while an autopilot pass runs (a timer's `certfleet renew`, as far as the console can tell),
+    # issue now is refused at once: the pass may be issuing the same lineage
+    with pass_lock(env.store):
+        busy = env.client.post("/lineages/web/issue", data={"csrf_token": csrf, "action": "issue"})
+        assert busy.status_code == 409 and "an autopilot pass is running" in _message(busy.text), busy.text
     assert env.store.versions("web") == []
 
     # issue now: every name's authorization valid, a new active version

@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import secrets
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -18,10 +19,12 @@ from typing import Any
 from certfleet.acme.issue import IssueEvent, IssueResult, dry_run, issue, plan_issue
 from certfleet.acme.lookup import DnsSettings
 from certfleet.acme.preflight import PreflightReport
+from certfleet.autopilot.lock import PassBusy, pass_lock
 from certfleet.clock import Clock
 from certfleet.console.services.audit import Actor, Audit
 from certfleet.console.services.jobs import JobState
 from certfleet.errors import CertfleetError, ConflictError, NotFoundError
+from certfleet.store import Store
 
 __all__ = ["IssueJob", "IssueJobKind", "IssueJobs", "NameState"]
 
@@ -153,23 +156,23 @@ class IssueJobs:
         dns = DnsSettings.from_env()
         the_plan = plan_issue(store, lineage, dns=dns)
         kind = IssueJobKind.PREFLIGHT if preflight_only else IssueJobKind.ISSUE
-        with self._lock:
-            running = [j for j in self._jobs.values() if j.lineage == lineage and not j.done]
-            if any(j.kind is IssueJobKind.ISSUE for j in running) and kind is IssueJobKind.ISSUE:
-                raise ConflictError(f"an issue of {lineage} is running already", hint="wait for it on its page")
-            job = IssueJob(
-                id=secrets.token_urlsafe(12),
-                lineage=lineage,
-                kind=kind,
-                actor=store.actor,
-                account_id=actor.account_id,
-                started_at=self._clock(),
-                names=dict.fromkeys(the_plan.names, NameState.WAITING),
-            )
-            self._jobs[job.id] = job
-            finished = sorted((j for j in self._jobs.values() if j.done), key=lambda j: j.started_at)
-            for old in finished[: max(0, len(self._jobs) - MAX_JOBS)]:
-                del self._jobs[old.id]
+        # an issue and an autopilot pass (which may issue the same lineage) never run at once,
+        # whoever started the pass: the issue holds the pass lock while it runs
+        lock = pass_lock(store) if kind is IssueJobKind.ISSUE else None
+        if lock is not None:
+            try:
+                lock.acquire()
+            except PassBusy as exc:
+                raise ConflictError(
+                    "an autopilot pass is running" + (f" ({exc.holder})" if exc.holder else ""),
+                    hint="it issues every due lineage; try again when it has ended",
+                ) from exc
+        try:
+            job = self._register(store, actor, lineage, kind, the_plan.names)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
 
         def run() -> None:
             try:
@@ -187,8 +190,35 @@ class IssueJobs:
             finally:
                 job.settle(())
                 job.finished_at = self._clock()
+                if lock is not None:
+                    lock.release()
 
-        threading.Thread(target=run, name=f"certfleet-{kind.value}-{job.id}", daemon=True).start()
+        try:
+            threading.Thread(target=run, name=f"certfleet-{kind.value}-{job.id}", daemon=True).start()
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        return job
+
+    def _register(self, store: Store, actor: Actor, lineage: str, kind: IssueJobKind, names: Sequence[str]) -> IssueJob:
+        with self._lock:
+            running = [j for j in self._jobs.values() if j.lineage == lineage and not j.done]
+            if any(j.kind is IssueJobKind.ISSUE for j in running) and kind is IssueJobKind.ISSUE:
+                raise ConflictError(f"an issue of {lineage} is running already", hint="wait for it on its page")
+            job = IssueJob(
+                id=secrets.token_urlsafe(12),
+                lineage=lineage,
+                kind=kind,
+                actor=store.actor,
+                account_id=actor.account_id,
+                started_at=self._clock(),
+                names=dict.fromkeys(names, NameState.WAITING),
+            )
+            self._jobs[job.id] = job
+            finished = sorted((j for j in self._jobs.values() if j.done), key=lambda j: j.started_at)
+            for old in finished[: max(0, len(self._jobs) - MAX_JOBS)]:
+                del self._jobs[old.id]
         return job
 
     def get(self, job_id: str) -> IssueJob:
