@@ -150,18 +150,13 @@ class Imports:
 
     def get(self, actor: Actor, preview_id: str) -> ImportPreview:
         """An import waiting for its sender's confirmation (its findings page), read again."""
-        with self._audit.store.session(write=True) as s:
-            self._sweep(s)
-            found = self._waiting(s, actor, preview_id, take=False)
-        lineage, created, inputs, passwords, force = found
+        lineage, created, inputs, passwords, force = self._waiting(actor, preview_id, take=False)
         result = self.read(actor, lineage, inputs, passwords, save=False, force=force)
         return ImportPreview(preview_id, actor.account_id, lineage, inputs, passwords, created, result, force)
 
     def confirm(self, actor: Actor, preview_id: str) -> ImportPreview:
         """Save what ``preview_id`` showed, now that its sender confirmed it; it waits no more."""
-        with self._audit.store.session(write=True) as s:
-            self._sweep(s)
-            lineage, created, inputs, passwords, force = self._waiting(s, actor, preview_id, take=True)
+        lineage, created, inputs, passwords, force = self._waiting(actor, preview_id, take=True)
         result = self.read(actor, lineage, inputs, passwords, save=True, force=force)
         if not result.accepted:  # the store changed since the preview
             raise InputError("the import was refused: " + "; ".join(p.message for p in result.problems))
@@ -172,20 +167,27 @@ class Imports:
         s.execute(delete(PendingImportRow).where(PendingImportRow.expires_at <= self._clock()))
 
     def _waiting(
-        self, s: Session, actor: Actor, preview_id: str, *, take: bool
+        self, actor: Actor, preview_id: str, *, take: bool
     ) -> tuple[str, dt.datetime, tuple[tuple[str, bytes], ...], tuple[bytes, ...], bool]:
         """The import ``preview_id`` of ``actor``, opened; deleted with ``take``. Another account's
-        is as unknown as one never made."""
+        is as unknown as one never made. Stale ones are deleted first, whoever sent them."""
         digest = token_hash(preview_id[:64])
-        row = s.get(PendingImportRow, digest, with_for_update=take)
-        if row is None or row.account_id != actor.account_id or row.expires_at <= self._clock():
+        store = self._audit.store
+        opened: tuple[str, dt.datetime, bytes] | None = None
+        with store.session(write=True) as s:
+            self._sweep(s)
+            row = s.get(PendingImportRow, digest, with_for_update=take)
+            if row is not None and row.account_id == actor.account_id:
+                try:
+                    raw = store.vault().open(row.sealed, _aad(digest, row.account_id, row.lineage))
+                except StoreError:  # not sealed for this row: never opened, left to expire
+                    raw = None
+                if raw is not None:
+                    opened = (row.lineage, row.created_at, raw)
+                    if take:
+                        s.delete(row)
+        if opened is None:
             raise InputError(_GONE, hint="imports wait 15 minutes")
-        try:
-            raw = self._audit.store.vault().open(row.sealed, _aad(digest, row.account_id, row.lineage))
-        except StoreError as exc:
-            raise InputError(_GONE, hint="the store's key changed since the upload") from exc
-        lineage, created = row.lineage, row.created_at
-        if take:
-            s.delete(row)
+        lineage, created, raw = opened
         inputs, passwords, force = _unpack(raw)
         return lineage, created, inputs, passwords, force
