@@ -124,7 +124,7 @@ class ProgressMixin(StoreBase):
                 )
             )
             if row is None:
-                raise NotFoundError(f"no deployment {deployment}", hint="`certfleet history` lists them")
+                raise NotFoundError(f"no deployment {deployment}", hint="the history lists every deployment")
             progress = {
                 p.node_name: p
                 for p in s.scalars(
