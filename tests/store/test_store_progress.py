@@ -53,7 +53,7 @@ def test_steps_are_kept_per_node_and_results_shown_only_once_done(store: Store, 
     a, b = middle.nodes
     assert (a.steps, a.current, a.result) == (("render", "connect", "upload"), "upload", None)
     assert (b.steps, b.done) == (("render",), False)  # its result is written, but not said to be final yet
-    store.record_progress(deployment, {"b": ["render"]}, done=True)
+    store.record_progress(deployment, {"b": ["render"]}, done={"b"})
     b = store.deployment_progress(deployment).nodes[1]
     assert b.done and b.result is not None and b.result.outcome is Outcome.FAILED and b.current is None
     assert b.to_dict()["outcome"] == {

@@ -326,9 +326,9 @@ def _settled(store: Store, lineage: str, number: int) -> set[str]:
 
 class _Recorder:
     """Writes each node's progress and result to the store as they come, in order, in a thread of
-    its own: a store that is slow (busy, on a slow disk) never holds up the nodes. Steps are
-    batched: every node's steps begun since the last write go in one transaction. A result whose
-    write fails is left to the last write, which carries every result."""
+    its own: a store that is slow (busy, on a slow disk) never holds up the nodes. Progress is
+    batched: the steps begun (and the nodes done) since the last write go in one transaction. A
+    result whose write fails is left to the last write, which carries every result."""
 
     def __init__(self, store: Store, deployment: int) -> None:
         self.store = store
@@ -337,39 +337,43 @@ class _Recorder:
         self._pending: list[asyncio.Future[None]] = []
         self._mutex = threading.Lock()
         self._steps: dict[str, list[str]] = {}
-        self._dirty: set[str] = set()
+        self._done: set[str] = set()
+        self._dirty: set[str] = set()  # not empty: a write of the progress is waiting in the pool
 
     def step(self, node: str, step: str) -> None:
         with self._mutex:
             self._steps.setdefault(node, []).append(step)
-            queued = bool(self._dirty)  # a write of the steps is waiting: it takes this one too
+            waiting = bool(self._dirty)  # it takes this step too
             self._dirty.add(node)
-        if not queued:
-            self._submit(self._write_steps)
+        if not waiting:
+            self._submit(self._write_progress)
 
     def node_done(self, outcome: NodeOutcome) -> None:
-        with self._mutex:
-            steps = tuple(self._steps.get(outcome.node, ()))
-        self._submit(self._write, node_result(outcome), steps)
+        self._submit(self._write, node_result(outcome))
 
     def _submit(self, fn: Callable[..., None], *args: Any) -> None:
         loop = asyncio.get_running_loop()
         self._pending.append(loop.run_in_executor(self._pool, fn, *args))
 
-    def _write_steps(self) -> None:
+    def _write_progress(self) -> None:
         with self._mutex:
-            batch = {node: tuple(self._steps[node]) for node in self._dirty}
+            batch = {node: tuple(self._steps.get(node, ())) for node in self._dirty}
+            done = {node for node in batch if node in self._done}
             self._dirty.clear()
         with contextlib.suppress(CertfleetError):
-            self.store.record_progress(self.deployment, batch)
+            self.store.record_progress(self.deployment, batch, done=done)
 
-    def _write(self, result: NodeResult, steps: tuple[str, ...]) -> None:
+    def _write(self, result: NodeResult) -> None:
         try:
             self.store.record_node(self.deployment, result)
         except CertfleetError:
             return
-        with contextlib.suppress(CertfleetError):
-            self.store.record_progress(self.deployment, {result.node: steps}, done=True)
+        with self._mutex:  # the node is done once its result is in: said with the next progress
+            self._done.add(result.node)
+            waiting = bool(self._dirty)
+            self._dirty.add(result.node)
+        if not waiting:
+            self._write_progress()
 
     async def drain(self) -> None:
         try:

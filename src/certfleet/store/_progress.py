@@ -8,7 +8,7 @@ deployment, rewritten in place), and the node is marked done once its result is 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,10 +84,12 @@ class DeploymentProgress:
 
 class ProgressMixin(StoreBase):
     @retried
-    def record_progress(self, deployment: int, steps: Mapping[str, Sequence[str]], *, done: bool = False) -> None:
+    def record_progress(
+        self, deployment: int, steps: Mapping[str, Sequence[str]], *, done: Collection[str] = ()
+    ) -> None:
         """The steps each node in ``steps`` has begun in ``deployment`` so far (all of them, in
-        order), in one transaction; ``done``: their results are recorded. One small row per node,
-        written over."""
+        order), in one transaction; the nodes in ``done`` have their results recorded. One small
+        row per node, written over."""
         if not steps:
             return
         now = utc_now()
@@ -98,7 +100,13 @@ class ProgressMixin(StoreBase):
             if len(joined) > _MAX_STEPS:
                 joined = joined[-_MAX_STEPS:].partition(",")[2]
             rows.append(
-                {"deployment_id": deployment, "node_name": node, "steps": joined, "done": done, "updated_at": now}
+                {
+                    "deployment_id": deployment,
+                    "node_name": node,
+                    "steps": joined,
+                    "done": node in done,
+                    "updated_at": now,
+                }
             )
         dialect = sqlite if self._db.is_sqlite else postgresql
         stmt = dialect.insert(DeploymentProgressRow)
