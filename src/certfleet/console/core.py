@@ -3,7 +3,8 @@
 Nothing here decides anything the library does not: names, chains, verification, probing, the
 store, requests, imports and deploys are the library's; the services gather their results into
 what the pages and the API show, keep the short-lived state a browser flow needs (an import shown
-before it is saved, a deploy in progress), and record who did what.
+before it is saved, a deploy in progress: both in the store, so that any console process sharing
+it answers), and record who did what.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import datetime as dt
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from certfleet.store._models import Base, UTCDateTime
@@ -22,6 +22,7 @@ __all__ = [
     "ClientProfileRow",
     "ClientUserRow",
     "LoginFailureRow",
+    "PendingImportRow",
     "SessionRow",
     "Sessions",
     "SetupTokenRow",
@@ -114,6 +115,26 @@ class LoginFailureRow(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class PendingImportRow(Base):
+    """An upload read and shown, waiting for its sender to confirm it (migration 0009_shared_console),
+    so that any console process sharing the store can save it. The files and their password may hold
+    a private key: they are kept only sealed with the store's vault, bound to this row, and the row
+    is deleted when confirmed or stale."""
+
+    __tablename__ = "console_pending_imports"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("console_accounts.id", ondelete="CASCADE"), index=True)
+    lineage: Mapped[str] = mapped_column(String(64))
+    # nonce + AES-GCM ciphertext of the files, their password and whether a weaker version is accepted
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+
+    def __repr__(self) -> str:  # the sealed files stay out of every log and debugger view
+        return f"PendingImportRow(lineage={self.lineage!r}, account_id={self.account_id})"
 
 
 class ClientProfileRow(Base):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -180,6 +181,7 @@ class Rollout:
         self.options = options
         self.rollback = rollback
         self.activates = activates
+        self.deployment: int | None = None  # its id in the history, once recorded as running
         self._lock = store.deploy_lock(lineage)
         if not options.dry_run:
             self._lock.acquire()
@@ -237,6 +239,7 @@ class Rollout:
         deployment = store.start_deployment(
             self.lineage, number, [n.name for n in self.nodes], started_at=clock(), rollback=self.rollback
         )
+        self.deployment = deployment
         if self.rollback:
             before = store.lineage(self.lineage).active
             store.audit(
@@ -254,7 +257,9 @@ class Rollout:
         recorder = _Recorder(store, deployment)
 
         def on_progress(event: ProgressEvent) -> None:
-            if event.step is None and event.outcome is not None:
+            if event.step is not None:
+                recorder.step(event.node, event.step.value)
+            elif event.outcome is not None:
                 recorder.node_done(event.outcome)
             if progress is not None:
                 progress(event)
@@ -320,23 +325,55 @@ def _settled(store: Store, lineage: str, number: int) -> set[str]:
 
 
 class _Recorder:
-    """Writes each node's result to the store as it comes, in order, in a thread of its own: a
-    store that is slow (busy, on a slow disk) never holds up the nodes. A write that fails is
-    left to the last one, which carries every result."""
+    """Writes each node's progress and result to the store as they come, in order, in a thread of
+    its own: a store that is slow (busy, on a slow disk) never holds up the nodes. Progress is
+    batched: the steps begun (and the nodes done) since the last write go in one transaction. A
+    result whose write fails is left to the last write, which carries every result."""
 
     def __init__(self, store: Store, deployment: int) -> None:
         self.store = store
         self.deployment = deployment
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="certfleet-record")
         self._pending: list[asyncio.Future[None]] = []
+        self._mutex = threading.Lock()
+        self._steps: dict[str, list[str]] = {}
+        self._done: set[str] = set()
+        self._dirty: set[str] = set()  # not empty: a write of the progress is waiting in the pool
+
+    def step(self, node: str, step: str) -> None:
+        with self._mutex:
+            self._steps.setdefault(node, []).append(step)
+            waiting = bool(self._dirty)  # it takes this step too
+            self._dirty.add(node)
+        if not waiting:
+            self._submit(self._write_progress)
 
     def node_done(self, outcome: NodeOutcome) -> None:
+        self._submit(self._write, node_result(outcome))
+
+    def _submit(self, fn: Callable[..., None], *args: Any) -> None:
         loop = asyncio.get_running_loop()
-        self._pending.append(loop.run_in_executor(self._pool, self._write, node_result(outcome)))
+        self._pending.append(loop.run_in_executor(self._pool, fn, *args))
+
+    def _write_progress(self) -> None:
+        with self._mutex:
+            batch = {node: tuple(self._steps.get(node, ())) for node in self._dirty}
+            done = {node for node in batch if node in self._done}
+            self._dirty.clear()
+        with contextlib.suppress(CertfleetError):
+            self.store.record_progress(self.deployment, batch, done=done)
 
     def _write(self, result: NodeResult) -> None:
-        with contextlib.suppress(CertfleetError):
+        try:
             self.store.record_node(self.deployment, result)
+        except CertfleetError:
+            return
+        with self._mutex:  # the node is done once its result is in: said with the next progress
+            self._done.add(result.node)
+            waiting = bool(self._dirty)
+            self._dirty.add(result.node)
+        if not waiting:
+            self._write_progress()
 
     async def drain(self) -> None:
         try:

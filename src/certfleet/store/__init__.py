@@ -9,6 +9,7 @@ from certfleet.store._copy import CopyResult, copy_store
 from certfleet.store._engine import BUSY_ENV, HOME_ENV, URL_ENV, default_home
 from certfleet.store._locks import LOCK_FOLDER, AdvisoryLock, DeployLock, FileDeployLock, Flock
 from certfleet.store._models import Base
+from certfleet.store._progress import DeploymentProgress, NodeProgress
 from certfleet.store._records import (
     AuditAction,
     AuditEntry,
@@ -37,11 +38,13 @@ __all__ = [
     "Base",
     "CopyResult",
     "DeployLock",
+    "DeploymentProgress",
     "DeploymentRecord",
     "DeploymentState",
     "FileDeployLock",
     "Flock",
     "LineageRecord",
+    "NodeProgress",
     "NodeResult",
     "Store",
     "TrustAnchor",

@@ -6,6 +6,7 @@ import getpass
 import json
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from certfleet.store._models import (
 from certfleet.store._records import (
     AuditAction,
     AuditEntry,
+    DeploymentState,
     LineageRecord,
     VersionRecord,
 )
@@ -49,6 +51,7 @@ MAX_OUTPUT = 64 * 1024  # characters of a failing step's output kept in the hist
 MAX_ACTOR = 128
 MAX_DETAIL = 16 * 1024
 _SECRET_KEY = re.compile(r"pass|secret|token|private", re.IGNORECASE)
+_HOST = socket.gethostname() or "localhost"
 
 
 def _default_actor() -> str:
@@ -96,6 +99,24 @@ def _bounded_output(text: str) -> str:
     # the end of a failing command's output says why it failed: keep that part, and never a key
     # it printed, whoever recorded the result
     return clean(text, MAX_OUTPUT)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
+def _state_of(state: DeploymentState, host: str | None, pid: int | None) -> DeploymentState:
+    """A running deployment whose process, on this machine, is gone was interrupted (killed). One
+    run from another machine is taken at its word: only that machine can tell."""
+    if state is DeploymentState.RUNNING and host == _HOST[:255] and pid and not _alive(pid):
+        return DeploymentState.INTERRUPTED
+    return state
 
 
 class StoreBase:

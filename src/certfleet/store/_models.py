@@ -35,6 +35,7 @@ from certfleet.store._records import DeploymentState, VersionState
 __all__ = [
     "AuditRow",
     "Base",
+    "DeploymentProgressRow",
     "DeploymentRow",
     "LastResultRow",
     "LineageRow",
@@ -245,6 +246,21 @@ class NodeResultRow(Base):
     finished_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
     deployment: Mapped[DeploymentRow] = relationship(back_populates="results")
+
+
+class DeploymentProgressRow(Base):
+    """How far each node of a running deployment is: the steps it has begun, written as the deploy
+    runs (migration 0009_shared_console), so that any process sharing the store can follow it."""
+
+    __tablename__ = "deployment_progress"
+
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True)
+    node_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # the steps begun, in order, comma-separated (a Step's value each); the last one is under way
+    steps: Mapped[str] = mapped_column(String(255), default="")
+    # its result is written in deployment_results: the steps are over
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
 class LastResultRow(Base):

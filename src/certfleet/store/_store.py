@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,8 +15,10 @@ from certfleet.clock import utc_now
 from certfleet.errors import EnvError, InputError, StoreError
 from certfleet.fleet.model import Outcome
 from certfleet.store._base import (
+    _HOST,
     _bounded_output,
     _check_text,
+    _state_of,
 )
 from certfleet.store._engine import DB_FILE, Database, busy_timeout, database_url, default_home, retried
 from certfleet.store._issuers import IssuersMixin
@@ -30,6 +31,7 @@ from certfleet.store._models import (
     VersionRow,
 )
 from certfleet.store._nodes import NodesMixin
+from certfleet.store._progress import ProgressMixin
 from certfleet.store._records import (
     AuditAction,
     DeploymentRecord,
@@ -41,7 +43,6 @@ from certfleet.store._versions import VersionsMixin
 __all__ = ["Store"]
 
 _CHUNK = 500  # names per statement: far below SQLite's bound on parameters
-_HOST = socket.gethostname() or "localhost"
 
 
 def _check_results(results: Iterable[NodeResult]) -> None:
@@ -50,29 +51,11 @@ def _check_results(results: Iterable[NodeResult]) -> None:
         _check_text("a failed step", r.failed_step, 32)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it exists
-        return True
-    return True
-
-
 def _state(row: DeploymentRow) -> DeploymentState:
     return _state_of(row.state, row.host, row.pid)
 
 
-def _state_of(state: DeploymentState, host: str | None, pid: int | None) -> DeploymentState:
-    """A running deployment whose process, on this machine, is gone was interrupted (killed). One
-    run from another machine is taken at its word: only that machine can tell."""
-    if state is DeploymentState.RUNNING and host == _HOST[:255] and pid and not _alive(pid):
-        return DeploymentState.INTERRUPTED
-    return state
-
-
-class Store(NodesMixin, VersionsMixin, IssuersMixin):
+class Store(NodesMixin, VersionsMixin, IssuersMixin, ProgressMixin):
     """The certfleet store. Open it with :meth:`init` or :meth:`open`; every method is one
     short transaction and returns frozen values; every change is written to the audit trail."""
 

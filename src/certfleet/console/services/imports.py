@@ -1,27 +1,36 @@
 """Imports from the console: the CA's files read and shown first, saved only when confirmed.
 
-What waits for its confirmation may hold a key (a PFX): it is kept in memory only, for the account
-that sent it, a bounded number of them, and dropped when confirmed or stale.
+What waits for its confirmation may hold a key (a PFX, a PEM with the key): it waits in the store
+(``console_pending_imports``), so that any console process sharing the store can show and save
+it, sealed with the store's vault like every key, for the account that sent it only, a bounded
+number per account, and deleted when confirmed or stale.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import secrets
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
 from certfleet.clock import Clock
+from certfleet.console.models import PendingImportRow
+from certfleet.console.security import token_hash
 from certfleet.console.services.audit import Actor, Audit
 from certfleet.console.settings import ConsoleSettings
-from certfleet.errors import InputError
+from certfleet.errors import InputError, StoreError
 from certfleet.fleet.lineage import ImportResult, import_package
 from certfleet.trust import TrustStore
 
 __all__ = ["ImportPreview", "Imports"]
 
-MAX_PREVIEWS = 20
+MAX_PREVIEWS = 20  # per account: each may hold up to the upload limit
+_GONE = "this import is no longer waiting: upload the files again"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +50,33 @@ class ImportPreview:
         return f"ImportPreview(id={self.id!r}, lineage={self.lineage!r}, files={len(self.inputs)})"
 
 
+def _aad(digest: str, account_id: int, lineage: str) -> bytes:
+    # binds the sealed files to their row: a ciphertext copied to another row does not open
+    return f"certfleet/pending-import/v1/{digest}/account={account_id}/lineage={lineage}".encode()
+
+
+def _pack(inputs: Sequence[tuple[str, bytes]], passwords: Sequence[bytes], force: bool) -> bytes:
+    b64 = base64.b64encode
+    return json.dumps(
+        {
+            "inputs": [[name, b64(data).decode("ascii")] for name, data in inputs],
+            "passwords": [b64(p).decode("ascii") for p in passwords],
+            "force": force,
+        }
+    ).encode("ascii")
+
+
+def _unpack(raw: bytes) -> tuple[tuple[tuple[str, bytes], ...], tuple[bytes, ...], bool]:
+    data = json.loads(raw)
+    inputs = tuple((str(name), base64.b64decode(b)) for name, b in data["inputs"])
+    return inputs, tuple(base64.b64decode(p) for p in data["passwords"]), bool(data["force"])
+
+
 class Imports:
     def __init__(
         self, audit: Audit, *, settings: ConsoleSettings, clock: Clock, trust: Callable[[], TrustStore]
     ) -> None:
         self._audit, self._settings, self._clock, self._trust = audit, settings, clock, trust
-        self._previews: dict[str, ImportPreview] = {}
-        self._lock = threading.Lock()
 
     def read(
         self,
@@ -91,40 +120,74 @@ class Imports:
         if not result.accepted:
             return result, None
         now = self._clock()
-        preview = ImportPreview(
-            secrets.token_urlsafe(12), actor.account_id, lineage, tuple(inputs), tuple(passwords), now, result, force
-        )
-        with self._lock:
-            for stale in [k for k, p in self._previews.items() if now - p.created > self._settings.import_ttl]:
-                del self._previews[stale]
-            # each may hold up to the upload limit: keep a bounded number, dropping the oldest
-            while len(self._previews) >= MAX_PREVIEWS:
-                del self._previews[min(self._previews, key=lambda k: self._previews[k].created)]
-            self._previews[preview.id] = preview
+        token = secrets.token_urlsafe(16)
+        digest = token_hash(token)
+        store = self._audit.store
+        sealed = store.vault().seal(_pack(inputs, passwords, force), _aad(digest, actor.account_id, lineage))
+        with store.session(write=True) as s:
+            self._sweep(s)
+            # each may hold up to the upload limit: keep a bounded number per account, dropping the oldest
+            older = s.scalars(
+                select(PendingImportRow.token_hash)
+                .where(PendingImportRow.account_id == actor.account_id)
+                .order_by(PendingImportRow.created_at.desc(), PendingImportRow.token_hash)
+                .offset(MAX_PREVIEWS - 1)
+            ).all()
+            if older:
+                s.execute(delete(PendingImportRow).where(PendingImportRow.token_hash.in_(older)))
+            s.add(
+                PendingImportRow(
+                    token_hash=digest,
+                    account_id=actor.account_id,
+                    lineage=lineage,
+                    sealed=sealed,
+                    created_at=now,
+                    expires_at=now + self._settings.import_ttl,
+                )
+            )
+        preview = ImportPreview(token, actor.account_id, lineage, tuple(inputs), tuple(passwords), now, result, force)
         return result, preview
 
     def get(self, actor: Actor, preview_id: str) -> ImportPreview:
-        """An import waiting for its sender's confirmation (its findings page)."""
-        with self._lock:
-            return self._waiting(actor, preview_id)
-
-    def _waiting(self, actor: Actor, preview_id: str) -> ImportPreview:
-        # called with the lock held
-        preview = self._previews.get(preview_id)
-        if (
-            preview is None
-            or preview.account_id != actor.account_id
-            or self._clock() - preview.created > self._settings.import_ttl
-        ):
-            raise InputError("this import is no longer waiting: upload the files again", hint="imports wait 15 minutes")
-        return preview
+        """An import waiting for its sender's confirmation (its findings page), read again."""
+        lineage, created, inputs, passwords, force = self._waiting(actor, preview_id, take=False)
+        result = self.read(actor, lineage, inputs, passwords, save=False, force=force)
+        return ImportPreview(preview_id, actor.account_id, lineage, inputs, passwords, created, result, force)
 
     def confirm(self, actor: Actor, preview_id: str) -> ImportPreview:
-        """Save what ``preview_id`` showed, now that its sender confirmed it."""
-        with self._lock:
-            preview = self._waiting(actor, preview_id)
-            del self._previews[preview_id]
-        result = self.read(actor, preview.lineage, preview.inputs, preview.passwords, save=True, force=preview.force)
+        """Save what ``preview_id`` showed, now that its sender confirmed it; it waits no more."""
+        lineage, created, inputs, passwords, force = self._waiting(actor, preview_id, take=True)
+        result = self.read(actor, lineage, inputs, passwords, save=True, force=force)
         if not result.accepted:  # the store changed since the preview
             raise InputError("the import was refused: " + "; ".join(p.message for p in result.problems))
-        return preview
+        return ImportPreview(preview_id, actor.account_id, lineage, inputs, passwords, created, result, force)
+
+    def _sweep(self, s: Session) -> None:
+        """Forget every stale import, whoever sent it."""
+        s.execute(delete(PendingImportRow).where(PendingImportRow.expires_at <= self._clock()))
+
+    def _waiting(
+        self, actor: Actor, preview_id: str, *, take: bool
+    ) -> tuple[str, dt.datetime, tuple[tuple[str, bytes], ...], tuple[bytes, ...], bool]:
+        """The import ``preview_id`` of ``actor``, opened; deleted with ``take``. Another account's
+        is as unknown as one never made. Stale ones are deleted first, whoever sent them."""
+        digest = token_hash(preview_id[:64])
+        store = self._audit.store
+        opened: tuple[str, dt.datetime, bytes] | None = None
+        with store.session(write=True) as s:
+            self._sweep(s)
+            row = s.get(PendingImportRow, digest, with_for_update=take)
+            if row is not None and row.account_id == actor.account_id:
+                try:
+                    raw = store.vault().open(row.sealed, _aad(digest, row.account_id, row.lineage))
+                except StoreError:  # not sealed for this row: never opened, left to expire
+                    raw = None
+                if raw is not None:
+                    opened = (row.lineage, row.created_at, raw)
+                    if take:
+                        s.delete(row)
+        if opened is None:
+            raise InputError(_GONE, hint="imports wait 15 minutes")
+        lineage, created, raw = opened
+        inputs, passwords, force = _unpack(raw)
+        return lineage, created, inputs, passwords, force

@@ -1,7 +1,14 @@
-"""Deploys started from the console: each runs in its own thread and event loop, so a page can
-follow its per-node progress while it runs, whatever serves the requests. ``Jobs`` keeps the
-recent ones for their pages. A job deploys the active version, rolls back to an earlier one, or
-only plans a deploy (a dry run: every node's steps checked, nothing changed, nothing recorded)."""
+"""Deploys started from the console, and any deploy followed from it.
+
+A deploy runs in a thread and event loop of its own, so that a page follows its per-node progress
+while it runs, whatever serves the requests. Its progress is the store's
+(:meth:`certfleet.store.Store.deployment_progress`): a deploy recorded in the history is followed
+by its deployment id, from any console process sharing the store, and so is one run by
+``certfleet deploy`` or by the autopilot. What only this process holds is the thread, and a dry
+run (it records nothing): a dry run, or a deploy stopped before it was recorded, is followed here
+by a random id, on this console only. A job deploys the active version, rolls back to an earlier
+one, or only plans a deploy (a dry run: every node's steps checked, nothing changed).
+"""
 
 from __future__ import annotations
 
@@ -20,32 +27,15 @@ from certfleet.console.services.audit import Actor, Audit
 from certfleet.errors import CertfleetError, NotFoundError
 from certfleet.fleet.deploy import DeployOptions, NodeOutcome, ProgressEvent, Step
 from certfleet.fleet.rollout import Rollout, prepare_deploy, prepare_rollback
+from certfleet.store import DeploymentProgress, DeploymentRecord, DeploymentState
 
-__all__ = ["DeployJob", "JobKind", "JobState", "Jobs", "start_job"]
+__all__ = ["DeployJob", "JobKind", "JobState", "JobView", "Jobs", "start_job"]
 
 log = logging.getLogger("certfleet.console")
 
-MAX_JOBS = 100
-
-
-@dataclass
-class NodeProgress:
-    node: str
-    steps: list[str] = field(default_factory=list)
-    outcome: NodeOutcome | None = None
-
-    @property
-    def current(self) -> str | None:
-        return None if self.outcome is not None or not self.steps else self.steps[-1]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "steps": list(self.steps),
-            "current": self.current,
-            "done": self.outcome is not None,
-            "outcome": self.outcome.to_dict() if self.outcome is not None else None,
-        }
+MAX_JOBS = 100  # the jobs this console keeps in memory (its threads, its dry runs)
+RECORDED_WAIT = 30.0  # seconds a request waits for a deploy to be recorded, to answer with its id
+_STEPS = [s.value for s in Step if s not in (Step.VERIFY, Step.ROLLBACK)]
 
 
 class JobState(StrEnum):
@@ -60,9 +50,110 @@ class JobKind(StrEnum):
     ROLLBACK = "rollback"  # an earlier version; to every node, it becomes the active one
 
 
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """What a job's page and the API show: a deploy and how far each node is."""
+
+    id: str
+    kind: JobKind
+    lineage: str
+    version: int
+    fingerprint: str
+    actor: str
+    state: JobState
+    ok: bool
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    nodes: tuple[dict[str, Any], ...]
+    activates: bool = False
+    error: str = ""
+    deployment: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state != JobState.RUNNING
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind.value,
+            "activates": self.activates,
+            "lineage": self.lineage,
+            "version": self.version,
+            "fingerprint": self.fingerprint,
+            "actor": self.actor,
+            "state": self.state.value,
+            "ok": self.ok,
+            "error": self.error,
+            "deployment": self.deployment,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "steps": list(_STEPS),
+            "nodes": [dict(n) for n in self.nodes],
+        }
+
+    @classmethod
+    def of(cls, progress: DeploymentProgress, *, activates: bool = False, error: str = "") -> JobView:
+        """A deployment as the store has it, as it runs or ran."""
+        record = progress.deployment
+        return cls._of_record(record, tuple(n.to_dict() for n in progress.nodes), activates=activates, error=error)
+
+    @classmethod
+    def of_record(cls, record: DeploymentRecord) -> JobView:
+        """A deployment from the history, without its steps (the list of recent deploys)."""
+        return cls._of_record(record, ())
+
+    @classmethod
+    def _of_record(
+        cls, record: DeploymentRecord, nodes: tuple[dict[str, Any], ...], *, activates: bool = False, error: str = ""
+    ) -> JobView:
+        running = record.state is DeploymentState.RUNNING
+        if error:
+            state = JobState.ERROR
+        elif running:
+            state = JobState.RUNNING
+        else:
+            state = JobState.DONE if record.state is DeploymentState.FINISHED else JobState.ERROR
+            if state is JobState.ERROR:
+                error = "the deploy was interrupted: some nodes may be left unproven"
+        return cls(
+            id=str(record.id),
+            kind=JobKind.ROLLBACK if record.rollback else JobKind.DEPLOY,
+            lineage=record.lineage,
+            version=record.version,
+            fingerprint=record.fingerprint or "",
+            actor=record.actor,
+            state=state,
+            ok=not error and record.ok,
+            started_at=record.started_at,
+            finished_at=None if running else record.finished_at,
+            nodes=nodes,
+            activates=activates,
+            error=error,
+            deployment=record.id,
+        )
+
+
+@dataclass
+class NodeProgress:
+    node: str
+    steps: list[str] = field(default_factory=list)
+    outcome: NodeOutcome | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "steps": list(self.steps),
+            "current": None if self.outcome is not None or not self.steps else self.steps[-1],
+            "done": self.outcome is not None,
+            "outcome": self.outcome.to_dict() if self.outcome is not None else None,
+        }
+
+
 @dataclass
 class DeployJob:
-    """One version of a lineage on its way to chosen nodes, and how far each node is."""
+    """A deploy this console runs: its thread's view. Once the deploy is recorded (``deployment_id``)
+    the store's progress is what is shown; until then, and for a dry run, this."""
 
     id: str
     lineage: str
@@ -78,15 +169,12 @@ class DeployJob:
     error: str = ""
     deployment_id: int | None = None
     finished_at: dt.datetime | None = None
+    recorded: threading.Event = field(default_factory=threading.Event, repr=False)  # the id is known, or never
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def done(self) -> bool:
         return self.state != JobState.RUNNING
-
-    @property
-    def ok(self) -> bool:
-        return self.state == JobState.DONE and all(p.outcome is not None and p.outcome.ok for p in self.nodes.values())
 
     def on_progress(self, event: ProgressEvent) -> None:
         with self._lock:
@@ -96,29 +184,33 @@ class DeployJob:
             else:
                 progress.outcome = event.outcome
 
-    def to_dict(self) -> dict[str, Any]:
+    def view(self) -> JobView:
         with self._lock:
-            return {
-                "id": self.id,
-                "kind": self.kind.value,
-                "activates": self.activates,
-                "lineage": self.lineage,
-                "version": self.version,
-                "fingerprint": self.fingerprint,
-                "actor": self.actor,
-                "state": self.state.value,
-                "ok": self.ok,
-                "error": self.error,
-                "deployment": self.deployment_id,
-                "started_at": self.started_at.isoformat(),
-                "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-                "steps": [s.value for s in Step if s not in (Step.VERIFY, Step.ROLLBACK)],
-                "nodes": [p.to_dict() for p in self.nodes.values()],
-            }
+            nodes = tuple(p.to_dict() for p in self.nodes.values())
+            ok = self.state == JobState.DONE and all(
+                p.outcome is not None and p.outcome.ok for p in self.nodes.values()
+            )
+        return JobView(
+            id=self.id,
+            kind=self.kind,
+            lineage=self.lineage,
+            version=self.version,
+            fingerprint=self.fingerprint,
+            actor=self.actor,
+            state=self.state,
+            ok=ok,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            nodes=nodes,
+            activates=self.activates,
+            error=self.error,
+            deployment=self.deployment_id,
+        )
 
 
 def start_job(rollout: Rollout, *, kind: JobKind, job_id: str, account_id: int, clock: Clock) -> DeployJob:
-    """Run ``rollout`` (checked and locked by the library already) in a thread of its own."""
+    """Run ``rollout`` (checked and locked by the library already) in a thread of its own; the
+    job's ``recorded`` is set once the deploy is in the history (its ``deployment_id``), or ends."""
     job = DeployJob(
         id=job_id,
         lineage=rollout.lineage,
@@ -133,10 +225,17 @@ def start_job(rollout: Rollout, *, kind: JobKind, job_id: str, account_id: int, 
     )
     lineage = rollout.lineage
 
+    def progress(event: ProgressEvent) -> None:
+        if not job.recorded.is_set():  # the first step: the deploy is recorded by now
+            job.deployment_id = rollout.deployment
+            job.recorded.set()
+        job.on_progress(event)
+
     def run() -> None:
         try:
             with rollout:
-                job.deployment_id = asyncio.run(rollout.run(progress=job.on_progress)).recorded
+                result = asyncio.run(rollout.run(progress=progress))
+                job.deployment_id = result.deployment
             job.state = JobState.DONE
         except CertfleetError as exc:
             job.error, job.state = str(exc), JobState.ERROR
@@ -144,7 +243,10 @@ def start_job(rollout: Rollout, *, kind: JobKind, job_id: str, account_id: int, 
             log.exception("deploy of %s failed", lineage)
             job.error, job.state = f"{type(exc).__name__}: {exc}", JobState.ERROR
         finally:
+            if job.deployment_id is None:
+                job.deployment_id = rollout.deployment
             job.finished_at = clock()
+            job.recorded.set()
 
     try:
         threading.Thread(target=run, name=f"certfleet-{kind.value}-{job_id}", daemon=True).start()
@@ -155,7 +257,8 @@ def start_job(rollout: Rollout, *, kind: JobKind, job_id: str, account_id: int, 
 
 
 class Jobs:
-    """The deploys started from this console, the last hundred finished ones kept for their pages."""
+    """The deploys this console runs (their threads; the last hundred finished kept), and every
+    recorded deploy read from the store by its deployment id."""
 
     def __init__(self, audit: Audit, *, clock: Clock) -> None:
         self._audit = audit
@@ -163,7 +266,7 @@ class Jobs:
         self._jobs: dict[str, DeployJob] = {}
         self._lock = threading.Lock()
 
-    def start(self, actor: Actor, lineage: str, nodes: Sequence[str], *, dry_run: bool = False) -> DeployJob:
+    def start(self, actor: Actor, lineage: str, nodes: Sequence[str], *, dry_run: bool = False) -> JobView:
         """Deploy the active version of ``lineage`` to ``nodes`` (all its nodes when none), recorded
         in the name of ``actor``; refused at once when another deploy of the lineage runs. A dry run
         plans each node's steps and changes nothing."""
@@ -171,13 +274,13 @@ class Jobs:
         rollout = prepare_deploy(store, lineage, nodes, options=DeployOptions(dry_run=True) if dry_run else None)
         return self._run(actor, rollout, JobKind.DRY_RUN if dry_run else JobKind.DEPLOY)
 
-    def rollback(self, actor: Actor, lineage: str, nodes: Sequence[str], *, to: int | None = None) -> DeployJob:
+    def rollback(self, actor: Actor, lineage: str, nodes: Sequence[str], *, to: int | None = None) -> JobView:
         """Deploy the version before the active one (or ``to``) to ``nodes``; with none named, to
         every node of the lineage, and that version becomes the active one."""
         rollout = prepare_rollback(self._audit.store_for(actor), lineage, nodes, to=to)
         return self._run(actor, rollout, JobKind.ROLLBACK)
 
-    def _run(self, actor: Actor, rollout: Rollout, kind: JobKind) -> DeployJob:
+    def _run(self, actor: Actor, rollout: Rollout, kind: JobKind) -> JobView:
         job = start_job(
             rollout, kind=kind, job_id=secrets.token_urlsafe(12), account_id=actor.account_id, clock=self._clock
         )
@@ -186,16 +289,51 @@ class Jobs:
             finished = sorted((j for j in self._jobs.values() if j.done), key=lambda j: j.started_at)
             for old in finished[: max(0, len(self._jobs) - MAX_JOBS)]:
                 del self._jobs[old.id]
-        return job
+        if kind is not JobKind.DRY_RUN:
+            # answer with the deployment's id, which any console can follow; a store too busy to
+            # record it in time leaves the random id, followed here
+            job.recorded.wait(RECORDED_WAIT)
+        return self._view(job)
 
-    def get(self, job_id: str) -> DeployJob:
-        with self._lock:
-            job = self._jobs.get(job_id)
-        if job is None:
-            raise NotFoundError("no such deploy", hint="deploys are listed on the deploy page while the console runs")
-        return job
+    def _view(self, job: DeployJob) -> JobView:
+        if job.deployment_id is None:
+            return job.view()
+        try:
+            return self.deployment(job.deployment_id, activates=job.activates, error=job.error)
+        except CertfleetError:  # the store is failing: this thread's view still says something
+            return job.view()
 
-    def recent(self, limit: int = 10) -> list[DeployJob]:
-        """The newest first."""
+    def deployment(self, deployment: int, *, activates: bool | None = None, error: str = "") -> JobView:
+        """A recorded deploy as it runs or ran, whichever process runs it."""
+        progress = self._audit.store.deployment_progress(deployment)
+        if activates is None:  # another process's rollback: to every node it made its version active
+            record = progress.deployment
+            active = self._audit.store.lineage(record.lineage).active if record.rollback else None
+            activates = active is not None and active.number == record.version and not progress.running
+        return JobView.of(progress, activates=activates, error=error)
+
+    def get(self, job_id: str) -> JobView:
+        """A job by its id: a deployment's id (any console's, any process's), or the random id of
+        a job of this console that was never recorded (a dry run)."""
+        if job_id.isdigit() and len(job_id) < 19:
+            with self._lock:
+                mine = next((j for j in self._jobs.values() if j.deployment_id == int(job_id)), None)
+            if mine is not None:
+                return self._view(mine)
+            try:
+                return self.deployment(int(job_id))
+            except NotFoundError:
+                pass
+        else:
+            with self._lock:
+                job = self._jobs.get(job_id)
+            if job is not None:
+                return self._view(job)
+        raise NotFoundError("no such deploy", hint="the deploy page lists the recent ones")
+
+    def recent(self, limit: int = 10) -> list[JobView]:
+        """The newest first: the store's deployments, and this console's dry runs."""
+        views = [JobView.of_record(d) for d in self._audit.store.deployments(limit=limit)]
         with self._lock:
-            return sorted(self._jobs.values(), key=lambda j: j.started_at, reverse=True)[:limit]
+            views += [j.view() for j in self._jobs.values() if j.deployment_id is None]
+        return sorted(views, key=lambda v: v.started_at, reverse=True)[:limit]
