@@ -241,32 +241,6 @@ async def dry_run(store: Store, lineage: str, *, dns: DnsSettings | None = None)
     return await preflight(lineage, the_plan.assignment, acme, dns)
 
 
-def _reuses_key(store: Store, the_plan: IssuePlan) -> bool:
-    return the_plan.policy.reuse_key and store.lineage(the_plan.lineage).active is not None
-
-
-class _Keys:
-    """The new key of each order, made in a worker thread; the first one can be started early,
-    so that making it (an RSA key takes a good part of a second on a slow machine) overlaps the
-    preflight's network waits. A key never used is dropped with the process's memory."""
-
-    def __init__(self, spec: str) -> None:
-        self.spec = spec
-        self._first: asyncio.Task[WebKey] | None = None
-
-    def start(self) -> None:
-        self._first = asyncio.ensure_future(asyncio.to_thread(generate_key, self.spec))
-
-    async def take(self) -> WebKey:
-        first, self._first = self._first, None
-        return await (first if first is not None else asyncio.to_thread(generate_key, self.spec))
-
-    async def close(self) -> None:
-        if self._first is not None:  # the preflight stopped the issue: wait for the thread, drop the key
-            await asyncio.gather(self._first, return_exceptions=True)
-            self._first = None
-
-
 def _attempt(issuer: str, exc: CertfleetError) -> Attempt:
     return Attempt(issuer, str(exc), exc.hint, int(exc.exit_code), getattr(exc, "retry_after", None))
 
@@ -289,36 +263,9 @@ async def issue(
     dns = dns or DnsSettings()
     the_plan = plan_issue(store, lineage, dns=dns)
     tell = progress or (lambda _event: None)
-    acme = [i for i in the_plan.issuers if i.is_acme and i.status is not AccountStatus.DEACTIVATED]
-    keys = _Keys(the_plan.key_spec)
-    first = next((i for i in the_plan.issuers if i.kind is IssuerKind.MANUAL or i in acme), None)
-    if first is not None and first.is_acme and not _reuses_key(store, the_plan):
-        keys.start()  # the first order's key is made while the preflight asks DNS and probes
-    try:
-        return await _issue(
-            store, the_plan, acme=acme, keys=keys, clock=clock, tell=tell, dns=dns, check_first=check_first,
-            replaces=replaces, started=started,
-        )  # fmt: skip
-    finally:
-        await keys.close()
-
-
-async def _issue(
-    store: Store,
-    the_plan: IssuePlan,
-    *,
-    acme: Sequence[IssuerRecord],
-    keys: _Keys,
-    clock: Clock,
-    tell: Progress,
-    dns: DnsSettings,
-    check_first: bool,
-    replaces: Mapping[str, str] | None,
-    started: float,
-) -> IssueResult:
-    lineage = the_plan.lineage
     report: PreflightReport | None = None
     refused_by_caa: dict[str, str] = {}
+    acme = [i for i in the_plan.issuers if i.is_acme and i.status is not AccountStatus.DEACTIVATED]
     if check_first and acme:
         tell(IssueEvent("preflight"))
         report = await preflight(lineage, the_plan.assignment, [(i.name, i.caa_identities) for i in acme], dns)
@@ -355,7 +302,6 @@ async def _issue(
                 store,
                 the_plan,
                 issuer,
-                keys,
                 clock=clock,
                 tell=tell,
                 tried=attempts,
@@ -396,7 +342,6 @@ async def _from_acme(
     store: Store,
     the_plan: IssuePlan,
     issuer: IssuerRecord,
-    keys: _Keys,
     *,
     clock: Clock,
     tell: Progress,
@@ -407,11 +352,11 @@ async def _from_acme(
     policy = the_plan.policy
     key: WebKey
     reused_key = None
-    if _reuses_key(store, the_plan):
+    if policy.reuse_key and store.lineage(lineage).active is not None:
         reused_key = store.lineage(lineage).active
         key = require_web_key(store.material(lineage).key)
     else:
-        key = await keys.take()
+        key = generate_key(the_plan.key_spec)
     subject = Subject.parse(the_plan.subject) if the_plan.subject else None
     csr = build_csr(key, the_plan.names, subject)
     csr_pem = csr.public_bytes(serialization.Encoding.PEM)
