@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from alembic import command
 from sqlalchemy import Integer, MetaData, Table, func, insert, inspect, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -66,6 +65,8 @@ class CopyResult:
 def copy_store(store: Store, url: str) -> CopyResult:
     """Copy every table of ``store`` into the empty database at ``url`` (``postgresql+psycopg://``
     or ``sqlite://``), at the store's schema revision; the audit trails of both say so."""
+    from alembic import command  # only here: opening a store loads no part of Alembic
+
     check_url(url, what="--to")
     if url == store.url:
         raise InputError("the store cannot be copied into itself", hint="give --to the URL of another database")
