@@ -52,6 +52,7 @@ __all__ = [
     "prepare_rollback",
     "previous_version",
     "select_nodes",
+    "settled_nodes",
 ]
 
 
@@ -308,6 +309,12 @@ class Rollout:
             versions=versions,
             deployment=recorded,
         )
+
+
+def settled_nodes(store: Store, lineage: str, number: int) -> set[str]:
+    """The nodes whose latest result in the history is version ``number`` deployed or verified
+    (a worker resuming a deployment hands them to the engine as settled)."""
+    return _settled(store, lineage, number)
 
 
 def _settled(store: Store, lineage: str, number: int) -> set[str]:

@@ -21,6 +21,7 @@ from certfleet.store._base import (
 )
 from certfleet.store._engine import DB_FILE, Database, busy_timeout, database_url, default_home, retried
 from certfleet.store._issuers import IssuersMixin
+from certfleet.store._jobs import JobsMixin
 from certfleet.store._locks import AdvisoryDeployLock, DeployLock, FileDeployLock
 from certfleet.store._models import (
     DeploymentRow,
@@ -72,7 +73,7 @@ def _state_of(state: DeploymentState, host: str | None, pid: int | None) -> Depl
     return state
 
 
-class Store(NodesMixin, VersionsMixin, IssuersMixin):
+class Store(NodesMixin, VersionsMixin, IssuersMixin, JobsMixin):
     """The certfleet store. Open it with :meth:`init` or :meth:`open`; every method is one
     short transaction and returns frozen values; every change is written to the audit trail."""
 
