@@ -31,7 +31,7 @@ def make_fleet(cli: Any, root: Path, pki: PKI, zones: dict[str, str | None]) -> 
     ok(cli("trust", "add", pki.root_file(root)))
     with Store.open() as store:
         for name, zone in zones.items():
-            spec = NodeSpec(name, (f"{name}.example.test",), (TargetSpec("pem", str(node_folder(root, name))),))
+            spec = NodeSpec(name, ("www.example.test",), (TargetSpec("pem", str(node_folder(root, name))),))
             store.add_node(spec, lineage="web")
             if zone is not None:
                 store.set_node_zone(name, zone)
