@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jobs_fleet import issue, make_fleet, ok
+from jobs_fleet import issue, make_fleet, ok, served
 
 from certfleet.clock import utc_now
 from certfleet.errors import EnvError, InputError
 from certfleet.fleet.model import Outcome
+from certfleet.jobs.worker import JobEvent, Worker, WorkerOptions
 from certfleet.store import DeploymentState, JobState, NodeResult, Store
+from certfleet.store._models import JobRow
 from conftest import PKI
 from support.postgres import Backend, backend, pg_url, postgres
 
@@ -99,3 +101,31 @@ def test_zones_are_set_from_the_cli(fleet: Store, cli: Any) -> None:
         assert store.node_zones() == {"a": "lan", "b": None, "db": "lan", "gw": None}
     with Store.open() as store, pytest.raises(InputError):
         store.set_node_zone("a", "")
+
+
+async def test_a_worker_runs_its_zones_jobs_and_fails_a_kind_it_does_not_know(
+    fleet: Store, tmp_path: Path, pki: PKI
+) -> None:
+    with fleet as store:
+        dep = store.enqueue_deployment("web", 1, ["a", "b", "gw"])
+        with store.session(write=True) as s:
+            s.add(JobRow(kind="renew", lineage="web", payload={}, state="queued", attempts=0, created_at=utc_now()))
+        events: list[JobEvent] = []
+        handled = await Worker(store, WorkerOptions(once=True, lease=5), log=events.append).run()
+        assert handled == 3
+        assert sorted((e.event, e.node or e.kind) for e in events if e.event != "taken") == [
+            ("failed", "renew"),
+            ("recorded", "a"),
+            ("recorded", "b"),
+        ]
+        leaf = served(tmp_path, "a", pki)
+        assert served(tmp_path, "b", pki) == leaf
+        assert not (tmp_path / "nodes" / "gw" / "live").exists()  # the dmz's: not this worker's
+        [renew] = [j for j in store.jobs() if j.kind == "renew"]
+        assert renew.state == "failed" and "not known" in (renew.result or {})["error"]
+        [gw] = store.jobs(deployment=dep, states=JobState.OPEN)
+        assert (gw.node, gw.state) == ("gw", "queued")
+        assert store.deployments("web")[0].state is DeploymentState.RUNNING
+        assert await Worker(store, WorkerOptions(zone="dmz", once=True, lease=5)).run() == 1
+        assert served(tmp_path, "gw", pki) == leaf
+        assert store.deployments("web")[0].state is DeploymentState.FINISHED

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from jobs_fleet import issue, make_fleet, ok, served
 
 from certfleet.fleet.model import Outcome
 from certfleet.store import URL_ENV, DeploymentState, JobState, Store
 from conftest import PKI
-from jobs_fleet import issue, make_fleet, ok, served
 from support.postgres import pg_url, postgres
 
 __all__ = ["pg_url", "postgres"]  # the fixtures, imported where they are used
@@ -85,8 +85,9 @@ def _wait_done(store: Store, deployment: int, workers: list[WorkerProc], timeout
         time.sleep(0.1)
 
 
+@pytest.mark.usefixtures("certfleet_home")
 def test_a_worker_killed_at_random_points_loses_nothing_and_runs_nothing_twice(
-    pg_url: str, cli: Any, certfleet_home: Path, tmp_path: Path, pki: PKI, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, cli: Any, tmp_path: Path, pki: PKI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(URL_ENV, pg_url)
     names = [f"n{i:02d}" for i in range(NODES)]

@@ -232,6 +232,7 @@ class Rollout:
         clock: Clock,
     ) -> DeployResult:
         store, number = self.store, self.version.number
+        store.check_no_open_jobs(self.lineage)  # workers deploy the lineage's queued jobs now
         store.mark_interrupted(self.lineage)  # we hold the lock: any deploy recorded as running died
         settled = _settled(store, self.lineage, number)
         material = store.material(self.lineage, number)

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from certfleet.clock import utc_now
 from certfleet.errors import EnvError, InputError
 from certfleet.fleet.model import Outcome
-from certfleet.store._base import StoreBase, _check_text, check_name
+from certfleet.store._base import StoreBase, _bounded_output, _check_text, check_name
 from certfleet.store._engine import DEPLOY_LOCK_CLASS, Database, retried
 from certfleet.store._models import DeploymentRow, JobRow, NodeRow
 from certfleet.store._records import DeploymentState, NodeResult
@@ -193,16 +193,7 @@ class JobsMixin(StoreBase):
         for node in nodes:
             _check_text("a node name", node, 64)
         with self._db.session(write=True) as s:
-            open_ = s.scalar(
-                select(JobRow.deployment_id)
-                .where(JobRow.lineage == lineage, JobRow.kind == DEPLOY, JobRow.state.in_(JobState.OPEN))
-                .limit(1)
-            )
-            if open_ is not None:
-                raise EnvError(
-                    f"a deploy of lineage {lineage} is already queued or running (deployment {open_})",
-                    hint="`certfleet jobs` shows its jobs; wait for them to finish",
-                )
+            self._no_open_jobs(s, lineage)
             now = utc_now()
             row = self._start(s, lineage, version, nodes, started_at=now, rollback=False)
             row.host, row.pid = None, None
@@ -224,6 +215,26 @@ class JobsMixin(StoreBase):
                     )
                 )
             return row.id
+
+    @retried
+    def check_no_open_jobs(self, lineage: str) -> None:
+        """Raise :class:`EnvError` while a deployment of ``lineage`` has jobs queued or running:
+        a deploy run by its own process (``fleet.rollout``) must not meet the workers on a node."""
+        with self._db.session(write=False) as s:
+            self._no_open_jobs(s, lineage)
+
+    @staticmethod
+    def _no_open_jobs(s: Session, lineage: str) -> None:
+        open_ = s.scalar(
+            select(JobRow.deployment_id)
+            .where(JobRow.lineage == lineage, JobRow.kind == DEPLOY, JobRow.state.in_(JobState.OPEN))
+            .limit(1)
+        )
+        if open_ is not None:
+            raise EnvError(
+                f"a deploy of lineage {lineage} is already queued or running (deployment {open_})",
+                hint="`certfleet jobs` shows its jobs; wait for them to finish",
+            )
 
     # -- claiming and holding -------------------------------------------------------------------
 
@@ -307,8 +318,14 @@ class JobsMixin(StoreBase):
         _check_text("a failed step", result.failed_step, 32)
         with self._db.session(write=True) as s:
             row = self._held(s, held)
-            if row is None or row.deployment_id is None:
+            if row is None:
                 return False
+            if row.deployment_id is None:  # a job of no deployment (a kind this certfleet does not run)
+                row.state = JobState.DONE if result.outcome.ok else JobState.FAILED
+                row.finished_at = utc_now()
+                row.result = {"outcome": result.outcome.value, "error": _bounded_output(result.output)}
+                row.lease_until = None
+                return True
             dep = self._deployment_row(s, row.deployment_id)
             current = next((r for r in dep.results if r.node_name == result.node), None)
             written = current is not None and current.outcome is not Outcome.INTERRUPTED
