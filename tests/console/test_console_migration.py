@@ -95,7 +95,7 @@ def test_access_migration_keeps_accounts_sessions_and_tokens_and_redacts_old_out
         for table, columns, values in rows:
             marks = ", ".join("?" * len(values))
             conn.exec_driver_sql(f"INSERT INTO {table} ({columns}) VALUES ({marks})", values)  # noqa: S608 (the test's own names)
-    db.upgrade()
+    db.upgrade("0007_access")
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT role, lineages FROM console_accounts").all() == [("admin", None)]
         assert conn.exec_driver_sql("SELECT count(*) FROM console_sessions").scalar() == 1  # nothing cascaded away
