@@ -4,6 +4,7 @@ worker to its nodes; a node's result is written once and the deployment ends wit
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from certfleet.jobs.worker import JobEvent, Worker, WorkerOptions
 from certfleet.store import DeploymentState, JobState, NodeResult, Store
 from certfleet.store._models import JobRow
 from conftest import PKI
-from support.postgres import Backend, backend, pg_url, postgres
+from support.postgres import BACKENDS, Backend, backend, pg_url, postgres
 
 __all__ = ["backend", "pg_url", "postgres"]  # the fixtures, imported where they are used
 
@@ -128,4 +129,29 @@ async def test_a_worker_runs_its_zones_jobs_and_fails_a_kind_it_does_not_know(
         assert store.deployments("web")[0].state is DeploymentState.RUNNING
         assert await Worker(store, WorkerOptions(zone="dmz", once=True, lease=5)).run() == 1
         assert served(tmp_path, "gw", pki) == leaf
+        assert store.deployments("web")[0].state is DeploymentState.FINISHED
+
+
+@pytest.mark.parametrize("backend", [BACKENDS[1]], indirect=True)
+async def test_a_node_locked_by_another_worker_is_not_deployed_and_its_job_goes_back(
+    fleet: Store, tmp_path: Path, pki: PKI
+) -> None:
+    with fleet as store:
+        dep = store.enqueue_deployment("web", 1, ["a", "b"])
+        other = store.node_locks()  # another worker, still deploying a after its lease ran out
+        assert other.acquire("a")
+        assert not store.node_locks().acquire("a")
+        events: list[JobEvent] = []
+        await Worker(store, WorkerOptions(once=True, lease=0.5, batch=1), log=events.append).run()
+        released = [e for e in events if e.event == "released"]
+        assert released and {e.node for e in released} == {"a"}
+        assert not (tmp_path / "nodes" / "a" / "live").exists()
+        assert served(tmp_path, "b", pki)
+        [a] = store.jobs(deployment=dep, states=JobState.OPEN)
+        assert (a.node, a.state) == ("a", "queued")
+        assert a.lease_until is not None  # put off for a lease, so that it is not taken again at once
+        other.close()  # the other worker ended: its lock went with its session
+        await asyncio.sleep(0.6)
+        await Worker(store, WorkerOptions(once=True, lease=5)).run()
+        assert served(tmp_path, "a", pki) == served(tmp_path, "b", pki)
         assert store.deployments("web")[0].state is DeploymentState.FINISHED

@@ -10,9 +10,9 @@ While they run, a heartbeat pushes their leases on every ``heartbeat`` seconds. 
 was lost (its token changed: another worker took it over after the lease ran out) stops the
 group: each node finishes or undoes the step it is in, and nothing of the lost job is written
 (the store refuses a write with an old token). Around each node's deploy the worker holds the
-node's lock (:class:`certfleet.store.NodeLock`, a PostgreSQL advisory lock the server drops with
+node's lock (:class:`certfleet.store.NodeLocks`, a PostgreSQL advisory lock the server drops with
 a dead worker's connection): no node is ever deployed by two workers at once, even when a
-stalled worker's lease ran out. A node whose lock is held elsewhere goes back to the queue.
+stalled worker's lease ran out. A node whose lock is held elsewhere goes back to the queue, put off for a lease.
 
 Each node's result and the end of its job are one transaction (``Store.finish_node``): a worker
 killed at any point leaves the node either recorded and done, or queued/running with the
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 from collections.abc import Callable, Sequence
@@ -39,7 +40,7 @@ from certfleet.errors import CertfleetError
 from certfleet.fleet.deploy import DeployOptions, NodeOutcome, Prober, ProgressEvent, deploy
 from certfleet.fleet.model import NodeSpec, Outcome
 from certfleet.fleet.rollout import node_result, settled_nodes
-from certfleet.store import DEPLOY, Lease, NodeLock, NodeResult, Store
+from certfleet.store import DEPLOY, Lease, NodeResult, Store
 
 __all__ = ["JobEvent", "Worker", "WorkerOptions", "worker_name"]
 
@@ -184,29 +185,27 @@ class Worker:
                 await self._fail(held, f"version {version} of {first.lineage} cannot be deployed: {exc}")
             return
         specs: dict[str, NodeSpec] = {}
-        locks: list[NodeLock] = []
         mine: dict[str, Lease] = {}
+        locks = self.store.node_locks()
         try:
             for held in leases:
                 node = str(held.job.node)
                 try:
                     spec = await asyncio.to_thread(self.store.node, node)
-                    lock = await asyncio.to_thread(self.store.node_lock, node)
+                    got = await asyncio.to_thread(locks.acquire, node)
                 except CertfleetError as exc:
                     await self._fail(held, f"node {node} cannot be deployed: {exc}")
                     continue
-                if not await asyncio.to_thread(lock.acquire):
+                if not got:
                     # another worker deploys it now (its lease ran out while it worked): not twice
-                    await self._write(self.store.release_job, held)
+                    await self._write(functools.partial(self.store.release_job, held, delay=self.options.lease))
                     self._emit("released", held, detail="the node is being deployed by another worker")
                     continue
-                locks.append(lock)
                 specs[node], mine[node] = spec, held
             if mine:
                 await self._deploy(material, [specs[n] for n in mine], mine, settled, stop)
         finally:
-            for lock in locks:
-                await asyncio.to_thread(lock.release)
+            await asyncio.to_thread(locks.close)
 
     async def _deploy(
         self,

@@ -38,7 +38,7 @@ from certfleet.store._engine import DEPLOY_LOCK_CLASS, Database, retried
 from certfleet.store._models import DeploymentRow, JobRow, NodeRow
 from certfleet.store._records import DeploymentState, NodeResult
 
-__all__ = ["DEPLOY", "JobRecord", "JobState", "JobsMixin", "Lease", "NodeLock"]
+__all__ = ["DEPLOY", "JobRecord", "JobState", "JobsMixin", "Lease", "NodeLocks"]
 
 DEPLOY = "deploy"
 NODE_LOCK_CLASS = DEPLOY_LOCK_CLASS + 1  # per node (its id), held while a worker deploys it
@@ -256,7 +256,11 @@ class JobsMixin(StoreBase):
                 select(JobRow)
                 .where(
                     or_(
-                        JobRow.state == JobState.QUEUED,
+                        # a queued job's lease_until, when set, is when it may be taken again
+                        and_(
+                            JobRow.state == JobState.QUEUED,
+                            or_(JobRow.lease_until.is_(None), JobRow.lease_until < now),
+                        ),
                         and_(JobRow.state == JobState.RUNNING, JobRow.lease_until < now),
                     ),
                     _zone_is(JobRow.zone, zone),
@@ -299,15 +303,16 @@ class JobsMixin(StoreBase):
             return held
 
     @retried
-    def release_job(self, held: Lease) -> bool:
-        """Give a job back to the queue, untouched (a worker stopping before it began)."""
+    def release_job(self, held: Lease, *, delay: float = 0) -> bool:
+        """Give a job back to the queue, untouched (a worker stopping before it began); with
+        ``delay``, no worker takes it again for that many seconds."""
         with self._db.session(write=True) as s:
             row = self._held(s, held)
             if row is None:
                 return False
             row.state = JobState.QUEUED
             row.lease_owner = row.lease_token = None
-            row.lease_until = None
+            row.lease_until = utc_now() + dt.timedelta(seconds=delay) if delay > 0 else None
             return True
 
     @retried
@@ -366,60 +371,81 @@ class JobsMixin(StoreBase):
                 q = q.where(JobRow.state.in_(list(states)))
             return [_record(r) for r in s.scalars(q)]
 
-    def node_lock(self, node: str) -> NodeLock:
-        """The right to deploy ``node``, not taken yet (see :class:`NodeLock`)."""
-        if self._db.is_sqlite:
-            return NodeLock(self._db, node, None)
-        with self._db.session(write=False) as s:
-            return NodeLock(self._db, node, self._node_row(s, node).id)
+    def node_locks(self) -> NodeLocks:
+        """The rights to deploy nodes, none taken yet (see :class:`NodeLocks`)."""
+        return NodeLocks(self._db)
 
 
+_NODE_ID = text("SELECT id FROM nodes WHERE name = :name")
 _TRY = text("SELECT pg_try_advisory_lock(:cls, :obj)")
 _UNLOCK = text("SELECT pg_advisory_unlock(:cls, :obj)")
 
 
-class NodeLock:
-    """One node deployed by one worker at a time, whatever their leases say: on PostgreSQL a
-    session-level advisory lock on the node's id, on a connection of its own, which the server
-    drops when that connection ends (a worker killed with SIGKILL too). On SQLite the store is
-    one machine's and its jobs run in the process that asked, under the lineage's deploy lock:
-    nothing more to take. :meth:`acquire` does not wait; False when another holds it."""
+class NodeLocks:
+    """Each node deployed by one worker at a time, whatever their leases say: on PostgreSQL a
+    session-level advisory lock per node (class ``NODE_LOCK_CLASS``, the node's id), all held on
+    one connection of their own, which the server drops when it ends (a worker killed with
+    SIGKILL too): a killed worker's locks go with it. On SQLite the store is one machine's, where
+    deploys run in the process that asked under the lineage's lock: nothing more to take.
 
-    def __init__(self, db: Database, node: str, node_id: int | None) -> None:
+    :meth:`acquire` does not wait: False when another session holds the node. Not for use from
+    two threads at once; :meth:`close` lets every lock go."""
+
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self.node = node
-        self._key = {"cls": NODE_LOCK_CLASS, "obj": node_id}
         self._conn: Connection | None = None
-        self.held = False
+        self._held: dict[str, int] = {}
 
-    def acquire(self) -> bool:
-        if self._key["obj"] is None:
-            self.held = True
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = self._db.engine.connect()
+        return self._conn
+
+    def acquire(self, node: str) -> bool:
+        if self._db.is_sqlite:
+            self._held[node] = 0
             return True
-        conn = self._db.engine.connect()
+        if node in self._held:
+            return True
+        conn = self._connection()
         try:
-            got = bool(conn.execute(_TRY, self._key).scalar())
-            conn.commit()
+            node_id = conn.execute(_NODE_ID, {"name": node}).scalar()
+            if node_id is None:
+                conn.commit()
+                raise InputError(f"no node {node}")
+            got = bool(conn.execute(_TRY, {"cls": NODE_LOCK_CLASS, "obj": node_id}).scalar())
+            conn.commit()  # a session lock outlives the transaction; no snapshot kept open
         except DBAPIError as exc:
-            conn.close()
+            self._drop()
             raise self._db.mapped(exc) from exc
-        if not got:
-            conn.close()
-            return False
-        self._conn, self.held = conn, True
-        return True
+        if got:
+            self._held[node] = int(node_id)
+        return got
 
-    def release(self) -> None:
-        conn, self._conn, self.held = self._conn, None, False
-        if conn is None:
+    def release(self, node: str) -> None:
+        node_id = self._held.pop(node, None)
+        if node_id is None or self._conn is None or self._db.is_sqlite:
             return
         try:
-            conn.execute(_UNLOCK, self._key)
-            conn.commit()
+            self._conn.execute(_UNLOCK, {"cls": NODE_LOCK_CLASS, "obj": node_id})
+            self._conn.commit()
         except DBAPIError:
+            self._drop()  # the connection is gone or failing: its locks go with it
+
+    def close(self) -> None:
+        for node in list(self._held):
+            self.release(node)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(DBAPIError):
+                conn.close()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        self._held.clear()
+        if conn is not None:
             with contextlib.suppress(DBAPIError):
                 conn.invalidate()
-        finally:
             with contextlib.suppress(DBAPIError):
                 conn.close()
 
