@@ -89,6 +89,14 @@ def test_a_dmz_worker_and_a_lan_worker_each_take_only_their_nodes_jobs(
     history = ok(cli("history", "web", "--json")).json()
     [shown] = [d for d in history["deployments"] if d["id"] == deployment]
     assert (shown["state"], shown["ok"]) == ("finished", True)
+    listing = ok(cli("jobs")).out
+    assert all(f" {node} " in listing for node in ZONES) and "done" in listing
+
+    # as a person sees it: the zones no worker served are named, their jobs stay queued
+    again = ok(cli("deploy", "web", "--wait", "0.3"), 3)
+    assert "as jobs (deployment" in again.out and "queued" in again.out
+    assert "no worker finished the jobs of dmz, lan in time" in " ".join(again.err.split())
+    assert "queued" in ok(cli("jobs", "--open")).out
 
 
 def test_on_sqlite_every_node_is_deployed_by_the_process_that_asked(
