@@ -28,6 +28,9 @@ def _log(as_json: bool) -> Callable[[JobEvent], None]:
         if as_json:
             print(json.dumps(event.to_dict()), flush=True)
             return
+        if event.event == "waiting":
+            print(f"waiting   for the store: {event.detail}", file=sys.stderr, flush=True)
+            return
         what = f"job {event.job} ({event.kind} {event.node or '-'}, deployment {event.deployment})"
         tail = f": {event.outcome}" if event.outcome else ""
         detail = f"  {event.detail}" if event.detail else ""

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from certfleet.clock import utc_now
-from certfleet.errors import CertfleetError
+from certfleet.errors import CertfleetError, StoreError
 from certfleet.fleet.deploy import DeployOptions, NodeOutcome, Prober, ProgressEvent, deploy
 from certfleet.fleet.model import NodeSpec, Outcome
 from certfleet.fleet.rollout import node_result, settled_nodes
@@ -73,7 +73,8 @@ class WorkerOptions:
 @dataclass(frozen=True, slots=True)
 class JobEvent:
     """What a worker did: ``taken`` a job, ``recorded`` a node's result, ``released`` a job it
-    stopped or could not lock, ``lost`` a lease, ``failed`` a job it could not run."""
+    stopped or could not lock, ``lost`` a lease, ``failed`` a job it could not run, ``waiting``
+    for a store it cannot write to (job 0)."""
 
     event: str
     job: int
@@ -129,14 +130,24 @@ class Worker:
         opts = self.options
         try:
             while not stop.is_set():
-                taken = await asyncio.to_thread(
-                    self.store.claim_jobs,
-                    self.name,
-                    zone=opts.zone,
-                    lease=opts.lease,
-                    limit=opts.batch,
-                    deployment=opts.deployment,
-                )
+                try:
+                    taken = await asyncio.to_thread(
+                        self.store.claim_jobs,
+                        self.name,
+                        zone=opts.zone,
+                        lease=opts.lease,
+                        limit=opts.batch,
+                        deployment=opts.deployment,
+                    )
+                except StoreError as exc:
+                    if opts.once:
+                        raise
+                    # busy past its timeout, or away past the reconnect window: a daemon waits
+                    if self._log is not None:
+                        self._log(JobEvent("waiting", 0, "-", None, None, self.name, detail=str(exc)))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), max(opts.poll, 5.0))
+                    continue
                 if not taken:
                     if opts.once:
                         break
