@@ -96,10 +96,18 @@ def test_zones_are_set_from_the_cli(fleet: Store, cli: Any) -> None:
     assert ok(cli("node", "zone", "gw", "--json")).json() == {"node": "gw", "zone": "dmz", "changed": False}
     assert ok(cli("node", "zone", "a", "lan", "--json")).json()["changed"]
     assert ok(cli("node", "zone", "gw", "--none", "--json")).json() == {"node": "gw", "zone": None, "changed": True}
+    added = ok(
+        cli("node", "add", "z1", "--name", "z.example.test", "--target", "pem:/srv/z1", "--zone", "dmz", "--json")
+    )
+    assert added.json()["zone"] == "dmz"
+    assert (
+        "not allowed"
+        in ok(cli("node", "add", "z2", "--name", "z.example.test", "--target", "pem:/srv/z2", "--zone", "a b"), 2).err
+    )
     assert ok(cli("node", "zone", "nope"), 2).err
     assert "not allowed" in ok(cli("node", "zone", "a", "bad zone"), 2).err
     with Store.open() as store:
-        assert store.node_zones() == {"a": "lan", "b": None, "db": "lan", "gw": None}
+        assert store.node_zones() == {"a": "lan", "b": None, "db": "lan", "gw": None, "z1": "dmz"}
     with Store.open() as store, pytest.raises(InputError):
         store.set_node_zone("a", "")
 
