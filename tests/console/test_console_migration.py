@@ -96,7 +96,7 @@ def test_access_migration_keeps_accounts_sessions_and_tokens_and_redacts_old_out
         for table, columns, values in rows:
             marks = ", ".join("?" * len(values))
             conn.exec_driver_sql(f"INSERT INTO {table} ({columns}) VALUES ({marks})", values)  # noqa: S608 (the test's own names)
-    db.upgrade()
+    db.upgrade("0007_access")
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT role, lineages FROM console_accounts").all() == [("admin", None)]
         assert conn.exec_driver_sql("SELECT count(*) FROM console_sessions").scalar() == 1  # nothing cascaded away
@@ -106,6 +106,7 @@ def test_access_migration_keeps_accounts_sessions_and_tokens_and_redacts_old_out
         assert conn.exec_driver_sql("SELECT version FROM nodes").scalar() == 1
         [output] = conn.exec_driver_sql("SELECT output FROM deployment_results").scalars()
     assert output.startswith("uid=0(root)") and "PRIVATE KEY" not in output
+    db.upgrade()  # and every later migration on top of it
     assert db.current() == db.heads()
     db.downgrade("0006_autopilot")  # the access migration alone, on top of main's chain
     with db.engine.connect() as conn:

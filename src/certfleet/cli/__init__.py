@@ -1,7 +1,7 @@
 """The ``certfleet`` command line: a thin face over the library.
 
 Commands live in one module per area (``_core``, ``_make``, ``_fleet``, ``_status``, ``_acme``, ``_renew``,
-``_deploy``, ``_check``, ``_serve``, ``_store``, ``_account``)
+``_deploy``, ``_worker``, ``_check``, ``_serve``, ``_store``, ``_account``)
 and register themselves on the Typer app of ``_common``. :func:`main` imports only
 the module of the command asked for (all of them for the overview, or for a command it does not know), and
 runs ``verify --each`` without Typer at all (see ``_each``). Every :class:`CertfleetError` is
@@ -50,6 +50,8 @@ COMMANDS: dict[str, str] = {
     "node": "_fleet",
     "trust": "_fleet",
     "deploy": "_deploy",
+    "worker": "_worker",
+    "jobs": "_worker",
     "rollback": "_deploy",
     "check": "_check",
     "watch": "_check",
@@ -72,6 +74,7 @@ _MODULES = (
     "_acme",
     "_renew",
     "_deploy",
+    "_worker",
     "_check",
     "_serve",
     "_store",

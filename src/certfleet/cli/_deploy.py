@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 
 from certfleet.cli._common import JsonOpt, LineageArg, app, console, console_err, emit, open_store
-from certfleet.errors import ExitCode
+from certfleet.errors import ExitCode, InputError
 
 if TYPE_CHECKING:
     from certfleet.fleet.deploy import DeployOptions, ProgressEvent
@@ -202,18 +202,47 @@ def deploy_cmd(
     concurrency: ConcurrencyOpt = 8,
     probe_wait: ProbeWaitOpt = 15.0,
     timeout: TimeoutOpt = 120.0,
+    queue: Annotated[
+        bool, typer.Option("--queue", help="PostgreSQL: only queue a job per node, for `certfleet worker` to run.")
+    ] = False,
+    wait: Annotated[
+        float, typer.Option("--wait", help="Seconds to follow the jobs of zoned nodes before giving up.", min=0)
+    ] = 600.0,
     as_json: JsonOpt = False,
 ) -> int:
     """Install the active version on every node of the lineage: upload, switch, test, reload, probe.
 
     Nodes go in parallel; a node that fails is switched back to what it had. Every node's result
     is recorded (see `certfleet history`). Running it again finishes an interrupted deploy. One
-    deploy of a lineage runs at a time.
+    deploy of a lineage runs at a time. On a PostgreSQL store, nodes in a zone are deployed by
+    that zone's workers (`certfleet worker --zone NAME`): this command queues their jobs, deploys
+    the other nodes itself and follows the rest until done (see `certfleet jobs`).
     """
-    from certfleet.fleet.rollout import prepare_deploy
+    from certfleet.fleet.rollout import prepare_deploy, select_nodes
 
     options = _options(dry_run=dry_run, concurrency=concurrency, probe_wait=probe_wait, timeout=timeout)
     with open_store() as store:
+        if not dry_run:
+            zones = store.node_zones()
+            chosen = select_nodes(store, lineage, node or ())
+            zoned = sorted({z for n in chosen if (z := zones.get(n.name))})
+            if store.url.startswith("sqlite"):
+                if queue:
+                    raise InputError(
+                        "--queue needs a store shared on PostgreSQL",
+                        hint="on a SQLite store every deploy runs in the process that asks for it",
+                    )
+                if zoned:
+                    console_err.print(
+                        f"note: zones ({', '.join(zoned)}) have no meaning on a SQLite store: "
+                        "every node is deployed from here",
+                        highlight=False,
+                        markup=False,
+                    )
+            elif queue or zoned:
+                from certfleet.cli._queued import execute_queued
+
+                return execute_queued(store, lineage, chosen, options, inline=not queue, wait=wait, as_json=as_json)
         return _execute(prepare_deploy(store, lineage, node or (), options=options), as_json)
 
 

@@ -140,6 +140,9 @@ def node_add(
     webroot: Annotated[
         str | None, typer.Option("--webroot", help="ACME http-01: the folder the node's web server publishes.")
     ] = None,
+    zone: Annotated[
+        str | None, typer.Option("--zone", help="Its zone: only `certfleet worker --zone NAME` deploys it.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a node."""
@@ -152,6 +155,8 @@ def node_add(
         options["webroot"] = webroot
     if lineage is not None:
         check_name("lineage", lineage)  # a bad --lineage adds no node
+    if zone is not None:
+        check_name("zone", zone)
     with open_store() as store:
         spec = make_node(
             name,
@@ -165,8 +170,38 @@ def node_add(
             store_home=store.home,
         )
         store.add_node(spec, lineage=lineage)
+        if zone is not None:
+            store.set_node_zone(name, zone)
         lineages = store.node_lineages(name)
-    emit({**spec.to_dict(), "lineages": lineages}, as_json, lambda _: _node_lines(spec, lineages))
+    out = {**spec.to_dict(), "lineages": lineages, **({"zone": zone} if zone else {})}
+    emit(out, as_json, lambda _: _node_lines(spec, lineages))
+
+
+@node_app.command("zone", epilog="Examples: certfleet node zone gw1 dmz   ·   certfleet node zone gw1 --none")
+def node_zone(
+    name: Annotated[str, typer.Argument(help="The node.")],
+    zone: Annotated[str | None, typer.Argument(help="The zone whose workers deploy it.")] = None,
+    *,
+    none: Annotated[bool, typer.Option("--none", help="Put it in no zone (any zoneless worker or deploy).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show or set the zone of a node: a node in a zone is deployed by `certfleet worker --zone NAME`."""
+    from certfleet.store import check_name
+
+    if zone is not None and none:
+        raise InputError("give a zone or --none, not both")
+    if zone is not None:
+        check_name("zone", zone)
+    with open_store() as store:
+        store.node(name)  # an unknown node is an error, also when only shown
+        changed = store.set_node_zone(name, zone) if zone is not None or none else False
+        now = store.node_zones().get(name)
+    same = "" if changed or not (zone or none) else " (unchanged)"
+    emit(
+        {"node": name, "zone": now, "changed": changed},
+        as_json,
+        lambda _: _say(f"{name}: {'zone ' + now if now else 'no zone'}{same}"),
+    )
 
 
 @dataclass(frozen=True, slots=True)

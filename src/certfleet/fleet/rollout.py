@@ -53,6 +53,7 @@ __all__ = [
     "prepare_rollback",
     "previous_version",
     "select_nodes",
+    "settled_nodes",
 ]
 
 
@@ -233,6 +234,7 @@ class Rollout:
         clock: Clock,
     ) -> DeployResult:
         store, number = self.store, self.version.number
+        store.check_no_open_jobs(self.lineage)  # workers deploy the lineage's queued jobs now
         store.mark_interrupted(self.lineage)  # we hold the lock: any deploy recorded as running died
         settled = _settled(store, self.lineage, number)
         material = store.material(self.lineage, number)
@@ -313,6 +315,12 @@ class Rollout:
             versions=versions,
             deployment=recorded,
         )
+
+
+def settled_nodes(store: Store, lineage: str, number: int) -> set[str]:
+    """The nodes whose latest result in the history is version ``number`` deployed or verified
+    (a worker resuming a deployment hands them to the engine as settled)."""
+    return _settled(store, lineage, number)
 
 
 def _settled(store: Store, lineage: str, number: int) -> set[str]:

@@ -7,6 +7,7 @@ SQLite (or PostgreSQL) through SQLAlchemy, schema by Alembic migrations shipped 
 from certfleet.store._base import DEFAULT_KEY_SPEC, check_name, public_key_id
 from certfleet.store._copy import CopyResult, copy_store
 from certfleet.store._engine import BUSY_ENV, HOME_ENV, URL_ENV, default_home
+from certfleet.store._jobs import DEPLOY, JobRecord, JobState, Lease, NodeLocks, check_zone
 from certfleet.store._locks import LOCK_FOLDER, AdvisoryLock, DeployLock, FileDeployLock, Flock
 from certfleet.store._models import Base
 from certfleet.store._progress import DeploymentProgress, NodeProgress
@@ -27,6 +28,7 @@ from certfleet.store._vault import KEY_FILE, PASSPHRASE_ENV
 __all__ = [
     "BUSY_ENV",
     "DEFAULT_KEY_SPEC",
+    "DEPLOY",
     "HOME_ENV",
     "KEY_FILE",
     "LOCK_FOLDER",
@@ -43,14 +45,19 @@ __all__ = [
     "DeploymentState",
     "FileDeployLock",
     "Flock",
+    "JobRecord",
+    "JobState",
+    "Lease",
     "LineageRecord",
     "NodeProgress",
+    "NodeLocks",
     "NodeResult",
     "Store",
     "TrustAnchor",
     "VersionRecord",
     "VersionState",
     "check_name",
+    "check_zone",
     "copy_store",
     "default_home",
     "public_key_id",

@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Enum,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -37,6 +38,7 @@ __all__ = [
     "Base",
     "DeploymentProgressRow",
     "DeploymentRow",
+    "JobRow",
     "LastResultRow",
     "LineageRow",
     "NodeResultRow",
@@ -173,6 +175,9 @@ class NodeRow(Base):
     # one more at every change of the node or of its lineages: an edit made on an older view is
     # refused (added by migration 0007_access)
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # the workers that may take its jobs (`certfleet worker --zone NAME`); None: any zoneless one
+    # (added by migration 0008_jobs)
+    zone: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
@@ -233,6 +238,10 @@ class DeploymentRow(Base):
 
 class NodeResultRow(Base):
     __tablename__ = "deployment_results"
+    # one result per node in a deployment (migration 0008_jobs)
+    __table_args__ = (
+        Index("uq_deployment_results_deployment_id_node_name", "deployment_id", "node_name", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), index=True)
@@ -275,6 +284,38 @@ class LastResultRow(Base):
     result_id: Mapped[int] = mapped_column(ForeignKey("deployment_results.id", ondelete="CASCADE"), index=True)
 
     result: Mapped[NodeResultRow] = relationship()
+
+
+class JobRow(Base):
+    """A unit of work for a worker (``certfleet.jobs``): today one node of a deployment.
+
+    ``state`` is queued, running, done or failed. A running job is leased: ``lease_owner`` holds
+    it until ``lease_until``, which its heartbeats push on; ``lease_token`` changes at every
+    claim, and a write that names an older token is refused (fencing). Migration 0008_jobs."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("deployment_id", "node", name="uq_jobs_deployment_id"),
+        Index("ix_jobs_state", "state", "zone"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    deployment_id: Mapped[int | None] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), index=True)
+    lineage: Mapped[str] = mapped_column(String(64))
+    node: Mapped[str | None] = mapped_column(String(64))
+    zone: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_token: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class AuditRow(Base):

@@ -22,6 +22,7 @@ from certfleet.store._base import (
 )
 from certfleet.store._engine import DB_FILE, Database, busy_timeout, database_url, default_home, retried
 from certfleet.store._issuers import IssuersMixin
+from certfleet.store._jobs import JobsMixin
 from certfleet.store._locks import AdvisoryDeployLock, AdvisoryLock, DeployLock, FileDeployLock, Flock, pass_lock
 from certfleet.store._models import (
     DeploymentRow,
@@ -55,7 +56,7 @@ def _state(row: DeploymentRow) -> DeploymentState:
     return _state_of(row.state, row.host, row.pid)
 
 
-class Store(NodesMixin, VersionsMixin, IssuersMixin, ProgressMixin):
+class Store(NodesMixin, VersionsMixin, IssuersMixin, ProgressMixin, JobsMixin):
     """The certfleet store. Open it with :meth:`init` or :meth:`open`; every method is one
     short transaction and returns frozen values; every change is written to the audit trail."""
 

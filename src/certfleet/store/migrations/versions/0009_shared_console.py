@@ -3,7 +3,7 @@ a deployment runs, and imports shown but not yet confirmed (their files sealed w
 vault).
 
 Revision ID: 0009_shared_console
-Revises: 0007_access
+Revises: 0008_jobs
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from alembic import op
 from certfleet.store._models import UTCDateTime
 
 revision = "0009_shared_console"
-down_revision = "0007_access"
+down_revision = "0008_jobs"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,292 @@
+"""A worker: takes the jobs of its zone from the store and runs them, under a lease.
+
+One loop (:meth:`Worker.run`): claim up to ``batch`` jobs of the zone (``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL), run them, claim again; with nothing to take, wait ``poll`` seconds (or,
+``once``, end). A deploy job is one node of a recorded deployment; the jobs taken together are
+grouped by deployment and each group goes through the deploy engine at once
+(:func:`certfleet.fleet.deploy.deploy`, ``concurrency`` nodes in parallel).
+
+While they run, a heartbeat pushes their leases on every ``heartbeat`` seconds. A job whose lease
+was lost (its token changed: another worker took it over after the lease ran out) stops the
+group: each node finishes or undoes the step it is in, and nothing of the lost job is written
+(the store refuses a write with an old token). Around each node's deploy the worker holds the
+node's lock (:class:`certfleet.store.NodeLocks`, a PostgreSQL advisory lock the server drops with
+a dead worker's connection): no node is ever deployed by two workers at once, even when a
+stalled worker's lease ran out. A node whose lock is held elsewhere goes back to the queue, put off for a lease.
+
+Each node's result and the end of its job are one transaction (``Store.finish_node``): a worker
+killed at any point leaves the node either recorded and done, or queued/running with the
+deployment's ``interrupted`` placeholder, which the next worker takes after the lease and deploys
+again; the engine finishes a half-done node (``certfleet.fleet.deploy``: deploying again is safe).
+
+Stopping (``stop`` set: SIGTERM, Ctrl-C) lets each node finish or undo its step; the jobs of nodes
+stopped before their end go back to the queue untouched, and the worker ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import socket
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from certfleet.clock import utc_now
+from certfleet.errors import CertfleetError, StoreError
+from certfleet.fleet.deploy import DeployOptions, NodeOutcome, Prober, ProgressEvent, deploy
+from certfleet.fleet.model import NodeSpec, Outcome
+from certfleet.fleet.rollout import node_result, settled_nodes
+from certfleet.store import DEPLOY, Lease, NodeResult, Store
+
+__all__ = ["JobEvent", "Worker", "WorkerOptions", "worker_name"]
+
+
+def worker_name(zone: str | None) -> str:
+    """How a worker names itself in the leases it holds: ``host/pid[/zone]``."""
+    return f"{socket.gethostname()}/{os.getpid()}" + (f"/{zone}" if zone else "")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    zone: str | None = None  # the zone whose jobs it takes; None: the jobs of nodes in no zone
+    lease: float = 30.0  # seconds a job stays this worker's without a heartbeat
+    heartbeat: float | None = None  # seconds between heartbeats (default: a quarter of the lease)
+    poll: float = 1.0  # seconds between looks at an empty queue
+    batch: int = 8  # jobs taken at once
+    once: bool = False  # end when the queue has nothing for this worker
+    deployment: int | None = None  # only the jobs of this deployment
+    deploy: DeployOptions = field(default_factory=DeployOptions)
+
+    def __post_init__(self) -> None:
+        if self.lease <= 0 or self.poll <= 0 or self.batch < 1:
+            raise ValueError("lease and poll must be positive, batch at least 1")
+
+    @property
+    def beat(self) -> float:
+        return self.heartbeat if self.heartbeat is not None else self.lease / 4
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """What a worker did: ``taken`` a job, ``recorded`` a node's result, ``released`` a job it
+    stopped or could not lock, ``lost`` a lease, ``failed`` a job it could not run, ``waiting``
+    for a store it cannot write to (job 0)."""
+
+    event: str
+    job: int
+    kind: str
+    node: str | None
+    deployment: int | None
+    worker: str
+    outcome: str | None = None
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event": self.event,
+            "job": self.job,
+            "kind": self.kind,
+            "node": self.node,
+            "deployment": self.deployment,
+            "worker": self.worker,
+            "outcome": self.outcome,
+            "detail": self.detail,
+        }
+
+
+class Worker:
+    """Runs the jobs of one zone until stopped (or, ``once``, until none is left for it)."""
+
+    def __init__(
+        self,
+        store: Store,
+        options: WorkerOptions,
+        *,
+        log: Callable[[JobEvent], None] | None = None,
+        prober: Prober | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.store = store
+        self.options = options
+        self.name = name or worker_name(options.zone)
+        self.prober = prober
+        self._log = log
+        self.handled = 0
+        # one writer thread: results go to the store in the order nodes end, off the event loop
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="certfleet-jobs")
+
+    def _emit(self, event: str, held: Lease, *, outcome: str | None = None, detail: str = "") -> None:
+        if self._log is not None:
+            job = held.job
+            self._log(JobEvent(event, job.id, job.kind, job.node, job.deployment, self.name, outcome, detail))
+
+    async def run(self, stop: asyncio.Event | None = None) -> int:
+        """Take and run jobs; the number of jobs that ended (recorded or failed) here."""
+        stop = stop or asyncio.Event()
+        opts = self.options
+        try:
+            while not stop.is_set():
+                try:
+                    taken = await asyncio.to_thread(
+                        self.store.claim_jobs,
+                        self.name,
+                        zone=opts.zone,
+                        lease=opts.lease,
+                        limit=opts.batch,
+                        deployment=opts.deployment,
+                    )
+                except StoreError as exc:
+                    if opts.once:
+                        raise
+                    # busy past its timeout, or away past the reconnect window: a daemon waits
+                    if self._log is not None:
+                        self._log(JobEvent("waiting", 0, "-", None, None, self.name, detail=str(exc)))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), max(opts.poll, 5.0))
+                    continue
+                if not taken:
+                    if opts.once:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), opts.poll)
+                    continue
+                for held in taken:
+                    self._emit("taken", held, detail=f"attempt {held.job.attempts}")
+                groups: dict[int | None, list[Lease]] = {}
+                for held in taken:
+                    groups.setdefault(held.job.deployment, []).append(held)
+                for group in groups.values():
+                    await self._run_group(group, stop)
+                if opts.once and stop.is_set():
+                    break
+        finally:
+            self._writer.shutdown(wait=True)
+        return self.handled
+
+    # -- one deployment's jobs ------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
+    async def _fail(self, held: Lease, message: str, outcome: Outcome = Outcome.FAILED) -> None:
+        now = utc_now()
+        result = NodeResult(node=held.job.node or "", outcome=outcome, started_at=now, finished_at=now, output=message)
+        if await self._write(self.store.finish_node, held, result):
+            self.handled += 1
+            self._emit("failed", held, outcome=outcome.value, detail=message)
+
+    async def _run_group(self, leases: list[Lease], stop: asyncio.Event) -> None:
+        first = leases[0].job
+        unknown = [le for le in leases if le.job.kind != DEPLOY or le.job.node is None]
+        for held in unknown:
+            await self._fail(held, f"a job of kind {held.job.kind} is not known to this certfleet")
+        leases = [le for le in leases if le not in unknown]
+        if not leases:
+            return
+        version = int(first.payload.get("version", 0))
+        try:
+            material = await asyncio.to_thread(self.store.material, first.lineage, version)
+            settled = await asyncio.to_thread(settled_nodes, self.store, first.lineage, version)
+        except CertfleetError as exc:
+            for held in leases:
+                await self._fail(held, f"version {version} of {first.lineage} cannot be deployed: {exc}")
+            return
+        specs: dict[str, NodeSpec] = {}
+        mine: dict[str, Lease] = {}
+        locks = self.store.node_locks()
+        try:
+            for held in leases:
+                node = str(held.job.node)
+                try:
+                    spec = await asyncio.to_thread(self.store.node, node)
+                    got = await asyncio.to_thread(locks.acquire, node)
+                except CertfleetError as exc:
+                    await self._fail(held, f"node {node} cannot be deployed: {exc}")
+                    continue
+                if not got:
+                    # another worker deploys it now (its lease ran out while it worked): not twice
+                    await self._write(functools.partial(self.store.release_job, held, delay=self.options.lease))
+                    self._emit("released", held, detail="the node is being deployed by another worker")
+                    continue
+                specs[node], mine[node] = spec, held
+            if mine:
+                await self._deploy(material, [specs[n] for n in mine], mine, settled, stop)
+        finally:
+            await asyncio.to_thread(locks.close)
+
+    async def _deploy(
+        self,
+        material: Any,
+        nodes: Sequence[NodeSpec],
+        mine: dict[str, Lease],
+        settled: set[str],
+        stop: asyncio.Event,
+    ) -> None:
+        halt = asyncio.Event()  # the outer stop, or a lease lost
+        lost: set[int] = set()
+        pending: list[asyncio.Future[Any]] = []
+        ended: set[str] = set()
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.options.beat)
+                active = [le for n, le in mine.items() if n not in ended]
+                try:
+                    held = await asyncio.to_thread(self.store.heartbeat, active, lease=self.options.lease)
+                except CertfleetError:
+                    continue  # the store is away: the lease runs on; the fencing keeps writes safe
+                gone = [le for le in active if le.job.id not in held and le.job.node not in ended]
+                for le in gone:
+                    if le.job.id not in lost:
+                        lost.add(le.job.id)
+                        self._emit("lost", le, detail="its lease ran out and another worker took it")
+                if gone:
+                    halt.set()
+
+        async def relay() -> None:
+            await stop.wait()
+            halt.set()
+
+        def on_progress(event: ProgressEvent) -> None:
+            if event.step is None and event.outcome is not None:
+                ended.add(event.node)
+                pending.append(asyncio.ensure_future(self._node_done(mine[event.node], event.outcome, halt)))
+
+        tasks = [asyncio.create_task(beat()), asyncio.create_task(relay())]
+        try:
+            await deploy(
+                material,
+                nodes,
+                options=self.options.deploy,
+                progress=on_progress,
+                prober=self.prober,
+                stop=halt,
+                settled=settled,
+            )
+        finally:
+            await asyncio.gather(*pending, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _node_done(self, held: Lease, outcome: NodeOutcome, halt: asyncio.Event) -> None:
+        if halt.is_set() and outcome.outcome in (Outcome.SKIPPED, Outcome.ROLLED_BACK):
+            # stopped before its end: the job goes back, to be done again by whoever takes it
+            if await self._write(self.store.release_job, held):
+                self._emit("released", held, outcome=outcome.outcome.value, detail="stopped")
+            return
+        try:
+            recorded = await self._write(self.store.finish_node, held, node_result(outcome))
+        except CertfleetError as exc:
+            # the lease runs out and another worker does the node again: nothing is lost
+            self._emit("lost", held, detail=f"its result could not be written: {exc}")
+            return
+        if recorded:
+            self.handled += 1
+            self._emit("recorded", held, outcome=outcome.outcome.value, detail=outcome.message)
+        else:
+            self._emit("lost", held, outcome=outcome.outcome.value, detail="another worker holds the job now")

@@ -1,0 +1,458 @@
+"""The job queue in the store: work that a worker takes (``certfleet worker``), one job at a time
+per row, with a lease.
+
+A job is queued, then running under a lease (its owner, a token new at every claim, and the
+time the lease ends), then done or failed. A claim takes queued jobs, and running ones whose
+lease ended (their worker died or stalled), of one zone: ``SELECT ... FOR UPDATE SKIP LOCKED``
+on PostgreSQL, inside a write transaction (writes are serialized, see ``_engine``; on SQLite
+``BEGIN IMMEDIATE`` does the same). Every later write of the job names its token: one made with
+an older token (a worker that lost its lease) is refused, so a job's outcome is written once.
+
+Leases are compared with the clock of the machine that writes; the machines that share a store
+keep their clocks in sync (NTP), and a lease is many heartbeats long.
+
+The deploy job is one node of a deployment: :meth:`JobsMixin.enqueue_deployment` records the
+deployment and its jobs in one transaction, :meth:`JobsMixin.finish_node` writes the node's
+result and ends its job in one, and the deployment ends with its last job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from certfleet.clock import utc_now
+from certfleet.errors import EnvError, InputError
+from certfleet.fleet.model import Outcome
+from certfleet.store._base import StoreBase, _bounded_output, _check_text, check_name
+from certfleet.store._engine import DEPLOY_LOCK_CLASS, Database, retried
+from certfleet.store._models import DeploymentRow, JobRow, NodeRow
+from certfleet.store._records import DeploymentState, NodeResult
+
+__all__ = ["DEPLOY", "JobRecord", "JobState", "JobsMixin", "Lease", "NodeLocks"]
+
+DEPLOY = "deploy"
+NODE_LOCK_CLASS = DEPLOY_LOCK_CLASS + 1  # per node (its id), held while a worker deploys it
+
+
+class JobState:
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    OPEN = (QUEUED, RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    id: int
+    kind: str
+    lineage: str
+    node: str | None
+    zone: str | None
+    state: str
+    attempts: int
+    deployment: int | None
+    created_at: dt.datetime
+    payload: dict[str, Any]
+    lease_owner: str | None = None
+    lease_until: dt.datetime | None = None
+    heartbeat_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    result: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        def iso(v: dt.datetime | None) -> str | None:
+            return v.isoformat() if v is not None else None
+
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "lineage": self.lineage,
+            "node": self.node,
+            "zone": self.zone,
+            "state": self.state,
+            "attempts": self.attempts,
+            "deployment": self.deployment,
+            "lease_owner": self.lease_owner,
+            "lease_until": iso(self.lease_until),
+            "heartbeat_at": iso(self.heartbeat_at),
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "result": self.result,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A job held by a worker: every write about it names ``token``."""
+
+    job: JobRecord
+    owner: str
+    token: str
+
+
+def _record(row: JobRow) -> JobRecord:
+    return JobRecord(
+        id=row.id,
+        kind=row.kind,
+        lineage=row.lineage,
+        node=row.node,
+        zone=row.zone,
+        state=row.state,
+        attempts=row.attempts,
+        deployment=row.deployment_id,
+        created_at=row.created_at,
+        payload=dict(row.payload or {}),
+        lease_owner=row.lease_owner,
+        lease_until=row.lease_until,
+        heartbeat_at=row.heartbeat_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        result=row.result,
+    )
+
+
+def _zone_is(column: Any, zone: str | None) -> Any:
+    return column.is_(None) if zone is None else column == zone
+
+
+class JobsMixin(StoreBase):
+    if TYPE_CHECKING:  # the store's own (``_store``), used in the same transaction
+
+        def _start(
+            self,
+            s: Session,
+            lineage: str,
+            version: int,
+            nodes: Sequence[str],
+            *,
+            started_at: dt.datetime | None,
+            rollback: bool,
+        ) -> DeploymentRow: ...
+
+        def _deployment_row(self, s: Session, deployment: int) -> DeploymentRow: ...
+
+        def _finish(
+            self,
+            s: Session,
+            row: DeploymentRow,
+            results: list[NodeResult],
+            *,
+            state: DeploymentState,
+            finished_at: dt.datetime | None,
+        ) -> None: ...
+
+        @staticmethod
+        def _put_result(row: DeploymentRow, result: NodeResult) -> None: ...
+
+        @staticmethod
+        def _keep_last_results(s: Session, row: DeploymentRow) -> None: ...
+
+    # -- zones ----------------------------------------------------------------------------------
+
+    @retried
+    def set_node_zone(self, node: str, zone: str | None) -> bool:
+        """Put ``node`` in ``zone`` (None: in none). True when it changed."""
+        if zone is not None:
+            check_name("zone", zone)
+        with self._db.session(write=True) as s:
+            row = self._node_row(s, node)
+            if row.zone == zone:
+                return False
+            row.zone = zone
+            row.version += 1
+            row.updated_at = utc_now()
+            self._audit(s, "node.zone", {"node": node, "zone": zone})
+            return True
+
+    @retried
+    def node_zones(self) -> dict[str, str | None]:
+        """Every node's zone, by node name."""
+        with self._db.session(write=False) as s:
+            return {str(n): z for n, z in s.execute(select(NodeRow.name, NodeRow.zone).order_by(NodeRow.name))}
+
+    # -- deployments as jobs --------------------------------------------------------------------
+
+    @retried
+    def enqueue_deployment(self, lineage: str, version: int, nodes: Sequence[str]) -> int:
+        """Record a deployment of ``version`` to ``nodes`` as running, with one deploy job per node
+        in the node's zone, in one transaction; its id. Refused while another deployment of the
+        lineage still has jobs to do. It belongs to no process: it ends with its last job."""
+        for node in nodes:
+            _check_text("a node name", node, 64)
+        with self._db.session(write=True) as s:
+            self._no_open_jobs(s, lineage)
+            now = utc_now()
+            row = self._start(s, lineage, version, nodes, started_at=now, rollback=False)
+            row.host, row.pid = None, None
+            zones = {
+                str(n): z for n, z in s.execute(select(NodeRow.name, NodeRow.zone).where(NodeRow.name.in_(list(nodes))))
+            }
+            for node in dict.fromkeys(nodes):
+                s.add(
+                    JobRow(
+                        kind=DEPLOY,
+                        deployment_id=row.id,
+                        lineage=lineage,
+                        node=node,
+                        zone=zones.get(node),
+                        payload={"version": version},
+                        state=JobState.QUEUED,
+                        attempts=0,
+                        created_at=now,
+                    )
+                )
+            return row.id
+
+    @retried
+    def check_no_open_jobs(self, lineage: str) -> None:
+        """Raise :class:`EnvError` while a deployment of ``lineage`` has jobs queued or running:
+        a deploy run by its own process (``fleet.rollout``) must not meet the workers on a node."""
+        with self._db.session(write=False) as s:
+            self._no_open_jobs(s, lineage)
+
+    @staticmethod
+    def _no_open_jobs(s: Session, lineage: str) -> None:
+        open_ = s.scalar(
+            select(JobRow.deployment_id)
+            .where(JobRow.lineage == lineage, JobRow.kind == DEPLOY, JobRow.state.in_(JobState.OPEN))
+            .limit(1)
+        )
+        if open_ is not None:
+            raise EnvError(
+                f"a deploy of lineage {lineage} is already queued or running (deployment {open_})",
+                hint="`certfleet jobs` shows its jobs; wait for them to finish",
+            )
+
+    # -- claiming and holding -------------------------------------------------------------------
+
+    @retried
+    def claim_jobs(
+        self,
+        owner: str,
+        *,
+        zone: str | None,
+        lease: float,
+        limit: int = 1,
+        deployment: int | None = None,
+    ) -> list[Lease]:
+        """Take up to ``limit`` jobs of ``zone`` (None: of nodes in no zone) for ``lease`` seconds:
+        queued ones, and running ones whose lease has ended; oldest first. Each gets a new token."""
+        with self._db.session(write=True) as s:
+            now = utc_now()
+            q = (
+                select(JobRow)
+                .where(
+                    or_(
+                        # a queued job's lease_until, when set, is when it may be taken again
+                        and_(
+                            JobRow.state == JobState.QUEUED,
+                            or_(JobRow.lease_until.is_(None), JobRow.lease_until < now),
+                        ),
+                        and_(JobRow.state == JobState.RUNNING, JobRow.lease_until < now),
+                    ),
+                    _zone_is(JobRow.zone, zone),
+                )
+                .order_by(JobRow.id)
+                .limit(max(1, limit))
+                .with_for_update(skip_locked=True)
+            )
+            if deployment is not None:
+                q = q.where(JobRow.deployment_id == deployment)
+            taken = []
+            for row in s.scalars(q):
+                row.state = JobState.RUNNING
+                row.attempts += 1
+                row.lease_owner = owner[:128]
+                row.lease_token = secrets.token_hex(16)
+                row.lease_until = now + dt.timedelta(seconds=lease)
+                row.heartbeat_at = now
+                row.started_at = row.started_at or now
+                taken.append(row)
+            s.flush()
+            return [Lease(job=_record(r), owner=owner, token=str(r.lease_token)) for r in taken]
+
+    @retried
+    def heartbeat(self, leases: Sequence[Lease], *, lease: float) -> set[int]:
+        """Push the leases on by ``lease`` seconds; the ids of the jobs still held (a job whose
+        token changed was taken over, or ended)."""
+        if not leases:
+            return set()
+        tokens = {le.job.id: le.token for le in leases}
+        with self._db.session(write=True) as s:
+            now = utc_now()
+            held = set()
+            rows = s.scalars(select(JobRow).where(JobRow.id.in_(list(tokens)), JobRow.state == JobState.RUNNING))
+            for row in rows:
+                if row.lease_token == tokens[row.id]:
+                    row.lease_until = now + dt.timedelta(seconds=lease)
+                    row.heartbeat_at = now
+                    held.add(row.id)
+            return held
+
+    @retried
+    def release_job(self, held: Lease, *, delay: float = 0) -> bool:
+        """Give a job back to the queue, untouched (a worker stopping before it began); with
+        ``delay``, no worker takes it again for that many seconds."""
+        with self._db.session(write=True) as s:
+            row = self._held(s, held)
+            if row is None:
+                return False
+            row.state = JobState.QUEUED
+            row.lease_owner = row.lease_token = None
+            row.lease_until = utc_now() + dt.timedelta(seconds=delay) if delay > 0 else None
+            return True
+
+    @retried
+    def finish_node(self, held: Lease, result: NodeResult) -> bool:
+        """The node of a deploy job has its result: written, and the job done, in one transaction;
+        the deployment is finished with its last job. False, and nothing written, when the lease
+        was lost (another worker holds the job now) or the node's result was written already."""
+        _check_text("a failed step", result.failed_step, 32)
+        with self._db.session(write=True) as s:
+            row = self._held(s, held)
+            if row is None:
+                return False
+            if row.deployment_id is None:  # a job of no deployment (a kind this certfleet does not run)
+                row.state = JobState.DONE if result.outcome.ok else JobState.FAILED
+                row.finished_at = utc_now()
+                row.result = {"outcome": result.outcome.value, "error": _bounded_output(result.output)}
+                row.lease_until = None
+                return True
+            dep = self._deployment_row(s, row.deployment_id)
+            current = next((r for r in dep.results if r.node_name == result.node), None)
+            written = current is not None and current.outcome is not Outcome.INTERRUPTED
+            if not written:
+                self._put_result(dep, result)
+                dep.finished_at = max(dep.finished_at, result.finished_at)
+                s.flush()
+                self._keep_last_results(s, dep)
+            row.state = JobState.DONE if result.outcome.ok else JobState.FAILED
+            row.finished_at = utc_now()
+            row.result = {"outcome": result.outcome.value, "step": result.failed_step, "duplicate": written}
+            row.lease_until = None
+            s.flush()
+            left = s.scalar(
+                select(func.count(JobRow.id)).where(JobRow.deployment_id == dep.id, JobRow.state.in_(JobState.OPEN))
+            )
+            if not left and dep.state is DeploymentState.RUNNING:
+                self._finish(s, dep, [], state=DeploymentState.FINISHED, finished_at=None)
+            return not written
+
+    @staticmethod
+    def _held(s: Session, held: Lease) -> JobRow | None:
+        row = s.get(JobRow, held.job.id, with_for_update=True)
+        if row is None or row.state != JobState.RUNNING or row.lease_token != held.token:
+            return None
+        return row
+
+    # -- reading --------------------------------------------------------------------------------
+
+    @retried
+    def jobs(self, *, deployment: int | None = None, states: Sequence[str] = (), limit: int = 200) -> list[JobRecord]:
+        """Jobs, newest first (of one deployment, in some states)."""
+        with self._db.session(write=False) as s:
+            q = select(JobRow).order_by(JobRow.id.desc()).limit(max(1, min(limit, 100_000)))
+            if deployment is not None:
+                q = q.where(JobRow.deployment_id == deployment)
+            if states:
+                q = q.where(JobRow.state.in_(list(states)))
+            return [_record(r) for r in s.scalars(q)]
+
+    def node_locks(self) -> NodeLocks:
+        """The rights to deploy nodes, none taken yet (see :class:`NodeLocks`)."""
+        return NodeLocks(self._db)
+
+
+_NODE_ID = text("SELECT id FROM nodes WHERE name = :name")
+_TRY = text("SELECT pg_try_advisory_lock(:cls, :obj)")
+_UNLOCK = text("SELECT pg_advisory_unlock(:cls, :obj)")
+
+
+class NodeLocks:
+    """Each node deployed by one worker at a time, whatever their leases say: on PostgreSQL a
+    session-level advisory lock per node (class ``NODE_LOCK_CLASS``, the node's id), all held on
+    one connection of their own, which the server drops when it ends (a worker killed with
+    SIGKILL too): a killed worker's locks go with it. On SQLite the store is one machine's, where
+    deploys run in the process that asked under the lineage's lock: nothing more to take.
+
+    :meth:`acquire` does not wait: False when another session holds the node. Not for use from
+    two threads at once; :meth:`close` lets every lock go."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._conn: Connection | None = None
+        self._held: dict[str, int] = {}
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = self._db.engine.connect()
+        return self._conn
+
+    def acquire(self, node: str) -> bool:
+        if self._db.is_sqlite:
+            self._held[node] = 0
+            return True
+        if node in self._held:
+            return True
+        conn = self._connection()
+        try:
+            node_id = conn.execute(_NODE_ID, {"name": node}).scalar()
+            if node_id is None:
+                conn.commit()
+                raise InputError(f"no node {node}")
+            got = bool(conn.execute(_TRY, {"cls": NODE_LOCK_CLASS, "obj": node_id}).scalar())
+            conn.commit()  # a session lock outlives the transaction; no snapshot kept open
+        except DBAPIError as exc:
+            self._drop()
+            raise self._db.mapped(exc) from exc
+        if got:
+            self._held[node] = int(node_id)
+        return got
+
+    def release(self, node: str) -> None:
+        node_id = self._held.pop(node, None)
+        if node_id is None or self._conn is None or self._db.is_sqlite:
+            return
+        try:
+            self._conn.execute(_UNLOCK, {"cls": NODE_LOCK_CLASS, "obj": node_id})
+            self._conn.commit()
+        except DBAPIError:
+            self._drop()  # the connection is gone or failing: its locks go with it
+
+    def close(self) -> None:
+        for node in list(self._held):
+            self.release(node)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(DBAPIError):
+                conn.close()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        self._held.clear()
+        if conn is not None:
+            with contextlib.suppress(DBAPIError):
+                conn.invalidate()
+            with contextlib.suppress(DBAPIError):
+                conn.close()
+
+
+def check_zone(zone: str | None) -> str | None:
+    if zone is None:
+        return None
+    if not zone:
+        raise InputError("a zone name cannot be empty")
+    return check_name("zone", zone)

@@ -1,0 +1,165 @@
+"""The job queue in the store, on SQLite and on PostgreSQL: a job is claimed once, taken over when
+its lease ran out, and a worker that lost its lease can no longer write (fencing); zones keep each
+worker to its nodes; a node's result is written once and the deployment ends with its last job."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jobs_fleet import issue, make_fleet, ok, served
+
+from certfleet.clock import utc_now
+from certfleet.errors import EnvError, InputError
+from certfleet.fleet.model import Outcome
+from certfleet.jobs.worker import JobEvent, Worker, WorkerOptions
+from certfleet.store import DeploymentState, JobState, NodeResult, Store
+from certfleet.store._models import JobRow
+from conftest import PKI
+from support.postgres import BACKENDS, Backend, backend, pg_url, postgres
+
+__all__ = ["backend", "pg_url", "postgres"]  # the fixtures, imported where they are used
+
+
+def _result(node: str, outcome: Outcome = Outcome.OK) -> NodeResult:
+    now = utc_now()
+    return NodeResult(node=node, outcome=outcome, started_at=now, finished_at=now, output="done")
+
+
+@pytest.fixture
+def fleet(backend: Backend, cli: Any, tmp_path: Path, pki: PKI) -> Store:
+    make_fleet(cli, tmp_path, pki, {"a": None, "b": None, "gw": "dmz", "db": "lan"})
+    issue(cli, tmp_path, pki, "v1")
+    return Store.open()
+
+
+def test_a_job_is_claimed_once_and_its_result_written_once(fleet: Store) -> None:
+    with fleet as store:
+        dep = store.enqueue_deployment("web", 1, ["a", "b", "gw", "db"])
+        with pytest.raises(EnvError, match="already queued or running"):
+            store.enqueue_deployment("web", 1, ["a"])
+        first = store.claim_jobs("w1", zone=None, lease=30, limit=1)
+        second = store.claim_jobs("w2", zone=None, lease=30, limit=5)
+        assert [le.job.node for le in first] == ["a"]
+        assert [le.job.node for le in second] == ["b"]  # not a again; not the zoned ones
+        assert store.claim_jobs("w3", zone=None, lease=30) == []
+        assert store.finish_node(first[0], _result("a"))
+        assert not store.finish_node(first[0], _result("a", Outcome.FAILED))  # the job ended: refused
+        assert store.release_job(second[0])
+        again = store.claim_jobs("w3", zone=None, lease=30)
+        assert [(le.job.node, le.job.attempts) for le in again] == [("b", 2)]
+        assert store.finish_node(again[0], _result("b"))
+        [gw] = store.claim_jobs("wd", zone="dmz", lease=30, limit=5)
+        [db] = store.claim_jobs("wl", zone="lan", lease=30, limit=5)
+        assert (gw.job.node, db.job.node) == ("gw", "db")
+        assert store.deployments("web")[0].state is DeploymentState.RUNNING  # two jobs left
+        assert store.finish_node(gw, _result("gw"))
+        assert store.finish_node(db, _result("db", Outcome.ROLLED_BACK))
+        [record] = store.deployments("web")
+        assert record.id == dep and record.state is DeploymentState.FINISHED
+        assert {r.node: r.outcome for r in record.results} == {
+            "a": Outcome.OK,
+            "b": Outcome.OK,
+            "gw": Outcome.OK,
+            "db": Outcome.ROLLED_BACK,
+        }
+        states = {j.node: (j.state, j.attempts) for j in store.jobs(deployment=dep)}
+        assert states == {"a": ("done", 1), "b": ("done", 2), "gw": ("done", 1), "db": ("failed", 1)}
+        store.enqueue_deployment("web", 1, ["a"])  # the lineage's jobs ended: a new deploy may start
+
+
+def test_a_lapsed_lease_is_taken_over_and_the_old_holder_is_fenced_off(fleet: Store) -> None:
+    with fleet as store:
+        store.enqueue_deployment("web", 1, ["a"])
+        [old] = store.claim_jobs("w1", zone=None, lease=0.3)
+        assert store.heartbeat([old], lease=0.3) == {old.job.id}
+        assert store.claim_jobs("w2", zone=None, lease=30) == []  # still held
+        time.sleep(0.5)
+        [new] = store.claim_jobs("w2", zone=None, lease=30)
+        assert (new.job.id, new.job.attempts, new.token != old.token) == (old.job.id, 2, True)
+        [running] = store.jobs(states=JobState.OPEN)
+        assert (running.state, running.lease_owner) == ("running", "w2")
+        assert store.heartbeat([old], lease=30) == set()  # the old holder learns it lost the job
+        assert not store.finish_node(old, _result("a", Outcome.FAILED))
+        assert not store.release_job(old)
+        assert store.finish_node(new, _result("a"))
+        [record] = store.deployments("web")
+        assert [(r.node, r.outcome) for r in record.results] == [("a", Outcome.OK)]
+        assert record.state is DeploymentState.FINISHED
+
+
+def test_zones_are_set_from_the_cli(fleet: Store, cli: Any) -> None:
+    fleet.close()
+    assert ok(cli("node", "zone", "gw", "--json")).json() == {"node": "gw", "zone": "dmz", "changed": False}
+    assert ok(cli("node", "zone", "a", "lan", "--json")).json()["changed"]
+    assert ok(cli("node", "zone", "gw", "--none", "--json")).json() == {"node": "gw", "zone": None, "changed": True}
+    added = ok(
+        cli("node", "add", "z1", "--name", "z.example.test", "--target", "pem:/srv/z1", "--zone", "dmz", "--json")
+    )
+    assert added.json()["zone"] == "dmz"
+    assert (
+        "not allowed"
+        in ok(cli("node", "add", "z2", "--name", "z.example.test", "--target", "pem:/srv/z2", "--zone", "a b"), 2).err
+    )
+    assert ok(cli("node", "zone", "nope"), 2).err
+    assert "not allowed" in ok(cli("node", "zone", "a", "bad zone"), 2).err
+    with Store.open() as store:
+        assert store.node_zones() == {"a": "lan", "b": None, "db": "lan", "gw": None, "z1": "dmz"}
+    with Store.open() as store, pytest.raises(InputError):
+        store.set_node_zone("a", "")
+
+
+async def test_a_worker_runs_its_zones_jobs_and_fails_a_kind_it_does_not_know(
+    fleet: Store, tmp_path: Path, pki: PKI
+) -> None:
+    with fleet as store:
+        dep = store.enqueue_deployment("web", 1, ["a", "b", "gw"])
+        with store.session(write=True) as s:
+            s.add(JobRow(kind="renew", lineage="web", payload={}, state="queued", attempts=0, created_at=utc_now()))
+        events: list[JobEvent] = []
+        handled = await Worker(store, WorkerOptions(once=True, lease=5), log=events.append).run()
+        assert handled == 3
+        assert sorted((e.event, e.node or e.kind) for e in events if e.event != "taken") == [
+            ("failed", "renew"),
+            ("recorded", "a"),
+            ("recorded", "b"),
+        ]
+        leaf = served(tmp_path, "a", pki)
+        assert served(tmp_path, "b", pki) == leaf
+        assert not (tmp_path / "nodes" / "gw" / "live").exists()  # the dmz's: not this worker's
+        [renew] = [j for j in store.jobs() if j.kind == "renew"]
+        assert renew.state == "failed" and "not known" in (renew.result or {})["error"]
+        [gw] = store.jobs(deployment=dep, states=JobState.OPEN)
+        assert (gw.node, gw.state) == ("gw", "queued")
+        assert store.deployments("web")[0].state is DeploymentState.RUNNING
+        assert await Worker(store, WorkerOptions(zone="dmz", once=True, lease=5)).run() == 1
+        assert served(tmp_path, "gw", pki) == leaf
+        assert store.deployments("web")[0].state is DeploymentState.FINISHED
+
+
+@pytest.mark.parametrize("backend", [BACKENDS[1]], indirect=True)
+async def test_a_node_locked_by_another_worker_is_not_deployed_and_its_job_goes_back(
+    fleet: Store, tmp_path: Path, pki: PKI
+) -> None:
+    with fleet as store:
+        dep = store.enqueue_deployment("web", 1, ["a", "b"])
+        other = store.node_locks()  # another worker, still deploying a after its lease ran out
+        assert other.acquire("a")
+        assert not store.node_locks().acquire("a")
+        events: list[JobEvent] = []
+        await Worker(store, WorkerOptions(once=True, lease=0.5, batch=1), log=events.append).run()
+        released = [e for e in events if e.event == "released"]
+        assert released and {e.node for e in released} == {"a"}
+        assert not (tmp_path / "nodes" / "a" / "live").exists()
+        assert served(tmp_path, "b", pki)
+        [a] = store.jobs(deployment=dep, states=JobState.OPEN)
+        assert (a.node, a.state) == ("a", "queued")
+        assert a.lease_until is not None  # put off for a lease, so that it is not taken again at once
+        other.close()  # the other worker ended: its lock went with its session
+        await asyncio.sleep(0.6)
+        await Worker(store, WorkerOptions(once=True, lease=5)).run()
+        assert served(tmp_path, "a", pki) == served(tmp_path, "b", pki)
+        assert store.deployments("web")[0].state is DeploymentState.FINISHED
