@@ -153,3 +153,18 @@ def test_the_pass_lock_goes_with_a_killed_holder(cli: Any, backend: Backend) -> 
             except PassBusy:  # the server sees the socket close a moment later
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
+
+
+def test_an_issue_waits_for_no_pass_it_is_refused_while_one_runs(cli: Any, backend: Backend, tmp_path: Path) -> None:
+    """`certfleet issue` holds the pass lock too: a pass may be issuing the same lineage."""
+    _slow_fleet(cli, tmp_path)
+    with Store.open() as store, pass_lock(store):
+        refused = expect(cli("issue", "web", "--json"), 3)
+        said = json.loads(refused.out)
+        assert said["error"].startswith("an autopilot pass is running (pid ") and said["error"].endswith(
+            ": nothing issued"
+        ), said
+        assert len(store.versions("web")) == 1  # the bought one only
+    # with the lock free the command goes on to the lineage's issuer (manual: no ACME issue)
+    after = cli("issue", "web", "--json")
+    assert "autopilot pass" not in after.out + after.err

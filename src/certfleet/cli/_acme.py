@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -21,13 +22,14 @@ from rich.markup import escape
 from certfleet.cli._common import JsonOpt, LineageArg, app, console, console_err, emit, open_store, write_json
 from certfleet.cli._common import say as _say
 from certfleet.clock import utc_now
-from certfleet.errors import CertfleetError, ExitCode, InputError
+from certfleet.errors import CertfleetError, EnvError, ExitCode, InputError
 
 if TYPE_CHECKING:
     from certfleet.acme.issue import IssueEvent, IssueResult
     from certfleet.acme.model import IssuerRecord, LineagePolicy
     from certfleet.acme.preflight import PreflightReport
     from certfleet.acme.revoke import RevokeResult
+    from certfleet.store import Store
 
 issuer_app = typer.Typer(help="ACME accounts at CAs (EAB included), and the manual CA: who issues certificates.")
 lineage_app = typer.Typer(help="How a lineage gets its certificates: issuers in order, solvers, profile, chain.")
@@ -371,6 +373,26 @@ def _render_issue(result: IssueResult, *, now: dt.datetime) -> None:
         console.print(_render.verdict(False, "", f"cleanup: {line}"))
 
 
+@contextmanager
+def _no_pass_running(store: Store) -> Iterator[None]:
+    """Hold the autopilot's pass lock while issuing: a pass (a timer's ``certfleet renew``,
+    ``certfleet serve``) may be issuing the same lineage, so the two never run at once."""
+    from certfleet.autopilot.lock import PassBusy, pass_lock
+
+    lock = pass_lock(store)
+    try:
+        lock.acquire()
+    except PassBusy as exc:
+        raise EnvError(
+            "an autopilot pass is running" + (f" ({exc.holder})" if exc.holder else "") + ": nothing issued",
+            hint="the pass issues every due lineage; run certfleet issue again when it has ended",
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 @app.command(
     "issue",
     epilog="Examples: certfleet issue web --dry-run  ·  certfleet issue web && certfleet deploy web",
@@ -397,7 +419,8 @@ def issue_cmd(
             emit(report, as_json, _render_preflight)
             return int(ExitCode.OK if report.ok else ExitCode.PROBLEMS)
         progress = None if as_json else _progress
-        result = asyncio.run(issue(store, lineage, progress=progress, dns=dns, check_first=not no_preflight))
+        with _no_pass_running(store):
+            result = asyncio.run(issue(store, lineage, progress=progress, dns=dns, check_first=not no_preflight))
     now = utc_now()
     emit(result, as_json, lambda r: _render_issue(r, now=now))
     return int(ExitCode.OK if result.ok else ExitCode.PROBLEMS)
