@@ -376,5 +376,3 @@ def run_async(main: Coroutine[Any, Any, _T]) -> _T:
         return await main
 
     return asyncio.run(with_resolvers())
-
-

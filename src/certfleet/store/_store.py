@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session, selectinload
 
 from certfleet.clock import utc_now
@@ -477,6 +478,65 @@ class Store(NodesMixin, VersionsMixin, IssuersMixin):
                 )
                 for d in s.scalars(q)
             ]
+
+    @retried
+    def proven_versions(self, lineage: str, nodes: Collection[str] | None = None) -> dict[str, set[int]]:
+        """By node (of ``nodes``, or every one): the versions of ``lineage`` a deploy proved there
+        (deployed or verified, to the end), over the whole history, in one query per 500 nodes."""
+        ok = (Outcome.OK, Outcome.UNCHANGED)
+        with self._db.session(write=False) as s:
+            lin = self._lineage_row(s, lineage)
+            q = (
+                select(NodeResultRow.node_name, VersionRow.number)
+                .distinct()
+                .join(DeploymentRow, DeploymentRow.id == NodeResultRow.deployment_id)
+                .join(VersionRow, VersionRow.id == DeploymentRow.version_id)
+                .where(DeploymentRow.lineage_id == lin.id, NodeResultRow.outcome.in_(ok))
+            )
+            names = sorted(set(nodes)) if nodes is not None else None
+            chunks = (
+                [q]
+                if names is None
+                else [q.where(NodeResultRow.node_name.in_(names[i : i + _CHUNK])) for i in range(0, len(names), _CHUNK)]
+            )
+            out: dict[str, set[int]] = {}
+            for chunk in chunks:
+                for node, number in s.execute(chunk):
+                    out.setdefault(node, set()).add(number)
+            return out
+
+    @retried
+    def deployment_counts(
+        self, lineages: Collection[str] | None = None, *, limit: int = 10_000
+    ) -> tuple[Counter[str], Counter[str]]:
+        """Of the newest ``limit`` deployments (of ``lineages``, or of all): how many are ``ok``
+        and ``failed`` (as :attr:`DeploymentRecord.ok` says), and their node results by outcome.
+        Counted by the database, without reading a result."""
+        good = [o for o in Outcome if o.ok]
+        with self._db.session(write=False) as s:
+            newest = select(DeploymentRow.id, DeploymentRow.state).order_by(DeploymentRow.id.desc())
+            if lineages is not None:
+                newest = newest.join(LineageRow, LineageRow.id == DeploymentRow.lineage_id).where(
+                    LineageRow.name.in_(sorted(lineages))
+                )
+            picked = newest.limit(max(1, min(limit, 10_000))).subquery()
+            bad = (
+                select(func.count())
+                .where(NodeResultRow.deployment_id == picked.c.id, NodeResultRow.outcome.not_in(good))
+                .scalar_subquery()
+            )
+            whole: Counter[str] = Counter()
+            for state, failures in s.execute(select(picked.c.state, bad)):
+                whole["ok" if state is DeploymentState.FINISHED and not failures else "failed"] += 1
+            per_node: Counter[str] = Counter()
+            rows = s.execute(
+                select(NodeResultRow.outcome, func.count())
+                .join(picked, picked.c.id == NodeResultRow.deployment_id)
+                .group_by(NodeResultRow.outcome)
+            )
+            for outcome, count in rows:
+                per_node[Outcome(outcome).value] += count
+            return whole, per_node
 
     @retried
     def last_results(self, lineage: str) -> dict[str, tuple[DeploymentRecord, NodeResult]]:
