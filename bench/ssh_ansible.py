@@ -227,7 +227,7 @@ def main() -> None:
         # 100 nodes on one server: room for every connection and session both tools open at once
         with server.conf.open("a") as conf:
             conf.write("MaxStartups 200\nMaxSessions 200\n")
-        with server.start():
+        with server:  # started here, always stopped
             print(f"sshd on 127.0.0.1:{server.port} as {getpass.getuser()}; {args.nodes} nodes", flush=True)
             for r in range(args.repeat):
                 work = Path(tmp) / f"run{r}"
