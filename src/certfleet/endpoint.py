@@ -69,6 +69,7 @@ class Endpoint:
         return self.name if self.name is not None else self.host
 
 
+
 def _bad_target(text: str, why: str) -> InputError:
     shown = text if len(text) <= 80 else text[:77] + "..."
     return InputError(

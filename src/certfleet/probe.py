@@ -135,6 +135,7 @@ class _Refused(Exception):
     """The plain-text server would not upgrade to TLS; the message says what it answered."""
 
 
+
 @functools.cache
 def _client_context(minimum: ssl.TLSVersion) -> ssl.SSLContext:
     # One context for every connection: building one loads OpenSSL defaults each time and would

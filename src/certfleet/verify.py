@@ -142,7 +142,9 @@ def _explained(reason: str, problems: Sequence[Problem]) -> bool:
     from certfleet.diagnose import ALSO_EXPLAINED_BY, STRUCTURAL
 
     codes = {p.code for p in problems}
-    structural = tuple((fragment, frozenset({code, *ALSO_EXPLAINED_BY.get(code, ())})) for fragment, code in STRUCTURAL)
+    structural = tuple(
+        (fragment, frozenset({code, *ALSO_EXPLAINED_BY.get(code, ())})) for fragment, code in STRUCTURAL
+    )
     for fragment, codes_that_explain in (*structural, *_EXPLAINED_BY):
         if fragment in reason:
             return bool(codes & codes_that_explain)

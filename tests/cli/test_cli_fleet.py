@@ -296,7 +296,7 @@ def test_nodes_and_fleet_file(cli: Any, certfleet_home: Path, tmp_path: Path) ->
     assert cli("node", "remove", "gw1").code == 0
     planned = cli("apply", fleet_file, "--dry-run")
     flat = " ".join(planned.out.split())
-    assert "would create node gw1" in flat and 'names: (none) -> ["gw.example.test"' in flat
+    assert "would create node gw1" in flat and "names: (none) -> [\"gw.example.test\"" in flat
     assert 'would update lineage web nodes: ["main"] -> ["gw1", "main"]' in flat
     assert flat.endswith("dry run: nothing was changed")
     assert [n["name"] for n in cli("node", "list", "--json").json()["nodes"]] == ["main"]

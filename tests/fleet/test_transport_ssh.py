@@ -32,7 +32,9 @@ def _fingerprint(public_key_file: Path) -> str:
     return listed.stdout.split()[1]
 
 
-async def test_a_changed_host_key_is_named_as_changed_with_both_fingerprints(sshd: SshServer, empty_home: Path) -> None:
+async def test_a_changed_host_key_is_named_as_changed_with_both_fingerprints(
+    sshd: SshServer, empty_home: Path
+) -> None:
     # known_hosts holds another key for this very host:port: what an interception looks like
     options = {**sshd.options, "known_hosts": str(sshd.unknown_hosts)}
     with pytest.raises(NetworkError) as info:

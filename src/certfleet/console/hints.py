@@ -120,7 +120,7 @@ _RULES = (
     ),
     _rule(
         r"if this is what you want, import it again with --force",
-        'if this is what you want, upload it again with "Accept a version that expires sooner" ticked',
+        "if this is what you want, upload it again with \"Accept a version that expires sooner\" ticked",
         "if this is what you want, send it again with force",
     ),
     # deploys that never finished

@@ -171,4 +171,6 @@ class Audit:
         if text:
             lines = [line for line in lines if line.matches(text)]
         start = (number - 1) * size
-        return AuditPage(tuple(lines[start : start + size]), number, len(lines) > start + size, kind, text, searched)
+        return AuditPage(
+            tuple(lines[start : start + size]), number, len(lines) > start + size, kind, text, searched
+        )

@@ -368,7 +368,9 @@ def _recorded_keys(path: str, host: str, port: int) -> list[asyncssh.SSHKey]:
     return list(known.match(host, addr, port)[0])
 
 
-async def _offered_key(host: str, port: int, algorithms: Sequence[str], timeout: float) -> asyncssh.SSHKey | None:
+async def _offered_key(
+    host: str, port: int, algorithms: Sequence[str], timeout: float
+) -> asyncssh.SSHKey | None:
     """The host key the server offers, of the kind recorded (a second, unauthenticated handshake)."""
     try:
         async with asyncio.timeout(timeout):
