@@ -376,3 +376,5 @@ def run_async(main: Coroutine[Any, Any, _T]) -> _T:
         return await main
 
     return asyncio.run(with_resolvers())
+
+
