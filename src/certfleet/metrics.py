@@ -74,6 +74,7 @@ __all__ = [
     "MetricsServer",
     "Snapshot",
     "autopilot_metrics",
+    "deployment_count_metrics",
     "deployment_metrics",
     "endpoint_metrics",
     "parse_listen",
@@ -206,9 +207,19 @@ def status_metrics(report: StatusReport, *, namespace: str = NAMESPACE, endpoint
 
 def deployment_metrics(deployments: Iterable[DeploymentRecord], *, namespace: str = NAMESPACE) -> list[Metric]:
     """Deployments by outcome, and every node's result in them by outcome."""
+    records = list(deployments)
+    by_deployment = Counter("ok" if d.ok else "failed" for d in records)
+    by_node = Counter(r.outcome.value for d in records for r in d.results)
+    return deployment_count_metrics(by_deployment, by_node, namespace=namespace)
+
+
+def deployment_count_metrics(
+    by_deployment: Mapping[str, int], by_node: Mapping[str, int], *, namespace: str = NAMESPACE
+) -> list[Metric]:
+    """:func:`deployment_metrics` from the counts the store makes (``Store.deployment_counts``):
+    deployments by ``ok``/``failed``, node results by outcome."""
     from certfleet.fleet.model import Outcome
 
-    records = list(deployments)
     whole = CounterMetricFamily(
         f"{namespace}_deployments",
         "Deployments by outcome: ok when every node took the version, failed otherwise.",
@@ -219,8 +230,6 @@ def deployment_metrics(deployments: Iterable[DeploymentRecord], *, namespace: st
         "Per-node deployment results by outcome (" + ", ".join(Outcome) + ").",
         labels=["outcome"],
     )
-    by_deployment = Counter("ok" if d.ok else "failed" for d in records)
-    by_node = Counter(r.outcome.value for d in records for r in d.results)
     for outcome in ("ok", "failed"):
         whole.add_metric([outcome], float(by_deployment.get(outcome, 0)))
     for result in Outcome:

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import os
 import stat
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -641,6 +642,81 @@ def test_a_deployment_is_recorded_before_it_starts_and_node_by_node(store: Store
     assert finished.state is DeploymentState.FINISHED and finished.ok
     assert finished.to_dict()["state"] == "finished"
     assert store.audit_log(action="deploy")[0].detail["state"] == "finished"
+
+
+def test_record_nodes_writes_a_batch_in_one_transaction_reading_only_those_nodes(
+    store: Store, ca: testing.TestCA
+) -> None:
+    names = [f"n{i:02d}" for i in range(12)]
+    for name in names:
+        store.add_node(_node(name), lineage="web")
+    csr, _ = _pending(store)
+    v = store.issue("web", ca.sign_csr(csr), ca.chain)
+    t0 = dt.datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    dep = store.start_deployment("web", v.number, names, started_at=t0)
+    statements: list[tuple[str, object]] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, params: object, *_args: object) -> None:
+        statements.append((statement, params))
+
+    batch = [NodeResult(n, Outcome.OK, t0, t0 + dt.timedelta(seconds=i)) for i, n in enumerate(names[:3])]
+    batch.append(NodeResult("late", Outcome.FAILED, t0, t0 + dt.timedelta(seconds=9), failed_step="test"))
+    event.listen(store._db.engine, "before_cursor_execute", seen)
+    try:
+        store.record_nodes(dep, batch)
+    finally:
+        event.remove(store._db.engine, "before_cursor_execute", seen)
+    # one transaction, and no statement that reads every result of the deployment
+    assert sum(1 for q, _ in statements if q.lstrip().upper().startswith(("BEGIN", "COMMIT"))) <= 2
+    reads = [
+        (q, p) for q, p in statements if "FROM deployment_results" in q and q.lstrip().upper().startswith("SELECT")
+    ]
+    assert reads and all("node_name IN" in q for q, _ in reads), reads
+    [running] = store.deployments("web")
+    got = {r.node: r.outcome for r in running.results}
+    assert got == {
+        **dict.fromkeys(names, Outcome.INTERRUPTED),
+        **dict.fromkeys(names[:3], Outcome.OK),
+        "late": Outcome.FAILED,
+    }
+    assert running.finished_at == t0 + dt.timedelta(seconds=9)
+    last = store.last_results("web")
+    assert {n: r.outcome for n, (_, r) in last.items()} == got
+    assert last["late"][1].failed_step == "test"
+    store.record_nodes(dep, [])  # nothing to write is no write
+
+
+def test_counts_and_proven_versions_say_what_the_whole_history_says(store: Store, ca: testing.TestCA) -> None:
+    for name in ("a", "b", "c"):
+        store.add_node(_node(name), lineage="web")
+    store.add_node(_node("m"), lineage="mail")
+    csr, _ = _pending(store)
+    v1 = store.issue("web", ca.sign_csr(csr), ca.chain)
+    csr, _ = _pending(store)
+    v2 = store.issue("web", ca.sign_csr(csr), ca.chain)
+    csr, _ = _pending(store, "mail")
+    m1 = store.issue("mail", ca.sign_csr(csr), ca.chain)
+    t0 = dt.datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+    def results(**outcomes: Outcome) -> list[NodeResult]:
+        return [NodeResult(n, o, t0, t0) for n, o in outcomes.items()]
+
+    store.record_deployment("web", v1.number, results(a=Outcome.OK, b=Outcome.OK, c=Outcome.FAILED))
+    store.record_deployment("web", v2.number, results(a=Outcome.UNCHANGED, b=Outcome.ROLLED_BACK))
+    store.record_deployment("mail", m1.number, results(m=Outcome.OK))
+    store.start_deployment("web", v2.number, ["c"])  # running: not ok, its node interrupted
+
+    for lineages in (None, ["web"], ["mail"], []):
+        records = [d for d in store.deployments(limit=500) if lineages is None or d.lineage in lineages]
+        whole, per_node = store.deployment_counts(lineages)
+        assert dict(whole) == dict(Counter("ok" if d.ok else "failed" for d in records))
+        assert dict(per_node) == dict(Counter(r.outcome.value for d in records for r in d.results))
+    whole, _ = store.deployment_counts(limit=2)
+    assert sum(whole.values()) == 2
+
+    assert store.proven_versions("web") == {"a": {v1.number, v2.number}, "b": {v1.number}}
+    assert store.proven_versions("web", ["b", "c"]) == {"b": {v1.number}}
+    assert store.proven_versions("mail") == {"m": {m1.number}}
 
 
 def test_last_results_follow_every_write_of_a_deployment(store: Store, ca: testing.TestCA) -> None:

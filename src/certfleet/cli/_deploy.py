@@ -44,9 +44,14 @@ def _options(*, dry_run: bool, concurrency: int, probe_wait: float, timeout: flo
     return DeployOptions(concurrency=concurrency, probe_wait=probe_wait, command_timeout=timeout, dry_run=dry_run)
 
 
+# past this many nodes the live view counts the nodes by step instead of a row per node
+_PROGRESS_ROWS = 30
+
+
 @contextmanager
 def _progress(nodes: Sequence[NodeSpec], enabled: bool) -> Iterator[Callable[[ProgressEvent], None] | None]:
-    """A live table on the terminal, one row per node, while the deploy runs."""
+    """A live view on the terminal while the deploy runs: one row per node, or for a large fleet
+    how many nodes are at each step. It is drawn a few times a second, never once per event."""
     if not enabled or not console_err.is_terminal:
         yield None
         return
@@ -57,18 +62,24 @@ def _progress(nodes: Sequence[NodeSpec], enabled: bool) -> Iterator[Callable[[Pr
 
     def table() -> Table:
         t = Table(box=None, padding=(0, 2), show_edge=False, show_header=False)
-        for name, where in state.items():
-            t.add_row(escape(name), escape(where))
+        if len(state) <= _PROGRESS_ROWS:
+            for name, where in state.items():
+                t.add_row(escape(name), escape(where))
+            return t
+        counts: dict[str, int] = {}
+        for where in state.values():
+            counts[where] = counts.get(where, 0) + 1
+        for where, count in counts.items():
+            t.add_row(escape(where), f"{count} node{'s' if count != 1 else ''}")
         return t
 
-    with Live(table(), console=console_err, transient=True, refresh_per_second=8) as live:
+    with Live(console=console_err, transient=True, refresh_per_second=8, get_renderable=table):
 
         def update(event: ProgressEvent) -> None:
             if event.step is not None:
                 state[event.node] = f"{event.step.value}…"
             elif event.outcome is not None:
                 state[event.node] = event.outcome.outcome.value
-            live.update(table())
 
         yield update
 

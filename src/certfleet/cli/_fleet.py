@@ -216,7 +216,12 @@ class NodeList:
 def node_list(*, as_json: JsonOpt = False) -> None:
     """List the nodes."""
     with open_store() as store:
-        result = NodeList(tuple((n, tuple(store.node_lineages(n.name))) for n in store.nodes()))
+        # every node's lineages from one read of the lineages, never a query per node
+        member: dict[str, list[str]] = {}
+        for record in store.lineages():
+            for name in record.nodes:
+                member.setdefault(name, []).append(record.name)
+        result = NodeList(tuple((n, tuple(member.get(n.name, ()))) for n in store.nodes()))
 
     def render(r: NodeList) -> None:
         if not r.nodes:

@@ -334,9 +334,11 @@ def _settled(store: Store, lineage: str, number: int) -> set[str]:
 
 class _Recorder:
     """Writes each node's progress and result to the store as they come, in order, in a thread of
-    its own: a store that is slow (busy, on a slow disk) never holds up the nodes. Progress is
-    batched: the steps begun (and the nodes done) since the last write go in one transaction. A
-    result whose write fails is left to the last write, which carries every result."""
+    its own: a store that is slow (busy, on a slow disk) never holds up the nodes. Both are
+    batched: the results that arrived while a write ran go together in the next one, and so do
+    the steps begun (and the nodes done), so a thousand nodes finishing close together take a few
+    writes, not a thousand. A result whose write fails is left to the last write, which carries
+    every result."""
 
     def __init__(self, store: Store, deployment: int) -> None:
         self.store = store
@@ -347,6 +349,7 @@ class _Recorder:
         self._steps: dict[str, list[str]] = {}
         self._done: set[str] = set()
         self._dirty: set[str] = set()  # not empty: a write of the progress is waiting in the pool
+        self._results: list[NodeResult] = []  # not empty: a write of these is waiting in the pool
 
     def step(self, node: str, step: str) -> None:
         with self._mutex:
@@ -357,7 +360,11 @@ class _Recorder:
             self._submit(self._write_progress)
 
     def node_done(self, outcome: NodeOutcome) -> None:
-        self._submit(self._write, node_result(outcome))
+        with self._mutex:
+            waiting = bool(self._results)  # it takes this result too
+            self._results.append(node_result(outcome))
+        if not waiting:
+            self._submit(self._write)
 
     def _submit(self, fn: Callable[..., None], *args: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -371,15 +378,18 @@ class _Recorder:
         with contextlib.suppress(CertfleetError):
             self.store.record_progress(self.deployment, batch, done=done)
 
-    def _write(self, result: NodeResult) -> None:
+    def _write(self) -> None:
+        with self._mutex:
+            results, self._results = self._results, []
         try:
-            self.store.record_node(self.deployment, result)
+            self.store.record_nodes(self.deployment, results)
         except CertfleetError:
             return
-        with self._mutex:  # the node is done once its result is in: said with the next progress
-            self._done.add(result.node)
+        with self._mutex:  # a node is done once its result is in: said with the next progress
+            names = {r.node for r in results}
+            self._done |= names
             waiting = bool(self._dirty)
-            self._dirty.add(result.node)
+            self._dirty |= names
         if not waiting:
             self._write_progress()
 

@@ -434,7 +434,8 @@ def _lineage_status(
         chain = version_health(
             active.leaf, active.chain, trust=trust, now=now, required=required, expiring_days=expiring_days
         )
-    proven = _proven(store, record.name) if any(n.name in lives for n in nodes) else {}
+    read = [n.name for n in nodes if n.name in lives]
+    proven = store.proven_versions(record.name, read) if read else {}
     return LineageStatus(
         record=record,
         required=required,
@@ -530,17 +531,6 @@ def _serving_problem(
 
 # the last result of a node that may have left it half way: its live files are read back
 _UNSETTLED = frozenset({Outcome.INTERRUPTED, Outcome.FAILED, Outcome.ROLLED_BACK})
-
-
-
-def _proven(store: Store, lineage: str) -> dict[str, set[int]]:
-    """By node: the versions a deploy proved there (deployed or verified, to the end)."""
-    out: dict[str, set[int]] = {}
-    for dep in store.deployments(lineage, limit=500):
-        for r in dep.results:
-            if r.outcome in (Outcome.OK, Outcome.UNCHANGED):
-                out.setdefault(r.node, set()).add(dep.version)
-    return out
 
 
 def _live_text(n: NodeStatus) -> str:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session, selectinload
 
 from certfleet.clock import utc_now
@@ -269,16 +270,41 @@ class Store(NodesMixin, VersionsMixin, IssuersMixin, ProgressMixin, JobsMixin):
         )
         return row
 
-    @retried
     def record_node(self, deployment: int, result: NodeResult) -> None:
         """One node of a running deployment has its result."""
-        _check_results([result])
+        self.record_nodes(deployment, [result])
+
+    @retried
+    def record_nodes(self, deployment: int, results: Sequence[NodeResult]) -> None:
+        """Some nodes of a running deployment have their results: one write for all of them."""
+        results = list(results)
+        _check_results(results)
+        if not results:
+            return
         with self._db.session(write=True) as s:
-            row = self._deployment_row(s, deployment)
-            self._put_result(row, result)
-            row.finished_at = max(row.finished_at, result.finished_at)
+            # these nodes' rows only: loading every result of the deployment for each node that
+            # finishes would make a deploy of N nodes read N * N rows
+            row = s.get(DeploymentRow, deployment)
+            if row is None:
+                raise InputError(f"no deployment {deployment}")
+            names = sorted({r.node for r in results})
+            found: dict[str, NodeResultRow] = {}
+            for i in range(0, len(names), _CHUNK):
+                chunk = names[i : i + _CHUNK]
+                rows = s.scalars(
+                    select(NodeResultRow).where(
+                        NodeResultRow.deployment_id == deployment, NodeResultRow.node_name.in_(chunk)
+                    )
+                )
+                found.update((r.node_name, r) for r in rows)
+            for result in results:
+                if result.node not in found:
+                    found[result.node] = NodeResultRow(deployment_id=deployment, node_name=result.node)
+                    s.add(found[result.node])
+                self._fill_result(found[result.node], result)
+            row.finished_at = max(row.finished_at, *(r.finished_at for r in results))
             s.flush()
-            self._keep_last_results(s, row)
+            self._keep_last(s, row.lineage_id, row.id, {name: found[name].id for name in names})
 
     @retried
     def finish_deployment(
@@ -305,8 +331,13 @@ class Store(NodesMixin, VersionsMixin, IssuersMixin, ProgressMixin, JobsMixin):
         state: DeploymentState,
         finished_at: dt.datetime | None,
     ) -> None:
+        by_node = {r.node_name: r for r in row.results}
         for r in results:
-            self._put_result(row, r)
+            found = by_node.get(r.node)
+            if found is None:
+                found = by_node[r.node] = NodeResultRow(node_name=r.node)
+                row.results.append(found)
+            self._fill_result(found, r)
         row.state = state
         row.finished_at = finished_at or max((r.finished_at for r in results), default=utc_now())
         s.flush()
@@ -351,11 +382,7 @@ class Store(NodesMixin, VersionsMixin, IssuersMixin, ProgressMixin, JobsMixin):
         return row
 
     @staticmethod
-    def _put_result(row: DeploymentRow, result: NodeResult) -> None:
-        found = next((r for r in row.results if r.node_name == result.node), None)
-        if found is None:
-            found = NodeResultRow(node_name=result.node)
-            row.results.append(found)
+    def _fill_result(found: NodeResultRow, result: NodeResult) -> None:
         found.outcome = result.outcome
         found.failed_step = result.failed_step
         found.output = _bounded_output(result.output)
@@ -370,6 +397,12 @@ class Store(NodesMixin, VersionsMixin, IssuersMixin, ProgressMixin, JobsMixin):
         (a deploy's results recovered late). Called in the transaction that writes the results;
         writes are serialized (see _engine), so nothing moves between the read and the write."""
         newest = {r.node_name: r.id for r in sorted(row.results, key=lambda r: r.id)}
+        Store._keep_last(s, row.lineage_id, row.id, newest)
+
+    @staticmethod
+    def _keep_last(s: Session, lineage_id: int, deployment_id: int, newest: dict[str, int]) -> None:
+        """:meth:`_keep_last_results` for the results ``newest`` (node name: result id) of one
+        deployment."""
         names = sorted(newest)
         for i in range(0, len(names), _CHUNK):
             chunk = names[i : i + _CHUNK]
@@ -378,20 +411,18 @@ class Store(NodesMixin, VersionsMixin, IssuersMixin, ProgressMixin, JobsMixin):
                 for node, result_id, deployment_id in s.execute(
                     select(LastResultRow.node_name, LastResultRow.result_id, NodeResultRow.deployment_id)
                     .join(NodeResultRow, NodeResultRow.id == LastResultRow.result_id)
-                    .where(LastResultRow.lineage_id == row.lineage_id, LastResultRow.node_name.in_(chunk))
+                    .where(LastResultRow.lineage_id == lineage_id, LastResultRow.node_name.in_(chunk))
                 )
             }
-            moved = [n for n in chunk if n not in now or (now[n][0] != newest[n] and now[n][1] <= row.id)]
+            moved = [n for n in chunk if n not in now or (now[n][0] != newest[n] and now[n][1] <= deployment_id)]
             if not moved:
                 continue
             s.execute(
-                delete(LastResultRow).where(
-                    LastResultRow.lineage_id == row.lineage_id, LastResultRow.node_name.in_(moved)
-                )
+                delete(LastResultRow).where(LastResultRow.lineage_id == lineage_id, LastResultRow.node_name.in_(moved))
             )
             s.execute(
                 insert(LastResultRow),
-                [{"lineage_id": row.lineage_id, "node_name": n, "result_id": newest[n]} for n in moved],
+                [{"lineage_id": lineage_id, "node_name": n, "result_id": newest[n]} for n in moved],
             )
 
     @retried
@@ -439,6 +470,65 @@ class Store(NodesMixin, VersionsMixin, IssuersMixin, ProgressMixin, JobsMixin):
                 )
                 for d in s.scalars(q)
             ]
+
+    @retried
+    def proven_versions(self, lineage: str, nodes: Collection[str] | None = None) -> dict[str, set[int]]:
+        """By node (of ``nodes``, or every one): the versions of ``lineage`` a deploy proved there
+        (deployed or verified, to the end), over the whole history, in one query per 500 nodes."""
+        ok = (Outcome.OK, Outcome.UNCHANGED)
+        with self._db.session(write=False) as s:
+            lin = self._lineage_row(s, lineage)
+            q = (
+                select(NodeResultRow.node_name, VersionRow.number)
+                .distinct()
+                .join(DeploymentRow, DeploymentRow.id == NodeResultRow.deployment_id)
+                .join(VersionRow, VersionRow.id == DeploymentRow.version_id)
+                .where(DeploymentRow.lineage_id == lin.id, NodeResultRow.outcome.in_(ok))
+            )
+            names = sorted(set(nodes)) if nodes is not None else None
+            chunks = (
+                [q]
+                if names is None
+                else [q.where(NodeResultRow.node_name.in_(names[i : i + _CHUNK])) for i in range(0, len(names), _CHUNK)]
+            )
+            out: dict[str, set[int]] = {}
+            for chunk in chunks:
+                for node, number in s.execute(chunk):
+                    out.setdefault(node, set()).add(number)
+            return out
+
+    @retried
+    def deployment_counts(
+        self, lineages: Collection[str] | None = None, *, limit: int = 10_000
+    ) -> tuple[Counter[str], Counter[str]]:
+        """Of the newest ``limit`` deployments (of ``lineages``, or of all): how many are ``ok``
+        and ``failed`` (as :attr:`DeploymentRecord.ok` says), and their node results by outcome.
+        Counted by the database, without reading a result."""
+        good = [o for o in Outcome if o.ok]
+        with self._db.session(write=False) as s:
+            newest = select(DeploymentRow.id, DeploymentRow.state).order_by(DeploymentRow.id.desc())
+            if lineages is not None:
+                newest = newest.join(LineageRow, LineageRow.id == DeploymentRow.lineage_id).where(
+                    LineageRow.name.in_(sorted(lineages))
+                )
+            picked = newest.limit(max(1, min(limit, 10_000))).subquery()
+            bad = (
+                select(func.count())
+                .where(NodeResultRow.deployment_id == picked.c.id, NodeResultRow.outcome.not_in(good))
+                .scalar_subquery()
+            )
+            whole: Counter[str] = Counter()
+            for state, failures in s.execute(select(picked.c.state, bad)):
+                whole["ok" if state is DeploymentState.FINISHED and not failures else "failed"] += 1
+            per_node: Counter[str] = Counter()
+            rows = s.execute(
+                select(NodeResultRow.outcome, func.count())
+                .join(picked, picked.c.id == NodeResultRow.deployment_id)
+                .group_by(NodeResultRow.outcome)
+            )
+            for outcome, count in rows:
+                per_node[Outcome(outcome).value] += count
+            return whole, per_node
 
     @retried
     def last_results(self, lineage: str) -> dict[str, tuple[DeploymentRecord, NodeResult]]:

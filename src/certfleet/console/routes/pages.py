@@ -32,6 +32,7 @@ from certfleet.console.routes.answers import confirm_page, confirmed, done_messa
 from certfleet.console.services.audit import action_kinds
 from certfleet.console.services.certificates import pem_text
 from certfleet.console.services.clients import CONTENT_TYPES, PLACEHOLDERS, ClientLink, qr_svg
+from certfleet.console.services.status import node_counts, page_number, page_of
 from certfleet.console.templating import render
 from certfleet.errors import CertfleetError, ConflictError, NotFoundError
 
@@ -75,6 +76,8 @@ async def dashboard(request: Request, console: ConsoleDep, actor: ViewerDep) -> 
         if v.active is not None and v.active.not_before is not None and v.active.not_after is not None
     }
     here = console.served_for(request.url.hostname)
+    # every lineage shows the same page of its nodes; the counts are over all of them
+    number = page_number(request.query_params.get("page"))
     return render(
         request,
         "dashboard.html",
@@ -82,6 +85,8 @@ async def dashboard(request: Request, console: ConsoleDep, actor: ViewerDep) -> 
             "title": "Dashboard",
             "here": "dashboard",
             "views": report.lineages,
+            "node_pages": {v.name: page_of(v.nodes, number) for v in report.lineages},
+            "counts": {v.name: node_counts(v.nodes) for v in report.lineages},
             "timelines": timelines,
             "warnings": warnings,
             "host": request.url.hostname or "",
@@ -132,15 +137,16 @@ def certificate(request: Request, sha256: str, console: ConsoleDep, actor: Viewe
 
 @router.get("/nodes", response_class=HTMLResponse)
 def nodes(request: Request, console: ConsoleDep, actor: ViewerDep) -> Response:
-    specs = console.fleet.visible_nodes(actor)
+    page = page_of(console.fleet.visible_nodes(actor), page_number(request.query_params.get("page")))
     return render(
         request,
         "nodes.html",
         {
             "title": "Nodes",
             "here": "nodes",
-            "nodes": specs,
-            "memberships": console.fleet.memberships(specs),
+            "nodes": page.items,
+            "page": page,
+            "memberships": console.fleet.memberships(page.items),
             "messages": done_messages(request),
             "wide": True,
         },

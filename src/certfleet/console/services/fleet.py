@@ -162,7 +162,8 @@ class Fleet:
         specs = self._store.nodes(lineage)
         if actor.lineages is None or lineage is not None:
             return specs
-        return [n for n in specs if any(actor.allows(name) for name in self._store.node_lineages(n.name))]
+        member = self.memberships(specs)
+        return [n for n in specs if any(actor.allows(name) for name in member[n.name])]
 
     def visible_node(self, actor: Actor, name: str, *, change: bool = False) -> NodeSpec:
         """The node, when ``actor`` may see it (``change``: may change it)."""
@@ -179,6 +180,12 @@ class Fleet:
             self.check_lineage(actor, lineage)
         found = self._store.deployments(lineage, limit=limit)
         return [d for d in found if actor.allows(d.lineage)]
+
+    def deployment_counts(self, actor: Actor, limit: int = 10_000) -> tuple[Mapping[str, int], Mapping[str, int]]:
+        """Of the newest ``limit`` deployments ``actor`` may see: how many are ok and failed, and
+        their node results by outcome (counted by the store, for ``/metrics``)."""
+        lineages = None if actor.lineages is None else sorted(actor.lineages)
+        return self._store.deployment_counts(lineages, limit=limit)
 
     def visible_audit(self, actor: Actor, limit: int = 100) -> list[AuditEntry]:
         entries = self._store.audit_log(limit=limit)
@@ -211,7 +218,13 @@ class Fleet:
         return self._store.node_lineages(name)
 
     def memberships(self, nodes: Sequence[NodeSpec]) -> dict[str, list[str]]:
-        return {n.name: self._store.node_lineages(n.name) for n in nodes}
+        """Each node's lineages, from one read of the lineages (never a query per node)."""
+        member: dict[str, list[str]] = {n.name: [] for n in nodes}
+        for record in self._store.lineages():
+            for node in record.nodes:
+                if node in member:
+                    member[node].append(record.name)
+        return member
 
     def required_names(self, lineage: str) -> tuple[str, ...]:
         record = self._store.lineage(lineage)

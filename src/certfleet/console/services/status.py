@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from certfleet.check import check
 from certfleet.clock import Clock
@@ -20,16 +20,30 @@ from certfleet.console.services.clients import ClientProfile, Clients
 from certfleet.console.settings import ConsoleSettings
 from certfleet.endpoint import Endpoint, parse_endpoint
 from certfleet.errors import CertfleetError
-from certfleet.fleet.status import PROBE_CONCURRENCY, Checked, LineageStatus, StatusReport, status
+from certfleet.fleet.status import PROBE_CONCURRENCY, Checked, LineageStatus, NodeStatus, StatusReport, status
 from certfleet.problems import Problem, ProblemCode, Severity
 from certfleet.store import Store
 from certfleet.trust import TrustStore
 
-__all__ = ["ClientWarning", "ProbeCache", "Status", "lineage_json"]
+__all__ = [
+    "PAGE_SIZE",
+    "ClientWarning",
+    "NodeCounts",
+    "Page",
+    "ProbeCache",
+    "Status",
+    "lineage_json",
+    "node_counts",
+    "page_number",
+    "page_of",
+]
 
 log = logging.getLogger("certfleet.console")
 
 _Key = tuple[str, str | None, str | None, str | None]
+T = TypeVar("T")
+
+PAGE_SIZE = 100  # nodes on one page of the dashboard and of the node list
 
 
 class ProbeCache:
@@ -87,6 +101,67 @@ class ClientWarning:
 
     def to_dict(self) -> dict[str, Any]:
         return {"profile": self.profile, "hostname": self.hostname, "problems": [p.to_dict() for p in self.problems]}
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a long list: its ``items``, which page it is (from 1) of how many, and the
+    place of its first and last item in the whole list (from 1; 0 and 0 when the list is empty)."""
+
+    items: tuple[T, ...]
+    number: int
+    pages: int
+    total: int
+    first: int
+    last: int
+
+    @property
+    def more(self) -> bool:
+        return self.number < self.pages
+
+
+def page_number(text: str | None) -> int:
+    """A ``page`` query parameter: a whole number from 1; anything else is the first page."""
+    try:
+        number = int(text or "1")
+    except ValueError:
+        return 1
+    return max(1, min(number, 10**6))
+
+
+def page_of(items: Sequence[T], number: int, size: int = PAGE_SIZE) -> Page[T]:
+    """Page ``number`` of ``items`` (past the last page: the last page)."""
+    pages = max(1, -(-len(items) // size))
+    number = max(1, min(number, pages))
+    start = (number - 1) * size
+    shown = tuple(items[start : start + size])
+    return Page(shown, number, pages, len(items), start + 1 if shown else 0, start + len(shown))
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCounts:
+    """A lineage's nodes counted, all of them whatever page is shown: by what each serves, by
+    health, and by the outcome of its last deployment (``never`` when none)."""
+
+    total: int
+    serving: tuple[tuple[str, int], ...]
+    health: tuple[tuple[str, int], ...]
+    last: tuple[tuple[str, int], ...]
+
+
+def node_counts(nodes: Sequence[NodeStatus]) -> NodeCounts:
+    def counted(values: list[str]) -> tuple[tuple[str, int], ...]:
+        out: dict[str, int] = {}
+        for v in values:
+            out[v] = out.get(v, 0) + 1
+        return tuple(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    return NodeCounts(
+        total=len(nodes),
+        serving=counted([n.serving.value for n in nodes]),
+        health=counted([n.health.value for n in nodes]),
+        last=counted([n.last.outcome.value if n.last is not None else "never" for n in nodes]),
+    )
 
 
 def lineage_json(lineage: LineageStatus) -> dict[str, Any]:
