@@ -57,6 +57,12 @@ _RULES = (
         "type a password to protect the key",
         "send a password to protect the key",
     ),
+    # jobs queued for the workers
+    _rule(
+        r"`certfleet jobs` shows its jobs",
+        "its nodes' progress is on the deployment's page (History)",
+        "GET /api/v1/deploy/jobs/ID shows its nodes' progress",
+    ),
     # trust anchors
     _rule(
         r"trust its root: `certfleet trust add [^`]*`",

@@ -35,7 +35,7 @@ from certfleet.errors import EnvError, InputError
 from certfleet.fleet.model import Outcome
 from certfleet.store._base import StoreBase, _bounded_output, _check_text, check_name
 from certfleet.store._engine import DEPLOY_LOCK_CLASS, Database, retried
-from certfleet.store._models import DeploymentRow, JobRow, NodeRow
+from certfleet.store._models import DeploymentRow, JobRow, NodeResultRow, NodeRow
 from certfleet.store._records import DeploymentState, NodeResult
 
 __all__ = ["DEPLOY", "JobRecord", "JobState", "JobsMixin", "Lease", "NodeLocks"]
@@ -155,10 +155,10 @@ class JobsMixin(StoreBase):
         ) -> None: ...
 
         @staticmethod
-        def _put_result(row: DeploymentRow, result: NodeResult) -> None: ...
+        def _fill_result(found: NodeResultRow, result: NodeResult) -> None: ...
 
         @staticmethod
-        def _keep_last_results(s: Session, row: DeploymentRow) -> None: ...
+        def _keep_last(s: Session, lineage_id: int, deployment_id: int, newest: dict[str, int]) -> None: ...
 
     # -- zones ----------------------------------------------------------------------------------
 
@@ -331,14 +331,24 @@ class JobsMixin(StoreBase):
                 row.result = {"outcome": result.outcome.value, "error": _bounded_output(result.output)}
                 row.lease_until = None
                 return True
-            dep = self._deployment_row(s, row.deployment_id)
-            current = next((r for r in dep.results if r.node_name == result.node), None)
+            dep = s.get(DeploymentRow, row.deployment_id)
+            if dep is None:
+                raise InputError(f"no deployment {row.deployment_id}")
+            # this node's row only: a deployment of N nodes never reads N results per node
+            current = s.scalar(
+                select(NodeResultRow).where(
+                    NodeResultRow.deployment_id == dep.id, NodeResultRow.node_name == result.node
+                )
+            )
             written = current is not None and current.outcome is not Outcome.INTERRUPTED
             if not written:
-                self._put_result(dep, result)
+                if current is None:
+                    current = NodeResultRow(deployment_id=dep.id, node_name=result.node)
+                    s.add(current)
+                self._fill_result(current, result)
                 dep.finished_at = max(dep.finished_at, result.finished_at)
                 s.flush()
-                self._keep_last_results(s, dep)
+                self._keep_last(s, dep.lineage_id, dep.id, {result.node: current.id})
             row.state = JobState.DONE if result.outcome.ok else JobState.FAILED
             row.finished_at = utc_now()
             row.result = {"outcome": result.outcome.value, "step": result.failed_step, "duplicate": written}
@@ -348,6 +358,7 @@ class JobsMixin(StoreBase):
                 select(func.count(JobRow.id)).where(JobRow.deployment_id == dep.id, JobRow.state.in_(JobState.OPEN))
             )
             if not left and dep.state is DeploymentState.RUNNING:
+                dep = self._deployment_row(s, dep.id)  # its results, once, to finish it
                 self._finish(s, dep, [], state=DeploymentState.FINISHED, finished_at=None)
             return not written
 
