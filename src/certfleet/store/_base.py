@@ -27,6 +27,7 @@ from certfleet.store._engine import Database, retried
 from certfleet.store._models import (
     AuditRow,
     LineageRow,
+    NodeResultRow,
     NodeRow,
     SettingRow,
     VersionRow,
@@ -36,6 +37,7 @@ from certfleet.store._records import (
     AuditEntry,
     DeploymentState,
     LineageRecord,
+    NodeResult,
     VersionRecord,
 )
 
@@ -109,6 +111,18 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's process: it exists
         return True
     return True
+
+
+def _node_result(r: NodeResultRow) -> NodeResult:
+    return NodeResult(
+        node=r.node_name,
+        outcome=r.outcome,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        failed_step=r.failed_step,
+        output=r.output,
+        served_fingerprint=r.served_fingerprint,
+    )
 
 
 def _state_of(state: DeploymentState, host: str | None, pid: int | None) -> DeploymentState:

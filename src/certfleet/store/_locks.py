@@ -45,7 +45,26 @@ __all__ = [
 LOCK_FOLDER = "locks"
 
 
-class DeployLock:
+class _Held:
+    """``with`` takes the lock (``acquire``) and lets it go (``release``)."""
+
+    def acquire(self) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+class DeployLock(_Held):
     """Taken with :meth:`acquire` (or ``with``), let go with :meth:`release`; ``held`` says which."""
 
     def __init__(self, lineage: str) -> None:
@@ -69,17 +88,8 @@ class DeployLock:
             hint="wait for it to finish, then run this again",
         )
 
-    def __enter__(self) -> Self:
-        self.acquire()
-        return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()
-
-
-class Flock:
+class Flock(_Held):
     """An exclusive ``flock`` on ``path``, taken without waiting; the file holds its holder's pid.
     ``busy(holder)`` is the error another holder gets (``holder``: "pid N", when known). The kernel
     drops it when its holder exits, however it exits (SIGKILL too), so it is never left stale."""
@@ -120,15 +130,6 @@ class Flock:
         if fd is not None:
             os.close(fd)  # closing the file is what releases the lock
 
-    def __enter__(self) -> Self:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()
-
 
 class FileDeployLock(Flock, DeployLock):
     """A :class:`Flock` on ``<home>/locks/deploy-<lineage>.lock``."""
@@ -156,7 +157,7 @@ _HOLDER = text(
 )
 
 
-class AdvisoryLock:
+class AdvisoryLock(_Held):
     """``pg_try_advisory_lock(cls, obj)`` (``key``), taken without waiting on a connection of its own
     and held until :meth:`release`: the server drops it when that session ends, however its holder
     ends. ``busy(holder)`` is the error another holder gets (``holder``: "pid N [on HOST]").
@@ -207,15 +208,6 @@ class AdvisoryLock:
         finally:
             with contextlib.suppress(DBAPIError):
                 conn.close()
-
-    def __enter__(self) -> Self:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()
 
 
 class AdvisoryDeployLock(AdvisoryLock, DeployLock):

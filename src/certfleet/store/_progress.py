@@ -18,7 +18,7 @@ from sqlalchemy.orm import selectinload
 
 from certfleet.clock import utc_now
 from certfleet.errors import NotFoundError
-from certfleet.store._base import StoreBase, _check_text, _state_of
+from certfleet.store._base import StoreBase, _check_text, _node_result, _state_of
 from certfleet.store._engine import retried
 from certfleet.store._models import DeploymentProgressRow, DeploymentRow
 from certfleet.store._records import DeploymentRecord, DeploymentState, NodeResult
@@ -139,18 +139,7 @@ class ProgressMixin(StoreBase):
                     select(DeploymentProgressRow).where(DeploymentProgressRow.deployment_id == deployment)
                 )
             }
-            results = tuple(
-                NodeResult(
-                    node=r.node_name,
-                    outcome=r.outcome,
-                    started_at=r.started_at,
-                    finished_at=r.finished_at,
-                    failed_step=r.failed_step,
-                    output=r.output,
-                    served_fingerprint=r.served_fingerprint,
-                )
-                for r in row.results
-            )
+            results = tuple(_node_result(r) for r in row.results)
             record = DeploymentRecord(
                 id=row.id,
                 lineage=row.lineage.name,

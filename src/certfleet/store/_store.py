@@ -19,6 +19,7 @@ from certfleet.store._base import (
     _HOST,
     _bounded_output,
     _check_text,
+    _node_result,
     _state_of,
 )
 from certfleet.store._engine import DB_FILE, Database, busy_timeout, database_url, default_home, retried
@@ -455,18 +456,7 @@ class Store(NodesMixin, VersionsMixin, IssuersMixin, ProgressMixin, JobsMixin):
                     rollback=bool(d.rollback),
                     host=d.host,
                     pid=d.pid,
-                    results=tuple(
-                        NodeResult(
-                            node=r.node_name,
-                            outcome=r.outcome,
-                            started_at=r.started_at,
-                            finished_at=r.finished_at,
-                            failed_step=r.failed_step,
-                            output=r.output,
-                            served_fingerprint=r.served_fingerprint,
-                        )
-                        for r in d.results
-                    ),
+                    results=tuple(_node_result(r) for r in d.results),
                 )
                 for d in s.scalars(q)
             ]
