@@ -21,14 +21,15 @@ from typing import Any
 
 from certfleet.acme.issue import IssueEvent
 from certfleet.autopilot.alerts import Alerts, AlertSettings, Delivery, Destination, OpenAlert, SentRecord, parse_events
-from certfleet.autopilot.lock import PassBusy, pass_lock
+from certfleet.autopilot.lock import PassBusy, PassLock, pass_lock
 from certfleet.autopilot.renew import LineageRun, RenewReport, renew
 from certfleet.autopilot.schedule import ScheduleEntry, planned
 from certfleet.clock import Clock
 from certfleet.console.services.audit import Actor, Audit
 from certfleet.errors import CertfleetError, ConflictError, NotFoundError
+from certfleet.store import Store
 
-__all__ = ["Autopilot", "RenewJob", "RenewState", "TestResult"]
+__all__ = ["Autopilot", "RenewJob", "RenewState", "TestResult", "taken_pass_lock"]
 
 log = logging.getLogger("certfleet.console")
 
@@ -40,6 +41,20 @@ class RenewState(StrEnum):
     DONE = "done"
     ERROR = "error"
 
+
+
+def taken_pass_lock(store: Store) -> PassLock:
+    """The autopilot's pass lock, taken for something that must not run beside a pass (a
+    renewal, an issue); :class:`ConflictError` at once while a pass runs, whoever started it."""
+    lock = pass_lock(store)
+    try:
+        lock.acquire()
+    except PassBusy as exc:
+        raise ConflictError(
+            "an autopilot pass is running already" + (f" ({exc.holder})" if exc.holder else ""),
+            hint="it renews every due lineage; try again when it has ended",
+        ) from exc
+    return lock
 
 @dataclass
 class RenewJob:
@@ -147,14 +162,7 @@ class Autopilot:
         whoever started it (a timer, ``certfleet serve``, this console)."""
         store = self._audit.store_for(actor)
         store.lineage(lineage)  # an unknown lineage is refused before anything starts
-        lock = pass_lock(store)
-        try:
-            lock.acquire()
-        except PassBusy as exc:
-            raise ConflictError(
-                "an autopilot pass is running already" + (f" ({exc.holder})" if exc.holder else ""),
-                hint="it covers every due lineage; try again when it has ended",
-            ) from exc
+        lock = taken_pass_lock(store)
         job = RenewJob(
             id=secrets.token_urlsafe(12), lineage=lineage, actor=store.actor, account_id=actor.account_id,
             started_at=self._clock(),

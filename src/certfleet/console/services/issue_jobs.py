@@ -19,9 +19,9 @@ from typing import Any
 from certfleet.acme.issue import IssueEvent, IssueResult, dry_run, issue, plan_issue
 from certfleet.acme.lookup import DnsSettings
 from certfleet.acme.preflight import PreflightReport
-from certfleet.autopilot.lock import PassBusy, pass_lock
 from certfleet.clock import Clock
 from certfleet.console.services.audit import Actor, Audit
+from certfleet.console.services.autopilot import taken_pass_lock
 from certfleet.console.services.jobs import JobState
 from certfleet.errors import CertfleetError, ConflictError, NotFoundError
 from certfleet.store import Store
@@ -158,15 +158,7 @@ class IssueJobs:
         kind = IssueJobKind.PREFLIGHT if preflight_only else IssueJobKind.ISSUE
         # an issue and an autopilot pass (which may issue the same lineage) never run at once,
         # whoever started the pass: the issue holds the pass lock while it runs
-        lock = pass_lock(store) if kind is IssueJobKind.ISSUE else None
-        if lock is not None:
-            try:
-                lock.acquire()
-            except PassBusy as exc:
-                raise ConflictError(
-                    "an autopilot pass is running" + (f" ({exc.holder})" if exc.holder else ""),
-                    hint="it issues every due lineage; try again when it has ended",
-                ) from exc
+        lock = taken_pass_lock(store) if kind is IssueJobKind.ISSUE else None
         try:
             job = self._register(store, actor, lineage, kind, the_plan.names)
         except BaseException:
