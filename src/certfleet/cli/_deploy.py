@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 
 from certfleet.cli._common import JsonOpt, LineageArg, app, console, console_err, emit, open_store
-from certfleet.errors import ExitCode, InputError
+from certfleet.errors import ExitCode
 
 if TYPE_CHECKING:
     from certfleet.fleet.deploy import DeployOptions, ProgressEvent
@@ -218,31 +218,26 @@ def deploy_cmd(
     that zone's workers (`certfleet worker --zone NAME`): this command queues their jobs, deploys
     the other nodes itself and follows the rest until done (see `certfleet jobs`).
     """
-    from certfleet.fleet.rollout import prepare_deploy, select_nodes
+    from certfleet.fleet.rollout import prepare_deploy
+    from certfleet.jobs.deployments import route_deploy
 
     options = _options(dry_run=dry_run, concurrency=concurrency, probe_wait=probe_wait, timeout=timeout)
     with open_store() as store:
         if not dry_run:
-            zones = store.node_zones()
-            chosen = select_nodes(store, lineage, node or ())
-            zoned = sorted({z for n in chosen if (z := zones.get(n.name))})
-            if store.url.startswith("sqlite"):
-                if queue:
-                    raise InputError(
-                        "--queue needs a store shared on PostgreSQL",
-                        hint="on a SQLite store every deploy runs in the process that asks for it",
-                    )
-                if zoned:
-                    console_err.print(
-                        f"note: zones ({', '.join(zoned)}) have no meaning on a SQLite store: "
-                        "every node is deployed from here",
-                        highlight=False,
-                        markup=False,
-                    )
-            elif queue or zoned:
+            route = route_deploy(store, lineage, node or (), queue=queue)
+            if route.ignored_zones:
+                console_err.print(
+                    f"note: zones ({', '.join(route.ignored_zones)}) have no meaning on a SQLite store: "
+                    "every node is deployed from here",
+                    highlight=False,
+                    markup=False,
+                )
+            if route.queued:
                 from certfleet.cli._queued import execute_queued
 
-                return execute_queued(store, lineage, chosen, options, inline=not queue, wait=wait, as_json=as_json)
+                return execute_queued(
+                    store, lineage, route.nodes, options, inline=not queue, wait=wait, as_json=as_json
+                )
         return _execute(prepare_deploy(store, lineage, node or (), options=options), as_json)
 
 

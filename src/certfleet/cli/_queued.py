@@ -101,9 +101,9 @@ def _render(result: QueuedDeploy) -> None:
             console.print(f"[bold]{escape(r.node)}[/]: {escape(r.output.splitlines()[0])}", soft_wrap=True)
     if result.queued_only:
         console.print("the jobs wait for workers: `certfleet jobs` follows them", highlight=False)
-    elif result.waiting:
+    elif result.error is not None:
         console_err.print(
-            f"[bold red]error:[/] no worker finished the jobs of {escape(', '.join(result.waiting))} in time",
+            f"[bold red]error:[/] {escape(result.error)}",
             soft_wrap=True,
         )
         console_err.print(

@@ -251,10 +251,15 @@ class Worker:
             await stop.wait()
             halt.set()
 
+        steps: dict[str, list[str]] = {}
+
         def on_progress(event: ProgressEvent) -> None:
-            if event.step is None and event.outcome is not None:
+            if event.step is not None:
+                steps.setdefault(event.node, []).append(event.step.value)
+                pending.append(asyncio.ensure_future(self._progress(mine[event.node], steps[event.node])))
+            elif event.outcome is not None:
                 ended.add(event.node)
-                pending.append(asyncio.ensure_future(self._node_done(mine[event.node], event.outcome, halt)))
+                pending.append(asyncio.ensure_future(self._node_done(mine[event.node], event.outcome, halt, steps)))
 
         tasks = [asyncio.create_task(beat()), asyncio.create_task(relay())]
         try:
@@ -273,7 +278,20 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _node_done(self, held: Lease, outcome: NodeOutcome, halt: asyncio.Event) -> None:
+    async def _progress(self, held: Lease, steps: Sequence[str], *, done: bool = False) -> None:
+        """The steps a node began, in the store for every console to follow (best effort: the
+        node's result, written with its job, is what counts)."""
+        deployment = held.job.deployment
+        if deployment is None or held.job.node is None:
+            return
+        node = held.job.node
+        with contextlib.suppress(CertfleetError):
+            record = functools.partial(self.store.record_progress, deployment, {node: list(steps)})
+            await self._write(functools.partial(record, done={node} if done else ()))
+
+    async def _node_done(
+        self, held: Lease, outcome: NodeOutcome, halt: asyncio.Event, steps: dict[str, list[str]] | None = None
+    ) -> None:
         if halt.is_set() and outcome.outcome in (Outcome.SKIPPED, Outcome.ROLLED_BACK):
             # stopped before its end: the job goes back, to be done again by whoever takes it
             if await self._write(self.store.release_job, held):
@@ -287,6 +305,7 @@ class Worker:
             return
         if recorded:
             self.handled += 1
+            await self._progress(held, (steps or {}).get(outcome.node, []), done=True)
             self._emit("recorded", held, outcome=outcome.outcome.value, detail=outcome.message)
         else:
             self._emit("lost", held, outcome=outcome.outcome.value, detail="another worker holds the job now")
