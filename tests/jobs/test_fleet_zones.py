@@ -16,7 +16,7 @@ from certfleet.store import Store
 def _file(root: Path, gw_zone: str | None) -> str:
     zone = f'zone = "{gw_zone}"\n' if gw_zone is not None else ""
     return (
-        "version = 1\n\n[lineages.web]\nnodes = [\"gw\", \"lan\"]\n\n"
+        'version = 1\n\n[lineages.web]\nnodes = ["gw", "lan"]\n\n'
         f'[nodes.gw]\nnames = ["www.example.test"]\n{zone}\n'
         f'[[nodes.gw.targets]]\nkind = "pem"\npath = "{root / "gw"}"\n\n'
         f'[nodes.lan]\nnames = ["www.example.test"]\n\n'
