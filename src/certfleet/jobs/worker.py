@@ -30,6 +30,7 @@ import contextlib
 import functools
 import os
 import socket
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -60,10 +61,14 @@ class WorkerOptions:
     once: bool = False  # end when the queue has nothing for this worker
     deployment: int | None = None  # only the jobs of this deployment
     deploy: DeployOptions = field(default_factory=DeployOptions)
+    # seconds between probes of the zone's nodes, recorded for `status` (None: no probes)
+    probe_every: float | None = None
 
     def __post_init__(self) -> None:
         if self.lease <= 0 or self.poll <= 0 or self.batch < 1:
             raise ValueError("lease and poll must be positive, batch at least 1")
+        if self.probe_every is not None and self.probe_every <= 0:
+            raise ValueError("probe_every must be positive")
 
     @property
     def beat(self) -> float:
@@ -128,8 +133,12 @@ class Worker:
         """Take and run jobs; the number of jobs that ended (recorded or failed) here."""
         stop = stop or asyncio.Event()
         opts = self.options
+        next_probe = time.monotonic()
         try:
             while not stop.is_set():
+                if opts.probe_every is not None and time.monotonic() >= next_probe:
+                    await self._probe()
+                    next_probe = time.monotonic() + opts.probe_every
                 try:
                     taken = await asyncio.to_thread(
                         self.store.claim_jobs,
@@ -166,6 +175,23 @@ class Worker:
         finally:
             self._writer.shutdown(wait=True)
         return self.handled
+
+    async def _probe(self) -> None:
+        """Probe the nodes of this worker's zone and record what each served (``probed`` events)."""
+        from certfleet.jobs.probes import ZoneProbe
+
+        timeout = min(self.options.deploy.command_timeout, 10.0)
+        try:
+            seen = await ZoneProbe(self.store, self.options.zone, by=self.name, timeout=timeout).run()
+        except CertfleetError as exc:
+            if self._log is not None:
+                self._log(JobEvent("probe-failed", 0, "probe", None, None, self.name, detail=str(exc)))
+            return
+        if self._log is not None:
+            for node, served in seen.items():
+                outcome = "ok" if served.ok else "failed"
+                detail = served.problems[0].message if served.problems else served.target
+                self._log(JobEvent("probed", 0, "probe", node, None, self.name, outcome, detail))
 
     # -- one deployment's jobs ------------------------------------------------------------------
 

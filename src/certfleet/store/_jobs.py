@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +39,10 @@ from certfleet.store._engine import DEPLOY_LOCK_CLASS, Database, retried
 from certfleet.store._models import DeploymentRow, JobRow, NodeRow
 from certfleet.store._records import DeploymentState, NodeResult
 
-__all__ = ["DEPLOY", "JobRecord", "JobState", "JobsMixin", "Lease", "NodeLocks"]
+__all__ = ["DEPLOY", "MAX_PROBE_BYTES", "JobRecord", "JobState", "JobsMixin", "Lease", "NodeLocks", "RecordedProbe"]
 
 DEPLOY = "deploy"
+MAX_PROBE_BYTES = 64 * 1024  # a recorded probe: a handful of certificates and problems
 NODE_LOCK_CLASS = DEPLOY_LOCK_CLASS + 1  # per node (its id), held while a worker deploys it
 
 
@@ -92,6 +94,16 @@ class JobRecord:
             "finished_at": iso(self.finished_at),
             "result": self.result,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedProbe:
+    """A node's last probe made by a worker of its zone: what it saw, when, and which worker."""
+
+    node: str
+    probed: Mapping[str, Any]
+    at: dt.datetime
+    by: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +194,31 @@ class JobsMixin(StoreBase):
         """Every node's zone, by node name."""
         with self._db.session(write=False) as s:
             return {str(n): z for n, z in s.execute(select(NodeRow.name, NodeRow.zone).order_by(NodeRow.name))}
+
+    @retried
+    def record_probe(self, node: str, probed: Mapping[str, Any], *, by: str, at: dt.datetime) -> None:
+        """What a worker of ``node``'s zone saw when it probed it (``probed``: a JSON object of at
+        most 64 KiB), written over the one before; the node itself is not changed (no version)."""
+        if len(json.dumps(probed)) > MAX_PROBE_BYTES:
+            raise InputError("a recorded probe is larger than 64 KiB")
+        with self._db.session(write=True) as s:
+            row = self._node_row(s, node)
+            row.probed, row.probed_at, row.probed_by = dict(probed), at, by[:255]
+
+    @retried
+    def recorded_probes(self) -> dict[str, RecordedProbe]:
+        """Every node's last probe made by a worker of its zone, by node name."""
+        with self._db.session(write=False) as s:
+            rows = s.execute(
+                select(NodeRow.name, NodeRow.probed, NodeRow.probed_at, NodeRow.probed_by).where(
+                    NodeRow.probed_at.is_not(None)
+                )
+            )
+            return {
+                str(name): RecordedProbe(str(name), dict(probed or {}), at, by or "")
+                for name, probed, at, by in rows
+                if at is not None
+            }
 
     # -- deployments as jobs --------------------------------------------------------------------
 
