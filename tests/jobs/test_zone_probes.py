@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from certfleet.jobs.probes import probe_payload, recorded_result
 from certfleet.probe import probe
 from certfleet.store import URL_ENV, Store
 from conftest import PKI
+from support.console import logged_in, make_env
 from support.postgres import pg_url, postgres
 from support.tls import Mode, serve_tls
 
@@ -70,6 +72,14 @@ def test_status_shows_the_probe_a_worker_of_the_zone_recorded(
     assert gw["check"]["verified"] is True
     text = ok(cli("status", "web")).out
     assert "probed by" in text and "/dmz" in text and " ago" in text
+    env = make_env(Path(os.environ["CERTFLEET_HOME"]))  # the dashboard shows it too
+    try:
+        logged_in(env)
+        page = env.client.get("/", params={"refresh": "1"})
+        assert page.status_code == 200 and f"probed by {gw['probed_by']}" in page.text, page.text
+        assert "active version" in page.text
+    finally:
+        env.store.close()
 
     # a node of no zone is probed from here, as always
     with Store.open() as store:
