@@ -219,3 +219,42 @@ def test_with_no_worker_of_the_zone_the_autopilot_names_it_and_the_job_waits(
     with Store.open() as store:
         [record] = store.deployments("web")
         assert record.state is DeploymentState.FINISHED and record.ok
+
+
+@pytest.mark.usefixtures("certfleet_home")
+def test_a_rollback_of_zoned_nodes_goes_through_the_workers_from_the_cli_and_the_console(
+    pg_url: str, cli: Any, tmp_path: Path, pki: PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(URL_ENV, pg_url)
+    make_fleet(cli, tmp_path, pki, ZONES)
+    first = issue(cli, tmp_path, pki, "v1")
+    with dmz_worker():
+        ok(cli("deploy", "web"))
+        second = issue(cli, tmp_path, pki, "v2")
+        ok(cli("deploy", "web"))
+        assert {n: served(tmp_path, n, pki) for n in ZONES} == dict.fromkeys(ZONES, second)
+
+        back = ok(cli("rollback", "web", "--json")).json()
+        assert (back["rollback"], back["activates"], back["version"], back["ok"]) == (True, True, 1, True), back
+        assert {j["node"]: j["zone"] for j in back["jobs"]} == {"plain": None, "gw": "dmz"}
+        assert {n: served(tmp_path, n, pki) for n in ZONES} == dict.fromkeys(ZONES, first)
+        with Store.open() as store:
+            active = store.lineage("web").active
+            assert active is not None and active.number == 1
+            assert store.deployments("web")[0].rollback
+
+        # the console: the DMZ node alone back to version 2, by the worker
+        env = make_env(Path(os.environ["CERTFLEET_HOME"]))
+        try:
+            csrf = logged_in(env)
+            started = env.client.post(
+                "/api/v1/lineages/web/rollback", json={"nodes": ["gw"], "to": 2}, headers={"x-csrf-token": csrf}
+            )
+            assert started.status_code == 202, started.text
+            done = wait_job(env, started.json()["id"])
+            assert (done["kind"], done["state"], done["ok"], done["activates"]) == ("rollback", "done", True, False)
+            [gw] = done["nodes"]
+            assert gw["zone"] == "dmz" and gw["job"]["worker"].endswith("/dmz"), gw
+        finally:
+            env.store.close()
+    assert served(tmp_path, "gw", pki) == second and served(tmp_path, "plain", pki) == first

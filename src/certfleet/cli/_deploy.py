@@ -254,16 +254,30 @@ def rollback_cmd(
     concurrency: ConcurrencyOpt = 8,
     probe_wait: ProbeWaitOpt = 15.0,
     timeout: TimeoutOpt = 120.0,
+    wait: Annotated[
+        float, typer.Option("--wait", help="Seconds to follow the jobs of zoned nodes before giving up.", min=0)
+    ] = 600.0,
     as_json: JsonOpt = False,
 ) -> int:
     """Deploy the version before the active one again (its files are usually still on the nodes).
 
     Without --node it goes to every node and becomes the active version, so `certfleet deploy`
     does not install the withdrawn one again. With --node only those nodes go back, and the
-    active version stays: `certfleet deploy` installs it on them again when it is fixed.
+    active version stays: `certfleet deploy` installs it on them again when it is fixed. On a
+    PostgreSQL store, nodes in a zone are rolled back by that zone's workers, as for `deploy`.
     """
     from certfleet.fleet.rollout import prepare_rollback
+    from certfleet.jobs.deployments import route_deploy
 
     options = _options(dry_run=dry_run, concurrency=concurrency, probe_wait=probe_wait, timeout=timeout)
     with open_store() as store:
+        if not dry_run:
+            route = route_deploy(store, lineage, node or ())
+            if route.queued:
+                from certfleet.cli._queued import execute_queued
+
+                return execute_queued(
+                    store, lineage, route.nodes, options, inline=True, wait=wait, as_json=as_json,
+                    rollback=True, to=to, activates=not node,
+                )  # fmt: skip
         return _execute(prepare_rollback(store, lineage, node or (), to=to, options=options), as_json)

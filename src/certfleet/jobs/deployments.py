@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,16 @@ from certfleet.store import DeploymentRecord, JobRecord, JobState, Store
 if TYPE_CHECKING:
     from certfleet.fleet.rollout import DeployResult
 
-__all__ = ["DeployRoute", "QueuedDeploy", "enqueue_deploy", "follow", "route_deploy", "run_enqueued", "run_queued"]
+__all__ = [
+    "DeployRoute",
+    "QueuedDeploy",
+    "enqueue_deploy",
+    "enqueue_rollback",
+    "follow",
+    "route_deploy",
+    "run_enqueued",
+    "run_queued",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +88,8 @@ class QueuedDeploy:
     jobs: tuple[JobRecord, ...]
     waiting: tuple[str, ...] = ()
     queued_only: bool = False  # --queue: the deploy only queued the jobs and did not wait
+    rollback: bool = False  # a rollback to an earlier version
+    activates: bool = False  # a rollback of every node: the version became the active one
 
     @property
     def done(self) -> bool:
@@ -123,8 +135,9 @@ class QueuedDeploy:
             d.finished_at or d.started_at,
         )  # fmt: skip
         return DeployResult(
-            self.lineage, self.version, report, recorded=d.id, deployment=d.id, versions=dict(versions or {})
-        )
+            self.lineage, self.version, report, recorded=d.id, deployment=d.id, versions=dict(versions or {}),
+            rollback=self.rollback, activates=self.activates,
+        )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -135,6 +148,8 @@ class QueuedDeploy:
             "ok": self.ok,
             "done": self.done,
             "queued_only": self.queued_only,
+            "rollback": self.rollback,
+            "activates": self.activates,
             "waiting_zones": list(self.waiting),
             "nodes": [r.to_dict() for r in self.deployment.results],
             "jobs": [j.to_dict() for j in self.jobs],
@@ -155,6 +170,33 @@ def enqueue_deploy(store: Store, lineage: str, nodes: Sequence[NodeSpec]) -> tup
         store.mark_interrupted(lineage)
         deployment = store.enqueue_deployment(lineage, record.active.number, [n.name for n in nodes])
     return deployment, record.active.number
+
+
+def enqueue_rollback(
+    store: Store, lineage: str, nodes: Sequence[NodeSpec], *, to: int | None = None, activates: bool = False
+) -> tuple[int, int]:
+    """Record a rollback to the version before the active one (or ``to``) as jobs, as
+    :func:`enqueue_deploy` records a deploy: (its id, the version). With ``activates`` (every
+    node of the lineage) the version becomes the active one at once, as a rollback run here does."""
+    from certfleet.fleet.rollout import previous_version
+    from certfleet.store import AuditAction
+
+    version = previous_version(store, lineage, to)
+    with store.deploy_lock(lineage):
+        store.mark_interrupted(lineage)
+        before = store.lineage(lineage).active
+        deployment = store.enqueue_deployment(lineage, version.number, [n.name for n in nodes], rollback=True)
+        detail = {
+            "lineage": lineage,
+            "version": version.number,
+            "from": before.number if before is not None else None,
+            "nodes": [n.name for n in nodes],
+            "activates": activates,
+        }
+        store.audit(AuditAction.ROLLBACK, detail)
+        if activates:
+            store.activate(lineage, version.number, withdraw=True)
+    return deployment, version.number
 
 
 def _deployment(store: Store, lineage: str, deployment: int) -> DeploymentRecord:
@@ -209,14 +251,25 @@ async def run_queued(
     stop: asyncio.Event | None = None,
     log: Callable[[JobEvent], None] | None = None,
     prober: Prober | None = None,
+    rollback: bool = False,
+    to: int | None = None,
+    activates: bool = False,
 ) -> QueuedDeploy:
-    """Queue the deploy; with ``inline``, run the jobs of nodes in no zone here, then follow the
-    others for up to ``wait`` seconds. Without, return at once with the jobs queued."""
-    deployment, version = await asyncio.to_thread(enqueue_deploy, store, lineage, nodes)
-    return await run_enqueued(
+    """Queue the deploy (``rollback``: a rollback to the version before the active one, or ``to``;
+    ``activates`` it when every node goes back); with ``inline``, run the jobs of nodes in no zone
+    here, then follow the others for up to ``wait`` seconds. Without, return at once with the
+    jobs queued."""
+    if rollback:
+        deployment, version = await asyncio.to_thread(
+            functools.partial(enqueue_rollback, store, lineage, nodes, to=to, activates=activates)
+        )
+    else:
+        deployment, version = await asyncio.to_thread(enqueue_deploy, store, lineage, nodes)
+    result = await run_enqueued(
         store, lineage, version, deployment, options=options, inline=inline, wait=wait, lease=lease, stop=stop,
         log=log, prober=prober,
     )  # fmt: skip
+    return dataclasses.replace(result, rollback=rollback, activates=activates)
 
 
 async def run_enqueued(

@@ -223,16 +223,17 @@ class JobsMixin(StoreBase):
     # -- deployments as jobs --------------------------------------------------------------------
 
     @retried
-    def enqueue_deployment(self, lineage: str, version: int, nodes: Sequence[str]) -> int:
+    def enqueue_deployment(self, lineage: str, version: int, nodes: Sequence[str], *, rollback: bool = False) -> int:
         """Record a deployment of ``version`` to ``nodes`` as running, with one deploy job per node
         in the node's zone, in one transaction; its id. Refused while another deployment of the
-        lineage still has jobs to do. It belongs to no process: it ends with its last job."""
+        lineage still has jobs to do. It belongs to no process: it ends with its last job.
+        ``rollback``: it is recorded as a rollback (to an earlier version)."""
         for node in nodes:
             _check_text("a node name", node, 64)
         with self._db.session(write=True) as s:
             self._no_open_jobs(s, lineage)
             now = utc_now()
-            row = self._start(s, lineage, version, nodes, started_at=now, rollback=False)
+            row = self._start(s, lineage, version, nodes, started_at=now, rollback=rollback)
             row.host, row.pid = None, None
             zones = {
                 str(n): z for n, z in s.execute(select(NodeRow.name, NodeRow.zone).where(NodeRow.name.in_(list(nodes))))

@@ -28,7 +28,7 @@ from certfleet.console.services.audit import Actor, Audit
 from certfleet.errors import CertfleetError, NotFoundError
 from certfleet.fleet.deploy import DeployOptions, NodeOutcome, ProgressEvent, Step
 from certfleet.fleet.rollout import Rollout, prepare_deploy, prepare_rollback
-from certfleet.jobs.deployments import DeployRoute, enqueue_deploy, route_deploy, run_enqueued
+from certfleet.jobs.deployments import DeployRoute, enqueue_deploy, enqueue_rollback, route_deploy, run_enqueued
 from certfleet.store import DeploymentProgress, DeploymentRecord, DeploymentState, Store
 
 __all__ = ["DeployJob", "JobKind", "JobState", "JobView", "Jobs", "start_job"]
@@ -282,21 +282,35 @@ class Jobs:
         rollout = prepare_deploy(store, lineage, nodes, options=DeployOptions(dry_run=True) if dry_run else None)
         return self._run(actor, rollout, JobKind.DRY_RUN if dry_run else JobKind.DEPLOY)
 
-    def _queued(self, actor: Actor, store: Store, route: DeployRoute) -> JobView:
-        """A deploy as jobs (:mod:`certfleet.jobs.deployments`): queued at once, so the answer
-        names its deployment; the nodes of no zone are deployed by a thread of this console, the
-        others by their zones' workers, and every console follows them in the store."""
-        deployment, version = enqueue_deploy(store, route.lineage, route.nodes)
-        active = store.lineage(route.lineage).active
+    def _queued(
+        self,
+        actor: Actor,
+        store: Store,
+        route: DeployRoute,
+        *,
+        rollback: bool = False,
+        to: int | None = None,
+        activates: bool = False,
+    ) -> JobView:
+        """A deploy (or rollback) as jobs (:mod:`certfleet.jobs.deployments`): queued at once, so
+        the answer names its deployment; the nodes of no zone are deployed by a thread of this
+        console, the others by their zones' workers, and every console follows them in the store."""
+        if rollback:
+            deployment, version = enqueue_rollback(store, route.lineage, route.nodes, to=to, activates=activates)
+        else:
+            deployment, version = enqueue_deploy(store, route.lineage, route.nodes)
+        found = [v for v in store.versions(route.lineage) if v.number == version]
         job = DeployJob(
             id=secrets.token_urlsafe(12),
             lineage=route.lineage,
             version=version,
-            fingerprint=(active.fingerprint or "") if active is not None else "",
+            fingerprint=(found[0].fingerprint or "") if found else "",
             actor=store.actor,
             account_id=actor.account_id,
             started_at=self._clock(),
             nodes={n.name: NodeProgress(n.name) for n in route.nodes},
+            kind=JobKind.ROLLBACK if rollback else JobKind.DEPLOY,
+            activates=activates,
             deployment_id=deployment,
         )
         job.recorded.set()
@@ -323,7 +337,11 @@ class Jobs:
     def rollback(self, actor: Actor, lineage: str, nodes: Sequence[str], *, to: int | None = None) -> JobView:
         """Deploy the version before the active one (or ``to``) to ``nodes``; with none named, to
         every node of the lineage, and that version becomes the active one."""
-        rollout = prepare_rollback(self._audit.store_for(actor), lineage, nodes, to=to)
+        store = self._audit.store_for(actor)
+        route = route_deploy(store, lineage, nodes)
+        if route.queued:  # PostgreSQL, nodes in zones: their zones' workers roll them back
+            return self._queued(actor, store, route, rollback=True, to=to, activates=not nodes)
+        rollout = prepare_rollback(store, lineage, nodes, to=to)
         return self._run(actor, rollout, JobKind.ROLLBACK)
 
     def _run(self, actor: Actor, rollout: Rollout, kind: JobKind) -> JobView:
