@@ -551,6 +551,7 @@ def _serving_problem(
 _UNSETTLED = frozenset({Outcome.INTERRUPTED, Outcome.FAILED, Outcome.ROLLED_BACK})
 
 
+
 def _proven(store: Store, lineage: str) -> dict[str, set[int]]:
     """By node: the versions a deploy proved there (deployed or verified, to the end)."""
     out: dict[str, set[int]] = {}
