@@ -37,6 +37,7 @@ __all__ = [
     "CheckReport",
     "EndpointReport",
     "check",
+    "judge",
     "run_async",
     "run_check",
 ]
@@ -359,6 +360,14 @@ async def check(
         elapsed=time.monotonic() - started,
         deadline_reached=deadline_reached,
     )
+
+
+def judge(
+    target: Endpoint, served: ProbeResult, *, trust: TrustStore, now: dt.datetime, expiring_days: int = EXPIRING_DAYS
+) -> EndpointReport:
+    """What a strict client makes of ``served``, a probe made elsewhere (a worker of the node's
+    zone recorded it), judged as :func:`check` judges its own."""
+    return _Evaluator(trust, now.astimezone(dt.UTC), expiring_days).evaluate(target, served)
 
 
 def run_check(targets: Sequence[Endpoint], **options: Any) -> CheckReport:

@@ -51,6 +51,7 @@ from certfleet.trust import TrustStore
 __all__ = ["Action", "LineageRun", "RenewReport", "RenewSettings", "renew"]
 
 NO_ARI_RECHECK = dt.timedelta(days=1)  # a CA without renewal information is asked again after this
+QUEUED_WAIT = 600.0  # seconds a deploy step waits for the workers of its nodes' zones
 AUDIT_RENEW = "renew"
 
 
@@ -355,6 +356,7 @@ class _Pass:
         issued: IssueResult | None = None,
     ) -> LineageRun:
         from certfleet.fleet.rollout import prepare_deploy
+        from certfleet.jobs.deployments import route_deploy, run_queued
 
         if self.dry_run:
             summary = f"would deploy version {version.number} to {', '.join(nodes)} (they lack it)"
@@ -363,21 +365,31 @@ class _Pass:
         if why is not None:
             error = f"version {version.number} is not deployed: it is not proven ({why})"
             return self._failed(name, plan, error, active=None, hint=f"`certfleet status {name}`", issued=issued)
+        waiting: tuple[str, ...] = ()
         try:
-            rollout = prepare_deploy(self.store, name, nodes, options=self.settings.deploy)
+            route = route_deploy(self.store, name, nodes)
+            if route.queued:  # PostgreSQL, nodes in zones: their zones' workers deploy them, bounded
+                queued = await run_queued(
+                    self.store, name, route.nodes, options=self.settings.deploy, wait=QUEUED_WAIT, prober=self.prober
+                )
+                result, waiting = queued.as_result(fingerprint=version.fingerprint or ""), queued.waiting
+            else:
+                rollout = prepare_deploy(self.store, name, nodes, options=self.settings.deploy)
         except EnvError as exc:  # a deploy of the lineage started by hand is running: the next pass goes on
             return LineageRun(name, plan, Action.SKIPPED, str(exc), version=version.number, issued=issued)
-        with rollout:
-            result = await rollout.run(prober=self.prober, clock=self.clock)
+        if not route.queued:
+            with rollout:
+                result = await rollout.run(prober=self.prober, clock=self.clock)
         self.conditions.extend(found.deploy_problems(name, result))
         for node in result.report.nodes:
             self.look((Event.DEPLOY_FAILED, name, node.node), (Event.DEPLOY_ROLLED_BACK, name, node.node))
         failed = tuple(n.node for n in result.report.nodes if not n.ok)
         proven = [n.node for n in result.report.nodes if n.ok]
         outcome = Outcome.PARTIAL if failed else Outcome.RENEWED if issued is not None else Outcome.DEPLOYED
+        unserved = f" (no worker of {', '.join(waiting)} in time)" if waiting else ""
         self.ledger.record(
             name, outcome, at=self.now, version=version.number,
-            error=f"not deployed to {', '.join(failed)}" if failed else None,
+            error=f"not deployed to {', '.join(failed)}{unserved}" if failed else None,
         )  # fmt: skip
         if failed:
             self.ledger.plan(name, self.now + retry_delay(1), plan.reason.value)
@@ -385,6 +397,8 @@ class _Pass:
         summary = f"{done}: deployed and proven on {len(proven)} of {len(result.report.nodes)} node(s)"
         if failed:
             summary += f"; not on {', '.join(failed)} (they keep what they had)"
+        if waiting:
+            summary += f"; no worker finished the jobs of {', '.join(waiting)} in time (they stay queued)"
         action = Action.ISSUED if issued is not None else Action.DEPLOYED
         return self._audit(
             LineageRun(name, plan, action, summary, version=version.number, issued=issued, deployed=result, owed=failed)

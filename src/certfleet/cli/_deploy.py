@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 
 from certfleet.cli._common import JsonOpt, LineageArg, app, console, console_err, emit, open_store
-from certfleet.errors import ExitCode, InputError
+from certfleet.errors import ExitCode
 
 if TYPE_CHECKING:
     from certfleet.fleet.deploy import DeployOptions, ProgressEvent
@@ -229,31 +229,26 @@ def deploy_cmd(
     that zone's workers (`certfleet worker --zone NAME`): this command queues their jobs, deploys
     the other nodes itself and follows the rest until done (see `certfleet jobs`).
     """
-    from certfleet.fleet.rollout import prepare_deploy, select_nodes
+    from certfleet.fleet.rollout import prepare_deploy
+    from certfleet.jobs.deployments import route_deploy
 
     options = _options(dry_run=dry_run, concurrency=concurrency, probe_wait=probe_wait, timeout=timeout)
     with open_store() as store:
         if not dry_run:
-            zones = store.node_zones()
-            chosen = select_nodes(store, lineage, node or ())
-            zoned = sorted({z for n in chosen if (z := zones.get(n.name))})
-            if store.url.startswith("sqlite"):
-                if queue:
-                    raise InputError(
-                        "--queue needs a store shared on PostgreSQL",
-                        hint="on a SQLite store every deploy runs in the process that asks for it",
-                    )
-                if zoned:
-                    console_err.print(
-                        f"note: zones ({', '.join(zoned)}) have no meaning on a SQLite store: "
-                        "every node is deployed from here",
-                        highlight=False,
-                        markup=False,
-                    )
-            elif queue or zoned:
+            route = route_deploy(store, lineage, node or (), queue=queue)
+            if route.ignored_zones:
+                console_err.print(
+                    f"note: zones ({', '.join(route.ignored_zones)}) have no meaning on a SQLite store: "
+                    "every node is deployed from here",
+                    highlight=False,
+                    markup=False,
+                )
+            if route.queued:
                 from certfleet.cli._queued import execute_queued
 
-                return execute_queued(store, lineage, chosen, options, inline=not queue, wait=wait, as_json=as_json)
+                return execute_queued(
+                    store, lineage, route.nodes, options, inline=not queue, wait=wait, as_json=as_json
+                )
         return _execute(prepare_deploy(store, lineage, node or (), options=options), as_json)
 
 
@@ -270,16 +265,30 @@ def rollback_cmd(
     concurrency: ConcurrencyOpt = 8,
     probe_wait: ProbeWaitOpt = 15.0,
     timeout: TimeoutOpt = 120.0,
+    wait: Annotated[
+        float, typer.Option("--wait", help="Seconds to follow the jobs of zoned nodes before giving up.", min=0)
+    ] = 600.0,
     as_json: JsonOpt = False,
 ) -> int:
     """Deploy the version before the active one again (its files are usually still on the nodes).
 
     Without --node it goes to every node and becomes the active version, so `certfleet deploy`
     does not install the withdrawn one again. With --node only those nodes go back, and the
-    active version stays: `certfleet deploy` installs it on them again when it is fixed.
+    active version stays: `certfleet deploy` installs it on them again when it is fixed. On a
+    PostgreSQL store, nodes in a zone are rolled back by that zone's workers, as for `deploy`.
     """
     from certfleet.fleet.rollout import prepare_rollback
+    from certfleet.jobs.deployments import route_deploy
 
     options = _options(dry_run=dry_run, concurrency=concurrency, probe_wait=probe_wait, timeout=timeout)
     with open_store() as store:
+        if not dry_run:
+            route = route_deploy(store, lineage, node or ())
+            if route.queued:
+                from certfleet.cli._queued import execute_queued
+
+                return execute_queued(
+                    store, lineage, route.nodes, options, inline=True, wait=wait, as_json=as_json,
+                    rollback=True, to=to, activates=not node,
+                )  # fmt: skip
         return _execute(prepare_rollback(store, lineage, node or (), to=to, options=options), as_json)

@@ -32,6 +32,9 @@ def execute_queued(
     inline: bool,
     wait: float,
     as_json: bool,
+    rollback: bool = False,
+    to: int | None = None,
+    activates: bool = False,
 ) -> int:
     from certfleet.jobs.deployments import run_queued
 
@@ -53,8 +56,9 @@ def execute_queued(
             loop.add_signal_handler(signum, asked, signum)
         try:
             return await run_queued(
-                store, lineage, nodes, options=options, inline=inline, wait=wait, stop=stop, log=log
-            )
+                store, lineage, nodes, options=options, inline=inline, wait=wait, stop=stop, log=log,
+                rollback=rollback, to=to, activates=activates,
+            )  # fmt: skip
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
@@ -75,7 +79,8 @@ def _render(result: QueuedDeploy) -> None:
 
     d = result.deployment
     jobs = {j.node: j for j in result.jobs}
-    what = "queued deploy of" if result.queued_only else "deploy of"
+    what = "rollback to" if result.rollback else "deploy of"
+    what = f"queued {what}" if result.queued_only else what
     console.print(
         f"[bold]{escape(result.lineage)}[/]: {what} version {result.version} as jobs"
         f" (deployment {d.id}, {d.state.value})",
@@ -99,11 +104,13 @@ def _render(result: QueuedDeploy) -> None:
     for r in d.results:
         if r.outcome.value in ("failed", "rolled-back") and r.output:
             console.print(f"[bold]{escape(r.node)}[/]: {escape(r.output.splitlines()[0])}", soft_wrap=True)
+    if result.activates:
+        console.print(f"version {result.version} is now the active version of {escape(result.lineage)}", soft_wrap=True)
     if result.queued_only:
         console.print("the jobs wait for workers: `certfleet jobs` follows them", highlight=False)
-    elif result.waiting:
+    elif result.error is not None:
         console_err.print(
-            f"[bold red]error:[/] no worker finished the jobs of {escape(', '.join(result.waiting))} in time",
+            f"[bold red]error:[/] {escape(result.error)}",
             soft_wrap=True,
         )
         console_err.print(

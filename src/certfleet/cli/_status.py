@@ -87,6 +87,11 @@ def _render_status(report: StatusReport) -> None:
                 serving += f" (v{n.served_version})"
             if n.report is not None and n.report.probe.ok and not n.report.ok:
                 serving += ", refused by a strict client"
+            if n.probed_by == "":
+                serving += ", its zone's worker has not probed it yet"
+            elif n.probed_by is not None and n.checked_at is not None:
+                age = int((report.checked_at - n.checked_at).total_seconds())
+                serving += f", probed by {n.probed_by} {_age(age)} ago"
             style = _HEALTH_STYLE[n.health.value]
             row = [n.node, escape(n.probe or "-"), escape(last), f"[{style}]{escape(serving)}[/]"]
             if with_live:
@@ -98,6 +103,15 @@ def _render_status(report: StatusReport) -> None:
         if problems:
             _render.print_problems(console, problems)
         console.print()
+
+
+def _age(seconds: int) -> str:
+    seconds = max(seconds, 0)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h" if seconds < 172800 else f"{seconds // 86400}d"
 
 
 def _live_cell(n: NodeStatus) -> str:

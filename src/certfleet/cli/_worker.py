@@ -31,6 +31,9 @@ def _log(as_json: bool) -> Callable[[JobEvent], None]:
         if event.event == "waiting":
             print(f"waiting   for the store: {event.detail}", file=sys.stderr, flush=True)
             return
+        if event.kind == "probe":
+            print(f"{event.event:<9} {event.node or '-'}: {event.outcome or '-'}  {event.detail}".rstrip(), flush=True)
+            return
         what = f"job {event.job} ({event.kind} {event.node or '-'}, deployment {event.deployment})"
         tail = f": {event.outcome}" if event.outcome else ""
         detail = f"  {event.detail}" if event.detail else ""
@@ -80,6 +83,14 @@ def worker_cmd(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds for each test and reload command.", min=1)
     ] = 120.0,
+    probe_every: Annotated[
+        float | None,
+        typer.Option(
+            "--probe-every",
+            help="Seconds between probes of the zone's nodes, recorded for `certfleet status` and the console.",
+            min=1,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> int:
     """Take the store's jobs (deploys of single nodes) of one zone and run them, until stopped.
@@ -87,7 +98,9 @@ def worker_cmd(
     A worker in a zone (`--zone dmz`) deploys the nodes of that zone (`certfleet node zone gw1 dmz`);
     one without takes the nodes of no zone. Each job is leased and kept by heartbeats: the job of a
     worker that died is taken over when its lease runs out. SIGTERM or Ctrl-C lets each node finish
-    or undo its step, gives the unfinished jobs back and ends.
+    or undo its step, gives the unfinished jobs back and ends. With --probe-every it also probes
+    its zone's nodes and records what they serve: `certfleet status` shows that for a node in a
+    zone instead of probing it from where it runs.
     """
     from certfleet.fleet.deploy import DeployOptions
     from certfleet.jobs.worker import Worker, WorkerOptions
@@ -106,6 +119,7 @@ def worker_cmd(
         batch=batch,
         once=once,
         deploy=DeployOptions(concurrency=batch, probe_wait=probe_wait, command_timeout=timeout),
+        probe_every=probe_every,
     )
     stopped_by: list[int] = []
     with open_store() as store:

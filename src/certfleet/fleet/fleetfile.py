@@ -12,6 +12,7 @@
     test = "nginx -t"
     reload = "nginx -s reload"
     probe = "127.0.0.1:443"
+    zone = "dmz"
 
     [[nodes.main.targets]]
     kind = "nginx"
@@ -20,7 +21,8 @@
 Each node and lineage in the file is set to what the file says. A field the file leaves out is
 left as the store has it (a new node or lineage takes the default), so an older file never
 clears what was added since; clearing takes the key, present and empty (``subject = ""``,
-``names = []``, ``test = ""``). Nodes and lineages the file does not name are left alone.
+``names = []``, ``test = ""``, ``zone = ""``). A node's ``zone`` says which workers deploy it on a
+PostgreSQL store (``docs/workers.md``). Nodes and lineages the file does not name are left alone.
 :func:`apply` returns what changes field by field, and with ``dry_run`` changes nothing.
 :func:`dumps` writes the store's fleet in the same form, so ``apply`` of what ``export-fleet``
 wrote changes nothing.
@@ -43,7 +45,7 @@ from certfleet.fleet.model import NodeSpec, TargetSpec
 from certfleet.fleet.nodes import add_to_lineage, check_target_location, make_node
 from certfleet.keys import parse_key_spec
 from certfleet.names import normalize_name
-from certfleet.store import DEFAULT_KEY_SPEC, LineageRecord, Store, check_name
+from certfleet.store import DEFAULT_KEY_SPEC, LineageRecord, Store, check_name, check_zone
 
 __all__ = [
     "FLEET_VERSION",
@@ -61,7 +63,7 @@ __all__ = [
 FLEET_VERSION = 1
 MAX_FLEET_BYTES = 1024 * 1024
 MAX_ENTRIES = 1000  # nodes, and lineages, in one file
-_NODE_KEYS = {"names", "targets", "transport", "test", "reload", "probe", "options"}
+_NODE_KEYS = {"names", "targets", "transport", "test", "reload", "probe", "options", "zone"}
 _TARGET_KEYS = {"kind", "path", "options"}
 _LINEAGE_KEYS = {"key", "subject", "names", "nodes"}
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -97,6 +99,8 @@ class Fleet:
     lineages: tuple[LineageSpec, ...] = ()
     # by node name, the fleet-file keys its table gives; a node not listed gives every field
     node_keys: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # by node name, its zone (None: in none) where the file gives one; a node not listed keeps its own
+    zones: Mapping[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +201,14 @@ _SOME_NAME = "placeholder.invalid"
 _SOME_TARGET = TargetSpec("pem", "/placeholder")
 
 
-def _node(name: str, value: Any) -> tuple[NodeSpec, frozenset[str]]:
+def _zone(table: Mapping[str, Any], where: str) -> str | None:
+    try:
+        return check_zone(_text(table, "zone", where) or None)
+    except InputError as exc:
+        raise _at(where, exc) from None
+
+
+def _node(name: str, value: Any) -> tuple[NodeSpec, frozenset[str], str | None]:
     where = _where("nodes", name)
     table = _table(value, where)
     _known(table, _NODE_KEYS, where)
@@ -223,7 +234,7 @@ def _node(name: str, value: Any) -> tuple[NodeSpec, frozenset[str]]:
         spec = dataclasses.replace(spec, names=())
     if "targets" not in given:
         spec = dataclasses.replace(spec, targets=())
-    return spec, given
+    return spec, given, _zone(table, where)
 
 
 def _lineage(name: str, value: Any) -> LineageSpec:
@@ -266,9 +277,10 @@ def loads(text: str) -> Fleet:
         raise LimitError(f"more than {MAX_ENTRIES} nodes or lineages in one fleet file")
     read = [_node(name, value) for name, value in nodes.items()]
     return Fleet(
-        nodes=tuple(spec for spec, _ in read),
+        nodes=tuple(spec for spec, _, _ in read),
         lineages=tuple(_lineage(name, value) for name, value in lineages.items()),
-        node_keys={spec.name: given for spec, given in read},
+        node_keys={spec.name: given for spec, given, _ in read},
+        zones={spec.name: zone for spec, given, zone in read if "zone" in given},
     )
 
 
@@ -325,9 +337,11 @@ def _lineage_fields(lin: LineageSpec) -> dict[str, Any]:
     return {"key": lin.key_spec, "subject": lin.subject, "names": list(lin.names or ()), "nodes": list(lin.nodes or ())}
 
 
-def _node_fields(node: NodeSpec) -> dict[str, Any]:
+def _node_fields(node: NodeSpec, zone: str | None) -> dict[str, Any]:
     out = node.to_dict()
     del out["name"]
+    if zone is not None:  # a node of no zone shows no zone field
+        out["zone"] = zone
     return out
 
 
@@ -336,6 +350,8 @@ def apply(store: Store, fleet: Fleet, *, dry_run: bool = False) -> ApplyResult:
     are); the rest is left alone. Every entry is checked before anything is written; with
     ``dry_run`` nothing is, and the result says what would change."""
     existing_nodes = {n.name: n for n in store.nodes()}
+    zones_before = store.node_zones()
+    zones = {n.name: fleet.zones.get(n.name, zones_before.get(n.name)) for n in fleet.nodes}
     known = set(existing_nodes) | {n.name for n in fleet.nodes}
     for lin in fleet.lineages:
         unknown = [n for n in lin.nodes or () if n not in known]
@@ -355,7 +371,11 @@ def apply(store: Store, fleet: Fleet, *, dry_run: bool = False) -> ApplyResult:
     changes: dict[str, tuple[Change, ...]] = {}
     for node in nodes:
         label, before = f"node {node.name}", existing_nodes.get(node.name)
-        diff = _changes(_node_fields(before) if before is not None else None, _node_fields(node))
+        old = _node_fields(before, zones_before.get(node.name)) if before is not None else None
+        new = _node_fields(node, zones[node.name])
+        if old is not None and "zone" in old and "zone" not in new:
+            new["zone"] = None  # the file took the node out of its zone
+        diff = _changes(old, new)
         (unchanged if not diff else created if before is None else updated).append(label)
         if diff:
             changes[label] = diff
@@ -367,8 +387,11 @@ def apply(store: Store, fleet: Fleet, *, dry_run: bool = False) -> ApplyResult:
             changes[label] = diff
     if not dry_run:
         for node in nodes:
-            if f"node {node.name}" in changes:
+            diff = changes.get(f"node {node.name}", ())
+            if any(c.field != "zone" for c in diff):
                 store.put_node(node)
+            if any(c.field == "zone" for c in diff):
+                store.set_node_zone(node.name, zones[node.name])
         for lin in lineages:
             if f"lineage {lin.name}" in changes:
                 store.put_lineage(
@@ -395,10 +418,11 @@ def _lineage_of(record: LineageRecord) -> LineageSpec:
 
 
 def export_fleet(store: Store) -> Fleet:
-    """The store's nodes and lineages, sorted by name."""
+    """The store's nodes (with their zones) and lineages, sorted by name."""
     return Fleet(
         nodes=tuple(store.nodes()),
         lineages=tuple(_lineage_of(r) for r in store.lineages()),
+        zones=store.node_zones(),
     )
 
 
@@ -465,6 +489,8 @@ def dumps(fleet: Fleet) -> str:
         lines.append(f"names = {_value(list(node.names))}")
         if node.transport != "local":
             lines.append(f"transport = {_value(node.transport)}")
+        if zone := fleet.zones.get(node.name):
+            lines.append(f"zone = {_value(zone)}")
         for key, cmd in (("test", node.test_cmd), ("reload", node.reload_cmd), ("probe", node.probe)):
             if cmd is not None:
                 lines.append(f"{key} = {_value(cmd)}")

@@ -109,6 +109,9 @@ class NodeStatus:
     live: LiveState | None = None  # read from the node when its last deployment did not end well
     live_versions: tuple[int | None, ...] = ()  # the lineage's version each target's live holds
     live_proven: bool | None = None  # False: live points at a version no deploy proved on this node
+    # a node in a zone (shared store): the worker of its zone whose recorded probe this is ("" when
+    # none probed it yet); None: probed from here
+    probed_by: str | None = None
 
     @property
     def served(self) -> CertInfo | None:
@@ -164,6 +167,7 @@ class NodeStatus:
             "served": served.to_dict() if served is not None else None,
             "check": self.report.to_dict() if self.report is not None else None,
             "checked_at": self.checked_at.isoformat() if self.checked_at else None,
+            "probed_by": self.probed_by,
             "last_deployment": None
             if self.last is None
             else {
@@ -374,15 +378,24 @@ async def status(
     ]
     checked: dict[str, Checked] = {}
     lives: dict[str, LiveState] = {}
+    by_worker: dict[str, str] = {}
     if probe:
         targets = probe_targets(n for n in unique.values() if _probe_readable(n))
         run = checker or _checker(trust, now, timeout, expiring_days)
         if reuse is not None:
             run = _reusing(reuse, run)
-        names = list(targets.endpoints)
+        # on a shared store a node in a zone is probed by its zone's worker, not from here
+        from certfleet.jobs.probes import zone_probed
+
+        zoned = zone_probed(store, targets.endpoints, trust=trust, now=now, expiring_days=expiring_days)
+        names = [n for n in targets.endpoints if n not in zoned]
         checking = run([targets.endpoints[n] for n in names]) if names else _no_checks()
         reports, lives = await asyncio.gather(checking, read_live(unsettled, timeout=max(timeout, 5.0) * 3))
         checked = dict(zip(names, reports, strict=True))
+        for name, (seen, at, by) in zoned.items():
+            if seen is not None and at is not None:
+                checked[name] = Checked(seen, at)
+            by_worker[name] = by
     out = [
         _lineage_status(
             store,
@@ -394,6 +407,7 @@ async def status(
             trust=trust,
             now=now,
             expiring_days=expiring_days,
+            by_worker=by_worker,
         )
         for record in records
     ]
@@ -424,7 +438,9 @@ def _lineage_status(
     trust: TrustStore,
     now: dt.datetime,
     expiring_days: int,
+    by_worker: Mapping[str, str] | None = None,
 ) -> LineageStatus:
+    by_worker = by_worker or {}
     versions = store.versions(record.name)
     by_fp = {v.fingerprint: v for v in versions if v.fingerprint}
     active = record.active
@@ -451,6 +467,7 @@ def _lineage_status(
                 last=last.get(node.name),
                 live=lives.get(node.name),
                 proven=proven,
+                probed_by=by_worker.get(node.name),
             )
             for node in nodes
         ),
@@ -467,6 +484,7 @@ def _node_status(
     last: tuple[DeploymentRecord, NodeResult] | None,
     live: LiveState | None,
     proven: Mapping[str, set[int]],
+    probed_by: str | None = None,
 ) -> NodeStatus:
     deployment, result = last if last is not None else (None, None)
     base = NodeStatus(
@@ -478,6 +496,7 @@ def _node_status(
         last_version=deployment.version if deployment is not None else None,
         last_deployment=deployment.id if deployment is not None else None,
         last_state=deployment.state if deployment is not None else None,
+        probed_by=probed_by,
     )
     if live is not None:
         live_versions: tuple[int | None, ...] = ()

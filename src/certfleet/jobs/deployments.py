@@ -2,27 +2,79 @@
 run by the process that asked (unless it only queues them), the others followed until the
 workers of their zones have done them.
 
-``certfleet deploy`` comes here on a PostgreSQL store when a chosen node has a zone, or with
-``--queue``; otherwise it deploys every node itself (:mod:`certfleet.fleet.rollout`), which is the
-same engine on the same nodes without the queue in between. On SQLite every deploy runs in the
-process that asked: one machine holds the store and its keys, and zones have no meaning there.
+:func:`route_deploy` decides, for every caller alike (``certfleet deploy``, the console's deploy,
+the autopilot's deploy step): on a PostgreSQL store a deploy goes through the queue when a chosen
+node has a zone, or when asked to (``--queue``); otherwise the caller deploys every node itself
+(:mod:`certfleet.fleet.rollout`), which is the same engine on the same nodes without the queue in
+between. On SQLite every deploy runs in the process that asked: one machine holds the store and
+its keys, and zones have no meaning there. :func:`run_queued` then queues, runs the nodes of no
+zone here and follows the rest; :meth:`QueuedDeploy.as_result` gives the outcome in the form of a
+deploy run here, the nodes no worker served counted as failed, naming their zone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from certfleet.errors import InputError
-from certfleet.fleet.deploy import DeployOptions, Prober
-from certfleet.fleet.model import NodeSpec
+from certfleet.fleet.deploy import DeployOptions, DeployReport, NodeOutcome, Prober, Step
+from certfleet.fleet.model import NodeSpec, Outcome
 from certfleet.jobs.worker import JobEvent, Worker, WorkerOptions
 from certfleet.store import DeploymentRecord, JobRecord, JobState, Store
 
-__all__ = ["QueuedDeploy", "enqueue_deploy", "follow", "run_queued"]
+if TYPE_CHECKING:
+    from certfleet.fleet.rollout import DeployResult
+
+__all__ = [
+    "DeployRoute",
+    "QueuedDeploy",
+    "enqueue_deploy",
+    "enqueue_rollback",
+    "follow",
+    "route_deploy",
+    "run_enqueued",
+    "run_queued",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class DeployRoute:
+    """Where a deploy of ``nodes`` runs: through the queue (``queued``), or all in the process
+    that asks. ``zones``: the zones of the nodes chosen (on SQLite they are noted and ignored)."""
+
+    lineage: str
+    nodes: tuple[NodeSpec, ...]
+    zones: tuple[str, ...]
+    queued: bool
+    shared: bool  # the store is on PostgreSQL
+
+    @property
+    def ignored_zones(self) -> tuple[str, ...]:
+        """Zones that have no meaning here (a SQLite store): every node is deployed by the caller."""
+        return () if self.shared else self.zones
+
+
+def route_deploy(store: Store, lineage: str, names: Sequence[str] = (), *, queue: bool = False) -> DeployRoute:
+    """Decide where a deploy of ``names`` (every node of the lineage when none) runs. ``queue``
+    asks for jobs whatever the zones; it needs a store shared on PostgreSQL."""
+    from certfleet.fleet.rollout import select_nodes
+
+    shared = not store.url.startswith("sqlite")
+    if queue and not shared:
+        raise InputError(
+            "--queue needs a store shared on PostgreSQL",
+            hint="on a SQLite store every deploy runs in the process that asks for it",
+        )
+    chosen = tuple(select_nodes(store, lineage, names))
+    zones_of = store.node_zones()
+    zones = tuple(sorted({z for n in chosen if (z := zones_of.get(n.name))}))
+    return DeployRoute(lineage, chosen, zones, queued=shared and (queue or bool(zones)), shared=shared)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +88,8 @@ class QueuedDeploy:
     jobs: tuple[JobRecord, ...]
     waiting: tuple[str, ...] = ()
     queued_only: bool = False  # --queue: the deploy only queued the jobs and did not wait
+    rollback: bool = False  # a rollback to an earlier version
+    activates: bool = False  # a rollback of every node: the version became the active one
 
     @property
     def done(self) -> bool:
@@ -44,6 +98,46 @@ class QueuedDeploy:
     @property
     def ok(self) -> bool:
         return self.done and self.deployment.ok
+
+    @property
+    def error(self) -> str | None:
+        """Why the deploy is not over: the zones no worker served in time (None when it is)."""
+        if self.queued_only or not self.waiting:
+            return None
+        return f"no worker finished the jobs of {', '.join(self.waiting)} in time"
+
+    def as_result(self, *, fingerprint: str = "", versions: dict[str, int] | None = None) -> DeployResult:
+        """The deploy as one run here reports it: each node's recorded outcome; a node whose job
+        no worker ended is ``failed``, its message naming the zone whose worker it waits for."""
+        from certfleet.fleet.rollout import DeployResult
+
+        jobs = {j.node: j for j in self.jobs}
+        nodes = []
+        for r in self.deployment.results:
+            job = jobs.get(r.node)
+            if job is not None and job.state in JobState.OPEN:
+                zone = job.zone or "(no zone)"
+                message = f"no worker of zone {zone} deployed it in time (its job {job.id} stays {job.state})"
+                nodes.append(NodeOutcome(r.node, Outcome.FAILED, message=message))
+                continue
+            message, _, output = r.output.partition("\n")
+            step = next((s for s in Step if s.value == r.failed_step), None)
+            took = (r.finished_at - r.started_at).total_seconds()
+            outcome = NodeOutcome(r.node, r.outcome, step=step, message=message, output=output, duration=took)
+            nodes.append(
+                dataclasses.replace(
+                    outcome, served=r.served_fingerprint, started_at=r.started_at, finished_at=r.finished_at
+                )
+            )
+        d = self.deployment
+        report = DeployReport(
+            fingerprint or d.fingerprint or "", f"v{self.version}", tuple(nodes), d.started_at,
+            d.finished_at or d.started_at,
+        )  # fmt: skip
+        return DeployResult(
+            self.lineage, self.version, report, recorded=d.id, deployment=d.id, versions=dict(versions or {}),
+            rollback=self.rollback, activates=self.activates,
+        )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +148,8 @@ class QueuedDeploy:
             "ok": self.ok,
             "done": self.done,
             "queued_only": self.queued_only,
+            "rollback": self.rollback,
+            "activates": self.activates,
             "waiting_zones": list(self.waiting),
             "nodes": [r.to_dict() for r in self.deployment.results],
             "jobs": [j.to_dict() for j in self.jobs],
@@ -74,6 +170,33 @@ def enqueue_deploy(store: Store, lineage: str, nodes: Sequence[NodeSpec]) -> tup
         store.mark_interrupted(lineage)
         deployment = store.enqueue_deployment(lineage, record.active.number, [n.name for n in nodes])
     return deployment, record.active.number
+
+
+def enqueue_rollback(
+    store: Store, lineage: str, nodes: Sequence[NodeSpec], *, to: int | None = None, activates: bool = False
+) -> tuple[int, int]:
+    """Record a rollback to the version before the active one (or ``to``) as jobs, as
+    :func:`enqueue_deploy` records a deploy: (its id, the version). With ``activates`` (every
+    node of the lineage) the version becomes the active one at once, as a rollback run here does."""
+    from certfleet.fleet.rollout import previous_version
+    from certfleet.store import AuditAction
+
+    version = previous_version(store, lineage, to)
+    with store.deploy_lock(lineage):
+        store.mark_interrupted(lineage)
+        before = store.lineage(lineage).active
+        deployment = store.enqueue_deployment(lineage, version.number, [n.name for n in nodes], rollback=True)
+        detail = {
+            "lineage": lineage,
+            "version": version.number,
+            "from": before.number if before is not None else None,
+            "nodes": [n.name for n in nodes],
+            "activates": activates,
+        }
+        store.audit(AuditAction.ROLLBACK, detail)
+        if activates:
+            store.activate(lineage, version.number, withdraw=True)
+    return deployment, version.number
 
 
 def _deployment(store: Store, lineage: str, deployment: int) -> DeploymentRecord:
@@ -128,10 +251,43 @@ async def run_queued(
     stop: asyncio.Event | None = None,
     log: Callable[[JobEvent], None] | None = None,
     prober: Prober | None = None,
+    rollback: bool = False,
+    to: int | None = None,
+    activates: bool = False,
 ) -> QueuedDeploy:
-    """Queue the deploy; with ``inline``, run the jobs of nodes in no zone here, then follow the
-    others for up to ``wait`` seconds. Without, return at once with the jobs queued."""
-    deployment, version = await asyncio.to_thread(enqueue_deploy, store, lineage, nodes)
+    """Queue the deploy (``rollback``: a rollback to the version before the active one, or ``to``;
+    ``activates`` it when every node goes back); with ``inline``, run the jobs of nodes in no zone
+    here, then follow the others for up to ``wait`` seconds. Without, return at once with the
+    jobs queued."""
+    if rollback:
+        deployment, version = await asyncio.to_thread(
+            functools.partial(enqueue_rollback, store, lineage, nodes, to=to, activates=activates)
+        )
+    else:
+        deployment, version = await asyncio.to_thread(enqueue_deploy, store, lineage, nodes)
+    result = await run_enqueued(
+        store, lineage, version, deployment, options=options, inline=inline, wait=wait, lease=lease, stop=stop,
+        log=log, prober=prober,
+    )  # fmt: skip
+    return dataclasses.replace(result, rollback=rollback, activates=activates)
+
+
+async def run_enqueued(
+    store: Store,
+    lineage: str,
+    version: int,
+    deployment: int,
+    *,
+    options: DeployOptions,
+    inline: bool = True,
+    wait: float = 600.0,
+    lease: float = 30.0,
+    stop: asyncio.Event | None = None,
+    log: Callable[[JobEvent], None] | None = None,
+    prober: Prober | None = None,
+) -> QueuedDeploy:
+    """:func:`run_queued` for a deployment queued already (:func:`enqueue_deploy`): a caller that
+    answers with the deployment's id before its nodes are done (the console) queues first."""
     if not inline:
         jobs = await asyncio.to_thread(store.jobs, deployment=deployment, limit=100_000)
         record = await asyncio.to_thread(_deployment, store, lineage, deployment)

@@ -30,6 +30,7 @@ import contextlib
 import functools
 import os
 import socket
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -60,10 +61,14 @@ class WorkerOptions:
     once: bool = False  # end when the queue has nothing for this worker
     deployment: int | None = None  # only the jobs of this deployment
     deploy: DeployOptions = field(default_factory=DeployOptions)
+    # seconds between probes of the zone's nodes, recorded for `status` (None: no probes)
+    probe_every: float | None = None
 
     def __post_init__(self) -> None:
         if self.lease <= 0 or self.poll <= 0 or self.batch < 1:
             raise ValueError("lease and poll must be positive, batch at least 1")
+        if self.probe_every is not None and self.probe_every <= 0:
+            raise ValueError("probe_every must be positive")
 
     @property
     def beat(self) -> float:
@@ -128,8 +133,12 @@ class Worker:
         """Take and run jobs; the number of jobs that ended (recorded or failed) here."""
         stop = stop or asyncio.Event()
         opts = self.options
+        next_probe = time.monotonic()
         try:
             while not stop.is_set():
+                if opts.probe_every is not None and time.monotonic() >= next_probe:
+                    await self._probe()
+                    next_probe = time.monotonic() + opts.probe_every
                 try:
                     taken = await asyncio.to_thread(
                         self.store.claim_jobs,
@@ -166,6 +175,23 @@ class Worker:
         finally:
             self._writer.shutdown(wait=True)
         return self.handled
+
+    async def _probe(self) -> None:
+        """Probe the nodes of this worker's zone and record what each served (``probed`` events)."""
+        from certfleet.jobs.probes import ZoneProbe
+
+        timeout = min(self.options.deploy.command_timeout, 10.0)
+        try:
+            seen = await ZoneProbe(self.store, self.options.zone, by=self.name, timeout=timeout).run()
+        except CertfleetError as exc:
+            if self._log is not None:
+                self._log(JobEvent("probe-failed", 0, "probe", None, None, self.name, detail=str(exc)))
+            return
+        if self._log is not None:
+            for node, served in seen.items():
+                outcome = "ok" if served.ok else "failed"
+                detail = served.problems[0].message if served.problems else served.target
+                self._log(JobEvent("probed", 0, "probe", node, None, self.name, outcome, detail))
 
     # -- one deployment's jobs ------------------------------------------------------------------
 
@@ -251,10 +277,15 @@ class Worker:
             await stop.wait()
             halt.set()
 
+        steps: dict[str, list[str]] = {}
+
         def on_progress(event: ProgressEvent) -> None:
-            if event.step is None and event.outcome is not None:
+            if event.step is not None:
+                steps.setdefault(event.node, []).append(event.step.value)
+                pending.append(asyncio.ensure_future(self._progress(mine[event.node], steps[event.node])))
+            elif event.outcome is not None:
                 ended.add(event.node)
-                pending.append(asyncio.ensure_future(self._node_done(mine[event.node], event.outcome, halt)))
+                pending.append(asyncio.ensure_future(self._node_done(mine[event.node], event.outcome, halt, steps)))
 
         tasks = [asyncio.create_task(beat()), asyncio.create_task(relay())]
         try:
@@ -273,7 +304,20 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _node_done(self, held: Lease, outcome: NodeOutcome, halt: asyncio.Event) -> None:
+    async def _progress(self, held: Lease, steps: Sequence[str], *, done: bool = False) -> None:
+        """The steps a node began, in the store for every console to follow (best effort: the
+        node's result, written with its job, is what counts)."""
+        deployment = held.job.deployment
+        if deployment is None or held.job.node is None:
+            return
+        node = held.job.node
+        with contextlib.suppress(CertfleetError):
+            record = functools.partial(self.store.record_progress, deployment, {node: list(steps)})
+            await self._write(functools.partial(record, done={node} if done else ()))
+
+    async def _node_done(
+        self, held: Lease, outcome: NodeOutcome, halt: asyncio.Event, steps: dict[str, list[str]] | None = None
+    ) -> None:
         if halt.is_set() and outcome.outcome in (Outcome.SKIPPED, Outcome.ROLLED_BACK):
             # stopped before its end: the job goes back, to be done again by whoever takes it
             if await self._write(self.store.release_job, held):
@@ -287,6 +331,7 @@ class Worker:
             return
         if recorded:
             self.handled += 1
+            await self._progress(held, (steps or {}).get(outcome.node, []), done=True)
             self._emit("recorded", held, outcome=outcome.outcome.value, detail=outcome.message)
         else:
             self._emit("lost", held, outcome=outcome.outcome.value, detail="another worker holds the job now")

@@ -7,7 +7,7 @@ SQLite (or PostgreSQL) through SQLAlchemy, schema by Alembic migrations shipped 
 from certfleet.store._base import DEFAULT_KEY_SPEC, check_name, public_key_id
 from certfleet.store._copy import CopyResult, copy_store
 from certfleet.store._engine import BUSY_ENV, HOME_ENV, URL_ENV, default_home
-from certfleet.store._jobs import DEPLOY, JobRecord, JobState, Lease, NodeLocks, check_zone
+from certfleet.store._jobs import DEPLOY, JobRecord, JobState, Lease, NodeLocks, RecordedProbe, check_zone
 from certfleet.store._locks import LOCK_FOLDER, AdvisoryLock, DeployLock, FileDeployLock, Flock
 from certfleet.store._models import Base
 from certfleet.store._progress import DeploymentProgress, NodeProgress
@@ -52,6 +52,7 @@ __all__ = [
     "NodeLocks",
     "NodeProgress",
     "NodeResult",
+    "RecordedProbe",
     "Store",
     "TrustAnchor",
     "VersionRecord",

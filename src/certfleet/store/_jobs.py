@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +39,10 @@ from certfleet.store._engine import DEPLOY_LOCK_CLASS, Database, retried
 from certfleet.store._models import DeploymentRow, JobRow, NodeResultRow, NodeRow
 from certfleet.store._records import DeploymentState, NodeResult
 
-__all__ = ["DEPLOY", "JobRecord", "JobState", "JobsMixin", "Lease", "NodeLocks"]
+__all__ = ["DEPLOY", "MAX_PROBE_BYTES", "JobRecord", "JobState", "JobsMixin", "Lease", "NodeLocks", "RecordedProbe"]
 
 DEPLOY = "deploy"
+MAX_PROBE_BYTES = 64 * 1024  # a recorded probe: a handful of certificates and problems
 NODE_LOCK_CLASS = DEPLOY_LOCK_CLASS + 1  # per node (its id), held while a worker deploys it
 
 
@@ -92,6 +94,16 @@ class JobRecord:
             "finished_at": iso(self.finished_at),
             "result": self.result,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedProbe:
+    """A node's last probe made by a worker of its zone: what it saw, when, and which worker."""
+
+    node: str
+    probed: Mapping[str, Any]
+    at: dt.datetime
+    by: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,19 +195,45 @@ class JobsMixin(StoreBase):
         with self._db.session(write=False) as s:
             return {str(n): z for n, z in s.execute(select(NodeRow.name, NodeRow.zone).order_by(NodeRow.name))}
 
+    @retried
+    def record_probe(self, node: str, probed: Mapping[str, Any], *, by: str, at: dt.datetime) -> None:
+        """What a worker of ``node``'s zone saw when it probed it (``probed``: a JSON object of at
+        most 64 KiB), written over the one before; the node itself is not changed (no version)."""
+        if len(json.dumps(probed)) > MAX_PROBE_BYTES:
+            raise InputError("a recorded probe is larger than 64 KiB")
+        with self._db.session(write=True) as s:
+            row = self._node_row(s, node)
+            row.probed, row.probed_at, row.probed_by = dict(probed), at, by[:255]
+
+    @retried
+    def recorded_probes(self) -> dict[str, RecordedProbe]:
+        """Every node's last probe made by a worker of its zone, by node name."""
+        with self._db.session(write=False) as s:
+            rows = s.execute(
+                select(NodeRow.name, NodeRow.probed, NodeRow.probed_at, NodeRow.probed_by).where(
+                    NodeRow.probed_at.is_not(None)
+                )
+            )
+            return {
+                str(name): RecordedProbe(str(name), dict(probed or {}), at, by or "")
+                for name, probed, at, by in rows
+                if at is not None
+            }
+
     # -- deployments as jobs --------------------------------------------------------------------
 
     @retried
-    def enqueue_deployment(self, lineage: str, version: int, nodes: Sequence[str]) -> int:
+    def enqueue_deployment(self, lineage: str, version: int, nodes: Sequence[str], *, rollback: bool = False) -> int:
         """Record a deployment of ``version`` to ``nodes`` as running, with one deploy job per node
         in the node's zone, in one transaction; its id. Refused while another deployment of the
-        lineage still has jobs to do. It belongs to no process: it ends with its last job."""
+        lineage still has jobs to do. It belongs to no process: it ends with its last job.
+        ``rollback``: it is recorded as a rollback (to an earlier version)."""
         for node in nodes:
             _check_text("a node name", node, 64)
         with self._db.session(write=True) as s:
             self._no_open_jobs(s, lineage)
             now = utc_now()
-            row = self._start(s, lineage, version, nodes, started_at=now, rollback=False)
+            row = self._start(s, lineage, version, nodes, started_at=now, rollback=rollback)
             row.host, row.pid = None, None
             zones = {
                 str(n): z for n, z in s.execute(select(NodeRow.name, NodeRow.zone).where(NodeRow.name.in_(list(nodes))))

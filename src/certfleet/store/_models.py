@@ -178,6 +178,11 @@ class NodeRow(Base):
     # the workers that may take its jobs (`certfleet worker --zone NAME`); None: any zoneless one
     # (added by migration 0008_jobs)
     zone: Mapped[str | None] = mapped_column(String(64))
+    # the last probe a worker of its zone made: what it served (a JSON object), when, by whom
+    # (added by migration 0010_zones)
+    probed: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    probed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    probed_by: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 

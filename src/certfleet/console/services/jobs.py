@@ -13,6 +13,7 @@ one, or only plans a deploy (a dry run: every node's steps checked, nothing chan
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import secrets
@@ -27,7 +28,8 @@ from certfleet.console.services.audit import Actor, Audit
 from certfleet.errors import CertfleetError, NotFoundError
 from certfleet.fleet.deploy import DeployOptions, NodeOutcome, ProgressEvent, Step
 from certfleet.fleet.rollout import Rollout, prepare_deploy, prepare_rollback
-from certfleet.store import DeploymentProgress, DeploymentRecord, DeploymentState
+from certfleet.jobs.deployments import DeployRoute, enqueue_deploy, enqueue_rollback, route_deploy, run_enqueued
+from certfleet.store import DeploymentProgress, DeploymentRecord, DeploymentState, Store
 
 __all__ = ["DeployJob", "JobKind", "JobState", "JobView", "Jobs", "start_job"]
 
@@ -35,6 +37,7 @@ log = logging.getLogger("certfleet.console")
 
 MAX_JOBS = 100  # the jobs this console keeps in memory (its threads, its dry runs)
 RECORDED_WAIT = 30.0  # seconds a request waits for a deploy to be recorded, to answer with its id
+QUEUED_WAIT = 600.0  # seconds a deploy as jobs is followed before its page names the zones not served
 _STEPS = [s.value for s in Step if s not in (Step.VERIFY, Step.ROLLBACK)]
 
 
@@ -169,6 +172,7 @@ class DeployJob:
     error: str = ""
     deployment_id: int | None = None
     finished_at: dt.datetime | None = None
+    waiting: str = ""  # a deploy as jobs: the zones no worker served in time
     recorded: threading.Event = field(default_factory=threading.Event, repr=False)  # the id is known, or never
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -271,46 +275,126 @@ class Jobs:
         in the name of ``actor``; refused at once when another deploy of the lineage runs. A dry run
         plans each node's steps and changes nothing."""
         store = self._audit.store_for(actor)
+        if not dry_run:
+            route = route_deploy(store, lineage, nodes)
+            if route.queued:  # PostgreSQL, nodes in zones: their zones' workers deploy them
+                return self._queued(actor, store, route)
         rollout = prepare_deploy(store, lineage, nodes, options=DeployOptions(dry_run=True) if dry_run else None)
         return self._run(actor, rollout, JobKind.DRY_RUN if dry_run else JobKind.DEPLOY)
+
+    def _queued(
+        self,
+        actor: Actor,
+        store: Store,
+        route: DeployRoute,
+        *,
+        rollback: bool = False,
+        to: int | None = None,
+        activates: bool = False,
+    ) -> JobView:
+        """A deploy (or rollback) as jobs (:mod:`certfleet.jobs.deployments`): queued at once, so
+        the answer names its deployment; the nodes of no zone are deployed by a thread of this
+        console, the others by their zones' workers, and every console follows them in the store."""
+        if rollback:
+            deployment, version = enqueue_rollback(store, route.lineage, route.nodes, to=to, activates=activates)
+        else:
+            deployment, version = enqueue_deploy(store, route.lineage, route.nodes)
+        found = [v for v in store.versions(route.lineage) if v.number == version]
+        job = DeployJob(
+            id=secrets.token_urlsafe(12),
+            lineage=route.lineage,
+            version=version,
+            fingerprint=(found[0].fingerprint or "") if found else "",
+            actor=store.actor,
+            account_id=actor.account_id,
+            started_at=self._clock(),
+            nodes={n.name: NodeProgress(n.name) for n in route.nodes},
+            kind=JobKind.ROLLBACK if rollback else JobKind.DEPLOY,
+            activates=activates,
+            deployment_id=deployment,
+        )
+        job.recorded.set()
+
+        def run() -> None:
+            try:
+                result = asyncio.run(
+                    run_enqueued(store, route.lineage, version, deployment, options=DeployOptions(), wait=QUEUED_WAIT)
+                )
+                job.waiting = result.error or ""
+                job.state = JobState.DONE
+            except CertfleetError as exc:
+                job.error, job.state = str(exc), JobState.ERROR
+            except Exception as exc:  # reported on the page; the console stays up
+                log.exception("deploy of %s failed", route.lineage)
+                job.error, job.state = f"{type(exc).__name__}: {exc}", JobState.ERROR
+            finally:
+                job.finished_at = self._clock()
+
+        threading.Thread(target=run, name=f"certfleet-deploy-{job.id}", daemon=True).start()
+        self._keep(job)
+        return self._view(job)
 
     def rollback(self, actor: Actor, lineage: str, nodes: Sequence[str], *, to: int | None = None) -> JobView:
         """Deploy the version before the active one (or ``to``) to ``nodes``; with none named, to
         every node of the lineage, and that version becomes the active one."""
-        rollout = prepare_rollback(self._audit.store_for(actor), lineage, nodes, to=to)
+        store = self._audit.store_for(actor)
+        route = route_deploy(store, lineage, nodes)
+        if route.queued:  # PostgreSQL, nodes in zones: their zones' workers roll them back
+            return self._queued(actor, store, route, rollback=True, to=to, activates=not nodes)
+        rollout = prepare_rollback(store, lineage, nodes, to=to)
         return self._run(actor, rollout, JobKind.ROLLBACK)
 
     def _run(self, actor: Actor, rollout: Rollout, kind: JobKind) -> JobView:
         job = start_job(
             rollout, kind=kind, job_id=secrets.token_urlsafe(12), account_id=actor.account_id, clock=self._clock
         )
-        with self._lock:
-            self._jobs[job.id] = job
-            finished = sorted((j for j in self._jobs.values() if j.done), key=lambda j: j.started_at)
-            for old in finished[: max(0, len(self._jobs) - MAX_JOBS)]:
-                del self._jobs[old.id]
+        self._keep(job)
         if kind is not JobKind.DRY_RUN:
             # answer with the deployment's id, which any console can follow; a store too busy to
             # record it in time leaves the random id, followed here
             job.recorded.wait(RECORDED_WAIT)
         return self._view(job)
 
+    def _keep(self, job: DeployJob) -> None:
+        with self._lock:
+            self._jobs[job.id] = job
+            finished = sorted((j for j in self._jobs.values() if j.done), key=lambda j: j.started_at)
+            for old in finished[: max(0, len(self._jobs) - MAX_JOBS)]:
+                del self._jobs[old.id]
+
     def _view(self, job: DeployJob) -> JobView:
         if job.deployment_id is None:
             return job.view()
         try:
-            return self.deployment(job.deployment_id, activates=job.activates, error=job.error)
+            return self.deployment(job.deployment_id, activates=job.activates, error=job.error, waiting=job.waiting)
         except CertfleetError:  # the store is failing: this thread's view still says something
             return job.view()
 
-    def deployment(self, deployment: int, *, activates: bool | None = None, error: str = "") -> JobView:
-        """A recorded deploy as it runs or ran, whichever process runs it."""
-        progress = self._audit.store.deployment_progress(deployment)
+    def deployment(
+        self, deployment: int, *, activates: bool | None = None, error: str = "", waiting: str = ""
+    ) -> JobView:
+        """A recorded deploy as it runs or ran, whichever process runs it. A deploy run as jobs
+        shows each node's zone and job; ``waiting`` (no worker served a zone in time) is its error
+        while the deployment is not over."""
+        store = self._audit.store
+        progress = store.deployment_progress(deployment)
         if activates is None:  # another process's rollback: to every node it made its version active
             record = progress.deployment
-            active = self._audit.store.lineage(record.lineage).active if record.rollback else None
+            active = store.lineage(record.lineage).active if record.rollback else None
             activates = active is not None and active.number == record.version and not progress.running
-        return JobView.of(progress, activates=activates, error=error)
+        if not error and progress.running:
+            error = waiting
+        view = JobView.of(progress, activates=activates, error=error)
+        jobs = {j.node: j for j in store.jobs(deployment=deployment, limit=100_000)}
+        if not jobs:
+            return view
+        nodes = []
+        for n in view.nodes:
+            job = jobs.get(str(n["node"]))
+            if job is not None:
+                n = {**n, "zone": job.zone, "job": {"id": job.id, "state": job.state, "worker": job.lease_owner}}
+            nodes.append(n)
+        return dataclasses.replace(view, nodes=tuple(nodes))
 
     def get(self, job_id: str) -> JobView:
         """A job by its id: a deployment's id (any console's, any process's), or the random id of
