@@ -264,7 +264,7 @@ def apply_cmd(
     """Create or update the nodes and lineages a fleet file declares, showing each field that changes.
 
     A field the file leaves out stays as the store has it; to clear one, give its key empty
-    (subject = "", names = [], test = "").
+    (subject = "", names = [], test = "", zone = "" for no zone).
     """
     from certfleet.fleet import fleetfile
 
