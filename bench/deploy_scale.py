@@ -12,14 +12,18 @@ each as a whole process (interpreter start and imports included) under GNU time:
 
 For each: wall time, CPU time (user + system, children included) and peak memory (RSS).
 
-Workers: ``--workers 1`` (the default) is one ``certfleet deploy`` process doing all the work.
-``--workers 2`` starts two ``certfleet worker`` processes beside a deploy queued for them, when
-this installation has that command (``certfleet worker --help`` exits 0); otherwise it says so
-and stops.
+``--backend sqlite|postgresql``: the store (default SQLite; PostgreSQL is a throw-away cluster, the
+tests' launcher). ``--workers N`` (N >= 1, PostgreSQL): the first deploy and the same again as
+jobs, ``certfleet deploy web --queue`` with N ``certfleet worker`` processes (``--batch``) started
+before it and stopped with SIGTERM after, measured as a whole (see :func:`run_queued`) and checked
+(:func:`check_deployment`, :func:`check_live`); then the plain deploy of a fresh version on the
+same store, for comparison.
 
     .venv/bin/python bench/deploy_scale.py                          # N = 1000, concurrency 8
     .venv/bin/python bench/deploy_scale.py --nodes 200 --concurrency 32
     .venv/bin/python bench/deploy_scale.py --profile /tmp/deploy.prof  # cProfile of the first deploy
+    .venv/bin/python bench/deploy_scale.py --backend postgresql
+    .venv/bin/python bench/deploy_scale.py --workers 2 --batch 16
 """
 
 from __future__ import annotations
