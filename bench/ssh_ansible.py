@@ -282,13 +282,13 @@ def main() -> None:
                     (work / "an").mkdir()
                     an = run_ansible(playbook_bin, work / "an", server, args.nodes, args.concurrency)
                     runs["ansible"].append(an)
-                shown = [
+                each = [
                     f"{t} {w:.2f} s (cpu {c:.2f} s, {m:.0f} MiB)"
                     for t, (w, c, m) in (("certfleet", cf), ("ansible", an))
                     if w
                 ]
                 print(
-                    f"run {r + 1}: {'; '.join(shown)}; load {'/'.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True
+                    f"run {r + 1}: {'; '.join(each)}; load {'/'.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True
                 )
     best = {tool: min(r) for tool, r in runs.items() if r}
     print()
