@@ -23,6 +23,13 @@ each, and the ratio of the best wall times.
     .venv/bin/python bench/ssh_ansible.py                        # 100 nodes, concurrency/forks 8
     .venv/bin/python bench/ssh_ansible.py --nodes 20 --repeat 1
     .venv/bin/python bench/ssh_ansible.py --ansible-venv /tmp/ansible-venv
+    .venv/bin/python bench/ssh_ansible.py --skip-ansible --repeat 1 --workers 2
+
+``--skip-ansible`` runs certfleet only. ``--workers N`` (N >= 1) puts each run's store on a
+throw-away PostgreSQL cluster and runs certfleet's deploy as jobs, ``certfleet deploy web
+--queue`` with N ``certfleet worker --batch B`` processes, measured as ``deploy_scale.py`` measures
+it (:func:`deploy_scale.run_queued`: wall to the last node's result, CPU and peak memory summed
+over the processes) and checked the same way (one result per node, every job done).
 """
 
 from __future__ import annotations
