@@ -23,11 +23,19 @@ each, and the ratio of the best wall times.
     .venv/bin/python bench/ssh_ansible.py                        # 100 nodes, concurrency/forks 8
     .venv/bin/python bench/ssh_ansible.py --nodes 20 --repeat 1
     .venv/bin/python bench/ssh_ansible.py --ansible-venv /tmp/ansible-venv
+    .venv/bin/python bench/ssh_ansible.py --skip-ansible --repeat 1 --workers 2
+
+``--skip-ansible`` runs certfleet only. ``--workers N`` (N >= 1) puts each run's store on a
+throw-away PostgreSQL cluster and runs certfleet's deploy as jobs, ``certfleet deploy web
+--queue`` with N ``certfleet worker --batch B`` processes, measured as ``deploy_scale.py`` measures
+it (:func:`deploy_scale.run_queued`: wall to the last node's result, CPU and peak memory summed
+over the processes) and checked the same way (one result per node, every job done).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
@@ -47,7 +55,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
-from deploy_scale import TIME, Cli, make_version  # noqa: E402
+from deploy_scale import TIME, URL_ENV, Cli, check_deployment, make_version, run_queued, start_postgres  # noqa: E402
 
 import support  # noqa: E402 (the tests' own launchers)
 from support.servers import SshServer  # noqa: E402
@@ -144,7 +152,12 @@ def live_leaf(folder: Path, name: str) -> bytes:
     return (folder / "live" / name).read_bytes()
 
 
-def run_certfleet(cli: Cli, work: Path, sshd: SshServer, nodes: int, concurrency: int) -> tuple[float, float, float]:
+def run_certfleet(
+    cli: Cli, work: Path, sshd: SshServer, nodes: int, concurrency: int, *, workers: int = 0, batch: int = 16
+) -> tuple[float, float, float]:
+    """``certfleet deploy web`` as one process or, with ``workers``, queued (``--queue``) and run
+    by that many ``certfleet worker`` processes (``deploy_scale.run_queued``: wall from the deploy's
+    start to the last node's result, CPU and peak memory summed over the processes)."""
     root = work / "certfleet-nodes"
     root.mkdir()
     for i in range(nodes):
@@ -153,11 +166,18 @@ def run_certfleet(cli: Cli, work: Path, sshd: SshServer, nodes: int, concurrency
     (work / "fleet.toml").write_text(fleet_file(nodes, root, sshd))
     cli.run("apply", str(work / "fleet.toml"))
     make_version(cli, work)
-    wall, cpu, rss, out = cli.timed("deploy", "web", "--json", "--concurrency", str(concurrency))
-    report = json.loads(out)
-    bad = [n for n in report["nodes"] if n["outcome"] != "ok"]
-    if bad:
-        raise SystemExit(f"certfleet: {len(bad)} node(s) not deployed: {bad[0]}")
+    if workers:
+        m = run_queued(cli, workers, ("--batch", str(batch), "--poll", "0.2"), nodes)
+        counts = check_deployment(cli.env[URL_ENV], m.deployment, nodes)
+        if counts.get("ok", 0) != nodes:
+            raise SystemExit(f"certfleet: not every node deployed: {counts}")
+        wall, cpu, rss = m.wall, m.cpu, m.rss
+    else:
+        wall, cpu, rss, out = cli.timed("deploy", "web", "--json", "--concurrency", str(concurrency))
+        report = json.loads(out)
+        bad = [n for n in report["nodes"] if n["outcome"] != "ok"]
+        if bad:
+            raise SystemExit(f"certfleet: {len(bad)} node(s) not deployed: {bad[0]}")
     leaf = (work / "leaf.pem").read_bytes()
     for i in range(nodes):
         assert live_leaf(root / f"n{i:03d}", "cert.pem") == leaf, f"certfleet: n{i:03d} has no new live files"
@@ -207,6 +227,18 @@ def run_ansible(playbook_bin: Path, work: Path, sshd: SshServer, nodes: int, for
     return wall, cpu, rss
 
 
+def fresh_database(url: str, run: int) -> str:
+    """A new database ``bench_run<run>`` beside the one ``url`` names: its URL."""
+    import psycopg
+
+    base, _ = url.rsplit("/", 1)
+    name = f"bench_run{run}"
+    host, port = url.split("@", 1)[1].split("/", 1)[0].split(":")
+    with psycopg.connect(host=host, port=int(port), user="postgres", dbname="postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"'.encode())
+    return f"{base}/{name}"
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the with blocks stop sshd
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -214,14 +246,24 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="certfleet --concurrency and Ansible forks")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", choices=["certfleet", "ansible"], help="run one tool only")
+    parser.add_argument("--skip-ansible", action="store_true", help="certfleet only (same as --only certfleet)")
+    parser.add_argument("--workers", type=int, default=0, help="N >= 1: certfleet's deploy queued, run by N workers")
+    parser.add_argument("--batch", type=int, default=16, help="certfleet worker --batch")
     parser.add_argument("--ansible-venv", type=Path, default=Path(tempfile.gettempdir()) / "certfleet-bench-ansible")
     args = parser.parse_args()
-    playbook_bin = ansible_venv(args.ansible_venv)
-    version = subprocess.run([str(playbook_bin), "--version"], capture_output=True, text=True, check=True)
-    print(version.stdout.splitlines()[0], flush=True)
+    if args.skip_ansible:
+        args.only = "certfleet"
+    if args.workers < 0:
+        parser.error("--workers N needs N >= 1")
+    playbook_bin = Path("ansible-playbook")
+    if args.only != "certfleet":
+        playbook_bin = ansible_venv(args.ansible_venv)
+        version = subprocess.run([str(playbook_bin), "--version"], capture_output=True, text=True, check=True)
+        print(version.stdout.splitlines()[0], flush=True)
     support.mark_running(True)
     runs: dict[str, list[tuple[float, float, float]]] = {"certfleet": [], "ansible": []}
-    with tempfile.TemporaryDirectory(prefix="certfleet-ssh-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="certfleet-ssh-") as tmp, contextlib.ExitStack() as stack:
+        pg_cluster_url = start_postgres(stack) if args.workers else ""
         sshd_dir = Path(tmp) / "sshd"
         server = SshServer(sshd_dir)
         # 100 nodes on one server: room for every connection and session both tools open at once
@@ -235,23 +277,30 @@ def main() -> None:
                 cli = Cli(work / "cf" / "home", work / "cf")
                 cli.env["HOME"] = str(work)  # no ~/.ssh: only the node's own options can work
                 cli.env.pop("SSH_AUTH_SOCK", None)
+                if args.workers:  # a fresh database of the cluster for each run's store
+                    cli.env[URL_ENV] = fresh_database(pg_cluster_url, r)
                 cf = an = (0.0, 0.0, 0.0)
                 if args.only != "ansible":
-                    cf = run_certfleet(cli, work / "cf", server, args.nodes, args.concurrency)
+                    cf = run_certfleet(
+                        cli, work / "cf", server, args.nodes, args.concurrency, workers=args.workers, batch=args.batch
+                    )
                     runs["certfleet"].append(cf)
                 if args.only != "certfleet":
                     (work / "an").mkdir()
                     an = run_ansible(playbook_bin, work / "an", server, args.nodes, args.concurrency)
                     runs["ansible"].append(an)
+                each = [
+                    f"{t} {w:.2f} s (cpu {c:.2f} s, {m:.0f} MiB)"
+                    for t, (w, c, m) in (("certfleet", cf), ("ansible", an))
+                    if w
+                ]
                 print(
-                    f"run {r + 1}: certfleet {cf[0]:.2f} s (cpu {cf[1]:.2f} s, {cf[2]:.0f} MiB);"
-                    f" ansible {an[0]:.2f} s (cpu {an[1]:.2f} s, {an[2]:.0f} MiB);"
-                    f" load {os.getloadavg()[0]:.1f}",
-                    flush=True,
+                    f"run {r + 1}: {'; '.join(each)}; load {'/'.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True
                 )
     best = {tool: min(r) for tool, r in runs.items() if r}
     print()
-    print(f"| tool, {args.nodes} SSH nodes, concurrency {args.concurrency} | best wall | CPU | peak memory | runs |")
+    how = f"{args.workers} worker(s), batch {args.batch}" if args.workers else f"concurrency {args.concurrency}"
+    print(f"| tool, {args.nodes} SSH nodes, {how} | best wall | CPU | peak memory | runs |")
     print("|---|---|---|---|---|")
     for tool, (wall, cpu, rss) in best.items():
         shown = ", ".join(f"{w:.2f}" for w, _, _ in runs[tool])
