@@ -163,3 +163,21 @@ async def test_a_node_locked_by_another_worker_is_not_deployed_and_its_job_goes_
         await Worker(store, WorkerOptions(once=True, lease=5)).run()
         assert served(tmp_path, "a", pki) == served(tmp_path, "b", pki)
         assert store.deployments("web")[0].state is DeploymentState.FINISHED
+
+
+async def test_a_queued_deploy_of_the_version_a_node_has_leaves_it_unchanged(fleet: Store) -> None:
+    """Once the deployment is recorded its placeholders are every node's latest result: whether a
+    node already had the version proven is said by its job, as it was when queued."""
+    from certfleet.jobs.deployments import enqueue_deploy
+
+    with fleet as store:
+        nodes = [store.node("a"), store.node("b")]
+        first, _ = enqueue_deploy(store, "web", nodes)
+        assert [j.payload["settled"] for j in store.jobs(deployment=first)] == [False, False]
+        assert await Worker(store, WorkerOptions(once=True, lease=5)).run() == 2
+        again, _ = enqueue_deploy(store, "web", nodes)
+        assert [j.payload["settled"] for j in store.jobs(deployment=again)] == [True, True]
+        assert await Worker(store, WorkerOptions(once=True, lease=5)).run() == 2
+        outcomes = {d.id: {r.node: r.outcome for r in d.results} for d in store.deployments("web")}
+        assert outcomes[first] == {"a": Outcome.OK, "b": Outcome.OK}
+        assert outcomes[again] == {"a": Outcome.UNCHANGED, "b": Outcome.UNCHANGED}

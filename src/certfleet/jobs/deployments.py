@@ -160,6 +160,8 @@ def enqueue_deploy(store: Store, lineage: str, nodes: Sequence[NodeSpec]) -> tup
     """Record a deployment of the lineage's active version to ``nodes`` as jobs: (its id, the
     version). Taken under the lineage's deploy lock, which is let go at once: the workers hold
     each node's lock instead."""
+    from certfleet.fleet.rollout import settled_nodes
+
     record = store.lineage(lineage)
     if record.active is None:
         raise InputError(
@@ -168,7 +170,8 @@ def enqueue_deploy(store: Store, lineage: str, nodes: Sequence[NodeSpec]) -> tup
         )
     with store.deploy_lock(lineage):
         store.mark_interrupted(lineage)
-        deployment = store.enqueue_deployment(lineage, record.active.number, [n.name for n in nodes])
+        settled = settled_nodes(store, lineage, record.active.number)
+        deployment = store.enqueue_deployment(lineage, record.active.number, [n.name for n in nodes], settled=settled)
     return deployment, record.active.number
 
 
@@ -178,14 +181,17 @@ def enqueue_rollback(
     """Record a rollback to the version before the active one (or ``to``) as jobs, as
     :func:`enqueue_deploy` records a deploy: (its id, the version). With ``activates`` (every
     node of the lineage) the version becomes the active one at once, as a rollback run here does."""
-    from certfleet.fleet.rollout import previous_version
+    from certfleet.fleet.rollout import previous_version, settled_nodes
     from certfleet.store import AuditAction
 
     version = previous_version(store, lineage, to)
     with store.deploy_lock(lineage):
         store.mark_interrupted(lineage)
         before = store.lineage(lineage).active
-        deployment = store.enqueue_deployment(lineage, version.number, [n.name for n in nodes], rollback=True)
+        settled = settled_nodes(store, lineage, version.number)
+        deployment = store.enqueue_deployment(
+            lineage, version.number, [n.name for n in nodes], rollback=True, settled=settled
+        )
         detail = {
             "lineage": lineage,
             "version": version.number,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import socket
 import time
@@ -44,6 +45,8 @@ from certfleet.fleet.rollout import node_result, settled_nodes
 from certfleet.store import DEPLOY, Lease, NodeResult, Store
 
 __all__ = ["JobEvent", "Worker", "WorkerOptions", "worker_name"]
+
+log = logging.getLogger("certfleet.worker")
 
 
 def worker_name(zone: str | None) -> str:
@@ -216,7 +219,10 @@ class Worker:
         version = int(first.payload.get("version", 0))
         try:
             material = await asyncio.to_thread(self.store.material, first.lineage, version)
-            settled = await asyncio.to_thread(settled_nodes, self.store, first.lineage, version)
+            if all("settled" in le.job.payload for le in leases):  # said when it was queued
+                settled = {str(le.job.node) for le in leases if le.job.payload["settled"]}
+            else:
+                settled = await asyncio.to_thread(settled_nodes, self.store, first.lineage, version)
         except CertfleetError as exc:
             for held in leases:
                 await self._fail(held, f"version {version} of {first.lineage} cannot be deployed: {exc}")
@@ -299,7 +305,10 @@ class Worker:
                 settled=settled,
             )
         finally:
-            await asyncio.gather(*pending, return_exceptions=True)
+            for failed in await asyncio.gather(*pending, return_exceptions=True):
+                if isinstance(failed, BaseException) and not isinstance(failed, asyncio.CancelledError):
+                    # the job stays open and is taken again after its lease: said, never silent
+                    log.error("a node's result could not be recorded: %s", failed)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

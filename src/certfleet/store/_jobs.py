@@ -22,7 +22,7 @@ import contextlib
 import datetime as dt
 import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -223,11 +223,21 @@ class JobsMixin(StoreBase):
     # -- deployments as jobs --------------------------------------------------------------------
 
     @retried
-    def enqueue_deployment(self, lineage: str, version: int, nodes: Sequence[str], *, rollback: bool = False) -> int:
+    def enqueue_deployment(
+        self,
+        lineage: str,
+        version: int,
+        nodes: Sequence[str],
+        *,
+        rollback: bool = False,
+        settled: Collection[str] = (),
+    ) -> int:
         """Record a deployment of ``version`` to ``nodes`` as running, with one deploy job per node
         in the node's zone, in one transaction; its id. Refused while another deployment of the
         lineage still has jobs to do. It belongs to no process: it ends with its last job.
-        ``rollback``: it is recorded as a rollback (to an earlier version)."""
+        ``rollback``: it is recorded as a rollback (to an earlier version). ``settled``: the nodes
+        whose latest result, before this deployment, was this version proven; their jobs say so,
+        since once the deployment is recorded its placeholders are every node's latest result."""
         for node in nodes:
             _check_text("a node name", node, 64)
         with self._db.session(write=True) as s:
@@ -246,7 +256,7 @@ class JobsMixin(StoreBase):
                         lineage=lineage,
                         node=node,
                         zone=zones.get(node),
-                        payload={"version": version},
+                        payload={"version": version, "settled": node in settled},
                         state=JobState.QUEUED,
                         attempts=0,
                         created_at=now,
