@@ -1,18 +1,20 @@
 """Forms make nothing twice and remove nothing without asking: a new token or deployment link
-waits for the one page after its form's redirect, and a removal goes through a question first."""
+waits for the one page after its form's redirect, and a removal goes through a question first. On
+SQLite and on PostgreSQL."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from support.console import ConsoleEnv, logged_in, make_env
+from support.postgres import Backend, backend, pg_url, postgres
+
+__all__ = ["backend", "pg_url", "postgres"]  # the fixtures, imported where they are used
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> ConsoleEnv:
-    return make_env(tmp_path / "home")
+def env(backend: Backend) -> ConsoleEnv:
+    return make_env(backend.home)
 
 
 def test_client_user_removal_asks_first(env: ConsoleEnv) -> None:

@@ -1,7 +1,7 @@
 """The console does the whole job without the command line: trust a private root, request with a
 chosen common name (no unit), see the request wait on the dashboard, import, deploy or only plan a
 deploy, roll back, export a version as a PFX or PEM files; and a reload never makes a second key or
-reads an upload twice."""
+reads an upload twice. On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -33,14 +33,17 @@ from support.console import (
     upload,
     wait_job,
 )
+from support.postgres import Backend, backend, pg_url, postgres
+
+__all__ = ["backend", "pg_url", "postgres"]  # the fixtures, imported where they are used
 
 PASSWORD = "pfx password 1"
 _PKCS8 = (serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> ConsoleEnv:
-    return make_env(tmp_path / "home", settings=ConsoleSettings(probe_timeout=2.0, fetch_aia=False))
+def env(backend: Backend) -> ConsoleEnv:
+    return make_env(backend.home, settings=ConsoleSettings(probe_timeout=2.0, fetch_aia=False))
 
 
 @pytest.fixture(scope="module")

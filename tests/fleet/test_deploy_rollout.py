@@ -1,6 +1,7 @@
 """Deploying a lineage from the store (``certfleet.fleet.rollout``) as a user meets it: one deploy
 of a lineage at a time, even across processes and after a SIGKILL; rollback of some nodes or of
-the whole lineage; a node reached over SSH with its own known_hosts and key."""
+the whole lineage; a node reached over SSH with its own known_hosts and key. The deploys that the
+store records (rollback, interrupted, history and status) run on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -20,14 +21,14 @@ import pytest
 from cryptography import x509
 
 from certfleet.certinfo import fingerprint
-from certfleet.fleet.rollout import LineageLock
 from certfleet.store import Store
 from certfleet.testing import pem
 from conftest import PKI
 from support.deploy import small_disk
+from support.postgres import Backend, backend, pg_url, postgres
 from support.servers import SshServer, empty_home, sshd
 
-__all__ = ["empty_home", "small_disk", "sshd"]
+__all__ = ["backend", "empty_home", "pg_url", "postgres", "small_disk", "sshd"]
 
 NAMES = {"a": ("a.example.test",), "b": ("b.example.test", "www.example.test")}
 
@@ -65,7 +66,7 @@ def live_leaf(tmp_path: Path, node: str) -> str:
 
 
 def test_rollback_of_some_nodes_keeps_the_active_version_and_of_all_makes_the_previous_one_active(
-    cli: Any, certfleet_home: Path, tmp_path: Path, pki: PKI
+    backend: Backend, cli: Any, tmp_path: Path, pki: PKI
 ) -> None:
     add_nodes(cli, tmp_path, pki)
     v1 = issue(cli, tmp_path, pki, "v1")
@@ -127,7 +128,7 @@ def wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float = 120.0) 
 
 
 def test_one_deploy_of_a_lineage_at_a_time_and_a_killed_one_leaves_no_lock(
-    cli: Any, cli_proc: Any, certfleet_home: Path, tmp_path: Path, pki: PKI
+    backend: Backend, cli: Any, cli_proc: Any, tmp_path: Path, pki: PKI
 ) -> None:
     started, release = tmp_path / "started", tmp_path / "release"
     # the config test holds the deploy until the test lets it go
@@ -166,7 +167,8 @@ def test_one_deploy_of_a_lineage_at_a_time_and_a_killed_one_leaves_no_lock(
         wait_for(started, killed)
         os.kill(killed.pid, signal.SIGKILL)
         killed.wait(timeout=30)
-        with LineageLock(certfleet_home, "web") as lock:  # the orphaned test command holds no lock
+        # the orphaned test command holds no lock (a flock on SQLite, an advisory lock on PostgreSQL)
+        with Store.open() as store, store.deploy_lock("web") as lock:
             assert lock.held
     finally:
         release.touch()
@@ -193,7 +195,7 @@ def test_one_deploy_of_a_lineage_at_a_time_and_a_killed_one_leaves_no_lock(
     assert (live_leaf(tmp_path, "a"), live_leaf(tmp_path, "b")) == (v2, v2)
 
 
-def test_a_deploy_is_dated_by_the_clock_it_is_given(cli: Any, certfleet_home: Path, tmp_path: Path, pki: PKI) -> None:
+def test_a_deploy_is_dated_by_the_clock_it_is_given(backend: Backend, cli: Any, tmp_path: Path, pki: PKI) -> None:
     from certfleet.fleet.rollout import prepare_deploy
 
     add_nodes(cli, tmp_path, pki)
@@ -218,14 +220,14 @@ def test_a_deploy_is_dated_by_the_clock_it_is_given(cli: Any, certfleet_home: Pa
 
 
 @pytest.mark.peer
-def test_the_console_refuses_a_deploy_while_one_runs(certfleet_home: Path, tmp_path: Path, cli: Any, pki: PKI) -> None:
+def test_the_console_refuses_a_deploy_while_one_runs(backend: Backend, tmp_path: Path, cli: Any, pki: PKI) -> None:
     from support.console import logged_in, make_env, wait_job
 
     add_nodes(cli, tmp_path, pki)
     issue(cli, tmp_path, pki, "v1")
-    env = make_env(certfleet_home)
+    env = make_env(backend.home)
     csrf = logged_in(env)
-    with LineageLock(certfleet_home, "web"):
+    with env.store.deploy_lock("web"):
         refused = env.client.post("/api/v1/lineages/web/deploy", json={}, headers={"x-csrf-token": csrf})
         assert refused.status_code == 503, refused.text
         assert refused.json()["error"] == f"a deploy of lineage web is already running (pid {os.getpid()})"
@@ -274,7 +276,7 @@ def test_a_node_added_with_its_ssh_files_deploys_through_sshd(
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_and_sigterm_undo_the_step_print_the_report_and_record_it(  # noqa: PLR0917 (parametrized)
-    cli: Any, certfleet_home: Path, tmp_path: Path, pki: PKI, signum: int, code: int
+    backend: Backend, cli: Any, tmp_path: Path, pki: PKI, signum: int, code: int
 ) -> None:
     started, release = tmp_path / "started", tmp_path / "release"
     hold = f"touch {shlex.quote(str(started))}; while [ ! -e {shlex.quote(str(release))} ]; do sleep 0.05; done"

@@ -81,7 +81,9 @@ class ConsoleEnv:
 def make_env(
     home: Path, *, settings: ConsoleSettings | None = None, tls: Callable[[Store], TLSContexts] | None = None
 ) -> ConsoleEnv:
-    """An app over a fresh store; ``tls`` makes the console's own TLS contexts over that store."""
+    """An app over a fresh store in ``home``, on the database ``CERTFLEET_DATABASE_URL`` names
+    (SQLite in ``home`` when unset: the ``backend`` fixture of support.postgres sets it); ``tls``
+    makes the console's own TLS contexts over that store."""
     store = Store.init(home)
     clock = Clock()
     contexts = tls(store) if tls is not None else None
