@@ -68,7 +68,7 @@ def route_deploy(store: Store, lineage: str, names: Sequence[str] = (), *, queue
     shared = not store.url.startswith("sqlite")
     if queue and not shared:
         raise InputError(
-            "--queue needs a store shared on PostgreSQL",
+            "a queued deploy needs a store shared on PostgreSQL",
             hint="on a SQLite store every deploy runs in the process that asks for it",
         )
     chosen = tuple(select_nodes(store, lineage, names))
