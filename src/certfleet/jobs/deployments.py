@@ -206,10 +206,11 @@ def enqueue_rollback(
 
 
 def _deployment(store: Store, lineage: str, deployment: int) -> DeploymentRecord:
-    for d in store.deployments(lineage, limit=200):
-        if d.id == deployment:
-            return d
-    raise InputError(f"no deployment {deployment} of lineage {lineage}")
+    """That one deployment (two queries), not the lineage's recent history with every result."""
+    record = store.deployment_progress(deployment).deployment
+    if record.lineage != lineage:
+        raise InputError(f"no deployment {deployment} of lineage {lineage}")
+    return record
 
 
 def _waiting(jobs: Sequence[JobRecord]) -> tuple[str, ...]:
