@@ -131,6 +131,8 @@ class Worker:
         # results waiting for the writer (not empty: a write of them is waiting in its queue)
         self._results: list[tuple[Lease, NodeResult, asyncio.Future[bool]]] = []
         self._mutex = threading.Lock()
+        # steps begun, by deployment and node, not yet written (not empty: a write is waiting)
+        self._steps: dict[int, dict[str, tuple[list[str], bool]]] = {}
 
     def _emit(self, event: str, held: Lease, *, outcome: str | None = None, detail: str = "") -> None:
         if self._log is not None:
@@ -370,9 +372,20 @@ class Worker:
         if deployment is None or held.job.node is None:
             return
         node = held.job.node
-        with contextlib.suppress(CertfleetError):
-            record = functools.partial(self.store.record_progress, deployment, {node: list(steps)})
-            await self._write(functools.partial(record, done={node} if done else ()))
+        with self._mutex:  # the steps begun while a write runs go together in the next one
+            waiting = bool(self._steps)
+            nodes = self._steps.setdefault(deployment, {})
+            nodes[node] = (list(steps), done or nodes.get(node, ((), False))[1])
+        if not waiting:
+            await self._write(self._write_progress)
+
+    def _write_progress(self) -> None:
+        with self._mutex:
+            pending, self._steps = self._steps, {}
+        for deployment, nodes in pending.items():
+            done = {n for n, (_, ended) in nodes.items() if ended}
+            with contextlib.suppress(CertfleetError):
+                self.store.record_progress(deployment, {n: s for n, (s, _) in nodes.items()}, done=done)
 
     async def _node_done(
         self, held: Lease, outcome: NodeOutcome, halt: asyncio.Event, steps: dict[str, list[str]] | None = None
