@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 from jobs_fleet import issue, make_fleet, ok, served
+from sqlalchemy import select
 
 from certfleet.clock import utc_now
 from certfleet.errors import EnvError, InputError
 from certfleet.fleet.model import Outcome
 from certfleet.jobs.worker import JobEvent, Worker, WorkerOptions
 from certfleet.store import DeploymentState, JobState, NodeResult, Store
-from certfleet.store._models import JobRow
+from certfleet.store._models import JobRow, NodeResultRow
 from conftest import PKI
 from support.postgres import BACKENDS, Backend, backend, pg_url, postgres
 
@@ -89,6 +90,53 @@ def test_a_lapsed_lease_is_taken_over_and_the_old_holder_is_fenced_off(fleet: St
         [record] = store.deployments("web")
         assert [(r.node, r.outcome) for r in record.results] == [("a", Outcome.OK)]
         assert record.state is DeploymentState.FINISHED
+
+
+def test_results_written_together_keep_each_jobs_fence_and_each_nodes_placeholder(fleet: Store) -> None:
+    with fleet as store:
+        dep = store.enqueue_deployment("web", 1, ["a", "b", "gw", "db"])
+        [old_a] = store.claim_jobs("w1", zone=None, lease=0.3, limit=1)
+        [b] = store.claim_jobs("w1", zone=None, lease=30, limit=1)
+        [gw] = store.claim_jobs("w1", zone="dmz", lease=30)
+        [db] = store.claim_jobs("w1", zone="lan", lease=30)
+        time.sleep(0.5)
+        [new_a] = store.claim_jobs("w2", zone=None, lease=30)  # w1 lost a's lease
+        assert new_a.job.id == old_a.job.id
+        with store._db.session(write=True) as s:  # b's result is in already (its job is not ended)
+            row = s.scalar(
+                select(NodeResultRow).where(NodeResultRow.deployment_id == dep, NodeResultRow.node_name == "b")
+            )
+            assert row is not None and row.outcome is Outcome.INTERRUPTED
+            row.outcome, row.output = Outcome.OK, "earlier"
+        batch = [
+            (old_a, _result("a", Outcome.FAILED)),
+            (b, _result("b", Outcome.FAILED)),
+            (gw, _result("gw")),
+            (db, _result("db", Outcome.ROLLED_BACK)),
+        ]
+        assert store.finish_nodes(batch) == {gw.job.id, db.job.id}
+        [record] = store.deployments("web")
+        assert record.state is DeploymentState.RUNNING  # a is still w2's
+        outcomes = {r.node: (r.outcome, r.output) for r in record.results}
+        assert outcomes == {
+            "a": (Outcome.INTERRUPTED, outcomes["a"][1]),
+            "b": (Outcome.OK, "earlier"),
+            "gw": (Outcome.OK, "done"),
+            "db": (Outcome.ROLLED_BACK, "done"),
+        }
+        states = {j.node: (j.state, j.lease_owner) for j in store.jobs(deployment=dep)}
+        assert states == {"a": ("running", "w2"), "b": ("failed", "w1"), "gw": ("done", "w1"), "db": ("failed", "w1")}
+        # the last job, with an ended one again: only a is written, and the deployment ends with it
+        assert store.finish_nodes([(gw, _result("gw", Outcome.FAILED)), (new_a, _result("a"))]) == {new_a.job.id}
+        [record] = store.deployments("web")
+        assert record.state is DeploymentState.FINISHED
+        assert {r.node: r.outcome for r in record.results} == {
+            "a": Outcome.OK,
+            "b": Outcome.OK,
+            "gw": Outcome.OK,
+            "db": Outcome.ROLLED_BACK,
+        }
+        assert store.finish_nodes([]) == set()
 
 
 def test_zones_are_set_from_the_cli(fleet: Store, cli: Any) -> None:

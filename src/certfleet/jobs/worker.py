@@ -14,7 +14,8 @@ node's lock (:class:`certfleet.store.NodeLocks`, a PostgreSQL advisory lock the 
 a dead worker's connection): no node is ever deployed by two workers at once, even when a
 stalled worker's lease ran out. A node whose lock is held elsewhere goes back to the queue, put off for a lease.
 
-Each node's result and the end of its job are one transaction (``Store.finish_node``): a worker
+Each node's result and the end of its job are one transaction (``Store.finish_nodes``: the results
+of the nodes that ended while the last write ran go together, each job fenced by its own token): a worker
 killed at any point leaves the node either recorded and done, or queued/running with the
 deployment's ``interrupted`` placeholder, which the next worker takes after the lease and deploys
 again; the engine finishes a half-done node (``certfleet.fleet.deploy``: deploying again is safe).
@@ -31,6 +32,7 @@ import functools
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from certfleet.clock import utc_now
-from certfleet.errors import CertfleetError, StoreError
+from certfleet.errors import CertfleetError, NotFoundError, StoreError
 from certfleet.fleet.deploy import DeployOptions, NodeOutcome, Prober, ProgressEvent, deploy
 from certfleet.fleet.model import NodeSpec, Outcome
 from certfleet.fleet.rollout import node_result, settled_nodes
@@ -126,6 +128,11 @@ class Worker:
         self.handled = 0
         # one writer thread: results go to the store in the order nodes end, off the event loop
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="certfleet-jobs")
+        # results waiting for the writer (not empty: a write of them is waiting in its queue)
+        self._results: list[tuple[Lease, NodeResult, asyncio.Future[bool]]] = []
+        self._mutex = threading.Lock()
+        # steps begun, by deployment and node, not yet written (not empty: a write is waiting)
+        self._steps: dict[int, dict[str, tuple[list[str], bool]]] = {}
 
     def _emit(self, event: str, held: Lease, *, outcome: str | None = None, detail: str = "") -> None:
         if self._log is not None:
@@ -201,10 +208,47 @@ class Worker:
     async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
 
+    async def _finish(self, held: Lease, result: NodeResult) -> bool:
+        """Write a job's result (:meth:`Store.finish_nodes`): True when it was written. The results
+        that end while a write runs go together in the next one, one transaction for them all."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        with self._mutex:
+            waiting = bool(self._results)  # that write takes this result too
+            self._results.append((held, result, done))
+        if not waiting:
+            await self._write(self._write_results)
+        return await done
+
+    def _write_results(self) -> None:
+        """In the writer thread: every result waiting, in one transaction. When it fails, each is
+        tried alone, so one result the store refuses does not hold up the others."""
+        with self._mutex:
+            batch, self._results = self._results, []
+        if not batch:
+            return
+        try:
+            written = self.store.finish_nodes([(held, result) for held, result, _ in batch])
+        except CertfleetError as exc:
+            if len(batch) == 1:
+                _settle(batch[0][2], exc)
+                return
+            for held, result, done in batch:
+                try:
+                    _settle(done, held.job.id in self.store.finish_nodes([(held, result)]))
+                except CertfleetError as one:
+                    _settle(done, one)
+            return
+        except BaseException as exc:  # each waiting node says it (the job is taken again after its lease)
+            for *_, done in batch:
+                _settle(done, exc)
+            return
+        for held, _, done in batch:
+            _settle(done, held.job.id in written)
+
     async def _fail(self, held: Lease, message: str, outcome: Outcome = Outcome.FAILED) -> None:
         now = utc_now()
         result = NodeResult(node=held.job.node or "", outcome=outcome, started_at=now, finished_at=now, output=message)
-        if await self._write(self.store.finish_node, held, result):
+        if await self._finish(held, result):
             self.handled += 1
             self._emit("failed", held, outcome=outcome.value, detail=message)
 
@@ -229,12 +273,20 @@ class Worker:
             return
         specs: dict[str, NodeSpec] = {}
         mine: dict[str, Lease] = {}
+        try:  # the batch's nodes in one read
+            known = await asyncio.to_thread(self.store.node_specs, [str(le.job.node) for le in leases])
+        except CertfleetError as exc:
+            for held in leases:
+                await self._fail(held, f"node {held.job.node} cannot be deployed: {exc}")
+            return
         locks = self.store.node_locks()
         try:
             for held in leases:
                 node = str(held.job.node)
                 try:
-                    spec = await asyncio.to_thread(self.store.node, node)
+                    if node not in known:
+                        raise NotFoundError(f"no node named {node[:80]!r}")
+                    spec = known[node]
                     got = await asyncio.to_thread(locks.acquire, node)
                 except CertfleetError as exc:
                     await self._fail(held, f"node {node} cannot be deployed: {exc}")
@@ -320,9 +372,20 @@ class Worker:
         if deployment is None or held.job.node is None:
             return
         node = held.job.node
-        with contextlib.suppress(CertfleetError):
-            record = functools.partial(self.store.record_progress, deployment, {node: list(steps)})
-            await self._write(functools.partial(record, done={node} if done else ()))
+        with self._mutex:  # the steps begun while a write runs go together in the next one
+            waiting = bool(self._steps)
+            nodes = self._steps.setdefault(deployment, {})
+            nodes[node] = (list(steps), done or nodes.get(node, ((), False))[1])
+        if not waiting:
+            await self._write(self._write_progress)
+
+    def _write_progress(self) -> None:
+        with self._mutex:
+            pending, self._steps = self._steps, {}
+        for deployment, nodes in pending.items():
+            done = {n for n, (_, ended) in nodes.items() if ended}
+            with contextlib.suppress(CertfleetError):
+                self.store.record_progress(deployment, {n: s for n, (s, _) in nodes.items()}, done=done)
 
     async def _node_done(
         self, held: Lease, outcome: NodeOutcome, halt: asyncio.Event, steps: dict[str, list[str]] | None = None
@@ -333,7 +396,7 @@ class Worker:
                 self._emit("released", held, outcome=outcome.outcome.value, detail="stopped")
             return
         try:
-            recorded = await self._write(self.store.finish_node, held, node_result(outcome))
+            recorded = await self._finish(held, node_result(outcome))
         except CertfleetError as exc:
             # the lease runs out and another worker does the node again: nothing is lost
             self._emit("lost", held, detail=f"its result could not be written: {exc}")
@@ -344,3 +407,17 @@ class Worker:
             self._emit("recorded", held, outcome=outcome.outcome.value, detail=outcome.message)
         else:
             self._emit("lost", held, outcome=outcome.outcome.value, detail="another worker holds the job now")
+
+
+def _settle(done: asyncio.Future[bool], value: bool | BaseException) -> None:
+    """From the writer thread: ``done`` gets its value (or exception) in its event loop."""
+
+    def settle() -> None:
+        if done.done():
+            return
+        if isinstance(value, BaseException):
+            done.set_exception(value)
+        else:
+            done.set_result(value)
+
+    done.get_loop().call_soon_threadsafe(settle)
