@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from certfleet.acme.lookup import DnsSettings, wait_for_txt
@@ -28,6 +30,7 @@ __all__ = [
     "SolverContext",
     "Task",
     "make_solver",
+    "read_secret_settings",
     "solver_key",
 ]
 
@@ -193,3 +196,27 @@ async def gather_cleanups(pairs: Sequence[tuple[Solver, Sequence[Task]]]) -> lis
     """Every solver's cleanup, at once; what each could not remove."""
     results = await asyncio.gather(*(solver.cleanup(tasks) for solver, tasks in pairs))
     return [line for lines in results for line in lines]
+
+
+def read_secret_settings(path: str, what: str) -> dict[str, str]:
+    """The ``KEY = VALUE`` lines of the credentials file ``path`` (keys lower-cased; ``#``, ``;``
+    and ``[section]`` lines skipped), refused when others may read the file. ``what`` names the
+    credentials in errors ("the RFC 2136 credentials")."""
+    file = Path(path).expanduser()
+    try:
+        info = file.stat()
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InputError(f"{what} {path} are readable by others", hint=f"chmod 600 {path}")
+    values: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";", "[")):
+            continue
+        key, eq, value = line.partition("=")
+        if not eq:
+            raise InputError(f"{path}: {line[:60]!r} is not KEY = VALUE")
+        values[key.strip().lower()] = value.strip().strip('"')
+    return values

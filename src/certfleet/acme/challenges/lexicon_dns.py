@@ -10,12 +10,10 @@ from ``LEXICON_<PROVIDER>_<OPTION>`` environment variables.
 from __future__ import annotations
 
 import asyncio
-import stat
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from certfleet.acme.challenges._base import Check, DnsSolver
+from certfleet.acme.challenges._base import Check, DnsSolver, read_secret_settings
 from certfleet.acme.lookup import zone_of
 from certfleet.errors import InputError, OperationFailed
 
@@ -37,23 +35,7 @@ class LexiconSolver(DnsSolver):
         _, file = self._parts()
         if file is None:
             return {}
-        path = Path(file).expanduser()
-        try:
-            info = path.stat()
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"cannot read the lexicon credentials {file}: {exc.strerror}") from exc
-        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise InputError(f"the lexicon credentials {file} are readable by others", hint=f"chmod 600 {file}")
-        options: dict[str, str] = {}
-        for raw in text.splitlines():
-            line = raw.strip()
-            if line and not line.startswith(("#", ";", "[")):
-                key, eq, value = line.partition("=")
-                if not eq:
-                    raise InputError(f"{file}: {line[:60]!r} is not KEY = VALUE")
-                options[key.strip().lower()] = value.strip().strip('"')
-        return options
+        return read_secret_settings(file, "the lexicon credentials")
 
     def validate(self, names: Sequence[str]) -> None:
         self._options()

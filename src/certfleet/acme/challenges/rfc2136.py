@@ -16,10 +16,8 @@ The keys may also be written without the ``dns_rfc2136_`` prefix.
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import dns.asyncquery
 import dns.exception
@@ -31,7 +29,7 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 
-from certfleet.acme.challenges._base import Check, DnsSolver
+from certfleet.acme.challenges._base import Check, DnsSolver, read_secret_settings
 from certfleet.errors import InputError, OperationFailed
 
 __all__ = ["Rfc2136Solver", "TsigCredentials", "read_credentials"]
@@ -63,23 +61,9 @@ class TsigCredentials:
 
 def read_credentials(path: str) -> TsigCredentials:
     """The TSIG credentials in ``path`` (refused when others may read the file)."""
-    file = Path(path).expanduser()
-    try:
-        info = file.stat()
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read the RFC 2136 credentials {path}: {exc.strerror}") from exc
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise InputError(f"the RFC 2136 credentials {path} are readable by others", hint=f"chmod 600 {path}")
-    values: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";", "[")):
-            continue
-        key, eq, value = line.partition("=")
-        if not eq:
-            raise InputError(f"{path}: {line[:60]!r} is not KEY = VALUE")
-        values[key.strip().lower().removeprefix("dns_rfc2136_")] = value.strip().strip('"')
+    values = {
+        k.removeprefix("dns_rfc2136_"): v for k, v in read_secret_settings(path, "the RFC 2136 credentials").items()
+    }
     missing = [k for k in ("server", "name", "secret") if not values.get(k)]
     if missing:
         raise InputError(f"{path} lacks {', '.join(missing)}", hint="see `certfleet` docs/acme.md, RFC 2136 solver")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
@@ -25,7 +25,7 @@ from certfleet.console.deps import (
     form_text,
 )
 from certfleet.console.routes.answers import confirm_page, confirmed, done_messages, page_status, redirect, refusal
-from certfleet.console.routes.api import ERRORS
+from certfleet.console.routes.api import ERRORS, Id
 from certfleet.console.services.audit import Actor
 from certfleet.console.templating import render
 from certfleet.errors import CertfleetError, InputError
@@ -34,8 +34,6 @@ __all__ = ["api", "router"]
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(checked_csrf)])
 api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(checked_csrf)], responses=ERRORS)
-# ids in paths are database integers: past what every backend stores is a 422, never a 500
-Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 JSON = dict[str, Any]
 
 

@@ -9,9 +9,9 @@ first, on a page of their own. The EAB HMAC key is never shown again, not even o
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
@@ -29,7 +29,7 @@ from certfleet.console.deps import (
     form_text,
 )
 from certfleet.console.routes.answers import confirm_page, confirmed, page_status, redirect, refusal
-from certfleet.console.routes.api import ERRORS
+from certfleet.console.routes.api import ERRORS, Id
 from certfleet.console.routes.forms import read_uploads
 from certfleet.console.services.audit import Actor
 from certfleet.console.services.issue_jobs import IssueJobKind
@@ -46,7 +46,6 @@ __all__ = ["api_router", "router"]
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(checked_csrf)])
 api_router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(checked_csrf)], responses=ERRORS)
-Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 # messages shown after a change, by code: never text taken from the request
 DONE = {

@@ -6,9 +6,9 @@ key, a second import or a second deploy."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
@@ -17,6 +17,7 @@ from certfleet.console.core import Console
 from certfleet.console.deps import AdminDep, ConsoleDep, FormDep, OperatorDep, ViewerDep, checked_csrf, form_text
 from certfleet.console.routes import forms
 from certfleet.console.routes.answers import confirm_page, confirmed, done_messages, page_status, redirect, refusal
+from certfleet.console.routes.api import Id
 from certfleet.console.services.audit import Actor
 from certfleet.console.services.exports import FORMATS
 from certfleet.console.services.imports import ImportPreview
@@ -28,8 +29,6 @@ from certfleet.names import DEFAULT_NAME_LIMIT
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(checked_csrf)])
-# ids in paths are database integers: past what every backend stores is a 422, never a 500
-Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def _attachment(name: str) -> dict[str, str]:

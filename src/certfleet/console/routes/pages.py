@@ -7,10 +7,10 @@ is audited. The certificate's life (CSR, import, deploy, rollback, export, trust
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Any
 
 from anyio import from_thread
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 
@@ -29,6 +29,7 @@ from certfleet.console.pictures import timeline_svg
 from certfleet.console.roles import Role, parse_role
 from certfleet.console.routes import forms
 from certfleet.console.routes.answers import confirm_page, confirmed, done_messages, page_status, redirect, refusal
+from certfleet.console.routes.api import Id
 from certfleet.console.services.audit import action_kinds
 from certfleet.console.services.certificates import pem_text
 from certfleet.console.services.clients import CONTENT_TYPES, PLACEHOLDERS, ClientLink, qr_svg
@@ -39,8 +40,6 @@ from certfleet.errors import CertfleetError, ConflictError, NotFoundError
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(checked_csrf)])
-# ids in paths are database integers: past what every backend stores is a 422, never a 500
-Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 DEFAULT_TEMPLATE = """{
   "server": "${host}",
