@@ -166,19 +166,19 @@ async def test_a_worker_runs_its_zones_jobs_and_fails_a_kind_it_does_not_know(
     with fleet as store:
         dep = store.enqueue_deployment("web", 1, ["a", "b", "gw"])
         with store.session(write=True) as s:
-            s.add(JobRow(kind="renew", lineage="web", payload={}, state="queued", attempts=0, created_at=utc_now()))
+            s.add(JobRow(kind="unheard", lineage="web", payload={}, state="queued", attempts=0, created_at=utc_now()))
         events: list[JobEvent] = []
         handled = await Worker(store, WorkerOptions(once=True, lease=5), log=events.append).run()
         assert handled == 3
         assert sorted((e.event, e.node or e.kind) for e in events if e.event != "taken") == [
-            ("failed", "renew"),
+            ("failed", "unheard"),
             ("recorded", "a"),
             ("recorded", "b"),
         ]
         leaf = served(tmp_path, "a", pki)
         assert served(tmp_path, "b", pki) == leaf
         assert not (tmp_path / "nodes" / "gw" / "live").exists()  # the dmz's: not this worker's
-        [renew] = [j for j in store.jobs() if j.kind == "renew"]
+        [renew] = [j for j in store.jobs() if j.kind == "unheard"]
         assert renew.state == "failed" and "not known" in (renew.result or {})["error"]
         [gw] = store.jobs(deployment=dep, states=JobState.OPEN)
         assert (gw.node, gw.state) == ("gw", "queued")
@@ -229,3 +229,67 @@ async def test_a_queued_deploy_of_the_version_a_node_has_leaves_it_unchanged(fle
         outcomes = {d.id: {r.node: r.outcome for r in d.results} for d in store.deployments("web")}
         assert outcomes[first] == {"a": Outcome.OK, "b": Outcome.OK}
         assert outcomes[again] == {"a": Outcome.UNCHANGED, "b": Outcome.UNCHANGED}
+
+
+def test_jobs_of_other_kinds_are_queued_once_fenced_and_pruned(fleet: Store) -> None:
+    with fleet as store:
+        first = store.enqueue_job("probe", node="gw", zone="dmz", payload={"n": 1}, unique=True)
+        again = store.enqueue_job("probe", node="gw", zone="dmz", payload={"n": 2}, unique=True)
+        assert again.id == first.id and again.payload == {"n": 1}  # one open probe of gw
+        other = store.enqueue_job("probe", node="gw", zone="dmz", payload={"n": 3})  # not unique: a new one
+        assert other.id != first.id
+        check = store.enqueue_job("check", zone="dmz", payload={"host": "127.0.0.1"})
+        with pytest.raises(InputError, match="enqueue_deployment"):
+            store.enqueue_job("deploy", node="a")
+        with pytest.raises(InputError, match="larger than 16 KiB"):
+            store.enqueue_job("check", payload={"x": "y" * 20_000})
+        assert store.claim_jobs("w0", zone=None, lease=30, kinds={"probe"}) == []  # none of no zone
+        [only] = store.claim_jobs("w1", zone="dmz", lease=30, job=check.id)
+        assert only.job.id == check.id
+        taken = store.claim_jobs("w2", zone="dmz", lease=30, limit=5, kinds={"probe"})
+        assert sorted(le.job.id for le in taken) == sorted([first.id, other.id])
+        [old] = [le for le in taken if le.job.id == first.id]
+        with pytest.raises(InputError, match="larger than 64 KiB"):
+            store.finish_job(old, ok=True, result={"x": "y" * 70_000})
+        assert store.finish_job(old, ok=True, result={"served": "chain"})
+        assert not store.finish_job(old, ok=False, result={})  # ended: refused, and nothing changed
+        assert store.job(first.id).state == JobState.DONE and store.job(first.id).result == {"served": "chain"}
+        assert store.enqueue_job("probe", node="gw", zone="dmz", unique=True).id == other.id  # still open
+        [held_other] = [le for le in taken if le.job.id == other.id]
+        assert store.finish_job(held_other, ok=True, result={})
+        fresh = store.enqueue_job("probe", node="gw", zone="dmz", unique=True)
+        assert fresh.id not in (first.id, other.id)  # the ones before ended: a new one is queued
+        assert store.finish_job(only, ok=False, result={"error": "refused"})
+        assert store.job(check.id).state == JobState.FAILED
+        assert store.prune_jobs({"probe", "check", "deploy"}, before=utc_now()) == 3
+        with pytest.raises(InputError):
+            store.job(first.id)
+        assert [j.id for j in store.jobs_by_id([first.id, other.id, fresh.id])] == [fresh.id]
+
+
+async def test_a_worker_runs_a_job_of_another_kind_with_its_handler(
+    fleet: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from certfleet.jobs import runner
+
+    async def echo(ctx: runner.JobContext, job: Any) -> runner.JobDone:
+        if job.payload.get("fail"):
+            raise InputError("asked to fail")
+        return runner.JobDone(True, {"echo": job.payload, "by": ctx.worker}, "echoed")
+
+    monkeypatch.setattr(runner, "handler_for", lambda kind: echo if kind == "echo" else None)
+    with fleet as store:
+        good = store.enqueue_job("echo", zone="lan", payload={"n": 1})
+        bad = store.enqueue_job("echo", zone="lan", payload={"fail": True})
+        events: list[JobEvent] = []
+        worker = Worker(store, WorkerOptions(zone="lan", once=True, lease=5), log=events.append, name="w-lan")
+        assert await worker.run() == 2
+        assert store.job(good.id).result == {"echo": {"n": 1}, "by": "w-lan"}
+        assert store.job(bad.id).state == JobState.FAILED
+        assert store.job(bad.id).result == {"error": "asked to fail"}
+        assert sorted(e.event for e in events if e.event != "taken") == ["failed", "recorded"]
+        inline = await runner.run_inline(store, "echo", payload={"n": 2}, by="me")
+        assert inline.ok and inline.result == {"echo": {"n": 2}, "by": "me"}
+        assert not (await runner.run_inline(store, "nothing-known")).ok
+        followed = await runner.follow_jobs(store, [good.id, bad.id], wait=0)
+        assert [j.state for j in followed] == [JobState.DONE, JobState.FAILED]

@@ -65,6 +65,8 @@ class WorkerOptions:
     batch: int = 8  # jobs taken at once
     once: bool = False  # end when the queue has nothing for this worker
     deployment: int | None = None  # only the jobs of this deployment
+    kinds: frozenset[str] = frozenset()  # only jobs of these kinds (empty: of every kind)
+    job: int | None = None  # only this job
     deploy: DeployOptions = field(default_factory=DeployOptions)
     # seconds between probes of the zone's nodes, recorded for `status` (None: no probes)
     probe_every: float | None = None
@@ -157,6 +159,8 @@ class Worker:
                         lease=opts.lease,
                         limit=opts.batch,
                         deployment=opts.deployment,
+                        kinds=opts.kinds,
+                        job=opts.job,
                     )
                 except StoreError as exc:
                     if opts.once:
@@ -177,7 +181,11 @@ class Worker:
                     self._emit("taken", held, detail=f"attempt {held.job.attempts}")
                 groups: dict[int | None, list[Lease]] = {}
                 for held in taken:
-                    groups.setdefault(held.job.deployment, []).append(held)
+                    if held.job.kind == DEPLOY:
+                        groups.setdefault(held.job.deployment, []).append(held)
+                others = [held for held in taken if held.job.kind != DEPLOY]
+                if others:
+                    await self._run_others(others, stop)
                 for group in groups.values():
                     await self._run_group(group, stop)
                 if opts.once and stop.is_set():
@@ -252,11 +260,52 @@ class Worker:
             self.handled += 1
             self._emit("failed", held, outcome=outcome.value, detail=message)
 
+    # -- jobs of the other kinds ----------------------------------------------------------------
+
+    async def _run_others(self, leases: list[Lease], stop: asyncio.Event) -> None:
+        """Run jobs of the other kinds (:mod:`certfleet.jobs.runner`) side by side, their leases
+        kept by heartbeats; each ends with its result, fenced by its token."""
+        from certfleet.jobs.runner import JobContext, run_handler
+
+        ctx = JobContext(self.store, self.name, self.options.zone, self.options.deploy, stop)
+        ended: set[int] = set()
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.options.beat)
+                active = [le for le in leases if le.job.id not in ended]
+                with contextlib.suppress(CertfleetError):  # the store is away: fencing keeps writes safe
+                    await asyncio.to_thread(self.store.heartbeat, active, lease=self.options.lease)
+
+        async def one(held: Lease) -> None:
+            done = await run_handler(ctx, held.job)
+            ended.add(held.job.id)
+            try:
+                written = await self._write(
+                    functools.partial(self.store.finish_job, held, ok=done.ok, result=done.result)
+                )
+            except CertfleetError as exc:
+                self._emit("lost", held, detail=f"its result could not be written: {exc}")
+                return
+            if not written:
+                self._emit("lost", held, detail="another worker holds the job now")
+                return
+            self.handled += 1
+            self._emit("recorded" if done.ok else "failed", held, outcome="ok" if done.ok else "failed",
+                       detail=done.detail)  # fmt: skip
+
+        task = asyncio.create_task(beat())
+        try:
+            await asyncio.gather(*(one(held) for held in leases))
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     async def _run_group(self, leases: list[Lease], stop: asyncio.Event) -> None:
         first = leases[0].job
-        unknown = [le for le in leases if le.job.kind != DEPLOY or le.job.node is None]
+        unknown = [le for le in leases if le.job.node is None]
         for held in unknown:
-            await self._fail(held, f"a job of kind {held.job.kind} is not known to this certfleet")
+            await self._fail(held, "a deploy job that names no node cannot be run")
         leases = [le for le in leases if le not in unknown]
         if not leases:
             return

@@ -7,9 +7,10 @@ SQLite (or PostgreSQL) through SQLAlchemy, schema by Alembic migrations shipped 
 from certfleet.store._base import DEFAULT_KEY_SPEC, check_name, public_key_id
 from certfleet.store._copy import CopyResult, copy_store
 from certfleet.store._engine import BUSY_ENV, HOME_ENV, URL_ENV, default_home
-from certfleet.store._jobs import DEPLOY, JobRecord, JobState, Lease, NodeLocks, RecordedProbe, check_zone
+from certfleet.store._jobs import DEPLOY, JobRecord, JobState, Lease
 from certfleet.store._locks import LOCK_FOLDER, AdvisoryLock, DeployLock, FileDeployLock, Flock
 from certfleet.store._models import Base
+from certfleet.store._node_locks import NodeLocks
 from certfleet.store._progress import DeploymentProgress, NodeProgress
 from certfleet.store._records import (
     AuditAction,
@@ -24,6 +25,7 @@ from certfleet.store._records import (
 )
 from certfleet.store._store import Store
 from certfleet.store._vault import KEY_FILE, PASSPHRASE_ENV
+from certfleet.store._zones import RecordedProbe, check_zone
 
 __all__ = [
     "BUSY_ENV",

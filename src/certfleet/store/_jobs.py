@@ -18,7 +18,6 @@ result and ends its job in one, and the deployment ends with its last job.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import secrets
@@ -26,24 +25,29 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, or_, select, text
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from certfleet.clock import utc_now
-from certfleet.errors import EnvError, InputError
+from certfleet.errors import EnvError, InputError, NotFoundError
 from certfleet.fleet.model import NodeSpec, Outcome
 from certfleet.store._base import StoreBase, _bounded_output, _check_text, check_name
-from certfleet.store._engine import DEPLOY_LOCK_CLASS, Database, retried
+from certfleet.store._engine import retried
 from certfleet.store._models import DeploymentRow, JobRow, NodeResultRow, NodeRow
 from certfleet.store._records import DeploymentState, NodeResult
 
-__all__ = ["DEPLOY", "MAX_PROBE_BYTES", "JobRecord", "JobState", "JobsMixin", "Lease", "NodeLocks", "RecordedProbe"]
+__all__ = [
+    "DEPLOY",
+    "MAX_JOB_RESULT_BYTES",
+    "JobRecord",
+    "JobState",
+    "JobsMixin",
+    "Lease",
+]
 
 DEPLOY = "deploy"
-MAX_PROBE_BYTES = 64 * 1024  # a recorded probe: a handful of certificates and problems
-NODE_LOCK_CLASS = DEPLOY_LOCK_CLASS + 1  # per node (its id), held while a worker deploys it
+MAX_JOB_RESULT_BYTES = 64 * 1024  # what a job of another kind says it did (a probe, a pass's summary)
+MAX_JOB_PAYLOAD_BYTES = 16 * 1024  # what a job is asked to do
 
 
 class JobState:
@@ -94,16 +98,6 @@ class JobRecord:
             "finished_at": iso(self.finished_at),
             "result": self.result,
         }
-
-
-@dataclass(frozen=True, slots=True)
-class RecordedProbe:
-    """A node's last probe made by a worker of its zone: what it saw, when, and which worker."""
-
-    node: str
-    probed: Mapping[str, Any]
-    at: dt.datetime
-    by: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,54 +166,6 @@ class JobsMixin(StoreBase):
         @staticmethod
         def _keep_last(s: Session, lineage_id: int, deployment_id: int, newest: dict[str, int]) -> None: ...
 
-    # -- zones ----------------------------------------------------------------------------------
-
-    @retried
-    def set_node_zone(self, node: str, zone: str | None) -> bool:
-        """Put ``node`` in ``zone`` (None: in none). True when it changed."""
-        if zone is not None:
-            check_name("zone", zone)
-        with self._db.session(write=True) as s:
-            row = self._node_row(s, node)
-            if row.zone == zone:
-                return False
-            row.zone = zone
-            row.version += 1
-            row.updated_at = utc_now()
-            self._audit(s, "node.zone", {"node": node, "zone": zone})
-            return True
-
-    @retried
-    def node_zones(self) -> dict[str, str | None]:
-        """Every node's zone, by node name."""
-        with self._db.session(write=False) as s:
-            return {str(n): z for n, z in s.execute(select(NodeRow.name, NodeRow.zone).order_by(NodeRow.name))}
-
-    @retried
-    def record_probe(self, node: str, probed: Mapping[str, Any], *, by: str, at: dt.datetime) -> None:
-        """What a worker of ``node``'s zone saw when it probed it (``probed``: a JSON object of at
-        most 64 KiB), written over the one before; the node itself is not changed (no version)."""
-        if len(json.dumps(probed)) > MAX_PROBE_BYTES:
-            raise InputError("a recorded probe is larger than 64 KiB")
-        with self._db.session(write=True) as s:
-            row = self._node_row(s, node)
-            row.probed, row.probed_at, row.probed_by = dict(probed), at, by[:255]
-
-    @retried
-    def recorded_probes(self) -> dict[str, RecordedProbe]:
-        """Every node's last probe made by a worker of its zone, by node name."""
-        with self._db.session(write=False) as s:
-            rows = s.execute(
-                select(NodeRow.name, NodeRow.probed, NodeRow.probed_at, NodeRow.probed_by).where(
-                    NodeRow.probed_at.is_not(None)
-                )
-            )
-            return {
-                str(name): RecordedProbe(str(name), dict(probed or {}), at, by or "")
-                for name, probed, at, by in rows
-                if at is not None
-            }
-
     # -- deployments as jobs --------------------------------------------------------------------
 
     @retried
@@ -284,6 +230,122 @@ class JobsMixin(StoreBase):
                 hint="`certfleet jobs` shows its jobs; wait for them to finish",
             )
 
+    # -- jobs of the other kinds ----------------------------------------------------------------
+
+    @retried
+    def enqueue_job(
+        self,
+        kind: str,
+        *,
+        lineage: str = "",
+        node: str | None = None,
+        zone: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+        unique: bool = False,
+    ) -> JobRecord:
+        """Queue a job of ``kind`` (not a deploy: those are :meth:`enqueue_deployment`'s) for the
+        workers of ``zone``; its record. ``unique``: when a job of that kind, lineage, node and
+        zone is queued or running already, that one is returned and none is added (writes are
+        serialized, so two callers at once get the same job)."""
+        return self.enqueue_jobs(kind, [(lineage, node, zone, dict(payload or {}))], unique=unique)[0]
+
+    @retried
+    def enqueue_jobs(
+        self,
+        kind: str,
+        jobs: Sequence[tuple[str, str | None, str | None, Mapping[str, Any]]],
+        *,
+        unique: bool = False,
+    ) -> list[JobRecord]:
+        """:meth:`enqueue_job` for many (lineage, node, zone, payload) in one transaction; their
+        records, in order."""
+        if kind == DEPLOY:
+            raise InputError("a deploy is queued with its deployment (enqueue_deployment)")
+        check_name("job kind", kind)
+        for lineage, node, zone, payload in jobs:
+            _check_text("a lineage name", lineage, 64)
+            if node is not None:
+                _check_text("a node name", node, 64)
+            if zone is not None:
+                check_name("zone", zone)
+            if len(json.dumps(payload)) > MAX_JOB_PAYLOAD_BYTES:
+                raise InputError(f"a {kind} job's payload is larger than 16 KiB")
+        with self._db.session(write=True) as s:
+            now = utc_now()
+            found: dict[tuple[str, str | None, str | None], JobRow] = {}
+            if unique and jobs:
+                open_rows = s.scalars(select(JobRow).where(JobRow.kind == kind, JobRow.state.in_(JobState.OPEN)))
+                for r in open_rows:
+                    found.setdefault((r.lineage, r.node, r.zone), r)
+            rows: list[JobRow] = []
+            for lineage, node, zone, payload in jobs:
+                key = (lineage, node, zone)
+                row = found.get(key) if unique else None
+                if row is None:
+                    row = JobRow(
+                        kind=kind, lineage=lineage, node=node, zone=zone, payload=dict(payload),
+                        state=JobState.QUEUED, attempts=0, created_at=now,
+                    )  # fmt: skip
+                    s.add(row)
+                    found[key] = row
+                rows.append(row)
+            s.flush()
+            return [_record(r) for r in rows]
+
+    @retried
+    def finish_job(self, held: Lease, *, ok: bool, result: Mapping[str, Any]) -> bool:
+        """A job of another kind than deploy has ended: ``result`` (a JSON object of at most
+        64 KiB) written and the job done (``ok``) or failed, fenced by its token. False, and
+        nothing written, when the lease was lost or the job ended already."""
+        if held.job.kind == DEPLOY:
+            raise InputError("a deploy job ends with its node's result (finish_nodes)")
+        body = dict(result)
+        if len(json.dumps(body)) > MAX_JOB_RESULT_BYTES:
+            raise InputError(f"a {held.job.kind} job's result is larger than 64 KiB")
+        with self._db.session(write=True) as s:
+            row = self._held(s, held)
+            if row is None:
+                return False
+            row.state = JobState.DONE if ok else JobState.FAILED
+            row.finished_at = utc_now()
+            row.result = body
+            row.lease_until = None
+            return True
+
+    @retried
+    def job(self, job_id: int) -> JobRecord:
+        """One job as it stands."""
+        with self._db.session(write=False) as s:
+            row = s.get(JobRow, job_id)
+            if row is None:
+                raise NotFoundError(f"no job {job_id}")
+            return _record(row)
+
+    @retried
+    def jobs_by_id(self, ids: Collection[int]) -> list[JobRecord]:
+        """These jobs as they stand, by id (those that exist)."""
+        wanted = sorted(set(ids))
+        out: list[JobRecord] = []
+        with self._db.session(write=False) as s:
+            for i in range(0, len(wanted), 500):
+                out.extend(_record(r) for r in s.scalars(select(JobRow).where(JobRow.id.in_(wanted[i : i + 500]))))
+        return sorted(out, key=lambda j: j.id)
+
+    @retried
+    def prune_jobs(self, kinds: Collection[str], *, before: dt.datetime) -> int:
+        """Forget the ended jobs of ``kinds`` (never deploys: theirs is the deployment's history)
+        that ended before ``before``; how many."""
+        wanted = sorted(set(kinds) - {DEPLOY})
+        if not wanted:
+            return 0
+        with self._db.session(write=True) as s:
+            ended = (JobState.DONE, JobState.FAILED)
+            cond = and_(JobRow.kind.in_(wanted), JobRow.state.in_(ended), JobRow.finished_at < before)
+            count = s.scalar(select(func.count(JobRow.id)).where(cond)) or 0
+            if count:
+                s.execute(delete(JobRow).where(cond))
+            return int(count)
+
     # -- claiming and holding -------------------------------------------------------------------
 
     @retried
@@ -295,9 +357,12 @@ class JobsMixin(StoreBase):
         lease: float,
         limit: int = 1,
         deployment: int | None = None,
+        kinds: Collection[str] = (),
+        job: int | None = None,
     ) -> list[Lease]:
         """Take up to ``limit`` jobs of ``zone`` (None: of nodes in no zone) for ``lease`` seconds:
-        queued ones, and running ones whose lease has ended; oldest first. Each gets a new token."""
+        queued ones, and running ones whose lease has ended; oldest first. Each gets a new token.
+        ``deployment``, ``kinds``, ``job``: only the jobs of that deployment, of those kinds, that one."""
         with self._db.session(write=True) as s:
             now = utc_now()
             q = (
@@ -319,6 +384,10 @@ class JobsMixin(StoreBase):
             )
             if deployment is not None:
                 q = q.where(JobRow.deployment_id == deployment)
+            if kinds:
+                q = q.where(JobRow.kind.in_(sorted(kinds)))
+            if job is not None:
+                q = q.where(JobRow.id == job)
             taken = []
             for row in s.scalars(q):
                 row.state = JobState.RUNNING
@@ -485,89 +554,3 @@ class JobsMixin(StoreBase):
             if states:
                 q = q.where(JobRow.state.in_(list(states)))
             return [_record(r) for r in s.scalars(q)]
-
-    def node_locks(self) -> NodeLocks:
-        """The rights to deploy nodes, none taken yet (see :class:`NodeLocks`)."""
-        return NodeLocks(self._db)
-
-
-_NODE_ID = text("SELECT id FROM nodes WHERE name = :name")
-_TRY = text("SELECT pg_try_advisory_lock(:cls, :obj)")
-_UNLOCK = text("SELECT pg_advisory_unlock(:cls, :obj)")
-
-
-class NodeLocks:
-    """Each node deployed by one worker at a time, whatever their leases say: on PostgreSQL a
-    session-level advisory lock per node (class ``NODE_LOCK_CLASS``, the node's id), all held on
-    one connection of their own, which the server drops when it ends (a worker killed with
-    SIGKILL too): a killed worker's locks go with it. On SQLite the store is one machine's, where
-    deploys run in the process that asked under the lineage's lock: nothing more to take.
-
-    :meth:`acquire` does not wait: False when another session holds the node. Not for use from
-    two threads at once; :meth:`close` lets every lock go."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self._conn: Connection | None = None
-        self._held: dict[str, int] = {}
-
-    def _connection(self) -> Connection:
-        if self._conn is None:
-            self._conn = self._db.engine.connect()
-        return self._conn
-
-    def acquire(self, node: str) -> bool:
-        if self._db.is_sqlite:
-            self._held[node] = 0
-            return True
-        if node in self._held:
-            return True
-        conn = self._connection()
-        try:
-            node_id = conn.execute(_NODE_ID, {"name": node}).scalar()
-            if node_id is None:
-                conn.commit()
-                raise InputError(f"no node {node}")
-            got = bool(conn.execute(_TRY, {"cls": NODE_LOCK_CLASS, "obj": node_id}).scalar())
-            conn.commit()  # a session lock outlives the transaction; no snapshot kept open
-        except DBAPIError as exc:
-            self._drop()
-            raise self._db.mapped(exc) from exc
-        if got:
-            self._held[node] = int(node_id)
-        return got
-
-    def release(self, node: str) -> None:
-        node_id = self._held.pop(node, None)
-        if node_id is None or self._conn is None or self._db.is_sqlite:
-            return
-        try:
-            self._conn.execute(_UNLOCK, {"cls": NODE_LOCK_CLASS, "obj": node_id})
-            self._conn.commit()
-        except DBAPIError:
-            self._drop()  # the connection is gone or failing: its locks go with it
-
-    def close(self) -> None:
-        for node in list(self._held):
-            self.release(node)
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(DBAPIError):
-                conn.close()
-
-    def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        self._held.clear()
-        if conn is not None:
-            with contextlib.suppress(DBAPIError):
-                conn.invalidate()
-            with contextlib.suppress(DBAPIError):
-                conn.close()
-
-
-def check_zone(zone: str | None) -> str | None:
-    if zone is None:
-        return None
-    if not zone:
-        raise InputError("a zone name cannot be empty")
-    return check_name("zone", zone)

@@ -42,6 +42,7 @@ from certfleet.store._records import (
     NodeResult,
 )
 from certfleet.store._versions import VersionsMixin
+from certfleet.store._zones import ZonesMixin
 
 __all__ = ["Store"]
 
@@ -58,7 +59,7 @@ def _state(row: DeploymentRow) -> DeploymentState:
     return _state_of(row.state, row.host, row.pid)
 
 
-class Store(NodesMixin, VersionsMixin, IssuersMixin, ProgressMixin, JobsMixin):
+class Store(NodesMixin, VersionsMixin, IssuersMixin, ProgressMixin, JobsMixin, ZonesMixin):
     """The certfleet store. Open it with :meth:`init` or :meth:`open`; every method is one
     short transaction and returns frozen values; every change is written to the audit trail."""
 
