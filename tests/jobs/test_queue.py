@@ -293,3 +293,19 @@ async def test_a_worker_runs_a_job_of_another_kind_with_its_handler(
         assert not (await runner.run_inline(store, "nothing-known")).ok
         followed = await runner.follow_jobs(store, [good.id, bad.id], wait=0)
         assert [j.state for j in followed] == [JobState.DONE, JobState.FAILED]
+
+
+@pytest.mark.parametrize("backend", [BACKENDS[1]], indirect=True)
+def test_leases_follow_the_database_clock_not_the_workers(fleet: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    from certfleet.store import _jobs
+
+    with fleet as store:
+        store.enqueue_deployment("web", 1, ["a"])
+        # this machine's clock an hour ahead: a lease given by the server still lasts its 30 s
+        monkeypatch.setattr(_jobs, "utc_now", lambda: dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+        [held] = store.claim_jobs("w1", zone=None, lease=30)
+        assert held.job.lease_until is not None
+        assert held.job.lease_until < dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)
+        assert store.claim_jobs("w2", zone=None, lease=30) == []  # not lapsed, whatever w2's clock says

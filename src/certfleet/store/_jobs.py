@@ -8,8 +8,8 @@ on PostgreSQL, inside a write transaction (writes are serialized, see ``_engine`
 ``BEGIN IMMEDIATE`` does the same). Every later write of the job names its token: one made with
 an older token (a worker that lost its lease) is refused, so a job's outcome is written once.
 
-Leases are compared with the clock of the machine that writes; the machines that share a store
-keep their clocks in sync (NTP), and a lease is many heartbeats long.
+Leases are given and compared with the database's clock on PostgreSQL (``now()``), so the
+machines that share a store need not agree on the time; a lease is many heartbeats long.
 
 The deploy job is one node of a deployment: :meth:`JobsMixin.enqueue_deployment` records the
 deployment and its jobs in one transaction, :meth:`JobsMixin.finish_node` writes the node's
@@ -364,7 +364,7 @@ class JobsMixin(StoreBase):
         queued ones, and running ones whose lease has ended; oldest first. Each gets a new token.
         ``deployment``, ``kinds``, ``job``: only the jobs of that deployment, of those kinds, that one."""
         with self._db.session(write=True) as s:
-            now = utc_now()
+            now = self._lease_clock(s)
             q = (
                 select(JobRow)
                 .where(
@@ -409,7 +409,7 @@ class JobsMixin(StoreBase):
             return set()
         tokens = {le.job.id: le.token for le in leases}
         with self._db.session(write=True) as s:
-            now = utc_now()
+            now = self._lease_clock(s)
             held = set()
             rows = s.scalars(select(JobRow).where(JobRow.id.in_(list(tokens)), JobRow.state == JobState.RUNNING))
             for row in rows:
@@ -429,7 +429,7 @@ class JobsMixin(StoreBase):
                 return False
             row.state = JobState.QUEUED
             row.lease_owner = row.lease_token = None
-            row.lease_until = utc_now() + dt.timedelta(seconds=delay) if delay > 0 else None
+            row.lease_until = self._lease_clock(s) + dt.timedelta(seconds=delay) if delay > 0 else None
             return True
 
     def finish_node(self, held: Lease, result: NodeResult) -> bool:
@@ -523,6 +523,15 @@ class JobsMixin(StoreBase):
                     dep = self._deployment_row(s, dep_id)  # its results, once, to finish it
                     self._finish(s, dep, [], state=DeploymentState.FINISHED, finished_at=None)
             return written
+
+    def _lease_clock(self, s: Session) -> dt.datetime:
+        """The time leases are given and compared with: on PostgreSQL the server's own (the
+        start of this transaction), so that workers on machines whose clocks drift apart still
+        agree on when a lease ends; on SQLite, one machine's store, this machine's."""
+        if self._db.is_sqlite:
+            return utc_now()
+        at = s.scalar(select(func.now()))
+        return at.astimezone(dt.UTC) if isinstance(at, dt.datetime) else utc_now()
 
     @staticmethod
     def _held(s: Session, held: Lease) -> JobRow | None:
