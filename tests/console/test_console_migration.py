@@ -25,6 +25,7 @@ CONSOLE_TABLES = {
     "console_client_users",
     "console_client_links",
     "console_pending_imports",
+    "console_reveals",
 }
 
 

@@ -1,6 +1,7 @@
 """Two ``certfleet serve`` processes on one PostgreSQL store answer for each other: an import shown
-by one is saved through the other, a deploy started on one is followed live on the other, and
-failed logins counted by one make the other wait. One browser (one cookie jar) talks to both, as
+by one is saved through the other, a deploy started on one is followed live on the other, failed
+logins counted by one make the other wait, and a new API token or client link made on one is
+shown once by the other. One browser (one cookie jar) talks to both, as
 it would to two consoles behind one name."""
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any
 import httpx2
 import pytest
 from cryptography import x509
+from sqlalchemy import create_engine, text
 
 from certfleet.certinfo import fingerprint
+from certfleet.console.models import RevealRow
 from certfleet.fleet.model import NodeSpec, TargetSpec
 from certfleet.store import PASSPHRASE_ENV, URL_ENV, Store
 from conftest import PKI
@@ -168,3 +171,65 @@ def test_two_consoles_on_one_store_answer_for_each_other(consoles: tuple[Served,
         r = to_b.post("/login", data={"csrf_token": csrf_of(form.text), "username": "admin", "password": PASSWORD})
         assert r.status_code == 429 and "too many failed logins" in r.text, r.text
         assert int(r.headers["retry-after"]) <= waited
+
+
+def _waiting(pg_url: str) -> list[bytes]:
+    """Every value waiting to be shown, as the database holds it (every column, as bytes)."""
+    engine = create_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text(f"SELECT * FROM {RevealRow.__tablename__}")).all()  # noqa: S608 (the model's name)
+    finally:
+        engine.dispose()
+    return [b"\n".join(v if isinstance(v, bytes) else str(v).encode() for v in row) for row in rows]
+
+
+def test_a_new_token_or_link_made_on_one_console_is_shown_once_by_the_other(
+    consoles: tuple[Served, Served, Path], pg_url: str
+) -> None:
+    a, b, _ = consoles
+    with _browser(a) as to_a, _browser(b) as to_b:
+        csrf = _setup_and_log_in(to_a, to_b, b)
+
+        # -- an API token made by A's form: the page after the redirect is B's
+        made = to_a.post("/tokens", data={"csrf_token": csrf, "name": "ci-deploys"})
+        assert made.status_code == 303, made.text
+        location = made.headers["location"]
+        assert location.startswith("/tokens?new="), location
+        (row,) = _waiting(pg_url)  # it waits in the store, sealed
+        shown = to_b.get(location)
+        assert shown.status_code == 200, shown.text
+        found = re.search(r'<pre id="new-token">([^<]+)</pre>', shown.text)
+        assert found is not None, shown.text
+        token = found.group(1)
+        assert "Token “ci-deploys” created." in shown.text
+        assert token.encode() not in row and token[4:24].encode() not in row and b"ci-deploys" not in row
+        assert location.split("=", 1)[1].encode() not in row  # the key in the URL is kept as its hash
+        assert _waiting(pg_url) == []  # taken: gone from the store
+        with _browser(b) as bare:  # the token it showed works, without the session
+            me = bare.get("/api/v1/me", headers={"authorization": f"Bearer {token}"})
+            assert me.status_code == 200 and me.json()["username"] == "admin", me.text
+        again = to_b.get(location)
+        assert again.status_code == 200 and 'id="new-token"' not in again.text and token not in again.text
+        assert token not in to_a.get(location).text  # nor on the console that made it
+
+        # -- a client deployment link made by B's form: the page after the redirect is A's
+        h = {"x-csrf-token": csrf}
+        profile = {"name": "mobile", "hostname": "mbg.example.test", "template": "${username}"}
+        assert to_b.put("/api/v1/client-profiles", json=profile, headers=h).status_code in (200, 201)
+        user = to_b.post("/api/v1/client-users", json={"profile": "mobile", "username": "bob"}, headers=h)
+        assert user.status_code in (200, 201), user.text
+        linked = to_b.post(f"/clients/users/{user.json()['id']}/link", data={"csrf_token": csrf})
+        assert linked.status_code == 303, linked.text
+        location = linked.headers["location"]
+        assert location.startswith("/clients?link=") and location.endswith("#new-link"), location
+        (row,) = _waiting(pg_url)
+        shown = to_a.get(location.partition("#")[0])
+        found = re.search(r'<pre id="link-url">([^<]+)</pre>', shown.text)
+        assert shown.status_code == 200 and found is not None, shown.text
+        url = found.group(1)
+        assert url.startswith("https://mbg.example.test/") and "Deployment link for bob" in shown.text
+        assert url.encode() not in row and url.rsplit("/", 1)[1].encode() not in row
+        assert _waiting(pg_url) == []
+        again = to_a.get(location.partition("#")[0])
+        assert again.status_code == 200 and 'id="link-url"' not in again.text and url not in again.text

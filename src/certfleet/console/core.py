@@ -3,8 +3,8 @@
 Nothing here decides anything the library does not: names, chains, verification, probing, the
 store, requests, imports and deploys are the library's; the services gather their results into
 what the pages and the API show, keep the short-lived state a browser flow needs (an import shown
-before it is saved, a deploy in progress: both in the store, so that any console process sharing
-it answers), and record who did what.
+before it is saved, a deploy in progress, a new token or link shown once: all in the store, so
+that any console process sharing it answers), and record who did what.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class Console:
             certificates=Certificates(store, trust=trust, clock=clock, expiring_days=settings.expiring_days, tls=tls),
             trust=trust,
             exports=Exports(audit),
-            reveals=Reveals(clock=clock),
+            reveals=Reveals(store, clock=clock),
             autopilot=Autopilot(audit, clock=clock),
             issuers=Issuers(store, audit),
             issue_jobs=IssueJobs(audit, clock=clock),

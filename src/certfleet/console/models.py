@@ -23,6 +23,7 @@ __all__ = [
     "ClientUserRow",
     "LoginFailureRow",
     "PendingImportRow",
+    "RevealRow",
     "SessionRow",
     "Sessions",
     "SetupTokenRow",
@@ -135,6 +136,26 @@ class PendingImportRow(Base):
 
     def __repr__(self) -> str:  # the sealed files stay out of every log and debugger view
         return f"PendingImportRow(lineage={self.lineage!r}, account_id={self.account_id})"
+
+
+class RevealRow(Base):
+    """What a form made that is shown once (a new API token, a new deployment link), waiting for
+    the page after the form's redirect (migration 0011_reveals), whichever console process serves
+    it. The value is a secret: kept only sealed with the store's vault, bound to this row; the row
+    is deleted when taken or stale."""
+
+    __tablename__ = "console_reveals"
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("console_accounts.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    # nonce + AES-GCM ciphertext of the value, as JSON
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+
+    def __repr__(self) -> str:  # the sealed value stays out of every log and debugger view
+        return f"RevealRow(kind={self.kind!r}, account_id={self.account_id})"
 
 
 class ClientProfileRow(Base):

@@ -288,7 +288,7 @@ def token_create(console: ConsoleDep, actor: ViewerDep, form: FormDep) -> Respon
     token, info = console.tokens.create(
         actor, form_text(form, "name", 200), role=parse_role(role_text) if role_text else None, days=days
     )
-    # never stored in clear, never in a URL: the page after the redirect takes it from memory
+    # never stored in clear, never in a URL: the page after the redirect takes it, sealed, from the store
     return redirect("/tokens", query={"new": console.reveals.put(actor.account_id, _TOKEN, (token, info.name))})
 
 
