@@ -197,6 +197,12 @@ async def test_a_node_locked_by_another_worker_is_not_deployed_and_its_job_goes_
         other = store.node_locks()  # another worker, still deploying a after its lease ran out
         assert other.acquire("a")
         assert not store.node_locks().acquire("a")
+        many = store.node_locks()
+        assert many.acquire_many(["a", "b", "nope"]) == {"a": False, "b": True}  # one statement for a batch
+        assert not other.acquire("b")
+        many.close()  # every lock it held goes, in one statement
+        assert other.acquire("b")
+        other.release("b")
         events: list[JobEvent] = []
         await Worker(store, WorkerOptions(once=True, lease=0.5, batch=1), log=events.append).run()
         released = [e for e in events if e.event == "released"]

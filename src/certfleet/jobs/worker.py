@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from certfleet.clock import utc_now
-from certfleet.errors import CertfleetError, NotFoundError, StoreError
+from certfleet.errors import CertfleetError, StoreError
 from certfleet.fleet.deploy import DeployOptions, NodeOutcome, Prober, ProgressEvent, deploy
 from certfleet.fleet.model import NodeSpec, Outcome
 from certfleet.fleet.rollout import node_result, settled_nodes
@@ -330,16 +330,20 @@ class Worker:
             return
         locks = self.store.node_locks()
         try:
+            try:  # the batch's nodes' locks in one statement
+                got_locks = await asyncio.to_thread(
+                    locks.acquire_many, [n for n in (str(le.job.node) for le in leases) if n in known]
+                )
+            except CertfleetError as exc:
+                for held in leases:
+                    await self._fail(held, f"node {held.job.node} cannot be deployed: {exc}")
+                return
             for held in leases:
                 node = str(held.job.node)
-                try:
-                    if node not in known:
-                        raise NotFoundError(f"no node named {node[:80]!r}")
-                    spec = known[node]
-                    got = await asyncio.to_thread(locks.acquire, node)
-                except CertfleetError as exc:
-                    await self._fail(held, f"node {node} cannot be deployed: {exc}")
+                if node not in known or node not in got_locks:
+                    await self._fail(held, f"node {node[:80]!r} cannot be deployed: there is no node of that name")
                     continue
+                spec, got = known[node], got_locks[node]
                 if not got:
                     # another worker deploys it now (its lease ran out while it worked): not twice
                     await self._write(functools.partial(self.store.release_job, held, delay=self.options.lease))

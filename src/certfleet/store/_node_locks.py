@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -18,6 +19,10 @@ NODE_LOCK_CLASS = DEPLOY_LOCK_CLASS + 1  # per node (its id), held while a worke
 _NODE_ID = text("SELECT id FROM nodes WHERE name = :name")
 _TRY = text("SELECT pg_try_advisory_lock(:cls, :obj)")
 _UNLOCK = text("SELECT pg_advisory_unlock(:cls, :obj)")
+_TRY_MANY = text("SELECT name, id, pg_try_advisory_lock(:cls, id) FROM nodes WHERE name IN :names").bindparams(
+    bindparam("names", expanding=True)
+)
+_UNLOCK_MANY = text("SELECT pg_advisory_unlock(:cls, obj) FROM unnest(CAST(:objs AS bigint[])) AS obj")
 
 
 class NodeLocks:
@@ -61,6 +66,28 @@ class NodeLocks:
             self._held[node] = int(node_id)
         return got
 
+    def acquire_many(self, nodes: Collection[str]) -> dict[str, bool]:
+        """:meth:`acquire` for many nodes in one statement: for each node that exists, whether it
+        is held here now (a node that does not exist is left out)."""
+        wanted = sorted(set(nodes) - set(self._held))
+        out = {n: True for n in nodes if n in self._held}
+        if self._db.is_sqlite:
+            self._held.update((n, 0) for n in wanted)
+            return {**out, **dict.fromkeys(wanted, True)}
+        conn = self._connection()
+        try:
+            for i in range(0, len(wanted), 500):
+                rows = conn.execute(_TRY_MANY, {"cls": NODE_LOCK_CLASS, "names": wanted[i : i + 500]}).all()
+                conn.commit()  # a session lock outlives the transaction; no snapshot kept open
+                for name, node_id, got in rows:
+                    out[str(name)] = bool(got)
+                    if got:
+                        self._held[str(name)] = int(node_id)
+        except DBAPIError as exc:
+            self._drop()
+            raise self._db.mapped(exc) from exc
+        return out
+
     def release(self, node: str) -> None:
         node_id = self._held.pop(node, None)
         if node_id is None or self._conn is None or self._db.is_sqlite:
@@ -72,8 +99,14 @@ class NodeLocks:
             self._drop()  # the connection is gone or failing: its locks go with it
 
     def close(self) -> None:
-        for node in list(self._held):
-            self.release(node)
+        """Let every lock go (in one statement) and the connection with them."""
+        held, self._held = list(self._held.values()), {}
+        if held and self._conn is not None and not self._db.is_sqlite:
+            try:
+                self._conn.execute(_UNLOCK_MANY, {"cls": NODE_LOCK_CLASS, "objs": held})
+                self._conn.commit()
+            except DBAPIError:
+                self._drop()  # the connection is gone or failing: its locks go with it
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(DBAPIError):
