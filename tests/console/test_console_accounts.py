@@ -231,7 +231,7 @@ def test_unlock_an_account_or_every_wait(env: ConsoleEnv) -> None:
     r = env.client.post("/accounts/unlock", data={"csrf_token": csrf, "address": ""})
     assert r.status_code == 303 and not any(a.locked for a in env.console.accounts.accounts())
     unlocks = [d for who, a, d in _audit(env) if a == "console.unlock" and who == "console:admin"]
-    assert {"account": "gina", "address": None} == {k: unlocks[-1][k] for k in ("account", "address")}
+    assert {k: unlocks[-1][k] for k in ("account", "address")} == {"account": "gina", "address": None}
     assert unlocks[0]["account"] is None  # newest first: every account
 
 
