@@ -125,6 +125,12 @@ def test_every_library_hint_is_said_in_the_consoles_words(where: str, text: str,
             "renew: generate a CSR for web, then import and deploy",
         ),
         ("check the certificate's dates", "check the certificate's dates", "check the certificate's dates"),
+        ("`certfleet account list` lists them", "the Accounts page lists them", "GET /api/v1/accounts lists them"),
+        (
+            "`certfleet account reset-password` changes its password",
+            "Reset password on the Accounts page changes it",
+            "POST /api/v1/accounts/NAME/password changes it",
+        ),
     ],
 )
 def test_known_hints_in_each_faces_words(hint: str, page: str, api: str) -> None:

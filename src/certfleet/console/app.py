@@ -22,7 +22,7 @@ from certfleet.console.core import Console
 from certfleet.console.deps import API_PREFIX, Refusal, Unauthenticated, ViewerDep, authenticate, wants_json
 from certfleet.console.middleware import BodyTooLarge, Guard
 from certfleet.console.roles import Forbidden
-from certfleet.console.routes import api, autopilot, issuers, lifecycle, metrics, pages, public
+from certfleet.console.routes import accounts, api, autopilot, issuers, lifecycle, metrics, pages, public
 from certfleet.console.services.clients import LinkRefused
 from certfleet.console.services.throttle import LoginThrottled
 from certfleet.console.settings import ConsoleSettings
@@ -115,7 +115,9 @@ def create_app(
     app.include_router(pages.router)
     app.include_router(lifecycle.router)
     app.include_router(issuers.router)
+    app.include_router(accounts.router)
     app.include_router(api.router)
+    app.include_router(accounts.api)
     app.include_router(autopilot.router)
     app.include_router(autopilot.api)
     app.include_router(issuers.api_router)

@@ -152,6 +152,14 @@ _RULES = (
         rf"`certfleet issue {_LINEAGE}` for a new certificate",
         r"issue a new certificate for \g<lineage> (Issue now, on its Issuing page), or import one",
     ),
+    # accounts
+    _rule(r"`certfleet account list` lists them", "the Accounts page lists them", "GET /api/v1/accounts lists them"),
+    _rule(
+        r"`certfleet account reset-password` changes its password",
+        "Reset password on the Accounts page changes it",
+        "POST /api/v1/accounts/NAME/password changes it",
+    ),
+    _rule(r"add it with --role admin", "choose the admin role", "send the role admin"),
     # what the store holds
     _rule(r"`certfleet node list` shows the nodes", "the Nodes page lists them"),
     _rule(r"`certfleet status` lists the lineages", "the Dashboard lists them"),

@@ -29,6 +29,7 @@ __all__ = [
     "PasswordChecksBusy",
     "backoff",
     "check_password_policy",
+    "generate_password",
     "hash_password",
     "needs_rehash",
     "new_token",
@@ -95,6 +96,13 @@ def check_password_policy(password: str, username: str) -> None:
         raise InputError(f"the password is too long: at most {MAX_PASSWORD} characters")
     if password.lower() == username.lower():
         raise InputError("the password must not be the account name")
+
+
+def generate_password() -> str:
+    """A password for someone to be told once: four groups of six characters (140 random bits),
+    none easily mistaken for another (no 0/O, 1/l/I)."""
+    alphabet = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    return "-".join("".join(secrets.choice(alphabet) for _ in range(6)) for _ in range(4))
 
 
 def new_token() -> str:

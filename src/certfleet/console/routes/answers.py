@@ -37,6 +37,11 @@ DONE = {
     "alert-added": "Alert destination {} added.",
     "alert-removed": "Alert destination {} removed.",
     "alert-settings": "Alert settings saved.{}",
+    "account-added": "Account {} added.",
+    "account-removed": "Account {} removed: its sessions and API tokens have ended.",
+    "password-reset": "New password for {}: its sessions have ended.",
+    "account-unlocked": "Logins of {} wait no more.",
+    "logins-unlocked": "Logins of {} wait no more.",
 }
 CONFIRM_FIELD = "confirm"
 

@@ -6,7 +6,7 @@ Each route says the role it needs (see docs/console.md for the whole matrix); ev
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
 from fastapi.responses import Response
@@ -31,7 +31,7 @@ from certfleet.console.services.exports import FORMATS
 from certfleet.console.services.fleet import CsrValues, NodeValues
 from certfleet.console.services.status import lineage_json
 
-__all__ = ["ERRORS", "MAX_ID", "Id", "router"]
+__all__ = ["ERRORS", "MAX_ID", "Id", "LineageName", "router"]
 
 JSON = dict[str, Any]
 # ids are database integers: anything past what every backend stores is refused up front (422)
@@ -118,13 +118,6 @@ class TokenIn(BaseModel):
     lineages: list[LineageName] | None = Field(
         None, max_length=100, description="the lineages it may reach (the caller's when left out)"
     )
-
-
-class AccountIn(BaseModel):
-    username: str = Field(min_length=1, max_length=64, examples=["ops"])
-    password: str = Field(min_length=1, max_length=1024)
-    role: Literal["viewer", "operator", "admin"]
-    lineages: list[LineageName] | None = Field(None, max_length=100, description="every lineage when left out")
 
 
 class ProfileIn(BaseModel):
@@ -251,7 +244,7 @@ def audit(console: ConsoleDep, actor: ViewerDep, limit: int = 100) -> list[JSON]
     return [e.to_dict() for e in console.fleet.visible_audit(actor, limit=max(1, min(limit, 10_000)))]
 
 
-# -- API tokens and accounts ---------------------------------------------------------------------------------
+# -- API tokens (accounts are in routes/accounts.py) ------------------------------------------------------
 
 
 @router.get("/tokens", summary="API tokens (never their values): an admin sees all, anyone else their own")
@@ -274,25 +267,6 @@ def token_create(console: ConsoleDep, body: TokenIn, actor: ViewerDep) -> JSON:
 def token_revoke(console: ConsoleDep, token_id: Id, actor: ViewerDep) -> JSON:
     console.tokens.revoke(actor, token_id)
     return {"revoked": token_id}
-
-
-@router.get("/accounts", summary="The console's accounts (admin)")
-def accounts(console: ConsoleDep, _: AdminDep) -> list[JSON]:
-    return [a.to_dict() for a in console.accounts.accounts()]
-
-
-@router.post("/accounts", status_code=201, summary="Add an account with a role, optionally kept to lineages (admin)")
-def account_add(console: ConsoleDep, body: AccountIn, actor: AdminDep) -> JSON:
-    info = console.accounts.add(
-        body.username, body.password, Role(body.role), lineages=body.lineages, by=f"console:{actor.audit_name}"
-    )
-    return info.to_dict()
-
-
-@router.delete("/accounts/{username}", summary="Remove an account, its sessions and tokens (admin)")
-def account_remove(console: ConsoleDep, username: str, actor: AdminDep) -> JSON:
-    console.accounts.remove(username, by=f"console:{actor.audit_name}")
-    return {"removed": username}
 
 
 # -- client deployment -----------------------------------------------------------------------------------------

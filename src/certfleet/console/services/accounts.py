@@ -361,17 +361,33 @@ class Accounts:
         self._audit.record_as(by, ConsoleAction.ACCOUNT_CREATE, {"account": username, **_scope_detail(info)})
         return info
 
-    def remove(self, username: str, *, by: str) -> AccountInfo:
-        """Remove the account; its sessions and API tokens end with it. The last admin stays."""
+    def check_removable(self, username: str, *, asker: str | None = None) -> AccountInfo:
+        """The account (with its live tokens), if :meth:`remove` would remove it now (asked by
+        ``asker``); else why not."""
+        with self._db(write=False) as s:
+            self._removable(s, username, asker)
+        return self.account(username)
+
+    def _removable(self, s: Session, username: str, asker: str | None) -> AccountInfo:
+        info = self._info(self._row(s, username))
+        if info.role is Role.ADMIN:
+            admins = select(func.count()).select_from(AccountRow).where(AccountRow.role == Role.ADMIN.value)
+            if (s.scalar(admins) or 0) <= 1:
+                raise InputError(
+                    f"{username} is the last administrator", hint="add another admin account before removing it"
+                )
+        if asker is not None and info.username == asker:
+            raise InputError(
+                "you cannot remove your own account", hint="another administrator can remove it, if it must go"
+            )
+        return info
+
+    def remove(self, username: str, *, by: str, asker: str | None = None) -> AccountInfo:
+        """Remove the account; its sessions and API tokens end with it. The last admin stays, and
+        an account never removes itself (``asker``: the console account that asks)."""
         with self._db(write=True) as s:
+            info = self._removable(s, username, asker)
             row = self._row(s, username)
-            info = self._info(row)
-            if info.role is Role.ADMIN:
-                admins = select(func.count()).select_from(AccountRow).where(AccountRow.role == Role.ADMIN.value)
-                if (s.scalar(admins) or 0) <= 1:
-                    raise InputError(
-                        f"{username} is the last administrator", hint="add another admin account before removing it"
-                    )
             s.execute(delete(SessionRow).where(SessionRow.account_id == row.id))
             s.execute(delete(ApiTokenRow).where(ApiTokenRow.account_id == row.id))
             s.delete(row)

@@ -1,4 +1,4 @@
-"""What a form made that is shown once: a new API token, a new deployment link.
+"""What a form made that is shown once: a new API token, a new deployment link, a generated password.
 
 A form that creates something answers with a redirect (post/redirect/get), so that reloading the
 page it lands on makes nothing twice; and a secret never goes into a URL. So the secret waits for
@@ -9,7 +9,7 @@ under the hash of a random key, a bounded number per account, deleted when taken
 only, however many ask at once) or once a few minutes have passed.
 
 Values are kept as JSON, each kind of value written and read back explicitly: a tuple of strings
-(a token and its name) and a :class:`ClientLink`.
+(a token and its name; an account, its password and what was done) and a :class:`ClientLink`.
 """
 
 from __future__ import annotations
