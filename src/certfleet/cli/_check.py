@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from certfleet.check import CheckReport, EndpointReport
     from certfleet.endpoint import Endpoint
     from certfleet.fleet.status import StatusReport
+    from certfleet.jobs.zone_checks import ZoneChecked
     from certfleet.trust import TrustStore
 
 # the progress bar is worth drawing only when a run is long enough to wait for
@@ -76,6 +78,23 @@ SystemTrustOpt = Annotated[
 ]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, max=600, help="Seconds for each connection.")]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, max=10_000, help="Connections at once.")]
+CheckZoneOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--zone",
+        "-z",
+        help="Have a worker of this zone probe the targets (`certfleet worker --zone NAME`; a PostgreSQL store).",
+    ),
+]
+WaitOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--wait",
+        min=0,
+        max=86_400,
+        help="With --zone, or --nodes on PostgreSQL: seconds to wait for the zones' workers (default 60).",
+    ),
+]
 ExpiringOpt = Annotated[
     int, typer.Option("--expiring-days", min=0, max=3650, help="Warn when a certificate has fewer days left.")
 ]
@@ -287,36 +306,155 @@ def check_command(  # noqa: PLR0917 (Typer turns each parameter into an option)
     show_all: Annotated[
         bool, typer.Option("--all", help=f"List every endpoint, not only those with problems past {_LIST_ALL_UP_TO}.")
     ] = False,
+    zone: CheckZoneOpt = None,
+    wait: WaitOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
     """Probe endpoints as a strict client would: the chain each one sends, and whether a phone accepts it.
 
-    Examples: certfleet check www.example.com  |  certfleet check -f fleet.txt --json  |
-    certfleet check smtp://mail.example.com  |  certfleet check 10.0.0.5:8443 --name www.example.com
-    """
-    from certfleet.check import run_check
+    On a PostgreSQL store, --nodes has a node in a zone probed by a worker of its zone, and
+    --zone NAME has the targets probed by a worker of that zone; the answers are judged here.
 
+    Examples: certfleet check www.example.com  |  certfleet check -f fleet.txt --json  |
+    certfleet check smtp://mail.example.com  |  certfleet check 10.0.0.5:8443 --name www.example.com  |
+    certfleet check 10.1.0.5:443 --zone dmz
+    """
+    from certfleet.check import check
+
+    if zone is not None:
+        from certfleet.store import check_zone
+
+        check_zone(zone)
+        if nodes:
+            raise InputError(
+                "--zone goes with targets, not with --nodes",
+                hint="with --nodes, each node in a zone is probed by a worker of its own zone",
+            )
+    elif wait is not None and not nodes:
+        raise InputError("--wait goes with --zone or --nodes", hint="add --zone NAME, or leave --wait out")
     found = _targets(targets=targets, files=file, nodes=nodes, lineage=lineage, name=name, starttls=starttls)
     store = _trust(trust, trust_only, system_trust, nodes)
-    on_result, stop = _progress(len(found), enabled=True)
+    waited = _DEFAULT_WAIT if wait is None else wait
+    extras: Sequence[ZoneChecked | None] = ()
+    on_result, stop = _progress(len(found), enabled=zone is None)
     try:
-        report = run_check(
-            found,
-            trust=store,
-            timeout=timeout,
-            concurrency=concurrency,
-            deadline=deadline,
-            expiring_days=expiring_days,
-            on_result=on_result,
-        )
+        if zone is not None:
+            report, extras = _in_zone(found, zone, wait=waited, timeout=timeout, trust=store, days=expiring_days)
+        else:
+            local = functools.partial(
+                check,
+                trust=store,
+                timeout=timeout,
+                concurrency=concurrency,
+                deadline=deadline,
+                expiring_days=expiring_days,
+                on_result=on_result,
+            )
+            report, extras = _with_zones(found, local, nodes=nodes, wait=waited, trust=store, days=expiring_days)
     finally:
         stop()
     severity = Severity(fail_on.value)
     if as_json:
-        _write_json_list(report.to_list())
+        items = report.to_list()
+        for item, extra in zip(items, extras, strict=False):
+            if extra is not None:
+                item.update(extra.to_dict())
+        _write_json_list(items)
     else:
         _render(report, severity, show_all=show_all)
+        _render_workers(report, extras)
     return int(ExitCode.PROBLEMS if report.failed(severity) else ExitCode.OK)
+
+
+_DEFAULT_WAIT = 60.0  # seconds `check --zone` and `check --nodes` wait for the zones' workers
+
+
+def _in_zone(
+    found: Sequence[Endpoint], zone: str, *, wait: float, timeout: float, trust: TrustStore, days: int
+) -> tuple[CheckReport, list[ZoneChecked | None]]:
+    """``check --zone``: every target probed by a worker of ``zone``, judged here."""
+    import time
+
+    from certfleet.check import CheckReport, run_async
+    from certfleet.clock import utc_now
+    from certfleet.errors import EnvError
+    from certfleet.jobs.zone_checks import check_in_zone
+    from certfleet.store import Store
+
+    started = time.monotonic()
+    with Store.open() as opened:
+        if opened.url.startswith("sqlite"):
+            raise EnvError(
+                "--zone needs a shared PostgreSQL store, whose zones have workers; this store is SQLite",
+                hint="run the check from a machine that reaches the endpoint, without --zone",
+            )
+        checked = run_async(
+            check_in_zone(opened, found, zone, wait=wait, timeout=timeout, trust=trust, expiring_days=days)
+        )
+    report = CheckReport(tuple(c.report for c in checked), checked_at=utc_now(), elapsed=time.monotonic() - started)
+    return report, list(checked)
+
+
+def _with_zones(
+    found: Sequence[Endpoint],
+    local: Callable[[Sequence[Endpoint]], Coroutine[Any, Any, CheckReport]],
+    *,
+    nodes: bool,
+    wait: float,
+    trust: TrustStore,
+    days: int,
+) -> tuple[CheckReport, list[ZoneChecked | None]]:
+    """The targets checked here (``local``), but with ``--nodes`` on a PostgreSQL store the nodes
+    in a zone, probed by a worker of their zone and judged here; in the order given."""
+    import asyncio
+    import time
+
+    from certfleet.check import CheckReport, run_async
+
+    if not nodes:
+        return run_async(local(found)), [None] * len(found)
+    from certfleet.jobs.zone_checks import probe_nodes, zoned_nodes
+    from certfleet.store import Store
+
+    started = time.monotonic()
+    with Store.open() as opened:
+        by_node = {e.label: e for e in found if e.label is not None}
+        zones = zoned_nodes(opened, by_node)
+        if not zones:  # SQLite, or no chosen node in a zone: every one probed here, as always
+            return run_async(local(found)), [None] * len(found)
+        remote = {n: by_node[n] for n in zones}
+        here = [e for e in found if e.label not in zones]
+
+        async def both() -> tuple[CheckReport, dict[str, ZoneChecked]]:
+            ran = probe_nodes(opened, remote, zones, wait=wait, trust=trust, expiring_days=days)
+            mine, theirs = await asyncio.gather(local(here), ran)
+            return mine, theirs
+
+        mine, theirs = run_async(both())
+    reports = iter(mine.endpoints)
+    merged: list[EndpointReport] = []
+    extras: list[ZoneChecked | None] = []
+    for endpoint in found:
+        extra = theirs.get(endpoint.label) if endpoint.label is not None else None
+        merged.append(extra.report if extra is not None else next(reports))
+        extras.append(extra)
+    report = CheckReport(
+        tuple(merged), checked_at=mine.checked_at, elapsed=time.monotonic() - started,
+        deadline_reached=mine.deadline_reached,
+    )  # fmt: skip
+    return report, extras
+
+
+def _render_workers(report: CheckReport, extras: Sequence[ZoneChecked | None]) -> None:
+    """Which worker probed each endpoint a zone's worker probed (those none did say so in their problems)."""
+    from certfleet.cli._common import when
+
+    for endpoint, extra in zip(report.endpoints, extras, strict=False):
+        if extra is None or not extra.by:
+            continue
+        shown = f"{endpoint.target.label} ({endpoint.target})" if endpoint.target.label else str(endpoint.target)
+        at = f" {when(extra.at)}" if extra.at is not None else ""
+        console.print(f"{shown}: probed by {extra.by}{at} (zone {extra.zone}, job {extra.job})", highlight=False)
 
 
 def _write_json_list(items: list[dict[str, object]]) -> None:

@@ -32,7 +32,13 @@ def _log(as_json: bool) -> Callable[[JobEvent], None]:
             print(f"waiting   for the store: {event.detail}", file=sys.stderr, flush=True)
             return
         if event.kind == "probe":
+            if event.event == "taken":  # a probe's own line says it all, once a node and round
+                return
             print(f"{event.event:<9} {event.node or '-'}: {event.outcome or '-'}  {event.detail}".rstrip(), flush=True)
+            return
+        if event.kind == "check":
+            tail = f": {event.outcome}" if event.outcome else ""
+            print(f"{event.event:<9} job {event.job} (check){tail}  {event.detail}".rstrip(), flush=True)
             return
         what = f"job {event.job} ({event.kind} {event.node or '-'}, deployment {event.deployment})"
         tail = f": {event.outcome}" if event.outcome else ""
@@ -87,20 +93,23 @@ def worker_cmd(
         float | None,
         typer.Option(
             "--probe-every",
-            help="Seconds between probes of the zone's nodes, recorded for `certfleet status` and the console.",
+            help="Seconds between rounds of probe jobs for the zone's nodes not probed since (taken by the "
+            "zone's workers, recorded for `certfleet status` and the console).",
             min=1,
         ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> int:
-    """Take the store's jobs (deploys of single nodes) of one zone and run them, until stopped.
+    """Take the store's jobs (deploys of single nodes, probes, checks) of one zone and run them, until stopped.
 
     A worker in a zone (`--zone dmz`) deploys the nodes of that zone (`certfleet node zone gw1 dmz`);
     one without takes the nodes of no zone. Each job is leased and kept by heartbeats: the job of a
     worker that died is taken over when its lease runs out. SIGTERM or Ctrl-C lets each node finish
-    or undo its step, gives the unfinished jobs back and ends. With --probe-every it also probes
-    its zone's nodes and records what they serve: `certfleet status` shows that for a node in a
-    zone instead of probing it from where it runs.
+    or undo its step, gives the unfinished jobs back and ends. It also takes its zone's probe and
+    check jobs (`certfleet check --nodes`, `certfleet check HOST --zone dmz`). With --probe-every
+    it queues, that often, a probe job for each node of its zone not probed since; the zone's
+    workers take them and record what each node serves: `certfleet status` shows that for a node
+    in a zone instead of probing it from where it runs.
     """
     from certfleet.fleet.deploy import DeployOptions
     from certfleet.jobs.worker import Worker, WorkerOptions

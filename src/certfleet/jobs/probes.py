@@ -1,7 +1,10 @@
 """Probes by zone: a node in a zone may be unreachable from where ``certfleet status`` or the
-console runs, so a worker of its zone probes it (``certfleet worker --probe-every SECONDS``) and
-records what it saw in the store (:meth:`certfleet.store.Store.record_probe`): the chain as sent,
-the TLS version and cipher, and the probe's own problems. ``status`` (and the dashboard) judge
+console runs, so a worker of its zone probes it and records what it saw in the store
+(:meth:`certfleet.store.Store.record_probe`): the chain as sent, the TLS version and cipher, and
+the probe's own problems. A probe is a job of the queue (kind ``probe``, one node): queued by the
+workers of the zone every ``--probe-every`` seconds for the nodes not probed since
+(:func:`queue_probes`, unique: one open per node), and by ``certfleet check --nodes``; taken by
+any worker of the zone (:func:`probe_handler`). ``status`` (and the dashboard) judge
 that recorded chain as they judge one probed here (:func:`certfleet.check.judge`), dated when the
 worker probed it, instead of probing the node from where they run.
 """
@@ -19,15 +22,26 @@ from cryptography import x509
 from certfleet.check import EndpointReport, judge
 from certfleet.clock import utc_now
 from certfleet.endpoint import Endpoint
-from certfleet.errors import CertfleetError
+from certfleet.errors import CertfleetError, InputError, NotFoundError
+from certfleet.jobs.context import JobContext, JobDone
 from certfleet.probe import ProbeResult, StartTLS, probe
 from certfleet.problems import Problem, ProblemCode, Severity
-from certfleet.store import Store
+from certfleet.store import JobRecord, Store
 from certfleet.trust import TrustStore
 
-__all__ = ["ZoneProbe", "probe_payload", "probe_zone", "recorded_result", "zone_probed"]
+__all__ = [
+    "PROBE",
+    "due_probes",
+    "probe_handler",
+    "probe_payload",
+    "probe_summary",
+    "queue_probes",
+    "recorded_result",
+    "zone_probed",
+]
 
-DEFAULT_TIMEOUT = 5.0
+PROBE = "probe"  # the kind of job
+MAX_TIMEOUT = 10.0  # seconds a worker gives one probe (less when its --timeout is shorter)
 
 
 def probe_payload(result: ProbeResult) -> dict[str, Any]:
@@ -84,47 +98,64 @@ def recorded_result(payload: Mapping[str, Any]) -> ProbeResult:
     )
 
 
-class ZoneProbe:
-    """One round of a worker's probes: every node of its zone that names a probe endpoint."""
+def probe_summary(served: ProbeResult) -> dict[str, Any]:
+    """What a probe job says it found (its result; the probe itself is the node's record)."""
+    problem = served.problems[0].message if served.problems else ""
+    return {"ok": served.ok, "outcome": "ok" if served.ok else "failed", "target": served.target, "problem": problem}
 
-    def __init__(self, store: Store, zone: str | None, *, by: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.store = store
-        self.zone = zone
-        self.by = by
-        self.timeout = timeout
 
-    def _endpoints(self) -> dict[str, Endpoint]:
-        zones = self.store.node_zones()
-        out: dict[str, Endpoint] = {}
-        for node in self.store.nodes():
-            if zones.get(node.name) != self.zone:
+async def probe_handler(ctx: JobContext, job: JobRecord) -> JobDone:
+    """A ``probe`` job: probe the node's probe endpoint from this worker, record what it served
+    (:meth:`Store.record_probe`, by this worker), and answer with :func:`probe_summary`. The job
+    is done when the probe was made and recorded, whatever the node served; it fails when the
+    node is gone, names no probe endpoint, or the store refused the record."""
+    if job.node is None:
+        raise InputError("a probe job names no node")
+    specs = await asyncio.to_thread(ctx.store.node_specs, [job.node])
+    spec = specs.get(job.node)
+    if spec is None:
+        raise NotFoundError(f"no node named {job.node[:80]!r}")
+    endpoint = spec.endpoint()
+    if endpoint is None:
+        raise InputError(f"node {job.node} names no probe endpoint")
+    timeout = min(ctx.options.command_timeout, MAX_TIMEOUT)
+    served = await probe(
+        endpoint.host, endpoint.port, server_name=endpoint.server_name, timeout=timeout, starttls=endpoint.starttls
+    )
+    await asyncio.to_thread(ctx.store.record_probe, job.node, probe_payload(served), by=ctx.worker, at=utc_now())
+    summary = probe_summary(served)
+    return JobDone(True, summary, summary["problem"] or served.target)
+
+
+def due_probes(store: Store, zone: str | None, *, every: float, now: dt.datetime | None = None) -> list[str]:
+    """The nodes of ``zone`` (None: of no zone) that name a probe endpoint and whose last recorded
+    probe is older than ``every`` seconds (or that have none), by name."""
+    cutoff = (now or utc_now()) - dt.timedelta(seconds=every)
+    zones = store.node_zones()
+    recorded = store.recorded_probes()
+    due: dict[str, None] = {}
+    for node in store.nodes():
+        if zones.get(node.name) != zone or node.name in due:
+            continue
+        try:
+            if node.endpoint() is None:
                 continue
-            try:
-                endpoint = node.endpoint()
-            except CertfleetError:
-                continue
-            if endpoint is not None:
-                out[node.name] = endpoint
-        return out
-
-    async def run(self, *, now: dt.datetime | None = None) -> dict[str, ProbeResult]:
-        """Probe the zone's nodes one after the other and record each result; what each served."""
-
-        endpoints = await asyncio.to_thread(self._endpoints)
-        out: dict[str, ProbeResult] = {}
-        for name, e in endpoints.items():
-            served = await probe(e.host, e.port, server_name=e.server_name, timeout=self.timeout, starttls=e.starttls)
-            at = now or utc_now()
-            await asyncio.to_thread(self.store.record_probe, name, probe_payload(served), by=self.by, at=at)
-            out[name] = served
-        return out
+        except CertfleetError:
+            continue  # an endpoint that no longer parses: said by `status`, never probed
+        last = recorded.get(node.name)
+        if last is None or last.at < cutoff:
+            due[node.name] = None
+    return list(due)
 
 
-async def probe_zone(
-    store: Store, zone: str | None, *, by: str, timeout: float = DEFAULT_TIMEOUT
-) -> dict[str, ProbeResult]:
-    """:class:`ZoneProbe` once."""
-    return await ZoneProbe(store, zone, by=by, timeout=timeout).run()
+def queue_probes(store: Store, zone: str | None, *, every: float, now: dt.datetime | None = None) -> list[JobRecord]:
+    """A worker's round (``--probe-every``): a ``probe`` job for each of :func:`due_probes`, in one
+    transaction, unique (a node with a probe job queued or running gets none more: the workers of
+    a zone, however many, probe each node once a round)."""
+    due = due_probes(store, zone, every=every, now=now)
+    if not due:
+        return []
+    return store.enqueue_jobs(PROBE, [("", node, zone, {}) for node in due], unique=True)
 
 
 def zone_probed(

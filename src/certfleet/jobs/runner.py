@@ -9,52 +9,38 @@ job with that one line. The result is written with the job's end, fenced by its 
 
 The same handler runs a job in the process that asked (:func:`run_inline`) where no queue is
 needed: on a SQLite store, one machine's, every job runs there.
+
+The kinds: ``probe`` (a node's probe endpoint, recorded for ``status``: :mod:`certfleet.jobs.probes`)
+and ``check`` (an endpoint named by ``certfleet check --zone``: :mod:`certfleet.jobs.endpoint_jobs`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from certfleet.clock import utc_now
 from certfleet.fleet.deploy import DeployOptions
+from certfleet.jobs.context import Handler, JobContext, JobDone
 from certfleet.store import JobRecord, JobState, Store
 
 __all__ = ["Handler", "JobContext", "JobDone", "follow_jobs", "handler_for", "run_handler", "run_inline"]
-
-
-@dataclass(frozen=True, slots=True)
-class JobDone:
-    """How a job ended: ``ok`` (done) or not (failed), what it found (kept with the job), and one
-    line for the worker's log."""
-
-    ok: bool
-    result: Mapping[str, Any]
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class JobContext:
-    """What a handler may use: the store, the worker's name and zone, the limits of its work
-    (``options``: timeouts), and ``stop`` (set: finish soon, or give up)."""
-
-    store: Store
-    worker: str
-    zone: str | None
-    options: DeployOptions = field(default_factory=DeployOptions)
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-Handler = Callable[[JobContext, JobRecord], Awaitable[JobDone]]
 
 
 def handler_for(kind: str) -> Handler | None:
     """The handler of a kind of job; None for a kind this certfleet does not know (the job fails,
     saying so: a newer certfleet queued it)."""
     match kind:
+        case "probe":
+            from certfleet.jobs.probes import probe_handler
+
+            return probe_handler
+        case "check":
+            from certfleet.jobs.endpoint_jobs import check_handler
+
+            return check_handler
         case _:
             return None
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import logging
 import os
@@ -50,6 +51,9 @@ __all__ = ["JobEvent", "Worker", "WorkerOptions", "worker_name"]
 
 log = logging.getLogger("certfleet.worker")
 
+KEEP_ENDED = dt.timedelta(days=1)  # how long ended probe and check jobs are kept
+PRUNE_EVERY = 3600.0  # seconds between prunes of them
+
 
 def worker_name(zone: str | None) -> str:
     """How a worker names itself in the leases it holds: ``host/pid[/zone]``."""
@@ -68,7 +72,7 @@ class WorkerOptions:
     kinds: frozenset[str] = frozenset()  # only jobs of these kinds (empty: of every kind)
     job: int | None = None  # only this job
     deploy: DeployOptions = field(default_factory=DeployOptions)
-    # seconds between probes of the zone's nodes, recorded for `status` (None: no probes)
+    # seconds between rounds of probe jobs for the zone's nodes, recorded for `status` (None: none)
     probe_every: float | None = None
 
     def __post_init__(self) -> None:
@@ -84,9 +88,11 @@ class WorkerOptions:
 
 @dataclass(frozen=True, slots=True)
 class JobEvent:
-    """What a worker did: ``taken`` a job, ``recorded`` a node's result, ``released`` a job it
-    stopped or could not lock, ``lost`` a lease, ``failed`` a job it could not run, ``waiting``
-    for a store it cannot write to (job 0)."""
+    """What a worker did: ``taken`` a job, ``recorded`` a node's result (or a job's), ``released``
+    a job it stopped or could not lock, ``lost`` a lease, ``failed`` a job it could not run,
+    ``waiting`` for a store it cannot write to (job 0); ``probed`` a node (a probe job: its
+    outcome is what the node served) and ``probe-failed`` (a probe job that could not probe or
+    record, or a round of probes that could not be queued: job 0)."""
 
     event: str
     job: int
@@ -135,6 +141,7 @@ class Worker:
         self._mutex = threading.Lock()
         # steps begun, by deployment and node, not yet written (not empty: a write is waiting)
         self._steps: dict[int, dict[str, tuple[list[str], bool]]] = {}
+        self._prune_at = 0.0  # when the ended probe and check jobs are pruned next (monotonic)
 
     def _emit(self, event: str, held: Lease, *, outcome: str | None = None, detail: str = "") -> None:
         if self._log is not None:
@@ -149,7 +156,7 @@ class Worker:
         try:
             while not stop.is_set():
                 if opts.probe_every is not None and time.monotonic() >= next_probe:
-                    await self._probe()
+                    await self._probe_round()
                     next_probe = time.monotonic() + opts.probe_every
                 try:
                     taken = await asyncio.to_thread(
@@ -194,22 +201,24 @@ class Worker:
             self._writer.shutdown(wait=True)
         return self.handled
 
-    async def _probe(self) -> None:
-        """Probe the nodes of this worker's zone and record what each served (``probed`` events)."""
-        from certfleet.jobs.probes import ZoneProbe
+    async def _probe_round(self) -> None:
+        """Queue a ``probe`` job for each node of this worker's zone not probed in the last
+        ``probe_every`` seconds (less a tenth: the time a round takes), unique (the zone's other
+        workers queue the same jobs, not more); this worker and the others take them as any job.
+        At most once an hour, forget the probe and check jobs that ended over a day ago."""
+        from certfleet.jobs.endpoint_jobs import CHECK
+        from certfleet.jobs.probes import PROBE, queue_probes
 
-        timeout = min(self.options.deploy.command_timeout, 10.0)
+        every = (self.options.probe_every or 0) * 0.9
         try:
-            seen = await ZoneProbe(self.store, self.options.zone, by=self.name, timeout=timeout).run()
+            await asyncio.to_thread(queue_probes, self.store, self.options.zone, every=every)
+            if time.monotonic() >= self._prune_at:
+                self._prune_at = time.monotonic() + PRUNE_EVERY
+                before = utc_now() - KEEP_ENDED
+                await asyncio.to_thread(self.store.prune_jobs, {PROBE, CHECK}, before=before)
         except CertfleetError as exc:
             if self._log is not None:
                 self._log(JobEvent("probe-failed", 0, "probe", None, None, self.name, detail=str(exc)))
-            return
-        if self._log is not None:
-            for node, served in seen.items():
-                outcome = "ok" if served.ok else "failed"
-                detail = served.problems[0].message if served.problems else served.target
-                self._log(JobEvent("probed", 0, "probe", node, None, self.name, outcome, detail))
 
     # -- one deployment's jobs ------------------------------------------------------------------
 
@@ -291,6 +300,12 @@ class Worker:
                 self._emit("lost", held, detail="another worker holds the job now")
                 return
             self.handled += 1
+            if held.job.kind == "probe":  # the node's probe, made and recorded, or not made
+                if done.ok:
+                    self._emit("probed", held, outcome=str(done.result.get("outcome", "ok")), detail=done.detail)
+                else:
+                    self._emit("probe-failed", held, outcome="failed", detail=done.detail)
+                return
             self._emit("recorded" if done.ok else "failed", held, outcome="ok" if done.ok else "failed",
                        detail=done.detail)  # fmt: skip
 
