@@ -61,7 +61,12 @@ def test_status_shows_the_probe_a_worker_of_the_zone_recorded(
         [gw] = before["lineages"][0]["nodes"]
         assert (gw["serving"], gw["probed_by"]) == ("not-probed", "")  # no worker probed it yet, nor did this
         probed = _worker("--zone", "dmz", "--probe-every", "60")
-        assert [(e["event"], e["node"], e["outcome"]) for e in probed] == [("probed", "gw", "ok")]
+        # a probe job, queued by the worker's round and taken by it
+        assert [(e["event"], e["kind"], e["node"], e["outcome"]) for e in probed] == [
+            ("taken", "probe", "gw", None),
+            ("probed", "probe", "gw", "ok"),
+        ]
+        assert probed[0]["job"] == probed[1]["job"] != 0
         connections = server.connections
     assert connections == 1  # only the worker connected
     # the node is unreachable from here now: status shows what the zone's worker saw
