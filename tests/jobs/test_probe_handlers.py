@@ -44,9 +44,7 @@ def _pair(tmp_path: Path, pki: PKI) -> tuple[Path, Path]:
 
 
 @pytest.mark.peer
-async def test_a_probe_job_probes_the_node_and_records_it_by_the_worker(
-    store: Store, tmp_path: Path, pki: PKI
-) -> None:
+async def test_a_probe_job_probes_the_node_and_records_it_by_the_worker(store: Store, tmp_path: Path, pki: PKI) -> None:
     with store, serve_tls(Mode.TLS, *_pair(tmp_path, pki)) as server:
         _set_probe(store, "a", server.target)
         _set_probe(store, "d", f"127.0.0.1:{free_port()}")  # nothing listens there
@@ -117,7 +115,7 @@ def test_a_check_jobs_endpoint_is_validated_as_check_validates_its_input(change:
     with pytest.raises(InputError, match=said):
         endpoint_of(payload)
     done = asyncio.run(run_inline(None, "check", payload=payload))  # type: ignore[arg-type]  # never reached
-    assert not done.ok and said.split("'")[0] in done.result["error"]
+    assert not done.ok and said.split("'", maxsplit=1)[0] in done.result["error"]
 
 
 def test_the_workers_round_queues_a_probe_job_for_each_node_not_probed_since(store: Store) -> None:

@@ -6,6 +6,7 @@ never probe a node twice at once; ``check --nodes`` has a zoned node probed by i
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import signal
 import socket
@@ -35,10 +36,9 @@ LINE = "no worker of zone dmz probed it in time"
 
 
 @pytest.fixture
-def nginx(
-    pg_url: str, cli: Any, tmp_path: Path, pki: PKI, monkeypatch: pytest.MonkeyPatch, certfleet_home: Path
-) -> Iterator[NginxServer]:
+def nginx(pg_url: str, cli: Any, tmp_path: Path, pki: PKI, monkeypatch: pytest.MonkeyPatch) -> Iterator[NginxServer]:
     """The fleet on PostgreSQL, each node's probe endpoint a site of one real nginx."""
+    monkeypatch.setenv("CERTFLEET_HOME", str(tmp_path / "home"))
     monkeypatch.setenv(URL_ENV, pg_url)
     make_fleet(cli, tmp_path, pki, NODES)
     sites = [Site(node, pki.leaf.fullchain_pem(), pki.leaf.key_pem()) for node in NODES]
@@ -104,7 +104,7 @@ def test_two_workers_of_a_zone_probing_every_second_never_probe_a_node_twice_at_
     assert {j.node for j in rows} == set(zoned)  # plain is of no zone: not theirs
     for node in zoned:
         mine = [j for j in rows if j.node == node]
-        for before, after in zip(mine, mine[1:], strict=False):
+        for before, after in itertools.pairwise(mine):
             # a node's next probe job is queued only once the one before it ended: never two open
             assert before.finished_at is not None and after.created_at >= before.finished_at, (before, after)
         assert {j.lease_owner for j in mine if j.state == JobState.DONE} <= names
@@ -135,7 +135,8 @@ def test_check_asks_the_zones_worker_and_says_when_none_answered_in_time(
         assert not items[node]["ok"] and [p["message"] for p in items[node]["problems"]] == [LINE]
         assert (items[node]["zone"], items[node]["probed_by"]) == ("dmz", "")
     assert items["plain"]["ok"] and "probed_by" not in items["plain"]
-    unanswered = cli_proc("check", nginx.target("plain"), "--name", "www.example.test", "--zone", "dmz", "--wait", "0.5")
+    plain = nginx.target("plain")
+    unanswered = cli_proc("check", plain, "--name", "www.example.test", "--zone", "dmz", "--wait", "0.5")
     assert unanswered.code == 1 and LINE in unanswered.out, unanswered.out
 
     with workers(tmp_path, 1) as [proc]:
