@@ -453,7 +453,7 @@ def _render_workers(report: CheckReport, extras: Sequence[ZoneChecked | None]) -
         if extra is None or not extra.by:
             continue
         shown = f"{endpoint.target.label} ({endpoint.target})" if endpoint.target.label else str(endpoint.target)
-        at = f" {when(extra.at)}" if extra.at is not None else ""
+        at = f" at {when(extra.at)}" if extra.at is not None else ""
         console.print(f"{shown}: probed by {extra.by}{at} (zone {extra.zone}, job {extra.job})", highlight=False)
 
 
