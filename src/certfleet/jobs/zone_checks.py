@@ -161,7 +161,7 @@ async def check_in_zone(
     one transaction) and judge here what it saw; in the order given."""
     if not endpoints:
         return []
-    asked = [("", None, zone, endpoint_payload(e, timeout=timeout)) for e in endpoints]
+    asked = [("", None, zone, endpoint_payload(e, timeout=timeout, wait=wait)) for e in endpoints]
     queued = await asyncio.to_thread(store.enqueue_jobs, CHECK, asked)
     ended = await _follow(store, queued, wait=wait, poll=poll)
     now = utc_now()
