@@ -16,7 +16,7 @@ from certfleet.endpoint import parse_endpoint
 from certfleet.jobs import endpoint_jobs
 from certfleet.jobs.endpoint_jobs import endpoint_of, endpoint_payload
 from certfleet.jobs.probes import due_probes, queue_probes, recorded_result
-from certfleet.jobs.runner import JobContext, run_handler, run_inline
+from certfleet.jobs.runner import run_inline
 from certfleet.jobs.worker import JobEvent, Worker, WorkerOptions
 from certfleet.store import JobState, Store
 from conftest import PKI
@@ -83,14 +83,6 @@ async def test_a_check_job_answers_with_what_the_endpoint_served(
         assert served.ok and served.chain[0] == pki.leaf.cert and served.server_name == "www.example.test"
         assert served.target == server.target and done.detail == server.target
         assert endpoint_of(payload) == (endpoint, 5.0)
-        # queued, and taken by a worker after its asker stopped waiting: not probed
-        asked = store.enqueue_job("check", zone="dmz", payload=endpoint_payload(endpoint, timeout=5, wait=0))
-        later = dataclasses.replace(asked, created_at=asked.created_at - dt.timedelta(seconds=30))
-        stale = await run_handler(JobContext(store, "w", "dmz"), later)
-        assert not stale.ok and "nobody waits for this check any more" in stale.result["error"]
-        assert len(server.server_names) == 1  # the handshake of the first check only
-        fresh = await run_handler(JobContext(store, "w", "dmz"), asked)
-        assert fresh.ok and len(server.server_names) == 2
         # a chain larger than the store keeps of a result: the job fails, saying so
         monkeypatch.setattr(endpoint_jobs, "MAX_RESULT_BYTES", 100)
         big = await run_inline(store, "check", zone="dmz", payload=payload)

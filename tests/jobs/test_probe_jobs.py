@@ -138,6 +138,9 @@ def test_check_asks_the_zones_worker_and_says_when_none_answered_in_time(
     plain = nginx.target("plain")
     unanswered = cli_proc("check", plain, "--name", "www.example.test", "--zone", "dmz", "--wait", "0.5")
     assert unanswered.code == 1 and LINE in unanswered.out, unanswered.out
+    with Store.open() as store:  # nobody waits for its answer: given up, not left for a worker to do later
+        [given_up] = [j for j in store.jobs() if j.kind == "check"]
+    assert given_up.state == JobState.FAILED and "the check was given up" in (given_up.result or {})["error"]
 
     with workers(tmp_path, 1) as [proc]:
         name = name_of(proc)
@@ -164,5 +167,5 @@ def test_check_asks_the_zones_worker_and_says_when_none_answered_in_time(
         assert wrong.code == 1  # judged here: the name is not the certificate's
         assert "name-mismatch" in {p["code"] for p in json.loads(wrong.out)[0]["problems"]}
     outs = events(tmp_path, 0)
-    assert {e["kind"] for e in outs if e["event"] == "recorded"} == {"check"}
+    assert [e["kind"] for e in outs if e["event"] in ("recorded", "failed")] == ["check"] * 3
     assert {e["node"] for e in outs if e["event"] == "probed"} == {"gw1", "gw2"}

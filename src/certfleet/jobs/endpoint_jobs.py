@@ -1,9 +1,8 @@
 """Endpoint checks as jobs (kind ``check``): ``certfleet check HOST:PORT --zone dmz`` asks a
 worker of the zone to probe an endpoint that only the zone reaches. The job carries the endpoint
-(host, port, the name sent as SNI and expected, how it reaches TLS), the probe's timeout and how
-long the asker waits; its handler probes it from the worker and answers with what it served
-(:func:`probe_payload`, the chain as DER). A job taken after its asker stopped waiting fails
-without probing. The process that asked judges it (its trust store, its time), as it judges a probe
+(host, port, the name sent as SNI and expected, how it reaches TLS) and the probe's timeout; its
+handler probes it from the worker and answers with what it served (:func:`probe_payload`, the
+chain as DER). The process that asked judges it (its trust store, its time), as it judges a probe
 of its own (:func:`certfleet.check.judge`)."""
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from certfleet.clock import utc_now
 from certfleet.endpoint import Endpoint, parse_endpoint
 from certfleet.errors import CertfleetError, InputError
 from certfleet.jobs.context import JobContext, JobDone
@@ -25,32 +23,17 @@ __all__ = ["CHECK", "MAX_TIMEOUT", "MIN_TIMEOUT", "check_handler", "endpoint_of"
 CHECK = "check"  # the kind of job
 MIN_TIMEOUT, MAX_TIMEOUT = 0.1, 600.0  # seconds for the probe, as `certfleet check --timeout` allows
 MAX_RESULT_BYTES = 64 * 1024  # the most of a job's result the store keeps (Store.finish_job)
-STALE_AFTER = 5.0  # seconds past its asker's wait that a check job is still worth doing
 
 
-def endpoint_payload(endpoint: Endpoint, *, timeout: float, wait: float | None = None) -> dict[str, Any]:
-    """What a ``check`` job is asked: the endpoint, the probe's timeout, and how long the one who
-    asks waits for the answer (None: no end)."""
+def endpoint_payload(endpoint: Endpoint, *, timeout: float) -> dict[str, Any]:
+    """What a ``check`` job is asked: the endpoint and the probe's timeout."""
     return {
         "host": endpoint.host,
         "port": endpoint.port,
         "name": endpoint.name,
         "starttls": endpoint.starttls.value if endpoint.starttls is not None else None,
         "timeout": timeout,
-        "wait": wait,
     }
-
-
-def _unwanted(job: JobRecord) -> str | None:
-    """Why nobody waits for this job's answer any more (its asker's ``--wait`` ran out while the
-    job stayed queued), or None. Such a job fails without probing, and is pruned with the others."""
-    wait = job.payload.get("wait")
-    if not isinstance(wait, int | float) or isinstance(wait, bool) or job.id == 0:
-        return None
-    age = (utc_now() - job.created_at).total_seconds()
-    if age <= wait + STALE_AFTER:
-        return None
-    return f"nobody waits for this check any more (asked {age:.0f} s ago, waiting {wait:g} s)"
 
 
 def endpoint_of(payload: Mapping[str, Any]) -> tuple[Endpoint, float]:
@@ -82,9 +65,6 @@ async def check_handler(ctx: JobContext, job: JobRecord) -> JobDone:
     """A ``check`` job: probe the endpoint from this worker; the result is what it served
     (:func:`probe_payload`). Done when the probe was made, whatever the endpoint served."""
     endpoint, timeout = endpoint_of(job.payload)
-    unwanted = _unwanted(job)
-    if unwanted is not None:
-        raise InputError(unwanted)
     served = await probe(
         endpoint.host, endpoint.port, server_name=endpoint.server_name, timeout=timeout, starttls=endpoint.starttls
     )

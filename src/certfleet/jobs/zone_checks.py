@@ -9,8 +9,9 @@
   and the time of the one asking).
 
 An endpoint whose job no worker ended in time is reported failing, in one line naming the zone
-("no worker of zone dmz probed it in time"); the job stays queued and a worker started later does
-it (a probe is then recorded for ``status``, a check is pruned with the ended jobs a day later).
+("no worker of zone dmz probed it in time"). A probe job stays queued, and a worker started later
+records the probe for ``status``; a check job no worker took is ended, failed, by the one who
+asked (nobody waits for its answer any more), and pruned with the ended jobs a day later.
 """
 
 from __future__ import annotations
@@ -146,6 +147,18 @@ async def probe_nodes(
     return out
 
 
+def _give_up(store: Store, zone: str, jobs: Sequence[int], *, wait: float) -> None:
+    """End the check jobs no worker took in time, failed: nobody waits for their answer any more.
+    Each is taken as a worker would take it (a worker that took it meanwhile keeps it)."""
+    from certfleet.jobs.worker import worker_name
+
+    asker = worker_name(None)
+    for job in jobs:
+        for held in store.claim_jobs(asker, zone=zone, lease=30, job=job):
+            message = f"no worker of zone {zone} took it within {wait:g} s; the check was given up"
+            store.finish_job(held, ok=False, result={"error": message})
+
+
 async def check_in_zone(
     store: Store,
     endpoints: Sequence[Endpoint],
@@ -161,9 +174,12 @@ async def check_in_zone(
     one transaction) and judge here what it saw; in the order given."""
     if not endpoints:
         return []
-    asked = [("", None, zone, endpoint_payload(e, timeout=timeout, wait=wait)) for e in endpoints]
+    asked = [("", None, zone, endpoint_payload(e, timeout=timeout)) for e in endpoints]
     queued = await asyncio.to_thread(store.enqueue_jobs, CHECK, asked)
     ended = await _follow(store, queued, wait=wait, poll=poll)
+    unserved = [j.id for j in ended.values() if j.state == JobState.QUEUED]
+    if unserved:
+        await asyncio.to_thread(_give_up, store, zone, unserved, wait=wait)
     now = utc_now()
     out: list[ZoneChecked] = []
     for endpoint, queued_job in zip(endpoints, queued, strict=True):
