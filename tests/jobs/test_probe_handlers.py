@@ -3,6 +3,7 @@ handler, no row), the worker's round of probe jobs, and what ``check --zone`` re
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 from pathlib import Path
@@ -20,8 +21,11 @@ from certfleet.jobs.runner import run_inline
 from certfleet.jobs.worker import JobEvent, Worker, WorkerOptions
 from certfleet.store import JobState, Store
 from conftest import PKI
+from support.postgres import pg_url, postgres
 from support.servers import free_port
 from support.tls import Mode, serve_tls
+
+__all__ = ["pg_url", "postgres"]  # the fixtures, imported where they are used
 
 ZONES = {"a": "dmz", "b": "dmz", "c": None, "d": "dmz"}
 
@@ -107,8 +111,6 @@ async def test_a_check_job_answers_with_what_the_endpoint_served(
     ],
 )
 def test_a_check_jobs_endpoint_is_validated_as_check_validates_its_input(change: dict[str, Any], said: str) -> None:
-    import asyncio
-
     from certfleet.errors import InputError
 
     payload = {**endpoint_payload(parse_endpoint("127.0.0.1:8443"), timeout=5), **change}
@@ -173,3 +175,49 @@ def test_check_zone_is_refused_on_sqlite_and_with_nodes(cli: Any, store: Store) 
     assert alone.code != 0 and "--wait goes with --zone or --nodes" in alone.err
     bad = cli("check", "127.0.0.1:8443", "--zone", "no zone")
     assert bad.code != 0 and "zone name 'no zone' is not allowed" in bad.err
+
+
+@pytest.mark.peer
+@pytest.mark.usefixtures("certfleet_home")
+async def test_the_asking_side_judges_what_the_zones_worker_saw_and_says_when_it_could_not(
+    pg_url: str, cli: Any, tmp_path: Path, pki: PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from certfleet.jobs.zone_checks import check_in_zone, probe_nodes, zoned_nodes
+    from certfleet.store import URL_ENV
+    from certfleet.trust import load_trust
+
+    monkeypatch.setenv(URL_ENV, pg_url)
+    make_fleet(cli, tmp_path, pki, ZONES)
+    trust = load_trust([], [("root", pki.root.cert_pem())])
+    with Store.open() as store, serve_tls(Mode.TLS, *_pair(tmp_path, pki)) as server:
+        _set_probe(store, "a", server.target)
+        _set_probe(store, "c", server.target)
+        endpoint = parse_endpoint(server.target, name="www.example.test", label="a")
+        asked = {"a": endpoint, "c": endpoint, "d": endpoint}  # d: no probe endpoint in the store any more
+        zones = zoned_nodes(store, asked)
+        assert zones == {"a": "dmz", "d": "dmz"}  # c is of no zone: probed by the one asking
+        stop = asyncio.Event()
+        worker = Worker(store, WorkerOptions(zone="dmz", lease=5, poll=0.05), name="host/1/dmz")
+        running = asyncio.create_task(worker.run(stop))
+        try:
+            seen = await probe_nodes(store, asked, zones, wait=30, trust=trust, expiring_days=30, poll=0.05)
+            [checked] = await check_in_zone(
+                store, [endpoint], "dmz", wait=30, timeout=5, trust=trust, expiring_days=30, poll=0.05
+            )
+        finally:
+            stop.set()
+            await running
+        assert set(seen) == {"a", "d"}
+        assert seen["a"].report.ok and seen["a"].report.verified and seen["a"].by == "host/1/dmz"
+        assert seen["a"].at is not None and seen["a"].zone == "dmz"
+        assert not seen["d"].report.ok and seen["d"].by == "host/1/dmz"
+        [problem] = seen["d"].report.problems
+        assert problem.message == "the worker of zone dmz could not probe it: node d names no probe endpoint"
+        assert checked.report.ok and checked.by == "host/1/dmz" and checked.to_dict()["probed_by"] == "host/1/dmz"
+
+        # no worker of lan: in time, one line naming the zone; the check job no worker took is given up
+        [unserved] = await check_in_zone(store, [endpoint], "lan", wait=0.2, timeout=5, trust=trust, expiring_days=30)
+        assert not unserved.report.ok and unserved.by == ""
+        assert [p.message for p in unserved.report.problems] == ["no worker of zone lan probed it in time"]
+        given_up = store.job(unserved.job)
+        assert given_up.state == JobState.FAILED and "given up" in (given_up.result or {})["error"]
