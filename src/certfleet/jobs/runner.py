@@ -14,6 +14,7 @@ needed: on a SQLite store, one machine's, every job runs there.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -55,8 +56,19 @@ def handler_for(kind: str) -> Handler | None:
     """The handler of a kind of job; None for a kind this certfleet does not know (the job fails,
     saying so: a newer certfleet queued it)."""
     match kind:
+        case "renew":  # an autopilot pass (jobs/renewals.py)
+            return _load("certfleet.jobs.renewals:run_renew")
         case _:
             return None
+
+
+def _load(where: str) -> Handler:
+    """A handler named ``module:function``, imported when first asked for. By name, as the
+    solvers and targets are: a handler may use what uses this package (the autopilot's pass
+    deploys through the queue), which an import here would make a cycle of."""
+    module, _, name = where.partition(":")
+    handler: Handler = getattr(importlib.import_module(module), name)
+    return handler
 
 
 async def run_handler(ctx: JobContext, job: JobRecord) -> JobDone:
