@@ -93,9 +93,10 @@ async def run_renew(ctx: JobContext, job: JobRecord) -> JobDone:
     """The handler of ``renew`` jobs: one pass, under the pass lock; its summary as the result."""
     from certfleet.autopilot.renew import renew
 
-    lineage, force, settings = settings_of(job.payload, ctx)
+    asked = job.payload.get("lineage")
 
     def run() -> RenewReport:
+        lineage, force, settings = settings_of(job.payload, ctx)
         # a loop of its own: the worker's loop keeps beating while the pass waits on a CA or a node
         return asyncio.run(renew(ctx.store, lineages=[lineage] if lineage else (), force=force, settings=settings))
 
@@ -103,8 +104,10 @@ async def run_renew(ctx: JobContext, job: JobRecord) -> JobDone:
         report = await asyncio.to_thread(run)
     except CertfleetError as exc:
         message = str(exc)
-        error = {"error": message[:2000], "hint": (exc.hint or "")[:MAX_TEXT] or None, "lineage": lineage}
+        where = asked if isinstance(asked, str) else None
+        error = {"error": message[:2000], "hint": (exc.hint or "")[:MAX_TEXT] or None, "lineage": where}
         return JobDone(False, {**error, "exit_code": int(exc.exit_code)}, message)
+    lineage = asked if isinstance(asked, str) and asked else None
     summary = summarize(report, lineage=lineage)
     if report.busy:
         return JobDone(False, summary, report.busy)
