@@ -229,7 +229,7 @@ def _queue_renew(
                 _say(f"{what} is {job.state} already: this ask is that job")
         if wait is None:
             if as_json:
-                write_json({"job": job.to_dict(), "queued": fresh, "waited": False})
+                write_json({"job": {**job.to_dict(), "payload": job.payload}, "queued": fresh, "waited": False})
             return int(ExitCode.OK)
         [job] = asyncio.run(follow_jobs(store, [job.id], wait=wait)) or [job]
     result = job.result or {}
@@ -239,14 +239,18 @@ def _queue_renew(
         else:
             line = f"{what} is still running on {job.lease_owner} after {wait:g} s"
         if as_json:
-            write_json({"job": job.to_dict(), "queued": fresh, "waited": True, "error": line})
+            write_json(
+                {"job": {**job.to_dict(), "payload": job.payload}, "queued": fresh, "waited": True, "error": line}
+            )
         else:
             _say(line, err=True)
             _say("  hint: `certfleet jobs --open` follows it; `certfleet worker" + (f" --zone {zone}" if zone else "")
                  + "` runs it", err=True)  # fmt: skip
         return int(ExitCode.ENVIRONMENT)
     if as_json:
-        write_json({"job": job.to_dict(), "queued": fresh, "waited": True, "summary": result})
+        write_json(
+            {"job": {**job.to_dict(), "payload": job.payload}, "queued": fresh, "waited": True, "summary": result}
+        )
     else:
         _render_summary(job.id, result, job.lease_owner)
     return summary_exit_code(job)

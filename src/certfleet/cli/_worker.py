@@ -172,4 +172,6 @@ def jobs_cmd(
                 f"{j.state:<8} {outcome:<12} {holder}".rstrip()
             )
 
-    emit({"jobs": [j.to_dict() for j in found]}, as_json, render)
+    # a renew job's payload says what it renews (the lineage or all, forced or not)
+    listed = [{**j.to_dict(), "payload": j.payload} if j.kind == RENEW else j.to_dict() for j in found]
+    emit({"jobs": listed}, as_json, render)
