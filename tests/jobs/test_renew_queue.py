@@ -6,6 +6,7 @@ it says so. Two schedules of ``certfleet serve`` due at once run one pass."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,15 +21,19 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from jobs_fleet import issue, make_fleet, served
 
 from certfleet.acme import accounts
+from certfleet.autopilot import renew as renew_module
 from certfleet.autopilot.background import Autopilot
 from certfleet.autopilot.report import RenewSettings
 from certfleet.certinfo import fingerprint
 from certfleet.fleet.deploy import DeployOptions
 from certfleet.fleet.nodes import make_node
 from certfleet.jobs.renewals import RENEW, renew_payload
+from certfleet.jobs.worker import Worker, WorkerOptions
 from certfleet.store import URL_ENV, JobState, Store, VersionState
+from conftest import PKI
 from support.pebble import MAIN_IP, PebbleServer, WebrootNginx, acme_env, bind, expect, http_port, pebble, snakeoil
 from support.postgres import pg_url, postgres
 
@@ -207,3 +212,32 @@ def test_two_schedules_due_at_once_run_one_pass(
         assert (job.kind, job.lineage, job.state) == (RENEW, "", JobState.DONE)
         assert [e.detail["action"] for e in store.audit_log(action="renew")] == ["issued"]
         assert _served(web, pebble) == _active(store)[1]
+
+
+def test_a_pass_run_by_a_worker_of_a_zone_deploys_that_zones_nodes_itself(
+    shared: str, cli: Any, tmp_path: Path, pki: PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_fleet(cli, tmp_path, pki, {"plain": None, "gw": "dmz"})
+    leaf = issue(cli, tmp_path, pki, "v1")  # imported, deployed to neither node: both owe it
+    monkeypatch.setattr(renew_module, "QUEUED_WAIT", 0.5)  # no worker of no zone runs: do not wait long
+    fast = DeployOptions(probe_wait=0)
+    with Store.open() as store:
+        job = store.enqueue_job(RENEW, zone="dmz", payload=renew_payload(None, probe=False))
+        options = WorkerOptions(zone="dmz", once=True, job=job.id, kinds=frozenset({RENEW}), lease=5, deploy=fast)
+        assert asyncio.run(Worker(store, options, name="dmz-host/1/dmz").run()) == 1
+        ended = store.job(job.id)
+        assert ended.state == JobState.DONE and ended.lease_owner == "dmz-host/1/dmz"
+        [entry] = (ended.result or {})["lineages"]
+        assert entry["action"] == "deployed" and entry["deployed"] == ["gw"]  # its own zone's node, here
+        [(node, message)] = [(f["node"], f["message"]) for f in entry["failed"]]
+        assert node == "plain" and "no worker of zone (no zone) deployed it in time" in message
+        assert (ended.result or {})["exit_code"] == 1
+        [deployment] = store.deployments("web")
+        assert {j.node: (j.zone, j.state) for j in store.jobs(deployment=deployment.id)} == {
+            "plain": (None, JobState.QUEUED),  # for the workers of no zone
+            "gw": ("dmz", JobState.DONE),
+        }
+        assert served(tmp_path, "gw", pki) == leaf and not (tmp_path / "nodes" / "plain" / "live").exists()
+        plain = WorkerOptions(zone=None, once=True, kinds=frozenset({"deploy"}), lease=5, deploy=fast)
+        assert asyncio.run(Worker(store, plain).run()) == 1
+    assert served(tmp_path, "plain", pki) == leaf

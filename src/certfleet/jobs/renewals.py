@@ -98,7 +98,8 @@ async def run_renew(ctx: JobContext, job: JobRecord) -> JobDone:
     def run() -> RenewReport:
         lineage, force, settings = settings_of(job.payload, ctx)
         # a loop of its own: the worker's loop keeps beating while the pass waits on a CA or a node
-        return asyncio.run(renew(ctx.store, lineages=[lineage] if lineage else (), force=force, settings=settings))
+        names = [lineage] if lineage else []
+        return asyncio.run(renew(ctx.store, lineages=names, force=force, settings=settings, zone=ctx.zone))
 
     try:
         report = await asyncio.to_thread(run)
