@@ -105,14 +105,14 @@ async def run_renew(ctx: JobContext, job: JobRecord) -> JobDone:
         report = await asyncio.to_thread(run)
     except CertfleetError as exc:
         message = str(exc)
-        where = asked if isinstance(asked, str) else None
+        where = _cut(asked) if isinstance(asked, str) else None
         error = {"error": message[:2000], "hint": (exc.hint or "")[:MAX_TEXT] or None, "lineage": where}
         return JobDone(False, {**error, "exit_code": int(exc.exit_code)}, message)
     lineage = asked if isinstance(asked, str) and asked else None
     summary = summarize(report, lineage=lineage)
-    if report.busy:
-        return JobDone(False, summary, report.busy)
-    return JobDone(True, summary, describe(summary))
+    # done when the pass ran and all went well; failed when a renewal or a node's deploy failed
+    # (the summary says which), or when another pass held the lock
+    return JobDone(bool(summary["ok"]), summary, describe(summary))
 
 
 def _cut(text: str | None) -> str | None:
