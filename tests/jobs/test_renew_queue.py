@@ -7,6 +7,7 @@ it says so. Two schedules of ``certfleet serve`` due at once run one pass."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from cryptography import x509
 from jobs_fleet import issue, make_fleet, served
 
 from certfleet.acme import accounts
+from certfleet.autopilot import background
 from certfleet.autopilot import renew as renew_module
 from certfleet.autopilot.background import Autopilot
 from certfleet.autopilot.report import RenewSettings
@@ -173,13 +175,19 @@ def test_the_wait_runs_out_when_no_worker_takes_the_job(shared: str, cli: Any) -
         assert (job.kind, job.zone, job.state) == (RENEW, "nowhere", JobState.QUEUED)
 
 
-def test_the_schedule_leaves_a_pass_another_process_holds(shared: str) -> None:
+def test_the_schedule_leaves_a_pass_another_process_holds(shared: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with Store.open() as store:
+        old = store.enqueue_job(RENEW, payload=renew_payload(None))
+        [ended] = store.claim_jobs("elsewhere/0", zone=None, lease=60, job=old.id)
+        assert store.finish_job(ended, ok=True, result={})
         job = store.enqueue_job(RENEW, payload=renew_payload(None), unique=True)
         [held] = store.claim_jobs("elsewhere/1", zone=None, lease=60, job=job.id)
         pilot = Autopilot(store.home, lease=5)
         assert pilot.run_once() is None and pilot.passes == 0
-        assert [j.id for j in store.jobs()] == [job.id]  # no second pass queued beside it
+        assert [j.id for j in store.jobs()] == [job.id, old.id]  # no second pass queued beside it
+        monkeypatch.setattr(background, "KEEP_ENDED", dt.timedelta(0))  # the ended ones a month old go: all, now
+        assert pilot.run_once() is None
+        assert [j.id for j in store.jobs()] == [job.id]
         assert store.job(job.id).lease_owner == "elsewhere/1"
         assert store.finish_job(held, ok=True, result={})
 

@@ -16,6 +16,7 @@ pass that raises is logged and the next one runs as planned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from certfleet.autopilot.report import RenewSettings
+from certfleet.clock import utc_now
 from certfleet.errors import CertfleetError
 from certfleet.store import Store
 
@@ -31,6 +33,7 @@ __all__ = ["DEFAULT_INTERVAL", "Autopilot"]
 
 DEFAULT_INTERVAL = dt.timedelta(minutes=15)
 ACTOR = "certfleet-autopilot"
+KEEP_ENDED = dt.timedelta(days=30)  # how long the ended renew jobs stay listed (`certfleet jobs`)
 log = logging.getLogger("certfleet.autopilot")
 
 
@@ -115,6 +118,8 @@ class Autopilot:
         options = WorkerOptions(
             zone=None, lease=self.lease, once=True, job=job.id, kinds=frozenset({RENEW}), deploy=self.settings.deploy
         )
+        with contextlib.suppress(CertfleetError):  # the ended passes a month old are forgotten
+            await asyncio.to_thread(store.prune_jobs, {RENEW}, before=utc_now() - KEEP_ENDED)
         if not await Worker(store, options).run():
             taken = await asyncio.to_thread(store.job, job.id)
             log.info("autopilot: renew job %d is %s (%s): not run here", job.id, taken.state, taken.lease_owner or "-")
