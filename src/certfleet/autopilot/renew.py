@@ -69,8 +69,10 @@ class _Pass:
         dns: DnsSettings | None,
         prober: Prober | None,
         progress: Callable[[IssueEvent], None] | None,
+        zone: str | None = None,
     ) -> None:
         self.store = store
+        self.zone = zone  # where the pass runs (a worker's zone): the nodes it deploys itself
         self.clock = clock
         self.now = clock()
         self.dry_run = dry_run
@@ -367,11 +369,12 @@ class _Pass:
             return self._failed(name, plan, error, active=None, hint=f"`certfleet status {name}`", issued=issued)
         waiting: tuple[str, ...] = ()
         try:
-            route = route_deploy(self.store, name, nodes)
-            if route.queued:  # PostgreSQL, nodes in zones: their zones' workers deploy them, bounded
+            route = route_deploy(self.store, name, nodes, here=self.zone)
+            if route.queued:  # PostgreSQL, nodes in other zones: their zones' workers deploy them, bounded
                 queued = await run_queued(
-                    self.store, name, route.nodes, options=self.settings.deploy, wait=QUEUED_WAIT, prober=self.prober
-                )
+                    self.store, name, route.nodes, options=self.settings.deploy, wait=QUEUED_WAIT,
+                    prober=self.prober, here=self.zone,
+                )  # fmt: skip
                 result, waiting = queued.as_result(fingerprint=version.fingerprint or ""), queued.waiting
             else:
                 rollout = prepare_deploy(self.store, name, nodes, options=self.settings.deploy)
@@ -438,6 +441,7 @@ async def renew(
     progress: Callable[[IssueEvent], None] | None = None,
     on_lineage: Callable[[LineageRun], None] | None = None,
     lock: PassLock | None = None,
+    zone: str | None = None,
 ) -> RenewReport:
     """One pass over ``lineages`` (every lineage when none is named); see the module's words.
 
@@ -447,7 +451,10 @@ async def renew(
     probe, ``notifier`` the delivery of alerts. ``on_lineage`` is told each lineage's run as it
     ends. ``lock``: the pass lock, taken already by a caller that wants to know at once whether
     another pass runs (:func:`certfleet.autopilot.lock.pass_lock`); the pass lets go of it when
-    it ends. Raises :class:`InputError` for an unknown lineage before anything is done.
+    it ends. ``zone``: where the pass runs (a worker of that zone ran a ``renew`` job): on a
+    PostgreSQL store it deploys the nodes of that zone itself, and those of the other zones (of
+    no zone too) go to their workers. Raises :class:`InputError` for an unknown lineage before
+    anything is done.
     """
     started = clock()
     names = list(dict.fromkeys(lineages)) or [r.name for r in store.lineages()]
@@ -468,7 +475,7 @@ async def renew(
     try:
         work = _Pass(
             store, clock=clock, dry_run=dry_run, force=force, settings=settings or RenewSettings(), dns=dns,
-            prober=prober, progress=progress,
+            prober=prober, progress=progress, zone=zone,
         )  # fmt: skip
         runs = []
         for name in names:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -89,7 +89,8 @@ def _render(report: RenewReport, *, streamed: bool) -> None:
 
 @app.command(
     "renew",
-    epilog="Examples: certfleet renew   ·   certfleet renew --dry-run   ·   certfleet renew --lineage web --force",
+    epilog="Examples: certfleet renew   ·   certfleet renew --dry-run   ·   certfleet renew --lineage web --force"
+    "   ·   certfleet renew --queue --zone dmz --wait 600",
 )
 def renew_cmd(
     *,
@@ -104,13 +105,29 @@ def renew_cmd(
     no_probe: Annotated[
         bool, typer.Option("--no-probe", help="Do not probe every node after the pass (no serving alerts).")
     ] = False,
-    concurrency: Annotated[int, typer.Option(help="Nodes deployed at once.", min=1, max=64)] = 8,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Nodes deployed at once (8).", min=1, max=64, show_default=False)
+    ] = None,
     manual_days: Annotated[
         int, typer.Option("--manual-days", help="Remind manual lineages this many days ahead.", min=0, max=3650)
     ] = 30,
     metrics_file: Annotated[
         Path | None,
         typer.Option("--metrics-file", help="Write the autopilot's metrics there (node_exporter's textfile format)."),
+    ] = None,
+    queue: Annotated[
+        bool,
+        typer.Option(
+            "--queue",
+            help="Queue the pass as a job for the workers of --zone and print its id (a store shared on PostgreSQL).",
+        ),
+    ] = False,
+    zone: Annotated[
+        str | None, typer.Option("--zone", "-z", help="With --queue: for the workers of this zone (default: no zone).")
+    ] = None,
+    wait: Annotated[
+        float | None,
+        typer.Option("--wait", help="With --queue: follow the job this many seconds; print what the pass did.", min=0),
     ] = None,
     as_json: JsonOpt = False,
 ) -> int:
@@ -121,15 +138,33 @@ def renew_cmd(
 
     Safe to run from several timers at once: one pass runs, the others say so and stop (exit 0).
     A failure never touches what is live; it is retried at a later pass, after a backoff.
+
+    With --queue (PostgreSQL) the pass becomes a job of the queue, run by a `certfleet worker`
+    of --zone (the one where the CA and the nodes are reachable); one asked while the same
+    lineage's job is open is that job. --wait follows it and exits as the pass would have here.
     """
     from certfleet.autopilot.renew import RenewSettings, renew
     from certfleet.fleet.deploy import DeployOptions
 
+    if queue:
+        from certfleet.renewal import MANUAL_DAYS
+
+        if dry_run or metrics_file is not None or concurrency is not None:
+            raise InputError(
+                "--queue does not take --dry-run, --metrics-file or --concurrency",
+                hint="the worker that runs the job deploys with its own --batch; run `certfleet renew --dry-run` here",
+            )
+        return _queue_renew(
+            lineage or [], force=force, preflight=not no_preflight, probe=not no_probe,
+            manual_days=manual_days if manual_days != MANUAL_DAYS else None, zone=zone, wait=wait, as_json=as_json,
+        )  # fmt: skip
+    if zone is not None or wait is not None:
+        raise InputError("--zone and --wait go with --queue", hint="certfleet renew --queue --zone dmz --wait 600")
     settings = RenewSettings(
         manual_days=manual_days,
         preflight=not no_preflight,
         probe=not no_probe,
-        deploy=DeployOptions(concurrency=concurrency),
+        deploy=DeployOptions(concurrency=concurrency or 8),
     )
     streamed = not as_json
     with open_store() as store:
@@ -149,6 +184,106 @@ def renew_cmd(
         return int(ExitCode.OK)
     emit(report, as_json, lambda r: _render(r, streamed=streamed))
     return int(ExitCode.OK if report.ok else ExitCode.PROBLEMS)
+
+
+def _queue_renew(
+    lineages: list[str],
+    *,
+    force: bool,
+    preflight: bool,
+    probe: bool,
+    manual_days: int | None,
+    zone: str | None,
+    wait: float | None,
+    as_json: bool,
+) -> int:
+    """``renew --queue``: a ``renew`` job for the workers of ``zone`` (the open one, if any); with
+    ``wait``, followed until it ends, and rendered as the pass it ran."""
+    from certfleet.clock import utc_now
+    from certfleet.jobs.renewals import RENEW, renew_payload, summary_exit_code
+    from certfleet.jobs.runner import follow_jobs
+    from certfleet.store import JobState, check_zone
+
+    check_zone(zone)
+    if len(set(lineages)) > 1:
+        raise InputError("--queue renews one --lineage, or every lineage", hint="queue one job per lineage")
+    name = lineages[0] if lineages else None
+    workers = f"zone {zone}" if zone else "no zone"
+    with open_store() as store:
+        if store.url.startswith("sqlite"):
+            raise InputError(
+                "a queued renewal needs a store shared on PostgreSQL",
+                hint="on a SQLite store a renewal runs in the process that asks for it: certfleet renew",
+            )
+        if name is not None:
+            store.lineage(name)  # an unknown lineage is refused before anything is queued
+        asked = utc_now()
+        payload = renew_payload(name, force=force, preflight=preflight, probe=probe, manual_days=manual_days)
+        job = store.enqueue_job(RENEW, lineage=name or "", zone=zone, payload=payload, unique=True)
+        fresh = job.created_at >= asked
+        what = f"renew job {job.id} ({name or 'all lineages'}{', forced' if job.payload.get('force') else ''})"
+        if not as_json:
+            if fresh:
+                _say(f"queued {what} for the workers of {workers}")
+            else:
+                _say(f"{what} is {job.state} already: this ask is that job")
+        if wait is None:
+            if as_json:
+                write_json({"job": {**job.to_dict(), "payload": job.payload}, "queued": fresh, "waited": False})
+            return int(ExitCode.OK)
+        [job] = asyncio.run(follow_jobs(store, [job.id], wait=wait)) or [job]
+    result = job.result or {}
+    if job.state in JobState.OPEN:
+        if job.state == JobState.QUEUED:
+            line = f"no worker of {workers} took {what} within {wait:g} s (it stays queued)"
+        else:
+            line = f"{what} is still running on {job.lease_owner} after {wait:g} s"
+        if as_json:
+            write_json(
+                {"job": {**job.to_dict(), "payload": job.payload}, "queued": fresh, "waited": True, "error": line}
+            )
+        else:
+            _say(line, err=True)
+            _say("  hint: `certfleet jobs --open` follows it; `certfleet worker" + (f" --zone {zone}" if zone else "")
+                 + "` runs it", err=True)  # fmt: skip
+        return int(ExitCode.ENVIRONMENT)
+    if as_json:
+        write_json(
+            {"job": {**job.to_dict(), "payload": job.payload}, "queued": fresh, "waited": True, "summary": result}
+        )
+    else:
+        _render_summary(job.id, result, job.lease_owner)
+    return summary_exit_code(job)
+
+
+def _render_summary(job_id: int, result: dict[str, Any], worker: str | None) -> None:
+    """A ``renew`` job's summary, as a pass run here prints its report."""
+    if result.get("busy"):
+        _say(str(result["busy"]), err=True)
+        return
+    if "counts" not in result:
+        _say(f"renew job {job_id} failed: {result.get('error') or 'no result'}", err=True)
+        if result.get("hint"):
+            _say(f"  hint: {result['hint']}", err=True)
+        return
+    for entry in result.get("lineages") or []:
+        style = _STYLE.get(str(entry.get("action")), "cyan")
+        console.print(
+            f"[bold]{escape(str(entry['lineage']))}[/]  [{style}]{escape(str(entry['action']))}[/]  "
+            f"{escape(str(entry.get('summary') or ''))}  [dim]({escape(str(entry.get('reason') or ''))})[/]",
+            soft_wrap=True,
+            highlight=False,
+        )
+        if entry.get("hint") and not entry.get("ok"):
+            console.print(f"    [dim]hint:[/] {escape(str(entry['hint']))}", soft_wrap=True, highlight=False)
+        for node in entry.get("failed") or []:
+            _say(f"    {node['node']}: {node['outcome']}: {node['message']}")
+    if not result.get("lineages") and not result.get("left_out"):
+        _say("no lineage yet")
+    if result.get("left_out"):
+        _say(f"{result['left_out']} lineage(s) more, not kept in the job's result (`certfleet jobs --json`)")
+    by = f" by {worker}" if worker else ""
+    _say(f"renew job {job_id}: ran{by}; {result.get('alerts_sent', 0)} alert(s) sent")
 
 
 def _write_metrics(store: Store, path: Path) -> None:

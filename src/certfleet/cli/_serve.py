@@ -23,7 +23,11 @@ def serve(
         float, typer.Option("--renew-every", help="Minutes between the autopilot's renewal passes.", min=1, max=1440)
     ] = 15.0,
     autopilot: Annotated[
-        bool, typer.Option("--autopilot/--no-autopilot", help="Renew, deploy and alert from this process.")
+        bool,
+        typer.Option(
+            "--autopilot/--no-autopilot",
+            help="Renew, deploy and alert on a schedule (PostgreSQL: each pass a renew job, run here or by a worker).",
+        ),
     ] = True,
 ) -> None:
     """Serve the web console and its API over HTTPS (TLS 1.2 and 1.3 only); on a fresh machine,

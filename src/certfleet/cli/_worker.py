@@ -36,11 +36,10 @@ def _log(as_json: bool) -> Callable[[JobEvent], None]:
                 return
             print(f"{event.event:<9} {event.node or '-'}: {event.outcome or '-'}  {event.detail}".rstrip(), flush=True)
             return
-        if event.kind == "check":
-            tail = f": {event.outcome}" if event.outcome else ""
-            print(f"{event.event:<9} job {event.job} (check){tail}  {event.detail}".rstrip(), flush=True)
-            return
-        what = f"job {event.job} ({event.kind} {event.node or '-'}, deployment {event.deployment})"
+        if event.deployment is None:  # a job of another kind: a check, a renewal pass (its detail says what it did)
+            what = f"job {event.job} ({event.kind})"
+        else:
+            what = f"job {event.job} ({event.kind} {event.node or '-'}, deployment {event.deployment})"
         tail = f": {event.outcome}" if event.outcome else ""
         detail = f"  {event.detail}" if event.detail else ""
         print(f"{event.event:<9} {what}{tail}{detail}", flush=True)
@@ -100,7 +99,7 @@ def worker_cmd(
     ] = None,
     as_json: JsonOpt = False,
 ) -> int:
-    """Take the store's jobs (deploys of single nodes, probes, checks) of one zone and run them, until stopped.
+    """Take the store's jobs (deploys of single nodes, probes, checks, renewal passes) of one zone and run them.
 
     A worker in a zone (`--zone dmz`) deploys the nodes of that zone (`certfleet node zone gw1 dmz`);
     one without takes the nodes of no zone. Each job is leased and kept by heartbeats: the job of a
@@ -157,6 +156,7 @@ def jobs_cmd(
 ) -> None:
     """List the jobs: queued, running (with the worker that holds each and until when), done, failed."""
     from certfleet.cli._common import when
+    from certfleet.jobs.renewals import RENEW, describe
     from certfleet.store import JobState
 
     with open_store() as store:
@@ -168,9 +168,15 @@ def jobs_cmd(
         for j in found:
             holder = f"{j.lease_owner} until {when(j.lease_until)}" if j.state == JobState.RUNNING else ""
             outcome = (j.result or {}).get("outcome") or ""
+            lineage = j.lineage
+            if j.kind == RENEW:  # a pass: of one lineage or of all; what it did, in one line
+                lineage = j.lineage or "all"
+                outcome = describe(j.result) or ("forced" if j.payload.get("force") else "")
             say(
-                f"{j.id:>6}  {j.kind:<7} {j.lineage:<16} {j.node or '-':<16} {j.zone or '-':<10} "
+                f"{j.id:>6}  {j.kind:<7} {lineage:<16} {j.node or '-':<16} {j.zone or '-':<10} "
                 f"{j.state:<8} {outcome:<12} {holder}".rstrip()
             )
 
-    emit({"jobs": [j.to_dict() for j in found]}, as_json, render)
+    # a renew job's payload says what it renews (the lineage or all, forced or not)
+    listed = [{**j.to_dict(), "payload": j.payload} if j.kind == RENEW else j.to_dict() for j in found]
+    emit({"jobs": listed}, as_json, render)

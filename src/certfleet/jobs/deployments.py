@@ -60,9 +60,13 @@ class DeployRoute:
         return () if self.shared else self.zones
 
 
-def route_deploy(store: Store, lineage: str, names: Sequence[str] = (), *, queue: bool = False) -> DeployRoute:
+def route_deploy(
+    store: Store, lineage: str, names: Sequence[str] = (), *, queue: bool = False, here: str | None = None
+) -> DeployRoute:
     """Decide where a deploy of ``names`` (every node of the lineage when none) runs. ``queue``
-    asks for jobs whatever the zones; it needs a store shared on PostgreSQL."""
+    asks for jobs whatever the zones; it needs a store shared on PostgreSQL. ``here``: the zone
+    of the process that asks (a worker of that zone running a renewal), whose nodes it deploys
+    itself; by default the process is in no zone."""
     from certfleet.fleet.rollout import select_nodes
 
     shared = not store.url.startswith("sqlite")
@@ -74,7 +78,8 @@ def route_deploy(store: Store, lineage: str, names: Sequence[str] = (), *, queue
     chosen = tuple(select_nodes(store, lineage, names))
     zones_of = store.node_zones()
     zones = tuple(sorted({z for n in chosen if (z := zones_of.get(n.name))}))
-    return DeployRoute(lineage, chosen, zones, queued=shared and (queue or bool(zones)), shared=shared)
+    elsewhere = any(zones_of.get(n.name) != here for n in chosen)
+    return DeployRoute(lineage, chosen, zones, queued=shared and (queue or elsewhere), shared=shared)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,11 +266,12 @@ async def run_queued(
     rollback: bool = False,
     to: int | None = None,
     activates: bool = False,
+    here: str | None = None,
 ) -> QueuedDeploy:
     """Queue the deploy (``rollback``: a rollback to the version before the active one, or ``to``;
     ``activates`` it when every node goes back); with ``inline``, run the jobs of nodes in no zone
-    here, then follow the others for up to ``wait`` seconds. Without, return at once with the
-    jobs queued."""
+    (in zone ``here``, for a process of that zone) here, then follow the others for up to
+    ``wait`` seconds. Without, return at once with the jobs queued."""
     if rollback:
         deployment, version = await asyncio.to_thread(
             functools.partial(enqueue_rollback, store, lineage, nodes, to=to, activates=activates)
@@ -274,7 +280,7 @@ async def run_queued(
         deployment, version = await asyncio.to_thread(enqueue_deploy, store, lineage, nodes)
     result = await run_enqueued(
         store, lineage, version, deployment, options=options, inline=inline, wait=wait, lease=lease, stop=stop,
-        log=log, prober=prober,
+        log=log, prober=prober, here=here,
     )  # fmt: skip
     return dataclasses.replace(result, rollback=rollback, activates=activates)
 
@@ -292,6 +298,7 @@ async def run_enqueued(
     stop: asyncio.Event | None = None,
     log: Callable[[JobEvent], None] | None = None,
     prober: Prober | None = None,
+    here: str | None = None,
 ) -> QueuedDeploy:
     """:func:`run_queued` for a deployment queued already (:func:`enqueue_deploy`): a caller that
     answers with the deployment's id before its nodes are done (the console) queues first."""
@@ -302,7 +309,7 @@ async def run_enqueued(
     worker = Worker(
         store,
         WorkerOptions(
-            zone=None,
+            zone=here,
             lease=lease,
             once=True,
             deployment=deployment,

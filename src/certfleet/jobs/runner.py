@@ -10,13 +10,15 @@ job with that one line. The result is written with the job's end, fenced by its 
 The same handler runs a job in the process that asked (:func:`run_inline`) where no queue is
 needed: on a SQLite store, one machine's, every job runs there.
 
-The kinds: ``probe`` (a node's probe endpoint, recorded for ``status``: :mod:`certfleet.jobs.probes`)
-and ``check`` (an endpoint named by ``certfleet check --zone``: :mod:`certfleet.jobs.endpoint_jobs`).
+The kinds: ``probe`` (a node's probe endpoint, recorded for ``status``: :mod:`certfleet.jobs.probes`),
+``check`` (an endpoint named by ``certfleet check --zone``: :mod:`certfleet.jobs.endpoint_jobs`)
+and ``renew`` (an autopilot pass: :mod:`certfleet.jobs.renewals`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
@@ -29,20 +31,28 @@ from certfleet.store import JobRecord, JobState, Store
 __all__ = ["Handler", "JobContext", "JobDone", "follow_jobs", "handler_for", "run_handler", "run_inline"]
 
 
+# each kind's handler, ``module:function``, imported when first asked for
+_HANDLERS = {
+    "probe": "certfleet.jobs.probes:probe_handler",
+    "check": "certfleet.jobs.endpoint_jobs:check_handler",
+    "renew": "certfleet.jobs.renewals:run_renew",
+}
+
+
 def handler_for(kind: str) -> Handler | None:
     """The handler of a kind of job; None for a kind this certfleet does not know (the job fails,
     saying so: a newer certfleet queued it)."""
-    match kind:
-        case "probe":
-            from certfleet.jobs.probes import probe_handler
+    where = _HANDLERS.get(kind)
+    return _load(where) if where is not None else None
 
-            return probe_handler
-        case "check":
-            from certfleet.jobs.endpoint_jobs import check_handler
 
-            return check_handler
-        case _:
-            return None
+def _load(where: str) -> Handler:
+    """A handler named ``module:function``, imported when first asked for. By name, as the
+    solvers and targets are: a handler may use what uses this package (the autopilot's pass
+    deploys through the queue), which an import here would make a cycle of."""
+    module, _, name = where.partition(":")
+    handler: Handler = getattr(importlib.import_module(module), name)
+    return handler
 
 
 async def run_handler(ctx: JobContext, job: JobRecord) -> JobDone:
