@@ -142,6 +142,8 @@ class Worker:
         # steps begun, by deployment and node, not yet written (not empty: a write is waiting)
         self._steps: dict[int, dict[str, tuple[list[str], bool]]] = {}
         self._prune_at = 0.0  # when the ended probe and check jobs are pruned next (monotonic)
+        self._inflight: set[int] = set()  # the jobs held now, each a slot of the batch
+        self._freed = asyncio.Event()  # set when a slot was freed
 
     def _emit(self, event: str, held: Lease, *, outcome: str | None = None, detail: str = "") -> None:
         if self._log is not None:
@@ -149,57 +151,106 @@ class Worker:
             self._log(JobEvent(event, job.id, job.kind, job.node, job.deployment, self.name, outcome, detail))
 
     async def run(self, stop: asyncio.Event | None = None) -> int:
-        """Take and run jobs; the number of jobs that ended (recorded or failed) here."""
+        """Take and run jobs; the number of jobs that ended (recorded or failed) here.
+
+        Up to ``batch`` jobs are held at a time. The jobs of one claim run together (those of a
+        deployment through the deploy engine at once); as nodes end and a quarter of the slots
+        are free, more are claimed and start beside those still running, so one slow node does
+        not hold up the next batch."""
         stop = stop or asyncio.Event()
         opts = self.options
         next_probe = time.monotonic()
+        refill = max(1, opts.batch // 4)
+        tasks: set[asyncio.Task[None]] = set()
+        self._freed = asyncio.Event()  # of this event loop
         try:
             while not stop.is_set():
+                for task in [t for t in tasks if t.done()]:
+                    tasks.discard(task)
+                    task.result()  # a surprise in a group is this worker's too
                 if opts.probe_every is not None and time.monotonic() >= next_probe:
                     await self._probe_round()
                     next_probe = time.monotonic() + opts.probe_every
-                try:
-                    taken = await asyncio.to_thread(
-                        self.store.claim_jobs,
-                        self.name,
-                        zone=opts.zone,
-                        lease=opts.lease,
-                        limit=opts.batch,
-                        deployment=opts.deployment,
-                        kinds=opts.kinds,
-                        job=opts.job,
-                    )
-                except StoreError as exc:
-                    if opts.once:
-                        raise
-                    # busy past its timeout, or away past the reconnect window: a daemon waits
-                    if self._log is not None:
-                        self._log(JobEvent("waiting", 0, "-", None, None, self.name, detail=str(exc)))
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), max(opts.poll, 5.0))
+                free = opts.batch - len(self._inflight)
+                taken: list[Lease] = []
+                if free >= (refill if tasks else 1):
+                    try:
+                        taken = await asyncio.to_thread(
+                            self.store.claim_jobs,
+                            self.name,
+                            zone=opts.zone,
+                            lease=opts.lease,
+                            limit=free,
+                            deployment=opts.deployment,
+                            kinds=opts.kinds,
+                            job=opts.job,
+                        )
+                    except StoreError as exc:
+                        if opts.once:
+                            raise
+                        # busy past its timeout, or away past the reconnect window: a daemon waits
+                        if self._log is not None:
+                            self._log(JobEvent("waiting", 0, "-", None, None, self.name, detail=str(exc)))
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), max(opts.poll, 5.0))
+                        continue
+                if taken:
+                    for held in taken:
+                        self._inflight.add(held.job.id)
+                        self._emit("taken", held, detail=f"attempt {held.job.attempts}")
+                    tasks.update(self._start(taken, stop))
                     continue
-                if not taken:
+                if not tasks:
                     if opts.once:
                         break
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), opts.poll)
                     continue
-                for held in taken:
-                    self._emit("taken", held, detail=f"attempt {held.job.attempts}")
-                groups: dict[int | None, list[Lease]] = {}
-                for held in taken:
-                    if held.job.kind == DEPLOY:
-                        groups.setdefault(held.job.deployment, []).append(held)
-                others = [held for held in taken if held.job.kind != DEPLOY]
-                if others:
-                    await self._run_others(others, stop)
-                for group in groups.values():
-                    await self._run_group(group, stop)
-                if opts.once and stop.is_set():
-                    break
+                # jobs running: wait for slots to free (or a group to end, or stop), at most a poll
+                self._freed.clear()
+                waits = [asyncio.ensure_future(self._freed.wait()), asyncio.ensure_future(stop.wait())]
+                try:
+                    await asyncio.wait([*waits, *tasks], timeout=opts.poll, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        w.cancel()
+            if tasks:  # stopped: each node finishes or undoes its step, its job goes back
+                await asyncio.gather(*tasks)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            raise
         finally:
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
             self._writer.shutdown(wait=True)
         return self.handled
+
+    def _start(self, taken: list[Lease], stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        """The jobs of one claim as tasks: those of other kinds side by side, each deployment's
+        nodes through the deploy engine together."""
+        groups: dict[int | None, list[Lease]] = {}
+        for held in taken:
+            if held.job.kind == DEPLOY:
+                groups.setdefault(held.job.deployment, []).append(held)
+        others = [held for held in taken if held.job.kind != DEPLOY]
+        runs = [self._run_group(group, stop) for group in groups.values()]
+        if others:
+            runs.insert(0, self._run_others(others, stop))
+        return [asyncio.create_task(self._holding(run, taken)) for run in runs]
+
+    async def _holding(self, run: Any, taken: list[Lease]) -> None:
+        """``run``, then the slots of its jobs are free (those not freed as their node ended)."""
+        try:
+            await run
+        finally:
+            self._free(*(held.job.id for held in taken))
+
+    def _free(self, *jobs: int) -> None:
+        """These jobs no longer hold a slot of the batch."""
+        for job in jobs:
+            self._inflight.discard(job)
+        self._freed.set()
 
     async def _probe_round(self) -> None:
         """Queue a ``probe`` job for each node of this worker's zone not probed in the last
@@ -265,9 +316,12 @@ class Worker:
     async def _fail(self, held: Lease, message: str, outcome: Outcome = Outcome.FAILED) -> None:
         now = utc_now()
         result = NodeResult(node=held.job.node or "", outcome=outcome, started_at=now, finished_at=now, output=message)
-        if await self._finish(held, result):
-            self.handled += 1
-            self._emit("failed", held, outcome=outcome.value, detail=message)
+        try:
+            if await self._finish(held, result):
+                self.handled += 1
+                self._emit("failed", held, outcome=outcome.value, detail=message)
+        finally:
+            self._free(held.job.id)
 
     # -- jobs of the other kinds ----------------------------------------------------------------
 
@@ -287,6 +341,12 @@ class Worker:
                     await asyncio.to_thread(self.store.heartbeat, active, lease=self.options.lease)
 
         async def one(held: Lease) -> None:
+            try:
+                await ended_one(held)
+            finally:
+                self._free(held.job.id)
+
+        async def ended_one(held: Lease) -> None:
             done = await run_handler(ctx, held.job)
             ended.add(held.job.id)
             try:
@@ -363,6 +423,7 @@ class Worker:
                     # another worker deploys it now (its lease ran out while it worked): not twice
                     await self._write(functools.partial(self.store.release_job, held, delay=self.options.lease))
                     self._emit("released", held, detail="the node is being deployed by another worker")
+                    self._free(held.job.id)
                     continue
                 specs[node], mine[node] = spec, held
             if mine:
@@ -411,6 +472,7 @@ class Worker:
                 pending.append(asyncio.ensure_future(self._progress(mine[event.node], steps[event.node])))
             elif event.outcome is not None:
                 ended.add(event.node)
+                self._free(mine[event.node].job.id)
                 pending.append(asyncio.ensure_future(self._node_done(mine[event.node], event.outcome, halt, steps)))
 
         tasks = [asyncio.create_task(beat()), asyncio.create_task(relay())]
