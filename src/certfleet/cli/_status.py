@@ -15,6 +15,7 @@ from certfleet.cli._common import JsonOpt, LineageArg, app, console, emit, open_
 from certfleet.cli._common import say as _say
 from certfleet.cli._common import short_fp as _short
 from certfleet.cli._common import when as _when
+from certfleet.cli._state import state as run_state
 from certfleet.clock import utc_now
 from certfleet.errors import ExitCode
 
@@ -39,6 +40,7 @@ def status_cmd(
 
     with open_store() as store:
         report = asyncio.run(status(store, now=utc_now(), lineage=lineage, probe=not no_probe, timeout=timeout))
+    run_state.closed = True  # the store and the event loop are closed: nothing is left but to print
     emit(report, as_json, _render_status)
     return int(ExitCode.OK if report.ok else ExitCode.PROBLEMS)
 

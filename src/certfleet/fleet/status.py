@@ -450,8 +450,19 @@ def _lineage_status(
         chain = version_health(
             active.leaf, active.chain, trust=trust, now=now, required=required, expiring_days=expiring_days
         )
-    read = [n.name for n in nodes if n.name in lives]
-    proven = store.proven_versions(record.name, read) if read else {}
+    numbers = {fp: v.number for fp, v in by_fp.items()}
+    live_versions = {
+        n.name: tuple(version_of_folder(t, numbers) for t in live.targets)
+        for n in nodes
+        if (live := lives.get(n.name)) is not None and live.error is None
+    }
+    # only a version live on a node is asked about: whether a deploy ever proved it there
+    wanted = {
+        name: {v for t, v in zip(lives[name].targets, found, strict=True) if t is not None and v is not None}
+        for name, found in live_versions.items()
+    }
+    proven = store.proven(record.name, wanted) if any(wanted.values()) else {}
+    fingerprint = active.fingerprint if active is not None else None
     return LineageStatus(
         record=record,
         required=required,
@@ -466,8 +477,10 @@ def _lineage_status(
                 by_fp,
                 last=last.get(node.name),
                 live=lives.get(node.name),
-                proven=proven,
+                live_versions=live_versions.get(node.name, ()),
+                proven=proven.get(node.name, set()),
                 probed_by=by_worker.get(node.name),
+                active_fingerprint=fingerprint,
             )
             for node in nodes
         ),
@@ -483,53 +496,49 @@ def _node_status(
     *,
     last: tuple[DeploymentRecord, NodeResult] | None,
     live: LiveState | None,
-    proven: Mapping[str, set[int]],
-    probed_by: str | None = None,
+    live_versions: tuple[int | None, ...],
+    proven: Collection[int],
+    probed_by: str | None,
+    active_fingerprint: str | None,
 ) -> NodeStatus:
     deployment, result = last if last is not None else (None, None)
-    base = NodeStatus(
-        node=node.name,
-        lineage=record.name,
-        probe=node.probe,
-        serving=Serving.NOT_PROBED,
-        last=result,
-        last_version=deployment.version if deployment is not None else None,
-        last_deployment=deployment.id if deployment is not None else None,
-        last_state=deployment.state if deployment is not None else None,
-        probed_by=probed_by,
-    )
-    if live is not None:
-        live_versions: tuple[int | None, ...] = ()
-        live_proven: bool | None = None
-        if live.error is None:
-            numbers = {fp: v.number for fp, v in versions.items()}
-            live_versions = tuple(version_of_folder(t, numbers) for t in live.targets)
-            live_proven = all(
-                t is None or v in proven.get(node.name, ()) for t, v in zip(live.targets, live_versions, strict=True)
-            )
-        base = dataclasses.replace(base, live=live, live_versions=live_versions, live_proven=live_proven)
+    live_proven: bool | None = None
+    if live is not None and live.error is None:
+        live_proven = all(t is None or v in proven for t, v in zip(live.targets, live_versions, strict=True))
+    serving, served_fp, match, report = Serving.NOT_PROBED, None, None, None
+    found: tuple[Problem, ...] = ()
     if seen is not None:
         report = seen.report
         served_fp = report.chain[0].sha256 if report.probe.ok and report.chain else None
-        active = record.active
-        serving = serving_of(served_fp, active.fingerprint if active is not None else None, versions)
+        serving = serving_of(served_fp, active_fingerprint, versions)
         match = versions.get(served_fp) if served_fp is not None else None
         found = tuple(
             dataclasses.replace(p, message=f"{node.name}: {p.message}")
             for p in (*report.problems, *served_problems(report, node.names))
         )
         if serving in (Serving.OLDER, Serving.OTHER):
-            found += (_serving_problem(record.name, node, serving, match.number if match else None, active),)
-        base = dataclasses.replace(
-            base,
-            serving=serving,
-            served_fingerprint=served_fp,
-            served_version=match.number if match else None,
-            report=report,
-            checked_at=seen.at,
-            problems=found,
-        )
-    return dataclasses.replace(base, problems=base.problems + _settle_problems(record.name, base))
+            found += (_serving_problem(record.name, node, serving, match.number if match else None, record.active),)
+    out = NodeStatus(
+        node=node.name,
+        lineage=record.name,
+        probe=node.probe,
+        serving=serving,
+        served_fingerprint=served_fp,
+        served_version=match.number if match else None,
+        report=report,
+        checked_at=seen.at if seen is not None else None,
+        last=result,
+        last_version=deployment.version if deployment is not None else None,
+        problems=found,
+        last_deployment=deployment.id if deployment is not None else None,
+        last_state=deployment.state if deployment is not None else None,
+        live=live,
+        live_versions=live_versions if live is not None else (),
+        live_proven=live_proven,
+        probed_by=probed_by,
+    )
+    settle = _settle_problems(record.name, out)
+    return dataclasses.replace(out, problems=found + settle) if settle else out
 
 
 def _serving_problem(
