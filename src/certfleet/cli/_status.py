@@ -20,7 +20,8 @@ from certfleet.clock import utc_now
 from certfleet.errors import ExitCode
 
 if TYPE_CHECKING:
-    from certfleet.fleet.status import HistoryReport, NodeStatus, StatusReport
+    from certfleet.fleet.history import HistoryReport
+    from certfleet.fleet.status import NodeStatus, StatusReport
     from certfleet.store import AuditEntry
 
 
@@ -133,7 +134,7 @@ def _live_cell(n: NodeStatus) -> str:
 @app.command("history", epilog="Example: certfleet history web")
 def history_cmd(lineage: LineageArg, *, as_json: JsonOpt = False) -> None:
     """The versions of a lineage and its deployments, node by node."""
-    from certfleet.fleet.status import history
+    from certfleet.fleet.history import history
 
     with open_store() as store:
         report = history(store, lineage)
