@@ -12,6 +12,7 @@ mapped to one printed line, a hint and the exit code of DESIGN.md; a traceback o
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
 import os
 import re
@@ -111,6 +112,25 @@ def _area(module: str) -> int:
     return _MODULES.index(name) if name in _MODULES else len(_MODULES)
 
 
+# commands that read the store, print and end: what they make lives until the process ends
+_READERS = frozenset({"status", "history", "audit"})
+
+
+def _command(args: Sequence[str]) -> str | None:
+    return next((arg for arg in args if arg != "--debug"), None)
+
+
+def _collect_seldom() -> None:
+    """The cyclic garbage collector runs once per 100,000 new objects rather than per 700.
+
+    A command that builds its report and ends frees almost nothing before it ends, so the
+    collector's passes find nothing to free; over the objects SQLAlchemy, cryptography and a
+    report of 1,000 nodes make, they were a sixth of the CPU of ``status`` (280 passes). What is
+    freed by reference counting (most of it) is freed as before.
+    """
+    gc.set_threshold(100_000, 50, 100)
+
+
 def _modules_for(args: Sequence[str]) -> Sequence[str]:
     """The command modules ``certfleet ARGS`` needs: the one of its command, else every one."""
     for arg in args:
@@ -132,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     state.wrote_json = False
     state.closed = False
+    if _command(args) in _READERS:
+        _collect_seldom()
     try:
         return _dispatch(args)
     except CertfleetError as exc:

@@ -293,10 +293,8 @@ async def status(
     ``reuse`` (a check of the same endpoints, as a round of ``watch --nodes`` made) reports is not
     probed again.
     """
-    if trust is None:
-        from certfleet.fleet.lineage import trust_for
-
-        trust = trust_for(store)
+    if trust is None:  # what fleet.lineage.trust_for gives, without loading what imports need
+        trust = TrustStore.mozilla_plus([a.cert for a in store.trust_anchors()])
     records = [store.lineage(lineage)] if lineage is not None else store.lineages()
     members = {r.name: store.nodes(r.name) for r in records}
     lasts = {r.name: store.last_results(r.name) for r in records}

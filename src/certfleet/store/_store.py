@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, join, select
 from sqlalchemy.orm import Session, selectinload
 
 from certfleet.clock import utc_now
@@ -513,8 +513,11 @@ class Store(NodesMixin, VersionsMixin, IssuersMixin, ProgressMixin, JobsMixin):
                 )
                 .exists()
             )
-            q = select(NodeRow.name, VersionRow.number).where(
-                VersionRow.lineage_id == lin.id, VersionRow.number.in_(numbers), proof
+            # every node asked about with every version asked about (one join), where a proof exists
+            q = (
+                select(NodeRow.name, VersionRow.number)
+                .select_from(join(NodeRow, VersionRow, VersionRow.lineage_id == lin.id))
+                .where(VersionRow.number.in_(numbers), proof)
             )
             for i in range(0, len(names), _CHUNK):
                 for node, number in s.execute(q.where(NodeRow.name.in_(names[i : i + _CHUNK]))):
