@@ -327,17 +327,17 @@ class StoreBase:
 
     @staticmethod
     def _member_names(s: Session, lineage_ids: Sequence[int]) -> dict[int, list[str]]:
-        """The names of each lineage's nodes, sorted: one query, no node read whole."""
+        """The names of each lineage's nodes, sorted as Python sorts them (not by the database's
+        collation): one query, no node read whole."""
         out: dict[int, list[str]] = {i: [] for i in lineage_ids}
         q = (
             select(lineage_nodes.c.lineage_id, NodeRow.name)
             .join(NodeRow, NodeRow.id == lineage_nodes.c.node_id)
             .where(lineage_nodes.c.lineage_id.in_(lineage_ids))
-            .order_by(NodeRow.name)
         )
         for lineage_id, name in s.execute(q):
             out[lineage_id].append(name)
-        return out
+        return {i: sorted(names) for i, names in out.items()}
 
     def _version_row(self, s: Session, lin: LineageRow, number: int) -> VersionRow:
         row = s.scalar(select(VersionRow).where(VersionRow.lineage_id == lin.id, VersionRow.number == number))
