@@ -89,6 +89,12 @@ class TrustStore:
         return _mozilla()
 
     @classmethod
+    def mozilla_plus(cls, anchors: Sequence[x509.Certificate]) -> TrustStore:
+        """Mozilla's roots and ``anchors`` (a store's trust anchors, and any others the caller trusts)."""
+        mozilla = _mozilla()
+        return mozilla.plus(anchors, source="mozilla + store anchors") if anchors else mozilla
+
+    @classmethod
     def system(cls) -> TrustStore:
         """The operating system's bundle of trusted roots."""
         import ssl

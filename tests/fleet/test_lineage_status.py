@@ -11,10 +11,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from certfleet import testing
+from certfleet.fleet.history import history
 from certfleet.fleet.lineage import request
 from certfleet.fleet.model import Material, Outcome
 from certfleet.fleet.nodes import make_node
-from certfleet.fleet.status import Serving, history, status
+from certfleet.fleet.status import Serving, status
 from certfleet.problems import ProblemCode, Severity
 from certfleet.store import NodeResult, Store
 from support.tls import Site, free_port, run_nginx

@@ -717,6 +717,12 @@ def test_counts_and_proven_versions_say_what_the_whole_history_says(store: Store
     assert store.proven_versions("web") == {"a": {v1.number, v2.number}, "b": {v1.number}}
     assert store.proven_versions("web", ["b", "c"]) == {"b": {v1.number}}
     assert store.proven_versions("mail") == {"m": {m1.number}}
+    # asked about some versions on some nodes: those of them proven there, as the whole history says
+    wanted = {"a": {v1.number, v2.number}, "b": {v1.number, v2.number}, "c": {v1.number, v2.number}, "m": {v1.number}}
+    assert store.proven("web", wanted) == {"a": {v1.number, v2.number}, "b": {v1.number}}
+    assert store.proven("web", {"a": {v2.number}, "b": set()}) == {"a": {v2.number}}
+    assert store.proven("web", {}) == {}
+    assert store.proven("mail", {"m": {m1.number}, "a": {m1.number}}) == {"m": {m1.number}}
 
 
 def test_last_results_follow_every_write_of_a_deployment(store: Store, ca: testing.TestCA) -> None:

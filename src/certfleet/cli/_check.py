@@ -131,7 +131,7 @@ def _targets(
 
 def _node_targets(lineage: str | None, starttls: StartTLS | None) -> list[Endpoint]:
     # the endpoints `certfleet status` probes, checked the same way
-    from certfleet.fleet.status import probe_targets
+    from certfleet.fleet.probing import probe_targets
     from certfleet.store import Store
 
     with Store.open() as store:

@@ -15,11 +15,13 @@ from certfleet.cli._common import JsonOpt, LineageArg, app, console, emit, open_
 from certfleet.cli._common import say as _say
 from certfleet.cli._common import short_fp as _short
 from certfleet.cli._common import when as _when
+from certfleet.cli._state import state as run_state
 from certfleet.clock import utc_now
 from certfleet.errors import ExitCode
 
 if TYPE_CHECKING:
-    from certfleet.fleet.status import HistoryReport, NodeStatus, StatusReport
+    from certfleet.fleet.history import HistoryReport
+    from certfleet.fleet.status import NodeStatus, StatusReport
     from certfleet.store import AuditEntry
 
 
@@ -39,6 +41,7 @@ def status_cmd(
 
     with open_store() as store:
         report = asyncio.run(status(store, now=utc_now(), lineage=lineage, probe=not no_probe, timeout=timeout))
+    run_state.closed = True  # the store and the event loop are closed: nothing is left but to print
     emit(report, as_json, _render_status)
     return int(ExitCode.OK if report.ok else ExitCode.PROBLEMS)
 
@@ -131,7 +134,7 @@ def _live_cell(n: NodeStatus) -> str:
 @app.command("history", epilog="Example: certfleet history web")
 def history_cmd(lineage: LineageArg, *, as_json: JsonOpt = False) -> None:
     """The versions of a lineage and its deployments, node by node."""
-    from certfleet.fleet.status import history
+    from certfleet.fleet.history import history
 
     with open_store() as store:
         report = history(store, lineage)

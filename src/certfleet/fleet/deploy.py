@@ -42,23 +42,20 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar
-
-from cryptography.hazmat.primitives import serialization
+from typing import Any, TypeVar
 
 from certfleet.certinfo import fingerprint
 from certfleet.clock import Clock, utc_now
 from certfleet.endpoint import Endpoint
 from certfleet.errors import CertfleetError, InputError
 from certfleet.fleet.model import Material, NodeSpec, Outcome
+from certfleet.fleet.proof import Prober, Proof, default_prober
 from certfleet.fleet.targets import KEEP_VERSIONS, StepError, Target, TargetFile, Undo, make_target
 from certfleet.fleet.transports import CommandResult, Transport, open_transport
-from certfleet.probe import ProbeResult
 from certfleet.redact import redact
 
 __all__ = [
@@ -73,9 +70,7 @@ __all__ = [
 ]
 
 MAX_REPORT_OUTPUT = 16 * 1024
-# seconds between the handshakes that confirm a node serves the new chain, and how long a node
-# that already has this version live may take to show it (then it is deployed again)
-_CONFIRM_PAUSE = 0.2
+# seconds a node that already has this version live may take to show it (then it is deployed again)
 _VERIFY_WAIT = 1.0
 
 T = TypeVar("T")
@@ -169,10 +164,6 @@ class ProgressEvent:
     outcome: NodeOutcome | None = None
 
 
-class Prober(Protocol):
-    def __call__(self, host: str, port: int, *, server_name: str | None, timeout: float) -> Awaitable[ProbeResult]: ...
-
-
 @dataclass(frozen=True, slots=True)
 class DeployOptions:
     concurrency: int = 8  # nodes at once
@@ -193,10 +184,6 @@ class DeployOptions:
 
 def _tail(text: str) -> str:
     return text if len(text) <= MAX_REPORT_OUTPUT else "..." + text[-MAX_REPORT_OUTPUT:]
-
-
-def _der_fp(der: bytes) -> str:
-    return hashlib.sha256(der).hexdigest()
 
 
 class _Failed(Exception):
@@ -220,13 +207,6 @@ class _Stopped(_Failed):
 _STOPPABLE = frozenset({Step.CONNECT, Step.UPLOAD, Step.SWITCH, Step.TEST, Step.RELOAD, Step.PROBE})
 
 
-@dataclass
-class _Served:
-    matches: bool
-    fingerprint: str | None
-    detail: str
-
-
 class _NodeDeploy:
     """One node's deploy: everything that must not leak into another node's."""
 
@@ -246,18 +226,21 @@ class _NodeDeploy:
         self.material = material
         self.options = options
         self.progress = progress
-        self.prober = prober
         self.clock = clock
         self.stop = stop
         self.settled = settled  # the node finished this version before: matching files need no reload
-        self.expected = (
-            material.leaf.public_bytes(serialization.Encoding.DER),
-            *(c.public_bytes(serialization.Encoding.DER) for c in material.chain),
-        )
         self.step = Step.RENDER
         self.switched: list[tuple[Target, Undo]] = []
         self.reloaded = False
         self.notes: list[str] = []
+        self.proof = Proof(
+            prober,
+            material,
+            timeout=options.probe_timeout,
+            confirm=options.probe_confirm,
+            stopping=lambda: self.stopping,
+            notes=self.notes,
+        )
         self.live: list[str | None] | None = None  # each target's live version, as it is now
         self.targets: list[Target] = []
 
@@ -358,7 +341,7 @@ class _NodeDeploy:
         current = all(now == version for now, (_, version, _) in zip(live, rendered, strict=True)) and not damaged
         if current and endpoint is not None:
             self._enter(Step.VERIFY)
-            served = await self._probe(endpoint, wait=_VERIFY_WAIT, patient=False)
+            served = await self.proof.serves(endpoint, wait=_VERIFY_WAIT, patient=False)
             if served.matches:
                 return NodeOutcome(
                     name, Outcome.UNCHANGED, None, "already serves this version", served=served.fingerprint
@@ -412,7 +395,7 @@ class _NodeDeploy:
         served_fp = None
         if endpoint is not None:
             self._enter(Step.PROBE)
-            served = await self._probe(endpoint, wait=opts.probe_wait)
+            served = await self.proof.serves(endpoint, wait=opts.probe_wait)
             if not served.matches:
                 raise _Stopped(Step.PROBE) if self.stopping else _Failed(Step.PROBE, served.detail)
             served_fp = served.fingerprint
@@ -431,63 +414,6 @@ class _NodeDeploy:
         if not result.ok:
             raise _Failed(step, f"{what}: {result.describe()}", result.output)
         return result
-
-    async def _probe(self, endpoint: Endpoint, *, wait: float, patient: bool = True) -> _Served:
-        """Probe until the node serves the deployed chain on ``probe_confirm`` connections in a row.
-
-        One matching handshake is not proof: while a server reloads, its new workers already
-        answer and the old ones still accept connections for a moment (nginx, httpd, HAProxy
-        alike), so the old chain can come back once. Only a streak shows the node has settled.
-        Not ``patient``: give up at the first handshake that does not match.
-        """
-        deadline = time.monotonic() + wait
-        need = self.options.probe_confirm
-        streak = 0
-        pause = 0.2
-        while True:
-            result = await self.prober(
-                endpoint.host, endpoint.port, server_name=endpoint.server_name, timeout=self.options.probe_timeout
-            )
-            served = self._compare(result)
-            if served.matches:
-                streak += 1
-                if streak >= need:
-                    return served
-                step = _CONFIRM_PAUSE
-            else:
-                if not patient or self.stopping:
-                    return served
-                if streak:
-                    self.notes.append(f"the old chain came back after a reload: {served.detail}")
-                streak = 0
-                step = pause
-                pause = min(pause * 1.5, 1.0)
-            if time.monotonic() + step > deadline:
-                if served.matches:  # serving it, but not on enough connections in a row yet
-                    detail = f"{served.detail}, but not yet on {need} connections in a row"
-                    return _Served(False, served.fingerprint, detail)
-                return served
-            await asyncio.sleep(step)
-
-    def _compare(self, result: ProbeResult) -> _Served:
-        if not result.ok or not result.chain_der:
-            detail = "; ".join(p.message for p in result.problems) or "no certificate"
-            return _Served(False, None, f"the probe of {result.target} failed: {detail}")
-        sent = tuple(result.chain_der)
-        leaf = _der_fp(sent[0])
-        if sent == self.expected:
-            return _Served(True, leaf, f"{result.target} serves {leaf[:16]} and its chain")
-        want = fingerprint(self.material.leaf)
-        if leaf != want:
-            return _Served(
-                False, leaf, f"{result.target} still serves another certificate: {leaf[:16]} (deployed {want[:16]})"
-            )
-        return _Served(
-            False,
-            leaf,
-            f"{result.target} serves the deployed certificate with another chain: "
-            f"{len(sent)} certificate(s) sent, {len(self.expected)} deployed",
-        )
 
     async def _roll_back(self, tx: Transport, failure: _Failed, endpoint: Endpoint | None) -> NodeOutcome:
         name = self.node.name
@@ -519,7 +445,8 @@ class _NodeDeploy:
                     problems.append("the server could not be reloaded with the version before")
         served_fp = None
         if endpoint is not None:
-            served_fp = await self._probe_after_rollback(endpoint)
+            wait = self.options.probe_wait if self.reloaded else 0.0
+            served_fp = await self.proof.after_rollback(endpoint, wait=wait)
         if problems:
             output.extend(problems)
             message = f"{failure.message}; switching back failed"
@@ -529,26 +456,6 @@ class _NodeDeploy:
         if endpoint is not None:
             message += f"; it serves {served_fp[:16]}" if served_fp else "; the probe gets no certificate now"
         return NodeOutcome(name, Outcome.ROLLED_BACK, failure.step, message, _tail("\n".join(output)), served_fp)
-
-    async def _probe_after_rollback(self, endpoint: Endpoint) -> str | None:
-        """The leaf served once the node has let go of the deployed one (a reload takes a moment)."""
-        want = fingerprint(self.material.leaf)
-        deadline = time.monotonic() + (self.options.probe_wait if self.reloaded else 0.0)
-        while True:
-            result = await self.prober(
-                endpoint.host, endpoint.port, server_name=endpoint.server_name, timeout=self.options.probe_timeout
-            )
-            served = _der_fp(result.chain_der[0]) if result.ok and result.chain_der else None
-            if served != want or time.monotonic() + 0.3 > deadline:
-                return served
-            await asyncio.sleep(0.3)
-
-
-async def _default_prober(host: str, port: int, *, server_name: str | None, timeout: float) -> ProbeResult:
-    from certfleet.probe import probe
-
-    return await probe(host, port, server_name=server_name, timeout=timeout)
-
 
 async def deploy(
     material: Material,
@@ -584,7 +491,7 @@ async def deploy(
                 material,
                 opts,
                 progress,
-                prober or _default_prober,
+                prober or default_prober,
                 clock=clock,
                 stop=stop,
                 settled=settled is None or node.name in settled,

@@ -308,8 +308,7 @@ def trust_for(store: Store) -> TrustStore:
 
 def trust_with(anchors: Sequence[x509.Certificate]) -> TrustStore:
     """Mozilla's roots and ``anchors`` (the store's, and any others the caller trusts)."""
-    mozilla = TrustStore.mozilla()
-    return mozilla.plus(anchors, source="mozilla + store anchors") if anchors else mozilla
+    return TrustStore.mozilla_plus(anchors)
 
 
 def _short(pkid: str) -> str:

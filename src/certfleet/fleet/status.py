@@ -1,9 +1,10 @@
-"""What each lineage's nodes really serve, and what happened to them: ``status`` and ``history``.
+"""What each lineage's nodes really serve, and how their last deployment left them: ``status``.
 
 ``status`` is the one fleet status: the CLI's ``status``, the console's dashboard, its API and its
 ``/metrics`` all read it. Each node's probe endpoint is checked as ``certfleet check`` checks it
-(:func:`certfleet.check.check`: the chain as served, verified without fetching, and linted), so a
+(:mod:`certfleet.fleet.probing`: the chain as served, verified without fetching, and linted), so a
 node that serves the active leaf without its intermediate is reported as a strict client sees it.
+What happened to a lineage over time is :mod:`certfleet.fleet.history`.
 
 A node whose last deployment did not end well (interrupted, failed, rolled back) is also asked
 what it has live (:mod:`certfleet.fleet.live`): after a killed deploy its ``live`` may point at a
@@ -15,15 +16,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from certfleet.certinfo import CertInfo
-from certfleet.check import DEFAULT_TIMEOUT, CheckReport, EndpointReport, check
-from certfleet.endpoint import Endpoint
-from certfleet.errors import CertfleetError
+from certfleet.check import DEFAULT_TIMEOUT, CheckReport, EndpointReport
 from certfleet.findings import expiring_problem, validity_problem
 from certfleet.fleet.health import (
     Health,
@@ -36,7 +35,15 @@ from certfleet.fleet.health import (
 from certfleet.fleet.live import LiveState, read_live, version_of_folder
 from certfleet.fleet.model import NodeSpec, Outcome
 from certfleet.fleet.nodes import lineage_names
-from certfleet.probe import StartTLS
+from certfleet.fleet.probing import (
+    Checked,
+    Checker,
+    default_checker,
+    no_checks,
+    probe_readable,
+    probe_targets,
+    reusing,
+)
 from certfleet.problems import EXPIRING_DAYS, Problem, ProblemCode, Severity, worst
 from certfleet.store import (
     DeploymentRecord,
@@ -51,21 +58,13 @@ from certfleet.trust import TrustStore
 
 __all__ = [
     "EXPIRING_DAYS",
-    "Checked",
-    "Checker",
-    "HistoryReport",
     "LineageStatus",
     "NodeStatus",
-    "ProbeTargets",
     "Serving",
     "StatusReport",
-    "history",
-    "probe_targets",
     "serving_of",
     "status",
 ]
-
-PROBE_CONCURRENCY = 32
 
 
 class Serving(StrEnum):
@@ -74,19 +73,6 @@ class Serving(StrEnum):
     OTHER = "other"  # a certificate the lineage never had
     UNREACHABLE = "unreachable"  # the probe found no TLS endpoint
     NOT_PROBED = "not-probed"  # the node names no probe endpoint, or probing was left out
-
-
-@dataclass(frozen=True, slots=True)
-class Checked:
-    """An endpoint's report and when it was made (a cache may hand out an earlier one)."""
-
-    report: EndpointReport
-    at: dt.datetime
-
-
-# Checks endpoints and answers in the same order: ``check.check`` by default; the console adds a
-# short cache in front of it.
-Checker = Callable[[Sequence[Endpoint]], Awaitable[Sequence[Checked]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,28 +253,6 @@ class StatusReport:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class ProbeTargets:
-    endpoints: Mapping[str, Endpoint]  # node name -> where it is probed
-    skipped: tuple[str, ...]  # nodes without a probe endpoint
-
-
-def probe_targets(nodes: Iterable[NodeSpec], *, starttls: StartTLS | None = None) -> ProbeTargets:
-    """Where each node is probed (its probe endpoint, asked for its first DNS name), once per node:
-    what ``status``, ``check --nodes`` and ``watch --nodes`` check."""
-    endpoints: dict[str, Endpoint] = {}
-    skipped: list[str] = []
-    for node in nodes:
-        if node.name in endpoints or node.name in skipped:
-            continue
-        endpoint = node.endpoint(starttls)
-        if endpoint is None:
-            skipped.append(node.name)
-        else:
-            endpoints[node.name] = endpoint
-    return ProbeTargets(endpoints, tuple(skipped))
-
-
 def serving_of(served: str | None, active: str | None, versions: Collection[str | None]) -> Serving:
     """Which of a lineage's versions a node serves, from the fingerprint of the leaf a probe saw
     there (None: the probe got no certificate) and those of the lineage's versions."""
@@ -306,39 +270,6 @@ def _expiry_problems(active: VersionRecord | None, now: dt.datetime, expiring_da
     if found is None:
         return ()
     return (dataclasses.replace(found, hint=f"renew: `certfleet request {active.lineage}`, then import and deploy"),)
-
-
-def _checker(trust: TrustStore, now: dt.datetime, timeout: float, expiring_days: int) -> Checker:
-    async def run(endpoints: Sequence[Endpoint]) -> list[Checked]:
-        report = await check(
-            endpoints,
-            trust=trust,
-            timeout=timeout,
-            now=now,
-            expiring_days=expiring_days,
-            concurrency=PROBE_CONCURRENCY,
-        )
-        return [Checked(r, report.checked_at) for r in report.endpoints]
-
-    return run
-
-
-def _reusing(report: CheckReport, fallback: Checker) -> Checker:
-    """A checker that answers from ``report`` (a round of ``watch`` that checked the nodes' endpoints
-    already) and asks ``fallback`` only for an endpoint the report lacks."""
-    known: dict[tuple[str, int, str | None], EndpointReport] = {}
-    for found in report.endpoints:
-        known.setdefault((found.target.host, found.target.port, found.target.name), found)
-
-    async def run(endpoints: Sequence[Endpoint]) -> list[Checked]:
-        keys = [(e.host, e.port, e.name) for e in endpoints]
-        missing = [e for e, k in zip(endpoints, keys, strict=True) if k not in known]
-        extra: dict[tuple[str, int, str | None], Checked] = {}
-        if missing:
-            extra = dict(zip([(e.host, e.port, e.name) for e in missing], await fallback(missing), strict=True))
-        return [Checked(known[k], report.checked_at) if k in known else extra[k] for k in keys]
-
-    return run
 
 
 async def status(
@@ -362,10 +293,8 @@ async def status(
     ``reuse`` (a check of the same endpoints, as a round of ``watch --nodes`` made) reports is not
     probed again.
     """
-    if trust is None:
-        from certfleet.fleet.lineage import trust_for
-
-        trust = trust_for(store)
+    if trust is None:  # what fleet.lineage.trust_for gives, without loading what imports need
+        trust = TrustStore.mozilla_plus([a.cert for a in store.trust_anchors()])
     records = [store.lineage(lineage)] if lineage is not None else store.lineages()
     members = {r.name: store.nodes(r.name) for r in records}
     lasts = {r.name: store.last_results(r.name) for r in records}
@@ -380,16 +309,16 @@ async def status(
     lives: dict[str, LiveState] = {}
     by_worker: dict[str, str] = {}
     if probe:
-        targets = probe_targets(n for n in unique.values() if _probe_readable(n))
-        run = checker or _checker(trust, now, timeout, expiring_days)
+        targets = probe_targets(n for n in unique.values() if probe_readable(n))
+        run = checker or default_checker(trust, now, timeout, expiring_days)
         if reuse is not None:
-            run = _reusing(reuse, run)
+            run = reusing(reuse, run)
         # on a shared store a node in a zone is probed by its zone's worker, not from here
         from certfleet.jobs.probes import zone_probed
 
         zoned = zone_probed(store, targets.endpoints, trust=trust, now=now, expiring_days=expiring_days)
         names = [n for n in targets.endpoints if n not in zoned]
-        checking = run([targets.endpoints[n] for n in names]) if names else _no_checks()
+        checking = run([targets.endpoints[n] for n in names]) if names else no_checks()
         reports, lives = await asyncio.gather(checking, read_live(unsettled, timeout=max(timeout, 5.0) * 3))
         checked = dict(zip(names, reports, strict=True))
         for name, (seen, at, by) in zoned.items():
@@ -412,19 +341,6 @@ async def status(
         for record in records
     ]
     return StatusReport(checked_at=now, probed=probe, lineages=tuple(out))
-
-
-async def _no_checks() -> Sequence[Checked]:
-    return ()
-
-
-def _probe_readable(node: NodeSpec) -> bool:
-    # a probe the store holds was checked when it was set; one that no longer parses is not probed
-    try:
-        node.endpoint()
-    except CertfleetError:
-        return False
-    return True
 
 
 def _lineage_status(
@@ -450,8 +366,19 @@ def _lineage_status(
         chain = version_health(
             active.leaf, active.chain, trust=trust, now=now, required=required, expiring_days=expiring_days
         )
-    read = [n.name for n in nodes if n.name in lives]
-    proven = store.proven_versions(record.name, read) if read else {}
+    numbers = {fp: v.number for fp, v in by_fp.items()}
+    live_versions = {
+        n.name: tuple(version_of_folder(t, numbers) for t in live.targets)
+        for n in nodes
+        if (live := lives.get(n.name)) is not None and live.error is None
+    }
+    # only a version live on a node is asked about: whether a deploy ever proved it there
+    wanted = {
+        name: {v for t, v in zip(lives[name].targets, found, strict=True) if t is not None and v is not None}
+        for name, found in live_versions.items()
+    }
+    proven = store.proven(record.name, wanted) if any(wanted.values()) else {}
+    fingerprint = active.fingerprint if active is not None else None
     return LineageStatus(
         record=record,
         required=required,
@@ -466,8 +393,10 @@ def _lineage_status(
                 by_fp,
                 last=last.get(node.name),
                 live=lives.get(node.name),
-                proven=proven,
+                live_versions=live_versions.get(node.name, ()),
+                proven=proven.get(node.name, set()),
                 probed_by=by_worker.get(node.name),
+                active_fingerprint=fingerprint,
             )
             for node in nodes
         ),
@@ -483,53 +412,49 @@ def _node_status(
     *,
     last: tuple[DeploymentRecord, NodeResult] | None,
     live: LiveState | None,
-    proven: Mapping[str, set[int]],
-    probed_by: str | None = None,
+    live_versions: tuple[int | None, ...],
+    proven: Collection[int],
+    probed_by: str | None,
+    active_fingerprint: str | None,
 ) -> NodeStatus:
     deployment, result = last if last is not None else (None, None)
-    base = NodeStatus(
-        node=node.name,
-        lineage=record.name,
-        probe=node.probe,
-        serving=Serving.NOT_PROBED,
-        last=result,
-        last_version=deployment.version if deployment is not None else None,
-        last_deployment=deployment.id if deployment is not None else None,
-        last_state=deployment.state if deployment is not None else None,
-        probed_by=probed_by,
-    )
-    if live is not None:
-        live_versions: tuple[int | None, ...] = ()
-        live_proven: bool | None = None
-        if live.error is None:
-            numbers = {fp: v.number for fp, v in versions.items()}
-            live_versions = tuple(version_of_folder(t, numbers) for t in live.targets)
-            live_proven = all(
-                t is None or v in proven.get(node.name, ()) for t, v in zip(live.targets, live_versions, strict=True)
-            )
-        base = dataclasses.replace(base, live=live, live_versions=live_versions, live_proven=live_proven)
+    live_proven: bool | None = None
+    if live is not None and live.error is None:
+        live_proven = all(t is None or v in proven for t, v in zip(live.targets, live_versions, strict=True))
+    serving, served_fp, match, report = Serving.NOT_PROBED, None, None, None
+    found: tuple[Problem, ...] = ()
     if seen is not None:
         report = seen.report
         served_fp = report.chain[0].sha256 if report.probe.ok and report.chain else None
-        active = record.active
-        serving = serving_of(served_fp, active.fingerprint if active is not None else None, versions)
+        serving = serving_of(served_fp, active_fingerprint, versions)
         match = versions.get(served_fp) if served_fp is not None else None
         found = tuple(
             dataclasses.replace(p, message=f"{node.name}: {p.message}")
             for p in (*report.problems, *served_problems(report, node.names))
         )
         if serving in (Serving.OLDER, Serving.OTHER):
-            found += (_serving_problem(record.name, node, serving, match.number if match else None, active),)
-        base = dataclasses.replace(
-            base,
-            serving=serving,
-            served_fingerprint=served_fp,
-            served_version=match.number if match else None,
-            report=report,
-            checked_at=seen.at,
-            problems=found,
-        )
-    return dataclasses.replace(base, problems=base.problems + _settle_problems(record.name, base))
+            found += (_serving_problem(record.name, node, serving, match.number if match else None, record.active),)
+    out = NodeStatus(
+        node=node.name,
+        lineage=record.name,
+        probe=node.probe,
+        serving=serving,
+        served_fingerprint=served_fp,
+        served_version=match.number if match else None,
+        report=report,
+        checked_at=seen.at if seen is not None else None,
+        last=result,
+        last_version=deployment.version if deployment is not None else None,
+        problems=found,
+        last_deployment=deployment.id if deployment is not None else None,
+        last_state=deployment.state if deployment is not None else None,
+        live=live,
+        live_versions=live_versions if live is not None else (),
+        live_proven=live_proven,
+        probed_by=probed_by,
+    )
+    settle = _settle_problems(record.name, out)
+    return dataclasses.replace(out, problems=found + settle) if settle else out
 
 
 def _serving_problem(
@@ -601,24 +526,3 @@ def _settle_problems(lineage: str, n: NodeStatus) -> tuple[Problem, ...]:
             )
         )
     return tuple(out)
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryReport:
-    lineage: LineageRecord
-    versions: tuple[VersionRecord, ...]
-    deployments: tuple[DeploymentRecord, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "lineage": self.lineage.name,
-            "active": self.lineage.active.number if self.lineage.active else None,
-            "versions": [v.to_dict() for v in self.versions],
-            "deployments": [d.to_dict() for d in self.deployments],
-        }
-
-
-def history(store: Store, lineage: str, *, limit: int = 50) -> HistoryReport:
-    """The versions of ``lineage`` (oldest first) and its deployments (newest first)."""
-    record = store.lineage(lineage)
-    return HistoryReport(record, tuple(store.versions(lineage)), tuple(store.deployments(lineage, limit=limit)))

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from certfleet.store._models import (
     NodeRow,
     SettingRow,
     VersionRow,
+    lineage_nodes,
 )
 from certfleet.store._records import (
     AuditAction,
@@ -309,18 +311,33 @@ class StoreBase:
             withdrawn_at=row.withdrawn_at,
         )
 
-    def _lineage_record(self, row: LineageRow) -> LineageRecord:
+    def _lineage_record(self, row: LineageRow, nodes: Sequence[str] | None = None) -> LineageRecord:
+        """The record of ``row``; ``nodes``: its members' names, sorted, when read already."""
         active = row.active
         return LineageRecord(
             name=row.name,
             key_spec=row.key_spec,
             subject=row.subject,
             names=tuple(row.names),
-            nodes=tuple(sorted(n.name for n in row.nodes)),
+            nodes=tuple(sorted(n.name for n in row.nodes)) if nodes is None else tuple(nodes),
             active=self._version_record(active, row.name, row.active_version_id) if active is not None else None,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
+
+    @staticmethod
+    def _member_names(s: Session, lineage_ids: Sequence[int]) -> dict[int, list[str]]:
+        """The names of each lineage's nodes, sorted as Python sorts them (not by the database's
+        collation): one query, no node read whole."""
+        out: dict[int, list[str]] = {i: [] for i in lineage_ids}
+        q = (
+            select(lineage_nodes.c.lineage_id, NodeRow.name)
+            .join(NodeRow, NodeRow.id == lineage_nodes.c.node_id)
+            .where(lineage_nodes.c.lineage_id.in_(lineage_ids))
+        )
+        for lineage_id, name in s.execute(q):
+            out[lineage_id].append(name)
+        return {i: sorted(names) for i, names in out.items()}
 
     def _version_row(self, s: Session, lin: LineageRow, number: int) -> VersionRow:
         row = s.scalar(select(VersionRow).where(VersionRow.lineage_id == lin.id, VersionRow.number == number))

@@ -9,7 +9,7 @@ from sqlalchemy.orm import selectinload
 
 from certfleet.clock import utc_now
 from certfleet.errors import ConflictError, InputError
-from certfleet.fleet.model import NodeSpec
+from certfleet.fleet.model import NodeSpec, TargetSpec
 from certfleet.store._base import (
     MAX_COMMAND,
     MAX_NAMES,
@@ -191,19 +191,47 @@ class NodesMixin(StoreBase):
 
     @retried
     def nodes(self, lineage: str | None = None) -> list[NodeSpec]:
-        """Every node sorted by name, or the members of ``lineage``."""
+        """Every node sorted by name, or the members of ``lineage``: the columns a spec holds, in
+        two queries (the nodes, their targets), whatever their number."""
         with self._db.session(write=False) as s:
-            if lineage is None:
-                rows = s.scalars(select(NodeRow).order_by(NodeRow.name).options(selectinload(NodeRow.targets)))
-                return [self._spec(r) for r in rows]
-            members = (
-                select(NodeRow)
-                .join(lineage_nodes, lineage_nodes.c.node_id == NodeRow.id)
-                .where(lineage_nodes.c.lineage_id == self._lineage_row(s, lineage).id)
-                .order_by(NodeRow.name)
-                .options(selectinload(NodeRow.targets))
+            q = select(
+                NodeRow.id,
+                NodeRow.name,
+                NodeRow.names,
+                NodeRow.transport,
+                NodeRow.test_cmd,
+                NodeRow.reload_cmd,
+                NodeRow.probe,
+                NodeRow.options,
+            ).order_by(NodeRow.name)
+            tq = select(TargetRow.node_id, TargetRow.kind, TargetRow.path, TargetRow.options).order_by(
+                TargetRow.node_id, TargetRow.position
             )
-            return [self._spec(r) for r in s.scalars(members)]
+            if lineage is not None:
+                lineage_id = self._lineage_row(s, lineage).id
+                q = q.join(lineage_nodes, lineage_nodes.c.node_id == NodeRow.id).where(
+                    lineage_nodes.c.lineage_id == lineage_id
+                )
+                tq = tq.join(lineage_nodes, lineage_nodes.c.node_id == TargetRow.node_id).where(
+                    lineage_nodes.c.lineage_id == lineage_id
+                )
+            rows = s.execute(q).all()
+            targets: dict[int, list[TargetSpec]] = {}
+            for node_id, kind, path, options in s.execute(tq):
+                targets.setdefault(node_id, []).append(TargetSpec(kind, path, dict(options)))
+        return [
+            NodeSpec(
+                name=name,
+                names=tuple(names),
+                targets=tuple(targets.get(node_id, ())),
+                transport=transport,
+                test_cmd=test_cmd,
+                reload_cmd=reload_cmd,
+                probe=probe,
+                options=dict(options),
+            )
+            for node_id, name, names, transport, test_cmd, reload_cmd, probe, options in rows
+        ]
 
     @retried
     def node_lineages(self, name: str) -> list[str]:
@@ -221,12 +249,15 @@ class NodesMixin(StoreBase):
     @retried
     def lineage(self, name: str) -> LineageRecord:
         with self._db.session(write=False) as s:
-            return self._lineage_record(self._lineage_row(s, name))
+            row = self._lineage_row(s, name)
+            return self._lineage_record(row, self._member_names(s, [row.id])[row.id])
 
     @retried
     def lineages(self) -> list[LineageRecord]:
         with self._db.session(write=False) as s:
-            return [self._lineage_record(r) for r in s.scalars(select(LineageRow).order_by(LineageRow.name))]
+            rows = list(s.scalars(select(LineageRow).order_by(LineageRow.name)))
+            members = self._member_names(s, [r.id for r in rows]) if rows else {}
+            return [self._lineage_record(r, members[r.id]) for r in rows]
 
     @retried
     def put_lineage(

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import selectinload
 
 from certfleet.clock import utc_now
@@ -108,8 +107,12 @@ class ProgressMixin(StoreBase):
                     "updated_at": now,
                 }
             )
-        dialect = sqlite if self._db.is_sqlite else postgresql
-        stmt = dialect.insert(DeploymentProgressRow)
+        # each dialect's own upsert, imported when used: PostgreSQL's pulls in all its drivers
+        if self._db.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
+        stmt = insert(DeploymentProgressRow)
         stmt = stmt.on_conflict_do_update(
             index_elements=["deployment_id", "node_name"],
             set_={"steps": stmt.excluded.steps, "done": stmt.excluded.done, "updated_at": stmt.excluded.updated_at},

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, join, select
 from sqlalchemy.orm import Session, selectinload
 
 from certfleet.clock import utc_now
@@ -31,6 +31,7 @@ from certfleet.store._models import (
     LastResultRow,
     LineageRow,
     NodeResultRow,
+    NodeRow,
     VersionRow,
 )
 from certfleet.store._nodes import NodesMixin
@@ -487,6 +488,43 @@ class Store(NodesMixin, VersionsMixin, IssuersMixin, ProgressMixin, JobsMixin, Z
                 for node, number in s.execute(chunk):
                     out.setdefault(node, set()).add(number)
             return out
+
+    @retried
+    def proven(self, lineage: str, wanted: Mapping[str, Collection[int]]) -> dict[str, set[int]]:
+        """Of the versions of ``lineage`` ``wanted`` on each node, those a deploy proved there (as
+        :meth:`proven_versions` counts them). Each (node, version) is asked whether one proof
+        exists, which the database answers at the first it finds, not reading the node's whole
+        history; one query per 500 nodes."""
+        ok = (Outcome.OK, Outcome.UNCHANGED)
+        names = sorted(n for n, numbers in wanted.items() if numbers)
+        if not names:
+            return {}
+        numbers = sorted({v for n in names for v in wanted[n]})
+        out: dict[str, set[int]] = {}
+        with self._db.session(write=False) as s:
+            lin = self._lineage_row(s, lineage)
+            proof = (
+                select(NodeResultRow.id)
+                .join(DeploymentRow, DeploymentRow.id == NodeResultRow.deployment_id)
+                .where(
+                    NodeResultRow.node_name == NodeRow.name,
+                    DeploymentRow.version_id == VersionRow.id,
+                    DeploymentRow.lineage_id == lin.id,
+                    NodeResultRow.outcome.in_(ok),
+                )
+                .exists()
+            )
+            # every node asked about with every version asked about (one join), where a proof exists
+            q = (
+                select(NodeRow.name, VersionRow.number)
+                .select_from(join(NodeRow, VersionRow, VersionRow.lineage_id == lin.id))
+                .where(VersionRow.number.in_(numbers), proof)
+            )
+            for i in range(0, len(names), _CHUNK):
+                for node, number in s.execute(q.where(NodeRow.name.in_(names[i : i + _CHUNK]))):
+                    if number in wanted[node]:
+                        out.setdefault(node, set()).add(number)
+        return out
 
     @retried
     def deployment_counts(

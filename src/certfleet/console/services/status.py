@@ -20,7 +20,8 @@ from certfleet.console.services.clients import ClientProfile, Clients
 from certfleet.console.settings import ConsoleSettings
 from certfleet.endpoint import Endpoint, parse_endpoint
 from certfleet.errors import CertfleetError
-from certfleet.fleet.status import PROBE_CONCURRENCY, Checked, LineageStatus, NodeStatus, StatusReport, status
+from certfleet.fleet.probing import PROBE_CONCURRENCY, Checked
+from certfleet.fleet.status import LineageStatus, NodeStatus, StatusReport, status
 from certfleet.problems import Problem, ProblemCode, Severity
 from certfleet.store import Store
 from certfleet.trust import TrustStore
