@@ -81,7 +81,12 @@ def worker_cmd(
         float | None, typer.Option("--heartbeat", help="Seconds between heartbeats (default: a quarter of the lease).")
     ] = None,
     poll: Annotated[float, typer.Option("--poll", help="Seconds between looks at an empty queue.", min=0.05)] = 1.0,
-    batch: Annotated[int, typer.Option("--batch", help="Jobs taken, and nodes deployed, at once.", min=1, max=64)] = 8,
+    batch: Annotated[
+        int,
+        typer.Option(
+            "--batch", help="Jobs held, and nodes deployed, at once (more are taken as they end).", min=1, max=64
+        ),
+    ] = 8,
     probe_wait: Annotated[
         float, typer.Option("--probe-wait", help="Seconds a reloaded node may take to serve the new chain.", min=0)
     ] = 15.0,
