@@ -40,6 +40,7 @@ __all__ = [
     "judge",
     "run_async",
     "run_check",
+    "unprobed",
 ]
 
 _T = TypeVar("_T")
@@ -271,20 +272,26 @@ def _within_file_limit(concurrency: int) -> int:
     return max(1, min(concurrency, soft - spare))
 
 
-def _deadline_result(target: Endpoint, deadline: float) -> ProbeResult:
+def unprobed(target: Endpoint, problem: Problem) -> ProbeResult:
+    """What is known of an endpoint that was not probed: ``problem`` says why."""
     return ProbeResult(
         target=str(target),
         host=target.host,
         port=target.port,
         server_name=target.server_name,
         ok=False,
-        problems=(
-            Problem(
-                ProblemCode.TIMEOUT,
-                Severity.ERROR,
-                f"not checked within the overall deadline of {deadline:g} s",
-                "raise --deadline or --concurrency, or lower --timeout",
-            ),
+        problems=(problem,),
+    )
+
+
+def _deadline_result(target: Endpoint, deadline: float) -> ProbeResult:
+    return unprobed(
+        target,
+        Problem(
+            ProblemCode.TIMEOUT,
+            Severity.ERROR,
+            f"not checked within the overall deadline of {deadline:g} s",
+            "raise --deadline or --concurrency, or lower --timeout",
         ),
     )
 

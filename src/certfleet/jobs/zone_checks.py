@@ -22,7 +22,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from certfleet.check import EndpointReport, judge
+from certfleet.check import EndpointReport, judge, unprobed
 from certfleet.clock import utc_now
 from certfleet.endpoint import Endpoint
 from certfleet.jobs.endpoint_jobs import CHECK, endpoint_payload
@@ -73,7 +73,7 @@ def _unserved(endpoint: Endpoint, zone: str, *, wait: float) -> ProbeResult:
         f"start `certfleet worker --zone {zone}` where the zone's endpoints are reachable, or wait longer "
         f"than {wait:g} s (--wait); the job stays queued",
     )
-    return _failed_probe(endpoint, problem)
+    return unprobed(endpoint, problem)
 
 
 def _job_failed(endpoint: Endpoint, zone: str, job: JobRecord) -> ProbeResult:
@@ -84,18 +84,7 @@ def _job_failed(endpoint: Endpoint, zone: str, job: JobRecord) -> ProbeResult:
         f"the worker of zone {zone} could not probe it: {error}",
         f"see `certfleet jobs` (job {job.id})",
     )
-    return _failed_probe(endpoint, problem)
-
-
-def _failed_probe(endpoint: Endpoint, problem: Problem) -> ProbeResult:
-    return ProbeResult(
-        target=str(endpoint),
-        host=endpoint.host,
-        port=endpoint.port,
-        server_name=endpoint.server_name,
-        ok=False,
-        problems=(problem,),
-    )
+    return unprobed(endpoint, problem)
 
 
 def _judged(
