@@ -41,8 +41,10 @@ NOT_IN_THE_CONSOLE = {
 # driven from the command line only so far: no console page or API route renews or sends alerts
 # (the autopilot: its words go to `certfleet renew` and to the alert destinations), or copies a
 # store, so none of their hints can reach a console page yet. Issuing (acme/, store/_issuers.py)
-# has its pages (Issuers, a lineage's Issuing page, issue now, revoke): its hints are held here
-NOT_IN_THE_CONSOLE_YET = ("autopilot/", "renewal.py", "store/_copy.py")
+# has its pages (Issuers, a lineage's Issuing page, issue now, revoke): its hints are held here.
+# The checks asked of a zone's worker (jobs/zone_checks.py) are `certfleet check --nodes/--zone`'s:
+# the console has no endpoint check (its status shows the recorded probes, worded in jobs/probes.py)
+NOT_IN_THE_CONSOLE_YET = ("autopilot/", "renewal.py", "store/_copy.py", "jobs/zone_checks.py")
 
 
 def _text(node: ast.AST) -> str | None:
