@@ -23,7 +23,7 @@ import json
 import secrets
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session, selectinload
@@ -31,7 +31,8 @@ from sqlalchemy.orm import Session, selectinload
 from certfleet.clock import utc_now
 from certfleet.errors import EnvError, InputError, NotFoundError
 from certfleet.fleet.model import NodeSpec, Outcome
-from certfleet.store._base import StoreBase, _bounded_output, _check_text, check_name
+from certfleet.store._base import _bounded_output, _check_text, check_name
+from certfleet.store._deployments import DeploymentsMixin
 from certfleet.store._engine import retried
 from certfleet.store._models import DeploymentRow, JobRow, NodeResultRow, NodeRow
 from certfleet.store._records import DeploymentState, NodeResult
@@ -134,37 +135,9 @@ def _zone_is(column: Any, zone: str | None) -> Any:
     return column.is_(None) if zone is None else column == zone
 
 
-class JobsMixin(StoreBase):
-    if TYPE_CHECKING:  # the store's own (``_store``), used in the same transaction
-
-        def _start(
-            self,
-            s: Session,
-            lineage: str,
-            version: int,
-            nodes: Sequence[str],
-            *,
-            started_at: dt.datetime | None,
-            rollback: bool,
-        ) -> DeploymentRow: ...
-
-        def _deployment_row(self, s: Session, deployment: int) -> DeploymentRow: ...
-
-        def _finish(
-            self,
-            s: Session,
-            row: DeploymentRow,
-            results: list[NodeResult],
-            *,
-            state: DeploymentState,
-            finished_at: dt.datetime | None,
-        ) -> None: ...
-
-        @staticmethod
-        def _fill_result(found: NodeResultRow, result: NodeResult) -> None: ...
-
-        @staticmethod
-        def _keep_last(s: Session, lineage_id: int, deployment_id: int, newest: dict[str, int]) -> None: ...
+class JobsMixin(DeploymentsMixin):
+    """The queue; a deploy job writes its node's result with the deployments' own code, in the
+    same transaction."""
 
     # -- deployments as jobs --------------------------------------------------------------------
 

@@ -38,7 +38,6 @@ class ZonesMixin(StoreBase):
         """The rights to deploy nodes, none taken yet (see :class:`NodeLocks`)."""
         return NodeLocks(self._db)
 
-
     @retried
     def set_node_zone(self, node: str, zone: str | None) -> bool:
         """Put ``node`` in ``zone`` (None: in none). True when it changed."""
