@@ -22,7 +22,7 @@ from certfleet.console.core import Console
 from certfleet.console.deps import API_PREFIX, Refusal, Unauthenticated, ViewerDep, authenticate, wants_json
 from certfleet.console.middleware import BodyTooLarge, Guard
 from certfleet.console.roles import Forbidden
-from certfleet.console.routes import accounts, api, autopilot, issuers, lifecycle, metrics, pages, public
+from certfleet.console.routes import accounts, api, autopilot, issuers, lifecycle, metrics, pages, public, queue
 from certfleet.console.services.clients import LinkRefused
 from certfleet.console.services.throttle import LoginThrottled
 from certfleet.console.settings import ConsoleSettings
@@ -121,6 +121,8 @@ def create_app(
     app.include_router(autopilot.router)
     app.include_router(autopilot.api)
     app.include_router(issuers.api_router)
+    app.include_router(queue.router)
+    app.include_router(queue.api)
     app.include_router(metrics.router)
 
     @app.get(f"{API_PREFIX}/openapi.json", include_in_schema=False)

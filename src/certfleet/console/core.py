@@ -23,6 +23,7 @@ from certfleet.console.services.imports import Imports
 from certfleet.console.services.issue_jobs import IssueJobs
 from certfleet.console.services.issuers import Issuers
 from certfleet.console.services.jobs import Jobs
+from certfleet.console.services.queue import Queue
 from certfleet.console.services.reveals import Reveals
 from certfleet.console.services.status import Status
 from certfleet.console.services.tokens import Tokens
@@ -48,6 +49,7 @@ class Console:
     fleet: Fleet
     imports: Imports
     jobs: Jobs
+    queue: Queue
     status: Status
     certificates: Certificates
     trust: Trust
@@ -80,6 +82,7 @@ class Console:
             fleet=Fleet(store, audit),
             imports=Imports(audit, settings=settings, clock=clock, trust=trust),
             jobs=Jobs(audit, clock=clock),
+            queue=Queue(store, clock=clock),
             status=Status(store, settings=settings, clock=clock, trust=trust, clients=clients),
             certificates=Certificates(store, trust=trust, clock=clock, expiring_days=settings.expiring_days, tls=tls),
             trust=trust,

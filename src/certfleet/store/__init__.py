@@ -7,7 +7,7 @@ SQLite (or PostgreSQL) through SQLAlchemy, schema by Alembic migrations shipped 
 from certfleet.store._base import DEFAULT_KEY_SPEC, check_name, public_key_id
 from certfleet.store._copy import CopyResult, copy_store
 from certfleet.store._engine import BUSY_ENV, HOME_ENV, URL_ENV, default_home
-from certfleet.store._jobs import DEPLOY, JobRecord, JobState, Lease
+from certfleet.store._jobs import DEPLOY, JobRecord, JobState, Lease, ZoneJobs
 from certfleet.store._locks import LOCK_FOLDER, AdvisoryLock, DeployLock, FileDeployLock, Flock
 from certfleet.store._models import Base
 from certfleet.store._node_locks import NodeLocks
@@ -59,6 +59,7 @@ __all__ = [
     "TrustAnchor",
     "VersionRecord",
     "VersionState",
+    "ZoneJobs",
     "check_name",
     "check_zone",
     "copy_store",

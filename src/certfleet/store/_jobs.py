@@ -44,6 +44,7 @@ __all__ = [
     "JobState",
     "JobsMixin",
     "Lease",
+    "ZoneJobs",
 ]
 
 DEPLOY = "deploy"
@@ -102,6 +103,24 @@ class JobRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ZoneJobs:
+    """A zone's open jobs: how many are queued and running, and since when the oldest queued one waits."""
+
+    zone: str | None
+    queued: int
+    running: int
+    oldest_queued: dt.datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "zone": self.zone,
+            "queued": self.queued,
+            "running": self.running,
+            "oldest_queued": self.oldest_queued.isoformat() if self.oldest_queued else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Lease:
     """A job held by a worker: every write about it names ``token``."""
 
@@ -129,6 +148,17 @@ def _record(row: JobRow) -> JobRecord:
         finished_at=row.finished_at,
         result=row.result,
     )
+
+
+def _job_filter(deployment: int | None, states: Sequence[str], lineages: Collection[str] | None) -> list[Any]:
+    conds: list[Any] = []
+    if deployment is not None:
+        conds.append(JobRow.deployment_id == deployment)
+    if states:
+        conds.append(JobRow.state.in_(list(states)))
+    if lineages is not None:  # a lineage name is never empty: the jobs of no lineage are left out
+        conds.append(JobRow.lineage.in_(sorted(lineages)))
+    return conds
 
 
 def _zone_is(column: Any, zone: str | None) -> Any:
@@ -527,12 +557,48 @@ class JobsMixin(DeploymentsMixin):
         return specs
 
     @retried
-    def jobs(self, *, deployment: int | None = None, states: Sequence[str] = (), limit: int = 200) -> list[JobRecord]:
-        """Jobs, newest first (of one deployment, in some states)."""
+    def jobs(
+        self,
+        *,
+        deployment: int | None = None,
+        states: Sequence[str] = (),
+        limit: int = 200,
+        offset: int = 0,
+        lineages: Collection[str] | None = None,
+    ) -> list[JobRecord]:
+        """Jobs, newest first (of one deployment, in some states; past the ``offset`` newest;
+        ``lineages``: only of those, so never one of no lineage)."""
         with self._db.session(write=False) as s:
             q = select(JobRow).order_by(JobRow.id.desc()).limit(max(1, min(limit, 100_000)))
-            if deployment is not None:
-                q = q.where(JobRow.deployment_id == deployment)
-            if states:
-                q = q.where(JobRow.state.in_(list(states)))
+            q = q.offset(max(0, offset)).where(*_job_filter(deployment, states, lineages))
             return [_record(r) for r in s.scalars(q)]
+
+    @retried
+    def count_jobs(
+        self, *, deployment: int | None = None, states: Sequence[str] = (), lineages: Collection[str] | None = None
+    ) -> int:
+        """How many jobs :meth:`jobs` would list with no limit."""
+        with self._db.session(write=False) as s:
+            q = select(func.count(JobRow.id)).where(*_job_filter(deployment, states, lineages))
+            return int(s.scalar(q) or 0)
+
+    @retried
+    def job_counts(self, *, lineages: Collection[str] | None = None) -> list[ZoneJobs]:
+        """The open jobs of each zone that has some (None: of no zone), in one grouped query:
+        how many are queued and running, and when the oldest queued one was queued."""
+        with self._db.session(write=False) as s:
+            q = (
+                select(JobRow.zone, JobRow.state, func.count(JobRow.id), func.min(JobRow.created_at))
+                .where(*_job_filter(None, JobState.OPEN, lineages))
+                .group_by(JobRow.zone, JobRow.state)
+            )
+            found: dict[str | None, dict[str, tuple[int, dt.datetime | None]]] = {}
+            oldest: dt.datetime | None
+            for zone, state, count, oldest in s.execute(q):
+                found.setdefault(zone, {})[str(state)] = (int(count), oldest)
+        out = []
+        for zone in sorted(found, key=lambda z: (z is not None, z or "")):
+            queued, oldest = found[zone].get(JobState.QUEUED, (0, None))
+            running = found[zone].get(JobState.RUNNING, (0, None))[0]
+            out.append(ZoneJobs(zone, queued, running, oldest))  # min() keeps the column's type: aware UTC
+        return out
