@@ -5,16 +5,17 @@ tested over HTTP in test_console_accounts.py.)"""
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 
 import pytest
-from cryptography import x509
 from playwright.sync_api import expect, sync_playwright
 
-from certfleet.certinfo import fingerprint
-from support.console import CHROMIUM, CHROMIUM_ARGS, PASSWORD, nss_home, nss_trust, screenshot_folder, serve
+from support.console import (
+    admin_in_chromium,
+    nss_home,
+    screenshot_folder,
+    serve,
+)
 
 pytestmark = pytest.mark.peer  # certfleet serve, Chromium
 
@@ -24,25 +25,7 @@ def test_an_admin_adds_an_account_that_then_logs_in(tmp_path: Path) -> None:
     shots = screenshot_folder(tmp_path)
     user_home = nss_home(tmp_path / "user")
     with serve(home, "--no-autopilot") as served, sync_playwright() as p:
-        crt = served.home / "console" / "bootstrap.crt"
-        assert fingerprint(x509.load_pem_x509_certificate(crt.read_bytes())) == served.fingerprint()
-        nss_trust(user_home, "certfleet console bootstrap", crt, peer=True)
-        setup = served.setup_url()
-        assert setup is not None
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, env={**os.environ, "HOME": str(user_home)}
-        )
-        page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-        page.goto(setup.replace("127.0.0.1", "localhost"))
-        page.fill("#username", "admin")
-        page.fill("#password", PASSWORD)
-        page.fill("#password2", PASSWORD)
-        page.click("button[type=submit]")
-        expect(page).to_have_url(re.compile(r"/login$"))
-        page.fill("#username", "admin")
-        page.fill("#password", PASSWORD)
-        page.click("button[type=submit]")
-        expect(page.locator("h1")).to_have_text("Dashboard")
+        browser, page = admin_in_chromium(p, served, user_home)
 
         page.click("nav >> text=Accounts")
         expect(page.locator("h1")).to_have_text("Accounts")

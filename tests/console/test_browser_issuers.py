@@ -5,8 +5,6 @@ test_console_issuers.py; this is the page a person watches.)"""
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,11 +13,15 @@ from cryptography import x509
 from playwright.sync_api import expect, sync_playwright
 
 from certfleet.acme import accounts
-from certfleet.certinfo import fingerprint
 from certfleet.fleet.nodes import make_node
 from certfleet.store import Store
 from support.bind import BindServer
-from support.console import CHROMIUM, CHROMIUM_ARGS, PASSWORD, nss_home, nss_trust, screenshot_folder, serve
+from support.console import (
+    admin_in_chromium,
+    nss_home,
+    screenshot_folder,
+    serve,
+)
 from support.pebble import MAIN_IP, PebbleServer, WebrootNginx, bind, http_port, pebble, snakeoil
 
 pytestmark = pytest.mark.peer  # certfleet serve, Pebble, BIND, nginx, Chromium
@@ -60,25 +62,7 @@ def test_issue_now_followed_live_in_chromium(
 
     # without the autopilot, which would issue the lineage by itself before the button is pressed
     with serve(home, "--no-autopilot", env=env) as served, sync_playwright() as p:
-        crt = served.home / "console" / "bootstrap.crt"
-        assert fingerprint(x509.load_pem_x509_certificate(crt.read_bytes())) == served.fingerprint()
-        nss_trust(user_home, "certfleet console bootstrap", crt, peer=True)
-        setup = served.setup_url()
-        assert setup is not None
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, env={**os.environ, "HOME": str(user_home)}
-        )
-        page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-        page.goto(setup.replace("127.0.0.1", "localhost"))
-        page.fill("#username", "admin")
-        page.fill("#password", PASSWORD)
-        page.fill("#password2", PASSWORD)
-        page.click("button[type=submit]")
-        expect(page).to_have_url(re.compile(r"/login$"))
-        page.fill("#username", "admin")
-        page.fill("#password", PASSWORD)
-        page.click("button[type=submit]")
-        expect(page.locator("h1")).to_have_text("Dashboard")
+        browser, page = admin_in_chromium(p, served, user_home)
 
         page.click("nav >> text=Issuers")
         expect(page.locator("tr[data-issuer=pebble]")).to_contain_text("valid")

@@ -388,6 +388,37 @@ def nss_trust(home: Path, nickname: str, cert_file: Path, *, peer: bool = False)
     )
 
 
+def admin_in_chromium(p: Any, served: Served, user_home: Path) -> tuple[Any, Any]:
+    """Chromium (its HOME ``user_home``, from :func:`nss_home`) trusting the console's bootstrap
+    certificate as that one peer, once it matches the fingerprint ``certfleet serve`` printed;
+    the administrator made through the setup link and logged in. ``p``: Playwright's handle.
+    The browser and the dashboard's page."""
+    from playwright.sync_api import expect
+
+    from certfleet.certinfo import fingerprint
+
+    crt = served.home / "console" / "bootstrap.crt"
+    assert fingerprint(x509.load_pem_x509_certificate(crt.read_bytes())) == served.fingerprint()
+    nss_trust(user_home, "certfleet console bootstrap", crt, peer=True)
+    setup = served.setup_url()
+    assert setup is not None
+    browser = p.chromium.launch(
+        executable_path=CHROMIUM, args=CHROMIUM_ARGS, env={**os.environ, "HOME": str(user_home)}
+    )
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    page.goto(setup.replace("127.0.0.1", "localhost"))
+    page.fill("#username", "admin")
+    page.fill("#password", PASSWORD)
+    page.fill("#password2", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/login$"))
+    page.fill("#username", "admin")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Dashboard")
+    return browser, page
+
+
 def key_needles(key: Any) -> list[bytes]:
     """Every form a private key could leak in: PEM armour, its DER and base64, its secret numbers."""
     import base64
