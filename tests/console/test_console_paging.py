@@ -8,11 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event
 
 from certfleet.console.services.status import PAGE_SIZE, page_number, page_of
 from certfleet.fleet.nodes import make_node
-from support.console import ConsoleEnv, logged_in, make_env
+from support.console import ConsoleEnv, count_selects, logged_in, make_env
 
 NODE = re.compile(r'<tr data-node="([^"]+)"')
 
@@ -66,21 +65,6 @@ def test_the_node_list_pages_too(env: ConsoleEnv, tmp_path: Path) -> None:
     assert shown(second) == [f"n{i:04d}" for i in range(PAGE_SIZE, PAGE_SIZE + 5)]
     assert "nodes 101–105 of 105 (page 2 of 2)" in second
     assert second.count("<code>web</code>") == 5  # each node's lineages, read once for the page
-
-
-def count_selects(env: ConsoleEnv, path: str) -> int:
-    statements: list[str] = []
-
-    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            statements.append(statement)
-
-    event.listen(env.store._db.engine, "before_cursor_execute", seen)
-    try:
-        assert env.client.get(path).status_code == 200
-    finally:
-        event.remove(env.store._db.engine, "before_cursor_execute", seen)
-    return len(statements)
 
 
 @pytest.mark.parametrize("path", ["/", "/nodes", "/metrics"])

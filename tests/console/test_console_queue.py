@@ -9,13 +9,12 @@ import re
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import event
 
 from certfleet.clock import utc_now
 from certfleet.fleet.model import NodeSpec, Outcome, TargetSpec
 from certfleet.store import NodeResult, Store
 from conftest import PKI
-from support.console import ConsoleEnv, account_token, bearer, logged_in, make_env
+from support.console import ConsoleEnv, account_token, bearer, count_selects, logged_in, make_env
 from support.postgres import Backend, backend, pg_url, postgres
 
 __all__ = ["backend", "pg_url", "postgres"]  # the fixtures, imported where they are used
@@ -227,9 +226,9 @@ def test_the_page_pages_and_costs_the_same_queries_however_many_jobs(backend: Ba
     env = make_env(backend.home)
     logged_in(env)
     env.store.enqueue_jobs("probe", [("", f"n{i:03d}", "dmz", {}) for i in range(5)])
-    few = _selects(env, "/jobs")
+    few = count_selects(env, "/jobs")
     made = env.store.enqueue_jobs("probe", [("", f"n{i:03d}", "dmz", {}) for i in range(5, 230)])
-    assert _selects(env, "/jobs") == few  # a page, the count and the zones: never a query a job
+    assert count_selects(env, "/jobs") == few  # a page, the count and the zones: never a query a job
     newest = sorted((j.id for j in made), reverse=True)
     first = env.client.get("/jobs").text
     assert list(rows(first)) == newest[:100]
@@ -241,18 +240,3 @@ def test_the_page_pages_and_costs_the_same_queries_however_many_jobs(backend: Ba
     second = env.client.get("/jobs?open=1&page=2").text  # the filter is kept from page to page
     assert 'rel="prev" href="/jobs?open=1&amp;page=1"' in second and 'href="/jobs?open=1&amp;page=3"' in second
     assert 'data-queued="230"' in zone_row(first, "dmz")
-
-
-def _selects(env: ConsoleEnv, path: str) -> int:
-    statements: list[str] = []
-
-    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            statements.append(statement)
-
-    event.listen(env.store._db.engine, "before_cursor_execute", seen)
-    try:
-        assert env.client.get(path).status_code == 200
-    finally:
-        event.remove(env.store._db.engine, "before_cursor_execute", seen)
-    return len(statements)

@@ -116,6 +116,24 @@ def login(client: TestClient, username: str = "admin", password: str = PASSWORD)
     return client.post("/login", data={"csrf_token": csrf_of(page.text), "username": username, "password": password})
 
 
+def count_selects(env: ConsoleEnv, path: str) -> int:
+    """How many SELECT statements the console's store ran to answer ``GET path`` (200)."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    event.listen(env.store._db.engine, "before_cursor_execute", seen)
+    try:
+        assert env.client.get(path).status_code == 200
+    finally:
+        event.remove(env.store._db.engine, "before_cursor_execute", seen)
+    return len(statements)
+
+
 def logged_in(env: ConsoleEnv) -> str:
     """Log the env's client in as admin (creating the account first); returns the CSRF token."""
     if not env.console.accounts.has_accounts():
