@@ -5,7 +5,6 @@ too, and the lock goes with its holder's session when the holder is killed."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from certfleet.autopilot.lock import PassBusy, pass_lock
 from certfleet.store import Store
 from certfleet.store._engine import PASS_LOCK
 from certfleet.testing import TestCA
+from support import flock_held
 from support.postgres import Backend, backend, pg_url, postgres
 
 __all__ = ["backend", "pg_url", "postgres"]  # the fixtures, imported where they are used
@@ -35,16 +35,7 @@ def expect(result: Any, code: int = 0) -> Any:
 def _held(backend: Backend) -> bool:
     """Whether some process holds the pass lock now (seen from outside certfleet)."""
     if backend.is_sqlite:
-        path = backend.home / "locks" / "autopilot.lock"
-        if not path.exists():
-            return False
-        with path.open("rb") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            return False
+        return flock_held(backend.home / "locks" / "autopilot.lock")
     rows = backend.execute(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = :cls AND objid = :obj",
         {"cls": PASS_LOCK[0], "obj": PASS_LOCK[1]},

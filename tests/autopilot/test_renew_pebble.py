@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import fcntl
 import json
 import socket
 import ssl
@@ -37,6 +36,7 @@ from certfleet.fleet.deploy import DeployOptions
 from certfleet.fleet.nodes import make_node
 from certfleet.renewal import Reason
 from certfleet.store import Store
+from support import flock_held
 from support.ari_front import AriFront
 from support.bind import BindServer
 from support.console import serve
@@ -391,7 +391,7 @@ def test_two_renew_processes_at_once_one_runs(
     argv = [sys.executable, "-m", "certfleet", "renew", "--json"]
     first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    while not _held(lock):
+    while not flock_held(lock):
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
         time.sleep(0.05)
     second = subprocess.run([*argv[:-1]], capture_output=True, timeout=120, check=False)
@@ -406,19 +406,6 @@ def test_two_renew_processes_at_once_one_runs(
     with Store.open() as store:
         assert [e.detail["action"] for e in store.audit_log(action="renew")] == ["issued"]
         assert len(store.deployments("web")) == 1
-
-
-def _held(path: Path) -> bool:
-    """Whether another process holds the flock on ``path``."""
-    if not path.exists():
-        return False
-    with path.open("rb") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        return False
 
 
 @pytest.mark.usefixtures("acme_env")

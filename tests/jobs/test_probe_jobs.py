@@ -24,6 +24,7 @@ from jobs_fleet import make_fleet, ok
 
 from certfleet.store import URL_ENV, JobState, Store
 from conftest import PKI
+from support import stop_process
 from support.postgres import pg_url, postgres
 from support.servers import NginxServer, Site, run_nginx
 
@@ -61,15 +62,11 @@ def workers(folder: Path, count: int, *args: str) -> Iterator[list[subprocess.Po
                 procs.append(subprocess.Popen([sys.executable, "-m", "certfleet", *argv], stdout=out, stderr=err))
         yield procs
     finally:
-        for proc in procs:
+        for proc in procs:  # all asked at once, then each waited for
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for proc in procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 def name_of(proc: subprocess.Popen[bytes]) -> str:

@@ -28,6 +28,7 @@ from certfleet.fleet.deploy import DeployOptions
 from certfleet.store import URL_ENV, DeploymentState, Store
 from certfleet.testing import TestCA
 from conftest import PKI
+from support import stop_process
 from support.console import logged_in, make_env, wait_job
 from support.postgres import pg_url, postgres
 
@@ -49,13 +50,7 @@ def dmz_worker() -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def _events(proc: subprocess.Popen[bytes]) -> list[dict[str, Any]]:

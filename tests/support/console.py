@@ -26,7 +26,7 @@ from certfleet.console.core import Console
 from certfleet.console.settings import ConsoleSettings
 from certfleet.console.tls import TLSContexts
 from certfleet.store import Store
-from support import REPO, require_peer
+from support import REPO, require_peer, stop_process
 from support.servers import free_port
 
 PASSWORD = "correct horse battery staple"
@@ -279,13 +279,7 @@ def serve(
             time.sleep(0.1)
         yield served
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, signal.SIGINT, timeout=15)
 
 
 def _accepts(port: int) -> bool:
