@@ -14,6 +14,7 @@ from jobs_fleet import make_fleet
 
 from certfleet.clock import utc_now
 from certfleet.endpoint import parse_endpoint
+from certfleet.errors import ExitCode
 from certfleet.jobs import endpoint_jobs
 from certfleet.jobs.endpoint_jobs import endpoint_of, endpoint_payload
 from certfleet.jobs.probes import due_probes, queue_probes, recorded_result
@@ -167,14 +168,14 @@ async def test_a_worker_with_probe_every_queues_probe_jobs_and_takes_them(
 def test_check_zone_is_refused_on_sqlite_and_with_nodes(cli: Any, store: Store) -> None:
     store.close()
     refused = cli("check", "127.0.0.1:8443", "--zone", "dmz")
-    assert refused.code != 0 and "--zone needs a shared PostgreSQL store" in refused.err
+    assert refused.code == ExitCode.BAD_INPUT and "--zone needs a shared PostgreSQL store" in refused.err
     assert "without --zone" in refused.err
     both = cli("check", "--nodes", "--zone", "dmz")
-    assert both.code != 0 and "--zone goes with targets, not with --nodes" in both.err
+    assert both.code == ExitCode.BAD_INPUT and "--zone goes with targets, not with --nodes" in both.err
     alone = cli("check", "127.0.0.1:8443", "--wait", "5")
-    assert alone.code != 0 and "--wait goes with --zone or --nodes" in alone.err
+    assert alone.code == ExitCode.BAD_INPUT and "--wait goes with --zone or --nodes" in alone.err
     bad = cli("check", "127.0.0.1:8443", "--zone", "no zone")
-    assert bad.code != 0 and "zone name 'no zone' is not allowed" in bad.err
+    assert bad.code == ExitCode.BAD_INPUT and "zone name 'no zone' is not allowed" in bad.err
 
 
 @pytest.mark.peer

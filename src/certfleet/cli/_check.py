@@ -377,14 +377,13 @@ def _in_zone(
 
     from certfleet.check import CheckReport, run_async
     from certfleet.clock import utc_now
-    from certfleet.errors import EnvError
     from certfleet.jobs.zone_checks import check_in_zone
     from certfleet.store import Store
 
     started = time.monotonic()
     with Store.open() as opened:
         if opened.url.startswith("sqlite"):
-            raise EnvError(
+            raise InputError(  # as `deploy --queue` and `renew --queue` on SQLite
                 "--zone needs a shared PostgreSQL store, whose zones have workers; this store is SQLite",
                 hint="run the check from a machine that reaches the endpoint, without --zone",
             )
